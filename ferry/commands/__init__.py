@@ -1,0 +1,1 @@
+"""One module per ``ferry`` command; each has ``register(app)``."""

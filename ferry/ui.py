@@ -1,0 +1,134 @@
+"""Output for people and for scripts.
+
+On a terminal, long work shows rich progress bars (bytes, rate, ETA) on stderr; otherwise
+plain one-line messages. With ``--json`` nothing but the final JSON document goes to stdout,
+so scripts can parse it. Core code (bundler, importer) reports through the small
+:class:`Progress` protocol and never prints itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress as RichProgress, TaskID,
+                           TextColumn, TimeRemainingColumn, TransferSpeedColumn)
+
+
+class Task(Protocol):
+    def advance(self, nbytes: int) -> None: ...
+
+
+class Progress(Protocol):
+    """What core code may call to report long work and notable events."""
+
+    def task(self, description: str, total: int | None) -> Any:  # context manager -> Task
+        ...
+
+    def info(self, message: str) -> None: ...
+
+    def warn(self, message: str) -> None: ...
+
+
+class _NullTask:
+    def advance(self, nbytes: int) -> None:
+        pass
+
+
+class Silent:
+    """A Progress that says nothing (library use, tests)."""
+
+    @contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[Task]:
+        yield _NullTask()
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+class _RichTask:
+    def __init__(self, progress: RichProgress, task_id: TaskID) -> None:
+        self._progress, self._id = progress, task_id
+
+    def advance(self, nbytes: int) -> None:
+        self._progress.advance(self._id, nbytes)
+
+
+class _PlainTask:
+    def __init__(self) -> None:
+        self.done = 0
+
+    def advance(self, nbytes: int) -> None:
+        self.done += nbytes
+
+
+class UI:
+    """The CLI's Progress: rich bars on a terminal, plain lines otherwise, JSON for scripts."""
+
+    def __init__(self, *, json_mode: bool = False, quiet: bool = False) -> None:
+        self.json_mode = json_mode
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.interactive = self.err.is_terminal and not json_mode and not quiet
+        self.quiet = quiet or json_mode
+        self._bars: RichProgress | None = None
+        self._depth = 0
+
+    @contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[Task]:
+        if self.interactive:
+            if self._bars is None:
+                self._bars = RichProgress(
+                    TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), console=self.err, transient=False)
+                self._bars.start()
+            self._depth += 1
+            task_id = self._bars.add_task(description, total=total)
+            try:
+                yield _RichTask(self._bars, task_id)
+            finally:
+                if total is not None:
+                    self._bars.update(task_id, completed=total)
+                self._depth -= 1
+                if self._depth == 0:
+                    self._bars.stop()
+                    self._bars = None
+            return
+        started = time.monotonic()
+        task = _PlainTask()
+        yield task
+        if not self.quiet:
+            seconds = time.monotonic() - started
+            rate = task.done / seconds / 2**20 if seconds > 0 else 0.0
+            self.err.print(f"{description}: {human_bytes(task.done)} in {seconds:.1f}s ({rate:.0f} MiB/s)")
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message)
+
+    def warn(self, message: str) -> None:
+        if not self.json_mode:
+            self.err.print(f"[yellow]warning:[/] {message}")
+        else:
+            print(f"warning: {message}", file=sys.stderr)
+
+    def emit(self, document: Any) -> None:
+        """The machine-readable result, on stdout, with --json."""
+        sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        sys.stdout.flush()
+
+
+def human_bytes(n: int | float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

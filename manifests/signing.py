@@ -1,0 +1,171 @@
+"""Detached signatures over a document's exact bytes (DSSE v1 pre-authentication encoding).
+
+The signature file beside ``manifest.json`` is ``manifest.json.sig``, canonical JSON::
+
+    {"payloadType": "application/vnd.ferry.manifest.v1+json",
+     "signatures": [{"keyid": "<hex sha256 of SPKI>", "sig": "<base64 Ed25519 signature>"}]}
+
+Each signature is Ed25519 over ``PAE(payloadType, document bytes)`` as defined by DSSE:
+``b"DSSEv1 " + len(type) + b" " + type + b" " + len(body) + b" " + body``. The payload is
+not embedded (detached); binding the type stops a receipt's signature being replayed as a
+manifest's. Verification here is pure: bytes in, verdict out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from . import canonical, limits
+from .errors import FormatError, LimitError
+from .keys import key_id
+from .trust import Trust
+
+MANIFEST_PAYLOAD_TYPE = "application/vnd.ferry.manifest.v1+json"
+RECEIPT_PAYLOAD_TYPE = "application/vnd.ferry.receipt.v1+json"
+AUDIT_PAYLOAD_TYPE = "application/vnd.ferry.audit.v1+json"
+TRUST_PAYLOAD_TYPE = "application/vnd.ferry.trust.v1+json"
+
+SIGNATURE_SUFFIX = ".sig"
+
+
+def pae(payload_type: str, body: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding."""
+    t = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(body), body)
+
+
+@dataclass(frozen=True)
+class Signature:
+    keyid: str
+    sig: bytes
+
+
+@dataclass(frozen=True)
+class SignatureFile:
+    payload_type: str
+    signatures: tuple[Signature, ...]
+
+    def to_bytes(self) -> bytes:
+        return canonical.encode({
+            "payloadType": self.payload_type,
+            "signatures": [{"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode("ascii")}
+                           for s in self.signatures],
+        })
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, what: str = "signature file") -> SignatureFile:
+        if len(data) > limits.MAX_SIGNATURE_FILE_BYTES:
+            raise LimitError(f"{what} is {len(data)} bytes, over the limit of {limits.MAX_SIGNATURE_FILE_BYTES}")
+        d = canonical.decode(data, what=what)
+        if not isinstance(d, dict) or not isinstance(d.get("payloadType"), str):
+            raise FormatError(f"{what} must be an object with payloadType and signatures")
+        raw = d.get("signatures")
+        if not isinstance(raw, list):
+            raise FormatError(f"{what}: signatures must be a list")
+        if len(raw) > limits.MAX_SIGNATURES:
+            raise LimitError(f"{what} has {len(raw)} signatures, over the limit of {limits.MAX_SIGNATURES}")
+        sigs = []
+        for i, s in enumerate(raw):
+            if not isinstance(s, dict) or not isinstance(s.get("keyid"), str) or not isinstance(s.get("sig"), str):
+                raise FormatError(f"{what}: signatures[{i}] must have string keyid and sig")
+            if len(s["keyid"]) > 128 or len(s["sig"]) > 256:
+                raise FormatError(f"{what}: signatures[{i}] is too long")
+            try:
+                sig = base64.b64decode(s["sig"], validate=True)
+            except (binascii.Error, ValueError):
+                raise FormatError(f"{what}: signatures[{i}].sig is not base64") from None
+            sigs.append(Signature(keyid=s["keyid"], sig=sig))
+        return cls(payload_type=d["payloadType"], signatures=tuple(sigs))
+
+
+def sign(body: bytes, keys: list[Ed25519PrivateKey], payload_type: str = MANIFEST_PAYLOAD_TYPE) -> SignatureFile:
+    """Sign ``body`` with each key (one signature per distinct key)."""
+    message = pae(payload_type, body)
+    sigs: dict[str, Signature] = {}
+    for key in keys:
+        kid = key_id(key.public_key())
+        sigs.setdefault(kid, Signature(keyid=kid, sig=key.sign(message)))
+    return SignatureFile(payload_type=payload_type, signatures=tuple(sigs[k] for k in sorted(sigs)))
+
+
+@dataclass(frozen=True)
+class SignerResult:
+    """What became of one signature."""
+
+    keyid: str
+    name: str | None  # the key's name in the trust policy; None when untrusted
+    valid: bool  # the signature verifies under a trusted key
+    counted: bool  # it counts toward the threshold (valid and allowed on this channel)
+    reason: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of signature verification: ``ok`` when a threshold of trusted keys signed."""
+
+    ok: bool
+    threshold: int
+    signers: tuple[SignerResult, ...]
+    reasons: tuple[str, ...] = field(default=())
+
+    @property
+    def summary(self) -> str:
+        counted = sum(1 for s in self.signers if s.counted)
+        head = f"{counted} of {self.threshold} required signature(s)"
+        return head if self.ok else f"{head}: " + "; ".join(self.reasons)
+
+
+def verify(body: bytes, sigfile: SignatureFile, trust: Trust, *, channel: str | None,
+           payload_type: str = MANIFEST_PAYLOAD_TYPE) -> Verdict:
+    """Check ``sigfile`` over ``body`` against ``trust``; pure, no I/O.
+
+    A signature counts when its key is trusted, the signature verifies over the exact bytes,
+    and (for a key limited to channels) ``channel`` is one of its channels. Each key counts
+    once however often it appears. ``ok`` needs ``trust.threshold`` counted keys.
+    """
+    reasons: list[str] = []
+    if sigfile.payload_type != payload_type:
+        reasons.append(f"signature file is for {sigfile.payload_type!r}, expected {payload_type!r}")
+        return Verdict(ok=False, threshold=trust.threshold, signers=(), reasons=tuple(reasons))
+    message = pae(payload_type, body)
+    results: list[SignerResult] = []
+    counted: set[str] = set()
+    for s in sigfile.signatures:
+        key = trust.keys.get(s.keyid)
+        if key is None:
+            results.append(SignerResult(s.keyid, None, False, False, "key is not trusted"))
+            continue
+        try:
+            key.public.verify(s.sig, message)
+        except InvalidSignature:
+            results.append(SignerResult(s.keyid, key.name, False, False, "signature does not match the bytes"))
+            continue
+        if key.channels is not None and channel is not None and channel not in key.channels:
+            results.append(SignerResult(s.keyid, key.name, True, False,
+                                        f"key may not sign channel {channel!r}"))
+            continue
+        if s.keyid in counted:
+            results.append(SignerResult(s.keyid, key.name, True, False, "same key signed twice; counted once"))
+            continue
+        counted.add(s.keyid)
+        results.append(SignerResult(s.keyid, key.name, True, True, "ok"))
+    ok = len(counted) >= trust.threshold
+    if not ok:
+        if not sigfile.signatures:
+            reasons.append("no signatures")
+        for r in results:
+            if not r.counted:
+                reasons.append(f"{r.name or r.keyid[:16]}: {r.reason}")
+        reasons.append(f"{len(counted)} valid trusted signature(s), threshold is {trust.threshold}")
+    return Verdict(ok=ok, threshold=trust.threshold, signers=tuple(results), reasons=tuple(reasons))
+
+
+def signature_to_json(result: SignerResult) -> dict[str, Any]:
+    return {"keyid": result.keyid, "name": result.name, "valid": result.valid,
+            "counted": result.counted, "reason": result.reason}

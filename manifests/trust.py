@@ -1,0 +1,147 @@
+"""Whom the edge (or an auditor) trusts to sign bundles.
+
+``--trust FILE`` is repeatable. FILE is either an Ed25519 public key (PEM; trusted for
+every channel) or a trust policy, YAML or JSON::
+
+    apiVersion: ferry/v1
+    kind: TrustPolicy
+    threshold: 2               # k of the n keys below must sign; default 1
+    keys:
+      - name: hub-release-a
+        publicKey: |           # PEM inline, or
+          -----BEGIN PUBLIC KEY-----
+          ...
+      - name: hub-release-b
+        file: hub-b.pub        # a PEM file, relative to the policy
+        channels: [stable]     # optional: the channels this key may sign
+
+Several files combine: their keys are pooled (a key listed twice is refused) and the
+threshold is the highest any policy asks for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from . import limits
+from .errors import FormatError, KeyError_
+from .keys import key_id, parse_public
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    name: str
+    public: Ed25519PublicKey
+    channels: frozenset[str] | None = None  # None: any channel
+
+    @property
+    def keyid(self) -> str:
+        return key_id(self.public)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Trusted keys by key id, and how many of them must sign."""
+
+    keys: dict[str, TrustedKey]
+    threshold: int = 1
+
+    def describe(self) -> str:
+        return f"{self.threshold} of {len(self.keys)} key(s): " + ", ".join(k.name for k in self.keys.values())
+
+
+def _policy_keys(doc: dict[str, Any], where: str, base_dir: Path) -> list[TrustedKey]:
+    raw = doc.get("keys")
+    if not isinstance(raw, list) or not raw:
+        raise FormatError(f"{where}: keys must be a non-empty list")
+    if len(raw) > limits.MAX_SIGNATURES:
+        raise FormatError(f"{where}: more than {limits.MAX_SIGNATURES} keys")
+    out = []
+    for i, item in enumerate(raw):
+        w = f"{where}: keys[{i}]"
+        if not isinstance(item, dict):
+            raise FormatError(f"{w} must be a mapping")
+        name = item.get("name")
+        if not isinstance(name, str) or not name or len(name) > limits.MAX_NAME_LEN:
+            raise FormatError(f"{w} needs a name")
+        if isinstance(item.get("publicKey"), str):
+            public = parse_public(item["publicKey"].encode("utf-8"), f"{w} ({name})")
+        elif isinstance(item.get("file"), str):
+            path = (base_dir / item["file"]) if not Path(item["file"]).is_absolute() else Path(item["file"])
+            try:
+                data = path.read_bytes()[: 64 * 1024]
+            except OSError as exc:
+                raise KeyError_(f"{w} ({name}): cannot read {path}: {exc.strerror}") from None
+            public = parse_public(data, str(path))
+        else:
+            raise FormatError(f"{w} ({name}) needs publicKey (PEM) or file")
+        if item.get("keyid") is not None and item["keyid"] != key_id(public):
+            raise FormatError(f"{w} ({name}): keyid does not match its public key")
+        channels = item.get("channels")
+        if channels is not None:
+            if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+                raise FormatError(f"{w} ({name}): channels must be a list of names")
+            channels = frozenset(channels)
+        out.append(TrustedKey(name=name, public=public, channels=channels))
+    return out
+
+
+def parse_policy(data: bytes, where: str, base_dir: Path) -> Trust:
+    """A trust policy document (YAML or JSON) -> Trust."""
+    if len(data) > limits.MAX_TRUST_FILE_BYTES:
+        raise FormatError(f"{where}: trust policy over {limits.MAX_TRUST_FILE_BYTES} bytes")
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise FormatError(f"{where}: not valid YAML/JSON{at}") from None
+    except RecursionError:
+        raise FormatError(f"{where}: nested too deeply") from None
+    if not isinstance(doc, dict) or doc.get("kind") != "TrustPolicy":
+        raise FormatError(f"{where}: neither a PEM public key nor a trust policy (kind: TrustPolicy)")
+    if doc.get("apiVersion") != "ferry/v1":
+        raise FormatError(f"{where}: apiVersion must be ferry/v1")
+    keys = _policy_keys(doc, where, base_dir)
+    threshold = doc.get("threshold", 1)
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or not 1 <= threshold <= len(keys):
+        raise FormatError(f"{where}: threshold must be a whole number from 1 to {len(keys)}")
+    by_id: dict[str, TrustedKey] = {}
+    for k in keys:
+        if k.keyid in by_id:
+            raise FormatError(f"{where}: key {k.name!r} is the same key as {by_id[k.keyid].name!r}")
+        by_id[k.keyid] = k
+    return Trust(keys=by_id, threshold=threshold)
+
+
+def load_trust(paths: list[Path]) -> Trust:
+    """Combine ``--trust`` files: keys pooled, highest threshold wins."""
+    if not paths:
+        raise KeyError_("no --trust given: name the hub's public key or a trust policy")
+    keys: dict[str, TrustedKey] = {}
+    threshold = 1
+    for path in paths:
+        try:
+            data = path.read_bytes() if path.stat().st_size <= limits.MAX_TRUST_FILE_BYTES else None
+        except OSError as exc:
+            raise KeyError_(f"--trust {path}: {exc.strerror or exc}") from None
+        if data is None:
+            raise FormatError(f"--trust {path}: over {limits.MAX_TRUST_FILE_BYTES} bytes")
+        if b"-----BEGIN" in data[:4096] and b"KEY-----" in data[:4096]:
+            public = parse_public(data, f"--trust {path}")
+            part = Trust(keys={key_id(public): TrustedKey(name=path.stem, public=public)})
+        else:
+            part = parse_policy(data, f"--trust {path}", path.parent)
+        for kid, k in part.keys.items():
+            if kid in keys:
+                raise FormatError(f"--trust {path}: key {k.name!r} is already trusted as {keys[kid].name!r}")
+            keys[kid] = k
+        threshold = max(threshold, part.threshold)
+    if threshold > len(keys):
+        raise FormatError(f"trust threshold {threshold} is more than the {len(keys)} key(s) given")
+    return Trust(keys=keys, threshold=threshold)
