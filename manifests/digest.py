@@ -78,3 +78,11 @@ def hash_stream(stream: BinaryIO, *, sha256: bool = False, block: int = 1 << 22)
         if not data:
             return hasher
         hasher.update(data)
+
+
+def artifact_content_digest(entries: "list[tuple[str, str]]") -> str:
+    """Identity of an artifact's content: BLAKE3 over the sorted (path or blob digest, blake3)
+    pairs, canonical-JSON encoded. Same version + different digest = a conflict."""
+    from . import canonical
+
+    return "blake3:" + blake3_hex(canonical.encode(sorted([list(p) for p in entries])))

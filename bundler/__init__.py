@@ -1,0 +1,1 @@
+"""The hub side: bundle specs, sources (models, images, manifests), chunking, writing bundles."""

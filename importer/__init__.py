@@ -1,0 +1,1 @@
+"""The edge side: read bundles from the medium, verify, store, apply, record."""

@@ -1,0 +1,128 @@
+"""Reading bundles from the medium: find volumes, group them by manifest, read chunks.
+
+Nothing here trusts the medium: files are opened without following links, must be regular
+files, are read with bounded sizes, and every chunk is checked against its signed id
+(:func:`manifests.chunks.decompress_chunk`) before its bytes are returned.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from manifests import limits
+from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PREFIX, read_bounded
+from manifests.chunks import decompress_chunk
+from manifests.digest import manifest_digest
+from manifests.errors import FerryError, VerificationError
+from manifests.model import Chunk, Manifest
+
+
+@dataclass
+class BundleOnMedium:
+    """One bundle (one manifest digest) and the volume folders found carrying it."""
+
+    manifest_bytes: bytes
+    signature_bytes: bytes
+    digest: str
+    volume_dirs: list[Path] = field(default_factory=list)
+
+
+def _volume_dirs(path: Path) -> list[Path]:
+    """``path`` itself if it holds a manifest, else its ``vol-*`` subfolders that do."""
+    if not path.exists():
+        raise FerryError(f"{path}: no such bundle folder")
+    if not path.is_dir():
+        raise FerryError(f"{path}: not a folder (give the bundle or volume folder)")
+    if (path / MANIFEST_NAME).exists():
+        return [path]
+    found = sorted(p for p in path.iterdir()
+                   if p.name.startswith(VOLUME_PREFIX) and p.is_dir() and not p.is_symlink()
+                   and (p / MANIFEST_NAME).exists())
+    if not found:
+        raise FerryError(f"{path}: no {MANIFEST_NAME} here nor in {VOLUME_PREFIX}* folders; not a ferry bundle")
+    return found
+
+
+def find_bundles(paths: Iterable[Path]) -> list[BundleOnMedium]:
+    """Every bundle found under ``paths``, one entry per distinct manifest, volumes merged."""
+    by_digest: dict[str, BundleOnMedium] = {}
+    for path in paths:
+        for vol in _volume_dirs(Path(path)):
+            mbytes = read_bounded(vol / MANIFEST_NAME, limits.MAX_MANIFEST_BYTES, f"{vol}/{MANIFEST_NAME}")
+            sig_path = vol / SIGNATURE_NAME
+            if not sig_path.exists():
+                raise VerificationError(f"{vol}: no {SIGNATURE_NAME}; an unsigned bundle is never accepted")
+            sbytes = read_bounded(sig_path, limits.MAX_SIGNATURE_FILE_BYTES, f"{vol}/{SIGNATURE_NAME}")
+            digest = manifest_digest(mbytes)
+            entry = by_digest.setdefault(digest, BundleOnMedium(mbytes, sbytes, digest))
+            if entry.signature_bytes != sbytes and len(sbytes) > len(entry.signature_bytes):
+                entry.signature_bytes = sbytes  # volumes may carry more signatures; keep the fullest
+            if vol.resolve() not in {v.resolve() for v in entry.volume_dirs}:
+                entry.volume_dirs.append(vol)
+    return list(by_digest.values())
+
+
+def open_regular(path: Path) -> int:
+    """Open a medium file for reading: no links followed, regular files only."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise VerificationError(f"{path}: not a regular file")
+    return fd
+
+
+class PackReader:
+    """Reads and verifies chunks from the packs found in a bundle's volume folders."""
+
+    def __init__(self, manifest: Manifest, volume_dirs: list[Path]) -> None:
+        self.manifest = manifest
+        self._paths: dict[int, Path] = {}
+        for index, pack in enumerate(manifest.packs):
+            for vol in volume_dirs:
+                candidate = vol / PACKS_DIR / pack.name
+                if candidate.is_file() and not candidate.is_symlink():
+                    self._paths[index] = candidate
+                    break
+        self._fds: dict[int, int] = {}
+
+    def has(self, chunk: Chunk) -> bool:
+        """Whether the pack holding ``chunk`` is present (the chunk itself is checked on read)."""
+        return chunk.pack is not None and chunk.pack in self._paths
+
+    def missing_volumes(self) -> list[int]:
+        """Volumes whose packs were not found, for 'insert volume N' messages."""
+        return sorted({p.volume for i, p in enumerate(self.manifest.packs) if i not in self._paths})
+
+    def read_stored(self, chunk: Chunk) -> bytes:
+        """The stored (compressed) bytes of a carried chunk, exactly ``chunk.stored`` of them."""
+        if chunk.pack is None or chunk.offset is None or chunk.stored is None:
+            raise VerificationError(f"chunk {chunk.id} is not carried in this bundle")
+        if chunk.pack not in self._paths:
+            pack = self.manifest.packs[chunk.pack]
+            raise VerificationError(f"chunk {chunk.id}: pack {pack.name} (volume {pack.volume}) is missing")
+        fd = self._fds.get(chunk.pack)
+        if fd is None:
+            fd = self._fds[chunk.pack] = open_regular(self._paths[chunk.pack])
+        data = os.pread(fd, chunk.stored, chunk.offset)
+        if len(data) != chunk.stored:
+            raise VerificationError(f"chunk {chunk.id}: pack {self._paths[chunk.pack].name} is truncated")
+        return data
+
+    def read_chunk(self, chunk: Chunk) -> bytes:
+        """The raw bytes of ``chunk``, verified against its id."""
+        return decompress_chunk(self.read_stored(chunk), chunk_id=chunk.id, size=chunk.size)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> PackReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
