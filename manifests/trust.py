@@ -132,7 +132,7 @@ def load_trust(paths: list[Path]) -> Trust:
             raise KeyError_(f"--trust {path}: {exc.strerror or exc}") from None
         if data is None:
             raise FormatError(f"--trust {path}: over {limits.MAX_TRUST_FILE_BYTES} bytes")
-        if b"-----BEGIN" in data[:4096] and b"KEY-----" in data[:4096]:
+        if data.lstrip().startswith(b"-----BEGIN"):
             public = parse_public(data, f"--trust {path}")
             part = Trust(keys={key_id(public): TrustedKey(name=path.stem, public=public)})
         else:
