@@ -1,0 +1,423 @@
+"""The edge's tamper-evident audit trail: one hash-chained JSON line per import decision.
+
+Layout under the state folder::
+
+    audit/trail.jsonl   one entry per line, each the canonical JSON of the entry
+    audit/head.json     {"format": "ferry-audit-head", "seq": N, "hash": "<hash of entry N>"}
+    audit/.lock         flock'd while appending, so two imports never interleave entries
+
+An entry (JSON field names camelCase, as in every ferry document)::
+
+    {"seq": 0, "time": "2026-01-31T12:00:00Z", "decision": "applied", "reason": "...",
+     "bundle": {...} | null, "manifestDigest": "sha256:..." | null, "signers": ["<keyid>", ...],
+     "artifact": {...} | null, "versionBefore": "1.0.0" | null, "versionAfter": "1.1.0" | null,
+     "note": "..." | null, "prev": "sha256:...", "hash": "sha256:..."}
+
+``hash`` is ``sha256:`` + hex sha256 of the canonical JSON (manifests.canonical) of the entry
+without ``hash``; ``prev`` is the hash of the entry before, or :data:`GENESIS` for the first;
+``seq`` is the entry's index. Editing an entry breaks its hash, removing or reordering entries
+breaks ``seq`` and ``prev``, and the head kept apart in ``head.json`` catches removal of the
+last entries (which leaves a chain that is whole but shorter).
+
+Decisions (:data:`DECISIONS`): ``applied`` (installed), ``skipped`` (already present, nothing to
+do), ``refused`` (bad signature, untrusted signer, tampered chunk, downgrade, conflict, stale
+sequence: the reason says which), ``downgrade-forced`` (an older version installed because the
+operator allowed it; the note carries the operator's reason).
+
+Crash safety. An append writes the line and fsyncs the trail, *then* replaces the head
+atomically. A crash in between leaves one of two states, both recognised and healed by the next
+append (and reported by :meth:`AuditTrail.verify` as ``ok`` with ``pending`` set):
+
+- the head is behind by exactly one entry and that last entry links to the head and hashes
+  correctly: the append completed except for the head; the next append first moves the head;
+- the trail ends in a partial line (no newline) after the entry the head names: the append
+  never completed; the next append cuts those bytes off (they were never a committed entry).
+
+A partial line *inside* what the head covers is reported as ``truncated``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from manifests import canonical
+from manifests.errors import FerryError, FormatError
+
+AUDIT_DIR = "audit"
+TRAIL_NAME = "trail.jsonl"
+HEAD_NAME = "head.json"
+LOCK_NAME = ".lock"
+HEAD_FORMAT = "ferry-audit-head"
+
+#: ``prev`` of the first entry.
+GENESIS = "sha256:" + "0" * 64
+
+#: Every decision an entry may record (see the module docstring).
+DECISIONS: tuple[str, ...] = ("applied", "skipped", "refused", "downgrade-forced")
+
+#: Why a trail failed verification, in :attr:`AuditCheck.reason`.
+#: ``edited``: an entry's bytes no longer match its hash, it does not link to the entry before,
+#: or the head's hash differs from the entry it names (the chain was rewritten);
+#: ``removed``: entries are missing (a gap, a first entry that does not start from genesis, or
+#: a head naming entries past the end); ``reordered``: an entry sits before its place;
+#: ``truncated``: the file ends inside an entry the head covers; ``head``: the head record is
+#: missing, unreadable, or more than one entry behind.
+REASONS: tuple[str, ...] = ("edited", "removed", "reordered", "truncated", "head")
+
+#: Fields of an entry, in the order a table shows them. ``hash`` is computed over all but itself.
+ENTRY_FIELDS: tuple[str, ...] = ("seq", "time", "decision", "reason", "bundle", "manifestDigest",
+                                 "signers", "artifact", "versionBefore", "versionAfter", "note",
+                                 "prev", "hash")
+
+#: Largest line accepted when reading a trail (an entry is small; a hostile file is not read whole).
+MAX_LINE_BYTES = 1 << 20
+MAX_TEXT = 4096
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC time to the second, as every ferry document writes it."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    """The hash an entry carries: sha256 of the canonical JSON of everything but ``hash``."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return "sha256:" + hashlib.sha256(canonical.encode(body)).hexdigest()
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+def check_entry_shape(entry: Any, where: str) -> dict[str, Any]:
+    """Refuse anything that is not an entry as :func:`make_entry` writes one (FormatError)."""
+    if not isinstance(entry, dict):
+        raise FormatError(f"{where} is not a JSON object")
+    if set(entry) != set(ENTRY_FIELDS):
+        extra = sorted(set(entry) ^ set(ENTRY_FIELDS))
+        raise FormatError(f"{where} has wrong fields ({', '.join(extra)})")
+    seq = entry["seq"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise FormatError(f"{where}: seq must be a whole number")
+    for key in ("time", "decision", "reason", "prev", "hash"):
+        if not isinstance(entry[key], str):
+            raise FormatError(f"{where}: {key} must be a string")
+    if entry["decision"] not in DECISIONS:
+        raise FormatError(f"{where}: unknown decision {entry['decision'][:40]!r}")
+    try:
+        parse_time(entry["time"])
+    except ValueError:
+        raise FormatError(f"{where}: time is not a UTC time like 2026-01-31T12:00:00Z") from None
+    signers = entry["signers"]
+    if not isinstance(signers, list) or not all(isinstance(s, str) for s in signers):
+        raise FormatError(f"{where}: signers must be a list of key ids")
+    for key in ("bundle", "artifact"):
+        if entry[key] is not None and not isinstance(entry[key], dict):
+            raise FormatError(f"{where}: {key} must be an object or null")
+    for key in ("manifestDigest", "versionBefore", "versionAfter", "note"):
+        if entry[key] is not None and not isinstance(entry[key], str):
+            raise FormatError(f"{where}: {key} must be a string or null")
+    return entry
+
+
+def make_entry(seq: int, prev: str, time: str, decision: str, reason: str, *,
+               bundle: dict | None, manifest_digest: str | None, signers: list[str],
+               artifact: dict | None, version_before: str | None, version_after: str | None,
+               note: str | None) -> dict[str, Any]:
+    """A complete, hashed entry. Pure: the trail's I/O is kept apart in :class:`AuditTrail`."""
+    if decision not in DECISIONS:
+        raise FerryError(f"audit: unknown decision {decision!r} (one of {', '.join(DECISIONS)})")
+    if not isinstance(reason, str) or len(reason) > MAX_TEXT:
+        raise FerryError("audit: reason must be a string of at most 4096 characters")
+    if note is not None and len(note) > MAX_TEXT:
+        raise FerryError("audit: note must be at most 4096 characters")
+    entry: dict[str, Any] = {
+        "seq": seq, "time": time, "decision": decision, "reason": reason,
+        "bundle": dict(bundle) if bundle is not None else None,
+        "manifestDigest": manifest_digest, "signers": sorted(signers),
+        "artifact": dict(artifact) if artifact is not None else None,
+        "versionBefore": version_before, "versionAfter": version_after, "note": note,
+        "prev": prev,
+    }
+    entry["hash"] = entry_hash(entry)  # also checks the values encode (no floats, ...)
+    return entry
+
+
+# --------------------------------------------------------------------------- checking a chain
+
+
+@dataclass(frozen=True)
+class Head:
+    """The chain head kept apart from the trail: the last committed entry's seq and hash.
+
+    A new trail starts with the head ``seq = -1, hash = GENESIS`` written *before* the first
+    entry, so that a missing head is always an error, never a first append cut short.
+    """
+
+    seq: int
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": HEAD_FORMAT, "seq": self.seq, "hash": self.hash}
+
+    @classmethod
+    def from_dict(cls, value: Any, where: str = "audit head") -> Head:
+        if (not isinstance(value, dict) or value.get("format") != HEAD_FORMAT
+                or not isinstance(value.get("seq"), int) or isinstance(value.get("seq"), bool)
+                or value["seq"] < -1 or not isinstance(value.get("hash"), str)):
+            raise FormatError(f"{where} is not a ferry audit head ({{format, seq, hash}})")
+        return cls(seq=value["seq"], hash=value["hash"])
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    """Outcome of checking a trail.
+
+    ``ok`` when the chain is whole; otherwise ``reason`` (one of :data:`REASONS`) and
+    ``first_bad_seq`` name the first entry found edited, removed, reordered or truncated, and
+    ``detail`` says it in a sentence. ``pending`` describes an interrupted append that the next
+    append completes (the chain is still whole).
+    """
+
+    ok: bool
+    entries: int
+    first_bad_seq: int | None = None
+    reason: str | None = None
+    detail: str = ""
+    head: Head | None = None
+    pending: str | None = None
+
+    @property
+    def summary(self) -> str:
+        if self.ok:
+            text = f"audit trail whole: {self.entries} entr{'y' if self.entries == 1 else 'ies'}"
+            return text + (f" ({self.pending})" if self.pending else "")
+        return f"audit trail {self.reason}: {self.detail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "entries": self.entries, "firstBadSeq": self.first_bad_seq,
+                "reason": self.reason, "detail": self.detail, "pending": self.pending,
+                "head": None if self.head is None else {"seq": self.head.seq, "hash": self.head.hash}}
+
+
+@dataclass(frozen=True)
+class _Line:
+    seq: int | None  # None: not a valid entry
+    hash: str | None
+    prev: str | None
+    self_ok: bool
+    error: str
+
+
+def _scan(line: bytes, index: int) -> _Line:
+    try:
+        entry = check_entry_shape(canonical.decode(line, what=f"entry {index}"), f"entry {index}")
+    except FormatError as exc:
+        return _Line(None, None, None, False, str(exc))
+    ok = entry_hash(entry) == entry["hash"]
+    return _Line(entry["seq"], entry["hash"], entry["prev"], ok,
+                 "" if ok else f"entry {entry['seq']} does not match its hash")
+
+
+def check_chain(lines: Iterable[bytes], head: Head | None, *, torn_tail: bytes = b"",
+                head_required: bool = True) -> AuditCheck:
+    """Check complete entry lines (without newlines) against each other and the head. Pure.
+
+    ``torn_tail`` is any partial last line (bytes after the final newline). The scan keeps only
+    (seq, hash, prev) per entry, so memory stays small for a long trail.
+    """
+    scanned = [_scan(line, i) for i, line in enumerate(lines)]
+    n = len(scanned)
+
+    def bad(reason: str, seq: int | None, detail: str) -> AuditCheck:
+        return AuditCheck(False, n, seq, reason, detail, head)
+
+    seqs = {s.seq for s in scanned if s.seq is not None}
+    prev_hash = GENESIS
+    for i, s in enumerate(scanned):
+        if s.seq is None:
+            return bad("edited", i, f"entry {i} is not a valid audit entry ({s.error})")
+        if s.seq != i:
+            if s.seq < i or i in seqs:
+                return bad("reordered", i, f"entry {s.seq} is at position {i}: entries were reordered")
+            missing = f"{i}" if s.seq == i + 1 else f"{i} to {s.seq - 1}"
+            return bad("removed", i, f"entry {missing} {'is' if s.seq == i + 1 else 'are'} missing")
+        if not s.self_ok:
+            return bad("edited", i, f"entry {i} was edited: its content does not match its hash")
+        if s.prev != prev_hash:
+            what = "does not start from the genesis" if i == 0 else f"does not link to entry {i - 1}"
+            return bad("edited", i if i == 0 else i - 1,
+                       f"entry {i} {what}: entry {max(i - 1, 0)} or its link was rewritten")
+        prev_hash = s.hash or ""
+
+    if head is None:
+        if (n == 0 and not torn_tail) or not head_required:
+            return AuditCheck(True, n, head=None)
+        return bad("head", None, "the chain head (audit/head.json) is missing; removal of the "
+                                 "last entries cannot be ruled out")
+    if head.seq >= n:
+        if torn_tail:
+            return bad("truncated", n, f"the trail ends inside entry {n} (the head names entry {head.seq})")
+        missing = f"entry {n}" if head.seq == n else f"entries {n} to {head.seq}"
+        return bad("removed", n, f"{missing} {'is' if head.seq == n else 'are'} missing from the end "
+                                 f"(the head names entry {head.seq})")
+    if head.hash != (GENESIS if head.seq < 0 else scanned[head.seq].hash):
+        return bad("edited", head.seq, f"entry {head.seq} differs from the one the head recorded: "
+                                       "the chain was rewritten")
+    pending = None
+    if head.seq == n - 2:
+        pending = "the last append was interrupted before the head moved; the next append completes it"
+    elif head.seq < n - 2:
+        return bad("head", head.seq + 1, f"the head names entry {head.seq} but the trail has {n} "
+                                         "entries: entries were added outside ferry or the head was replaced")
+    if torn_tail:
+        pending = "the trail ends in a partial line from an interrupted append; the next append removes it"
+    return AuditCheck(True, n, head=head, pending=pending)
+
+
+def split_lines(data: bytes) -> tuple[list[bytes], bytes]:
+    """Complete lines and the partial tail after the last newline."""
+    body, sep, tail = data.rpartition(b"\n")
+    if not sep:
+        return [], data
+    return body.split(b"\n"), tail
+
+
+def _parse_head(data: bytes) -> Head:
+    return Head.from_dict(canonical.decode(data, what="audit head"))
+
+
+# --------------------------------------------------------------------------- the trail on disk
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp name in the same folder, fsync, rename, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+class AuditTrail:
+    """The audit trail of one edge state folder."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir) / AUDIT_DIR
+        self.trail_path = self.dir / TRAIL_NAME
+        self.head_path = self.dir / HEAD_NAME
+
+    # ---- reading
+
+    def _read(self) -> tuple[list[bytes], bytes, Head | None, str | None]:
+        """Lines, torn tail, head, and a problem reading the head (if any)."""
+        try:
+            data = self.trail_path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        except OSError as exc:
+            raise FerryError(f"cannot read {self.trail_path}: {exc.strerror or exc}") from None
+        lines, tail = split_lines(data)
+        try:
+            head = _parse_head(self.head_path.read_bytes())
+            problem = None
+        except FileNotFoundError:
+            head, problem = None, None
+        except (OSError, FormatError) as exc:
+            head, problem = None, str(exc)
+        return lines, tail, head, problem
+
+    def verify(self) -> AuditCheck:
+        """Check the whole chain against the head (see :data:`REASONS` and the module docstring)."""
+        lines, tail, head, problem = self._read()
+        if problem is not None:
+            return AuditCheck(False, len(lines), None, "head", f"the chain head is unreadable: {problem}")
+        return check_chain(lines, head, torn_tail=tail)
+
+    def entries(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Entries in order (those at or after ``since`` when given). Does not verify the chain:
+        call :meth:`verify` for that. An unreadable line raises FormatError."""
+        lines, _tail, _head, _problem = self._read()
+        for i, line in enumerate(lines):
+            entry = check_entry_shape(canonical.decode(line, what=f"audit entry {i}"), f"audit entry {i}")
+            if since is not None and parse_time(entry["time"]) < since:
+                continue
+            yield entry
+
+    def head(self) -> Head | None:
+        return self._read()[2]
+
+    # ---- appending
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def append(self, decision: str, reason: str, *, bundle: dict | None, manifest_digest: str | None,
+               signers: list[str], artifact: dict | None, version_before: str | None,
+               version_after: str | None, note: str | None = None) -> dict[str, Any]:
+        """Append one decision, fsync it, then move the head. Returns the entry written.
+
+        Refuses (FerryError) to extend a trail that does not verify: tampering is never
+        papered over by new entries. An interrupted earlier append is completed first.
+        """
+        with self._locked():
+            lines, tail, head, problem = self._read()
+            if problem is not None:
+                raise FerryError(f"audit trail {self.dir}: the chain head is unreadable ({problem}); "
+                                 "not appending to it")
+            check = check_chain(lines, head, torn_tail=tail)
+            if not check.ok:
+                raise FerryError(f"audit trail {self.dir} is not whole ({check.summary}); "
+                                 "run `ferry audit verify` and keep the evidence; not appending to it")
+            n = len(lines)
+            if tail:  # a partial line from an interrupted append: never committed, cut it off
+                with open(self.trail_path, "r+b") as f:
+                    f.truncate(os.fstat(f.fileno()).st_size - len(tail))
+                    os.fsync(f.fileno())
+            prev = GENESIS if n == 0 else canonical.decode(lines[-1], what="audit entry")["hash"]
+            if head is None or head.seq != n - 1:  # a new trail, or an append whose head never moved
+                write_atomic(self.head_path, canonical.encode(Head(n - 1, prev).to_dict()))
+            entry = make_entry(n, prev, utc_now(), decision, reason, bundle=bundle,
+                               manifest_digest=manifest_digest, signers=list(signers), artifact=artifact,
+                               version_before=version_before, version_after=version_after, note=note)
+            created = not self.trail_path.exists()
+            fd = os.open(self.trail_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                os.write(fd, canonical.encode(entry) + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                _fsync_dir(self.dir)
+            write_atomic(self.head_path, canonical.encode(Head(n, entry["hash"]).to_dict()))
+            return entry
