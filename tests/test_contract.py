@@ -357,3 +357,24 @@ def test_trust_policy_parser_never_crashes(data: bytes) -> None:
         parse_policy(data, "fuzz", Path("/nonexistent"))
     except FerryError:
         pass
+
+
+# ----------------------------------------------------------------------------- JSON Schema
+
+
+def test_published_schema_accepts_manifests_and_rejects_bad_shapes() -> None:
+    import jsonschema
+
+    schema_path = Path(__file__).resolve().parents[1] / "manifests" / "schema" / "bundle-manifest.schema.json"
+    schema = json.loads(schema_path.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    good = json.loads(small_manifest().to_bytes())
+    validator.validate(good)
+    for bad_path in ("../x", "/abs", "a//b", "a/./b", "a\nb"):
+        bad = json.loads(small_manifest().to_bytes())
+        bad["artifacts"][0]["files"][0]["path"] = bad_path
+        assert not validator.is_valid(bad), bad_path
+    bad = json.loads(small_manifest().to_bytes())
+    del bad["chunks"][0]["pack"]
+    assert not validator.is_valid(bad)
