@@ -1,0 +1,204 @@
+"""The samples a new user runs first: reproducible from their scripts, and valid to the tools
+that consume them (safetensors readers, skopeo, umoci, KubeStellar's CRD schema, ferry's trust)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.support.common import KUBESTELLAR, SAMPLES
+
+MODEL_DIR = SAMPLES / "models" / "sentiment"
+IMAGE_DIR = SAMPLES / "images" / "sentiment-server"
+MANIFEST_DIR = SAMPLES / "kubestellar" / "sentiment"
+DTYPE_WIDTH = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I32": 4, "I64": 8}
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def regenerate(script: str, out: Path) -> None:
+    subprocess.run([sys.executable, str(SAMPLES / script), "--out", str(out)], check=True, capture_output=True)
+
+
+def parse_safetensors(data: bytes) -> tuple[dict[str, str], dict[str, dict]]:
+    """Check the safetensors layout strictly; return (metadata, tensors)."""
+    (size,) = struct.unpack("<Q", data[:8])
+    assert 8 + size <= len(data) and size % 8 == 0
+    header = json.loads(data[8:8 + size])
+    metadata = header.pop("__metadata__")
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    offset = 0
+    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+        start, end = info["data_offsets"]
+        assert start == offset, f"{name}: data not contiguous"
+        n = 1
+        for d in info["shape"]:
+            n *= d
+        assert end - start == n * DTYPE_WIDTH[info["dtype"]], f"{name}: size does not match dtype*shape"
+        offset = end
+    assert 8 + size + offset == len(data), "trailing or missing data"
+    return metadata, header
+
+
+# --- the model -------------------------------------------------------------------------------
+
+def test_model_regenerates_byte_identical(tmp_path: Path) -> None:
+    regenerate("make_model.py", tmp_path)
+    assert tree(tmp_path) == tree(MODEL_DIR)
+
+
+def test_model_is_a_valid_safetensors_file_of_a_few_hundred_kib() -> None:
+    data = (MODEL_DIR / "model.safetensors").read_bytes()
+    metadata, tensors = parse_safetensors(data)
+    assert metadata["version"] == "1.2.0"
+    assert {t["dtype"] for t in tensors.values()} == {"F16", "F32"}
+    assert 100 * 1024 < len(data) < 1024 * 1024
+    config = json.loads((MODEL_DIR / "config.json").read_text())
+    vocab = json.loads((MODEL_DIR / "tokenizer.json").read_text())["model"]["vocab"]
+    assert tensors["embeddings.word_embeddings.weight"]["shape"] == [config["vocab_size"], config["hidden_size"]]
+    assert len(vocab) == config["vocab_size"]
+
+
+def test_safetensors_check_catches_a_broken_header() -> None:
+    data = bytearray((MODEL_DIR / "model.safetensors").read_bytes())
+    with pytest.raises(AssertionError):
+        parse_safetensors(bytes(data[:-2]))  # truncated data
+
+
+def test_sample_server_classifies_with_the_sample_model() -> None:
+    serve = SAMPLES / "src" / "sentiment-server" / "app" / "serve.py"
+    env = {"MODEL_DIR": str(MODEL_DIR), "PATH": "/usr/bin:/bin"}
+    for text, label in [("the update was great and stable", "positive"), ("this disk is broken and slow", "negative")]:
+        out = subprocess.run([sys.executable, str(serve), "--classify", text], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        assert json.loads(out)["label"] == label
+
+
+# --- the image -------------------------------------------------------------------------------
+
+def test_image_regenerates_byte_identical(tmp_path: Path) -> None:
+    regenerate("make_image.py", tmp_path)
+    assert tree(tmp_path) == tree(IMAGE_DIR)
+
+
+def test_image_is_valid_to_skopeo_and_umoci(tmp_path: Path) -> None:
+    ref = f"{IMAGE_DIR}:1.2.0"
+    info = json.loads(subprocess.run(["skopeo", "inspect", f"oci:{ref}"], capture_output=True, text=True,
+                                     check=True).stdout)
+    assert info["Labels"]["org.opencontainers.image.version"] == "1.2.0" and len(info["Layers"]) == 2
+    # umoci unpack checks every layer against its digest and its diff_id.
+    layout = tmp_path / "layout"
+    shutil.copytree(IMAGE_DIR, layout)  # umoci may write to the layout; the committed one stays as it is
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:1.2.0", str(tmp_path / "bundle")],
+                   capture_output=True, check=True)
+    rootfs = tmp_path / "bundle" / "rootfs"
+    assert (rootfs / "app" / "serve.py").read_bytes() == (SAMPLES / "src" / "sentiment-server" / "app" / "serve.py").read_bytes()
+    tags = subprocess.run(["umoci", "list", "--layout", str(layout)], capture_output=True, text=True, check=True).stdout
+    assert tags.split() == ["1.2.0"]
+
+
+def test_skopeo_refuses_a_tampered_layer(tmp_path: Path) -> None:
+    """The image check above can fail: a layer whose bytes no longer match its digest is refused."""
+    layout = tmp_path / "layout"
+    shutil.copytree(IMAGE_DIR, layout)
+    index = json.loads((layout / "index.json").read_bytes())
+    manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_bytes())
+    layer = layout / "blobs" / "sha256" / manifest["layers"][0]["digest"].split(":")[1]
+    data = bytearray(layer.read_bytes())
+    data[20] ^= 0xFF
+    layer.write_bytes(bytes(data))
+    result = subprocess.run(["skopeo", "copy", f"oci:{layout}:1.2.0", f"dir:{tmp_path / 'out'}"], capture_output=True)
+    assert result.returncode != 0
+
+
+# --- the KubeStellar manifests ---------------------------------------------------------------
+
+def manifest_docs() -> list[dict]:
+    docs = []
+    for path in sorted(MANIFEST_DIR.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    return docs
+
+
+def binding_policy_schema() -> dict:
+    for crd in yaml.safe_load_all((KUBESTELLAR / "crds.yaml").read_text()):
+        if crd and crd["spec"]["names"]["kind"] == "BindingPolicy":
+            (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+            return version["schema"]["openAPIV3Schema"]
+    raise AssertionError("no BindingPolicy CRD in crds.yaml")
+
+
+def test_every_manifest_is_a_named_kubernetes_object() -> None:
+    docs = manifest_docs()
+    assert {d["kind"] for d in docs} == {"Namespace", "Deployment", "Service", "BindingPolicy"}
+    for d in docs:
+        assert d["apiVersion"] and d["kind"] and d["metadata"]["name"]
+
+
+def test_deployment_runs_the_bundled_image_on_the_model_store() -> None:
+    spec = yaml.safe_load((SAMPLES / "bundle.yaml").read_text())["spec"]
+    (deployment,) = [d for d in manifest_docs() if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert [c["image"] for c in pod["containers"]] == [spec["images"][0]["ref"]]
+    assert pod["volumes"][0]["hostPath"]["path"] == "/var/lib/ferry/models/sentiment/current"
+
+
+def test_binding_policy_selects_edge_wecs_and_the_workload() -> None:
+    (policy,) = [d for d in manifest_docs() if d["kind"] == "BindingPolicy"]
+    jsonschema.validate(policy, binding_policy_schema())
+    assert policy["apiVersion"] == "control.kubestellar.io/v1alpha1"
+    assert {"location-group": "edge"} in [s["matchLabels"] for s in policy["spec"]["clusterSelectors"]]
+    selected = policy["spec"]["downsync"][0]["objectSelectors"][0]["matchLabels"]
+    workload = [d for d in manifest_docs() if d["kind"] != "BindingPolicy"]
+    assert all(selected.items() <= d["metadata"]["labels"].items() for d in workload)
+
+
+@pytest.mark.parametrize("breakage", ["no-selector-in-downsync", "bad-label-value", "selectors-not-a-list"])
+def test_a_broken_binding_policy_fails_the_schema(breakage: str) -> None:
+    (policy,) = [d for d in manifest_docs() if d["kind"] == "BindingPolicy"]
+    broken = copy.deepcopy(policy)
+    if breakage == "no-selector-in-downsync":
+        broken["spec"]["downsync"] = [{}]
+    elif breakage == "bad-label-value":
+        broken["spec"]["clusterSelectors"] = [{"matchLabels": {"location-group": "edge site!"}}]
+    else:
+        broken["spec"]["clusterSelectors"] = {"matchLabels": {"location-group": "edge"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, binding_policy_schema())
+
+
+# --- the spec, the trust policy, and the whole -----------------------------------------------
+
+def test_bundle_spec_carries_all_three_samples() -> None:
+    doc = yaml.safe_load((SAMPLES / "bundle.yaml").read_text())
+    assert (doc["apiVersion"], doc["kind"], doc["metadata"]) == ("ferry/v1", "Bundle", {"name": "edge-ai", "channel": "stable"})
+    spec = doc["spec"]
+    assert (SAMPLES / spec["models"][0]["path"] / "model.safetensors").is_file()
+    assert (SAMPLES / spec["images"][0]["layout"] / "index.json").is_file()
+    assert spec["images"][0]["ref"].endswith(":1.2.0")
+    assert (SAMPLES / spec["manifests"][0]["path"]).resolve() == MANIFEST_DIR
+
+
+def test_trust_policy_loads_with_two_keys_threshold_one_on_stable() -> None:
+    from manifests.trust import load_trust
+
+    trust = load_trust([SAMPLES / "trust-policy.yaml"])
+    assert trust.threshold == 1 and len(trust.keys) == 2
+    assert all(k.channels == frozenset({"stable"}) for k in trust.keys.values())
+
+
+def test_no_private_key_is_shipped_and_samples_stay_small() -> None:
+    files = [p for p in SAMPLES.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert not [p for p in files if p.suffix == ".key" or b"PRIVATE KEY" in p.read_bytes()]
+    assert sum(p.stat().st_size for p in files) < 2 * 1024 * 1024
