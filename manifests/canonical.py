@@ -92,6 +92,8 @@ def decode(data: bytes, *, what: str = "document", canonical: bool = True) -> An
         raise FormatError(f"{what}: JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise FormatError(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError:  # an integer literal over Python's 4300-digit conversion limit
+        raise FormatError(f"{what}: integer literal too long") from None
     try:
         _check(value)
     except FormatError as exc:
