@@ -73,10 +73,11 @@ def _policy_keys(doc: dict[str, Any], where: str, base_dir: Path) -> list[Truste
             public = parse_public(item["publicKey"].encode("utf-8"), f"{w} ({name})")
         elif isinstance(item.get("file"), str):
             path = (base_dir / item["file"]) if not Path(item["file"]).is_absolute() else Path(item["file"])
-            try:
-                data = path.read_bytes()[: 64 * 1024]
-            except OSError as exc:
-                raise KeyError_(f"{w} ({name}): cannot read {path}: {exc.strerror}") from None
+            try:  # bounded: a policy naming /dev/zero or a huge file must not eat memory
+                with open(path, "rb") as f:
+                    data = f.read(64 * 1024)
+            except (OSError, ValueError) as exc:  # ValueError: a NUL in the file name
+                raise KeyError_(f"{w} ({name}): cannot read {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
             public = parse_public(data, str(path))
         else:
             raise FormatError(f"{w} ({name}) needs publicKey (PEM) or file")
