@@ -421,3 +421,81 @@ class AuditTrail:
                 _fsync_dir(self.dir)
             write_atomic(self.head_path, canonical.encode(Head(n, entry["hash"]).to_dict()))
             return entry
+
+
+# --------------------------------------------------------------------------- signed export
+
+EXPORT_FORMAT = "ferry-audit-export"
+EXPORT_VERSION = "1.0"
+#: Largest export accepted by :func:`parse_export` (checked on the size before reading).
+MAX_EXPORT_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AuditExport:
+    """The trail with its chain head, as carried out to the auditors (canonical JSON)::
+
+        {"format": "ferry-audit-export", "formatVersion": "1.0", "exported": "<UTC time>",
+         "head": {"format": "ferry-audit-head", "seq": N, "hash": "..."} | null,
+         "entries": [<entry>, ...]}
+
+    Signed detached in ``FILE.sig`` with payload type ``application/vnd.ferry.audit.v1+json``.
+    """
+
+    exported: str
+    head: Head | None
+    entries: tuple[dict[str, Any], ...]
+
+    def to_bytes(self) -> bytes:
+        return canonical.encode({
+            "format": EXPORT_FORMAT, "formatVersion": EXPORT_VERSION, "exported": self.exported,
+            "head": None if self.head is None else self.head.to_dict(),
+            "entries": list(self.entries),
+        })
+
+    def check(self) -> AuditCheck:
+        """The same chain check as on the edge, over the exported entries and head."""
+        return check_chain([canonical.encode(e) for e in self.entries], self.head)
+
+
+def parse_export(data: bytes) -> AuditExport:
+    """Parse an export strictly; any malformed input raises FormatError (never anything else)."""
+    from manifests.model import check_format
+
+    if len(data) > MAX_EXPORT_BYTES:
+        raise FormatError(f"audit export is {len(data)} bytes, over the limit of {MAX_EXPORT_BYTES}")
+    doc = canonical.decode(data, what="audit export")
+    if not isinstance(doc, dict):
+        raise FormatError("audit export must be a JSON object")
+    check_format(doc.get("format"), doc.get("formatVersion"), EXPORT_FORMAT, "audit export")
+    exported = doc.get("exported")
+    if not isinstance(exported, str):
+        raise FormatError("audit export: exported must be a UTC time")
+    try:
+        parse_time(exported)
+    except ValueError:
+        raise FormatError("audit export: exported must be a UTC time like 2026-01-31T12:00:00Z") from None
+    head = None if doc.get("head") is None else Head.from_dict(doc["head"], "audit export head")
+    entries = doc.get("entries")
+    if not isinstance(entries, list):
+        raise FormatError("audit export: entries must be a list")
+    for i, entry in enumerate(entries):
+        check_entry_shape(entry, f"audit export entry {i}")
+    return AuditExport(exported=exported, head=head, entries=tuple(entries))
+
+
+def build_export(trail: AuditTrail) -> AuditExport:
+    """Everything committed in ``trail`` (not a partial last line) with its head, as found:
+    a broken chain is exported as it is, so that auditors see the evidence."""
+    lines, _tail, head, problem = trail._read()
+    if problem is not None:
+        head = None
+    entries = []
+    for i, line in enumerate(lines):
+        try:
+            entries.append(check_entry_shape(canonical.decode(line, what=f"audit entry {i}"),
+                                             f"audit entry {i}"))
+        except FormatError as exc:
+            raise FerryError(f"audit trail {trail.trail_path}: {exc}; it cannot be exported as "
+                             "entries (copy the file itself as evidence)") from None
+    return AuditExport(exported=utc_now(), head=head, entries=tuple(entries))
