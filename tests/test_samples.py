@@ -4,16 +4,21 @@ that consume them (safetensors readers, skopeo, umoci, KubeStellar's CRD schema,
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import shutil
 import struct
 import subprocess
 import sys
+import tempfile
+import types
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.common import KUBESTELLAR, SAMPLES
 
@@ -202,3 +207,47 @@ def test_no_private_key_is_shipped_and_samples_stay_small() -> None:
     files = [p for p in SAMPLES.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     assert not [p for p in files if p.suffix == ".key" or b"PRIVATE KEY" in p.read_bytes()]
     assert sum(p.stat().st_size for p in files) < 2 * 1024 * 1024
+
+
+
+# --- the hand-written safetensors encoder, and the server's reader of it ---------------------
+
+def load_script(path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@st.composite
+def tensor_sets(draw: st.DrawFn) -> dict[str, tuple[str, list[int], list[float]]]:
+    names = draw(st.lists(st.text("abcdefgh._", min_size=1, max_size=12), min_size=1, max_size=5, unique=True))
+    out = {}
+    for name in names:
+        dtype = draw(st.sampled_from(["F16", "F32"]))
+        shape = draw(st.lists(st.integers(0, 4), max_size=3))
+        n = 1
+        for d in shape:
+            n *= d
+        width = 16 if dtype == "F16" else 32
+        out[name] = (dtype, shape, draw(st.lists(st.floats(width=width, allow_nan=False), min_size=n, max_size=n)))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(tensor_sets(), st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3))
+def test_safetensors_encoder_round_trips(tensors: dict, metadata: dict) -> None:
+    """make_model.py's encoder writes what a strict reader and the sample server read back exactly."""
+    make_model = load_script(SAMPLES / "make_model.py")
+    serve = load_script(SAMPLES / "src" / "sentiment-server" / "app" / "serve.py")
+    data = make_model.safetensors_bytes(tensors, metadata)
+    got_meta, header = parse_safetensors(data)
+    assert got_meta == metadata and set(header) == set(tensors)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "t.safetensors"
+        path.write_bytes(data)
+        meta2, read = serve.read_safetensors(path)
+    assert meta2 == metadata
+    for name, (_, shape, values) in tensors.items():
+        assert read[name] == (shape, values)

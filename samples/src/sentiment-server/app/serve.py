@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 FORMATS = {"F16": ("e", 2), "F32": ("f", 4)}
+WORDS = re.compile(r"\w+|[^\w\s]+")  # the tokenizer's Whitespace pre-tokenizer
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, tuple[list[int], list[float]]]]:
@@ -50,7 +52,7 @@ class Model:
         return [sum(w[r * cols + c] * x[c] for c in range(cols)) for r in range(rows)]
 
     def predict(self, text: str) -> dict[str, object]:
-        ids = [self.vocab.get(word, self.unk) for word in text.lower().split()] or [self.unk]
+        ids = [self.vocab.get(word, self.unk) for word in WORDS.findall(text.lower())] or [self.unk]
         (_, hidden), emb = self.tensors["embeddings.word_embeddings.weight"]
         pooled = [sum(emb[i * hidden + d] for i in ids) / len(ids) for d in range(hidden)]
         bias = self.tensors["encoder.dense.bias"][1]
