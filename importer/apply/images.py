@@ -1,0 +1,278 @@
+"""Images at the edge: into the site registry, or into an OCI image layout at ``EDGE/oci``.
+
+The image lands under the same repository path and tag as at the hub, with a byte-identical
+manifest digest, and is then named by its pinned reference (``HOST/repo@sha256:...`` or,
+for a layout, ``repo@sha256:...``), which workloads are rewritten to.
+
+Order makes a half-applied image invisible: blobs first (config, layers), then child
+manifests by digest, and the tag last. A registry checks every blob digest itself; a layout
+blob is written under a temporary name and renamed only after its bytes were verified.
+
+The layout names images ``repo:tag`` in the ``org.opencontainers.image.ref.name``
+annotation of ``index.json``, one layout for every repository, so that
+``skopeo copy oci:EDGE/oci:team/app:1.2.0 docker://...`` finds it (skopeo matches that
+annotation exactly, and splits ``oci:DIR:REF`` at the first colon after DIR).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from manifests.errors import FerryError, FormatError, VerificationError
+from manifests.model import Artifact, Entry
+from manifests.oci import (MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX, REF_NAME_ANNOTATION,
+                           parse_manifest)
+
+ReadEntry = Callable[[Entry], Iterator[bytes]]
+
+#: How many (blob, repository) probes a search for a cross-repository mount may make.
+MOUNT_PROBES = 200
+
+
+@dataclass
+class ImageTarget:
+    """Where images go: ``registry`` (HOST[:PORT]) if given, else the layout folder."""
+
+    registry: str | None
+    layout: Path | None
+    insecure_registries: frozenset[str] = frozenset()
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def pinned_ref(artifact: Artifact, target: ImageTarget) -> str:
+    """The reference a workload should use for this image at this edge (digest-pinned)."""
+    image = _image(artifact)
+    if target.registry:
+        return f"{target.registry}/{image.repository}@{image.manifest}"
+    return f"{image.repository}@{image.manifest}"
+
+
+def missing_blobs(artifact: Artifact, target: ImageTarget) -> set[str]:
+    """Digests of the artifact's blobs and manifests that the target lacks, i.e. the ones
+    :func:`apply_image` will read. Asks only (HEAD); changes nothing. Blobs the registry
+    holds under another repository are not missing: apply mounts them."""
+    image = _image(artifact)
+    if target.registry:
+        from manifests.registry import RegistryClient  # noqa: F401 - keep requests lazy
+
+        client = client_for(target)
+        repo = image.repository
+        blobs, children, top = _split(artifact)
+        missing = {e.digest for e in blobs if not client.has_blob(repo, e.digest)}  # type: ignore[misc]
+        missing -= set(_mount_sources(client, repo, missing))
+        missing |= {e.digest for e in children if client.manifest_digest(repo, e.digest) is None}  # type: ignore[misc]
+        if client.manifest_digest(repo, image.tag) != image.manifest:
+            missing.add(image.manifest)
+        return missing  # type: ignore[return-value]
+    layout = _layout(target)
+    return {e.digest for e in artifact.entries if not layout.has(e)}  # type: ignore[misc]
+
+
+def apply_image(artifact: Artifact, read_entry: ReadEntry, target: ImageTarget) -> str:
+    """Put the image into the target (see the module docstring); return its pinned reference."""
+    image = _image(artifact)
+    if target.registry:
+        client = client_for(target)
+        repo = image.repository
+        blobs, children, top = _split(artifact)
+        absent = [e for e in blobs if not client.has_blob(repo, e.digest)]  # type: ignore[arg-type]
+        sources = _mount_sources(client, repo, {e.digest for e in absent})  # type: ignore[misc]
+        for e in absent:
+            assert e.digest is not None
+            source = sources.get(e.digest)
+            if source is not None and client.mount_blob(repo, e.digest, source):
+                continue
+            client.upload_blob(repo, e.digest, e.size, read_entry(e))
+        for e in children:
+            assert e.digest is not None and e.media_type is not None
+            if client.manifest_digest(repo, e.digest) is None:
+                client.put_manifest(repo, e.digest, _read_manifest(read_entry, e), e.media_type)
+        if client.manifest_digest(repo, image.tag) != image.manifest:
+            assert top.media_type is not None
+            client.put_manifest(repo, image.tag, _read_manifest(read_entry, top), top.media_type)
+        return pinned_ref(artifact, target)
+    layout = _layout(target)
+    layout.ensure()
+    for e in _layout_order(artifact):
+        if not layout.has(e):
+            layout.write_blob(e, read_entry(e))
+    top = next(e for e in artifact.entries if e.digest == image.manifest)
+    layout.tag(f"{image.repository}:{image.tag}", top)
+    return pinned_ref(artifact, target)
+
+
+# --------------------------------------------------------------------------- registry side
+
+_clients: dict[tuple[str, frozenset[str]], object] = {}
+
+
+def client_for(target: ImageTarget):  # -> manifests.registry.RegistryClient
+    """One client per registry for the whole import (keeps its connections and tokens)."""
+    from manifests.registry import RegistryClient
+
+    assert target.registry
+    key = (target.registry, target.insecure_registries)
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = RegistryClient(target.registry, target.insecure_registries)
+    return client  # type: ignore[return-value]
+
+
+def _image(artifact: Artifact):
+    if artifact.kind != "image" or artifact.image is None:
+        raise FerryError(f"{artifact.kind} {artifact.name!r} is not an image")
+    return artifact.image
+
+
+def _split(artifact: Artifact) -> tuple[list[Entry], list[Entry], Entry]:
+    """(config and layer blobs, child manifests, the top-level manifest)."""
+    image = _image(artifact)
+    blobs = [e for e in artifact.entries if e.media_type not in MANIFEST_TYPES]
+    children = [e for e in artifact.entries if e.media_type in MANIFEST_TYPES and e.digest != image.manifest]
+    top = next(e for e in artifact.entries if e.digest == image.manifest)
+    return blobs, children, top
+
+
+def _mount_sources(client, repo: str, digests: set[str]) -> dict[str, str]:
+    """For blobs ``repo`` lacks, another repository of the same registry that holds them
+    (HEAD only). Bounded by MOUNT_PROBES; repositories sharing the first path component
+    are tried first, as images of one team tend to share base layers."""
+    if not digests:
+        return {}
+    others = [r for r in client.repositories() if r != repo]
+    if not others:
+        return {}
+    team = repo.split("/", 1)[0]
+    others.sort(key=lambda r: r.split("/", 1)[0] != team)
+    found: dict[str, str] = {}
+    probes = 0
+    for digest in sorted(digests):
+        for other in others:
+            if probes >= MOUNT_PROBES:
+                return found
+            probes += 1
+            if client.has_blob(other, digest):
+                found[digest] = other
+                break
+    return found
+
+
+def _read_manifest(read_entry: ReadEntry, entry: Entry) -> bytes:
+    """A manifest's exact bytes, whole (bounded), verified by the iterator's end."""
+    if entry.size > MAX_MANIFEST_BYTES:
+        raise FormatError(f"manifest {entry.digest} is {entry.size} bytes, over {MAX_MANIFEST_BYTES}")
+    return b"".join(read_entry(entry))
+
+
+# --------------------------------------------------------------------------- OCI layout side
+
+
+def _layout_order(artifact: Artifact) -> list[Entry]:
+    blobs, children, top = _split(artifact)
+    return [*blobs, *children, top]
+
+
+@dataclass
+class Layout:
+    """An OCI image layout folder that ferry adds images to."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.blobs = self.root / "blobs" / "sha256"
+
+    def ensure(self) -> None:
+        """Create the layout if it is not there yet (only when applying; asking creates nothing)."""
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        marker = self.root / "oci-layout"
+        if not marker.exists():
+            _write_atomic(marker, b'{"imageLayoutVersion":"1.0.0"}')
+        if not (self.root / "index.json").exists():
+            _write_atomic(self.root / "index.json", _index_bytes([]))
+
+    def path(self, digest: str) -> Path:
+        return self.blobs / digest.split(":", 1)[1]
+
+    def has(self, entry: Entry) -> bool:
+        """Present with the right size (blobs only appear after verification, by rename)."""
+        assert entry.digest is not None
+        try:
+            return self.path(entry.digest).stat().st_size == entry.size
+        except FileNotFoundError:
+            return False
+
+    def write_blob(self, entry: Entry, chunks: Iterator[bytes]) -> None:
+        """Stream to ``.HEX.tmp``, check sha256, fsync, rename, fsync the folder."""
+        assert entry.digest is not None
+        final = self.path(entry.digest)
+        tmp = final.with_name(f".{final.name}.tmp")
+        sha = hashlib.sha256()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            with os.fdopen(fd, "wb", closefd=True) as f:
+                for data in chunks:
+                    sha.update(data)
+                    f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if "sha256:" + sha.hexdigest() != entry.digest:
+                raise VerificationError(f"blob {entry.digest}: rebuilt content does not match its digest")
+            os.rename(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.blobs)
+
+    def read_index(self) -> list[dict]:
+        path = self.root / "index.json"
+        with open(path, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+        parse_manifest(data, OCI_INDEX, where=f"{path}")  # refuse a broken index before editing it
+        return list(json.loads(data)["manifests"])
+
+    def tag(self, name: str, top: Entry) -> None:
+        """Point ``name`` at ``top`` in index.json (replacing what it named before)."""
+        entries = self.read_index()
+        wanted = {"mediaType": top.media_type, "digest": top.digest, "size": top.size,
+                  "annotations": {REF_NAME_ANNOTATION: name}}
+        if wanted in entries:
+            return
+        kept = [d for d in entries if (d.get("annotations") or {}).get(REF_NAME_ANNOTATION) != name]
+        _write_atomic(self.root / "index.json", _index_bytes([*kept, wanted]))
+
+
+def _layout(target: ImageTarget) -> Layout:
+    if target.layout is None:
+        raise FerryError("no image target: give --registry HOST[:PORT] or an edge state for EDGE/oci")
+    return Layout(Path(target.layout))
+
+
+def _index_bytes(manifests: list[dict]) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests},
+                      indent=2).encode() + b"\n"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

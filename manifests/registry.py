@@ -1,0 +1,469 @@
+"""A small client for the OCI distribution API, used by the hub (pull) and the edge (push).
+
+Why not oras-py: it downloads blobs to files and uploads from files, does not expose
+manifest bytes exactly as served, HEAD of a manifest, or cross-repository mount, and ties
+its auth to its own registry object. ferry needs streaming both ways (memory flat whatever
+the layer size), exact manifest bytes (the digest must survive the air gap), and a one-line
+error for every failure, so this speaks the API directly with ``requests``.
+
+Transport follows Docker: plain HTTP to loopback hosts (127.0.0.0/8, ``localhost``, ``::1``);
+HTTPS with certificate checks otherwise; for a host listed in ``insecure_registries``,
+HTTPS without certificate checks, falling back to plain HTTP. Credentials come from the
+Docker config (``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``): ``auths``
+entries (``auth``, ``username``/``password``, ``identitytoken``), ``credHelpers`` and
+``credsStore``. Both Basic and Bearer-token challenges are answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlencode
+
+from .errors import FerryError, VerificationError
+from .oci import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, DigestReader, is_loopback_host
+
+if TYPE_CHECKING:
+    import requests
+
+#: Blobs up to this size are uploaded in one PUT; larger ones stream in one chunked PATCH.
+MONOLITHIC_MAX = 1 << 20
+_TIMEOUT = (10, 300)  # connect, read (seconds)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str | None = None
+    password: str | None = None
+    identity_token: str | None = None
+
+
+def docker_config_path() -> Path:
+    base = os.environ.get("DOCKER_CONFIG")
+    return (Path(base) if base else Path.home() / ".docker") / "config.json"
+
+
+def _config_keys(host: str) -> list[str]:
+    keys = [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"]
+    if host in ("registry-1.docker.io", "docker.io", "index.docker.io"):
+        keys.insert(0, "https://index.docker.io/v1/")
+    return keys
+
+
+def load_credentials(host: str, config_path: Path | None = None) -> Credentials | None:
+    """Credentials for ``host`` from the Docker config, or None. A broken config file is a
+    clear error rather than a silent anonymous attempt."""
+    path = config_path or docker_config_path()
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FerryError(f"{path}: cannot read the Docker config ({exc})") from None
+    if not isinstance(config, dict):
+        raise FerryError(f"{path}: the Docker config is not a JSON object")
+    keys = _config_keys(host)
+    helpers = config.get("credHelpers") if isinstance(config.get("credHelpers"), dict) else {}
+    for key in keys:
+        if isinstance(helpers.get(key), str):
+            return _from_helper(helpers[key], host)
+    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
+    for key in keys:
+        entry = auths.get(key)
+        if not isinstance(entry, dict):
+            continue
+        if isinstance(entry.get("identitytoken"), str) and entry["identitytoken"]:
+            return Credentials(identity_token=entry["identitytoken"])
+        if isinstance(entry.get("auth"), str) and entry["auth"]:
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise FerryError(f"{path}: the auth entry for {key} is not base64 of user:password") from None
+            return Credentials(user, password)
+        if isinstance(entry.get("username"), str):
+            return Credentials(entry["username"], str(entry.get("password", "")))
+    if isinstance(config.get("credsStore"), str) and config["credsStore"]:
+        return _from_helper(config["credsStore"], host)
+    return None
+
+
+def _from_helper(helper: str, host: str) -> Credentials | None:
+    """Ask ``docker-credential-<helper>`` (the Docker credential-helper protocol)."""
+    if not re.match(r"^[A-Za-z0-9_.-]+$", helper):
+        raise FerryError(f"Docker config names an invalid credential helper {helper!r}")
+    try:
+        done = subprocess.run([f"docker-credential-{helper}", "get"], input=host, capture_output=True,
+                              text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    try:
+        answer = json.loads(done.stdout)
+    except ValueError:
+        return None
+    user, secret = answer.get("Username"), answer.get("Secret")
+    if not isinstance(secret, str) or not secret:
+        return None
+    if user == "<token>":
+        return Credentials(identity_token=secret)
+    return Credentials(user if isinstance(user, str) else None, secret)
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``WWW-Authenticate: Bearer realm="...",service="...",scope="..."`` -> scheme, params."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+              for m in re.finditer(r'([A-Za-z_]+)=(?:"([^"]*)"|([^,\s]*))', rest)}
+    return scheme.lower(), params
+
+
+def _scope(repo: str | None, push: bool, mount_from: str | None) -> tuple[str, ...]:
+    scopes = []
+    if repo:
+        scopes.append(f"repository:{repo}:{'pull,push' if push else 'pull'}")
+    if mount_from:
+        scopes.append(f"repository:{mount_from}:pull")
+    return tuple(scopes)
+
+
+@dataclass
+class RegistryClient:
+    """One registry host. ``calls`` counts requests by method (tests use it to prove that a
+    blob already present is not uploaded again)."""
+
+    host: str
+    insecure_registries: frozenset[str] = frozenset()
+    config_path: Path | None = None
+    calls: dict[str, int] = field(default_factory=dict)
+    _session: Any = field(default=None, repr=False)
+    _base: str | None = field(default=None, repr=False)
+    _verify: bool = field(default=True, repr=False)
+    _creds: Credentials | None = field(default=None, repr=False)
+    _creds_loaded: bool = field(default=False, repr=False)
+    _basic: bool = field(default=False, repr=False)
+    _tokens: dict[tuple[str, ...], str] = field(default_factory=dict, repr=False)
+
+    # ---- transport
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+            self._session.headers["User-Agent"] = "ferry"
+            if is_loopback_host(self.host):
+                self._session.trust_env = False  # no proxy between us and a loopback registry
+        return self._session
+
+    @property
+    def base(self) -> str:
+        """``scheme://host``, chosen on first use (see the module docstring)."""
+        if self._base is None:
+            if is_loopback_host(self.host):
+                self._base = f"http://{self.host}"
+            elif self.host in self.insecure_registries:
+                self._verify = False
+                self._base = f"https://{self.host}"
+                try:
+                    self._send("GET", "/v2/", None, False, None)
+                except FerryError:
+                    self._base = f"http://{self.host}"
+            else:
+                self._base = f"https://{self.host}"
+        return self._base
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _url(self, path: str) -> str:
+        return urljoin(self.base + "/", path) if not path.startswith(("http://", "https://")) else path
+
+    def _send(self, method: str, path: str, auth: str | None, stream: bool, data: Any,
+              headers: dict[str, str] | None = None) -> requests.Response:
+        import requests
+
+        url = urljoin((self._base or f"https://{self.host}") + "/", path) \
+            if not path.startswith(("http://", "https://")) else path
+        hdrs = dict(headers or {})
+        if auth:
+            hdrs["Authorization"] = auth
+        self.calls[method] = self.calls.get(method, 0) + 1
+        try:
+            return self.session.request(method, url, headers=hdrs, data=data, stream=stream,
+                                        timeout=_TIMEOUT, verify=self._verify, allow_redirects=True)
+        except requests.exceptions.SSLError as exc:
+            raise FerryError(f"registry {self.host}: TLS failed ({_reason(exc)}); if this registry has no "
+                             f"valid certificate, pass --insecure-registry {self.host}") from None
+        except requests.exceptions.RequestException as exc:
+            raise FerryError(f"registry {self.host} is unreachable ({_reason(exc)})") from None
+
+    def request(self, method: str, path: str, *, repo: str | None = None, push: bool = False,
+                mount_from: str | None = None, stream: bool = False, data: Any = None,
+                headers: dict[str, str] | None = None) -> requests.Response:
+        """Send one request, answering an auth challenge once. ``data`` that is an iterator
+        is only sent after auth is settled (callers start with a request that settles it)."""
+        self.base  # noqa: B018 - choose the scheme first
+        scopes = _scope(repo, push, mount_from)
+        resp = self._send(method, path, self._auth_header(scopes), stream, data, headers)
+        if resp.status_code != 401 or isinstance(data, Iterator):
+            return resp
+        challenge = resp.headers.get("WWW-Authenticate", "")
+        resp.close()
+        self._answer(challenge, scopes)
+        return self._send(method, path, self._auth_header(scopes), stream, data, headers)
+
+    # ---- auth
+
+    def _credentials(self) -> Credentials | None:
+        if not self._creds_loaded:
+            self._creds = load_credentials(self.host, self.config_path)
+            self._creds_loaded = True
+        return self._creds
+
+    def _auth_header(self, scopes: tuple[str, ...]) -> str | None:
+        if scopes in self._tokens:
+            return f"Bearer {self._tokens[scopes]}"
+        creds = self._credentials()
+        if self._basic and creds and creds.username is not None:
+            raw = f"{creds.username}:{creds.password or ''}".encode()
+            return "Basic " + base64.b64encode(raw).decode()
+        return None
+
+    def _answer(self, challenge: str, scopes: tuple[str, ...]) -> None:
+        scheme, params = parse_challenge(challenge)
+        creds = self._credentials()
+        if scheme == "basic":
+            if not creds or creds.username is None:
+                raise FerryError(f"registry {self.host} requires a login (run `docker login {self.host}`; "
+                                 "ferry reads ~/.docker/config.json)")
+            if self._basic:
+                raise FerryError(f"registry {self.host} refused the credentials from the Docker config")
+            self._basic = True
+            return
+        if scheme != "bearer" or "realm" not in params:
+            raise FerryError(f"registry {self.host} asks for an authentication scheme ferry does not speak: {challenge!r}")
+        wanted = list(scopes)
+        if params.get("scope") and params["scope"] not in wanted:
+            wanted.append(params["scope"])
+        query: list[tuple[str, str]] = [("service", params["service"])] if params.get("service") else []
+        query += [("scope", s) for s in wanted]
+        auth = None
+        if creds and creds.identity_token:
+            resp = self._send("POST", params["realm"], None, False,
+                              {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                               "client_id": "ferry", **dict(query[:1]), "scope": " ".join(wanted)})
+        else:
+            if creds and creds.username is not None:
+                auth = "Basic " + base64.b64encode(f"{creds.username}:{creds.password or ''}".encode()).decode()
+            resp = self._send("GET", f"{params['realm']}?{urlencode(query)}", auth, False, None)
+        if resp.status_code in (401, 403):
+            who = "the credentials from the Docker config were refused" if creds else "anonymous access was refused"
+            raise FerryError(f"registry {self.host}: login failed ({who}; run `docker login {self.host}`)")
+        if resp.status_code != 200:
+            raise FerryError(f"registry {self.host}: token service answered {resp.status_code}")
+        try:
+            body = resp.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise FerryError(f"registry {self.host}: token service gave no token")
+        self._tokens[scopes] = token
+
+    # ---- API
+
+    def fail(self, resp: requests.Response, what: str) -> FerryError:
+        """The one-line error for an unexpected answer."""
+        detail = ""
+        try:
+            errors = resp.json().get("errors") or []
+            if errors and isinstance(errors[0], dict):
+                detail = f": {errors[0].get('code', '')} {errors[0].get('message', '')}".rstrip()
+        except (ValueError, AttributeError):
+            pass
+        resp.close()
+        if resp.status_code in (401, 403):
+            return FerryError(f"registry {self.host}: access to {what} denied ({resp.status_code}{detail})")
+        return FerryError(f"registry {self.host}: {what} failed ({resp.status_code}{detail})")
+
+    def ping(self) -> None:
+        """Prove the registry answers the distribution API (401 counts: it is there)."""
+        resp = self.request("GET", "/v2/")
+        resp.close()
+        if resp.status_code not in (200, 401):
+            raise FerryError(f"registry {self.host}: /v2/ answered {resp.status_code}; not an OCI registry?")
+
+    def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, str]:
+        """Exact bytes, media type and digest of ``repo:reference`` (a tag or a digest).
+        The digest is computed from the bytes; a pinned reference must match it."""
+        resp = self.request("GET", f"/v2/{repo}/manifests/{reference}", repo=repo, stream=True,
+                            headers={"Accept": ACCEPT_MANIFESTS})
+        if resp.status_code == 404:
+            resp.close()
+            raise FerryError(f"image {self.host}/{repo}:{reference} not found" if ":" not in reference
+                             else f"image {self.host}/{repo}@{reference} not found")
+        if resp.status_code != 200:
+            raise self.fail(resp, f"manifest {repo}:{reference}")
+        with resp:
+            data = resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise FerryError(f"registry {self.host}: manifest {repo}:{reference} is over {MAX_MANIFEST_BYTES} bytes")
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise VerificationError(f"registry {self.host}: manifest {repo}@{reference} does not match its digest")
+        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        return data, media_type, digest
+
+    def manifest_digest(self, repo: str, reference: str) -> str | None:
+        """The digest ``repo:reference`` resolves to, or None if there is no such manifest."""
+        resp = self.request("HEAD", f"/v2/{repo}/manifests/{reference}", repo=repo,
+                            headers={"Accept": ACCEPT_MANIFESTS})
+        resp.close()
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise self.fail(resp, f"manifest {repo}:{reference}")
+        digest = resp.headers.get("Docker-Content-Digest")
+        if digest is None and reference.startswith("sha256:"):
+            digest = reference
+        return digest
+
+    def has_blob(self, repo: str, digest: str) -> bool:
+        resp = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", repo=repo)
+        resp.close()
+        if resp.status_code == 404:
+            return False
+        if resp.status_code != 200:
+            raise self.fail(resp, f"blob {repo}@{digest}")
+        return True
+
+    def open_blob(self, repo: str, digest: str, size: int) -> DigestReader:
+        """Stream a blob, checking its size and sha256 as it is read."""
+        resp = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, stream=True)
+        if resp.status_code == 404:
+            resp.close()
+            raise FerryError(f"registry {self.host}: blob {digest} of {repo} not found")
+        if resp.status_code != 200:
+            raise self.fail(resp, f"blob {repo}@{digest}")
+        return DigestReader(lambda n: resp.raw.read(n, decode_content=False), digest, size,
+                            f"blob {digest} of {self.host}/{repo}", close=resp.close)
+
+    def repositories(self, limit: int = 1000) -> list[str]:
+        """Repositories the registry lists (first page only; empty when it will not say)."""
+        resp = self.request("GET", f"/v2/_catalog?n={limit}")
+        with resp:
+            if resp.status_code != 200:
+                return []
+            try:
+                repos = resp.json().get("repositories") or []
+            except (ValueError, AttributeError):
+                return []
+        return [r for r in repos if isinstance(r, str)]
+
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Link a blob the registry holds under ``from_repo`` into ``repo`` without sending it."""
+        resp = self.request("POST", f"/v2/{repo}/blobs/uploads/?{urlencode({'mount': digest, 'from': from_repo})}",
+                            repo=repo, push=True, mount_from=from_repo)
+        resp.close()
+        if resp.status_code == 201:
+            return True
+        if resp.status_code == 202 and resp.headers.get("Location"):
+            self._cancel(repo, resp.headers["Location"])
+            return False
+        raise self.fail(resp, f"mounting {digest} into {repo}")
+
+    def upload_blob(self, repo: str, digest: str, size: int, chunks: Iterable[bytes]) -> None:
+        """Upload a blob from ``chunks``: one PUT when small, else one streamed PATCH and a
+        closing PUT. The registry checks ``digest``; if ``chunks`` raises, the upload is
+        cancelled and nothing is committed, and that error is raised."""
+        resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo, push=True)
+        resp.close()
+        if resp.status_code != 202 or not resp.headers.get("Location"):
+            raise self.fail(resp, f"starting the upload of {digest} to {repo}")
+        location = resp.headers["Location"]
+        scopes = _scope(repo, True, None)
+        failure: list[BaseException] = []
+
+        def guarded() -> Iterator[bytes]:
+            try:
+                yield from chunks
+            except BaseException as exc:  # keep the source's own error, not the transport's
+                failure.append(exc)
+                raise
+
+        try:
+            if size <= MONOLITHIC_MAX:
+                body = b"".join(guarded())
+                resp = self._send("PUT", _with_query(self._url(location), digest=digest),
+                                  self._auth_header(scopes), False, body,
+                                  {"Content-Type": "application/octet-stream"})
+            else:
+                try:
+                    resp = self._send("PATCH", self._url(location), self._auth_header(scopes), False, guarded(),
+                                      {"Content-Type": "application/octet-stream"})
+                except BaseException:
+                    if failure:
+                        raise failure[0] from None
+                    raise
+                if failure:
+                    raise failure[0]
+                if resp.status_code != 202:
+                    raise self.fail(resp, f"uploading {digest} to {repo}")
+                location = resp.headers.get("Location", location)
+                resp = self._send("PUT", _with_query(self._url(location), digest=digest),
+                                  self._auth_header(scopes), False, b"", None)
+        except BaseException:
+            self._cancel(repo, location)
+            raise
+        resp.close()
+        if resp.status_code != 201:
+            if resp.status_code == 400:
+                raise VerificationError(f"registry {self.host} refused blob {digest} for {repo}: "
+                                        "content does not match its digest")
+            raise self.fail(resp, f"uploading {digest} to {repo}")
+
+    def _cancel(self, repo: str, location: str) -> None:
+        try:
+            self._send("DELETE", self._url(location), self._auth_header(_scope(repo, True, None)), False, None).close()
+        except FerryError:
+            pass
+
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str:
+        """Store manifest bytes exactly under a tag or digest; returns (and checks) the digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        resp = self.request("PUT", f"/v2/{repo}/manifests/{reference}", repo=repo, push=True, data=data,
+                            headers={"Content-Type": media_type})
+        resp.close()
+        if resp.status_code not in (200, 201):
+            raise self.fail(resp, f"storing manifest {digest} as {repo}:{reference}")
+        served = resp.headers.get("Docker-Content-Digest")
+        if served and served != digest:
+            raise VerificationError(f"registry {self.host} stored manifest {repo}:{reference} as {served}, "
+                                    f"not {digest}; it rewrote the bytes")
+        return digest
+
+
+def _with_query(url: str, **params: str) -> str:
+    return url + ("&" if "?" in url else "?") + urlencode(params)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost, most telling part of a requests/urllib3 error."""
+    text = str(exc)
+    for pattern in (r"\[Errno -?\d+\] ([^'\")]+)", r"(Connection refused)", r"(timed out)", r"(Name or service not known)"):
+        m = re.search(pattern, text)
+        if m:
+            return m.group(1).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
