@@ -1,0 +1,407 @@
+"""Applying a manifest set at the edge: to a cluster (server-side apply) or a GitOps folder.
+
+The set's files are re-read from the bundle (verified bytes) and parsed with the hub's own
+functions, so both sides agree on what an object and a workload image are. Before anything
+is applied, every workload image the bundle carries is rewritten to the edge registry and
+pinned by digest, and every object is annotated with where it came from:
+
+- ``ferry.io/set``: the manifest set's name; ``ferry.io/version``: its version;
+- ``ferry.io/bundle``, ``ferry.io/bundle-id``, ``ferry.io/channel``, ``ferry.io/sequence``:
+  the bundle (from ``origin``; see :func:`origin_of`).
+
+In a cluster, an object whose ``ferry.io/version`` (for the same set) is newer than the
+incoming one is left alone and reported: an older bundle never overwrites what a newer one
+applied. A GitOps folder is replaced as a whole, atomically.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bundler.sources.kube import (
+    MAX_FILE_BYTES,
+    MAX_SET_BYTES,
+    KubeObject,
+    carried_image,
+    check_unique,
+    containers,
+    parse_documents,
+)
+from manifests.errors import FerryError
+from manifests.model import Artifact, BundleInfo, Entry, ImageInfo
+from manifests.version import compare_versions
+
+ANNOTATION_PREFIX = "ferry.io/"
+SET_ANNOTATION = ANNOTATION_PREFIX + "set"
+VERSION_ANNOTATION = ANNOTATION_PREFIX + "version"
+FIELD_MANAGER = "ferry"
+#: Seconds to wait for a newly applied CustomResourceDefinition to be served.
+CRD_ESTABLISH_TIMEOUT = 60.0
+#: (connect, read) seconds for each request to the API server.
+REQUEST_TIMEOUT = (15, 120)
+
+_ORIGIN_KEY_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9.]{0,61}[a-z0-9])?$")
+_CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
+
+
+@dataclass
+class ManifestTarget:
+    """Where a set goes: a GitOps folder, a cluster (kubeconfig and context), or both."""
+
+    gitops_dir: Path | None
+    kubeconfig: Path | None
+    context: str | None
+
+
+@dataclass
+class ManifestResult:
+    """What applying one set did. Object ids read like ``Deployment.apps nginx/web``."""
+
+    set_name: str
+    applied: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (object id, why)
+    written: Path | None = None  # the GitOps folder, when one was written
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def origin_of(bundle: BundleInfo) -> dict[str, str]:
+    """The ``origin`` annotations for objects applied from ``bundle``."""
+    return {"bundle": bundle.name, "bundle-id": bundle.id, "channel": bundle.channel,
+            "sequence": str(bundle.sequence)}
+
+
+def pin_images(refs: Iterable[str], carried: list[ImageInfo], registry: str) -> dict[str, str]:
+    """``image_refs`` for :func:`apply_manifests`: each reference the bundle carries ->
+    ``registry/repository@manifest-digest`` (the edge registry, pinned by digest)."""
+    pinned = {}
+    for ref in refs:
+        info = carried_image(ref, carried)
+        if info is not None:
+            pinned[ref] = f"{registry}/{info.repository}@{info.manifest}"
+    return pinned
+
+
+def annotations_for(artifact: Artifact, origin: dict[str, str]) -> dict[str, str]:
+    """The ``ferry.io/*`` annotations for every object of ``artifact``."""
+    out = {}
+    for key, value in origin.items():
+        if not _ORIGIN_KEY_RE.match(key) or not isinstance(value, str):
+            raise FerryError(f"origin annotation {key!r} is not a valid annotation name and string value")
+        out[ANNOTATION_PREFIX + key] = value
+    out[SET_ANNOTATION] = artifact.name
+    out[VERSION_ANNOTATION] = artifact.version
+    return out
+
+
+def prepare(objects: list[KubeObject], image_refs: dict[str, str], annotations: dict[str, str]) -> list[KubeObject]:
+    """Rewrite carried workload images to their pinned references and add ``annotations``,
+    in apply order: Namespaces, then CustomResourceDefinitions, then the rest as written."""
+    for obj in objects:
+        for _label, container in containers(obj):
+            image = container.get("image")
+            if isinstance(image, str) and image in image_refs:
+                container["image"] = image_refs[image]
+        meta = obj.body["metadata"]
+        meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+    return sorted(objects, key=_apply_rank)
+
+
+def _apply_rank(obj: KubeObject) -> int:
+    if (obj.group, obj.kind) == ("", "Namespace"):
+        return 0
+    return 1 if (obj.group, obj.kind) == _CRD else 2
+
+
+def render(obj: KubeObject) -> bytes:
+    """One object as YAML, as written to a GitOps folder."""
+    return yaml.safe_dump(obj.body, sort_keys=False, allow_unicode=True, default_flow_style=False).encode()
+
+
+def gitops_file_name(position: int, obj: KubeObject) -> str:
+    """``0001-deployment-web.yaml``: apply order first, so ``kubectl apply -f DIR`` works too."""
+    name = re.sub(r"[^a-z0-9.-]+", "-", obj.name.lower())[:180]
+    return f"{position:04d}-{obj.kind.lower()}-{name}.yaml"
+
+
+# --------------------------------------------------------------------------- reading the set
+
+
+def load_objects(artifact: Artifact, read_entry: Callable[[Entry], Iterator[bytes]]) -> list[KubeObject]:
+    """Every object of the set, parsed only after each file's bytes verified in full."""
+    total = sum(e.size for e in artifact.entries)
+    if total > MAX_SET_BYTES:
+        raise FerryError(f"manifest set {artifact.name!r}: {total} bytes of YAML, over the limit of {MAX_SET_BYTES}")
+    objects: list[KubeObject] = []
+    for entry in sorted(artifact.entries, key=lambda e: e.path or ""):
+        if entry.size > MAX_FILE_BYTES:
+            raise FerryError(f"manifest set {artifact.name!r}: {entry.path} is over the limit of {MAX_FILE_BYTES} bytes")
+        data = b"".join(read_entry(entry))  # the iterator raises if the bytes do not verify
+        label = f"manifest set {artifact.name!r}: {entry.path}"
+        objects.extend(parse_documents(data, entry.path or "", label))
+    check_unique(objects, f"manifest set {artifact.name!r}")
+    return objects
+
+
+# --------------------------------------------------------------------------- GitOps folder
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def write_gitops(root: Path, set_name: str, objects: list[KubeObject]) -> Path:
+    """Write the set to ``root/<set>/``, one file per object, replacing what was there at once.
+
+    The new folder is built under a hidden temporary name beside it and fsynced, then
+    swapped in with one atomic exchange, so a GitOps agent sees the old set or the new one,
+    never a mix and never none. Where the exchange is unsupported, two renames are used and
+    a crash between them is repaired on the next run (the old set is put back first).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / set_name
+    old = root / f".{set_name}.ferry-old"
+    if old.exists() and not final.exists():
+        os.rename(old, final)  # repair an interrupted two-rename swap
+    for stale in root.glob(f".{set_name}.ferry-*"):
+        shutil.rmtree(stale)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{set_name}.ferry-new-", dir=root))
+    try:
+        for position, obj in enumerate(objects, start=1):
+            with open(tmp / gitops_file_name(position, obj), "xb") as f:
+                f.write(render(obj))
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o755)
+        _fsync_dir(tmp)
+        if not final.exists():
+            os.rename(tmp, final)
+        elif _exchange(tmp, final):
+            shutil.rmtree(tmp)
+        else:
+            os.rename(final, old)
+            os.rename(tmp, final)
+            _fsync_dir(root)
+            shutil.rmtree(old)
+        _fsync_dir(root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return final
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+def _api_message(err: Any) -> str:
+    """The API server's own one-line message from an error response."""
+    import json
+
+    body = getattr(err, "body", None)
+    try:
+        message = json.loads(body).get("message") if body else None
+    except (ValueError, AttributeError):
+        message = None
+    status = getattr(err, "status", "?")
+    reason = getattr(err, "reason", "") or ""
+    return f"HTTP {status} {reason}".strip() + (f": {message}" if message else "")
+
+
+def _connection_problem(err: BaseException) -> str:
+    reason = getattr(err, "reason", None) or err
+    return str(reason).splitlines()[0][:300]
+
+
+class _Cluster:
+    """The dynamic client, with every failure turned into one FerryError line."""
+
+    def __init__(self, target: ManifestTarget) -> None:
+        from kubernetes import config, dynamic
+        from kubernetes.config.config_exception import ConfigException
+
+        assert target.kubeconfig is not None
+        self.where = f"cluster ({target.kubeconfig}" + (f", context {target.context})" if target.context else ")")
+        try:
+            contexts, current = config.list_kube_config_contexts(config_file=str(target.kubeconfig))
+            chosen = next((c for c in contexts if c.get("name") == target.context), None) if target.context else current
+            if target.context and chosen is None:
+                raise FerryError(f"{self.where}: the kubeconfig has no context {target.context!r}")
+            self.default_namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
+            api = config.new_client_from_config(config_file=str(target.kubeconfig), context=target.context,
+                                                persist_config=False)
+        except FerryError:
+            raise
+        except (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError) as err:
+            raise FerryError(f"kubeconfig {target.kubeconfig}: cannot be used ({str(err).splitlines()[0][:200]})") from None
+        self.host = api.configuration.host
+        self._tmp = tempfile.TemporaryDirectory(prefix="ferry-discovery-")
+        # A fresh discovery cache per import: a shared one in /tmp could be stale or planted.
+        self.client = self._call(lambda: dynamic.DynamicClient(api, cache_file=os.path.join(self._tmp.name, "d.json")),
+                                 "discovery")
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError, ResourceNotUniqueError
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn()
+        except (DynamicApiError, ApiException) as err:
+            raise FerryError(f"{self.where} at {self.host}: {what}: {_api_message(err)}") from None
+        except (ResourceNotFoundError, ResourceNotUniqueError) as err:
+            raise FerryError(f"{self.where} at {self.host}: {what}: the server does not serve this kind ({err})") from None
+        except (HTTPError, OSError) as err:
+            raise FerryError(f"{self.where}: cannot reach {self.host}: {_connection_problem(err)}") from None
+
+    def resource(self, obj: KubeObject) -> Any:
+        return self._call(lambda: self.client.resources.get(api_version=obj.api_version, kind=obj.kind), obj.id)
+
+    def namespace(self, resource: Any, obj: KubeObject) -> str | None:
+        return (obj.namespace or self.default_namespace) if resource.namespaced else None
+
+    def get(self, obj: KubeObject) -> dict[str, Any] | None:
+        """The object as the server holds it, or None when it does not exist."""
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        resource = self.resource(obj)
+
+        def fetch() -> dict[str, Any] | None:
+            try:
+                found = resource.get(name=obj.name, namespace=self.namespace(resource, obj),
+                                     _request_timeout=REQUEST_TIMEOUT)
+            except NotFoundError:
+                return None
+            return found.to_dict()
+
+        return self._call(fetch, f"reading {obj.id}")
+
+    def apply(self, obj: KubeObject) -> dict[str, Any]:
+        resource = self.resource(obj)
+        return self._call(lambda: resource.server_side_apply(
+            body=obj.body, name=obj.name, namespace=self.namespace(resource, obj),
+            field_manager=FIELD_MANAGER, force_conflicts=True, _request_timeout=REQUEST_TIMEOUT,
+        ).to_dict(), f"applying {obj.id}")
+
+    def wait_established(self, crd: KubeObject) -> None:
+        """Wait until the API server serves a just-applied CRD, then forget discovery."""
+        deadline = time.monotonic() + CRD_ESTABLISH_TIMEOUT
+        while True:
+            current = self.get(crd) or {}
+            conditions = (current.get("status") or {}).get("conditions") or []
+            if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                break
+            if time.monotonic() > deadline:
+                raise FerryError(f"{self.where}: {crd.id} was applied but not established "
+                                 f"within {CRD_ESTABLISH_TIMEOUT:.0f} s")
+            time.sleep(0.5)
+
+    def refresh_discovery(self) -> None:
+        self._call(self.client.resources.invalidate_cache, "discovery")
+
+
+def newer_on_cluster(current: dict[str, Any] | None, set_name: str, version: str) -> str | None:
+    """Why an object must not be overwritten (a newer version of the same set applied it), or None."""
+    if not current:
+        return None
+    annotations = (current.get("metadata") or {}).get("annotations") or {}
+    theirs = annotations.get(VERSION_ANNOTATION)
+    if theirs is None or annotations.get(SET_ANNOTATION, set_name) != set_name:
+        return None
+    try:
+        newer = compare_versions(theirs, version) > 0
+    except FerryError:
+        return None  # not a version ferry wrote; the object is ours to manage again
+    return f"the cluster holds version {theirs} of set {set_name!r}, newer than {version}" if newer else None
+
+
+def apply_to_cluster(target: ManifestTarget, set_name: str, version: str, objects: list[KubeObject], *,
+                     allow_downgrade: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
+    """Server-side apply ``objects`` (already in apply order) with field manager ``ferry``."""
+    applied: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    cluster = _Cluster(target)
+    try:
+        crds_pending = False
+        for obj in objects:
+            is_crd = (obj.group, obj.kind) == _CRD
+            if crds_pending and not is_crd:
+                cluster.refresh_discovery()
+                crds_pending = False
+            why = None if allow_downgrade else newer_on_cluster(cluster.get(obj), set_name, version)
+            if why:
+                skipped.append((obj.id, why))
+                continue
+            cluster.apply(obj)
+            applied.append(obj.id)
+            if is_crd:
+                cluster.wait_established(obj)
+                crds_pending = True
+    finally:
+        cluster.close()
+    return applied, skipped
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def apply_manifests(artifact: Artifact, read_entry: Callable[[Entry], Iterator[bytes]], target: ManifestTarget, *,
+                    image_refs: dict[str, str], origin: dict[str, str],
+                    allow_downgrade: bool = False) -> ManifestResult:
+    """Apply one manifest set to ``target`` (see the module docstring).
+
+    ``image_refs`` maps a workload's image reference to its pinned edge reference
+    (:func:`pin_images`); ``origin`` names the bundle (:func:`origin_of`). Raises
+    FerryError on the first failure; objects applied to a cluster before it stay applied.
+    """
+    if target.gitops_dir is None and target.kubeconfig is None:
+        raise FerryError(f"manifest set {artifact.name!r}: no target (give a kubeconfig or a manifests folder)")
+    objects = prepare(load_objects(artifact, read_entry), image_refs, annotations_for(artifact, origin))
+    result = ManifestResult(artifact.name)
+    if target.kubeconfig is not None:
+        result.applied, result.skipped = apply_to_cluster(target, artifact.name, artifact.version, objects,
+                                                          allow_downgrade=allow_downgrade)
+    if target.gitops_dir is not None:
+        try:
+            result.written = write_gitops(Path(target.gitops_dir), artifact.name, objects)
+        except OSError as err:
+            raise FerryError(f"manifest set {artifact.name!r}: cannot write to {target.gitops_dir}: "
+                             f"{err.strerror or err}") from None
+        if target.kubeconfig is None:
+            result.applied = [obj.id for obj in objects]
+    return result
