@@ -3,6 +3,7 @@
 on every run.
 
     python samples/make_model.py [--out DIR]     # default: samples/models/sentiment
+    python samples/make_model.py --version 1.3.0 --out DIR   # a "fine-tuned" next version
 
 Writes ``model.safetensors`` (fp16 embeddings and encoder, fp32 head; about 290 KiB),
 ``config.json`` and ``tokenizer.json`` (a word-level tokenizer in the Hugging Face
@@ -10,7 +11,10 @@ Writes ``model.safetensors`` (fp16 embeddings and encoder, fp32 head; about 290 
 hand (8-byte little-endian header length, JSON header, raw little-endian data) and the weights
 come from a seeded splitmix64 generator, so the same bytes come out on any machine. The
 weights are random except for the sentiment words, whose embeddings are nudged so that
-``samples/images/sentiment-server`` (app/serve.py) gives sensible answers.
+``samples/images/sentiment-server`` (app/serve.py) gives sensible answers. Another
+``--version`` keeps the embeddings and the encoder weight byte-identical and retrains only the
+small head (classifier and encoder bias), as a fine-tune would: the model for trying delta
+bundles (``ferry export --since``), which then carry little more than the changed tensors.
 """
 
 from __future__ import annotations
@@ -59,8 +63,11 @@ def vocabulary() -> list[str]:
     return words + [f"[unused{i}]" for i in range(VOCAB_SIZE - len(words))]
 
 
-def weights() -> dict[str, tuple[str, list[int], list[float]]]:
-    """name -> (dtype, shape, values), Kaiming-uniform-like scales; deterministic."""
+VERSION = "1.2.0"
+
+
+def weights(version: str = VERSION) -> dict[str, tuple[str, list[int], list[float]]]:
+    """name -> (dtype, shape, values), Kaiming-uniform-like scales; deterministic per version."""
     rng = SplitMix64(SEED)
     vocab = vocabulary()
 
@@ -78,6 +85,10 @@ def weights() -> dict[str, tuple[str, list[int], list[float]]]:
     dense[0] = 1.0  # keep the polarity dimension through the encoder (row 0, column 0)
     dense_bias = [0.0] * HIDDEN
     head = tensor([len(LABELS), HIDDEN], 0.01)
+    if version != VERSION:  # a fine-tune: only the small tensors move
+        tuned = SplitMix64(SEED ^ int.from_bytes(version.encode("utf-8")[:8], "little"))
+        dense_bias = [tuned.uniform(0.01) for _ in range(HIDDEN)]
+        head = [v + tuned.uniform(0.01) for v in head]
     head[0], head[HIDDEN] = -4.0, 4.0  # negative reads -polarity, positive reads +polarity
     return {
         "embeddings.word_embeddings.weight": ("F16", [VOCAB_SIZE, HIDDEN], emb),
@@ -137,11 +148,11 @@ def tokenizer() -> dict[str, object]:
     }
 
 
-def write(out: Path) -> list[Path]:
+def write(out: Path, version: str = VERSION) -> list[Path]:
     """Write the three files into ``out`` and return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "model.safetensors": safetensors_bytes(weights(), {"format": "pt", "name": "sentiment", "version": "1.2.0"}),
+        "model.safetensors": safetensors_bytes(weights(version), {"format": "pt", "name": "sentiment", "version": version}),
         "config.json": (json.dumps(config(), indent=2, sort_keys=True) + "\n").encode("utf-8"),
         "tokenizer.json": (json.dumps(tokenizer(), indent=1) + "\n").encode("utf-8"),
     }
@@ -153,7 +164,9 @@ def write(out: Path) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "models" / "sentiment")
-    for path in write(parser.parse_args().out):
+    parser.add_argument("--version", default=VERSION, help=f"model version (default {VERSION}, the committed one)")
+    args = parser.parse_args()
+    for path in write(args.out, args.version):
         print(f"{path} ({path.stat().st_size} bytes)")
 
 

@@ -75,6 +75,22 @@ def test_model_is_a_valid_safetensors_file_of_a_few_hundred_kib() -> None:
     assert len(vocab) == config["vocab_size"]
 
 
+def test_next_model_version_changes_only_the_small_tensors(tmp_path: Path) -> None:
+    """What makes the sample useful for delta bundles: a fine-tune leaves the big tensors alone."""
+    subprocess.run([sys.executable, str(SAMPLES / "make_model.py"), "--version", "1.3.0", "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    old, new = (MODEL_DIR / "model.safetensors").read_bytes(), (tmp_path / "model.safetensors").read_bytes()
+    (old_meta, old_t), (new_meta, new_t) = parse_safetensors(old), parse_safetensors(new)
+    assert new_meta["version"] == "1.3.0"
+    changed = set()
+    for name in old_t:
+        (a, b), (c, d) = old_t[name]["data_offsets"], new_t[name]["data_offsets"]
+        base_old, base_new = 8 + struct.unpack("<Q", old[:8])[0], 8 + struct.unpack("<Q", new[:8])[0]
+        if old[base_old + a:base_old + b] != new[base_new + c:base_new + d]:
+            changed.add(name)
+    assert changed == {"classifier.weight", "encoder.dense.bias"}
+
+
 def test_safetensors_check_catches_a_broken_header() -> None:
     data = bytearray((MODEL_DIR / "model.safetensors").read_bytes())
     with pytest.raises(AssertionError):
