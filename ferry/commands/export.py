@@ -1,15 +1,53 @@
-"""``ferry export``: Write a signed, chunked bundle from a bundle spec (hub side)."""
+"""``ferry export``: write a signed, chunked, resumable bundle from a bundle spec (hub side)."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
 
-from manifests.errors import FerryError
+import typer
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("export", epilog="Example: ferry export bundle.yaml --out /media/usb/edge-ai --key hub.key",
-                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def export_cmd() -> None:
-        """Write a signed, chunked bundle from a bundle spec (hub side)."""
-        raise FerryError("ferry export is not implemented yet", exit_code=3)
+    @app.command("export", epilog="Example: ferry export bundle.yaml --out /media/usb/edge-ai --key hub.key")
+    def export_cmd(
+        spec: Path = typer.Argument(..., help="The bundle spec (apiVersion ferry/v1, kind Bundle)."),
+        out: Path = typer.Option(..., "--out", help="Folder to write the bundle into (new or empty; "
+                                 "or the folder of an unfinished export, to resume it)."),
+        key: list[Path] = typer.Option(..., "--key", help="Private signing key (.key); repeat to add signatures."),
+        state: Path = typer.Option(None, "--state", help="Hub state folder (sequence numbers, chunk cache); "
+                                   "default ~/.local/share/ferry."),
+        max_volume_size: str = typer.Option(None, "--max-volume-size",
+                                            help="Split into OUT/vol-001, vol-002, ... of at most this size "
+                                                 "(e.g. 32GiB, 64GB)."),
+        since: Path = typer.Option(None, "--since", help="The edge's receipt: leave out chunks the edge holds."),
+        platform: str = typer.Option(None, "--platform", help="Image platform to pick from an index, "
+                                     "e.g. linux/amd64."),
+        insecure_registry: list[str] = typer.Option([], "--insecure-registry",
+                                                    help="Registry HOST[:PORT] to reach over plain HTTP; repeatable."),
+        json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    ) -> None:
+        """Write a signed, chunked, resumable bundle from a bundle spec (hub side)."""
+        from bundler.export import ExportOptions, export
+        from bundler.hubstate import default_state_dir
+        from bundler.spec import parse_size
+        from ferry.ui import UI, human_bytes
+
+        ui = UI(json_mode=json_out)
+        opts = ExportOptions(
+            spec=spec, out=out, keys=tuple(key), state=state or default_state_dir(),
+            max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
+            since=since, platform=platform, insecure_registries=frozenset(insecure_registry),
+        )
+        result = export(opts, ui)
+        if json_out:
+            ui.emit(result.to_json())
+            return
+        m = result.manifest
+        where = ", ".join(str(v) for v in result.volume_dirs)
+        carried = sum(1 for c in m.chunks if c.carried)
+        ui.out.print(f"bundle {m.bundle.name} #{m.bundle.sequence} ({m.bundle.channel}) written to {where}")
+        ui.out.print(f"  {len(m.artifacts)} artifact(s), {human_bytes(result.raw_bytes)} raw, "
+                     f"{human_bytes(result.stored_bytes)} stored in {len(m.packs)} pack(s); "
+                     f"{carried} of {len(m.chunks)} chunk(s) carried"
+                     + (f", delta against receipt of {m.base.site}" if m.base else ""))
+        ui.out.print(f"  manifest {result.digest}")

@@ -1,0 +1,141 @@
+"""What the hub remembers between exports (``--state HUBDIR``, default ~/.local/share/ferry).
+
+* ``channels.json``: the last sequence number handed out per channel, so every bundle of a
+  channel gets the next number (the edge refuses to go back). Updated under a lock,
+  atomically, so two exports never get the same number.
+* ``chunk-cache.sqlite``: for each local file, keyed on (path, size, mtime, inode), its
+  BLAKE3 and chunk list, so an unchanged file is not cut again. Cached chunk ids are
+  checked against the bytes whenever a chunk is read for storing; a mismatch drops the entry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from manifests.errors import FerryError
+
+from .packs import write_atomic
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "ferry"
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """What identifies an unchanged file without reading it."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileKey:
+        st = os.stat(path)
+        return cls(os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    blake3: str
+    chunks: tuple[tuple[str, int], ...]  # (id, size) in file order
+
+
+class HubState:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FerryError(f"cannot create hub state folder {self.root}: {exc.strerror or exc}") from None
+        self._db: sqlite3.Connection | None = None
+
+    # ---- sequence numbers
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _channels(self) -> dict[str, int]:
+        path = self.root / "channels.json"
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise FerryError(f"{path}: unreadable hub state ({exc}); fix or remove it") from None
+        if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
+            raise FerryError(f"{path}: not a map of channel to sequence number; fix or remove it")
+        return data
+
+    def last_sequence(self, channel: str) -> int:
+        return self._channels().get(channel, 0)
+
+    def next_sequence(self, channel: str) -> int:
+        """Hand out the next sequence number of ``channel`` and remember it."""
+        with self._locked():
+            channels = self._channels()
+            number = channels.get(channel, 0) + 1
+            channels[channel] = number
+            write_atomic(self.root / "channels.json", json.dumps(channels, sort_keys=True, indent=1).encode())
+            return number
+
+    # ---- chunking cache
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = sqlite3.connect(self.root / "chunk-cache.sqlite", timeout=30, check_same_thread=False)
+            self._db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
+                             "mtime_ns INTEGER, inode INTEGER, blake3 TEXT, chunks TEXT)")
+        return self._db
+
+    def cached(self, key: FileKey) -> CachedFile | None:
+        try:
+            row = self._conn().execute(
+                "SELECT blake3, chunks FROM files WHERE path=? AND size=? AND mtime_ns=? AND inode=?",
+                (key.path, key.size, key.mtime_ns, key.inode)).fetchone()
+        except sqlite3.Error:
+            return None  # a damaged cache only costs re-chunking
+        if row is None:
+            return None
+        try:
+            chunks = tuple((str(c), int(s)) for c, s in json.loads(row[1]))
+        except (ValueError, TypeError):
+            return None
+        if sum(s for _, s in chunks) != key.size:
+            return None
+        return CachedFile(blake3=row[0], chunks=chunks)
+
+    def remember(self, key: FileKey, blake3: str, chunks: list[tuple[str, int]]) -> None:
+        try:
+            with self._conn() as db:
+                db.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)",
+                           (key.path, key.size, key.mtime_ns, key.inode, blake3, json.dumps(chunks)))
+        except sqlite3.Error:
+            pass  # the cache is an optimisation; the export goes on without it
+
+    def forget(self, path: str) -> None:
+        try:
+            with self._conn() as db:
+                db.execute("DELETE FROM files WHERE path=?", (path,))
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

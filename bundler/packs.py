@@ -1,0 +1,294 @@
+"""Writing chunk frames into pack files on the medium, and crash-safe file writes.
+
+A pack is written under a temporary name (``.NAME.tmp``, which a reader never looks at),
+fsynced, renamed to ``packs/NAME`` and its folder fsynced; only then is it reported as
+finished (and recorded in the export journal). A crash therefore leaves either a finished
+pack or a temporary file that the next run deletes: nothing in between.
+
+Packs are bounded (:data:`PACK_SIZE`) and placed on volumes as they are written, so that
+no volume exceeds its budget.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from manifests import limits
+from manifests.bundle import PACKS_DIR, volume_dir_name
+from manifests.errors import FerryError
+
+#: Pack size bound. Small enough that a killed export redoes little (work in flight is at
+#: most one pack) and a FAT32 stick is happy; large enough that 4 TiB needs at most 32,768
+#: files (half the format's 65,536 packs).
+PACK_SIZE = 128 * 1024 * 1024
+TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path) -> None:
+    """Create ``path`` and missing parents, fsyncing each parent so the folders survive a crash."""
+    missing = []
+    p = Path(path)
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir()
+        fsync_dir(d.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp name in the same folder, fsync, rename, fsync the folder."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}{TMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def pack_name(number: int) -> str:
+    return f"pack-{number:05d}"
+
+
+def pack_number(name: str) -> int | None:
+    if name.startswith("pack-") and name[5:].isdigit():
+        return int(name[5:])
+    return None
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where a stored chunk frame went."""
+
+    id: str
+    size: int
+    stored: int
+    offset: int
+
+
+@dataclass
+class FinishedPack:
+    name: str
+    volume: int
+    size: int
+    blake3: str
+    chunks: list[Placed] = field(default_factory=list)
+
+
+class PackWriter:
+    """Appends frames to bounded packs, placing packs on volumes within a byte budget.
+
+    ``out`` is the bundle folder; with ``volume_budget`` (bytes a volume may hold for packs)
+    packs go to ``out/vol-NNN/packs``, else to ``out/packs``. ``on_finish`` is called with
+    each pack once it is durable under its final name (the journal records it).
+    """
+
+    def __init__(self, out: Path, *, volume_budget: int | None, on_finish: Callable[[FinishedPack], None],
+                 pack_size: int = PACK_SIZE, first_number: int = 1, volume: int = 1,
+                 volume_used: int = 0) -> None:
+        self.out = out
+        self.budget = volume_budget
+        self.on_finish = on_finish
+        self.pack_size = pack_size
+        self.number = first_number
+        self.volume = volume
+        self.volume_used = volume_used
+        self._fd: int | None = None
+        self._tmp: Path | None = None
+        self._current: FinishedPack | None = None
+        self._hasher = None
+        self._cap = 0
+
+    def packs_dir(self, volume: int) -> Path:
+        return (self.out / volume_dir_name(volume) if self.budget is not None else self.out) / PACKS_DIR
+
+    def _open(self, frame_len: int) -> None:
+        from blake3 import blake3
+
+        if self.budget is not None:
+            if frame_len > self.budget:
+                raise FerryError(f"a chunk frame of {frame_len} bytes does not fit a volume; "
+                                 "give a larger --max-volume-size")
+            if self.budget - self.volume_used < frame_len:
+                self.volume += 1
+                self.volume_used = 0
+                if self.volume > limits.MAX_VOLUMES:
+                    raise FerryError(f"the bundle needs more than {limits.MAX_VOLUMES} volumes; "
+                                     "give a larger --max-volume-size")
+            self._cap = min(self.pack_size, self.budget - self.volume_used)
+        else:
+            self._cap = self.pack_size
+        folder = self.packs_dir(self.volume)
+        make_dirs(folder)
+        name = pack_name(self.number)
+        self._tmp = folder / f"{TMP_PREFIX}{name}{TMP_SUFFIX}"
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self._current = FinishedPack(name=name, volume=self.volume, size=0, blake3="")
+        self._hasher = blake3(max_threads=1)
+
+    def append(self, chunk_id: str, size: int, frame: bytes) -> tuple[str, Placed]:
+        """Write one frame; returns the pack name and where in it (final once the pack is finished)."""
+        if self._current is not None and self._current.size + len(frame) > self._cap:
+            self.finish()
+        if self._current is None:
+            self._open(len(frame))
+        assert self._fd is not None and self._current is not None and self._hasher is not None
+        view = memoryview(frame)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self._hasher.update(frame)
+        placed = Placed(id=chunk_id, size=size, stored=len(frame), offset=self._current.size)
+        self._current.size += len(frame)
+        self._current.chunks.append(placed)
+        return self._current.name, placed
+
+    def finish(self) -> None:
+        """Make the open pack durable under its final name and report it."""
+        if self._current is None:
+            return
+        assert self._fd is not None and self._tmp is not None and self._hasher is not None
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        final = self._tmp.with_name(self._current.name)
+        os.replace(self._tmp, final)
+        fsync_dir(final.parent)
+        self._current.blake3 = self._hasher.hexdigest()
+        done, self._current = self._current, None
+        self.volume_used += done.size
+        self.number += 1
+        self.on_finish(done)
+
+    def abort(self) -> None:
+        """Close without finishing (the temporary file is left for the next run to delete)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+# --------------------------------------------------------------------------- resume journal
+
+JOURNAL_DIR = ".ferry-export"
+JOURNAL_NAME = "journal.jsonl"
+
+
+@dataclass(frozen=True)
+class JournalHeader:
+    """What must stay the same when an export is resumed."""
+
+    fingerprint: str
+    bundle_id: str
+    sequence: int
+    created: str
+
+
+class Journal:
+    """``OUT/.ferry-export/journal.jsonl``: a header line, then one line per finished pack.
+
+    Each line is appended and fsynced after its pack is durable, so every pack the journal
+    names is complete. A torn last line (a crash while appending) is ignored: that pack is
+    then unknown and rewritten. The journal is removed once the manifest is written.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.dir = out / JOURNAL_DIR
+        self.path = self.dir / JOURNAL_NAME
+
+    def read(self) -> tuple[JournalHeader, list[FinishedPack]] | None:
+        import json
+
+        try:
+            lines = self.path.read_bytes().split(b"\n")
+        except FileNotFoundError:
+            return None
+        try:
+            head = json.loads(lines[0])
+            header = JournalHeader(str(head["fingerprint"]), str(head["id"]), int(head["sequence"]),
+                                   str(head["created"]))
+        except (ValueError, KeyError, TypeError, IndexError):
+            return None
+        packs: list[FinishedPack] = []
+        for line in lines[1:]:
+            try:
+                d = json.loads(line)
+                packs.append(FinishedPack(
+                    name=str(d["name"]), volume=int(d["volume"]), size=int(d["size"]), blake3=str(d["blake3"]),
+                    chunks=[Placed(str(c), int(s), int(st), int(o)) for c, s, st, o in d["chunks"]]))
+            except (ValueError, KeyError, TypeError):
+                break  # a torn last line ends the journal
+        return header, packs
+
+    def start(self, header: JournalHeader) -> None:
+        import json
+
+        make_dirs(self.dir)
+        line = json.dumps({"fingerprint": header.fingerprint, "id": header.bundle_id,
+                           "sequence": header.sequence, "created": header.created}) + "\n"
+        write_atomic(self.path, line.encode())
+
+    def record(self, pack: FinishedPack) -> None:
+        """Append a finished pack (durably)."""
+        import json
+
+        line = json.dumps({"name": pack.name, "volume": pack.volume, "size": pack.size, "blake3": pack.blake3,
+                           "chunks": [[c.id, c.size, c.stored, c.offset] for c in pack.chunks]},
+                          separators=(",", ":")) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def rewrite(self, header: JournalHeader, packs: list[FinishedPack]) -> None:
+        """Replace the journal with ``header`` and the packs that passed their check."""
+        self.start(header)
+        for p in packs:
+            self.record(p)
+
+    def remove(self) -> None:
+        for name in (JOURNAL_NAME, f"{TMP_PREFIX}{JOURNAL_NAME}{TMP_SUFFIX}"):
+            try:
+                (self.dir / name).unlink()
+            except FileNotFoundError:
+                pass
+        try:
+            self.dir.rmdir()
+        except FileNotFoundError:
+            pass
+        fsync_dir(self.dir.parent)
+
+
+def pack_intact(path: Path, pack: FinishedPack) -> bool:
+    """A finished pack is kept on resume only if its size and BLAKE3 are as recorded."""
+    from blake3 import blake3
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_size != pack.size:
+            return False
+        h = blake3(max_threads=blake3.AUTO)
+        while data := os.read(fd, 8 << 20):
+            h.update(data)
+        return h.hexdigest() == pack.blake3
+    finally:
+        os.close(fd)

@@ -1,0 +1,90 @@
+"""Model source: a file or a folder of files on the hub, as one model artifact.
+
+Only regular files are carried (the bundle format has no links). A symlink whose target
+stays inside the model folder is carried as the file it points to; one that leaves the
+folder is refused, because it would smuggle an arbitrary hub file onto the medium. Special
+files (FIFOs, sockets, devices) are refused too. Every path is checked with the bundle's
+path rules before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO
+
+from manifests.errors import FerryError, FormatError
+from manifests.paths import check_path, check_tree
+
+from . import SourceArtifact, SourceFile
+
+
+def _opener(path: Path) -> BinaryIO:
+    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def _regular(path: Path, shown: str) -> os.stat_result:
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise FerryError(f"{shown}: not a regular file (FIFOs, sockets and devices cannot be bundled)")
+    return st
+
+
+def _inside(root: Path, target: Path) -> bool:
+    return os.path.commonpath([root, target]) == str(root)
+
+
+def model_files(root: Path, *, what: str = "model") -> list[SourceFile]:
+    """The files of a model at ``root`` (a file or a folder), sorted by bundle path."""
+    root = Path(os.path.abspath(root))
+    if root.is_symlink() and not root.exists():
+        raise FerryError(f"{what} path {root}: broken symlink")
+    if root.is_file():
+        st = _regular(root, str(root))
+        name = check_path(root.name, where=f"{what} file name")
+        return [SourceFile(size=st.st_size, open=partial(_opener, root), path=name, local_path=root)]
+    if not root.is_dir():
+        raise FerryError(f"{what} path {root}: not a regular file or folder")
+    real_root = Path(os.path.realpath(root))
+    files: list[SourceFile] = []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        dirs.sort()
+        for d in list(dirs):
+            full = Path(folder) / d
+            if full.is_symlink():
+                target = Path(os.path.realpath(full))
+                if not _inside(real_root, target):
+                    raise FerryError(f"{full}: symlink leaves the {what} folder (points to {target})")
+                raise FerryError(f"{full}: symlinked folders are not bundled; copy the folder instead")
+        for n in sorted(names):
+            full = Path(folder) / n
+            rel = full.relative_to(root).as_posix()
+            try:
+                check_path(rel, where=f"{what} file")
+            except FormatError as exc:
+                raise FerryError(f"{full}: {exc}") from None
+            local = full
+            if full.is_symlink():
+                target = Path(os.path.realpath(full))
+                if not _inside(real_root, target):
+                    raise FerryError(f"{full}: symlink leaves the {what} folder (points to {target})")
+                if not target.exists():
+                    raise FerryError(f"{full}: broken symlink")
+                local = target
+            st = _regular(local, str(full))
+            files.append(SourceFile(size=st.st_size, open=partial(_opener, local), path=rel, local_path=local))
+    if not files:
+        raise FerryError(f"{what} folder {root} holds no files")
+    files.sort(key=lambda f: f.path or "")
+    try:
+        check_tree((f.path for f in files if f.path), where=f"{what} {root}")
+    except FormatError as exc:
+        raise FerryError(str(exc)) from None
+    return files
+
+
+def model_source(name: str, version: str, path: Path) -> SourceArtifact:
+    """One model artifact from a file or folder."""
+    return SourceArtifact(kind="model", name=name, version=version, files=model_files(path))

@@ -1,0 +1,250 @@
+"""The bundle spec (``apiVersion: ferry/v1``, ``kind: Bundle``): what the operator asks for.
+
+Parsing is strict so that a typo never silently changes what reaches the air-gapped site:
+unknown fields, duplicate keys, duplicate artifacts, missing paths and versions that are
+not semantic versions are refused with one line naming the file and the field.
+``docs/spec.md`` is the reference for operators.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from manifests.errors import FerryError
+from manifests.model import NAME_RE
+from manifests.version import parse_version
+
+API_VERSION = "ferry/v1"
+KIND = "Bundle"
+DEFAULT_CHANNEL = "stable"
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_size(text: str, *, what: str = "size") -> int:
+    """Bytes in ``text`` such as ``32GiB``, ``500MB`` or ``4096`` (KiB/MiB/GiB are powers of
+    1024, KB/MB/GB of 1000, as on the label of a USB stick)."""
+    m = _SIZE_RE.match(text or "")
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _UNITS:
+        raise FerryError(f"{what} {text!r} is not a size like 32GiB, 500MB or 4096")
+    # Decimal arithmetic on the text avoids float rounding for values like 1.5GiB.
+    whole, _, frac = m.group(1).partition(".")
+    scale = _UNITS[unit]
+    value = int(whole) * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
+    if value <= 0:
+        raise FerryError(f"{what} {text!r} must be more than 0 bytes")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelItem:
+    name: str
+    version: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    ref: str
+    layout: Path | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class ManifestsItem:
+    name: str
+    version: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed, checked bundle spec; paths are absolute."""
+
+    file: Path
+    name: str
+    channel: str
+    models: tuple[ModelItem, ...] = ()
+    images: tuple[ImageItem, ...] = ()
+    manifests: tuple[ManifestsItem, ...] = ()
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (YAML would silently keep the last one)."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+class _Reader:
+    """Field access that names the file and the field in every error."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+
+    def fail(self, where: str, problem: str) -> FerryError:
+        return FerryError(f"{self.file}: {where} {problem}")
+
+    def mapping(self, value: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, "must be a mapping")
+        for key in value:
+            if key not in allowed:
+                raise self.fail(f"{where}.{key}" if where else str(key),
+                                f"is not a known field (allowed: {', '.join(allowed)})")
+        for key in required:
+            if value.get(key) is None:
+                raise self.fail(f"{where}.{key}" if where else key, "is required")
+        return value
+
+    def string(self, d: dict[str, Any], key: str, where: str) -> str:
+        value = d[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(f"{where}.{key}", "must be a non-empty string")
+        return value
+
+    def name(self, d: dict[str, Any], key: str, where: str) -> str:
+        value = self.string(d, key, where)
+        if not NAME_RE.match(value):
+            raise self.fail(f"{where}.{key}", f"{value!r} must be letters, digits, '.', '_' or '-' (at most 128)")
+        return value
+
+    def version(self, d: dict[str, Any], key: str, where: str) -> str:
+        value = d[key]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise self.fail(f"{where}.{key}", f"{value!r} is not a semantic version (like 1.2.0); quote it")
+        if not isinstance(value, str):
+            raise self.fail(f"{where}.{key}", "must be a semantic version like 1.2.0")
+        try:
+            parse_version(value)
+        except FerryError:
+            raise self.fail(f"{where}.{key}", f"{value!r} is not a semantic version (like 1.2.0)") from None
+        return value
+
+    def path(self, d: dict[str, Any], key: str, where: str, *, folder_only: bool = False) -> Path:
+        text = self.string(d, key, where)
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            path = self.file.parent / path
+        path = Path(_abspath(path))
+        if not path.exists() and not path.is_symlink():
+            raise self.fail(f"{where}.{key}", f"{text!r}: no such file or folder ({path})")
+        if folder_only and not path.is_dir():
+            raise self.fail(f"{where}.{key}", f"{text!r} is not a folder")
+        return path
+
+    def items(self, spec: dict[str, Any], key: str) -> list[tuple[str, Any]]:
+        value = spec.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(f"spec.{key}", "must be a list")
+        return [(f"spec.{key}[{i}]", item) for i, item in enumerate(value)]
+
+
+def _abspath(path: Path) -> str:
+    import os
+
+    return os.path.abspath(path)
+
+
+def parse_spec(text: str | bytes, file: Path) -> Spec:
+    """Parse spec text read from ``file`` (used to resolve relative paths and in messages)."""
+    r = _Reader(file)
+    try:
+        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise FerryError(f"{file}: not valid YAML{where}: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise FerryError(f"{file}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if doc is None:
+        raise FerryError(f"{file}: the spec is empty")
+    top = r.mapping(doc, "", ("apiVersion", "kind", "metadata", "spec"), ("apiVersion", "kind", "metadata", "spec"))
+    if top["apiVersion"] != API_VERSION:
+        raise r.fail("apiVersion", f"{top['apiVersion']!r} is not supported (use {API_VERSION})")
+    if top["kind"] != KIND:
+        raise r.fail("kind", f"{top['kind']!r} is not supported (use {KIND})")
+    meta = r.mapping(top["metadata"], "metadata", ("name", "channel"), ("name",))
+    name = r.name(meta, "name", "metadata")
+    channel = r.name(meta, "channel", "metadata") if meta.get("channel") is not None else DEFAULT_CHANNEL
+    spec = r.mapping(top["spec"], "spec", ("models", "images", "manifests"), ())
+
+    models: list[ModelItem] = []
+    for where, item in r.items(spec, "models"):
+        d = r.mapping(item, where, ("name", "version", "path"), ("name", "version", "path"))
+        models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where), r.path(d, "path", where)))
+    images: list[ImageItem] = []
+    for where, item in r.items(spec, "images"):
+        d = r.mapping(item, where, ("ref", "layout", "version"), ("ref",))
+        images.append(ImageItem(
+            ref=r.string(d, "ref", where).strip(),
+            layout=r.path(d, "layout", where, folder_only=True) if d.get("layout") is not None else None,
+            version=r.version(d, "version", where) if d.get("version") is not None else None,
+        ))
+    manifests: list[ManifestsItem] = []
+    for where, item in r.items(spec, "manifests"):
+        d = r.mapping(item, where, ("name", "version", "path"), ("name", "version", "path"))
+        manifests.append(ManifestsItem(r.name(d, "name", where), r.version(d, "version", where),
+                                       r.path(d, "path", where)))
+
+    if not (models or images or manifests):
+        raise r.fail("spec", "lists nothing to bundle (add models, images or manifests)")
+    _no_duplicates(r, "models", [m.name for m in models], "name")
+    _no_duplicates(r, "images", [i.ref for i in images], "ref")
+    _no_duplicates(r, "manifests", [m.name for m in manifests], "name")
+    return Spec(file=file, name=name, channel=channel, models=tuple(models), images=tuple(images),
+                manifests=tuple(manifests))
+
+
+def _no_duplicates(r: _Reader, key: str, values: list[str], field: str) -> None:
+    seen: dict[str, int] = {}
+    for i, value in enumerate(values):
+        if value in seen:
+            raise r.fail(f"spec.{key}[{i}].{field}", f"{value!r} is listed twice (also spec.{key}[{seen[value]}])")
+        seen[value] = i
+
+
+def load_spec(path: Path) -> Spec:
+    """Read and parse the spec file at ``path``."""
+    path = Path(_abspath(path))
+    try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise FerryError(f"{path}: too large for a bundle spec (over {MAX_SPEC_BYTES} bytes)")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FerryError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise FerryError(f"{path}: is a folder; give the spec file (bundle.yaml)") from None
+    except OSError as exc:
+        raise FerryError(f"{path}: cannot read the spec: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FerryError(f"{path}: the spec is not UTF-8 text") from None
+    return parse_spec(text, path)
