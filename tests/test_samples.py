@@ -167,6 +167,23 @@ def test_every_manifest_is_a_named_kubernetes_object() -> None:
         assert d["apiVersion"] and d["kind"] and d["metadata"]["name"]
 
 
+def kubernetes_model(doc: dict) -> object:
+    """Deserialize into the kubernetes client's typed model: wrong types and missing required
+    fields raise. (The name-mangled method is the one every client version since 12 has.)"""
+    from kubernetes.client import ApiClient
+
+    return ApiClient()._ApiClient__deserialize(doc, doc["apiVersion"].split("/")[-1].capitalize() + doc["kind"])
+
+
+def test_workloads_fit_the_kubernetes_object_models() -> None:
+    workload = [d for d in manifest_docs() if d["kind"] != "BindingPolicy"]
+    assert [type(kubernetes_model(d)).__name__ for d in workload] == [f"V1{d['kind']}" for d in workload]
+    broken = copy.deepcopy([d for d in workload if d["kind"] == "Deployment"][0])
+    broken["spec"]["template"]["spec"]["contianers"] = broken["spec"]["template"]["spec"].pop("containers")
+    with pytest.raises((ValueError, TypeError)):
+        kubernetes_model(broken)
+
+
 def test_deployment_runs_the_bundled_image_on_the_model_store() -> None:
     spec = yaml.safe_load((SAMPLES / "bundle.yaml").read_text())["spec"]
     (deployment,) = [d for d in manifest_docs() if d["kind"] == "Deployment"]
