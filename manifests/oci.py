@@ -248,7 +248,7 @@ def parse_manifest(data: bytes, media_type: str | None = None, *, where: str = "
         raise FormatError(f"{where} is {len(data)} bytes, over the limit of {MAX_MANIFEST_BYTES}")
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
         raise FormatError(f"{where} is not JSON") from None
     if not isinstance(doc, dict):
         raise FormatError(f"{where} is not a JSON object")
