@@ -20,7 +20,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.common import KUBESTELLAR, SAMPLES
+from tests.support.common import KUBESTELLAR, SAMPLES, KeyPair, run_ferry
 
 MODEL_DIR = SAMPLES / "models" / "sentiment"
 IMAGE_DIR = SAMPLES / "images" / "sentiment-server"
@@ -284,3 +284,17 @@ def test_safetensors_encoder_round_trips(tensors: dict, metadata: dict) -> None:
     assert meta2 == metadata
     for name, (_, shape, values) in tensors.items():
         assert read[name] == (shape, values)
+
+
+# --- the samples through the real CLI --------------------------------------------------------
+
+def test_the_sample_spec_exports_all_three_artifacts(tmp_path: Path, hub_keys: KeyPair) -> None:
+    result = run_ferry("export", SAMPLES / "bundle.yaml", "--out", tmp_path / "usb", "--key", hub_keys.key,
+                       "--state", tmp_path / "hub", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert sorted((a["kind"], a["name"], a["version"]) for a in summary["artifacts"]) == [
+        ("image", "team/sentiment-server", "1.2.0"), ("manifests", "sentiment-app", "1.2.0"),
+        ("model", "sentiment", "1.2.0")]
+    assert summary["bundle"]["name"] == "edge-ai" and summary["bundle"]["channel"] == "stable"
+    assert summary["warnings"] == []  # the Deployment's image is the one the bundle carries
