@@ -1,15 +1,94 @@
-"""``ferry verify``: Check a bundle completely, without importing it, and write a report."""
+"""``ferry verify``: check bundles completely, without importing them, and write a report."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from manifests.errors import FerryError
+from manifests.errors import FerryError, VerificationError
+
+
+def _write(path: Path, data: bytes, what: str) -> None:
+    from importer.audit import write_atomic
+
+    if not path.parent.is_dir():
+        raise FerryError(f"{what} {path}: folder {path.parent} does not exist")
+    write_atomic(path, data)
+
+
+def _print(report, ui) -> None:  # report: importer.report.Report, ui: ferry.ui.UI
+    from rich.table import Table
+
+    from ferry.ui import human_bytes
+
+    out = ui.out
+    for c in report.checks:
+        out.print(f"[red]✗[/] {c.name}: {c.reason}")
+    for b in report.bundles:
+        info = b.info or {}
+        out.print(f"[bold]{b.title}[/]  id {info.get('id', '?')}  created {info.get('created', '?')}  "
+                  f"by {info.get('producer', '?')}")
+        out.print(f"manifest {b.manifest_digest}" + (f"  delta base: receipt {b.base['receipt'][:19]}… "
+                                                     f"of {b.base['site']}" if b.base else ""))
+        signers = Table(title="signatures", title_justify="left")
+        for col in ("key id", "name", "valid", "counted", "reason"):
+            signers.add_column(col, overflow="fold")
+        for s in b.signers:
+            signers.add_row(s.keyid[:16] + "…", s.name or "(not trusted)", "yes" if s.valid else "[red]no[/]",
+                            "yes" if s.counted else "no", s.reason)
+        out.print(signers)
+        if b.artifacts:
+            table = Table(title="artifacts", title_justify="left")
+            cols = ["kind", "name", "version", "size", "files/blobs", "chunks ok/bad/missing/base", "status"]
+            plan = any(a.plan for a in b.artifacts)
+            for col in cols + (["import would"] if plan else []):
+                table.add_column(col, overflow="fold")
+            for a in b.artifacts:
+                c = a.chunks
+                status = "[green]ok[/]" if a.status == "ok" else f"[red]{a.status}[/]"
+                row = [a.kind, a.name, a.version, human_bytes(a.size), str(len(a.entries)),
+                       f"{c.ok}/{c.bad}/{c.missing}/{c.held_by_base}", status]
+                if plan:
+                    row.append("" if a.plan is None else
+                               (f"[red]{a.plan.action}[/]: {a.plan.reason}" if a.plan.refused
+                                else f"{a.plan.action}: {a.plan.reason}"))
+                table.add_row(*row)
+            out.print(table)
+        for c in b.failures:
+            out.print(f"[red]✗[/] {c.name}: {c.reason}")
+    colour = "green" if report.verdict == "pass" else "red"
+    out.print(f"[bold {colour}]{report.summary}[/]")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("verify", epilog="Example: ferry verify /media/usb/edge-ai --trust hub.pub --report report.json",
-                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def verify_cmd() -> None:
-        """Check a bundle completely, without importing it, and write a report."""
-        raise FerryError("ferry verify is not implemented yet", exit_code=3)
+    @app.command("verify", epilog="Example: ferry verify /media/usb/edge-ai --trust hub.pub "
+                                  "--report report.json --html report.html")
+    def verify_cmd(
+        paths: list[Path] = typer.Argument(..., help="Bundle folders, volume folders or folders of volumes."),
+        trust: list[Path] = typer.Option([], "--trust", help="Hub public key or trust policy; repeatable."),
+        report_file: Path | None = typer.Option(None, "--report", help="Write the JSON report here."),
+        html_file: Path | None = typer.Option(None, "--html", help="Write a printable HTML report here."),
+        state: Path | None = typer.Option(None, "--state", help="Also say what an import into this edge would do."),
+        json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
+    ) -> None:
+        """Check bundles completely, without importing them, and write a report (exit 0 only if all pass)."""
+        from ferry.ui import UI
+        from importer.report import render_html
+        from importer.verify import verify_paths
+        from manifests import canonical
+        from manifests.trust import load_trust
+
+        ui = UI(json_mode=json_out)
+        report = verify_paths(paths, load_trust(trust), state_dir=state, progress=ui if ui.interactive else None)
+        doc = report.to_dict()
+        if report_file is not None:
+            _write(report_file, canonical.encode(doc) + b"\n", "--report")
+        if html_file is not None:
+            _write(html_file, render_html(report).encode("utf-8"), "--html")
+        if json_out:
+            ui.emit(doc)
+        else:
+            _print(report, ui)
+        if report.verdict != "pass":
+            raise VerificationError(report.summary)

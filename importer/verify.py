@@ -1,0 +1,259 @@
+"""Verifying bundles without importing them: everything an import checks, for auditors.
+
+Reuses the import path's own pieces, so the auditor's verdict is the importer's:
+:func:`importer.medium.find_bundles` to gather volumes, :func:`manifests.bundle.open_manifest`
+to check signatures and the manifest, :meth:`importer.medium.PackReader.read_chunk` for every
+chunk and :func:`importer.content.stream_entry` to rebuild every file and blob against its
+digests, and :func:`importer.policy.decide` for what an import would do (``--state``).
+
+Unlike an import it never stops at the first problem: every bad chunk is recorded and the
+check goes on, a missing volume is reported as missing (not as corruption), and a bundle
+whose signatures or manifest fail still gets a report saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from importer.content import entry_label, stream_entry
+from importer.medium import BundleOnMedium, PackReader, find_bundles
+from importer.policy import Installed, decide
+from importer.report import (ArtifactReport, BundleReport, Check, ChunkCounts, EntryReport, Plan,
+                             Report, SignerReport)
+from manifests import __version__
+from manifests.bundle import open_manifest
+from manifests.digest import artifact_content_digest
+from manifests.errors import FerryError, FormatError, VerificationError
+from manifests.model import Artifact, Chunk, Entry, Manifest
+from manifests.signing import MANIFEST_PAYLOAD_TYPE, SignatureFile, Verdict, verify
+from manifests.trust import Trust
+
+OK, BAD, MISSING, BASE = "ok", "bad", "missing", "held-by-base"
+
+
+class _CheckingSource:
+    """A ChunkSource over the packs that records every chunk's fate instead of stopping."""
+
+    def __init__(self, reader: PackReader, progress: object | None = None) -> None:
+        self.reader = reader
+        self.status: dict[str, str] = {}
+        self.problem: dict[str, str] = {}
+        self.task = progress
+
+    def _fail(self, chunk: Chunk, status: str, why: str) -> VerificationError:
+        self.status[chunk.id], self.problem[chunk.id] = status, why
+        return VerificationError(why)
+
+    def read_chunk(self, chunk: Chunk) -> bytes:
+        known = self.status.get(chunk.id)
+        if known not in (None, OK):
+            raise VerificationError(self.problem[chunk.id])
+        if not chunk.carried:
+            raise self._fail(chunk, BASE, f"chunk {chunk.id} is held by the base (not carried)")
+        if not self.reader.has(chunk):
+            pack = self.reader.manifest.packs[chunk.pack]  # type: ignore[index]
+            raise self._fail(chunk, MISSING, f"chunk {chunk.id}: volume {pack.volume} (pack {pack.name}) not given")
+        try:
+            data = self.reader.read_chunk(chunk)
+        except VerificationError as exc:
+            raise self._fail(chunk, BAD, str(exc)) from None
+        except OSError as exc:
+            raise self._fail(chunk, BAD, f"chunk {chunk.id}: read error: {exc.strerror or exc}") from None
+        self.status[chunk.id] = OK
+        if self.task is not None:
+            self.task.advance(chunk.size)  # type: ignore[attr-defined]
+        return data
+
+    def classify(self, manifest: Manifest, chunk_id: str) -> str:
+        if chunk_id not in self.status:
+            try:
+                self.read_chunk(manifest.chunk(chunk_id))
+            except VerificationError:
+                pass
+        return self.status[chunk_id]
+
+
+def _check_entry(entry: Entry, manifest: Manifest, source: _CheckingSource) -> EntryReport:
+    def report(status: str, reason: str) -> EntryReport:
+        return EntryReport(size=entry.size, blake3=entry.blake3, status=status, reason=reason,  # type: ignore[arg-type]
+                           path=entry.path, digest=entry.digest, media_type=entry.media_type)
+
+    try:
+        for _ in stream_entry(entry, manifest, source):
+            pass
+        return report(OK, "rebuilt; BLAKE3" + (" and sha256 match" if entry.digest else " matches"))
+    except VerificationError as exc:
+        failure = str(exc)
+    statuses = [source.classify(manifest, cid) for cid in entry.chunks]  # every chunk, never stop
+    if BAD in statuses:
+        first = next(cid for cid, s in zip(entry.chunks, statuses) if s == BAD)
+        return report(BAD, f"{statuses.count(BAD)} bad chunk(s); first: {source.problem[first]}")
+    if MISSING in statuses:
+        return report(MISSING, f"{statuses.count(MISSING)} chunk(s) on a volume not given")
+    if BASE in statuses:
+        return report(BASE, f"{statuses.count(BASE)} chunk(s) held by the delta's base; carried ones verified")
+    return report(BAD, failure)  # every chunk fine, yet the whole does not match its digest
+
+
+def content_digest(artifact: Artifact) -> str:
+    """The artifact's content identity, as the importer records it for the policy."""
+    return artifact_content_digest([(e.path or e.digest or "", e.blake3) for e in artifact.entries])
+
+
+def _check_artifact(a: Artifact, manifest: Manifest, source: _CheckingSource,
+                    installed: dict[tuple[str, str], Installed] | None) -> ArtifactReport:
+    entries = tuple(_check_entry(e, manifest, source) for e in a.entries)
+    ids = list(dict.fromkeys(cid for e in a.entries for cid in e.chunks))
+    counts = {OK: 0, BAD: 0, MISSING: 0, BASE: 0}
+    for cid in ids:
+        counts[source.status[cid]] += 1
+    bad = tuple((cid, source.problem[cid]) for cid in ids if source.status[cid] == BAD)
+    statuses = {e.status for e in entries}
+    status = "bad" if BAD in statuses else "incomplete" if MISSING in statuses else "ok"
+    digest = content_digest(a)
+    plan = None
+    if installed is not None:
+        current = installed.get(a.key)
+        d = decide(current, a.version, digest)
+        plan = Plan(d.action, d.reason, current.version if current else None, d.refused)
+    return ArtifactReport(
+        kind=a.kind, name=a.name, version=a.version, size=a.size, content_digest=digest, status=status,
+        chunks=ChunkCounts(total=len(ids), ok=counts[OK], bad=counts[BAD], missing=counts[MISSING],
+                           held_by_base=counts[BASE]),
+        entries=entries, bad_chunks=bad, image=a.image.to_dict() if a.image else None, plan=plan)
+
+
+def _signers(verdict: Verdict) -> tuple[SignerReport, ...]:
+    return tuple(SignerReport(s.keyid, s.name, s.valid, s.counted, s.reason) for s in verdict.signers)
+
+
+def _open(found: BundleOnMedium, trust: Trust) -> tuple[list[Check], Manifest | None, Verdict | None]:
+    """open_manifest decides; when it refuses, the pure steps are repeated only to say which
+    failed and to still show every signer and what the (unverified) manifest claims."""
+    try:
+        signed = open_manifest(found.manifest_bytes, found.signature_bytes, trust)
+        return ([Check("signature-file", True, "parsed"),
+                 Check("signatures", True, signed.verdict.summary),
+                 Check("manifest", True, f"format {signed.manifest.format_version}, limits and references checked")],
+                signed.manifest, signed.verdict)
+    except FerryError as exc:
+        refusal = str(exc)
+    checks: list[Check] = []
+    manifest = verdict = None
+    try:
+        sigfile = SignatureFile.from_bytes(found.signature_bytes)
+        checks.append(Check("signature-file", True, "parsed"))
+    except FormatError as exc:
+        sigfile = None
+        checks.append(Check("signature-file", False, str(exc)))
+    try:
+        manifest = Manifest.from_bytes(found.manifest_bytes)
+        manifest_check = Check("manifest", True, f"format {manifest.format_version}, limits and references "
+                                                 "checked (content unverified: signatures failed)")
+    except FormatError as exc:
+        manifest_check = Check("manifest", False, str(exc))
+    if sigfile is not None:
+        verdict = verify(found.manifest_bytes, sigfile, trust,
+                         channel=manifest.bundle.channel if manifest else None, payload_type=MANIFEST_PAYLOAD_TYPE)
+        checks.append(Check("signatures", verdict.ok, verdict.summary))
+    else:
+        checks.append(Check("signatures", False, "no readable signature file"))
+    checks.append(manifest_check)
+    if all(c.ok for c in checks):  # open_manifest refused for a reason the steps did not repeat
+        checks.append(Check("signatures", False, refusal))
+    return checks, manifest, verdict
+
+
+def verify_bundle(found: BundleOnMedium, trust: Trust, *, installed: dict | None = None,
+                  progress: object | None = None) -> BundleReport:
+    """Every check on one bundle; never raises for what the medium holds."""
+    checks, manifest, verdict = _open(found, trust)
+    locations = tuple(str(v) for v in found.volume_dirs)
+    signers = _signers(verdict) if verdict else ()
+    threshold = verdict.threshold if verdict else trust.threshold
+    if manifest is None:
+        return BundleReport(manifest_digest=found.digest, locations=locations, checks=tuple(checks),
+                            signers=signers, threshold=threshold)
+    artifacts = []
+    with PackReader(manifest, found.volume_dirs) as reader:
+        missing = reader.missing_volumes()
+        total = sum(a.size for a in manifest.artifacts)
+        task_cm = progress.task(f"verifying {manifest.bundle.name}", total) if progress is not None else None  # type: ignore[attr-defined]
+        task = task_cm.__enter__() if task_cm is not None else None
+        try:
+            source = _CheckingSource(reader, task)
+            for a in manifest.artifacts:
+                artifacts.append(_check_artifact(a, manifest, source, installed))
+        finally:
+            if task_cm is not None:
+                task_cm.__exit__(None, None, None)
+    held = sum(1 for c in manifest.chunks if not c.carried)
+    if missing:
+        n_missing = sum(1 for s in source.status.values() if s == MISSING)
+        checks.append(Check("volumes", False, f"volume(s) {', '.join(map(str, missing))} of {manifest.volumes} "
+                                              f"not given: {n_missing} chunk(s) missing (not corrupt)"))
+    else:
+        checks.append(Check("volumes", True, f"all {manifest.volumes} volume(s) given"))
+    bad = [(cid, why) for a in artifacts for cid, why in a.bad_chunks]
+    bad_ids = {cid for cid, _ in bad}
+    carried = sum(1 for c in manifest.chunks if c.carried)
+    if bad_ids:
+        checks.append(Check("chunks", False, f"{len(bad_ids)} of {carried} carried chunk(s) bad; first: {bad[0][1]}"))
+    else:
+        checks.append(Check("chunks", True, f"{carried - sum(1 for s in source.status.values() if s == MISSING)} "
+                                            f"carried chunk(s) verified" + (f", {held} held by base" if held else "")))
+    bad_entries = [(a, e) for a in artifacts for e in a.entries if e.status == BAD]
+    if bad_entries:
+        a, e = bad_entries[0]
+        checks.append(Check("content", False, f"{len(bad_entries)} file(s)/blob(s) do not match their digests; "
+                                              f"first: {a.kind} {a.name}: {e.label}: {e.reason}"))
+    else:
+        n = sum(1 for a in artifacts for e in a.entries if e.status == OK)
+        checks.append(Check("content", True, f"{n} file(s)/blob(s) rebuilt and matched their digests"))
+    return BundleReport(
+        manifest_digest=found.digest, locations=locations, checks=tuple(checks), signers=signers,
+        threshold=threshold, info=manifest.bundle.to_dict(), format_version=manifest.format_version,
+        volumes_expected=manifest.volumes, volumes_missing=tuple(missing),
+        base=manifest.base.to_dict() if manifest.base else None, artifacts=tuple(artifacts))
+
+
+def read_installed_for(state_dir: Path) -> dict[tuple[str, str], Installed]:
+    """What the edge holds, via the import side's reader (the one place that knows the state)."""
+    if not Path(state_dir).is_dir():
+        raise FerryError(f"--state {state_dir}: no such state folder")
+    try:
+        from importer.state import read_installed
+    except ImportError:
+        raise FerryError("--state: this ferry build cannot read an edge state yet (importer.state missing)") from None
+    return read_installed(Path(state_dir))
+
+
+def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None = None,
+                 progress: object | None = None) -> Report:
+    """Verify every bundle found under ``paths``; a path that holds no readable bundle becomes a
+    failed ``medium`` check in the report rather than an exception."""
+    from importer.audit import utc_now
+
+    paths = [Path(p) for p in paths]
+    installed = read_installed_for(state_dir) if state_dir is not None else None
+    checks: list[Check] = []
+    readable = []
+    for path in paths:  # each path on its own first, so one bad path is a finding, not a crash
+        try:
+            find_bundles([path])
+            readable.append(path)
+        except FerryError as exc:
+            checks.append(Check("medium", False, str(exc)))
+    found = find_bundles(readable) if readable else []  # volumes of one bundle merged
+    reports = tuple(verify_bundle(b, trust, installed=installed, progress=progress) for b in found)
+    trust_doc = {"threshold": trust.threshold,
+                 "keys": [{"keyid": kid, "name": k.name,
+                           "channels": sorted(k.channels) if k.channels is not None else None}
+                          for kid, k in sorted(trust.keys.items())]}
+    return Report(ferry_version=__version__, verified_at=utc_now(), inputs=tuple(str(p) for p in paths),
+                  trust=trust_doc, bundles=reports, checks=tuple(checks),
+                  state=str(state_dir) if state_dir is not None else None)
+
+
+__all__ = ["verify_paths", "verify_bundle", "content_digest", "entry_label"]
