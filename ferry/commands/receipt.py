@@ -1,15 +1,67 @@
-"""``ferry receipt``: Write the edge's inventory for delta exports at the hub."""
+"""``ferry receipt``: the edge's inventory, carried back so the hub can export deltas."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from manifests.errors import FerryError
+
+def build_receipt(state_dir: Path) -> bytes:
+    """Canonical receipt bytes: chunk ids held, installed artifacts and versions, channels."""
+    from importer.state import EdgeState, now_utc
+    from importer.store import ChunkStore
+    from manifests.errors import FerryError
+    from manifests.receipt import InstalledArtifact, Receipt
+
+    state = EdgeState.open_readonly(state_dir)
+    if state is None:
+        raise FerryError(f"--state {state_dir}: no ferry edge state here (nothing imported yet)")
+    try:
+        receipt = Receipt(
+            site=state.site,
+            created=now_utc(),
+            chunks=tuple(ChunkStore(state).all_ids()),
+            artifacts=tuple(InstalledArtifact(r.kind, r.name, r.version) for r in state.installed_rows()),
+            channels=tuple(state.channels().items()),
+        )
+    finally:
+        state.close()
+    return receipt.to_bytes()
+
+
+def _write(path: Path, data: bytes) -> None:
+    from importer.state import write_atomic
+    from manifests.errors import FerryError
+
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise FerryError(f"--out {path}: cannot open {parent} ({exc.strerror or exc})") from None
+    try:
+        write_atomic(fd, path.name, data)
+    finally:
+        os.close(fd)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("receipt", epilog="Example: ferry receipt --state /var/lib/ferry --out receipt.json",
-                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def receipt_cmd() -> None:
-        """Write the edge's inventory for delta exports at the hub."""
-        raise FerryError("ferry receipt is not implemented yet", exit_code=3)
+    @app.command("receipt", epilog="Example: ferry receipt --state /var/lib/ferry --out receipt.json --key edge.key")
+    def receipt_cmd(
+        state: Path = typer.Option(..., "--state", help="The edge state folder."),
+        out: Path = typer.Option(..., "--out", help="Receipt file to write (FILE.sig beside it with --key)."),
+        key: Optional[Path] = typer.Option(None, "--key", help="The edge's private key, to sign the receipt."),
+    ) -> None:
+        """Write the edge's inventory (chunks held, versions, channels) for delta exports at the hub."""
+        from manifests.keys import load_private
+        from manifests.signing import RECEIPT_PAYLOAD_TYPE, SIGNATURE_SUFFIX, sign
+
+        private = load_private(key) if key is not None else None  # a bad key fails before anything is written
+        data = build_receipt(state)
+        _write(out, data)
+        if private is not None:
+            sig = sign(data, [private], payload_type=RECEIPT_PAYLOAD_TYPE).to_bytes()
+            _write(out.with_name(out.name + SIGNATURE_SUFFIX), sig)
+        typer.echo(f"{out}" + (f"\n{out}{SIGNATURE_SUFFIX}" if private is not None else ""))

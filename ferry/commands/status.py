@@ -1,15 +1,69 @@
-"""``ferry status``: Show what the edge has installed."""
+"""``ferry status``: what the edge has installed, its channels, and its chunk store."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from manifests.errors import FerryError
+
+def status_document(state_dir: Path) -> dict:
+    """Everything ``ferry status`` shows, read without the import lock."""
+    from importer.state import EdgeState
+    from importer.store import ChunkStore
+    from manifests.errors import FerryError
+
+    state = EdgeState.open_readonly(state_dir)
+    if state is None:
+        raise FerryError(f"--state {state_dir}: no ferry edge state here (nothing imported yet)")
+    try:
+        rows = state.installed_rows()
+        kept = {(r.kind, r.name): sorted(state.kept_versions(r.kind, r.name)) for r in rows if r.kind == "model"}
+        return {
+            "state": str(state.root),
+            "site": state.site,
+            "installed": [{"kind": r.kind, "name": r.name, "version": r.version, "content": r.content,
+                           "bundleId": r.bundle_id, "manifestDigest": r.manifest, "installedAt": r.at,
+                           "ref": r.ref, "versionsOnDisk": kept.get((r.kind, r.name), [])} for r in rows],
+            "channels": state.channels(),
+            "bundles": state.bundles(),
+            "waiting": [b for b in state.bundles() if b["status"] == "partial"],
+            "store": ChunkStore(state).stats(),
+        }
+    finally:
+        state.close()
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("status", epilog="Example: ferry status --state /var/lib/ferry",
-                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def status_cmd() -> None:
-        """Show what the edge has installed."""
-        raise FerryError("ferry status is not implemented yet", exit_code=3)
+    @app.command("status", epilog="Example: ferry status --state /var/lib/ferry")
+    def status_cmd(
+        state: Path = typer.Option(..., "--state", help="The edge state folder."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+    ) -> None:
+        """Show what the edge has installed: artifacts and versions, channels, chunk store size."""
+        from rich.table import Table
+
+        from ferry.ui import UI, human_bytes
+
+        doc = status_document(state)
+        ui = UI(json_mode=json_out)
+        if json_out:
+            ui.emit(doc)
+            return
+        out = ui.out
+        out.print(f"edge state {doc['state']} (site {doc['site']})")
+        table = Table(show_edge=False, pad_edge=False)
+        for col in ("kind", "name", "version", "on disk", "bundle", "installed at", "ref"):
+            table.add_column(col)
+        for a in doc["installed"]:
+            table.add_row(a["kind"], a["name"], a["version"], ", ".join(a["versionsOnDisk"]) or "-",
+                          a["bundleId"], a["installedAt"], a["ref"] or "-")
+        out.print(table if doc["installed"] else "nothing installed yet")
+        for channel, seq in doc["channels"].items():
+            out.print(f"channel {channel}: last sequence {seq}")
+        for b in doc["waiting"]:
+            out.print(f"waiting for volumes: bundle {b['name']} {b['id']} (sequence {b['sequence']}); "
+                      "import the missing volume to finish")
+        s = doc["store"]
+        out.print(f"chunk store: {s['chunks']} chunks, {human_bytes(s['indexedBytes'])} in installed files, "
+                  f"{human_bytes(s['spillBytes'])} in the spill store ({s['spillChunks']} chunks)")

@@ -1,0 +1,220 @@
+"""Models -> the edge's model store: ``EDGE/models/<name>/<version>/<exact files>``.
+
+Inference pods mount ``EDGE/models/<name>/current``, a symbolic link switched atomically
+(new link under a temp name, then rename over ``current``) once a version is complete.
+
+Writing happens in two steps so that a kill -9 at any moment loses at most the file being
+written and never shows a half-written version:
+
+1. :func:`stage_model` writes each file under ``models/<name>/.partial-<version>/``
+   (``.<file>.part``, fsync, rename, fsync the folder) and records it in the ledger with its
+   chunk locations; a rerun skips the files already recorded, and the chunk store can already
+   serve their chunks.
+2. :func:`publish_model` (idempotent, journaled by the caller) renames the staging folder to
+   ``<version>`` and switches ``current``; :func:`commit_model` records it in the ledger.
+
+Nothing here follows a symbolic link: every folder is opened with ``O_NOFOLLOW`` through
+directory descriptors (:func:`importer.state.open_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import stat
+from collections.abc import Callable, Iterator
+
+from manifests.errors import FerryError
+from manifests.model import Artifact, Entry, Manifest
+from manifests.paths import safe_join
+from manifests.version import parse_version
+
+from ..state import MODELS_DIR, EdgeState, create_file, open_dir, set_installed
+from ..store import ChunkStore
+
+CURRENT = "current"
+PARTIAL_PREFIX = ".partial-"
+TRASH_PREFIX = ".trash-"
+
+ReadEntry = Callable[[Entry], Iterator[bytes]]
+
+
+def model_dir(name: str) -> str:
+    return f"{MODELS_DIR}/{name}"
+
+
+def version_dir(name: str, version: str) -> str:
+    return f"{MODELS_DIR}/{name}/{version}"
+
+
+def staging_dir(name: str, version: str) -> str:
+    return f"{MODELS_DIR}/{name}/{PARTIAL_PREFIX}{version}"
+
+
+def files_to_write(state: EdgeState, artifact: Artifact) -> list[Entry]:
+    """The files not yet staged by an earlier, interrupted run."""
+    sdir = staging_dir(artifact.name, artifact.version)
+    return [e for e in artifact.entries
+            if not (state.is_staged(sdir, e.path or "", e.blake3) and _size_at(state, f"{sdir}/{e.path}") == e.size)]
+
+
+def on_disk(state: EdgeState, artifact: Artifact, content: str) -> bool:
+    """Whether this exact version is already present (kept after an upgrade): nothing to write."""
+    return state.kept_versions("model", artifact.name).get(artifact.version) == content
+
+
+def stage_model(state: EdgeState, store: ChunkStore, artifact: Artifact, manifest: Manifest,
+                read_entry: ReadEntry, advance: Callable[[int], None] = lambda n: None) -> int:
+    """Write every file not yet staged; return the bytes written. A file becomes visible in
+    the staging folder (and recorded) only after its bytes verified end to end."""
+    sdir = staging_dir(artifact.name, artifact.version)
+    written = 0
+    sfd = open_dir(state.root_fd, sdir, create=True)
+    try:
+        for entry in files_to_write(state, artifact):
+            path = entry.path or ""
+            safe_join("/staging", path)  # refuses anything that would leave the folder
+            parent, _, base = path.rpartition("/")
+            pfd = open_dir(sfd, parent, create=True) if parent else os.dup(sfd)
+            try:
+                tmp = f".{base}.part"
+                fd = create_file(pfd, tmp)
+                try:
+                    for data in read_entry(entry):
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view):]
+                        written += len(data)
+                        advance(len(data))
+                    os.fsync(fd)
+                except BaseException:
+                    os.close(fd)
+                    _unlink(pfd, tmp)
+                    raise
+                os.close(fd)
+                os.rename(tmp, base, src_dir_fd=pfd, dst_dir_fd=pfd)
+                os.fsync(pfd)
+            finally:
+                os.close(pfd)
+            with state.transaction() as db:
+                store.index_file(sdir, path, entry, manifest, db=db)
+                db.execute("INSERT OR REPLACE INTO staged VALUES (?,?,?)", (sdir, path, entry.blake3))
+    finally:
+        os.close(sfd)
+    return written
+
+
+def publish_model(state: EdgeState, name: str, version: str) -> None:
+    """Move a staged version into place (if staged) and point ``current`` at it. Idempotent:
+    safe to repeat after a crash at any point."""
+    mfd = open_dir(state.root_fd, model_dir(name), create=True)
+    try:
+        partial = f"{PARTIAL_PREFIX}{version}"
+        if _exists(mfd, partial):
+            if _exists(mfd, version):  # an old copy of this version (replaced by a forced downgrade)
+                os.rename(version, f"{TRASH_PREFIX}{version}-{os.getpid()}", src_dir_fd=mfd, dst_dir_fd=mfd)
+            os.rename(partial, version, src_dir_fd=mfd, dst_dir_fd=mfd)
+            os.fsync(mfd)
+        elif not _is_dir(mfd, version):
+            raise FerryError(f"model {name!r} {version}: neither staged nor on disk under {model_dir(name)}")
+        tmp = f".{CURRENT}.tmp"
+        _unlink(mfd, tmp)
+        os.symlink(version, tmp, dir_fd=mfd)
+        try:
+            st = os.stat(CURRENT, dir_fd=mfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                raise FerryError(f"{model_dir(name)}/{CURRENT} is a folder, not ferry's link; move it away")
+        except FileNotFoundError:
+            pass
+        os.rename(tmp, CURRENT, src_dir_fd=mfd, dst_dir_fd=mfd)
+        os.fsync(mfd)
+        _remove_trash(mfd)
+    finally:
+        os.close(mfd)
+
+
+def commit_model(db: sqlite3.Connection, *, name: str, version: str, content: str, bundle_id: str,
+                 manifest: str) -> None:
+    """Inside a transaction, after :func:`publish_model`: the ledger follows the files."""
+    sdir, vdir = staging_dir(name, version), version_dir(name, version)
+    staged = db.execute("SELECT 1 FROM staged WHERE dir=? LIMIT 1", (sdir,)).fetchone() is not None
+    if staged:  # the folder was replaced: its old locations no longer hold
+        db.execute("DELETE FROM locations WHERE dir=?", (vdir,))
+        db.execute("UPDATE locations SET dir=? WHERE dir=?", (vdir, sdir))
+        db.execute("DELETE FROM staged WHERE dir=?", (sdir,))
+    db.execute("INSERT OR REPLACE INTO versions VALUES ('model', ?, ?, ?, datetime('now'))", (name, version, content))
+    set_installed(db, kind="model", name=name, version=version, content=content, bundle_id=bundle_id,
+                  manifest=manifest)
+
+
+def prune_models(state: EdgeState, store: ChunkStore, name: str, keep: int) -> list[str]:
+    """Remove all but the ``keep`` highest versions of a model, never the current one."""
+    current = state.installed().get(("model", name))
+    versions = sorted(state.kept_versions("model", name), key=parse_version, reverse=True)
+    keep_set = {current.version} if current is not None else set()
+    others = [v for v in versions if v not in keep_set]
+    keep_set.update(others[:max(keep - len(keep_set), 0)])
+    doomed = [v for v in versions if v not in keep_set]
+    if not doomed:
+        return []
+    with state.transaction() as db:
+        for v in doomed:
+            db.execute("DELETE FROM versions WHERE kind='model' AND name=? AND version=?", (name, v))
+            db.execute("DELETE FROM locations WHERE dir=?", (version_dir(name, v),))
+    store.forget_fds()
+    mfd = open_dir(state.root_fd, model_dir(name))
+    try:
+        for v in doomed:
+            if _exists(mfd, v):
+                os.rename(v, f"{TRASH_PREFIX}{v}-{os.getpid()}", src_dir_fd=mfd, dst_dir_fd=mfd)
+        os.fsync(mfd)
+        _remove_trash(mfd)
+    finally:
+        os.close(mfd)
+    return doomed
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _size_at(state: EdgeState, rel: str) -> int | None:
+    try:
+        st = os.stat(rel, dir_fd=state.root_fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _is_dir(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _unlink(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_trash(mfd: int) -> None:
+    """Delete folders set aside by a replace or prune (also those a crash left behind)."""
+    for entry in os.listdir(mfd):
+        if entry.startswith(TRASH_PREFIX) and _is_dir(mfd, entry):
+            _rmtree_at(mfd, entry)
+
+
+def _rmtree_at(dir_fd: int, name: str) -> None:
+    # shutil.rmtree with dir_fd never follows links (it uses the fd-based implementation)
+    shutil.rmtree(name, dir_fd=dir_fd)

@@ -1,0 +1,390 @@
+"""The edge state (``--state EDGE``): the site's memory, kept crash-safe.
+
+Layout::
+
+    EDGE/state.db           sqlite3 ledger + chunk index (WAL, synchronous=FULL)
+    EDGE/lock               fcntl.flock'd by the one import allowed at a time
+    EDGE/models/<name>/...  installed model versions (importer.apply.models)
+    EDGE/oci/               OCI image layout when no --registry is given
+    EDGE/manifests/<set>/   manifest sets for a GitOps agent when no --kubeconfig is given
+    EDGE/store/spill/<id>   chunks that arrived before their artifact was complete
+
+Why sqlite3: the ledger (installed versions, channel sequences, imported manifests) and the
+chunk index must change together with the files they describe, and survive kill -9 or power
+loss at any instant. sqlite gives atomic multi-row transactions, a write-ahead log fsynced on
+commit (``synchronous=FULL``), and crash recovery for free, from the standard library; a
+hand-rolled JSON journal would re-implement all of that. File system steps that cannot sit
+inside a transaction (renaming a version into place, switching ``current``) are described in
+the ``journal`` table first and rolled forward by :func:`importer.run.recover` after a crash.
+
+Everything written below EDGE goes through :func:`open_dir` / :func:`create_file`, which never
+follow a symbolic link (``O_NOFOLLOW`` on every component, via directory file descriptors).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import socket
+import sqlite3
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from importer.policy import Installed
+from manifests.errors import FerryError
+
+DB_NAME = "state.db"
+LOCK_NAME = "lock"
+MODELS_DIR = "models"
+OCI_DIR = "oci"
+MANIFESTS_DIR = "manifests"
+SPILL_DIR = "store/spill"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- what is installed now, per artifact
+CREATE TABLE IF NOT EXISTS installed (
+    kind TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, content TEXT NOT NULL,
+    bundle_id TEXT NOT NULL, manifest TEXT NOT NULL, at TEXT NOT NULL, ref TEXT,
+    PRIMARY KEY (kind, name));
+-- model versions present on disk (current and kept ones)
+CREATE TABLE IF NOT EXISTS versions (
+    kind TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, content TEXT NOT NULL,
+    at TEXT NOT NULL, PRIMARY KEY (kind, name, version));
+CREATE TABLE IF NOT EXISTS channels (channel TEXT PRIMARY KEY, sequence INTEGER NOT NULL);
+-- every manifest seen, status: imported (all applied or same), settled (some refused by
+-- policy), partial (waiting for volumes, or an artifact failed verification)
+CREATE TABLE IF NOT EXISTS bundles (
+    digest TEXT PRIMARY KEY, id TEXT NOT NULL, name TEXT NOT NULL, channel TEXT NOT NULL,
+    sequence INTEGER NOT NULL, status TEXT NOT NULL, at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS bundles_id ON bundles (id);
+-- chunk index: where the raw bytes of a chunk can be read (verified on read).
+-- dir/file relative to EDGE; zstd=1 means the file is the stored frame (spill store)
+CREATE TABLE IF NOT EXISTS locations (
+    chunk TEXT NOT NULL, dir TEXT NOT NULL, file TEXT NOT NULL, offset INTEGER NOT NULL,
+    size INTEGER NOT NULL, zstd INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (chunk, dir, file, offset));
+CREATE INDEX IF NOT EXISTS locations_dir ON locations (dir);
+-- files completely written (fsynced) into a model's staging folder: skipped on resume
+CREATE TABLE IF NOT EXISTS staged (
+    dir TEXT NOT NULL, file TEXT NOT NULL, blake3 TEXT NOT NULL, PRIMARY KEY (dir, file));
+-- file system steps decided but maybe not done yet (rolled forward by recover)
+CREATE TABLE IF NOT EXISTS journal (id INTEGER PRIMARY KEY, payload TEXT NOT NULL);
+"""
+
+
+def _schema_statements() -> list[str]:
+    text = "\n".join(line for line in _SCHEMA.splitlines() if not line.lstrip().startswith("--"))
+    return [s for s in text.split(";") if s.strip()]
+
+
+def now_utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _default_site() -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64].strip("-._")
+    return name or "edge"
+
+
+# --------------------------------------------------------------------------- safe file system
+
+
+def open_dir(root_fd: int, rel: str, *, create: bool = False) -> int:
+    """Open folder ``rel`` (``/``-separated, relative) below ``root_fd`` without following any
+    link; with ``create`` make missing components (fsyncing each parent). Caller closes."""
+    fd = os.dup(root_fd)
+    try:
+        for part in [p for p in rel.split("/") if p]:
+            if part in (".", ".."):
+                raise FerryError(f"refusing path component {part!r} in {rel!r}")
+            try:
+                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    os.fsync(fd)
+                except FileExistsError:
+                    pass
+                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise FerryError(f"refusing to write through {rel!r}: {part!r} is a link or not a folder") from None
+                raise
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def create_file(dir_fd: int, name: str, mode: int = 0o644) -> int:
+    """Create ``name`` fresh (replacing a stale regular file, never following a link)."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+    else:
+        if stat.S_ISDIR(st.st_mode):
+            raise FerryError(f"cannot write {name!r}: a folder is in the way")
+        os.unlink(name, dir_fd=dir_fd)
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+
+
+def write_atomic(dir_fd: int, name: str, data: bytes) -> None:
+    """Temp name in the same folder, fsync, rename, fsync the folder."""
+    tmp = f".{name}.tmp"
+    fd = create_file(dir_fd, tmp)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    os.fsync(dir_fd)
+
+
+# --------------------------------------------------------------------------- the state
+
+
+@dataclass(frozen=True)
+class InstalledRow:
+    kind: str
+    name: str
+    version: str
+    content: str
+    bundle_id: str
+    manifest: str
+    at: str
+    ref: str | None  # pinned image reference, when known
+
+
+class EdgeState:
+    """An open edge state: the ledger and chunk index (sqlite) and, when locked, the right to
+    change anything under EDGE. Use :meth:`open` (read-write, locked) or :meth:`open_readonly`."""
+
+    def __init__(self, root: Path, db: sqlite3.Connection, root_fd: int, lock_fd: int | None) -> None:
+        self.root = root
+        self.db = db
+        self.root_fd = root_fd
+        self._lock_fd = lock_fd
+
+    # ---- opening
+
+    @classmethod
+    def open(cls, root: Path) -> EdgeState:
+        """Create EDGE if needed, take the lock (refusing clearly if another import holds it),
+        open the ledger read-write."""
+        root = Path(os.path.abspath(root))
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise FerryError(f"--state {root}: exists and is not a folder") from None
+        except OSError as exc:
+            raise FerryError(f"--state {root}: cannot create ({exc.strerror or exc})") from None
+        if not root.is_dir():
+            raise FerryError(f"--state {root}: not a folder")
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        lock_fd = None
+        try:
+            lock_fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=root_fd)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(lock_fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                raise FerryError(
+                    f"--state {root} is in use by another ferry import (pid {holder}); "
+                    "two imports never interleave: wait for it to finish, then run again") from None
+            os.ftruncate(lock_fd, 0)
+            os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
+            db = _connect(root / DB_NAME, readonly=False)
+            state = cls(root, db, root_fd, lock_fd)
+            state._init_schema()
+            return state
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            os.close(root_fd)
+            raise
+
+    @classmethod
+    def open_readonly(cls, root: Path) -> EdgeState | None:
+        """The ledger for reading, without the lock (None when there is no state yet)."""
+        root = Path(os.path.abspath(root))
+        if not (root / DB_NAME).is_file():
+            if root.exists() and not root.is_dir():
+                raise FerryError(f"--state {root}: not a folder")
+            return None
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            db = _connect(root / DB_NAME, readonly=True)
+        except BaseException:
+            os.close(root_fd)
+            raise
+        return cls(root, db, root_fd, None)
+
+    @classmethod
+    def open_for_plan(cls, root: Path) -> EdgeState:
+        """For a dry run: the ledger read-only, or an empty one in memory (nothing is created)."""
+        state = cls.open_readonly(root)
+        if state is not None:
+            return state
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        for statement in _schema_statements():
+            db.execute(statement)
+        return cls(Path(os.path.abspath(root)), db, os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), None)
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+        os.close(self.root_fd)
+
+    def __enter__(self) -> EdgeState:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def writable(self) -> bool:
+        return self._lock_fd is not None
+
+    def _init_schema(self) -> None:
+        with self.transaction():
+            for statement in _schema_statements():
+                self.db.execute(statement)
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                self.db.execute("INSERT INTO meta VALUES ('site', ?)", (_default_site(),))
+                self.db.execute("INSERT INTO meta VALUES ('created', ?)", (now_utc(),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise FerryError(f"--state {self.root} was written by a newer ferry (schema {row[0]}); upgrade ferry")
+        os.fsync(self.root_fd)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic, durable change to the ledger (BEGIN IMMEDIATE ... COMMIT)."""
+        if not self.writable:
+            raise FerryError("internal: the edge state is open read-only")
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ---- reads
+
+    @property
+    def site(self) -> str:
+        row = self.db.execute("SELECT value FROM meta WHERE key='site'").fetchone()
+        return row[0] if row else "edge"
+
+    def installed_rows(self) -> list[InstalledRow]:
+        rows = self.db.execute(
+            "SELECT kind, name, version, content, bundle_id, manifest, at, ref FROM installed ORDER BY kind, name")
+        return [InstalledRow(*r) for r in rows]
+
+    def installed(self) -> dict[tuple[str, str], Installed]:
+        return {(r.kind, r.name): Installed(version=r.version, content=r.content) for r in self.installed_rows()}
+
+    def kept_versions(self, kind: str, name: str) -> dict[str, str]:
+        """version -> content digest of every version present on disk."""
+        return dict(self.db.execute("SELECT version, content FROM versions WHERE kind=? AND name=?", (kind, name)))
+
+    def channels(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT channel, sequence FROM channels ORDER BY channel"))
+
+    def last_sequence(self, channel: str) -> int | None:
+        row = self.db.execute("SELECT sequence FROM channels WHERE channel=?", (channel,)).fetchone()
+        return row[0] if row else None
+
+    def bundle_status(self, digest: str) -> str | None:
+        row = self.db.execute("SELECT status FROM bundles WHERE digest=?", (digest,)).fetchone()
+        return row[0] if row else None
+
+    def digests_for_bundle_id(self, bundle_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT digest FROM bundles WHERE id=?", (bundle_id,))]
+
+    def bundles(self) -> list[dict[str, Any]]:
+        cols = ("digest", "id", "name", "channel", "sequence", "status", "at")
+        return [dict(zip(cols, r)) for r in self.db.execute(
+            f"SELECT {', '.join(cols)} FROM bundles ORDER BY channel, sequence, at")]
+
+    def is_staged(self, dir_: str, file: str, blake3: str) -> bool:
+        row = self.db.execute("SELECT blake3 FROM staged WHERE dir=? AND file=?", (dir_, file)).fetchone()
+        return row is not None and row[0] == blake3
+
+    def journal(self) -> list[tuple[int, dict[str, Any]]]:
+        return [(i, json.loads(p)) for i, p in self.db.execute("SELECT id, payload FROM journal ORDER BY id")]
+
+    # ---- writes (each one transaction)
+
+    def record_bundle(self, *, digest: str, bundle_id: str, name: str, channel: str, sequence: int,
+                      status: str) -> None:
+        """Remember a manifest and, once settled, advance its channel's sequence."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO bundles VALUES (?,?,?,?,?,?,?) ON CONFLICT(digest) DO UPDATE SET "
+                       "status=excluded.status, at=excluded.at",
+                       (digest, bundle_id, name, channel, sequence, status, now_utc()))
+            if status != "partial":
+                db.execute("INSERT INTO channels VALUES (?, ?) ON CONFLICT(channel) DO UPDATE SET "
+                           "sequence=max(sequence, excluded.sequence)", (channel, sequence))
+
+    def add_journal(self, payload: dict[str, Any]) -> int:
+        with self.transaction() as db:
+            cur = db.execute("INSERT INTO journal (payload) VALUES (?)", (json.dumps(payload, sort_keys=True),))
+            return int(cur.lastrowid or 0)
+
+
+def set_installed(db: sqlite3.Connection, *, kind: str, name: str, version: str, content: str,
+                  bundle_id: str, manifest: str, ref: str | None = None) -> None:
+    """Inside a transaction: ``version`` is now what the site runs for (kind, name)."""
+    db.execute("INSERT OR REPLACE INTO installed VALUES (?,?,?,?,?,?,?,?)",
+               (kind, name, version, content, bundle_id, manifest, now_utc(), ref))
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    try:
+        if readonly:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
+        else:
+            db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise FerryError(f"edge state {path} cannot be read ({exc}); it is not a ferry state database") from None
+    return db
+
+
+def read_installed(state_dir: Path) -> dict[tuple[str, str], Installed]:
+    """What the edge has installed, read-only and without the lock ({} for no state)."""
+    state = EdgeState.open_readonly(Path(state_dir))
+    if state is None:
+        return {}
+    try:
+        return state.installed()
+    except sqlite3.OperationalError:
+        return {}  # an empty database (created but never initialised)
+    finally:
+        state.close()
