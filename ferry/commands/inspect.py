@@ -1,15 +1,101 @@
-"""``ferry inspect``: Show what a bundle holds, without any key."""
+"""``ferry inspect``: show what a bundle holds, without any key (and so without verifying it)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
-from manifests.errors import FerryError
+UNVERIFIED = "unverified: read without checking signatures; use `ferry verify` before trusting it"
+
+
+def describe(bundle: Any) -> dict[str, Any]:
+    """A JSON-able summary of one bundle found on the medium (see importer.medium.find_bundles)."""
+    from manifests.bundle import PACKS_DIR
+    from manifests.model import Manifest
+    from manifests.signing import SignatureFile
+
+    m = Manifest.from_bytes(bundle.manifest_bytes)
+    try:
+        signers = [s.keyid for s in SignatureFile.from_bytes(bundle.signature_bytes).signatures]
+    except Exception as exc:  # noqa: BLE001 - a broken signature file is shown, not fatal here
+        signers = [f"(unreadable signature file: {exc})"]
+    present = set()
+    for vol in bundle.volume_dirs:
+        for i, p in enumerate(m.packs):
+            if (vol / PACKS_DIR / p.name).is_file():
+                present.add(i)
+    from manifests.bundle import VOLUME_PREFIX
+
+    named = {int(v.name[len(VOLUME_PREFIX):]) for v in bundle.volume_dirs
+             if v.name.startswith(VOLUME_PREFIX) and v.name[len(VOLUME_PREFIX):].isdigit()}
+    volumes_found = sorted(named or {m.packs[i].volume for i in present} or {1})
+    return {
+        "verified": False,
+        "note": UNVERIFIED,
+        "digest": bundle.digest,
+        "paths": [str(v) for v in bundle.volume_dirs],
+        "bundle": m.bundle.to_dict(),
+        "formatVersion": m.format_version,
+        "artifacts": [{
+            "kind": a.kind, "name": a.name, "version": a.version, "size": a.size,
+            "entries": len(a.entries), "chunks": sum(len(e.chunks) for e in a.entries),
+            **({"image": f"{a.image.repository}:{a.image.tag}@{a.image.manifest}"} if a.image else {}),
+            **({"images": list(a.images)} if a.images else {}),
+        } for a in m.artifacts],
+        "chunks": len(m.chunks),
+        "carriedChunks": sum(1 for c in m.chunks if c.carried),
+        "rawBytes": sum(c.size for c in m.chunks),
+        "storedBytes": sum(c.stored or 0 for c in m.chunks if c.carried),
+        "packs": len(m.packs),
+        "packsPresent": len(present),
+        "volumes": m.volumes,
+        "volumesPresent": volumes_found,
+        "signers": signers,
+        "base": m.base.to_dict() if m.base else None,
+    }
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("inspect", epilog="Example: ferry inspect /media/usb/edge-ai",
-                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def inspect_cmd() -> None:
-        """Show what a bundle holds, without any key."""
-        raise FerryError("ferry inspect is not implemented yet", exit_code=3)
+    @app.command("inspect", epilog="Example: ferry inspect /media/usb/edge-ai")
+    def inspect_cmd(
+        paths: list[Path] = typer.Argument(..., help="A bundle folder, a volume (vol-001), or a folder of volumes."),
+        json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    ) -> None:
+        """Show what a bundle holds (artifacts, sizes, packs, volumes, signers) without any key."""
+        from importer.medium import find_bundles
+        from ferry.ui import UI, human_bytes
+
+        ui = UI(json_mode=json_out)
+        docs = [describe(b) for b in find_bundles(paths)]
+        if json_out:
+            ui.emit({"bundles": docs})
+            return
+        out = ui.out
+        for d in docs:
+            b = d["bundle"]
+            out.print(f"bundle {b['name']} sequence {b['sequence']} on channel {b['channel']}  (id {b['id']})")
+            out.print(f"  [yellow]{UNVERIFIED}[/]")
+            out.print(f"  manifest {d['digest']}, format {d['formatVersion']}, created {b['created']} "
+                      f"by {b['producer']}")
+            for a in d["artifacts"]:
+                extra = f"  {a['image']}" if "image" in a else ""
+                out.print(f"  {a['kind']:<9} {a['name']} {a['version']}: {human_bytes(a['size'])}, "
+                          f"{a['entries']} {'blob' if a['kind'] == 'image' else 'file'}(s), "
+                          f"{a['chunks']} chunk ref(s){extra}")
+                for ref in a.get("images", []):
+                    out.print(f"            uses image {ref}")
+            out.print(f"  chunks: {d['chunks']} ({d['carriedChunks']} carried), {human_bytes(d['rawBytes'])} raw, "
+                      f"{human_bytes(d['storedBytes'])} stored")
+            out.print(f"  packs: {d['packs']} ({d['packsPresent']} present here); volumes: {d['volumes']} "
+                      f"(present here: {', '.join(map(str, d['volumesPresent'])) or 'none'})")
+            out.print(f"  signed by key id(s): {', '.join(d['signers']) or 'none'}")
+            if d["base"]:
+                base = d["base"]
+                out.print(f"  delta bundle against the receipt of site {base['site']} ({base['created']}), "
+                          f"{base['receipt']}")
+            else:
+                out.print("  full bundle (not a delta)")
+            for p in d["paths"]:
+                out.print(f"  at {p}")
