@@ -66,14 +66,20 @@ def read_bounded(path: "os.PathLike[str] | str", limit: int, what: str) -> bytes
     A file that grows while read is cut at ``limit + 1`` bytes and refused too.
     """
     import os
+    import stat
 
     from .errors import FerryError, LimitError
 
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                raise LimitError(f"{what} is {size} bytes, over the limit of {limit}")
+        # O_NONBLOCK: a FIFO planted on the medium must not hang the open; only regular files
+        # are read (a device such as /dev/zero would otherwise feed limit + 1 bytes).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise FerryError(f"{what} is not a regular file: {path}")
+            if st.st_size > limit:
+                raise LimitError(f"{what} is {st.st_size} bytes, over the limit of {limit}")
             data = f.read(limit + 1)
     except FileNotFoundError:
         raise FerryError(f"{what} not found: {path}") from None
