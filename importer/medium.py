@@ -52,6 +52,9 @@ def find_bundles(paths: Iterable[Path]) -> list[BundleOnMedium]:
     by_digest: dict[str, BundleOnMedium] = {}
     for path in paths:
         for vol in _volume_dirs(Path(path)):
+            for name in (MANIFEST_NAME, SIGNATURE_NAME):
+                if (vol / name).is_symlink():  # the format: readers never follow links on the medium
+                    raise VerificationError(f"{vol}/{name} is a symbolic link; refused (a medium holds regular files only)")
             mbytes = read_bounded(vol / MANIFEST_NAME, limits.MAX_MANIFEST_BYTES, f"{vol}/{MANIFEST_NAME}")
             sig_path = vol / SIGNATURE_NAME
             if not sig_path.exists():
@@ -68,7 +71,10 @@ def find_bundles(paths: Iterable[Path]) -> list[BundleOnMedium]:
 
 def open_regular(path: Path) -> int:
     """Open a medium file for reading: no links followed, regular files only."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    try:  # O_NONBLOCK: a FIFO swapped in after the listing must not hang the read
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:  # ELOOP: a link swapped in after the listing
+        raise VerificationError(f"{path}: cannot open ({exc.strerror or exc})") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise VerificationError(f"{path}: not a regular file")
