@@ -217,6 +217,7 @@ def test_layout_to_layout_sample_image(tmp_path):
     sample_digest = index["manifests"][0]["digest"]
     src = source("registry.example:5000/team/sentiment-server:1.2.0", layout=SAMPLE_LAYOUT)
     assert src.name == "team/sentiment-server" and src.image.manifest == sample_digest
+    assert src.image.source == "registry.example:5000/team/sentiment-server:1.2.0"  # as workloads name it
     carried = Carried(src)
     edge = tmp_path / "oci"
     target = ImageTarget(None, edge)

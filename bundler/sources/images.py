@@ -60,17 +60,14 @@ def image_source(ref: str, *, layout: Path | None, version: str | None, platform
         source: BlobSource = LayoutSource(Path(layout))
         top = source.select(parsed)
         where = f"image {ref} (layout {layout})"
-        origin = f"oci:{layout}"
     else:
         source = RegistrySource(parsed, insecure_registries)
         top = source.top()
         where = f"image {ref}"
-        origin = ref
     files, chosen = collect(source, top, platform, where)
     progress.info(f"{where}: {len(files)} blobs, {sum(f.size for f in files)} bytes")
     image = ImageInfo(repository=parsed.repository, tag=parsed.tag, manifest=chosen.digest,
-                      media_type=chosen.media_type, source=origin[:4096],
-                      platform=platform if platform is not None else None)
+                      media_type=chosen.media_type, source=ref, platform=platform)
     return SourceArtifact(kind="image", name=parsed.repository, version=version, files=files, image=image)
 
 

@@ -1,0 +1,66 @@
+"""Images through the real CLI: ``ferry export`` from the hub registry, ``ferry import`` into
+the edge registry or the edge's OCI layout, checked with skopeo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.common import assert_clean_failure, run_ferry
+from tests.support.registry import Registry, layer, make_image, random_layer
+
+
+def _spec(path: Path, *refs: str) -> Path:
+    items = "".join(f"    - ref: {ref}\n" for ref in refs)
+    path.write_text("apiVersion: ferry/v1\nkind: Bundle\nmetadata: {name: e2e, channel: stable}\n"
+                    f"spec:\n  images:\n{items}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(registry: Registry, hub_keys, tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("e2e-images")
+    digest = make_image(tmp / "layout", "2.4.0", [random_layer(2 << 20, seed=11), layer({"app": b"e2e"})])
+    registry.push(tmp / "layout", "2.4.0", "team/e2e")
+    spec = _spec(tmp / "spec.yaml", f"{registry.host}/team/e2e:2.4.0")
+    result = run_ferry("export", spec, "--out", tmp / "out", "--key", hub_keys.key, "--state", tmp / "hub")
+    assert result.returncode == 0, result.stderr
+    return {"bundle": tmp / "out", "digest": digest, "tmp": tmp}
+
+
+def test_export_import_into_registry(exported, registry, edge_registry, hub_keys, tmp_path):
+    result = run_ferry("import", exported["bundle"], "--trust", hub_keys.pub, "--state", tmp_path / "edge",
+                       "--registry", edge_registry.host, "--json")
+    assert result.returncode == 0, result.stderr
+    [artifact] = json.loads(result.stdout)["bundles"][0]["artifacts"]
+    assert artifact["ref"] == f"{edge_registry.host}/team/e2e@{exported['digest']}"
+    assert edge_registry.inspect("team/e2e:2.4.0")["Digest"] == exported["digest"]
+    assert edge_registry.raw_manifest("team/e2e:2.4.0") == registry.raw_manifest("team/e2e:2.4.0")
+
+    again = run_ferry("import", exported["bundle"], "--trust", hub_keys.pub, "--state", tmp_path / "edge")
+    assert again.returncode == 0, again.stderr
+
+
+def test_export_import_into_layout(exported, hub_keys, tmp_path):
+    result = run_ferry("import", exported["bundle"], "--trust", hub_keys.pub, "--state", tmp_path / "edge")
+    assert result.returncode == 0, result.stderr
+    inspected = subprocess.run(["skopeo", "inspect", f"oci:{tmp_path / 'edge' / 'oci'}:team/e2e:2.4.0"],
+                               check=True, capture_output=True, text=True, timeout=60).stdout
+    assert json.loads(inspected)["Digest"] == exported["digest"]
+
+
+def test_export_from_unreachable_registry_is_one_line(hub_keys, tmp_path):
+    spec = _spec(tmp_path / "spec.yaml", "127.0.0.1:9/team/app:1.0.0")
+    result = run_ferry("export", spec, "--out", tmp_path / "out", "--key", hub_keys.key, "--state", tmp_path / "hub")
+    assert_clean_failure(result, code=2, contains="registry 127.0.0.1:9 is unreachable")
+
+
+def test_import_to_unreachable_registry_fails_clearly(exported, hub_keys, tmp_path):
+    result = run_ferry("import", exported["bundle"], "--trust", hub_keys.pub, "--state", tmp_path / "edge",
+                       "--registry", "127.0.0.1:9")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "registry 127.0.0.1:9 is unreachable" in result.stdout + result.stderr
