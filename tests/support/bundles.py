@@ -119,3 +119,22 @@ def write_bundle(out: Path, keys: list[Path], specs: list[Spec], *, name: str = 
         (vol / SIGNATURE_NAME).write_bytes(sig)
         (vol / MANIFEST_NAME).write_bytes(body)
     return manifest
+
+
+def pack_path(out: Path, manifest: Manifest, chunk_id: str) -> Path:
+    """Where ``write_bundle`` put the pack holding a carried chunk."""
+    chunk = manifest.chunk(chunk_id)
+    pack = manifest.packs[chunk.pack]  # type: ignore[index]
+    vol = out / volume_dir_name(pack.volume) if manifest.volumes > 1 else out
+    return vol / PACKS_DIR / pack.name
+
+
+def tamper(out: Path, manifest: Manifest, chunk_id: str) -> None:
+    """Flip one byte in the middle of a carried chunk's stored frame."""
+    chunk = manifest.chunk(chunk_id)
+    assert chunk.offset is not None and chunk.stored is not None
+    with open(pack_path(out, manifest, chunk_id), "r+b") as f:
+        f.seek(chunk.offset + chunk.stored // 2)
+        b = f.read(1)
+        f.seek(chunk.offset + chunk.stored // 2)
+        f.write(bytes([b[0] ^ 0xFF]))
