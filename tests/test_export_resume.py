@@ -1,0 +1,89 @@
+"""kill -9 the export at different points; the same command then finishes a bundle that verifies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from manifests.bundle import SIGNATURE_NAME
+from tests.support.common import run_ferry
+from tests.support.export import MiB, make_model, read_back, write_spec
+
+
+def _journal_packs(out: Path) -> int:
+    try:
+        return len((out / ".ferry-export" / "journal.jsonl").read_bytes().splitlines()) - 1
+    except FileNotFoundError:
+        return 0
+
+
+POINTS: dict[str, Callable[[Path], bool]] = {
+    "before-any-pack": lambda out: any(out.rglob(".pack-*.tmp")),
+    "after-a-pack": lambda out: _journal_packs(out) >= 1,
+    "mid-way": lambda out: _journal_packs(out) >= 3,
+    "writing-manifests": lambda out: any(out.rglob(SIGNATURE_NAME)),
+}
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_rerun_after_kill_finishes_a_verified_bundle(tmp_path: Path, hub_keys, point: str) -> None:  # noqa: ANN001
+    make_model(tmp_path / "m", count=16, size=4 * MiB, seed=5)
+    spec = write_spec(tmp_path / "bundle.yaml", [("big", "2.0.0", "m")])
+    out = tmp_path / "out"
+    args = ["export", spec, "--out", out, "--key", hub_keys.key, "--state", tmp_path / "state",
+            "--max-volume-size", "20MiB", "--json"]
+    env = {k: v for k, v in os.environ.items() if k != "FERRY_KEY_PASSPHRASE"}
+    proc = subprocess.Popen([sys.executable, "-m", "ferry", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    reached = POINTS[point]
+    deadline = time.monotonic() + 120
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if out.exists() and reached(out):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.001)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    killed = proc.returncode == -signal.SIGKILL
+    if not killed:  # the last point is a narrow window; a finished export is fine too
+        assert point == "writing-manifests" and proc.returncode == 0
+        read_back(out, hub_keys.pub)
+        return
+    # nothing looks finished: a manifest without the journal would claim a complete bundle
+    assert not any(out.rglob("manifest.json")) or (out / ".ferry-export").exists()
+    kept_before = _journal_packs(out)
+
+    result = run_ferry(*args)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    if killed and point in ("mid-way", "writing-manifests"):
+        assert doc["reusedPacks"] >= 1 and doc["reusedPacks"] >= min(kept_before, 1)
+    assert doc["bundle"]["sequence"] == 1  # a resume is the same bundle, not the next one
+    assert not (out / ".ferry-export").exists() and not list(out.rglob("*.tmp"))
+    _, files = read_back(out, hub_keys.pub)
+    assert files["model/big/model.safetensors"] == (tmp_path / "m" / "model.safetensors").read_bytes()
+
+
+def test_resume_with_other_options_is_refused(tmp_path: Path, hub_keys) -> None:  # noqa: ANN001
+    from tests.support.common import assert_clean_failure
+
+    make_model(tmp_path / "m", count=1, size=4096)
+    spec = write_spec(tmp_path / "bundle.yaml", [("a", "1.0.0", "m")])
+    out = tmp_path / "out"
+    (out / ".ferry-export").mkdir(parents=True)
+    (out / ".ferry-export" / "journal.jsonl").write_text(
+        json.dumps({"fingerprint": "sha256:" + "0" * 64, "id": "x-1", "sequence": 1,
+                    "created": "2026-01-01T00:00:00Z"}) + "\n")
+    r = run_ferry("export", spec, "--out", out, "--key", hub_keys.key, "--state", tmp_path / "s")
+    assert_clean_failure(r, code=2, contains="unfinished export of another spec")
