@@ -241,6 +241,7 @@ table{border-collapse:collapse;width:100%;margin:4px 0 10px;page-break-inside:au
 th,td{border:1px solid #bbb;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#eee}tr{page-break-inside:avoid}
 td.mono,.mono{font-family:"DejaVu Sans Mono",monospace;font-size:11px;word-break:break-all}
+.path{font-family:"DejaVu Sans Mono",monospace;font-size:11px;overflow-wrap:anywhere;min-width:14em;display:inline-block}
 .ok{color:#0a5d1a}.bad{color:#8b0000;font-weight:bold}.muted{color:#555}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px;margin:4px 0}dt{font-weight:bold}dd{margin:0}
 @media print{body{margin:0;max-width:none}.verdict{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
@@ -302,7 +303,7 @@ def _bundle_html(b: BundleReport) -> str:
         for a in b.artifacts:
             parts.append(f"<h3>{_e(a.kind)} {_e(a.name)} {_e(a.version)}: files and blobs</h3>")
             parts.append(_rows(["path or digest", "size (bytes)", "BLAKE3", "status", "reason"],
-                               [[f'<span class="mono">{_e(e.label)}</span>', _e(f"{e.size:,}"),
+                               [[f'<span class="path">{_e(e.label)}</span>', _e(f"{e.size:,}"),
                                  f'<span class="mono">{_e(e.blake3)}</span>',
                                  _status(e.status in ("ok", "held-by-base"), e.status), _e(e.reason)]
                                 for e in a.entries]))
