@@ -1,0 +1,392 @@
+"""Edge side of manifest sets: GitOps folder and server-side apply (against tests/support/fakekube)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from importer.apply.kube import (
+    ManifestTarget,
+    apply_manifests,
+    origin_of,
+    pin_images,
+    write_gitops,
+)
+from manifests.digest import Hasher, blake3_hex
+from manifests.errors import FerryError, VerificationError
+from manifests.model import Artifact, BundleInfo, Entry, ImageInfo
+from tests.support.common import KUBESTELLAR
+from tests.support.fakekube import APPLY_PATCH, FakeKube, fakekube  # noqa: F401 (fixture)
+
+DIGEST = "sha256:" + "5" * 64
+PINNED = f"edge.local:5000/team/sentiment@{DIGEST}"
+
+APP = b"""\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: sentiment
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: sentiment-server
+  namespace: sentiment
+  labels: {app.kubernetes.io/name: sentiment}
+  annotations: {owner: ml-team}
+spec:
+  selector: {matchLabels: {app: sentiment}}
+  template:
+    metadata: {labels: {app: sentiment}}
+    spec:
+      containers:
+      - {name: server, image: "registry.example:5000/team/sentiment:1.2.0"}
+      - {name: sidecar, image: "busybox:1.36"}
+"""
+
+POLICY = b"""\
+apiVersion: control.kubestellar.io/v1alpha1
+kind: BindingPolicy
+metadata: {name: sentiment-edge}
+spec:
+  clusterSelectors:
+  - matchLabels: {location-group: edge}
+  downsync:
+  - objectSelectors:
+    - matchLabels: {app.kubernetes.io/name: sentiment}
+"""
+
+ORIGIN = {"bundle": "edge-ai", "bundle-id": "b-0007", "channel": "stable", "sequence": "7"}
+IMAGES = {"registry.example:5000/team/sentiment:1.2.0": PINNED}
+
+
+def make_set(files: dict[str, bytes], *, name: str = "sentiment-app",
+             version: str = "1.2.0") -> tuple[Artifact, Iterator[bytes]]:
+    """An artifact for ``files`` and a read_entry that streams and verifies, as the importer's does."""
+    entries = tuple(Entry(size=len(d), blake3=blake3_hex(d), chunks=(blake3_hex(d),), path=p)
+                    for p, d in sorted(files.items()))
+
+    def read_entry(entry: Entry) -> Iterator[bytes]:
+        data = files[entry.path or ""]
+        hasher = Hasher()
+        for i in range(0, len(data), 64):
+            hasher.update(data[i:i + 64])
+            yield data[i:i + 64]
+        if hasher.blake3 != entry.blake3:
+            raise VerificationError(f"{entry.path}: content does not match its BLAKE3")
+
+    return Artifact(kind="manifests", name=name, version=version, entries=entries), read_entry  # type: ignore[return-value]
+
+
+def apply_set(files: dict[str, bytes], target: ManifestTarget, **kw: object):  # type: ignore[no-untyped-def]
+    art, read = make_set(files, **kw)  # type: ignore[arg-type]
+    return apply_manifests(art, read, target, image_refs=IMAGES, origin=ORIGIN)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- GitOps folder
+
+EXPECTED_DEPLOYMENT = f"""\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: sentiment-server
+  namespace: sentiment
+  labels:
+    app.kubernetes.io/name: sentiment
+  annotations:
+    owner: ml-team
+    ferry.io/bundle: edge-ai
+    ferry.io/bundle-id: b-0007
+    ferry.io/channel: stable
+    ferry.io/sequence: '7'
+    ferry.io/set: sentiment-app
+    ferry.io/version: 1.2.0
+spec:
+  selector:
+    matchLabels:
+      app: sentiment
+  template:
+    metadata:
+      labels:
+        app: sentiment
+    spec:
+      containers:
+      - name: server
+        image: {PINNED}
+      - name: sidecar
+        image: busybox:1.36
+"""
+
+
+def test_gitops_folder_exact(tmp_path: Path) -> None:
+    target = ManifestTarget(gitops_dir=tmp_path / "gitops", kubeconfig=None, context=None)
+    result = apply_set({"policy.yaml": POLICY, "app.yaml": APP}, target)
+    out = tmp_path / "gitops" / "sentiment-app"
+    assert result.written == out
+    assert result.applied == ["Namespace sentiment", "Deployment.apps sentiment/sentiment-server",
+                              "BindingPolicy.control.kubestellar.io sentiment-edge"]
+    assert sorted(os.listdir(tmp_path / "gitops")) == ["sentiment-app"]  # no temporary folders left
+    assert sorted(os.listdir(out)) == ["0001-namespace-sentiment.yaml", "0002-deployment-sentiment-server.yaml",
+                                       "0003-bindingpolicy-sentiment-edge.yaml"]
+    assert (out / "0002-deployment-sentiment-server.yaml").read_text() == EXPECTED_DEPLOYMENT
+    assert (out / "0001-namespace-sentiment.yaml").read_text() == (
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sentiment\n  annotations:\n"
+        "    ferry.io/bundle: edge-ai\n    ferry.io/bundle-id: b-0007\n    ferry.io/channel: stable\n"
+        "    ferry.io/sequence: '7'\n    ferry.io/set: sentiment-app\n    ferry.io/version: 1.2.0\n")
+
+
+def test_gitops_output_validates_against_the_kubestellar_crds(tmp_path: Path) -> None:
+    import yaml
+
+    from tests.support.kubeschema import validate
+
+    apply_set({"policy.yaml": POLICY}, ManifestTarget(tmp_path, None, None))
+    (written,) = (tmp_path / "sentiment-app").iterdir()
+    assert validate(yaml.safe_load(written.read_text())) == []
+
+
+def test_gitops_folder_is_replaced_wholly(tmp_path: Path) -> None:
+    target = ManifestTarget(gitops_dir=tmp_path, kubeconfig=None, context=None)
+    apply_set({"app.yaml": APP, "policy.yaml": POLICY}, target)
+    (tmp_path / "sentiment-app" / "stray.yaml").write_text("left by hand\n")
+    apply_set({"policy.yaml": POLICY}, target, version="1.3.0")
+    assert os.listdir(tmp_path) == ["sentiment-app"]
+    assert os.listdir(tmp_path / "sentiment-app") == ["0001-bindingpolicy-sentiment-edge.yaml"]
+    assert "ferry.io/version: 1.3.0" in (tmp_path / "sentiment-app" / "0001-bindingpolicy-sentiment-edge.yaml").read_text()
+
+
+def test_gitops_repairs_an_interrupted_swap(tmp_path: Path) -> None:
+    """A crash between the two renames of the fallback swap: the old set is put back, then replaced."""
+    old = tmp_path / ".sentiment-app.ferry-old"
+    old.mkdir()
+    (old / "0001-old.yaml").write_text("old\n")
+    half = tmp_path / ".sentiment-app.ferry-new-abc"
+    half.mkdir()
+    (half / "partial.yaml").write_text("partial\n")
+    apply_set({"policy.yaml": POLICY}, ManifestTarget(tmp_path, None, None))
+    assert os.listdir(tmp_path) == ["sentiment-app"]
+    assert os.listdir(tmp_path / "sentiment-app") == ["0001-bindingpolicy-sentiment-edge.yaml"]
+
+
+def test_gitops_without_exchange_support_uses_two_renames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from importer.apply import kube
+
+    target = ManifestTarget(tmp_path, None, None)
+    apply_set({"app.yaml": APP}, target)
+    monkeypatch.setattr(kube, "_exchange", lambda a, b: False)
+    apply_set({"policy.yaml": POLICY}, target, version="1.3.0")
+    assert os.listdir(tmp_path) == ["sentiment-app"]
+    assert os.listdir(tmp_path / "sentiment-app") == ["0001-bindingpolicy-sentiment-edge.yaml"]
+
+
+def test_nothing_is_written_when_the_bytes_do_not_verify(tmp_path: Path) -> None:
+    target = ManifestTarget(gitops_dir=tmp_path, kubeconfig=None, context=None)
+    apply_set({"app.yaml": APP}, target)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "sentiment-app").iterdir()}
+    art, _ = make_set({"app.yaml": APP, "policy.yaml": POLICY}, version="1.3.0")
+    _, tampered = make_set({"app.yaml": APP, "policy.yaml": POLICY.replace(b"edge}", b"evil}")}, version="1.3.0")
+    with pytest.raises(VerificationError):
+        apply_manifests(art, tampered, target, image_refs=IMAGES, origin=ORIGIN)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "sentiment-app").iterdir()} == before
+    assert os.listdir(tmp_path) == ["sentiment-app"]
+
+
+def test_edge_refuses_a_bad_document_even_if_signed(tmp_path: Path) -> None:
+    with pytest.raises(FerryError, match=r"app.yaml document 2: not a Kubernetes object \(no kind\)"):
+        apply_set({"app.yaml": b"apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nfoo: 1\n"},
+                  ManifestTarget(tmp_path, None, None))
+    assert not (tmp_path / "sentiment-app").exists()
+
+
+def test_no_target_is_an_error() -> None:
+    with pytest.raises(FerryError, match="no target"):
+        apply_set({"app.yaml": APP}, ManifestTarget(None, None, None))
+
+
+def test_pin_images_uses_the_edge_registry_and_the_digest() -> None:
+    carried = [ImageInfo(repository="team/sentiment", tag="1.2.0", manifest=DIGEST,
+                         media_type="application/vnd.oci.image.manifest.v1+json",
+                         source="registry.example:5000/team/sentiment:1.2.0")]
+    assert pin_images(["registry.example:5000/team/sentiment:1.2.0", "busybox:1.36", "team/sentiment:1.2.0"],
+                      carried, "edge.local:5000") == {
+        "registry.example:5000/team/sentiment:1.2.0": PINNED,
+        "team/sentiment:1.2.0": PINNED,
+    }
+
+
+def test_origin_of_bundle() -> None:
+    info = BundleInfo(name="edge-ai", id="b-0007", channel="stable", sequence=7,
+                      created="2026-11-23T10:00:00Z", producer="ferry 0.1.0")
+    assert origin_of(info) == ORIGIN
+
+
+def test_write_gitops_cleans_up_after_a_failed_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from importer.apply import kube
+
+    def boom(obj: object) -> bytes:
+        raise OSError(28, "No space left on device")
+
+    apply_set({"policy.yaml": POLICY}, ManifestTarget(tmp_path, None, None))
+    monkeypatch.setattr(kube, "render", boom)
+    with pytest.raises(FerryError, match="No space left on device"):
+        apply_set({"app.yaml": APP}, ManifestTarget(tmp_path, None, None), version="2.0.0")
+    assert os.listdir(tmp_path) == ["sentiment-app"]
+    assert os.listdir(tmp_path / "sentiment-app") == ["0001-bindingpolicy-sentiment-edge.yaml"]
+    assert write_gitops  # the function under test, exercised through apply_manifests
+
+
+# --------------------------------------------------------------------------- cluster (fake API server)
+
+
+def _crds() -> bytes:
+    return (KUBESTELLAR / "crds.yaml").read_bytes()
+
+
+def test_cluster_apply_order_and_requests(fakekube: FakeKube, tmp_path: Path) -> None:
+    kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig")
+    result = apply_set({"app.yaml": APP, "policy.yaml": POLICY, "zz-crds.yaml": _crds()},
+                       ManifestTarget(None, kubeconfig, None))
+    patches = fakekube.applies()
+    kinds = [p.body["kind"] for p in patches]
+    assert kinds == ["Namespace"] + ["CustomResourceDefinition"] * 5 + ["Deployment", "BindingPolicy"]
+    assert result.applied == [
+        "Namespace sentiment",
+        *(f"CustomResourceDefinition.apiextensions.k8s.io {n}.control.kubestellar.io"
+          for n in ("bindingpolicies", "bindings", "combinedstatuses", "customtransforms", "statuscollectors")),
+        "Deployment.apps sentiment/sentiment-server",
+        "BindingPolicy.control.kubestellar.io sentiment-edge",
+    ]
+    assert result.skipped == []
+    for p in patches:
+        assert p.content_type == APPLY_PATCH
+        assert p.query == {"fieldManager": "ferry", "force": "true"}
+        assert p.body["metadata"]["annotations"]["ferry.io/version"] == "1.2.0"
+        assert p.body["metadata"]["annotations"]["ferry.io/bundle-id"] == "b-0007"
+    assert [p.path for p in patches][-2:] == [
+        "/apis/apps/v1/namespaces/sentiment/deployments/sentiment-server",
+        "/apis/control.kubestellar.io/v1alpha1/bindingpolicies/sentiment-edge",
+    ]
+    deployment = fakekube.get_object("apps/v1", "Deployment", "sentiment-server", "sentiment")
+    assert deployment is not None
+    assert [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [PINNED, "busybox:1.36"]
+    assert deployment["metadata"]["managedFields"][0]["manager"] == "ferry"
+    # discovery was refreshed after the CRDs, before the BindingPolicy was looked up
+    paths = [(r.method, r.path) for r in fakekube.requests]
+    last_crd = max(i for i, (m, p) in enumerate(paths) if m == "PATCH" and "customresourcedefinitions" in p)
+    assert ("GET", "/apis") in paths[last_crd:]
+    assert fakekube.get_object("control.kubestellar.io/v1alpha1", "BindingPolicy", "sentiment-edge") is not None
+
+
+def test_cluster_namespace_defaults_to_the_context(fakekube: FakeKube, tmp_path: Path) -> None:
+    fakekube.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "wds-apps"}})
+    kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig", namespace="wds-apps", context="wds1")
+    cm = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: edge}\n"
+    apply_set({"cm.yaml": cm}, ManifestTarget(None, kubeconfig, "wds1"))
+    (patch,) = fakekube.applies()
+    assert patch.path == "/api/v1/namespaces/wds-apps/configmaps/settings"
+
+
+def test_cluster_never_overwrites_a_newer_set_version(fakekube: FakeKube, tmp_path: Path) -> None:
+    kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig")
+    apply_set({"app.yaml": APP}, ManifestTarget(None, kubeconfig, None), version="2.0.0")
+    newer = fakekube.get_object("apps/v1", "Deployment", "sentiment-server", "sentiment")
+    fakekube.requests.clear()
+
+    result = apply_set({"app.yaml": APP}, ManifestTarget(None, kubeconfig, None), version="1.2.0")
+    assert result.applied == []
+    assert [oid for oid, _ in result.skipped] == ["Namespace sentiment", "Deployment.apps sentiment/sentiment-server"]
+    assert "holds version 2.0.0 of set 'sentiment-app', newer than 1.2.0" in result.skipped[1][1]
+    assert fakekube.applies() == []
+    assert fakekube.get_object("apps/v1", "Deployment", "sentiment-server", "sentiment") == newer
+
+    # the same version again, or a newer one, applies
+    assert apply_set({"app.yaml": APP}, ManifestTarget(None, kubeconfig, None), version="2.0.0").skipped == []
+    assert apply_set({"app.yaml": APP}, ManifestTarget(None, kubeconfig, None), version="2.1.0").skipped == []
+
+
+def test_cluster_downgrade_when_the_operator_allows_it(fakekube: FakeKube, tmp_path: Path) -> None:
+    kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig")
+    apply_set({"app.yaml": APP}, ManifestTarget(None, kubeconfig, None), version="2.0.0")
+    art, read = make_set({"app.yaml": APP}, version="1.0.0")
+    result = apply_manifests(art, read, ManifestTarget(None, kubeconfig, None), image_refs=IMAGES,
+                             origin=ORIGIN, allow_downgrade=True)
+    assert result.skipped == [] and len(result.applied) == 2
+    deployment = fakekube.get_object("apps/v1", "Deployment", "sentiment-server", "sentiment")
+    assert deployment is not None and deployment["metadata"]["annotations"]["ferry.io/version"] == "1.0.0"
+
+
+def test_cluster_object_of_another_set_is_taken_over(fakekube: FakeKube, tmp_path: Path) -> None:
+    kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig")
+    apply_set({"app.yaml": APP}, ManifestTarget(None, kubeconfig, None), name="other-set", version="9.0.0")
+    result = apply_set({"app.yaml": APP}, ManifestTarget(None, kubeconfig, None), version="1.0.0")
+    assert result.skipped == []
+
+
+def test_cluster_rejection_is_one_line(fakekube: FakeKube, tmp_path: Path) -> None:
+    """The fake checks custom resources against their CRD, as a WDS does: an invalid policy fails."""
+    kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig")
+    bad = POLICY.replace(b"{location-group: edge}", b"{location-group: 'edge!'}")
+    with pytest.raises(FerryError) as err:
+        apply_set({"policy.yaml": bad, "crds.yaml": _crds()}, ManifestTarget(None, kubeconfig, None))
+    message = str(err.value)
+    assert "\n" not in message
+    assert "applying BindingPolicy.control.kubestellar.io sentiment-edge: HTTP 422" in message
+    assert "location-group" in message
+
+
+def test_cluster_unknown_kind_is_one_line(fakekube: FakeKube, tmp_path: Path) -> None:
+    kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig")
+    with pytest.raises(FerryError, match="does not serve this kind") as err:
+        apply_set({"policy.yaml": POLICY}, ManifestTarget(None, kubeconfig, None))  # CRDs not installed
+    assert "\n" not in str(err.value)
+
+
+def test_cluster_namespace_missing_is_one_line(fakekube: FakeKube, tmp_path: Path) -> None:
+    kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig")
+    cm = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: nowhere}\n"
+    with pytest.raises(FerryError, match=r'HTTP 404 .*namespaces "nowhere" not found'):
+        apply_set({"cm.yaml": cm}, ManifestTarget(None, kubeconfig, None))
+
+
+def test_cluster_unreachable_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fake = FakeKube()
+    fake.server = type("S", (), {"server_address": ("127.0.0.1", port)})()  # type: ignore[assignment]
+    kubeconfig = fake.kubeconfig(tmp_path / "kubeconfig")
+    with pytest.raises(FerryError) as err:
+        apply_set({"app.yaml": APP}, ManifestTarget(None, kubeconfig, None))
+    assert f"cannot reach http://127.0.0.1:{port}" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("content, context, expected", [
+    (None, None, "cannot be used"),
+    ("not: [a kubeconfig", None, "cannot be used"),
+    ("apiVersion: v1\nkind: Config\n", None, "cannot be used"),
+])
+def test_bad_kubeconfig_is_one_line(tmp_path: Path, content: str | None, context: str | None, expected: str) -> None:
+    path = tmp_path / "kubeconfig"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(FerryError, match=expected) as err:
+        apply_set({"app.yaml": APP}, ManifestTarget(None, path, context))
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_context_is_one_line(fakekube: FakeKube, tmp_path: Path) -> None:
+    kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig")
+    with pytest.raises(FerryError, match="has no context 'wds9'"):
+        apply_set({"app.yaml": APP}, ManifestTarget(None, kubeconfig, "wds9"))
+
+
+def test_cluster_and_gitops_together(fakekube: FakeKube, tmp_path: Path) -> None:
+    kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig")
+    result = apply_set({"app.yaml": APP}, ManifestTarget(tmp_path / "gitops", kubeconfig, None))
+    assert len(result.applied) == 2 and result.written == tmp_path / "gitops" / "sentiment-app"
+    assert len(fakekube.applies()) == 2
