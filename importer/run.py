@@ -459,6 +459,8 @@ class _Importer:
                     set_installed(db, kind=a.kind, name=a.name, version=a.version, content=plan.content,
                                   bundle_id=self.m.bundle.id, manifest=self.signed.digest, ref=r.ref)
         except VerificationError as exc:
+            if a.kind == "model":
+                model_store.discard_staging(self.state, self.store, a.name, a.version)
             self._fail(plan, str(exc))
             self._record("refused", plan.result.reason, plan)
             return

@@ -2,7 +2,7 @@
 
 Layout::
 
-    EDGE/state.db           sqlite3 ledger + chunk index (WAL, synchronous=FULL)
+    EDGE/state.db           sqlite3 ledger + chunk index (rollback journal, synchronous=FULL)
     EDGE/lock               fcntl.flock'd by the one import allowed at a time
     EDGE/models/<name>/...  installed model versions (importer.apply.models)
     EDGE/oci/               OCI image layout when no --registry is given
@@ -11,9 +11,10 @@ Layout::
 
 Why sqlite3: the ledger (installed versions, channel sequences, imported manifests) and the
 chunk index must change together with the files they describe, and survive kill -9 or power
-loss at any instant. sqlite gives atomic multi-row transactions, a write-ahead log fsynced on
+loss at any instant. sqlite gives atomic multi-row transactions, a rollback journal fsynced on
 commit (``synchronous=FULL``), and crash recovery for free, from the standard library; a
-hand-rolled JSON journal would re-implement all of that. File system steps that cannot sit
+hand-rolled JSON journal would re-implement all of that. (Not WAL mode: a read-only reader,
+``ferry status`` or a dry run, would leave ``-wal``/``-shm`` files behind.) File system steps that cannot sit
 inside a transaction (renaming a version into place, switching ``current``) are described in
 the ``journal`` table first and rolled forward by :func:`importer.run.recover` after a crash.
 
@@ -368,7 +369,7 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
         else:
             db = sqlite3.connect(path, isolation_level=None, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA journal_mode=DELETE")
             db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()

@@ -105,6 +105,33 @@ def stage_model(state: EdgeState, store: ChunkStore, artifact: Artifact, manifes
     return written
 
 
+def discard_staging(state: EdgeState, store: ChunkStore, name: str, version: str) -> None:
+    """Forget and remove what a failed (not interrupted) write staged: a version that did not
+    verify leaves nothing behind, not even the folders made for it."""
+    sdir = staging_dir(name, version)
+    with state.transaction() as db:
+        db.execute("DELETE FROM staged WHERE dir=?", (sdir,))
+        db.execute("DELETE FROM locations WHERE dir=?", (sdir,))
+    store.forget_fds()
+    try:
+        mfd = open_dir(state.root_fd, model_dir(name))
+    except FileNotFoundError:
+        return
+    try:
+        if _is_dir(mfd, f"{PARTIAL_PREFIX}{version}"):
+            _rmtree_at(mfd, f"{PARTIAL_PREFIX}{version}")
+        empty = not os.listdir(mfd)
+        os.fsync(mfd)
+    finally:
+        os.close(mfd)
+    if empty:
+        for rel in (model_dir(name), MODELS_DIR):
+            try:
+                os.rmdir(rel, dir_fd=state.root_fd)
+            except OSError:
+                break
+
+
 def publish_model(state: EdgeState, name: str, version: str) -> None:
     """Move a staged version into place (if staged) and point ``current`` at it. Idempotent:
     safe to repeat after a crash at any point."""
