@@ -222,7 +222,12 @@ class RegistryClient:
         challenge = resp.headers.get("WWW-Authenticate", "")
         resp.close()
         self._answer(challenge, scopes)
-        return self._send(method, path, self._auth_header(scopes), stream, data, headers)
+        resp = self._send(method, path, self._auth_header(scopes), stream, data, headers)
+        if resp.status_code == 401 and self._basic:
+            resp.close()
+            raise FerryError(f"registry {self.host} refused the credentials from the Docker config "
+                             f"(run `docker login {self.host}`)")
+        return resp
 
     # ---- auth
 
@@ -248,8 +253,6 @@ class RegistryClient:
             if not creds or creds.username is None:
                 raise FerryError(f"registry {self.host} requires a login (run `docker login {self.host}`; "
                                  "ferry reads ~/.docker/config.json)")
-            if self._basic:
-                raise FerryError(f"registry {self.host} refused the credentials from the Docker config")
             self._basic = True
             return
         if scheme != "bearer" or "realm" not in params:

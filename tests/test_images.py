@@ -334,3 +334,66 @@ def _any_artifact() -> Artifact:
                   media_type="application/vnd.oci.image.manifest.v1+json")
     return Artifact(kind="image", name="team/app", version="1.0.0", entries=(entry,),
                     image=ImageInfo("team/app", "1.0.0", d, entry.media_type))
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def _docker_config(folder: Path, host: str, user: str, password: str) -> Path:
+    import base64
+
+    folder.mkdir(parents=True, exist_ok=True)
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (folder / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    return folder
+
+
+def test_login_from_docker_config(auth_registry, edge_registry, tmp_path, monkeypatch):
+    """Basic auth with the credentials `docker login` leaves in the Docker config."""
+    digest = make_image(tmp_path / "layout", "1.0.0", [layer({"secret": b"x"})])
+    auth_registry.push(tmp_path / "layout", "1.0.0", "team/private")
+    ref = f"{auth_registry.host}/team/private:1.0.0"
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
+    with pytest.raises(FerryError, match=f"registry {auth_registry.host} requires a login .*docker login"):
+        source(ref)
+    monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(tmp_path / "bad", auth_registry.host, "ferry", "wrong")))
+    with pytest.raises(FerryError, match="refused the credentials"):
+        source(ref)
+    monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(tmp_path / "good", auth_registry.host, "ferry", "s3cret")))
+    carried = Carried(source(ref))
+    assert carried.artifact.image.manifest == digest
+
+    # and the edge pushes with credentials too (back into the same registry, another repository)
+    target = ImageTarget(auth_registry.host, None)
+    renamed = Artifact(kind="image", name="team/copy", version="1.0.0", entries=carried.artifact.entries,
+                       image=carried.artifact.image.__class__("team/copy", "1.0.0", digest,
+                                                              carried.artifact.image.media_type))
+    apply_image(renamed, carried.read_entry, target)
+    assert auth_registry.inspect("team/copy:1.0.0")["Digest"] == digest
+    assert carried.read == [digest]  # config and layer were mounted from team/private, not sent
+
+
+def test_bearer_token_login(token_registry, tmp_path, monkeypatch):
+    """A registry behind a token service: anonymous pull works, push needs the login."""
+    reg, tokens = token_registry
+    digest = make_image(tmp_path / "layout", "1.0.0", [layer({"t": b"token"})])
+    reg.push(tmp_path / "layout", "1.0.0", "team/tok")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
+    carried = Carried(source(f"{reg.host}/team/tok:1.0.0"))  # anonymous pull
+    assert carried.artifact.image.manifest == digest
+    assert "repository:team/tok:pull" in tokens.requests
+
+    renamed = Artifact(kind="image", name="team/tok2", version="1.0.0", entries=carried.artifact.entries,
+                       image=carried.artifact.image.__class__("team/tok2", "1.0.0", digest,
+                                                              carried.artifact.image.media_type))
+    from importer.apply import images as edge_images
+
+    edge_images._clients.clear()
+    with pytest.raises(FerryError, match=f"registry {reg.host}: access to .* denied"):
+        apply_image(renamed, carried.read_entry, ImageTarget(reg.host, None))
+    edge_images._clients.clear()
+    monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(tmp_path / "good", reg.host, "ferry", "s3cret")))
+    apply_image(renamed, carried.read_entry, ImageTarget(reg.host, None))
+    assert reg.inspect("team/tok2:1.0.0")["Digest"] == digest
+    assert "repository:team/tok2:pull,push" in tokens.requests

@@ -9,14 +9,17 @@ OCI layouts in Python (:func:`make_image`, :func:`make_index`) and pushed with t
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
 import json
+import os
 import socket
 import subprocess
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +40,10 @@ class Registry:
     host: str  # 127.0.0.1:PORT
     root: Path  # its storage folder
     process: subprocess.Popen[bytes]
+    login: tuple[str, str] | None = None
+
+    def _creds(self, flag: str) -> list[str]:
+        return [flag, ":".join(self.login)] if self.login else []
 
     @property
     def url(self) -> str:
@@ -46,17 +53,18 @@ class Registry:
         """``skopeo copy oci:LAYOUT:TAG docker://HOST/REPO:TAG``, digests preserved."""
         subprocess.run(
             ["skopeo", "copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false",
+             *self._creds("--dest-creds"),
              f"oci:{layout}:{tag}", f"docker://{self.host}/{repo}:{dest_tag or tag}"],
             check=True, capture_output=True, timeout=120)
 
     def raw_manifest(self, ref: str) -> bytes:
         """``skopeo inspect --raw`` of ``REPO:TAG`` or ``REPO@DIGEST`` in this registry."""
-        return subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{self.host}/{ref}"],
+        return subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", *self._creds("--creds"), f"docker://{self.host}/{ref}"],
                               check=True, capture_output=True, timeout=60).stdout
 
     def inspect(self, ref: str) -> dict:
         """``skopeo inspect`` (the parsed image) of a reference in this registry."""
-        out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{self.host}/{ref}"],
+        out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", *self._creds("--creds"), f"docker://{self.host}/{ref}"],
                              check=True, capture_output=True, timeout=60).stdout
         return json.loads(out)
 
@@ -67,8 +75,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_registry(root: Path) -> Registry:
-    """Start docker-registry on a free 127.0.0.1 port, storing under ``root``."""
+def _htpasswd(path: Path, user: str, password: str) -> None:
+    """An htpasswd file with one bcrypt entry (libxcrypt's bcrypt, via the crypt module)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+    path.write_text(f"{user}:{hashed}\n")
+
+
+def start_registry(root: Path, login: tuple[str, str] | None = None,
+                   token: TokenServer | None = None) -> Registry:
+    """Start docker-registry on a free 127.0.0.1 port, storing under ``root``; with
+    ``login`` (user, password) it demands HTTP Basic auth (htpasswd); with ``token``, Bearer
+    tokens from that token server."""
+    auth = ""
+    if token is not None:
+        auth = (f"auth:\n  token:\n    realm: {token.url}\n    service: {token.service}\n"
+                f"    issuer: {token.issuer}\n    rootcertbundle: {token.cert_path}\n")
+    if login is not None:
+        _htpasswd(root / "htpasswd", *login)
+        auth = f"auth:\n  htpasswd:\n    realm: ferry-test\n    path: {root / 'htpasswd'}\n"
     for _attempt in range(5):
         port = _free_port()
         config = root / "config.yml"
@@ -76,7 +106,7 @@ def start_registry(root: Path) -> Registry:
             "version: 0.1\n"
             "log:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n")
+            f"http:\n  addr: 127.0.0.1:{port}\n" + auth)
         log = open(root / "registry.log", "ab")
         proc = subprocess.Popen([DOCKER_REGISTRY, "serve", str(config)], stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL)
@@ -86,7 +116,11 @@ def start_registry(root: Path) -> Registry:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as resp:
                     if resp.status == 200:
-                        return Registry(f"127.0.0.1:{port}", root / "data", proc)
+                        return Registry(f"127.0.0.1:{port}", root / "data", proc, login)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:
+                    return Registry(f"127.0.0.1:{port}", root / "data", proc, login)
+                time.sleep(0.05)
             except OSError:
                 time.sleep(0.05)
         proc.kill()
@@ -107,6 +141,14 @@ def _stop(reg: Registry) -> None:
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """The hub's registry."""
     reg = start_registry(tmp_path_factory.mktemp("registry-hub"))
+    yield reg
+    _stop(reg)
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A registry that demands a login: user ``ferry``, password ``s3cret``."""
+    reg = start_registry(tmp_path_factory.mktemp("registry-auth"), login=("ferry", "s3cret"))
     yield reg
     _stop(reg)
 
@@ -198,3 +240,112 @@ def random_layer(size: int, seed: int) -> bytes:
     rng = random.Random(seed)
     return layer({f"data-{seed}.bin": rng.randbytes(size)})
 
+
+
+# --------------------------------------------------------------------------- token auth
+
+
+class TokenServer:
+    """A tiny Docker token service (the ``realm`` of a Bearer challenge) on 127.0.0.1.
+
+    It grants every requested action to ``user``/``password`` (HTTP Basic on the token
+    request), and pull only to anonymous callers; tokens are ES256 JWTs that the registry
+    verifies against the certificate in its ``rootcertbundle`` (key id in libtrust form).
+    ``requests`` records each scope asked for.
+    """
+
+    def __init__(self, root: Path, user: str, password: str, service: str) -> None:
+        import datetime
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ferry-test-token")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(self.key.public_key()).serial_number(1)
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .sign(self.key, hashes.SHA256()))
+        self.cert_path = root / "token-cert.pem"
+        self.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        der = self.key.public_key().public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+        b32 = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode()
+        self.kid = ":".join(b32[i:i + 4] for i in range(0, len(b32), 4))
+        self.user, self.password, self.service, self.issuer = user, password, service, "ferry-test-issuer"
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                from urllib.parse import parse_qs, urlparse
+
+                query = parse_qs(urlparse(self.path).query)
+                scopes = query.get("scope", [])
+                server.requests.extend(scopes)
+                header = self.headers.get("Authorization", "")
+                authed = header == "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+                if header and not authed:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = json.dumps({"token": server.token(scopes, push=authed)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def token(self, scopes: list[str], push: bool) -> str:
+        import time as _time
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            granted = [a for a in actions.split(",") if push or a == "pull"]
+            access.append({"type": kind, "name": name, "actions": granted})
+        now = int(_time.time())
+        claims = {"iss": self.issuer, "sub": self.user if push else "", "aud": self.service,
+                  "exp": now + 300, "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access}
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        signing_input = (b64(json.dumps({"typ": "JWT", "alg": "ES256", "kid": self.kid}).encode()) + "."
+                         + b64(json.dumps(claims).encode()))
+        r, s = decode_dss_signature(self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return signing_input + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, TokenServer]]:
+    """A registry behind Bearer-token auth (anonymous pull, push for ``ferry``/``s3cret``)."""
+    root = tmp_path_factory.mktemp("registry-token")
+    tokens = TokenServer(root, "ferry", "s3cret", "ferry-test")
+    reg = start_registry(root, token=tokens)
+    reg.login = ("ferry", "s3cret")
+    yield reg, tokens
+    _stop(reg)
+    tokens.stop()
