@@ -1,0 +1,91 @@
+"""End to end with the real exporter and importer: ``verify --state`` says what an import would
+do, and the import's audit trail verifies, shows and exports for the auditors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support.common import KeyPair, assert_clean_failure, run_ferry
+from tests.support.export import make_model, write_spec
+
+KiB = 1024
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, hub_keys: KeyPair) -> Path:
+    """Four bundles of model ``sentiment`` from the real ``ferry export``: 1.0.0, 1.1.0, an
+    older 0.9.0, and a 1.0.0 with other content."""
+    root = tmp_path_factory.mktemp("verify-edge")
+    make_model(root / "m1", count=3, size=200 * KiB, seed=1)
+    make_model(root / "m2", count=3, size=200 * KiB, seed=2)
+    for name, version, folder in (("v1", "1.0.0", "m1"), ("v2", "1.1.0", "m2"), ("old", "0.9.0", "m2"),
+                                  ("conflict", "1.0.0", "m2")):
+        spec = write_spec(root / f"{name}.yaml", [("sentiment", version, folder)])
+        result = run_ferry("export", spec, "--out", root / name, "--key", hub_keys.key, "--state", root / "hubstate")
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+def plan(hub_keys: KeyPair, bundle: Path, edge: Path) -> dict:
+    result = run_ferry("verify", bundle, "--trust", hub_keys.pub, "--state", edge, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verdict"] == "pass" and report["state"] == str(edge)
+    return report["bundles"][0]["artifacts"][0]["plan"]
+
+
+def test_exported_bundle_verifies_and_state_plan_matches_the_import(hub: Path, hub_keys: KeyPair,
+                                                                    tmp_path: Path) -> None:
+    edge = tmp_path / "edge"
+    edge.mkdir()
+    assert plan(hub_keys, hub / "v1", edge)["action"] == "new"
+    imported = run_ferry("import", hub / "v1", "--trust", hub_keys.pub, "--state", edge)
+    assert imported.returncode == 0, imported.stderr
+
+    assert plan(hub_keys, hub / "v1", edge) == {"action": "same", "reason": "1.0.0 already installed",
+                                                "installedVersion": "1.0.0", "refused": False}
+    assert plan(hub_keys, hub / "v2", edge)["action"] == "newer"
+    older = plan(hub_keys, hub / "old", edge)
+    assert older["action"] == "older" and older["refused"] and "older than installed 1.0.0" in older["reason"]
+    assert plan(hub_keys, hub / "conflict", edge)["action"] == "conflict"
+
+    table = run_ferry("verify", hub / "old", "--trust", hub_keys.pub, "--state", edge, env={"COLUMNS": "220"})
+    assert table.returncode == 0 and "import would" in table.stdout and "older" in table.stdout
+
+    # what verify predicted is what the import decided, and the trail records it
+    refused = run_ferry("import", hub / "old", "--trust", hub_keys.pub, "--state", edge)
+    assert refused.returncode != 0
+    forced = run_ferry("import", hub / "old", "--trust", hub_keys.pub, "--state", edge,
+                       "--allow-downgrade", "--reason", "rollback after incident 42")
+    assert forced.returncode == 0, forced.stderr
+    shown = run_ferry("audit", "show", "--state", edge, "--json")
+    entries = [json.loads(line) for line in shown.stdout.splitlines()]
+    decisions = [e["decision"] for e in entries]
+    assert decisions[0] == "applied" and "refused" in decisions and decisions[-1] == "downgrade-forced"
+    assert entries[-1]["versionBefore"] == "1.0.0" and entries[-1]["versionAfter"] == "0.9.0"
+    assert all(e["manifestDigest"].startswith("sha256:") and e["signers"] == [hub_keys.keyid]
+               for e in entries if e["decision"] in ("applied", "downgrade-forced"))
+    assert run_ferry("audit", "verify", "--state", edge).returncode == 0
+
+    # the signed export checks out on another machine; the edge's trail edited afterwards does not
+    out = tmp_path / "export" / "trail.json"
+    out.parent.mkdir()
+    assert run_ferry("audit", "export", "--state", edge, "--out", out, "--key", hub_keys.key).returncode == 0
+    elsewhere = tmp_path / "auditor"
+    elsewhere.mkdir()
+    for f in (out, out.with_name("trail.json.sig"), hub_keys.pub):
+        shutil.copy(f, elsewhere / f.name)
+    ok = run_ferry("audit", "verify", "--file", elsewhere / "trail.json", "--trust", elsewhere / hub_keys.pub.name)
+    assert ok.returncode == 0, ok.stderr
+    trail = edge / "audit" / "trail.jsonl"
+    trail.write_bytes(trail.read_bytes().replace(b'"downgrade-forced"', b'"applied"'))
+    assert_clean_failure(run_ferry("audit", "verify", "--state", edge), code=1, contains="edited")
+
+
+def test_state_that_is_not_a_folder_is_one_line(hub: Path, hub_keys: KeyPair, tmp_path: Path) -> None:
+    assert_clean_failure(run_ferry("verify", hub / "v1", "--trust", hub_keys.pub, "--state", tmp_path / "none"),
+                         code=2, contains="no such state folder")
