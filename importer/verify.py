@@ -16,14 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from importer.content import entry_label, stream_entry
+from importer.content import stream_entry
 from importer.medium import BundleOnMedium, PackReader, find_bundles
 from importer.policy import Installed, decide
 from importer.report import (ArtifactReport, BundleReport, Check, ChunkCounts, EntryReport, Plan,
                              Report, SignerReport)
 from manifests import __version__
 from manifests.bundle import open_manifest
-from manifests.digest import artifact_content_digest
 from manifests.errors import FerryError, FormatError, VerificationError
 from manifests.model import Artifact, Chunk, Entry, Manifest
 from manifests.signing import MANIFEST_PAYLOAD_TYPE, SignatureFile, Verdict, verify
@@ -96,11 +95,6 @@ def _check_entry(entry: Entry, manifest: Manifest, source: _CheckingSource) -> E
     return report(BAD, failure)  # every chunk fine, yet the whole does not match its digest
 
 
-def content_digest(artifact: Artifact) -> str:
-    """The artifact's content identity, as the importer records it for the policy."""
-    return artifact_content_digest([(e.path or e.digest or "", e.blake3) for e in artifact.entries])
-
-
 def _check_artifact(a: Artifact, manifest: Manifest, source: _CheckingSource,
                     installed: dict[tuple[str, str], Installed] | None) -> ArtifactReport:
     entries = tuple(_check_entry(e, manifest, source) for e in a.entries)
@@ -111,7 +105,7 @@ def _check_artifact(a: Artifact, manifest: Manifest, source: _CheckingSource,
     bad = tuple((cid, source.problem[cid]) for cid in ids if source.status[cid] == BAD)
     statuses = {e.status for e in entries}
     status = "bad" if BAD in statuses else "incomplete" if MISSING in statuses else "ok"
-    digest = content_digest(a)
+    digest = a.content_digest
     plan = None
     if installed is not None:
         current = installed.get(a.key)
@@ -256,4 +250,4 @@ def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None 
                   state=str(state_dir) if state_dir is not None else None)
 
 
-__all__ = ["verify_paths", "verify_bundle", "content_digest", "entry_label"]
+__all__ = ["verify_paths", "verify_bundle"]

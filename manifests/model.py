@@ -204,6 +204,14 @@ class Artifact:
     def key(self) -> tuple[str, str]:
         return (self.kind, self.name)
 
+    @property
+    def content_digest(self) -> str:
+        """Identity of the content (manifests.digest.artifact_content_digest over each entry's
+        path or blob digest and BLAKE3): what importer.policy.decide compares."""
+        from .digest import artifact_content_digest
+
+        return artifact_content_digest([(e.path or e.digest or "", e.blake3) for e in self.entries])
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "name": self.name, "version": self.version}
         d["blobs" if self.kind == "image" else "files"] = [e.to_dict() for e in self.entries]
