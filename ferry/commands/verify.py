@@ -90,5 +90,6 @@ def register(app: typer.Typer) -> None:
             ui.emit(doc)
         else:
             _print(report, ui)
-        if report.verdict != "pass":
-            raise VerificationError(report.summary)
+        if report.verdict != "pass":  # the verdict line is above (or in the JSON); stderr gets one line too
+            raise VerificationError(report.summary if json_out else
+                                    f"verification failed: {len(report.failures)} failed check(s), see above")
