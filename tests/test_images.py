@@ -397,3 +397,35 @@ def test_bearer_token_login(token_registry, tmp_path, monkeypatch):
     apply_image(renamed, carried.read_entry, ImageTarget(reg.host, None))
     assert reg.inspect("team/tok2:1.0.0")["Digest"] == digest
     assert "repository:team/tok2:pull,push" in tokens.requests
+
+
+def test_docker_schema2_image_and_pinned_source_ref(registry, edge_registry):
+    """A Docker (not OCI) manifest, pushed with our own client, read by tag+digest."""
+    from manifests.oci import DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST
+    from manifests.registry import RegistryClient
+
+    client = RegistryClient(registry.host)
+    blob = layer({"docker": b"schema2"})
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    descs = []
+    for data, media_type in ((config, DOCKER_CONFIG), (blob, DOCKER_LAYER_GZIP)):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        client.upload_blob("team/docker", digest, len(data), iter([data]))
+        descs.append({"mediaType": media_type, "size": len(data), "digest": digest})
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": descs[0],
+                           "layers": descs[1:]}, indent=3).encode()
+    digest = client.put_manifest("team/docker", "5.0.0", manifest, DOCKER_MANIFEST)
+
+    src = source(f"{registry.host}/team/docker:5.0.0@{digest}")
+    assert src.image.manifest == digest and src.image.media_type == DOCKER_MANIFEST and src.version == "5.0.0"
+    carried = Carried(src)
+    apply_image(carried.artifact, carried.read_entry, ImageTarget(edge_registry.host, None))
+    assert edge_registry.raw_manifest("team/docker:5.0.0") == manifest
+
+
+def test_transport_follows_docker():
+    from manifests.registry import RegistryClient
+
+    assert RegistryClient("127.0.0.1:5000").base == "http://127.0.0.1:5000"
+    assert RegistryClient("localhost:5000").base == "http://localhost:5000"
+    assert RegistryClient("registry.example:5000").base == "https://registry.example:5000"

@@ -65,7 +65,9 @@ def image_source(ref: str, *, layout: Path | None, version: str | None, platform
         top = source.top()
         where = f"image {ref}"
     files, chosen = collect(source, top, platform, where)
-    progress.info(f"{where}: {len(files)} blobs, {sum(f.size for f in files)} bytes")
+    from ferry.ui import human_bytes
+
+    progress.info(f"{where}: {len(files)} blobs, {human_bytes(sum(f.size for f in files))}")
     image = ImageInfo(repository=parsed.repository, tag=parsed.tag, manifest=chosen.digest,
                       media_type=chosen.media_type, source=ref, platform=platform)
     return SourceArtifact(kind="image", name=parsed.repository, version=version, files=files, image=image)
