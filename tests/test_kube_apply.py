@@ -390,3 +390,39 @@ def test_cluster_and_gitops_together(fakekube: FakeKube, tmp_path: Path) -> None
     result = apply_set({"app.yaml": APP}, ManifestTarget(tmp_path / "gitops", kubeconfig, None))
     assert len(result.applied) == 2 and result.written == tmp_path / "gitops" / "sentiment-app"
     assert len(fakekube.applies()) == 2
+
+
+def test_sample_set_round_trip_into_a_fake_wds(fakekube: FakeKube, tmp_path: Path) -> None:
+    """samples/kubestellar/sentiment read by the hub source, applied at the edge to a WDS that
+    already has KubeStellar's CRDs: every object lands, the image pinned, the policy valid."""
+    import yaml
+
+    from bundler.sources.kube import manifests_source
+    from tests.support.common import SAMPLES
+    from tests.support.kubeschema import validate
+
+    for crd in yaml.safe_load_all(_crds()):
+        fakekube.put_object(crd, manager="kubestellar")
+    source = manifests_source("sentiment-app", "1.2.0", SAMPLES / "kubestellar" / "sentiment")
+    files = {f.path or "": f.open().read() for f in source.files}
+    art, read = make_set(files)
+    (ref,) = source.images
+    result = apply_manifests(art, read, ManifestTarget(tmp_path / "gitops", fakekube.kubeconfig(tmp_path / "kc"), None),
+                             image_refs={ref: PINNED}, origin=ORIGIN)
+    assert result.applied[0] == "Namespace sentiment" and len(result.applied) == 4
+    deployment = fakekube.get_object("apps/v1", "Deployment", "sentiment", "sentiment")
+    assert deployment is not None
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == PINNED
+    policy = fakekube.get_object("control.kubestellar.io/v1alpha1", "BindingPolicy", "sentiment")
+    assert policy is not None and policy["spec"]["clusterSelectors"] == [{"matchLabels": {"location-group": "edge"}}]
+    written = {p.name: yaml.safe_load(p.read_text()) for p in (tmp_path / "gitops" / "sentiment-app").iterdir()}
+    assert len(written) == 4
+    for body in written.values():
+        if body["kind"] == "BindingPolicy":
+            assert validate(body) == []
+
+
+def test_set_name_is_never_a_path(tmp_path: Path) -> None:
+    with pytest.raises(FerryError, match="is not allowed"):
+        apply_set({"app.yaml": APP}, ManifestTarget(tmp_path, None, None), name="../escape")
+    assert os.listdir(tmp_path) == []

@@ -382,3 +382,11 @@ def test_arbitrary_yaml_text_never_crashes_the_parser(text: str) -> None:
             workload_images(obj)
     except FerryError as err:
         assert "\n" not in str(err)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    root = tmp_path / "kubestellar"
+    root.mkdir()
+    os.mkfifo(root / "pipe.yaml")
+    with pytest.raises(FerryError, match="not a regular file"):
+        manifests_source("app", "1.0.0", root)

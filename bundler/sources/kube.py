@@ -18,6 +18,7 @@ import io
 import math
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,12 +373,15 @@ def _yaml_files(root: Path) -> list[tuple[str, Path]]:
 
 
 def _read(path: Path, label: str) -> bytes:
+    """A regular file's bytes, refused before reading when over the limit (or a FIFO, device)."""
     try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise FerryError(f"{label}: not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise FerryError(f"{label}: {st.st_size} bytes, over the limit of {MAX_FILE_BYTES} for one manifest file")
         with open(path, "rb") as f:
-            if not os.path.isfile(f.name) or os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
-                size = os.fstat(f.fileno()).st_size
-                raise FerryError(f"{label}: {size} bytes, over the limit of {MAX_FILE_BYTES} for one manifest file")
-            return f.read(MAX_FILE_BYTES + 1)
+            return f.read(MAX_FILE_BYTES + 1)  # parse_documents refuses it if it grew meanwhile
     except OSError as err:
         raise FerryError(f"{label}: cannot read ({err.strerror})") from None
 

@@ -39,7 +39,7 @@ from bundler.sources.kube import (
     parse_documents,
 )
 from manifests.errors import FerryError
-from manifests.model import Artifact, BundleInfo, Entry, ImageInfo
+from manifests.model import NAME_RE, Artifact, BundleInfo, Entry, ImageInfo
 from manifests.version import compare_versions
 
 ANNOTATION_PREFIX = "ferry.io/"
@@ -389,6 +389,8 @@ def apply_manifests(artifact: Artifact, read_entry: Callable[[Entry], Iterator[b
     (:func:`pin_images`); ``origin`` names the bundle (:func:`origin_of`). Raises
     FerryError on the first failure; objects applied to a cluster before it stay applied.
     """
+    if not NAME_RE.match(artifact.name):  # it names a folder: never a path
+        raise FerryError(f"manifest set name {artifact.name!r} is not allowed")
     if target.gitops_dir is None and target.kubeconfig is None:
         raise FerryError(f"manifest set {artifact.name!r}: no target (give a kubeconfig or a manifests folder)")
     objects = prepare(load_objects(artifact, read_entry), image_refs, annotations_for(artifact, origin))
