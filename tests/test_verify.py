@@ -265,6 +265,5 @@ def test_two_bundles_in_one_run(tmp_path: Path, hub_keys: KeyPair) -> None:
 def test_terminal_failure_shows_table_verdict_and_one_error_line(good: Built, hub_keys: KeyPair) -> None:
     tamper(good.path, good.manifest, good.manifest.chunks[0].id)
     result = run_ferry("verify", good.path, "--trust", hub_keys.pub, env={"COLUMNS": "200"})
-    assert_clean_failure(result, code=1, contains="verification failed")
-    assert "chunks ok/bad/missing/base" in result.stdout
-    assert result.stdout.strip().splitlines()[-1].startswith("FAIL: edge-ai (stable #1): chunks:")
+    assert_clean_failure(result, code=1, contains="ferry: error: FAIL: edge-ai (stable #1): chunks:")
+    assert "chunks ok/bad/missing/base" in result.stdout and "✗ chunks" in result.stdout

@@ -57,8 +57,8 @@ def _print(report, ui) -> None:  # report: importer.report.Report, ui: ferry.ui.
             out.print(table)
         for c in b.failures:
             out.print(f"[red]✗[/] {c.name}: {c.reason}")
-    colour = "green" if report.verdict == "pass" else "red"
-    out.print(f"[bold {colour}]{report.summary}[/]")
+    if report.verdict == "pass":
+        out.print(f"[bold green]{report.summary}[/]")
 
 
 def register(app: typer.Typer) -> None:
@@ -90,6 +90,5 @@ def register(app: typer.Typer) -> None:
             ui.emit(doc)
         else:
             _print(report, ui)
-        if report.verdict != "pass":  # the verdict line is above (or in the JSON); stderr gets one line too
-            raise VerificationError(report.summary if json_out else
-                                    f"verification failed: {len(report.failures)} failed check(s), see above")
+        if report.verdict != "pass":  # the FAIL verdict line is the one error line, on stderr
+            raise VerificationError(report.summary)
