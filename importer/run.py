@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from manifests.bundle import SignedManifest, open_manifest
-from manifests.digest import artifact_content_digest
 from manifests.errors import FerryError, VerificationError
 from manifests.model import Artifact, Chunk, Entry, Manifest
 from manifests.trust import load_trust
@@ -350,7 +349,7 @@ class _Importer:
         installed = self.state.installed()
         plans = []
         for a in sorted(self.m.artifacts, key=lambda a: (KIND_ORDER[a.kind], a.name)):
-            content = artifact_content_digest([(e.path or e.digest or "", e.blake3) for e in a.entries])
+            content = a.content_digest
             before = installed.get(a.key)
             d = decide(before, a.version, content, allow_downgrade=self.opts.allow_downgrade)
             status = "ready" if d.applies else ("same" if d.action == "same" else "refused")

@@ -1,0 +1,103 @@
+"""Import benchmark: ferry import against ``zstd -d | tar -x`` + ``sha256sum``, side by side in one run.
+
+Prints the ratios issue 4 sets as goals:
+  * time of ``ferry import`` (fresh state) + ``sync`` /
+    time of ``zstd -d | tar -x`` + ``sha256sum`` of every file + ``sync``      (<= 1.25)
+  * peak RSS of the import process                                           (<= 256 MiB)
+  * time of re-importing the same bundle / first import                      (<= 0.15)
+
+Usage: python bench/import_bench.py [--mib 1024] [--dir /tmp/ferry-import-bench] [--rounds 2] [--keep]
+(FERRY_BENCH_MIB also sets the size). The model is the export bench's: fp16 safetensors written
+by hand (random bytes), exported once with the real ``ferry export``. With ``--rounds`` > 1 both
+sides run that many times, alternating, and the best time of each counts (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MiB = 1 << 20
+
+
+def _export_bench():  # noqa: ANN202 - the model generator and timing helpers live there; reuse them
+    spec = importlib.util.spec_from_file_location("export_bench", HERE / "export_bench.py")
+    if spec is None or spec.loader is None:
+        sys.exit("bench/export_bench.py is missing: it holds the model generator this bench uses")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mib", type=int, default=int(os.environ.get("FERRY_BENCH_MIB", "1024")))
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/ferry-import-bench"))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    eb = _export_bench()
+    try:
+        import bundler.export  # noqa: F401
+    except ModuleNotFoundError:
+        sys.exit("ferry export is not available yet (bundler/export.py); this bench needs it to make the bundle")
+    work = a.dir
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        layout = eb.model_layout(a.mib * MiB)
+        eb.make_model(work / "v1", layout)
+        subprocess.run(eb.ferry("keys", "generate", "hub", "--out", work / "keys"), check=True, capture_output=True)
+        s1 = eb.spec(work / "v1.yaml", work / "v1", "1.0.0")
+        subprocess.run(eb.ferry("export", s1, "--out", work / "bundle", "--key", work / "keys" / "hub.key",
+                                "--state", work / "hub"), check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["sh", "-c", f"tar -cf - -C {work} v1 | zstd -3 -T0 -q > {work}/v1.tar.zst"], check=True)
+        subprocess.run(["sync"], check=True)
+
+        baseline = (f"mkdir -p {work}/untar && zstd -d -c -q {work}/v1.tar.zst | tar -x -C {work}/untar && "
+                    f"find {work}/untar -type f -print0 | xargs -0 sha256sum > /dev/null && sync")
+        t_base: list[float] = []
+        t_import: list[float] = []
+        rss = 0
+        for _ in range(a.rounds):
+            shutil.rmtree(work / "untar", ignore_errors=True)
+            shutil.rmtree(work / "edge", ignore_errors=True)
+            subprocess.run(["sync"], check=True)
+            t, _, rc = eb.run(["sh", "-c", baseline])
+            assert rc == 0, "baseline failed"
+            t_base.append(t)
+            shutil.rmtree(work / "untar", ignore_errors=True)
+            subprocess.run(["sync"], check=True)
+            t, peak, rc = eb.run(eb.ferry("import", work / "bundle", "--trust", work / "keys" / "hub.pub",
+                                          "--state", work / "edge"), stdout=subprocess.DEVNULL)
+            assert rc == 0, "ferry import failed"
+            t_sync, _, _ = eb.run(["sync"])
+            t_import.append(t + t_sync)
+            rss = max(rss, peak)
+        t_again, rss_again, rc = eb.run(eb.ferry("import", work / "bundle", "--trust", work / "keys" / "hub.pub",
+                                                 "--state", work / "edge"), stdout=subprocess.DEVNULL)
+        assert rc == 0, "re-import failed"
+        rss = max(rss, rss_again)
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    base, first = min(t_base), min(t_import)
+    print(f"model: {a.mib} MiB fp16 safetensors in {len(layout)} shard(s); {os.cpu_count()} cores; "
+          f"best of {a.rounds}")
+    print(f"zstd -d | tar -x + sha256sum + sync : {base:7.2f} s   (all: {', '.join(f'{t:.2f}' for t in t_base)})")
+    print(f"ferry import (fresh state) + sync   : {first:7.2f} s   ratio {first / base:.2f}x   (goal <= 1.25x)"
+          f"   (all: {', '.join(f'{t:.2f}' for t in t_import)})")
+    print(f"peak RSS of ferry import            : {rss / MiB:7.1f} MiB (goal <= 256 MiB)")
+    print(f"re-import of the same bundle        : {t_again:7.2f} s   ratio {t_again / first:.2f}x of the first "
+          f"(goal <= 0.15x)")
+
+
+if __name__ == "__main__":
+    main()
