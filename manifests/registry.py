@@ -360,8 +360,14 @@ class RegistryClient:
             raise FerryError(f"registry {self.host}: blob {digest} of {repo} not found")
         if resp.status_code != 200:
             raise self.fail(resp, f"blob {repo}@{digest}")
-        return DigestReader(lambda n: resp.raw.read(n, decode_content=False), digest, size,
-                            f"blob {digest} of {self.host}/{repo}", close=resp.close)
+
+        def read(n: int) -> bytes:
+            try:
+                return resp.raw.read(n, decode_content=False)
+            except Exception as exc:  # urllib3 errors are not OSErrors: name the blob, one line
+                raise FerryError(f"registry {self.host}: reading blob {digest} of {repo} failed ({_reason(exc)})") from None
+
+        return DigestReader(read, digest, size, f"blob {digest} of {self.host}/{repo}", close=resp.close)
 
     def repositories(self, limit: int = 1000) -> list[str]:
         """Repositories the registry lists (first page only; empty when it will not say)."""
@@ -465,6 +471,9 @@ def _with_query(url: str, **params: str) -> str:
 def _reason(exc: BaseException) -> str:
     """The innermost, most telling part of a requests/urllib3 error."""
     text = str(exc)
+    m = re.search(r"IncompleteRead\((\d+) bytes read", text)
+    if m:
+        return f"connection lost after {m.group(1)} bytes"
     for pattern in (r"\[Errno -?\d+\] ([^'\")]+)", r"(Connection refused)", r"(timed out)", r"(Name or service not known)"):
         m = re.search(pattern, text)
         if m:

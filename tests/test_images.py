@@ -429,3 +429,28 @@ def test_transport_follows_docker():
     assert RegistryClient("127.0.0.1:5000").base == "http://127.0.0.1:5000"
     assert RegistryClient("localhost:5000").base == "http://localhost:5000"
     assert RegistryClient("registry.example:5000").base == "https://registry.example:5000"
+
+
+def test_registry_dying_mid_blob_is_one_clear_line(tmp_path):
+    """A registry that stops halfway through a blob: an error naming the blob, no traceback."""
+    from tests.support.registry import start_registry
+
+    (tmp_path / "reg").mkdir()
+    reg = start_registry(tmp_path / "reg")
+    try:
+        make_image(tmp_path / "layout", "1.0.0", [random_layer(32 << 20, seed=5)])  # more than socket buffers hold
+        reg.push(tmp_path / "layout", "1.0.0", "team/dying")
+        src = source(f"{reg.host}/team/dying:1.0.0")
+        blob = max(src.files, key=lambda f: f.size)
+        with pytest.raises(FerryError, match=f"blob {blob.digest} of team/dying failed \\(connection lost after") as info:
+            with blob.open() as stream:
+                stream.read(1 << 16)
+                reg.process.kill()
+                reg.process.wait()
+                while stream.read(1 << 16):
+                    pass
+        assert "\n" not in str(info.value)
+    finally:
+        if reg.process.poll() is None:
+            reg.process.kill()
+            reg.process.wait()

@@ -175,7 +175,7 @@ def _put_blob(layout: Path, data: bytes) -> dict:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
-def layer(files: dict[str, bytes]) -> bytes:
+def layer(files: dict[str, bytes], level: int = 9) -> bytes:
     """A gzipped tar layer with ``files`` (deterministic)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -183,7 +183,7 @@ def layer(files: dict[str, bytes]) -> bytes:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(content), 1767225600, 0o644
             tar.addfile(info, io.BytesIO(content))
-    return gzip.compress(buf.getvalue(), mtime=0)
+    return gzip.compress(buf.getvalue(), compresslevel=level, mtime=0)
 
 
 def _init_layout(layout: Path) -> None:
@@ -238,7 +238,7 @@ def random_layer(size: int, seed: int) -> bytes:
     import random
 
     rng = random.Random(seed)
-    return layer({f"data-{seed}.bin": rng.randbytes(size)})
+    return layer({f"data-{seed}.bin": rng.randbytes(size)}, level=1)
 
 
 
