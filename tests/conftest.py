@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.support.common",
     "tests.support.registry",
+    "tests.support.fakekube",
 ]

@@ -20,7 +20,7 @@ from manifests.digest import Hasher, blake3_hex
 from manifests.errors import FerryError, VerificationError
 from manifests.model import Artifact, BundleInfo, Entry, ImageInfo
 from tests.support.common import KUBESTELLAR
-from tests.support.fakekube import APPLY_PATCH, FakeKube, fakekube  # noqa: F401 (fixture)
+from tests.support.fakekube import APPLY_PATCH, FakeKube
 
 DIGEST = "sha256:" + "5" * 64
 PINNED = f"edge.local:5000/team/sentiment@{DIGEST}"

@@ -242,7 +242,8 @@ def test_deep_nesting_is_refused(tmp_path: Path) -> None:
 
 
 def test_timestamps_stay_strings_as_kubectl_reads_them() -> None:
-    (obj,) = parse_documents(b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {day: 2024-01-01}\n", "a.yaml")
+    text = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {day: 2024-01-01}\n"
+    (obj,) = parse_documents(text, "a.yaml")
     assert obj.body["data"]["day"] == "2024-01-01"
 
 
@@ -353,7 +354,8 @@ def _workload(api_version: str, kind: str, lists: dict[str, list[str]]) -> dict[
 def test_images_extracted_from_any_workload(kind: tuple[str, str], lists: dict[str, list[str]]) -> None:
     body = _workload(*kind, lists)
     (obj,) = parse_documents(yaml.safe_dump(body).encode(), "w.yaml")
-    expected = set() if kind[1] == "ConfigMap" or kind[0] == "example.com/v1" else {r for refs in lists.values() for r in refs}
+    is_workload = kind[1] != "ConfigMap" and kind[0] != "example.com/v1"
+    expected = {r for refs in lists.values() for r in refs} if is_workload else set()
     assert set(workload_images(obj)) == expected
     for ref in expected:
         r = parse_reference(ref)
@@ -371,7 +373,8 @@ def test_arbitrary_bytes_never_crash_the_parser(data: bytes) -> None:
         assert all(isinstance(o, KubeObject) for o in objects)
 
 
-_yaml_ish = st.text(alphabet=st.sampled_from(list("apiVersion:kind-metadta{}[]&*!|>'\"#\n ,0123456789.@/")), max_size=200)
+_yaml_ish = st.text(alphabet=st.sampled_from(list("apiVersion:kind-metadta{}[]&*!|>'\"#\n ,0123456789.@/")),
+                    max_size=200)
 
 
 @settings(max_examples=300, deadline=None)

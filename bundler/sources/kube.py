@@ -14,6 +14,7 @@ NaN) are refused, and the expanded size of a document is bounded so that an alia
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -417,7 +418,7 @@ def manifests_source(name: str, version: str, path: Path) -> SourceArtifact:
         if total > MAX_SET_BYTES:
             raise FerryError(f"manifest set {name!r}: more than {MAX_SET_BYTES} bytes of YAML")
         objects.extend(parse_documents(data, rel, label))
-        sources.append(SourceFile(size=len(data), open=lambda data=data: io.BytesIO(data), path=rel))
+        sources.append(SourceFile(size=len(data), open=functools.partial(io.BytesIO, data), path=rel))
     if not objects:
         raise FerryError(f"manifest set {name!r}: {path} holds no Kubernetes objects")
     check_unique(objects, f"manifest set {name!r}")
