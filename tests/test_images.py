@@ -454,3 +454,30 @@ def test_registry_dying_mid_blob_is_one_clear_line(tmp_path):
         if reg.process.poll() is None:
             reg.process.kill()
             reg.process.wait()
+
+
+def test_layout_refuses_an_image_missing_a_blob(tmp_path):
+    """A (signed but wrong) artifact that leaves out a layer never gets a name in the layout."""
+    make_image(tmp_path / "hub", "1.0.0", [layer({"a": b"1"}), layer({"b": b"2"})])
+    carried = Carried(source("team/partial:1.0.0", layout=tmp_path / "hub"))
+    dropped = layer_digests(carried)[1]
+    art = carried.artifact
+    partial = Artifact(kind="image", name=art.name, version=art.version, image=art.image,
+                       entries=tuple(e for e in art.entries if e.digest != dropped))
+    edge = tmp_path / "oci"
+    with pytest.raises(VerificationError, match=f"references {dropped}, which the image does not carry"):
+        apply_image(partial, carried.read_entry, ImageTarget(None, edge))
+    assert json.loads((edge / "index.json").read_text())["manifests"] == []
+
+
+def test_registry_refuses_an_image_missing_a_blob(edge_registry, tmp_path):
+    make_image(tmp_path / "hub", "1.0.0", [layer({"a": b"3"}), layer({"b": b"4"})])
+    carried = Carried(source("team/partial-reg:1.0.0", layout=tmp_path / "hub"))
+    dropped = layer_digests(carried)[1]
+    art = carried.artifact
+    partial = Artifact(kind="image", name=art.name, version=art.version, image=art.image,
+                       entries=tuple(e for e in art.entries if e.digest != dropped))
+    target = ImageTarget(edge_registry.host, None)
+    with pytest.raises(FerryError, match="storing manifest .* failed \\(400: MANIFEST_BLOB_UNKNOWN"):
+        apply_image(partial, carried.read_entry, target)
+    assert client_for(target).manifest_digest("team/partial-reg", "1.0.0") is None

@@ -104,6 +104,7 @@ def apply_image(artifact: Artifact, read_entry: ReadEntry, target: ImageTarget) 
         if not layout.has(e):
             layout.write_blob(e, read_entry(e))
     top = next(e for e in artifact.entries if e.digest == image.manifest)
+    layout.check_complete(top)
     layout.tag(f"{image.repository}:{image.tag}", top)
     return pinned_ref(artifact, target)
 
@@ -229,6 +230,31 @@ class Layout:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(self.blobs)
+
+    def check_complete(self, top: Entry) -> None:
+        """Refuse to name an image whose manifests reference a blob the layout lacks (a
+        registry refuses such a manifest itself; a layout would silently hold a broken image)."""
+        assert top.digest is not None
+        pending = [(top.digest, top.media_type, top.size)]
+        seen: set[str] = set()
+        while pending:
+            digest, media_type, size = pending.pop()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            path = self.path(digest)
+            with open(path, "rb") as f:
+                data = f.read(MAX_MANIFEST_BYTES + 1)
+            doc = parse_manifest(data, media_type, where=f"manifest {digest}")
+            for d in (*doc.manifests, *doc.blobs):
+                try:
+                    present = self.path(d.digest).stat().st_size == d.size
+                except FileNotFoundError:
+                    present = False
+                if not present:
+                    raise VerificationError(f"manifest {digest} references {d.digest}, which the image does not carry")
+                if d.is_manifest:
+                    pending.append((d.digest, d.media_type, d.size))
 
     def read_index(self) -> list[dict]:
         path = self.root / "index.json"
