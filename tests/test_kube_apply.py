@@ -426,3 +426,22 @@ def test_set_name_is_never_a_path(tmp_path: Path) -> None:
     with pytest.raises(FerryError, match="is not allowed"):
         apply_set({"app.yaml": APP}, ManifestTarget(tmp_path, None, None), name="../escape")
     assert os.listdir(tmp_path) == []
+
+
+def test_rewrite_follows_the_hubs_carried_rule() -> None:
+    """Whatever the hub counted as carried (no warning), the edge rewrites; nothing else."""
+    from bundler.sources.kube import image_is_carried
+    from importer.apply.kube import resolve_image
+
+    carried = [ImageInfo(repository="team/sentiment", tag="1.2.0", manifest=DIGEST,
+                         media_type="application/vnd.oci.image.manifest.v1+json",
+                         source="registry.example:5000/team/sentiment:1.2.0")]
+    refs = {"team/sentiment:1.2.0": PINNED, "registry.example:5000/team/sentiment:1.2.0": PINNED}
+    for ref in ["registry.example:5000/team/sentiment:1.2.0", "team/sentiment:1.2.0",
+                "docker.io/team/sentiment:1.2.0", "other.example/team/sentiment:1.2.0"]:
+        assert image_is_carried(ref, carried) and resolve_image(ref, refs) == PINNED, ref
+    for ref in ["team/sentiment", "team/sentiment:1.1.0", "team/other:1.2.0", "team/sentiment@sha256:" + "6" * 64]:
+        assert not image_is_carried(ref, carried) and resolve_image(ref, refs) is None, ref
+    assert resolve_image("team/x", {"team/x@sha256:" + "7" * 64: "pinned"}) is None  # a digest is not :latest
+    assert resolve_image("team/x@sha256:" + "7" * 64, {"r.example/team/x@sha256:" + "7" * 64: "p"}) == "p"
+    assert resolve_image("nginx", {"docker.io/library/nginx:latest": "p"}) == "p"

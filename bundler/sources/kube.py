@@ -317,29 +317,32 @@ def _same_repository(a: str, b: str) -> bool:
     return a.removeprefix("library/") == b.removeprefix("library/")
 
 
+def names_image(ref: str, repository: str, tag: str | None, digest: str | None) -> bool:
+    """Whether ``ref`` names the image ``repository`` (tag ``tag``, manifest ``digest``) at
+    any registry: the same repository with the same digest when ``ref`` has one, else with the
+    same tag (``ref`` without one means ``latest``). The one rule the hub warns by and the edge rewrites by."""
+    try:
+        parsed = parse_reference(ref)
+    except FerryError:
+        return False
+    if not _same_repository(parsed.repository, repository):
+        return False
+    if parsed.digest is not None:
+        return parsed.digest == digest
+    return tag is not None and (parsed.tag or "latest") == tag
+
+
 def carried_image(ref: str, carried: list[ImageInfo]) -> ImageInfo | None:
     """The carried image a workload's reference names, or None.
 
-    Matches the reference the hub read (``ImageInfo.source``) exactly, or the repository
-    with the digest (``repo@sha256:...``), or the repository with the tag (``:latest`` when
-    none) ignoring the registry host, since the edge pushes it to its own registry.
+    Matches the reference the hub read (``ImageInfo.source``) exactly, or by
+    :func:`names_image` (repository with digest, or with tag, the registry host ignored,
+    since the edge pushes every image to its own registry).
     """
     for info in carried:
         if info.source is not None and info.source == ref:
             return info
-    try:
-        parsed = parse_reference(ref)
-    except FerryError:
-        return None
-    for info in carried:
-        if not _same_repository(parsed.repository, info.repository):
-            continue
-        if parsed.digest is not None:
-            if parsed.digest == info.manifest:
-                return info
-        elif (parsed.tag or "latest") == info.tag:
-            return info
-    return None
+    return next((info for info in carried if names_image(ref, info.repository, info.tag, info.manifest)), None)
 
 
 def image_is_carried(ref: str, carried: list[ImageInfo]) -> bool:

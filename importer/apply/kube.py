@@ -36,7 +36,9 @@ from bundler.sources.kube import (
     carried_image,
     check_unique,
     containers,
+    names_image,
     parse_documents,
+    parse_reference,
 )
 from manifests.errors import FerryError
 from manifests.model import NAME_RE, Artifact, BundleInfo, Entry, ImageInfo
@@ -94,6 +96,23 @@ def pin_images(refs: Iterable[str], carried: list[ImageInfo], registry: str) -> 
     return pinned
 
 
+def resolve_image(ref: str, image_refs: dict[str, str]) -> str | None:
+    """The pinned reference for a workload's ``ref``: its own entry in ``image_refs``, else the
+    entry for a reference that names the same image (:func:`names_image`, host ignored), so
+    that the edge rewrites exactly the images the hub found carried."""
+    if ref in image_refs:
+        return image_refs[ref]
+    for key, pinned in image_refs.items():
+        try:
+            parsed = parse_reference(key)
+        except FerryError:
+            continue
+        tag = parsed.tag or (None if parsed.digest else "latest")
+        if names_image(ref, parsed.repository, tag, parsed.digest):
+            return pinned
+    return None
+
+
 def annotations_for(artifact: Artifact, origin: dict[str, str]) -> dict[str, str]:
     """The ``ferry.io/*`` annotations for every object of ``artifact``."""
     out = {}
@@ -107,13 +126,14 @@ def annotations_for(artifact: Artifact, origin: dict[str, str]) -> dict[str, str
 
 
 def prepare(objects: list[KubeObject], image_refs: dict[str, str], annotations: dict[str, str]) -> list[KubeObject]:
-    """Rewrite carried workload images to their pinned references and add ``annotations``,
+    """Rewrite carried workload images (:func:`resolve_image`) and add ``annotations``,
     in apply order: Namespaces, then CustomResourceDefinitions, then the rest as written."""
     for obj in objects:
         for _label, container in containers(obj):
             image = container.get("image")
-            if isinstance(image, str) and image in image_refs:
-                container["image"] = image_refs[image]
+            pinned = resolve_image(image, image_refs) if isinstance(image, str) else None
+            if pinned is not None:
+                container["image"] = pinned
         meta = obj.body["metadata"]
         meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
     return sorted(objects, key=_apply_rank)
