@@ -415,9 +415,8 @@ class RegistryClient:
         try:
             if size <= MONOLITHIC_MAX:
                 body = b"".join(guarded())
-                resp = self._send("PUT", _with_query(self._url(location), digest=digest),
-                                  self._auth_header(scopes), False, body,
-                                  {"Content-Type": "application/octet-stream"})
+                resp = self.request("PUT", _with_query(self._url(location), digest=digest), repo=repo, push=True,
+                                    data=body, headers={"Content-Type": "application/octet-stream"})
             else:
                 try:
                     resp = self._send("PATCH", self._url(location), self._auth_header(scopes), False, guarded(),
@@ -431,8 +430,9 @@ class RegistryClient:
                 if resp.status_code != 202:
                     raise self.fail(resp, f"uploading {digest} to {repo}")
                 location = resp.headers.get("Location", location)
-                resp = self._send("PUT", _with_query(self._url(location), digest=digest),
-                                  self._auth_header(scopes), False, b"", None)
+                # a token may expire during a long PATCH: request() answers a new challenge
+                resp = self.request("PUT", _with_query(self._url(location), digest=digest), repo=repo, push=True,
+                                    data=b"")
         except BaseException:
             self._cancel(repo, location)
             raise

@@ -258,3 +258,26 @@ def test_parse_challenge():
     assert params == {"realm": "https://auth.example/token", "service": "registry.example",
                       "scope": "repository:a/b:pull,push"}
     assert parse_challenge('Basic realm="basic-realm"') == ("basic", {"realm": "basic-realm"})
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2**60) | st.text(max_size=20)
+    | st.sampled_from([OCI_MANIFEST, OCI_INDEX, D1, "sha256:x", "a/b"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["mediaType", "digest", "size", "config", "layers", "manifests", "platform",
+                         "os", "architecture", "variant", "annotations", "schemaVersion", "x"]),
+        inner, max_size=6),
+    max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_values, st.sampled_from([None, OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, "text/plain"]))
+def test_manifest_parser_refuses_cleanly(doc, media_type):
+    """Whatever JSON a registry or a bundle serves: a parsed manifest or one FormatError."""
+    try:
+        parsed = parse_manifest(json.dumps(doc).encode(), media_type)
+    except FormatError as exc:
+        assert "\n" not in str(exc)
+    else:
+        for d in (*parsed.blobs, *parsed.manifests):
+            assert d.digest.startswith("sha256:") and d.size >= 0
