@@ -56,9 +56,9 @@ def _verify_file(file: Path, trust_files: list[Path]):  # -> AuditCheck
 @audit_app.command("verify", epilog="Example: ferry audit verify --state /var/lib/ferry  |  "
                                     "ferry audit verify --file trail.json --trust edge.pub")
 def verify_cmd(
-    state: Path | None = typer.Option(None, "--state", help=STATE_HELP),
-    file: Path | None = typer.Option(None, "--file", help="An export written by ferry audit export."),
-    trust: list[Path] = typer.Option([], "--trust", help="The edge's public key (with --file); repeatable."),
+    state: Path | None = typer.Option(None, "--state", metavar="EDGE", help=STATE_HELP),
+    file: Path | None = typer.Option(None, "--file", metavar="FILE", help="An export written by ferry audit export."),
+    trust: list[Path] = typer.Option([], "--trust", metavar="EDGE.pub", help="The edge's public key (with --file); repeatable."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Check that an audit trail's hash chain is whole (an edge's, or a signed export)."""
@@ -91,9 +91,9 @@ def verify_cmd(
 
 @audit_app.command("show", epilog="Example: ferry audit show --state /var/lib/ferry --since 2026-01-01")
 def show_cmd(
-    state: Path = typer.Option(..., "--state", help=STATE_HELP),
+    state: Path = typer.Option(..., "--state", metavar="EDGE", help=STATE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print entries as JSON lines."),
-    since: str | None = typer.Option(None, "--since", help="Only entries at or after DATE (UTC)."),
+    since: str | None = typer.Option(None, "--since", metavar="DATE", help="Only entries at or after DATE (UTC)."),
 ) -> None:
     """Show the audit trail: a table, or JSON lines with --json."""
     from importer.audit import AuditTrail
@@ -129,9 +129,9 @@ def show_cmd(
 
 @audit_app.command("export", epilog="Example: ferry audit export --state /var/lib/ferry --out trail.json --key edge.key")
 def export_cmd(
-    state: Path = typer.Option(..., "--state", help=STATE_HELP),
+    state: Path = typer.Option(..., "--state", metavar="EDGE", help=STATE_HELP),
     out: Path = typer.Option(..., "--out", help="File to write; the signature goes to FILE.sig."),
-    key: Path | None = typer.Option(None, "--key", help="The edge's private key to sign the export with."),
+    key: Path | None = typer.Option(None, "--key", metavar="EDGEKEY", help="The edge's private key to sign the export with."),
 ) -> None:
     """Write the trail with its chain head as one canonical JSON file, signed for the auditors."""
     from importer.audit import build_export, write_atomic

@@ -66,10 +66,10 @@ def register(app: typer.Typer) -> None:
                                   "--report report.json --html report.html")
     def verify_cmd(
         paths: list[Path] = typer.Argument(..., help="Bundle folders, volume folders or folders of volumes."),
-        trust: list[Path] = typer.Option([], "--trust", help="Hub public key or trust policy; repeatable."),
-        report_file: Path | None = typer.Option(None, "--report", help="Write the JSON report here."),
-        html_file: Path | None = typer.Option(None, "--html", help="Write a printable HTML report here."),
-        state: Path | None = typer.Option(None, "--state", help="Also say what an import into this edge would do."),
+        trust: list[Path] = typer.Option([], "--trust", metavar="FILE", help="Hub public key or trust policy; repeatable."),
+        report_file: Path | None = typer.Option(None, "--report", metavar="FILE.json", help="Write the JSON report here."),
+        html_file: Path | None = typer.Option(None, "--html", metavar="FILE.html", help="Write a printable HTML report here."),
+        state: Path | None = typer.Option(None, "--state", metavar="EDGE", help="Also say what an import into this edge would do."),
         json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
     ) -> None:
         """Check bundles completely, without importing them, and write a report (exit 0 only if all pass)."""
