@@ -20,12 +20,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from manifests.bundle import SignedManifest, open_manifest
+from manifests.chunks import decompress_chunk
 from manifests.errors import FerryError, VerificationError
 from manifests.model import Artifact, Chunk, Entry, Manifest
 from manifests.trust import load_trust
@@ -238,18 +241,69 @@ class _Plan:
 
 
 class _Source:
-    """Chunks from the site's store first, else from the packs at hand (both verified)."""
+    """Chunks from the site's store first, else from the packs at hand (both verified).
+
+    :meth:`entry_source` reads ahead: while the caller hashes and writes one chunk, the next
+    few are decompressed and checked against their ids in worker threads (zstd and BLAKE3
+    release the GIL). The window bounds memory: at most ``READ_AHEAD`` chunks in flight."""
+
+    READ_AHEAD = 3
 
     def __init__(self, store: ChunkStore, reader: PackReader) -> None:
         self.store, self.reader = store, reader
+        self._pool: ThreadPoolExecutor | None = None
 
     def read_chunk(self, chunk: Chunk) -> bytes:
-        data = self.store.read_chunk(chunk)
-        if data is not None:
-            return data
-        if not chunk.carried:
-            raise VerificationError(f"chunk {chunk.id} is not in this (delta) bundle and this site does not hold it")
-        return self.reader.read_chunk(chunk)
+        return self._start(chunk).result()
+
+    def _start(self, chunk: Chunk) -> Future[bytes]:
+        """Begin fetching ``chunk``: sqlite and file descriptors stay on this thread, the
+        CPU work (decompress, hash) goes to the pool."""
+        done: Future[bytes] = Future()
+        try:
+            data = self.store.read_chunk(chunk)
+            if data is not None:
+                done.set_result(data)
+                return done
+            if not chunk.carried:
+                raise VerificationError(f"chunk {chunk.id} is not in this (delta) bundle and this site does not hold it")
+            stored = self.reader.read_stored(chunk)
+        except FerryError as exc:
+            done.set_exception(exc)
+            return done
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)),
+                                            thread_name_prefix="ferry-chunk")
+        return self._pool.submit(decompress_chunk, stored, chunk_id=chunk.id, size=chunk.size)
+
+    def entry_source(self, entry: Entry, manifest: Manifest) -> "_ReadAhead":
+        return _ReadAhead(self, [manifest.chunk(c) for c in entry.chunks])
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class _ReadAhead:
+    """A ChunkSource for one entry whose chunks are requested in order (as stream_entry does)."""
+
+    def __init__(self, source: _Source, chunks: list[Chunk]) -> None:
+        self._source, self._todo = source, deque(chunks)
+        self._inflight: deque[tuple[str, Future[bytes]]] = deque()
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._todo and len(self._inflight) < _Source.READ_AHEAD:
+            c = self._todo.popleft()
+            self._inflight.append((c.id, self._source._start(c)))
+
+    def read_chunk(self, chunk: Chunk) -> bytes:
+        if not self._inflight or self._inflight[0][0] != chunk.id:  # out of order: no read-ahead
+            return self._source.read_chunk(chunk)
+        _, fut = self._inflight.popleft()
+        self._fill()
+        return fut.result()
 
 
 class _Importer:
@@ -320,13 +374,16 @@ class _Importer:
             if not self._space_ok(result.bytes_to_write):
                 return
             source = _Source(self.store, reader)
-            for plan in plans:
-                if plan.result.status == "ready":
-                    self._apply(plan, source)
-                elif plan.result.status == "same":
-                    self._record("skipped", plan.result.reason, plan, after=plan.artifact.version)
-                elif plan.result.status == "refused":
-                    self._record("refused", plan.result.reason, plan)
+            try:
+                for plan in plans:
+                    if plan.result.status == "ready":
+                        self._apply(plan, source)
+                    elif plan.result.status == "same":
+                        self._record("skipped", plan.result.reason, plan, after=plan.artifact.version)
+                    elif plan.result.status == "refused":
+                        self._record("refused", plan.result.reason, plan)
+            finally:
+                source.close()
             self._spill(plans, to_spill, reader)
             if self.opts.keep:
                 for plan in plans:
@@ -430,7 +487,7 @@ class _Importer:
         def read(entry: Entry) -> Iterator[bytes]:
             label = entry_label(entry)
             try:
-                for data in stream_entry(entry, m, source):
+                for data in stream_entry(entry, m, source.entry_source(entry, m)):
                     advance(len(data))
                     yield data
             except VerificationError as exc:
