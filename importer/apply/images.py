@@ -22,11 +22,15 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from manifests.errors import FerryError, FormatError, VerificationError
-from manifests.model import Artifact, Entry
+from manifests.model import Artifact, Entry, ImageInfo
 from manifests.oci import (MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX, REF_NAME_ANNOTATION,
                            parse_manifest)
+
+if TYPE_CHECKING:
+    from manifests.registry import RegistryClient
 
 ReadEntry = Callable[[Entry], Iterator[bytes]]
 
@@ -60,8 +64,6 @@ def missing_blobs(artifact: Artifact, target: ImageTarget) -> set[str]:
     holds under another repository are not missing: apply mounts them."""
     image = _image(artifact)
     if target.registry:
-        from manifests.registry import RegistryClient  # noqa: F401 - keep requests lazy
-
         client = client_for(target)
         repo = image.repository
         blobs, children, top = _split(artifact)
@@ -111,22 +113,22 @@ def apply_image(artifact: Artifact, read_entry: ReadEntry, target: ImageTarget) 
 
 # --------------------------------------------------------------------------- registry side
 
-_clients: dict[tuple[str, frozenset[str]], object] = {}
+_clients: dict[tuple[str, frozenset[str]], RegistryClient] = {}
 
 
-def client_for(target: ImageTarget):  # -> manifests.registry.RegistryClient
+def client_for(target: ImageTarget) -> RegistryClient:
     """One client per registry for the whole import (keeps its connections and tokens)."""
-    from manifests.registry import RegistryClient
+    from manifests.registry import RegistryClient  # lazily: requests is slow to import
 
     assert target.registry
     key = (target.registry, target.insecure_registries)
     client = _clients.get(key)
     if client is None:
         client = _clients[key] = RegistryClient(target.registry, target.insecure_registries)
-    return client  # type: ignore[return-value]
+    return client
 
 
-def _image(artifact: Artifact):
+def _image(artifact: Artifact) -> ImageInfo:
     if artifact.kind != "image" or artifact.image is None:
         raise FerryError(f"{artifact.kind} {artifact.name!r} is not an image")
     return artifact.image
@@ -141,7 +143,7 @@ def _split(artifact: Artifact) -> tuple[list[Entry], list[Entry], Entry]:
     return blobs, children, top
 
 
-def _mount_sources(client, repo: str, digests: set[str]) -> dict[str, str]:
+def _mount_sources(client: RegistryClient, repo: str, digests: set[str]) -> dict[str, str]:
     """For blobs ``repo`` lacks, another repository of the same registry that holds them
     (HEAD only). Bounded by MOUNT_PROBES; repositories sharing the first path component
     are tried first, as images of one team tend to share base layers."""
