@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -91,26 +91,53 @@ def segments(path: Path, size: int) -> list[tuple[int, int]]:
     return coalesce(safetensors_cuts(header_len, header, size), size)
 
 
-class _RangeReader:
-    """A readinto() view of ``length`` bytes of ``f`` from its current position."""
+#: Bytes cut at a time. A chunk is accepted from a window only when the FastCDC decision
+#: for it (which looks at most MAX_CHUNK bytes ahead) lies wholly inside the window, so the
+#: cuts are exactly those of cutting the whole piece at once, with memory bounded.
+WINDOW = 3 * MAX_CHUNK
 
-    def __init__(self, f: BinaryIO, length: int) -> None:
-        self._f, self.left = f, length
 
-    def readinto(self, buf: memoryview) -> int:
-        if self.left <= 0:
-            return 0
-        view = memoryview(buf)[: min(len(buf), self.left)]
-        n = self._f.readinto(view)  # type: ignore[attr-defined]
-        if n:
-            self.left -= n
-        return n or 0
+def _cut(read: Callable[[int], bytes], length: int | None) -> Iterator[bytes]:
+    """Chunks of ``length`` bytes (or up to EOF when None) supplied by ``read(n)``."""
+    carry = b""
+    left = length
+    while True:
+        want = WINDOW - len(carry) if left is None else min(WINDOW - len(carry), left)
+        data = read(want) if want > 0 else b""
+        if left is not None:
+            left -= len(data)
+        last = len(data) < want or left == 0
+        window = carry + data if carry else data
+        if not window:
+            return
+        view = memoryview(window)
+        accepted = 0
+        for c in _cdc.cut_buf(view):
+            if not last and c.offset + MAX_CHUNK > len(window):
+                break
+            yield bytes(c.data)
+            accepted = c.offset + c.length
+        if last:
+            return
+        carry = window[accepted:]
+
+
+def _reader(f: BinaryIO) -> Callable[[int], bytes]:
+    def read(n: int) -> bytes:
+        parts, got = [], 0
+        while got < n:
+            data = f.read(n - got)
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    return read
 
 
 def cut_stream(stream: BinaryIO) -> Iterator[bytes]:
     """Chunks of a stream read to its end (content-defined cuts only)."""
-    for chunk in _cdc.cut_stream(stream):
-        yield bytes(chunk.data)
+    return _cut(_reader(stream), None)
 
 
 def cut_file(f: BinaryIO, pieces: list[tuple[int, int]]) -> Iterator[tuple[int, bytes]]:
@@ -118,15 +145,15 @@ def cut_file(f: BinaryIO, pieces: list[tuple[int, int]]) -> Iterator[tuple[int, 
 
     Stops early if the file is shorter than its pieces; the caller checks the total.
     """
+    read = _reader(f)
     for begin, end in pieces:
         if end == begin:
             continue
         f.seek(begin)
-        reader = _RangeReader(f, end - begin)
         offset = begin
-        for chunk in _cdc.cut_stream(reader):
-            yield offset, bytes(chunk.data)
-            offset += chunk.length
+        for data in _cut(read, end - begin):
+            yield offset, data
+            offset += len(data)
         if offset != end:
             return
 

@@ -523,7 +523,7 @@ def export(opts: ExportOptions, progress: Any) -> ExportResult:
                             run.remember_finished()
                     builds.append((a, entries))
                 run.drain()
-            writer.finish()
+            writer.close()
         except BaseException:
             writer.abort()
             raise

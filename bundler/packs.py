@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from manifests import limits
 from manifests.bundle import PACKS_DIR, volume_dir_name
@@ -97,11 +98,19 @@ class PackWriter:
     ``out`` is the bundle folder; with ``volume_budget`` (bytes a volume may hold for packs)
     packs go to ``out/vol-NNN/packs``, else to ``out/packs``. ``on_finish`` is called with
     each pack once it is durable under its final name (the journal records it).
+
+    Placement is decided at once on the caller's thread; the writes, the pack's BLAKE3 and
+    the fsync run in order on one I/O thread, so the disk works while the next chunks are
+    cut and compressed. At most :data:`MAX_QUEUED` bytes wait for the disk.
     """
+
+    MAX_QUEUED = 32 * 1024 * 1024
 
     def __init__(self, out: Path, *, volume_budget: int | None, on_finish: Callable[[FinishedPack], None],
                  pack_size: int = PACK_SIZE, first_number: int = 1, volume: int = 1,
                  volume_used: int = 0) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.out = out
         self.budget = volume_budget
         self.on_finish = on_finish
@@ -112,8 +121,11 @@ class PackWriter:
         self._fd: int | None = None
         self._tmp: Path | None = None
         self._current: FinishedPack | None = None
-        self._hasher = None
+        self._hasher: Any = None
         self._cap = 0
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-pack-io")
+        self._queue: list[tuple[Any, int]] = []  # (future, bytes) in submission order
+        self._queued = 0
 
     def packs_dir(self, volume: int) -> Path:
         return (self.out / volume_dir_name(volume) if self.budget is not None else self.out) / PACKS_DIR
@@ -142,44 +154,74 @@ class PackWriter:
         self._current = FinishedPack(name=name, volume=self.volume, size=0, blake3="")
         self._hasher = blake3(max_threads=1)
 
+    def _submit(self, nbytes: int, fn: Callable[..., None], *args: Any) -> None:
+        self._queue.append((self._io.submit(fn, *args), nbytes))
+        self._queued += nbytes
+        while self._queue and (self._queued > self.MAX_QUEUED or self._queue[0][0].done()):
+            fut, n = self._queue.pop(0)
+            self._queued -= n
+            fut.result()  # raises the I/O thread's error here
+
+    @staticmethod
+    def _write(fd: int, hasher: Any, frame: bytes) -> None:
+        view = memoryview(frame)
+        while view:
+            view = view[os.write(fd, view):]
+        hasher.update(frame)
+
     def append(self, chunk_id: str, size: int, frame: bytes) -> tuple[str, Placed]:
-        """Write one frame; returns the pack name and where in it (final once the pack is finished)."""
+        """Queue one frame; returns the pack name and where in it (final once the pack is finished)."""
         if self._current is not None and self._current.size + len(frame) > self._cap:
             self.finish()
         if self._current is None:
             self._open(len(frame))
-        assert self._fd is not None and self._current is not None and self._hasher is not None
-        view = memoryview(frame)
-        while view:
-            view = view[os.write(self._fd, view):]
-        self._hasher.update(frame)
+        assert self._fd is not None and self._current is not None
         placed = Placed(id=chunk_id, size=size, stored=len(frame), offset=self._current.size)
         self._current.size += len(frame)
         self._current.chunks.append(placed)
+        self._submit(len(frame), self._write, self._fd, self._hasher, frame)
         return self._current.name, placed
 
     def finish(self) -> None:
-        """Make the open pack durable under its final name and report it."""
+        """Close the open pack; the I/O thread makes it durable under its final name, then
+        reports it. Packs are reported (journaled) strictly in order."""
         if self._current is None:
             return
-        assert self._fd is not None and self._tmp is not None and self._hasher is not None
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-        final = self._tmp.with_name(self._current.name)
-        os.replace(self._tmp, final)
-        fsync_dir(final.parent)
-        self._current.blake3 = self._hasher.hexdigest()
-        done, self._current = self._current, None
-        self.volume_used += done.size
+        assert self._fd is not None and self._tmp is not None
+        job = (self._fd, self._tmp, self._current, self._hasher)
+        self._fd, self._tmp, self._current, self._hasher = None, None, None, None
+        self.volume_used += job[2].size
         self.number += 1
-        self.on_finish(done)
+        self._submit(0, self._make_durable, *job)
+
+    def _make_durable(self, fd: int, tmp: Path, pack: FinishedPack, hasher: Any) -> None:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        pack.blake3 = hasher.hexdigest()
+        final = tmp.with_name(pack.name)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+        self.on_finish(pack)
+
+    def close(self) -> None:
+        """Finish the open pack and wait until every pack is durable and reported."""
+        self.finish()
+        while self._queue:
+            fut, n = self._queue.pop(0)
+            self._queued -= n
+            fut.result()
+        self._io.shutdown()
 
     def abort(self) -> None:
-        """Close without finishing (the temporary file is left for the next run to delete)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Stop without finishing the open pack (its temporary file is deleted by the next
+        run); packs already finished are still made durable and reported."""
+        fd = self._fd
+        self._fd = None
+        self._io.shutdown(wait=True)
+        if fd is not None:
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------- resume journal

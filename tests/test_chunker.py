@@ -61,3 +61,14 @@ def test_plain_files_and_streams_are_chunked_by_content(tmp_path: Path) -> None:
     assert chunker.segments(path, len(data)) == [(0, len(data))]
     with open(path, "rb") as f:
         assert b"".join(chunker.cut_stream(f)) == data
+
+
+def test_windowed_cutting_equals_cutting_at_once(tmp_path: Path) -> None:
+    data = random.Random(8).randbytes(3 * chunker.WINDOW + 12345)
+    whole = [bytes(c.data) for c in chunker._cdc.cut_buf(data)]
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        assert list(chunker.cut_stream(f)) == whole
+    with open(path, "rb") as f:
+        assert [d for _, d in chunker.cut_file(f, [(0, len(data))])] == whole

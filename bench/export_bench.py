@@ -1,0 +1,186 @@
+"""Export benchmark: ferry export against ``tar | zstd -3 -T0``, side by side in one run.
+
+Prints the ratios issue 3 sets as goals:
+  * time of ``ferry export`` / time of ``tar -cf - DIR | zstd -3 -T0 > out && sync``  (<= 1.25)
+  * peak RSS of the export process                                              (<= 256 MiB)
+  * delta bundle for v2 (10% of tensors changed, --since v1's receipt) / full    (<= 15%)
+  * export resumed after a kill -9 at 60% / full export time                     (<= 0.7)
+
+Usage: python bench/export_bench.py [--mib 1024] [--dir /tmp/ferry-bench] [--keep]
+(FERRY_BENCH_MIB also sets the size). The model is fp16 safetensors written by hand
+(random bytes from os.urandom), in shards of up to 512 MiB with 8 MiB tensors and small norms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MiB = 1 << 20
+TENSOR = 8 * MiB
+SHARD = 512 * MiB
+
+
+def write_safetensors(path: Path, tensors: list[tuple[str, int]], fill) -> None:  # noqa: ANN001
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, size in tensors:
+        header[name] = {"dtype": "F16", "shape": [size // 2], "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for name, size in tensors:
+            f.write(fill(name, size))
+
+
+def model_layout(total: int) -> list[list[tuple[str, int]]]:
+    """Shards of tensors: per layer one 8 MiB weight and one 8 KiB norm, until ``total`` bytes."""
+    shards: list[list[tuple[str, int]]] = [[]]
+    used = shard_used = 0
+    layer = 0
+    while used < total:
+        for name, size in ((f"layers.{layer}.weight", TENSOR), (f"layers.{layer}.norm", 8192)):
+            size = min(size, total - used) or 2
+            if shard_used + size > SHARD:
+                shards.append([])
+                shard_used = 0
+            shards[-1].append((name, size))
+            used += size
+            shard_used += size
+        layer += 1
+    return shards
+
+
+def make_model(folder: Path, layout: list[list[tuple[str, int]]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, tensors in enumerate(layout):
+        write_safetensors(folder / f"model-{i + 1:05d}-of-{len(layout):05d}.safetensors", tensors,
+                          lambda _n, s: os.urandom(s))
+    (folder / "config.json").write_text(json.dumps({"torch_dtype": "float16"}))
+
+
+def make_v2(v1: Path, v2: Path, layout: list[list[tuple[str, int]]], fraction: float) -> None:
+    """Copy v1 and give ``fraction`` of its (large) tensors new values."""
+    shutil.copytree(v1, v2)
+    names = [n for shard in layout for n, s in shard if s >= MiB]
+    changed = set(random.Random(42).sample(names, max(1, round(len(names) * fraction))))
+    for i, tensors in enumerate(layout):
+        path = v2 / f"model-{i + 1:05d}-of-{len(layout):05d}.safetensors"
+        with open(path, "r+b") as f:
+            (hlen,) = struct.unpack("<Q", f.read(8))
+            pos = 8 + hlen
+            for name, size in tensors:
+                if name in changed:
+                    f.seek(pos)
+                    f.write(os.urandom(size))
+                pos += size
+
+
+def run(cmd: list[str], **kw) -> tuple[float, int, int]:  # noqa: ANN003
+    """Wall time, peak RSS (bytes) and exit status of one child process."""
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, **kw)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.monotonic() - start, usage.ru_maxrss * 1024, proc.returncode
+
+
+def ferry(*args: object) -> list[str]:
+    return [sys.executable, "-m", "ferry", *map(str, args)]
+
+
+def spec(path: Path, model: Path, version: str) -> Path:
+    path.write_text(f"apiVersion: ferry/v1\nkind: Bundle\nmetadata:\n  name: bench\nspec:\n  models:\n"
+                    f"    - name: llm\n      version: {version}\n      path: {model}\n")
+    return path
+
+
+def du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mib", type=int, default=int(os.environ.get("FERRY_BENCH_MIB", "1024")))
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/ferry-bench"))
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    work = a.dir
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        layout = model_layout(a.mib * MiB)
+        make_model(work / "v1", layout)
+        make_v2(work / "v1", work / "v2", layout, 0.10)
+        subprocess.run(ferry("keys", "generate", "hub", "--out", work / "keys"), check=True, capture_output=True)
+        key = work / "keys" / "hub.key"
+        s1, s2 = spec(work / "v1.yaml", work / "v1", "1.0.0"), spec(work / "v2.yaml", work / "v2", "1.1.0")
+        subprocess.run(["sync"], check=True)
+
+        t_tar, _, rc = run(["sh", "-c", f"tar -cf - -C {work} v1 | zstd -3 -T0 -q > {work}/v1.tar.zst && sync"])
+        assert rc == 0
+        t_full, rss, rc = run(ferry("export", s1, "--out", work / "full", "--key", key, "--state", work / "st1"),
+                              stdout=subprocess.DEVNULL)
+        assert rc == 0
+        full_bytes = du(work / "full")
+
+        # delta: v2 --since a receipt listing v1's chunks
+        manifest = json.loads((work / "full" / "manifest.json").read_bytes())
+        receipt = {"format": "ferry-receipt", "formatVersion": "1.0", "site": "bench-edge",
+                   "created": "2026-01-01T00:00:00Z", "chunks": sorted(c["id"] for c in manifest["chunks"]),
+                   "artifacts": [], "channels": {}}
+        from manifests import canonical
+
+        (work / "receipt.json").write_bytes(canonical.encode(receipt))
+        t_delta, _, rc = run(ferry("export", s2, "--out", work / "delta", "--key", key, "--state", work / "st1",
+                                   "--since", work / "receipt.json"), stdout=subprocess.DEVNULL)
+        assert rc == 0
+        delta_bytes = du(work / "delta")
+
+        # resume: kill -9 once 60% of the packs are durable, then run the same command again
+        out = work / "resumed"
+        cmd = ferry("export", s1, "--out", out, "--key", key, "--state", work / "st2")
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        journal = out / ".ferry-export" / "journal.jsonl"
+        target = 0.6 * full_bytes
+        while proc.poll() is None:
+            try:
+                lines = journal.read_bytes().splitlines()[1:]
+                done = sum(json.loads(line)["size"] for line in lines)
+            except (FileNotFoundError, ValueError):
+                done = 0
+            if done >= target:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        proc.wait()
+        killed_at = done / full_bytes
+        t_resume, _, rc = run(cmd, stdout=subprocess.DEVNULL)
+        assert rc == 0
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print(f"model: {a.mib} MiB fp16 safetensors in {len(layout)} shard(s); {os.cpu_count()} cores")
+    print(f"tar | zstd -3 -T0 && sync : {t_tar:7.2f} s")
+    print(f"ferry export (full)        : {t_full:7.2f} s   ratio {t_full / t_tar:.2f}x   (goal <= 1.25x)")
+    print(f"peak RSS of ferry export   : {rss / MiB:7.1f} MiB (goal <= 256 MiB)")
+    print(f"delta v2 (10% tensors)     : {delta_bytes / MiB:7.1f} MiB = {100 * delta_bytes / full_bytes:.1f}% "
+          f"of {full_bytes / MiB:.1f} MiB (goal <= 15%), {t_delta:.2f} s")
+    print(f"resumed after kill at {100 * killed_at:.0f}%  : {t_resume:7.2f} s   ratio {t_resume / t_full:.2f}x "
+          f"of full (goal <= 0.7x)")
+
+
+if __name__ == "__main__":
+    main()
