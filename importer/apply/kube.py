@@ -261,8 +261,9 @@ def _api_message(err: Any) -> str:
 
 
 def _connection_problem(err: BaseException) -> str:
-    reason = getattr(err, "reason", None) or err
-    return str(reason).splitlines()[0][:300]
+    """urllib3's reason without its ``HTTPConnection(host=..., port=...): `` prefix."""
+    reason = str(getattr(err, "reason", None) or err).splitlines()[0]
+    return re.sub(r"^[\w.<> ]*Connection(?:Pool)?\([^)]*\)>?: ", "", reason)[:300]
 
 
 class _Cluster:
