@@ -194,8 +194,7 @@ class RegistryClient:
               headers: dict[str, str] | None = None) -> requests.Response:
         import requests
 
-        url = urljoin((self._base or f"https://{self.host}") + "/", path) \
-            if not path.startswith(("http://", "https://")) else path
+        url = self._url(path)
         hdrs = dict(headers or {})
         if auth:
             hdrs["Authorization"] = auth
