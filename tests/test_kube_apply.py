@@ -445,3 +445,50 @@ def test_rewrite_follows_the_hubs_carried_rule() -> None:
     assert resolve_image("team/x", {"team/x@sha256:" + "7" * 64: "pinned"}) is None  # a digest is not :latest
     assert resolve_image("team/x@sha256:" + "7" * 64, {"r.example/team/x@sha256:" + "7" * 64: "p"}) == "p"
     assert resolve_image("nginx", {"docker.io/library/nginx:latest": "p"}) == "p"
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from bundler.sources.kube import parse_documents
+from importer.apply.kube import write_gitops
+root, a, b = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes(), Path(sys.argv[3]).read_bytes()
+sets = [parse_documents(a, "a.yaml"), parse_documents(b, "b.yaml")]
+print("ready", flush=True)
+i = 0
+while True:
+    write_gitops(root, "sentiment-app", sets[i % 2])
+    i += 1
+"""
+
+
+def test_gitops_folder_survives_kill_9_at_random_points(tmp_path: Path) -> None:
+    """A GitOps agent reading the folder after a crash finds one whole set, never a mix or none."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bundler.sources.kube import parse_documents
+    from importer.apply.kube import gitops_file_name, render
+
+    (tmp_path / "a.yaml").write_bytes(APP)
+    (tmp_path / "b.yaml").write_bytes(POLICY)
+    whole = [{gitops_file_name(i, o): render(o) for i, o in enumerate(parse_documents(data, "x"), start=1)}
+             for data in (APP, POLICY)]
+    root = tmp_path / "gitops"
+    rng = random.Random(7)
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(root), str(tmp_path / "a.yaml"),
+                                 str(tmp_path / "b.yaml")], stdout=subprocess.PIPE, cwd=Path(__file__).parents[1])
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        time.sleep(rng.uniform(0.0, 0.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        folder = root / "sentiment-app"
+        if folder.exists():
+            assert {p.name: p.read_bytes() for p in folder.iterdir()} in whole
+        apply_set({"policy.yaml": POLICY}, ManifestTarget(root, None, None))  # the next import cleans up
+        assert os.listdir(root) == ["sentiment-app"]
+        whole.append({p.name: p.read_bytes() for p in folder.iterdir()})  # what the writer replaces next
