@@ -64,3 +64,21 @@ def test_import_to_unreachable_registry_fails_clearly(exported, hub_keys, tmp_pa
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "registry 127.0.0.1:9 is unreachable" in result.stdout + result.stderr
+
+
+def test_samples_land_in_the_edge_registry_and_workloads_are_pinned(edge_registry, hub_keys, tmp_path):
+    """The sample bundle (image from its OCI layout): the edge registry gets the image with the
+    layout's digest, and the GitOps copy of the Deployment names it by that digest."""
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    index = json.loads((samples / "images" / "sentiment-server" / "index.json").read_text())
+    digest = index["manifests"][0]["digest"]
+    out = tmp_path / "out"
+    done = run_ferry("export", samples / "bundle.yaml", "--out", out, "--key", hub_keys.key, "--state", tmp_path / "hub")
+    assert done.returncode == 0, done.stderr
+    done = run_ferry("import", out, "--trust", hub_keys.pub, "--state", tmp_path / "edge",
+                     "--registry", edge_registry.host)
+    assert done.returncode == 0, done.stderr
+    assert edge_registry.inspect("team/sentiment-server:1.2.0")["Digest"] == digest
+    pinned = f"{edge_registry.host}/team/sentiment-server@{digest}"
+    deployments = list((tmp_path / "edge" / "manifests" / "sentiment-app").glob("*deployment*.yaml"))
+    assert deployments and all(f"image: {pinned}" in p.read_text() for p in deployments)
