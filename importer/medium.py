@@ -89,6 +89,8 @@ class PackReader:
         self._paths: dict[int, Path] = {}
         for index, pack in enumerate(manifest.packs):
             for vol in volume_dirs:
+                if (vol / PACKS_DIR).is_symlink():  # never follow links on the medium, folders included
+                    continue
                 candidate = vol / PACKS_DIR / pack.name
                 if candidate.is_file() and not candidate.is_symlink():
                     self._paths[index] = candidate
