@@ -82,3 +82,24 @@ def test_samples_land_in_the_edge_registry_and_workloads_are_pinned(edge_registr
     pinned = f"{edge_registry.host}/team/sentiment-server@{digest}"
     deployments = list((tmp_path / "edge" / "manifests" / "sentiment-app").glob("*deployment*.yaml"))
     assert deployments and all(f"image: {pinned}" in p.read_text() for p in deployments)
+
+
+def test_platform_and_dry_run(registry, edge_registry, hub_keys, tmp_path):
+    """export --platform carries one platform; import --dry-run pushes nothing; then import does."""
+    from tests.support.registry import make_index
+
+    make_index(tmp_path / "layout", "7.0.0", {"amd64": [layer({"p": b"amd64"})], "arm64": [layer({"p": b"arm64"})]})
+    registry.push(tmp_path / "layout", "7.0.0", "team/plat")
+    spec = _spec(tmp_path / "spec.yaml", f"{registry.host}/team/plat:7.0.0")
+    out = tmp_path / "out"
+    done = run_ferry("export", spec, "--out", out, "--key", hub_keys.key, "--state", tmp_path / "hub",
+                     "--platform", "linux/arm64")
+    assert done.returncode == 0, done.stderr
+    args = ("import", out, "--trust", hub_keys.pub, "--state", tmp_path / "edge", "--registry", edge_registry.host)
+    done = run_ferry(*args, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{edge_registry.host}/team/plat:7.0.0"],
+                          capture_output=True, timeout=60).returncode != 0
+    done = run_ferry(*args)
+    assert done.returncode == 0, done.stderr
+    assert edge_registry.inspect("team/plat:7.0.0")["Architecture"] == "arm64"
