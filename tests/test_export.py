@@ -172,3 +172,28 @@ def test_unchanged_files_use_the_chunk_cache(tmp_path: Path, hub_keys) -> None: 
     m1, f1 = read_back(tmp_path / "o1", hub_keys.pub)
     m2, f2 = read_back(tmp_path / "o2", hub_keys.pub)
     assert f1 == f2 and m1.artifacts == m2.artifacts
+
+
+def test_warns_for_images_the_bundle_does_not_carry(tmp_path: Path, hub_keys) -> None:  # noqa: ANN001
+    from tests.support.common import SAMPLES
+
+    spec = tmp_path / "bundle.yaml"
+    spec.write_text("apiVersion: ferry/v1\nkind: Bundle\nmetadata:\n  name: app-only\nspec:\n  manifests:\n"
+                    f"    - name: sentiment-app\n      version: 1.2.0\n      path: {SAMPLES / 'kubestellar/sentiment'}\n")
+    r = run_ferry("export", spec, "--out", tmp_path / "o", "--key", hub_keys.key, "--state", tmp_path / "s", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert any("sentiment-server" in w and "does not carry" in w for w in doc["warnings"])
+    assert "warning:" in r.stderr and "sentiment-server" in r.stderr
+    manifest, files = read_back(tmp_path / "o", hub_keys.pub)
+    assert manifest.artifacts[0].kind == "manifests" and manifest.artifacts[0].images
+
+
+def test_sample_spec_with_image_model_and_manifests(tmp_path: Path, hub_keys) -> None:  # noqa: ANN001
+    from tests.support.common import SAMPLES
+
+    doc = export(tmp_path, SAMPLES / "bundle.yaml", hub_keys, tmp_path / "o")
+    assert doc["warnings"] == []
+    manifest, files = read_back(tmp_path / "o", hub_keys.pub)
+    assert [a.kind for a in manifest.artifacts] == ["image", "model", "manifests"]
+    assert files["model/sentiment/model.safetensors"] == (SAMPLES / "models/sentiment/model.safetensors").read_bytes()
