@@ -393,3 +393,23 @@ def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(root / "pipe.yaml")
     with pytest.raises(FerryError, match="not a regular file"):
         manifests_source("app", "1.0.0", root)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120))
+def test_parse_reference_never_crashes(text: str) -> None:
+    try:
+        ref = parse_reference(text)
+    except FerryError as err:
+        assert "\n" not in str(err) or "\n" in text
+    else:
+        assert ref.repository and ref.repository in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(_refs)
+def test_generated_references_round_trip(ref: str) -> None:
+    r = parse_reference(ref)
+    rebuilt = (f"{r.host}/" if r.host else "") + r.repository + (f":{r.tag}" if r.tag else "") \
+        + (f"@{r.digest}" if r.digest else "")
+    assert rebuilt == ref
