@@ -492,3 +492,14 @@ def test_gitops_folder_survives_kill_9_at_random_points(tmp_path: Path) -> None:
         apply_set({"policy.yaml": POLICY}, ManifestTarget(root, None, None))  # the next import cleans up
         assert os.listdir(root) == ["sentiment-app"]
         whole.append({p.name: p.read_bytes() for p in folder.iterdir()})  # what the writer replaces next
+
+
+def test_gitops_refuses_to_replace_a_link_or_file(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root = tmp_path / "gitops"
+    root.mkdir()
+    os.symlink(elsewhere, root / "sentiment-app")
+    with pytest.raises(FerryError, match="exists and is not a folder"):
+        apply_set({"policy.yaml": POLICY}, ManifestTarget(root, None, None))
+    assert os.listdir(elsewhere) == [] and (root / "sentiment-app").is_symlink()

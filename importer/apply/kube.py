@@ -213,6 +213,8 @@ def write_gitops(root: Path, set_name: str, objects: list[KubeObject]) -> Path:
     """
     root.mkdir(parents=True, exist_ok=True)
     final = root / set_name
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise FerryError(f"{final} exists and is not a folder; ferry replaces only folders it wrote")
     old = root / f".{set_name}.ferry-old"
     if old.exists() and not final.exists():
         os.rename(old, final)  # repair an interrupted two-rename swap
@@ -340,7 +342,7 @@ class _Cluster:
         ).to_dict(), f"applying {obj.id}")
 
     def wait_established(self, crd: KubeObject) -> None:
-        """Wait until the API server serves a just-applied CRD, then forget discovery."""
+        """Wait until the API server reports a just-applied CRD Established (served)."""
         deadline = time.monotonic() + CRD_ESTABLISH_TIMEOUT
         while True:
             current = self.get(crd) or {}
