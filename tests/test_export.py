@@ -179,7 +179,8 @@ def test_warns_for_images_the_bundle_does_not_carry(tmp_path: Path, hub_keys) ->
 
     spec = tmp_path / "bundle.yaml"
     spec.write_text("apiVersion: ferry/v1\nkind: Bundle\nmetadata:\n  name: app-only\nspec:\n  manifests:\n"
-                    f"    - name: sentiment-app\n      version: 1.2.0\n      path: {SAMPLES / 'kubestellar/sentiment'}\n")
+                    "    - name: sentiment-app\n      version: 1.2.0\n"
+                    f"      path: {SAMPLES / 'kubestellar/sentiment'}\n")
     r = run_ferry("export", spec, "--out", tmp_path / "o", "--key", hub_keys.key, "--state", tmp_path / "s", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
