@@ -4,7 +4,7 @@ Layout under the state folder::
 
     audit/trail.jsonl   one entry per line, each the canonical JSON of the entry
     audit/head.json     {"format": "ferry-audit-head", "seq": N, "hash": "<hash of entry N>"}
-    audit/.lock         flock'd while appending, so two imports never interleave entries
+    audit/.lock         flock'd while appending, so two appends never interleave
 
 An entry (JSON field names camelCase, as in every ferry document)::
 
@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from manifests import canonical
 from manifests.errors import FerryError, FormatError
@@ -227,49 +227,83 @@ def _scan(line: bytes, index: int) -> _Line:
                  "" if ok else f"entry {entry['seq']} does not match its hash")
 
 
-def check_chain(lines: Iterable[bytes], head: Head | None, *, torn_tail: bytes = b"",
-                head_required: bool = True) -> AuditCheck:
-    """Check complete entry lines (without newlines) against each other and the head. Pure.
+def iter_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """Lines of ``stream`` with their newline (the last may lack one: a torn tail), each read
+    with a bounded buffer: a line over ``limit`` is drained and yielded as an invalid line."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while True:
+                more = stream.readline(limit)
+                if not more or more.endswith(b"\n"):
+                    break
+            yield b"(line over the size limit)\n"
+            continue
+        yield line
 
-    ``torn_tail`` is any partial last line (bytes after the final newline). The scan keeps only
-    (seq, hash, prev) per entry, so memory stays small for a long trail.
-    """
-    scanned = [_scan(line, i) for i, line in enumerate(lines)]
-    n = len(scanned)
 
-    def bad(reason: str, seq: int | None, detail: str) -> AuditCheck:
-        return AuditCheck(False, n, seq, reason, detail, head)
-
-    seqs = {s.seq for s in scanned if s.seq is not None}
+def check_chain(lines: Iterable[bytes], head: Head | None) -> AuditCheck:
+    """Check a trail against itself and its head. Pure and streaming: ``lines`` are raw lines
+    *with* their newline, as :func:`iter_lines` yields them; a last line without one is a torn
+    tail. Memory stays constant however long the trail: one pass, stopping at the first fault
+    (then only counting, and looking for the missing entry to tell removal from reordering)."""
+    it = iter(lines)
+    n = 0
     prev_hash = GENESIS
-    for i, s in enumerate(scanned):
+    head_hash = GENESIS if head is not None and head.seq < 0 else None
+    torn = False
+
+    def bad(reason: str, seq: int | None, detail: str, rest: int = 0) -> AuditCheck:
+        return AuditCheck(False, n + rest, seq, reason, detail, head)
+
+    for line in it:
+        if not line.endswith(b"\n"):
+            torn = True  # only the last line can lack its newline
+            break
+        i = n
+        s = _scan(line[:-1], i)
+        fault = None
         if s.seq is None:
-            return bad("edited", i, f"entry {i} is not a valid audit entry ({s.error})")
-        if s.seq != i:
-            if s.seq < i or i in seqs:
-                return bad("reordered", i, f"entry {s.seq} is at position {i}: entries were reordered")
+            fault = ("edited", i, f"entry {i} is not a valid audit entry ({s.error})")
+        elif s.seq != i:
+            found_later = s.seq < i
+            rest = 0
+            for other in it:  # is entry i further on? (reordered) or gone? (removed)
+                rest += 1
+                if not found_later and other.endswith(b"\n") and _scan(other[:-1], 0).seq == i:
+                    found_later = True
+            n += 1
+            if found_later:
+                return bad("reordered", i, f"entry {s.seq} is at position {i}: entries were reordered", rest)
             missing = f"{i}" if s.seq == i + 1 else f"{i} to {s.seq - 1}"
-            return bad("removed", i, f"entry {missing} {'is' if s.seq == i + 1 else 'are'} missing")
-        if not s.self_ok:
-            return bad("edited", i, f"entry {i} was edited: its content does not match its hash")
-        if s.prev != prev_hash:
+            return bad("removed", i, f"entry {missing} {'is' if s.seq == i + 1 else 'are'} missing", rest)
+        elif not s.self_ok:
+            fault = ("edited", i, f"entry {i} was edited: its content does not match its hash")
+        elif s.prev != prev_hash:
             what = "does not start from the genesis" if i == 0 else f"does not link to entry {i - 1}"
-            return bad("edited", i if i == 0 else i - 1,
-                       f"entry {i} {what}: entry {max(i - 1, 0)} or its link was rewritten")
+            fault = ("edited", max(i - 1, 0), f"entry {i} {what}: entry {max(i - 1, 0)} or its link was rewritten")
+        if fault is not None:
+            n += 1
+            return bad(*fault, rest=sum(1 for _ in it))
         prev_hash = s.hash or ""
+        if head is not None and i == head.seq:
+            head_hash = s.hash
+        n += 1
 
     if head is None:
-        if (n == 0 and not torn_tail) or not head_required:
-            return AuditCheck(True, n, head=None)
+        if n == 0 and not torn:
+            return AuditCheck(True, 0, head=None)
         return bad("head", None, "the chain head (audit/head.json) is missing; removal of the "
                                  "last entries cannot be ruled out")
     if head.seq >= n:
-        if torn_tail:
+        if torn:
             return bad("truncated", n, f"the trail ends inside entry {n} (the head names entry {head.seq})")
         missing = f"entry {n}" if head.seq == n else f"entries {n} to {head.seq}"
         return bad("removed", n, f"{missing} {'is' if head.seq == n else 'are'} missing from the end "
                                  f"(the head names entry {head.seq})")
-    if head.hash != (GENESIS if head.seq < 0 else scanned[head.seq].hash):
+    if head.hash != head_hash:
         return bad("edited", head.seq, f"entry {head.seq} differs from the one the head recorded: "
                                        "the chain was rewritten")
     pending = None
@@ -278,17 +312,9 @@ def check_chain(lines: Iterable[bytes], head: Head | None, *, torn_tail: bytes =
     elif head.seq < n - 2:
         return bad("head", head.seq + 1, f"the head names entry {head.seq} but the trail has {n} "
                                          "entries: entries were added outside ferry or the head was replaced")
-    if torn_tail:
+    if torn:
         pending = "the trail ends in a partial line from an interrupted append; the next append removes it"
     return AuditCheck(True, n, head=head, pending=pending)
-
-
-def split_lines(data: bytes) -> tuple[list[bytes], bytes]:
-    """Complete lines and the partial tail after the last newline."""
-    body, sep, tail = data.rpartition(b"\n")
-    if not sep:
-        return [], data
-    return body.split(b"\n"), tail
 
 
 def _parse_head(data: bytes) -> Head:
@@ -298,129 +324,193 @@ def _parse_head(data: bytes) -> Head:
 # --------------------------------------------------------------------------- the trail on disk
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp name in the same folder, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 class AuditTrail:
-    """The audit trail of one edge state folder."""
+    """The audit trail of one edge state folder.
+
+    Files are opened below the state folder without following links (importer.state's
+    helpers), like everything else the edge writes.
+    """
 
     def __init__(self, state_dir: Path) -> None:
-        self.dir = Path(state_dir) / AUDIT_DIR
+        self.state_dir = Path(state_dir)
+        self.dir = self.state_dir / AUDIT_DIR
         self.trail_path = self.dir / TRAIL_NAME
         self.head_path = self.dir / HEAD_NAME
 
     # ---- reading
 
-    def _read(self) -> tuple[list[bytes], bytes, Head | None, str | None]:
-        """Lines, torn tail, head, and a problem reading the head (if any)."""
+    @contextmanager
+    def _open_dir(self, *, create: bool = False) -> Iterator[int | None]:
+        """A descriptor of the audit folder (None when there is none and ``create`` is False)."""
+        from importer.state import open_dir
+
         try:
-            data = self.trail_path.read_bytes()
+            root = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
-            data = b""
+            if create:
+                raise FerryError(f"state folder {self.state_dir} does not exist") from None
+            yield None
+            return
+        try:
+            try:
+                fd: int | None = open_dir(root, AUDIT_DIR, create=create)
+            except FileNotFoundError:
+                fd = None
+            try:
+                yield fd
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        finally:
+            os.close(root)
+
+    @staticmethod
+    def _read_head(dir_fd: int | None) -> tuple[Head | None, str | None]:
+        """The head, and a problem reading it (if any)."""
+        if dir_fd is None:
+            return None, None
+        try:
+            fd = os.open(HEAD_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None, None
         except OSError as exc:
-            raise FerryError(f"cannot read {self.trail_path}: {exc.strerror or exc}") from None
-        lines, tail = split_lines(data)
+            return None, f"{HEAD_NAME}: {exc.strerror or exc}"
         try:
-            head = _parse_head(self.head_path.read_bytes())
-            problem = None
+            return _parse_head(os.read(fd, 4096)), None
+        except FormatError as exc:
+            return None, str(exc)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    @contextmanager
+    def _trail(dir_fd: int | None) -> Iterator[BinaryIO | None]:
+        if dir_fd is None:
+            yield None
+            return
+        try:
+            fd = os.open(TRAIL_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         except FileNotFoundError:
-            head, problem = None, None
-        except (OSError, FormatError) as exc:
-            head, problem = None, str(exc)
-        return lines, tail, head, problem
+            yield None
+            return
+        except OSError as exc:
+            raise FerryError(f"cannot read the audit trail: {exc.strerror or exc}") from None
+        with os.fdopen(fd, "rb") as f:
+            yield f
 
     def verify(self) -> AuditCheck:
         """Check the whole chain against the head (see :data:`REASONS` and the module docstring)."""
-        lines, tail, head, problem = self._read()
-        if problem is not None:
-            return AuditCheck(False, len(lines), None, "head", f"the chain head is unreadable: {problem}")
-        return check_chain(lines, head, torn_tail=tail)
+        with self._open_dir() as d:
+            head, problem = self._read_head(d)
+            with self._trail(d) as f:
+                if problem is not None:
+                    count = sum(1 for _ in iter_lines(f)) if f is not None else 0
+                    return AuditCheck(False, count, None, "head", f"the chain head is unreadable: {problem}")
+                return check_chain(iter_lines(f) if f is not None else [], head)
 
     def entries(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
-        """Entries in order (those at or after ``since`` when given). Does not verify the chain:
-        call :meth:`verify` for that. An unreadable line raises FormatError."""
-        lines, _tail, _head, _problem = self._read()
-        for i, line in enumerate(lines):
-            entry = check_entry_shape(canonical.decode(line, what=f"audit entry {i}"), f"audit entry {i}")
-            if since is not None and parse_time(entry["time"]) < since:
-                continue
-            yield entry
+        """Entries in order (those at or after ``since`` when given), streamed. Does not verify
+        the chain: call :meth:`verify` for that. An unreadable line raises FormatError; a torn
+        last line (an interrupted append) is not an entry and is skipped."""
+        with self._open_dir() as d, self._trail(d) as f:
+            if f is None:
+                return
+            for i, line in enumerate(iter_lines(f)):
+                if not line.endswith(b"\n"):
+                    return
+                entry = check_entry_shape(canonical.decode(line[:-1], what=f"audit entry {i}"), f"audit entry {i}")
+                if since is None or parse_time(entry["time"]) >= since:
+                    yield entry
 
     def head(self) -> Head | None:
-        return self._read()[2]
+        with self._open_dir() as d:
+            return self._read_head(d)[0]
 
     # ---- appending
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _tail(self, f: BinaryIO | None) -> tuple[bytes | None, int]:
+        """The last complete line (None for an empty trail) and the length of a torn tail after it.
+        Reads only the end of the file, so an append costs the same however long the trail."""
+        if f is None:
+            return None, 0
+        size = os.fstat(f.fileno()).st_size
+        window = min(size, 2 * MAX_LINE_BYTES + 2)
+        f.seek(size - window)
+        data = f.read(window)
+        body, sep, torn = data.rpartition(b"\n")
+        if not sep:
+            if window < size:
+                raise FerryError("audit trail: its last line is over the size limit; not appending to it")
+            return None, len(torn)
+        last = body.rpartition(b"\n")[2]
+        if len(body) == len(last) and window < size:
+            raise FerryError("audit trail: its last line is over the size limit; not appending to it")
+        return last, len(torn)
 
     def append(self, decision: str, reason: str, *, bundle: dict | None, manifest_digest: str | None,
                signers: list[str], artifact: dict | None, version_before: str | None,
                version_after: str | None, note: str | None = None) -> dict[str, Any]:
         """Append one decision, fsync it, then move the head. Returns the entry written.
 
-        Refuses (FerryError) to extend a trail that does not verify: tampering is never
-        papered over by new entries. An interrupted earlier append is completed first.
+        Checks the end of the chain first — the head, and the last entry against its own hash
+        and the head — and refuses (FerryError) to extend a trail whose end is broken, so that
+        tampering is never papered over by new entries. (The whole chain is ``verify``'s job;
+        reading only the end keeps an append's cost independent of the trail's length.)
+        An interrupted earlier append is completed first.
         """
-        with self._locked():
-            lines, tail, head, problem = self._read()
-            if problem is not None:
-                raise FerryError(f"audit trail {self.dir}: the chain head is unreadable ({problem}); "
-                                 "not appending to it")
-            check = check_chain(lines, head, torn_tail=tail)
-            if not check.ok:
-                raise FerryError(f"audit trail {self.dir} is not whole ({check.summary}); "
-                                 "run `ferry audit verify` and keep the evidence; not appending to it")
-            n = len(lines)
-            if tail:  # a partial line from an interrupted append: never committed, cut it off
-                with open(self.trail_path, "r+b") as f:
-                    f.truncate(os.fstat(f.fileno()).st_size - len(tail))
-                    os.fsync(f.fileno())
-            prev = GENESIS if n == 0 else canonical.decode(lines[-1], what="audit entry")["hash"]
-            if head is None or head.seq != n - 1:  # a new trail, or an append whose head never moved
-                write_atomic(self.head_path, canonical.encode(Head(n - 1, prev).to_dict()))
-            entry = make_entry(n, prev, utc_now(), decision, reason, bundle=bundle,
-                               manifest_digest=manifest_digest, signers=list(signers), artifact=artifact,
-                               version_before=version_before, version_after=version_after, note=note)
-            created = not self.trail_path.exists()
-            fd = os.open(self.trail_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        from importer.state import write_atomic
+
+        refuse = f"audit trail {self.dir}: run `ferry audit verify --state {self.state_dir}` and keep the evidence; not appending to it"
+        with self._open_dir(create=True) as d:
+            assert d is not None
+            lock = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=d)
             try:
-                os.write(fd, canonical.encode(entry) + b"\n")
-                os.fsync(fd)
+                fcntl.flock(lock, fcntl.LOCK_EX)  # two appends never interleave
+                head, problem = self._read_head(d)
+                if problem is not None:
+                    raise FerryError(f"the chain head is unreadable ({problem}). {refuse}")
+                with self._trail(d) as f:
+                    last_line, torn = self._tail(f)
+                if last_line is None:
+                    n, prev = 0, GENESIS
+                    if head is not None and (head.seq, head.hash) != (-1, GENESIS):
+                        raise FerryError(f"the trail is empty but its head names entry {head.seq}. {refuse}")
+                else:
+                    s = _scan(last_line, -1)
+                    if s.seq is None or not s.self_ok:
+                        raise FerryError(f"its last entry is not intact ({s.error}). {refuse}")
+                    n, prev = s.seq + 1, s.hash or ""
+                    whole = head is not None and (
+                        (head.seq == s.seq and head.hash == s.hash)
+                        or (head.seq == s.seq - 1 and head.hash == s.prev and not torn))
+                    if not whole:
+                        raise FerryError(f"its head does not match its last entry. {refuse}")
+                if torn:  # a partial line from an interrupted append: never committed, cut it off
+                    fd = os.open(TRAIL_NAME, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+                    try:
+                        os.ftruncate(fd, os.fstat(fd).st_size - torn)
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                if head is None or head.seq != n - 1:  # a new trail, or an append whose head never moved
+                    write_atomic(d, HEAD_NAME, canonical.encode(Head(n - 1, prev).to_dict()))
+                entry = make_entry(n, prev, utc_now(), decision, reason, bundle=bundle,
+                                   manifest_digest=manifest_digest, signers=list(signers), artifact=artifact,
+                                   version_before=version_before, version_after=version_after, note=note)
+                fd = os.open(TRAIL_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o644, dir_fd=d)
+                try:
+                    data = memoryview(canonical.encode(entry) + b"\n")
+                    while data:
+                        data = data[os.write(fd, data):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.fsync(d)  # the trail's name, when it was just created
+                write_atomic(d, HEAD_NAME, canonical.encode(Head(n, entry["hash"]).to_dict()))
+                return entry
             finally:
-                os.close(fd)
-            if created:
-                _fsync_dir(self.dir)
-            write_atomic(self.head_path, canonical.encode(Head(n, entry["hash"]).to_dict()))
-            return entry
+                os.close(lock)
 
 
 # --------------------------------------------------------------------------- signed export
@@ -455,7 +545,7 @@ class AuditExport:
 
     def check(self) -> AuditCheck:
         """The same chain check as on the edge, over the exported entries and head."""
-        return check_chain([canonical.encode(e) for e in self.entries], self.head)
+        return check_chain((canonical.encode(e) + b"\n" for e in self.entries), self.head)
 
 
 def parse_export(data: bytes) -> AuditExport:
@@ -485,17 +575,11 @@ def parse_export(data: bytes) -> AuditExport:
 
 
 def build_export(trail: AuditTrail) -> AuditExport:
-    """Everything committed in ``trail`` (not a partial last line) with its head, as found:
+    """Everything committed in ``trail`` (not a torn last line) with its head, as found:
     a broken chain is exported as it is, so that auditors see the evidence."""
-    lines, _tail, head, problem = trail._read()
-    if problem is not None:
-        head = None
-    entries = []
-    for i, line in enumerate(lines):
-        try:
-            entries.append(check_entry_shape(canonical.decode(line, what=f"audit entry {i}"),
-                                             f"audit entry {i}"))
-        except FormatError as exc:
-            raise FerryError(f"audit trail {trail.trail_path}: {exc}; it cannot be exported as "
-                             "entries (copy the file itself as evidence)") from None
-    return AuditExport(exported=utc_now(), head=head, entries=tuple(entries))
+    try:
+        entries = tuple(trail.entries())
+    except FormatError as exc:
+        raise FerryError(f"audit trail {trail.trail_path}: {exc}; it cannot be exported as entries "
+                         "(copy the file itself as evidence)") from None
+    return AuditExport(exported=utc_now(), head=trail.head(), entries=entries)

@@ -30,6 +30,7 @@ def add(trail: AuditTrail, i: int, decision: str = "applied", note: str | None =
 @pytest.fixture
 def edge(tmp_path: Path) -> Path:
     state = tmp_path / "edge"
+    state.mkdir()
     trail = AuditTrail(state)
     for i in range(5):
         add(trail, i)
@@ -175,13 +176,27 @@ def test_first_append_cut_short_is_not_a_missing_head(tmp_path: Path) -> None:
     assert trail.verify().ok and trail.verify().pending is None
 
 
-def test_a_broken_trail_is_never_extended(edge: Path) -> None:
+def test_a_trail_whose_end_is_broken_is_never_extended(edge: Path) -> None:
+    rewrite(edge, lines_of(edge)[:4])  # the last entry deleted: the head names entry 4
+    with pytest.raises(FerryError, match="head does not match its last entry"):
+        add(AuditTrail(edge), 9)
+    assert len(lines_of(edge)) == 4
+    lines = lines_of(edge)
+    lines[3] = lines[3].replace(b"step 3", b"step X")
+    rewrite(edge, lines)
+    with pytest.raises(FerryError, match="last entry is not intact"):
+        add(AuditTrail(edge), 9)
+
+
+def test_appending_after_a_gap_keeps_the_gap_detectable(edge: Path) -> None:
+    """An append reads only the end of the trail (its cost does not grow with the trail); a
+    gap further back is not hidden by new entries: verify still names it."""
     lines = lines_of(edge)
     del lines[1]
     rewrite(edge, lines)
-    with pytest.raises(FerryError, match="not whole"):
-        add(AuditTrail(edge), 9)
-    assert len(lines_of(edge)) == 4
+    add(AuditTrail(edge), 5)
+    check = AuditTrail(edge).verify()
+    assert (check.ok, check.reason, check.first_bad_seq) == (False, "removed", 1)
 
 
 def test_decisions_are_the_documented_list(tmp_path: Path) -> None:
@@ -290,7 +305,7 @@ def test_export_parser_never_crashes(data: bytes) -> None:
 @given(st.lists(st.binary(max_size=300), max_size=6), st.binary(max_size=40),
        st.one_of(st.none(), st.builds(Head, st.integers(-1, 8), st.sampled_from([GENESIS, "x"]))))
 def test_chain_check_never_crashes_on_arbitrary_lines(lines: list[bytes], tail: bytes, head: Head | None) -> None:
-    check = check_chain(lines, head, torn_tail=tail)
+    check = check_chain([line + b"\n" for line in lines] + ([tail] if tail else []), head)
     assert check.ok in (True, False)
     if not check.ok:
         assert check.reason is not None and check.detail

@@ -134,24 +134,21 @@ def export_cmd(
     key: Path | None = typer.Option(None, "--key", metavar="EDGEKEY", help="The edge's private key to sign the export with."),
 ) -> None:
     """Write the trail with its chain head as one canonical JSON file, signed for the auditors."""
-    from importer.audit import build_export, write_atomic
+    from ferry.commands.verify import write_output
+    from importer.audit import AuditTrail, build_export
     from manifests.keys import key_id, load_private
     from manifests.signing import AUDIT_PAYLOAD_TYPE, SIGNATURE_SUFFIX, sign
-
-    from importer.audit import AuditTrail
 
     private = load_private(key) if key is not None else None  # fail before writing anything
     trail = AuditTrail(_state(state))
     export = build_export(trail)
     body = export.to_bytes()
-    if not out.parent.is_dir():
-        raise FerryError(f"--out {out}: folder {out.parent} does not exist")
     sig_path = out.with_name(out.name + SIGNATURE_SUFFIX)
     if private is not None:
-        write_atomic(sig_path, sign(body, [private], payload_type=AUDIT_PAYLOAD_TYPE).to_bytes())
+        write_output(sig_path, sign(body, [private], payload_type=AUDIT_PAYLOAD_TYPE).to_bytes(), "--out")
     else:
         sig_path.unlink(missing_ok=True)  # never leave a signature that belongs to another body
-    write_atomic(out, body)
+    write_output(out, body, "--out")
     check = export.check()
     signed = f", signed by key {key_id(private.public_key())[:16]}" if private is not None else ", unsigned"
     typer.echo(f"exported {len(export.entries)} entries to {out}{signed}")

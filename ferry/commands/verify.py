@@ -9,12 +9,20 @@ import typer
 from manifests.errors import FerryError, VerificationError
 
 
-def _write(path: Path, data: bytes, what: str) -> None:
-    from importer.audit import write_atomic
+def write_output(path: Path, data: bytes, what: str) -> None:
+    """Write a file the user named, atomically (importer.state.write_atomic in its folder)."""
+    import os
 
-    if not path.parent.is_dir():
-        raise FerryError(f"{what} {path}: folder {path.parent} does not exist")
-    write_atomic(path, data)
+    from importer.state import write_atomic
+
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FerryError(f"{what} {path}: folder {parent} does not exist")
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        write_atomic(fd, path.name, data)
+    finally:
+        os.close(fd)
 
 
 def _print(report, ui) -> None:  # report: importer.report.Report, ui: ferry.ui.UI
@@ -83,9 +91,9 @@ def register(app: typer.Typer) -> None:
         report = verify_paths(paths, load_trust(trust), state_dir=state, progress=ui if ui.interactive else None)
         doc = report.to_dict()
         if report_file is not None:
-            _write(report_file, canonical.encode(doc) + b"\n", "--report")
+            write_output(report_file, canonical.encode(doc) + b"\n", "--report")
         if html_file is not None:
-            _write(html_file, render_html(report).encode("utf-8"), "--html")
+            write_output(html_file, render_html(report).encode("utf-8"), "--html")
         if json_out:
             ui.emit(doc)
         else:
