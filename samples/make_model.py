@@ -13,8 +13,9 @@ come from a seeded splitmix64 generator, so the same bytes come out on any machi
 weights are random except for the sentiment words, whose embeddings are nudged so that
 ``samples/images/sentiment-server`` (app/serve.py) gives sensible answers. Another
 ``--version`` keeps the embeddings and the encoder weight byte-identical and retrains only the
-small head (classifier and encoder bias), as a fine-tune would: the model for trying delta
-bundles (``ferry export --since``), which then carry little more than the changed tensors.
+small head (classifier and encoder bias), as a fine-tune would: a model for trying upgrades
+and delta bundles (``ferry export --since``). At 290 KiB the file is one ferry chunk, so a
+delta carries it whole; tensor-level savings need real-size models (``bench/``).
 """
 
 from __future__ import annotations
