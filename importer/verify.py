@@ -55,7 +55,7 @@ class _CheckingSource:
             raise self._fail(chunk, MISSING, f"chunk {chunk.id}: volume {pack.volume} (pack {pack.name}) not given")
         try:
             data = self.reader.read_chunk(chunk)
-        except VerificationError as exc:
+        except FerryError as exc:  # tampered, truncated, not a regular file, ...
             raise self._fail(chunk, BAD, str(exc)) from None
         except OSError as exc:
             raise self._fail(chunk, BAD, f"chunk {chunk.id}: read error: {exc.strerror or exc}") from None
