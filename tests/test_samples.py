@@ -298,3 +298,75 @@ def test_the_sample_spec_exports_all_three_artifacts(tmp_path: Path, hub_keys: K
         ("model", "sentiment", "1.2.0")]
     assert summary["bundle"]["name"] == "edge-ai" and summary["bundle"]["channel"] == "stable"
     assert summary["warnings"] == []  # the Deployment's image is the one the bundle carries
+
+
+def test_operator_walkthrough_on_the_samples(tmp_path: Path, hub_keys: KeyPair) -> None:
+    """docs/operator-guide.md section 9: export, verify, import, serve the model, then a delta
+    with a fine-tuned model made against the edge's receipt upgrades only the model."""
+    usb, hub, edge = tmp_path / "usb", tmp_path / "hub", tmp_path / "edge"
+
+    def ok(*args: object) -> str:
+        result = run_ferry(*args)
+        assert result.returncode == 0, f"ferry {args[0]}: {result.stderr}"
+        return result.stdout
+
+    ok("export", SAMPLES / "bundle.yaml", "--out", usb, "--key", hub_keys.key, "--state", hub)
+    ok("verify", usb, "--trust", hub_keys.pub, "--report", tmp_path / "report.json")
+    assert json.loads((tmp_path / "report.json").read_text())["verdict"] == "pass"
+    ok("import", usb, "--trust", hub_keys.pub, "--state", edge)
+    current = edge / "models" / "sentiment" / "current"
+    assert tree(current) == tree(MODEL_DIR)
+    serve = SAMPLES / "src" / "sentiment-server" / "app" / "serve.py"
+    out = subprocess.run([sys.executable, str(serve), "--classify", "the update was great"],
+                         env={"MODEL_DIR": str(current)}, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["label"] == "positive"
+    subprocess.run(["skopeo", "inspect", f"oci:{edge / 'oci'}:team/sentiment-server:1.2.0"], capture_output=True, check=True)
+
+    # The next release: a fine-tuned model, exported as a delta against the edge's receipt.
+    ok("receipt", "--state", edge, "--out", tmp_path / "receipt.json")
+    src = tmp_path / "src"
+    shutil.copytree(SAMPLES, src, ignore=shutil.ignore_patterns("models", "__pycache__"))
+    subprocess.run([sys.executable, str(SAMPLES / "make_model.py"), "--version", "1.3.0", "--out",
+                    str(src / "models" / "sentiment")], check=True, capture_output=True)
+    spec = yaml.safe_load((src / "bundle.yaml").read_text())
+    spec["spec"]["models"][0]["version"] = "1.3.0"
+    (src / "bundle.yaml").write_text(yaml.safe_dump(spec))
+    summary = json.loads(ok("export", src / "bundle.yaml", "--out", tmp_path / "usb2", "--key", hub_keys.key,
+                            "--state", hub, "--since", tmp_path / "receipt.json", "--json"))
+    assert summary["bundle"]["sequence"] == 2 and summary["carriedChunks"] < summary["chunks"]
+    ok("import", tmp_path / "usb2", "--trust", hub_keys.pub, "--state", edge)
+    assert current.resolve().name == "1.3.0" and (edge / "models" / "sentiment" / "1.2.0").is_dir()
+    status = json.loads(ok("status", "--state", edge, "--json"))
+    assert "1.3.0" in json.dumps(status)
+    ok("audit", "verify", "--state", edge)
+
+    # The first disk again: a bundle already imported is a no-op, and never rolls the model back.
+    assert "already imported" in ok("import", usb, "--trust", hub_keys.pub, "--state", edge)
+    assert current.resolve().name == "1.3.0"
+
+
+def test_the_sample_trust_policy_shape_works_with_real_keys(tmp_path: Path) -> None:
+    """The sample policy, with keys made by `ferry keys generate` in place of the sample .pub
+    files: a bundle signed by either key verifies on `stable`; on another channel it is refused."""
+    site = tmp_path / "site"
+    shutil.copytree(SAMPLES, site, ignore=shutil.ignore_patterns("keys", "__pycache__"))
+    for name in ("hub-a", "hub-b"):
+        assert run_ferry("keys", "generate", name, "--out", site / "keys").returncode == 0
+    policy = yaml.safe_load((site / "trust-policy.yaml").read_text())
+    for key in policy["keys"]:
+        key.pop("keyid")  # the sample ids name the sample keys
+    (site / "trust-policy.yaml").write_text(yaml.safe_dump(policy))
+
+    stable = run_ferry("export", site / "bundle.yaml", "--out", tmp_path / "stable", "--key", site / "keys" / "hub-b.key",
+                       "--state", tmp_path / "hub")
+    assert stable.returncode == 0, stable.stderr
+    assert run_ferry("verify", tmp_path / "stable", "--trust", site / "trust-policy.yaml").returncode == 0
+
+    spec = yaml.safe_load((site / "bundle.yaml").read_text())
+    spec["metadata"]["channel"] = "testing"
+    (site / "bundle.yaml").write_text(yaml.safe_dump(spec))
+    testing = run_ferry("export", site / "bundle.yaml", "--out", tmp_path / "testing", "--key", site / "keys" / "hub-a.key",
+                        "--state", tmp_path / "hub")
+    assert testing.returncode == 0, testing.stderr
+    refused = run_ferry("verify", tmp_path / "testing", "--trust", site / "trust-policy.yaml")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
