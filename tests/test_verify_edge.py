@@ -89,3 +89,38 @@ def test_exported_bundle_verifies_and_state_plan_matches_the_import(hub: Path, h
 def test_state_that_is_not_a_folder_is_one_line(hub: Path, hub_keys: KeyPair, tmp_path: Path) -> None:
     assert_clean_failure(run_ferry("verify", hub / "v1", "--trust", hub_keys.pub, "--state", tmp_path / "none"),
                          code=2, contains="no such state folder")
+
+
+def test_real_volumes_and_delta_bundles(hub: Path, hub_keys: KeyPair, tmp_path: Path) -> None:
+    """Bundles split by ``export --max-volume-size`` and made with ``--since`` a site's receipt."""
+    make_model(tmp_path / "big", count=5, size=8 * 1024 * KiB, seed=3)
+    spec = write_spec(tmp_path / "big.yaml", [("big", "1.0.0", "big")])
+    vols = tmp_path / "vols"
+    made = run_ferry("export", spec, "--out", vols, "--key", hub_keys.key, "--state", tmp_path / "hub",
+                     "--max-volume-size", "20MiB")
+    assert made.returncode == 0, made.stderr
+    volumes = sorted(p for p in vols.iterdir() if p.name.startswith("vol-"))
+    assert len(volumes) >= 2
+    one = run_ferry("verify", volumes[0], "--trust", hub_keys.pub, "--json")
+    assert one.returncode == 1
+    report = json.loads(one.stdout)["bundles"][0]
+    assert report["volumes"]["missing"] == [int(v.name[4:]) for v in volumes[1:]]
+    assert all(a["chunks"]["bad"] == 0 for a in report["artifacts"])
+    assert run_ferry("verify", *reversed(volumes), "--trust", hub_keys.pub).returncode == 0
+
+    edge = tmp_path / "edge"
+    edge.mkdir()
+    assert run_ferry("import", hub / "v1", "--trust", hub_keys.pub, "--state", edge).returncode == 0
+    assert run_ferry("receipt", "--state", edge, "--out", tmp_path / "receipt.json").returncode == 0
+    again = write_spec(tmp_path / "again.yaml", [("sentiment", "1.0.1", str(hub / "m1"))])
+    delta = tmp_path / "delta"
+    made = run_ferry("export", again, "--out", delta, "--key", hub_keys.key, "--state", tmp_path / "hub",
+                     "--since", tmp_path / "receipt.json")
+    assert made.returncode == 0, made.stderr
+    result = run_ferry("verify", delta, "--trust", hub_keys.pub, "--state", edge, "--json")
+    assert result.returncode == 0, result.stderr
+    b = json.loads(result.stdout)["bundles"][0]
+    assert b["base"] is not None and b["base"]["receipt"].startswith("sha256:")
+    art = b["artifacts"][0]
+    assert art["chunks"]["heldByBase"] == art["chunks"]["total"] > 0 and art["chunks"]["missing"] == 0
+    assert art["plan"]["action"] == "newer"
