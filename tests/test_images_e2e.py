@@ -103,3 +103,44 @@ def test_platform_and_dry_run(registry, edge_registry, hub_keys, tmp_path):
     done = run_ferry(*args)
     assert done.returncode == 0, done.stderr
     assert edge_registry.inspect("team/plat:7.0.0")["Architecture"] == "arm64"
+
+
+@pytest.mark.parametrize("target", ["registry", "layout"])
+def test_kill_during_import_then_rerun(registry, edge_registry, hub_keys, tmp_path, target):
+    """kill -9 at random moments of an image import; the rerun completes with the same digest
+    and the layout holds no temporary files."""
+    import os
+    import random
+    import signal
+    import sys
+    import time
+
+    layout = tmp_path / "layout"
+    repo = f"team/killed-{target}"
+    digest = make_image(layout, "1.0.0", [random_layer(24 << 20, seed=21), random_layer(6 << 20, seed=22)])
+    registry.push(layout, "1.0.0", repo)
+    out = tmp_path / "out"
+    done = run_ferry("export", _spec(tmp_path / "spec.yaml", f"{registry.host}/{repo}:1.0.0"), "--out", out,
+                     "--key", hub_keys.key, "--state", tmp_path / "hub")
+    assert done.returncode == 0, done.stderr
+    args = ["import", str(out), "--trust", str(hub_keys.pub), "--state", str(tmp_path / "edge")]
+    if target == "registry":
+        args += ["--registry", edge_registry.host]
+    rng = random.Random(7)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "ferry", *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 1.5))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = run_ferry(*args)
+    assert done.returncode == 0, done.stderr
+    if target == "registry":
+        assert edge_registry.inspect(f"{repo}:1.0.0")["Digest"] == digest
+    else:
+        oci = tmp_path / "edge" / "oci"
+        inspected = subprocess.run(["skopeo", "inspect", f"oci:{oci}:{repo}:1.0.0"], check=True,
+                                   capture_output=True, text=True, timeout=60).stdout
+        assert json.loads(inspected)["Digest"] == digest
+        assert not list((oci / "blobs" / "sha256").glob(".*"))
