@@ -8,6 +8,7 @@ entries at all: every entry is a regular file's bytes.
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from collections.abc import Iterable
 
@@ -78,10 +79,8 @@ def check_tree(paths: Iterable[str], *, where: str = "artifact") -> None:
                 raise FormatError(f"{where}: {seen[prefix]!r} is a file and also a folder of {seen[folded]!r}")
 
 
-def safe_join(root: "os.PathLike[str] | str", path: str) -> str:
+def safe_join(root: os.PathLike[str] | str, path: str) -> str:
     """Join a checked bundle path below ``root``; the result never leaves ``root``."""
-    import os
-
     check_path(path)
     base = os.path.abspath(root)
     full = os.path.normpath(os.path.join(base, *path.split("/")))
