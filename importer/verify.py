@@ -14,6 +14,7 @@ whose signatures or manifest fail still gets a report saying so.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from pathlib import Path
 
 from importer.content import stream_entry
@@ -169,19 +170,12 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *, installed: dict | None
     if manifest is None:
         return BundleReport(manifest_digest=found.digest, locations=locations, checks=tuple(checks),
                             signers=signers, threshold=threshold)
-    artifacts = []
-    with PackReader(manifest, found.volume_dirs) as reader:
+    total = sum(a.size for a in manifest.artifacts)
+    task_cm = progress.task(f"verifying {manifest.bundle.name}", total) if progress else nullcontext()  # type: ignore[attr-defined]
+    with PackReader(manifest, found.volume_dirs) as reader, task_cm as task:
         missing = reader.missing_volumes()
-        total = sum(a.size for a in manifest.artifacts)
-        task_cm = progress.task(f"verifying {manifest.bundle.name}", total) if progress is not None else None  # type: ignore[attr-defined]
-        task = task_cm.__enter__() if task_cm is not None else None
-        try:
-            source = _CheckingSource(reader, task)
-            for a in manifest.artifacts:
-                artifacts.append(_check_artifact(a, manifest, source, installed))
-        finally:
-            if task_cm is not None:
-                task_cm.__exit__(None, None, None)
+        source = _CheckingSource(reader, task)
+        artifacts = [_check_artifact(a, manifest, source, installed) for a in manifest.artifacts]
     held = sum(1 for c in manifest.chunks if not c.carried)
     if missing:
         n_missing = sum(1 for s in source.status.values() if s == MISSING)

@@ -319,6 +319,10 @@ def test_trail_reader_never_crashes_on_arbitrary_bytes(tmp_path_factory: pytest.
     (state / "audit" / "trail.jsonl").write_bytes(data)
     (state / "audit" / "head.json").write_bytes(data[:200])
     AuditTrail(state).verify()
+    try:
+        list(AuditTrail(state).entries())
+    except FormatError:
+        pass
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

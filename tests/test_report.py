@@ -12,6 +12,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from importer.report import (ArtifactReport, BundleReport, Check, ChunkCounts, EntryReport, Report,
                              SignerReport, render_html)
@@ -118,3 +120,20 @@ def test_html_report_in_headless_chromium(tmp_path: Path, hub_keys: KeyPair) -> 
     data = shot.read_bytes()
     assert png_size(data) == (1200, 1600)
     assert len(data) > 20_000  # a rendered page of tables, not a blank one
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=200), st.text(max_size=200))
+def test_html_never_lets_data_become_markup(reason: str, path: str) -> None:
+    entry = EntryReport(size=1, blake3="a" * 64, status="bad", reason=reason, path=path)
+    art = ArtifactReport(kind="model", name=path, version=reason, size=1, content_digest="blake3:" + "b" * 64,
+                         status="bad", chunks=ChunkCounts(1, 0, 1), entries=(entry,), bad_chunks=(("c" * 64, reason),))
+    bundle = BundleReport(manifest_digest="sha256:" + "d" * 64, locations=(path,),
+                          checks=(Check("content", False, reason),), artifacts=(art,))
+    report = Report(ferry_version="0.1.0", verified_at="2026-11-23T12:00:00Z", inputs=(path,),
+                    trust={"threshold": 1, "keys": [{"keyid": "e" * 64, "name": reason, "channels": None}]},
+                    bundles=(bundle,))
+    page = render_html(report)
+    found = structure(page)
+    assert "script" not in found.tags and found.attrs <= {"lang", "charset", "http-equiv", "content", "class"}
+    assert page.count("<table>") == 6  # the data never opens or closes a table of its own
