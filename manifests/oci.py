@@ -253,8 +253,11 @@ def parse_manifest(data: bytes, media_type: str | None = None, *, where: str = "
     if not isinstance(doc, dict):
         raise FormatError(f"{where} is not a JSON object")
     declared = doc.get("mediaType")
-    kind = declared if isinstance(declared, str) and declared else media_type
-    if kind is None:  # OCI allows omitting mediaType; tell manifests from indexes by shape
+    if isinstance(declared, str) and declared:
+        kind = declared
+    elif media_type in MANIFEST_TYPES or media_type in DOCKER_MANIFEST_V1:
+        kind = media_type
+    else:  # OCI allows omitting mediaType, and some registries serve application/json: go by shape
         kind = OCI_INDEX if "manifests" in doc else OCI_MANIFEST
     if kind in DOCKER_MANIFEST_V1 or doc.get("schemaVersion") == 1:
         raise FormatError(f"{where} is a Docker schema 1 manifest, which is not supported (re-push the image with a current tool)")

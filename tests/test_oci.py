@@ -147,6 +147,7 @@ def test_media_type_from_header_when_document_omits_it():
                        "layers": []}).encode()
     assert parse_manifest(data, None).media_type == OCI_MANIFEST
     assert parse_manifest(data, DOCKER_MANIFEST).media_type == DOCKER_MANIFEST
+    assert parse_manifest(data, "application/json").media_type == OCI_MANIFEST
 
 
 @pytest.mark.parametrize("data, message", [
@@ -154,6 +155,7 @@ def test_media_type_from_header_when_document_omits_it():
     (b"[]", "not a JSON object"),
     (json.dumps({"schemaVersion": 1, "name": "x"}).encode(), "schema 1"),
     (_manifest("text/plain"), "not an image manifest"),
+    (json.dumps({"schemaVersion": 2, "mediaType": "application/json", "layers": []}).encode(), "not an image manifest"),
     (_manifest(layers=[{"mediaType": "a/b", "digest": "sha512:" + "a" * 128, "size": 1}]), "sha256"),
     (_manifest(layers=[{"mediaType": "a/b", "digest": D2, "size": -1}]), "byte count"),
     (_manifest(layers="x"), "layers list"),
