@@ -460,7 +460,8 @@ class AuditTrail:
         """
         from importer.state import write_atomic
 
-        refuse = f"audit trail {self.dir}: run `ferry audit verify --state {self.state_dir}` and keep the evidence; not appending to it"
+        refuse = (f"Audit trail {self.dir}: run `ferry audit verify --state {self.state_dir}` "
+                  "and keep the evidence; not appending to it")
         with self._open_dir(create=True) as d:
             assert d is not None
             lock = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=d)

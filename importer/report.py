@@ -13,7 +13,7 @@ reader written for 1.0 reads any 1.x. Removing or changing the meaning of a fiel
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 REPORT_FORMAT = "ferry-verify-report"
