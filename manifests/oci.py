@@ -137,6 +137,13 @@ def parse_reference(ref: str) -> ImageRef:
     return ImageRef(registry=registry, repository=rest, tag=tag, digest=digest)
 
 
+def check_registry_host(host: str) -> str:
+    """``HOST[:PORT]`` as given to ``--registry`` / ``--insecure-registry``, or a clear error."""
+    if not isinstance(host, str) or not _HOST_RE.match(host):
+        raise FerryError(f"registry {host!r} is not HOST[:PORT] (no scheme, no path; e.g. registry.local:5000)")
+    return host
+
+
 def is_loopback_host(host: str) -> bool:
     """``localhost`` or an address in 127.0.0.0/8 or ::1, with or without a port.
 

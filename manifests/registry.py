@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlencode
 
 from .errors import FerryError, VerificationError
-from .oci import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, DigestReader, is_loopback_host
+from .oci import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, DigestReader, check_registry_host, is_loopback_host
 
 if TYPE_CHECKING:
     import requests
@@ -151,6 +151,9 @@ class RegistryClient:
     _creds_loaded: bool = field(default=False, repr=False)
     _basic: bool = field(default=False, repr=False)
     _tokens: dict[tuple[str, ...], str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        check_registry_host(self.host)
 
     # ---- transport
 

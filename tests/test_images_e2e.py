@@ -144,3 +144,11 @@ def test_kill_during_import_then_rerun(registry, edge_registry, hub_keys, tmp_pa
                                    capture_output=True, text=True, timeout=60).stdout
         assert json.loads(inspected)["Digest"] == digest
         assert not list((oci / "blobs" / "sha256").glob(".*"))
+
+
+def test_import_registry_given_as_url_is_refused_clearly(exported, hub_keys, tmp_path):
+    result = run_ferry("import", exported["bundle"], "--trust", hub_keys.pub, "--state", tmp_path / "edge",
+                       "--registry", "http://registry.local:5000")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "is not HOST[:PORT]" in result.stdout + result.stderr

@@ -46,6 +46,20 @@ def test_reference_follows_docker_rules(text, registry, repository, tag, digest)
     assert (ref.registry, ref.repository, ref.tag, ref.digest) == (registry, repository, tag, digest)
 
 
+@pytest.mark.parametrize("host, ok", [
+    ("127.0.0.1:5000", True), ("registry.local", True), ("[::1]:5000", True), ("reg-1.example.com:443", True),
+    ("http://reg.example", False), ("reg.example/path", False), ("", False), ("reg example", False),
+])
+def test_registry_host(host, ok):
+    from manifests.oci import check_registry_host
+
+    if ok:
+        assert check_registry_host(host) == host
+    else:
+        with pytest.raises(FerryError, match="is not HOST\\[:PORT\\]"):
+            check_registry_host(host)
+
+
 def test_docker_hub_api_host():
     assert parse_reference("ubuntu").api_host == "registry-1.docker.io"
     assert parse_reference("127.0.0.1:5000/a:1").api_host == "127.0.0.1:5000"
