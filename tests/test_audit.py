@@ -337,3 +337,35 @@ def test_any_single_byte_change_in_a_committed_trail_is_detected(edge: Path, dat
         assert not AuditTrail(edge).verify().ok
     finally:
         path.write_bytes(original)
+
+
+def test_kill_9_during_appends_leaves_a_whole_trail_that_the_next_append_heals(tmp_path: Path) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.common import REPO
+
+    state = tmp_path / "edge"
+    state.mkdir()
+    writer = (
+        "import sys; from pathlib import Path; from importer.audit import AuditTrail\n"
+        "t = AuditTrail(Path(sys.argv[1]))\n"
+        "while True:\n"
+        "    t.append('applied', 'x' * 3000, bundle=None, manifest_digest=None, signers=[], artifact=None,\n"
+        "             version_before=None, version_after=None)\n"
+    )
+    rng = random.Random(7)
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", writer, str(state)], cwd=REPO)
+        time.sleep(rng.uniform(0.3, 0.8))  # only to vary where the kill lands
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        check = AuditTrail(state).verify()
+        assert check.ok, check.summary
+        before = check.entries
+        add(AuditTrail(state), 0)
+        after = AuditTrail(state).verify()
+        assert after.ok and after.pending is None and after.entries == before + 1
