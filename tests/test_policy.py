@@ -1,0 +1,45 @@
+"""importer.policy: the version rule and the channel-sequence rule, as properties."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from importer.policy import APPLIES, REFUSES, Installed, bundle_freshness, decide
+from manifests.version import compare_versions
+
+versions = st.builds(lambda a, b, c, pre: f"{a}.{b}.{c}" + (f"-rc.{pre}" if pre is not None else ""),
+                     st.integers(0, 5), st.integers(0, 5), st.integers(0, 5), st.none() | st.integers(0, 3))
+contents = st.sampled_from(["blake3:aa", "blake3:bb"])
+
+
+@given(versions, contents)
+def test_nothing_installed_is_new(version: str, content: str) -> None:
+    assert decide(None, version, content).action == "new"
+
+
+@given(versions, contents, versions, contents, st.booleans())
+def test_decide_is_version_monotonic(have: str, have_content: str, version: str, content: str, allow: bool) -> None:
+    d = decide(Installed(have, have_content), version, content, allow_downgrade=allow)
+    order = compare_versions(version, have)
+    assert d.applies == (d.action in APPLIES) and d.refused == (d.action in REFUSES)
+    assert not (d.applies and d.refused)
+    if order > 0:
+        assert d.action == "newer"
+    elif order == 0:
+        # one version names one content: never re-applied, never replaced, even with the flag
+        assert d.action == ("same" if content == have_content else "conflict")
+    else:
+        assert d.action == ("downgrade" if allow else "older")
+    assert d.reason
+
+
+@given(st.none() | st.integers(1, 100), st.booleans(), st.integers(1, 100))
+def test_bundle_freshness(last: int | None, seen: bool, sequence: int) -> None:
+    f = bundle_freshness(last, seen, sequence)
+    if seen:
+        assert f == "repeat"  # the same bundle again is idempotent, not a replay error
+    elif last is not None and sequence <= last:
+        assert f == "stale"
+    else:
+        assert f == "new"

@@ -1,0 +1,104 @@
+"""The edge state: crashes at each journaled step are finished by the next import, exactly once;
+read_installed works without the lock; free space is checked before writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import importer.run as run_mod
+from ferry.ui import Silent
+from importer.apply import models as model_store
+from importer.run import ImportOptions, run_import
+from importer.state import EdgeState, read_installed
+from importer.policy import Installed
+from tests.support.bundles import model, write_bundle
+from tests.support.common import KeyPair, run_ferry
+
+FILES = {"w.bin": os.urandom(300_000), "c.json": b"{}"}
+
+
+class Crash(BaseException):
+    """Stands for kill -9 at a chosen instant (nothing after it runs, no cleanup)."""
+
+
+def opts(hub: KeyPair, bundle: Path, state: Path) -> ImportOptions:
+    return ImportOptions(paths=[bundle], trust=[hub.pub], state=state)
+
+
+def decisions(state: Path) -> list[str]:
+    lines = (state / "audit" / "trail.jsonl").read_text().splitlines()
+    return [json.loads(line)["decision"] for line in lines]
+
+
+@pytest.mark.parametrize("where", ["publish", "commit", "audit"])
+def test_crash_inside_a_journaled_publish_is_finished_once(where: str, tmp_path: Path, hub_keys: KeyPair,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", FILES)])
+    state = tmp_path / "edge"
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise Crash(where)
+
+    if where == "publish":  # staged, journaled, nothing renamed yet
+        monkeypatch.setattr(model_store, "publish_model", crash)
+    elif where == "commit":  # renamed and switched, ledger not yet updated
+        monkeypatch.setattr(model_store, "commit_model", crash)
+    else:  # ledger committed, audit entry not yet written
+        from importer.audit import AuditTrail
+
+        monkeypatch.setattr(AuditTrail, "append", crash)
+    with pytest.raises(Crash):
+        run_import(opts(hub_keys, tmp_path / "b", state), Silent())
+    monkeypatch.undo()
+
+    s = EdgeState.open_readonly(state)
+    assert s is not None and len(s.journal()) == 1  # the decision survived the crash
+    s.close()
+
+    r = run_ferry("import", tmp_path / "b", "--trust", hub_keys.pub, "--state", state)
+    assert r.returncode == 0, r.stderr
+    root = state / "models" / "m"
+    assert {p.name: p.read_bytes() for p in (root / "1.0.0").iterdir()} == FILES
+    assert os.readlink(root / "current") == "1.0.0"
+    assert sorted(p.name for p in root.iterdir()) == ["1.0.0", "current"]
+    assert read_installed(state)[("model", "m")].version == "1.0.0"
+    # one "applied" (by the recovery), then the bundle's own decision: already there
+    assert decisions(state).count("applied") == 1
+    assert decisions(state)[-1] == "skipped"
+    assert run_ferry("audit", "verify", "--state", state).returncode == 0
+
+
+def test_read_installed_without_lock_and_without_state(tmp_path: Path, hub_keys: KeyPair) -> None:
+    assert read_installed(tmp_path / "nothing") == {}
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", FILES)])
+    state = tmp_path / "edge"
+    run_import(opts(hub_keys, tmp_path / "b", state), Silent())
+    holder = EdgeState.open(state)  # an import running: readers still read
+    try:
+        got = read_installed(state)
+    finally:
+        holder.close()
+    assert set(got) == {("model", "m")} and isinstance(got[("model", "m")], Installed)
+
+
+def test_free_space_checked_before_writing(tmp_path: Path, hub_keys: KeyPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", FILES)])
+    state = tmp_path / "edge"
+    real = shutil.disk_usage
+
+    def small(path: object) -> object:
+        u = real(path)
+        return type(u)(u.total, u.total - 1000, 1000)
+
+    monkeypatch.setattr(run_mod.shutil, "disk_usage", small)
+    report = run_import(opts(hub_keys, tmp_path / "b", state), Silent())
+    assert report.exit_code == 1
+    reason = report.bundles[0].reason
+    assert "not enough free space" in reason and "1000 B" in reason and "is free" in reason
+    assert not (state / "models").exists()
+    assert decisions(state) == ["refused"]
