@@ -481,3 +481,15 @@ def test_registry_refuses_an_image_missing_a_blob(edge_registry, tmp_path):
     with pytest.raises(FerryError, match="storing manifest .* failed \\(400: MANIFEST_BLOB_UNKNOWN"):
         apply_image(partial, carried.read_entry, target)
     assert client_for(target).manifest_digest("team/partial-reg", "1.0.0") is None
+
+
+def test_platform_on_a_single_platform_image_warns(tmp_path):
+    """export --platform applies to every image; a single-platform image is carried as it is,
+    with a warning when its platform differs."""
+    make_image(tmp_path, "1.0.0", [layer({"a": b"1"})], arch="amd64")
+    same = source("team/one:1.0.0", layout=tmp_path, platform="linux/amd64")
+    assert same.warnings == [] and same.image.platform is None
+    other = source("team/one:1.0.0", layout=tmp_path, platform="linux/arm64")
+    assert other.image.manifest == same.image.manifest
+    assert other.warnings == [f"image team/one:1.0.0 (layout {tmp_path}) is a single-platform image for "
+                              "linux/amd64; --platform linux/arm64 does not apply to it"]

@@ -64,18 +64,42 @@ def image_source(ref: str, *, layout: Path | None, version: str | None, platform
         source = RegistrySource(parsed, insecure_registries)
         top = source.top()
         where = f"image {ref}"
-    files, chosen = collect(source, top, platform, where)
+    files, chosen, selected = collect(source, top, platform, where)
+    warnings = []
+    if platform is not None and not selected:
+        actual = image_platform(source, chosen)
+        if actual is not None and actual != platform and not actual.startswith(platform + "/") \
+                and not platform.startswith(actual + "/"):  # a missing variant matches any
+            warnings.append(f"{where} is a single-platform image for {actual}; --platform {platform} does not apply to it")
     from ferry.ui import human_bytes
 
     progress.info(f"{where}: {len(files)} blobs, {human_bytes(sum(f.size for f in files))}")
     image = ImageInfo(repository=parsed.repository, tag=parsed.tag, manifest=chosen.digest,
-                      media_type=chosen.media_type, source=ref, platform=platform)
-    return SourceArtifact(kind="image", name=parsed.repository, version=version, files=files, image=image)
+                      media_type=chosen.media_type, source=ref, platform=platform if selected else None)
+    return SourceArtifact(kind="image", name=parsed.repository, version=version, files=files, image=image,
+                          warnings=warnings)
+
+
+def image_platform(source: BlobSource, manifest: Descriptor) -> str | None:
+    """``os/arch[/variant]`` from an image's config, or None when it does not say."""
+    doc = parse_manifest(source.manifest(manifest), manifest.media_type)
+    if doc.config is None or doc.config.size > MAX_MANIFEST_BYTES:
+        return None
+    with source.open(doc.config) as stream:
+        try:
+            config = json.loads(stream.read())
+        except ValueError:
+            return None
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), str) for k in ("os", "architecture")):
+        return None
+    variant = config.get("variant")
+    return "/".join([config["os"], config["architecture"], *([variant] if isinstance(variant, str) and variant else [])])
 
 
 def collect(source: BlobSource, top: Descriptor, platform: str | None,
-            where: str) -> tuple[list[SourceFile], Descriptor]:
-    """Every blob to carry, each once, manifests first; and the descriptor pushed under the tag."""
+            where: str) -> tuple[list[SourceFile], Descriptor, bool]:
+    """Every blob to carry, each once, manifests first; the descriptor pushed under the tag;
+    and whether ``platform`` selected it from an index."""
     files: dict[str, SourceFile] = {}
 
     def walk(desc: Descriptor, depth: int) -> Descriptor:
@@ -94,16 +118,16 @@ def collect(source: BlobSource, top: Descriptor, platform: str | None,
                 size=blob.size, open=lambda b=blob: source.open(b), digest=blob.digest, media_type=blob.media_type))
         return desc
 
-    chosen = top
+    chosen, selected = top, False
     if platform is not None:
         for _ in range(MAX_INDEX_DEPTH + 1):
             data = source.manifest(chosen)
             doc = parse_manifest(data, chosen.media_type, where=f"{where}: manifest {chosen.digest}")
             if not doc.is_index:
                 break
-            chosen = select_platform(doc, platform, where=where)
+            chosen, selected = select_platform(doc, platform, where=where), True
     chosen = walk(chosen, 0)
-    return list(files.values()), chosen
+    return list(files.values()), chosen, selected
 
 
 # --------------------------------------------------------------------------- registry
