@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -370,3 +371,73 @@ def test_the_sample_trust_policy_shape_works_with_real_keys(tmp_path: Path) -> N
     assert testing.returncode == 0, testing.stderr
     refused = run_ferry("verify", tmp_path / "testing", "--trust", site / "trust-policy.yaml")
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
+
+
+# --- the docs name only commands and options that exist --------------------------------------
+
+DOCS = sorted((SAMPLES.parent / "docs").glob("*.md")) + [SAMPLES.parent / "README.md", SAMPLES / "README.md"]
+
+
+def cli_options() -> dict[str, set[str]]:
+    """'export' -> its long options, 'audit verify' -> ..., from the real typer app."""
+    import typer.main
+
+    from ferry.cli import app
+
+    found: dict[str, set[str]] = {}
+
+    def walk(command: object, path: str) -> None:
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            for name, sub in subcommands.items():
+                walk(sub, f"{path} {name}".strip())
+        else:
+            found[path] = {o for p in command.params for o in p.opts if o.startswith("--")} | {"--help"}
+
+    walk(typer.main.get_command(app), "")
+    return found
+
+
+def ferry_invocations(text: str) -> list[list[str]]:
+    """Every `ferry ...` command line in fenced blocks and inline code, as words."""
+    lines = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+        lines += block.replace("\\\n", " ").splitlines()
+    lines += re.findall(r"`(ferry [^`]+)`", text)
+    found = []
+    for line in lines:
+        line = line.split(" #")[0]
+        for part in re.split(r"&&|;|\|", line):
+            words = part.split()
+            if "ferry" in words:
+                found.append(words[words.index("ferry"):])
+    return found
+
+
+def doc_problems(text: str, options: dict[str, set[str]]) -> tuple[list[str], int]:
+    """(what in ``text`` names a command or option ferry does not have, invocations checked)."""
+    problems, checked = [], 0
+    for words in ferry_invocations(text):
+        if len(words) == 1 or words[1].startswith("-"):
+            continue  # `ferry --version`, `ferry --help`
+        command = " ".join(words[1:3]) if " ".join(words[1:3]) in options else words[1]
+        if any(name.startswith(command + " ") for name in options) and (
+                len(words) == 2 or not re.fullmatch(r"[a-z]+", words[2])):
+            continue  # the group itself named in prose: `ferry audit`, `ferry keys`
+        if command not in options:
+            problems.append(f"no command `ferry {command}`: {' '.join(words)}")
+            continue
+        problems += [f"`ferry {command}` has no {w}" for w in words[2:]
+                     if w.startswith("--") and w.split("=")[0] not in options[command]]
+        checked += 1
+    return problems, checked
+
+
+def test_docs_use_only_real_commands_and_options() -> None:
+    options = cli_options()
+    for doc in DOCS:
+        problems, checked = doc_problems(doc.read_text(), options)
+        assert problems == [], f"{doc.name}: {problems}"
+        assert checked >= 1 or doc.name == "README.md" and doc.parent == SAMPLES, doc.name
+    bad = "```sh\nferry export spec.yaml --out x --key k --compress\nferry sync x\n```\nand `ferry keys rotate a`"
+    assert len(doc_problems(bad, options)[0]) == 3  # the check can fail
