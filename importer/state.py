@@ -364,6 +364,9 @@ def set_installed(db: sqlite3.Connection, *, kind: str, name: str, version: str,
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    for p in (path, path.with_name(path.name + "-journal")):
+        if p.is_symlink():  # sqlite would follow it
+            raise FerryError(f"edge state {p} is a symbolic link; refusing to use it")
     try:
         if readonly:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
