@@ -441,3 +441,30 @@ def test_docs_use_only_real_commands_and_options() -> None:
         assert checked >= 1 or doc.name == "README.md" and doc.parent == SAMPLES, doc.name
     bad = "```sh\nferry export spec.yaml --out x --key k --compress\nferry sync x\n```\nand `ferry keys rotate a`"
     assert len(doc_problems(bad, options)[0]) == 3  # the check can fail
+
+
+def test_every_command_help_has_one_line_and_a_working_example() -> None:
+    """Issue 7: each command's --help says what it does in one line and shows an example that
+    names only options the command has."""
+    import typer.main
+
+    from ferry.cli import app
+
+    options = cli_options()
+    leaves: dict[str, object] = {}
+
+    def walk(command: object, path: str) -> None:
+        subcommands = getattr(command, "commands", None)
+        for name, sub in (subcommands or {}).items():
+            walk(sub, f"{path} {name}".strip())
+        if not subcommands:
+            leaves[path] = command
+
+    walk(typer.main.get_command(app), "")
+    assert {"export", "inspect", "verify", "import", "status", "receipt", "keys generate", "keys id",
+            "audit verify", "audit show", "audit export"} <= set(leaves)
+    for path, command in leaves.items():
+        assert command.help and command.help.strip().splitlines()[0].endswith("."), path
+        assert (command.epilog or "").startswith(f"Example: ferry {path}"), path
+        problems, checked = doc_problems(f"`{command.epilog.removeprefix('Example: ').split('  |  ')[0]}`", options)
+        assert problems == [] and checked == 1, (path, problems)
