@@ -27,12 +27,10 @@ from pathlib import Path
 
 import pytest
 
+from manifests.oci import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP as OCI_LAYER, OCI_MANIFEST
+from manifests.oci import REF_NAME_ANNOTATION as REF_NAME
+
 DOCKER_REGISTRY = "/usr/bin/docker-registry"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-REF_NAME = "org.opencontainers.image.ref.name"
 
 
 @dataclass
@@ -57,16 +55,17 @@ class Registry:
              f"oci:{layout}:{tag}", f"docker://{self.host}/{repo}:{dest_tag or tag}"],
             check=True, capture_output=True, timeout=120)
 
+    def _inspect(self, ref: str, *flags: str) -> bytes:
+        return subprocess.run(["skopeo", "inspect", *flags, "--tls-verify=false", *self._creds("--creds"),
+                               f"docker://{self.host}/{ref}"], check=True, capture_output=True, timeout=60).stdout
+
     def raw_manifest(self, ref: str) -> bytes:
         """``skopeo inspect --raw`` of ``REPO:TAG`` or ``REPO@DIGEST`` in this registry."""
-        return subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", *self._creds("--creds"), f"docker://{self.host}/{ref}"],
-                              check=True, capture_output=True, timeout=60).stdout
+        return self._inspect(ref, "--raw")
 
     def inspect(self, ref: str) -> dict:
         """``skopeo inspect`` (the parsed image) of a reference in this registry."""
-        out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", *self._creds("--creds"), f"docker://{self.host}/{ref}"],
-                             check=True, capture_output=True, timeout=60).stdout
-        return json.loads(out)
+        return json.loads(self._inspect(ref))
 
 
 def _free_port() -> int:
