@@ -681,3 +681,75 @@ def test_symlink_planted_in_the_edge_state_is_not_written_through(where: str, tm
         files = {p.relative_to(current).as_posix(): p.read_bytes() for p in current.rglob("*") if p.is_file()}
         assert files == FILES
     del before
+
+
+# --------------------------------------------------------------------------- hostile manifest sets (signed)
+
+DEPLOY = (b"apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: %s\n  namespace: default\nspec:\n"
+          b"  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: a}}\n"
+          b"    spec: {containers: [{name: a, image: team/app:1.0.0}]}\n")
+HOSTILE_SETS: dict[str, bytes] = {
+    "yaml-alias-bomb": b"a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+                       b"c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+                       b"e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+                       b"g: [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n",
+    "yaml-deep-nesting": b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "not-kubernetes": b"just: some\nyaml: here\n",
+    "python-tag": b"!!python/object/apply:os.system ['touch /tmp/ferry-pwned']\n",
+    "not-utf8": b"\xff\xfe\x00k\x00i\x00n\x00d\x00",
+    "name-with-slashes": DEPLOY % b"../../../tmp/ferry-escaped",
+    "duplicate-object": DEPLOY % b"web" + b"---\n" + DEPLOY % b"web",
+}
+
+
+def test_hostile_manifest_sets_signed_by_trusted_key(tmp_path: Path, hub: Any, hub_keys: KeyPair,
+                                                     installed_edge: Path) -> None:
+    """A manifests artifact is parsed again at the edge (to pin images by digest): YAML bombs,
+    tags, non-objects and path-like names inside a valid signature are refused, nothing written."""
+
+    def case(name: str) -> Callable[[], None]:
+        def attack() -> None:
+            spec = bundles.Spec("manifests", "app", "1.0.0", files={"app.yaml": HOSTILE_SETS[name]})
+            d = forge.draft(specs=[spec], bundle_id=f"set-{name}", sequence=2)
+            bundle = forge.write(d, tmp_path / name / "bundle", [hub])
+            edge = tmp_path / name / "edge"
+            shutil.copytree(installed_edge, edge, symlinks=True)
+            import_refused(bundle, edge, hub_keys.pub)
+            assert not (edge / "manifests" / "app").exists()
+            assert not Path("/tmp/ferry-pwned").exists() and not Path("/tmp/ferry-escaped").exists()
+        return attack
+
+    run_cases({name: case(name) for name in HOSTILE_SETS})
+
+
+# --------------------------------------------------------------------------- the hub reading an edge receipt
+
+
+def test_hostile_receipt_given_to_export(tmp_path: Path, hub_keys: KeyPair) -> None:
+    """``export --since`` reads a file that came back across the gap: garbage, a wrong format,
+    an oversize (sparse) file, a FIFO: one clear line each, no bundle left looking finished."""
+    from tests.support.export import make_model, write_spec
+
+    make_model(tmp_path / "m", count=2, size=64 * 1024)
+    spec = write_spec(tmp_path / "bundle.yaml", [("m", "1.0.0", "m")])
+    receipts = {
+        "garbage": b"\x00\xffnot json",
+        "wrong-format": canonical.encode({"format": "ferry-bundle", "formatVersion": "1.0"}),
+        "future-major": canonical.encode({"format": "ferry-receipt", "formatVersion": "9.0"}),
+        "huge-int": b'{"chunks":' + b"9" * 5000 + b"}",
+        "unsorted-chunks": canonical.encode({"format": "ferry-receipt", "formatVersion": "1.0", "site": "e",
+                                             "created": "2026-11-23T12:00:00Z", "chunks": ["f" * 64, "0" * 64]}),
+    }
+    for name, data in receipts.items():
+        (tmp_path / name).write_bytes(data)
+    sparse = tmp_path / "sparse"
+    with open(sparse, "wb") as f:
+        f.truncate(limits.MAX_RECEIPT_BYTES + 1)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for name in [*receipts, "sparse", "fifo"]:
+        out = tmp_path / f"out-{name}"
+        r = run_ferry("export", spec, "--out", out, "--key", hub_keys.key, "--state", tmp_path / "hub",
+                      "--since", tmp_path / name, timeout=60)
+        assert_refused(r)
+        assert not any(out.rglob(MANIFEST_NAME)), name
