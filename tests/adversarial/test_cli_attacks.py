@@ -753,3 +753,30 @@ def test_hostile_receipt_given_to_export(tmp_path: Path, hub_keys: KeyPair) -> N
                       "--since", tmp_path / name, timeout=60)
         assert_refused(r)
         assert not any(out.rglob(MANIFEST_NAME)), name
+
+
+# --------------------------------------------------------------------------- inspect reads without any key
+
+
+def test_inspect_of_hostile_unsigned_bundles(tmp_path: Path, hub: Any) -> None:
+    """``ferry inspect`` parses a manifest that no signature vouches for (it needs no key), so
+    the parser itself is the boundary: every hostile body is one clear line, never a hang."""
+    d = forge.draft(dict(FILES))
+    bodies = {
+        "garbage": b"\x00\xff\xfe garbage",
+        "deep-nesting": b"[" * 200_000 + b"]" * 200_000,
+        "int-5000-digits": b"1" * 5000,
+        "non-canonical": forge.encode(d.manifest, canonical_form=False),
+        "dotdot-path": None,
+    }
+    for name, body in bodies.items():
+        hostile = d.copy()
+        if body is None:
+            _set_path("../../x")(hostile)
+        bundle = forge.write(hostile, tmp_path / name, [hub], body=body)
+        assert_refused(run_ferry("inspect", bundle, timeout=60))
+    for name, attack in (("fifo", _manifest_is_fifo), ("dev-zero", _manifest_links_to_dev_zero),
+                         ("2gib", _manifest_2gib_sparse)):
+        bundle = forge.write(d, tmp_path / name, [hub])
+        attack(bundle)
+        assert_refused(run_ferry("inspect", bundle, timeout=60))
