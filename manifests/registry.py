@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 #: Blobs up to this size are uploaded in one PUT; larger ones stream in one chunked PATCH.
 MONOLITHIC_MAX = 1 << 20
 _TIMEOUT = (10, 300)  # connect, read (seconds)
+#: Largest answer read whole (catalog pages, tokens, error documents).
+_BODY_LIMIT = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class RegistryClient:
     def _send(self, method: str, path: str, auth: str | None, stream: bool, data: Any,
               headers: dict[str, str] | None = None) -> requests.Response:
         import requests
+        import urllib3
 
         url = self._url(path)
         hdrs = dict(headers or {})
@@ -203,12 +206,19 @@ class RegistryClient:
             hdrs["Authorization"] = auth
         self.calls[method] = self.calls.get(method, 0) + 1
         try:
-            return self.session.request(method, url, headers=hdrs, data=data, stream=stream,
+            resp = self.session.request(method, url, headers=hdrs, data=data, stream=True,
                                         timeout=_TIMEOUT, verify=self._verify, allow_redirects=True)
+            if not stream:  # small answers (JSON, errors) are read here, bounded: a registry is not trusted
+                body = resp.raw.read(_BODY_LIMIT + 1, decode_content=True)
+                if len(body) > _BODY_LIMIT:
+                    resp.close()
+                    raise FerryError(f"registry {self.host}: {method} {path} answered more than {_BODY_LIMIT} bytes")
+                resp._content, resp._content_consumed = body, True  # what requests does when not streaming
+            return resp
         except requests.exceptions.SSLError as exc:
             raise FerryError(f"registry {self.host}: TLS failed ({_reason(exc)}); if this registry has no "
                              f"valid certificate, pass --insecure-registry {self.host}") from None
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise FerryError(f"registry {self.host} is unreachable ({_reason(exc)})") from None
 
     def request(self, method: str, path: str, *, repo: str | None = None, push: bool = False,
