@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 import re
 import shutil
 import struct
@@ -468,3 +469,19 @@ def test_every_command_help_has_one_line_and_a_working_example() -> None:
         assert (command.epilog or "").startswith(f"Example: ferry {path}"), path
         problems, checked = doc_problems(f"`{command.epilog.removeprefix('Example: ').split('  |  ')[0]}`", options)
         assert problems == [] and checked == 1, (path, problems)
+
+
+def test_readme_quickstart_runs_on_the_samples(tmp_path: Path) -> None:
+    """The README's first shell block, as a new user runs it (minus `pip install .`, which the
+    test environment has already done): it must exit 0 and leave the model installed."""
+    readme = (SAMPLES.parent / "README.md").read_text()
+    block = re.findall(r"```(?:bash|sh)\n(.*?)```", readme, re.S)[0]
+    assert block.startswith("pip install . && ")
+    (tmp_path / "samples").symlink_to(SAMPLES)
+    bindir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k not in ("FERRY_KEY_PASSPHRASE", "FERRY_DEBUG")}
+    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", block.removeprefix("pip install . && ")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert tree(tmp_path / "demo" / "edge" / "models" / "sentiment" / "current") == tree(MODEL_DIR)
