@@ -365,6 +365,9 @@ class _Importer:
             to_spill = self._spill_list(plans, reader)
             spill_bytes = sum(c.stored or 0 for c in to_spill)
             result.bytes_to_write = sum(p.edge_bytes for p in plans if p.result.status == "ready") + spill_bytes
+            waiting = sorted({v for p in plans for v in p.waiting if p.result.status == "waiting"})
+            if waiting:
+                result.reason = "insert volume " + ", ".join(map(str, waiting)) + " to finish"
             if self.opts.dry_run:
                 for p in plans:
                     if p.result.status == "ready":
@@ -396,9 +399,6 @@ class _Importer:
             result.status = "settled"
         else:
             result.status = "imported"
-        waiting = sorted({v for p in plans for v in p.waiting})
-        if waiting:
-            result.reason = "insert volume " + ", ".join(map(str, waiting)) + " to finish"
         state.record_bundle(digest=self.signed.digest, bundle_id=b.id, name=b.name, channel=b.channel,
                             sequence=b.sequence, status=result.status)
 
@@ -433,7 +433,8 @@ class _Importer:
                 plan.edge_bytes = 0 if self.opts.registry else sum(e.size for e in plan.entries)
             else:
                 plan.entries = list(a.entries)
-                plan.edge_bytes = sum(e.size for e in plan.entries) if self.opts.kubeconfig is None else 0
+                under_edge = self.opts.kubeconfig is None and self.opts.manifests_dir is None
+                plan.edge_bytes = sum(e.size for e in plan.entries) if under_edge else 0
         except FerryError as exc:
             self._fail(plan, str(exc))
             return
