@@ -18,6 +18,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import typer.core as typer_core
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -93,7 +94,7 @@ def test_next_model_version_changes_only_the_small_tensors(tmp_path: Path) -> No
     assert changed == {"classifier.weight", "encoder.dense.bias"}
 
 
-def test_safetensors_check_catches_a_broken_header() -> None:
+def test_safetensors_check_catches_a_truncated_file() -> None:
     data = bytearray((MODEL_DIR / "model.safetensors").read_bytes())
     with pytest.raises(AssertionError):
         parse_safetensors(bytes(data[:-2]))  # truncated data
@@ -379,24 +380,29 @@ def test_the_sample_trust_policy_shape_works_with_real_keys(tmp_path: Path) -> N
 DOCS = sorted((SAMPLES.parent / "docs").glob("*.md")) + [SAMPLES.parent / "README.md", SAMPLES / "README.md"]
 
 
-def cli_options() -> dict[str, set[str]]:
-    """'export' -> its long options, 'audit verify' -> ..., from the real typer app."""
+def cli_commands() -> dict[str, typer_core.TyperCommand]:
+    """Every leaf command of the real typer app by path: 'export', 'audit verify', ..."""
     import typer.main
 
     from ferry.cli import app
 
-    found: dict[str, set[str]] = {}
+    leaves = {}
 
     def walk(command: object, path: str) -> None:
         subcommands = getattr(command, "commands", None)
-        if subcommands:
-            for name, sub in subcommands.items():
-                walk(sub, f"{path} {name}".strip())
-        else:
-            found[path] = {o for p in command.params for o in p.opts if o.startswith("--")} | {"--help"}
+        for name, sub in (subcommands or {}).items():
+            walk(sub, f"{path} {name}".strip())
+        if not subcommands:
+            leaves[path] = command
 
     walk(typer.main.get_command(app), "")
-    return found
+    return leaves
+
+
+def cli_options() -> dict[str, set[str]]:
+    """Each command's long options."""
+    return {path: {o for p in c.params for o in p.opts if o.startswith("--")} | {"--help"}
+            for path, c in cli_commands().items()}
 
 
 def ferry_invocations(text: str) -> list[list[str]]:
@@ -447,21 +453,8 @@ def test_docs_use_only_real_commands_and_options() -> None:
 def test_every_command_help_has_one_line_and_a_working_example() -> None:
     """Issue 7: each command's --help says what it does in one line and shows an example that
     names only options the command has."""
-    import typer.main
-
-    from ferry.cli import app
-
     options = cli_options()
-    leaves: dict[str, object] = {}
-
-    def walk(command: object, path: str) -> None:
-        subcommands = getattr(command, "commands", None)
-        for name, sub in (subcommands or {}).items():
-            walk(sub, f"{path} {name}".strip())
-        if not subcommands:
-            leaves[path] = command
-
-    walk(typer.main.get_command(app), "")
+    leaves = cli_commands()
     assert {"export", "inspect", "verify", "import", "status", "receipt", "keys generate", "keys id",
             "audit verify", "audit show", "audit export"} <= set(leaves)
     for path, command in leaves.items():
