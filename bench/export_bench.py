@@ -6,8 +6,8 @@ Prints the ratios issue 3 sets as goals:
   * delta bundle for v2 (10% of tensors changed, --since v1's receipt) / full    (<= 15%)
   * export resumed after a kill -9 at 60% / full export time                     (<= 0.7)
 
-Usage: python bench/export_bench.py [--mib 1024] [--dir /tmp/ferry-bench] [--keep]
-(FERRY_BENCH_MIB also sets the size). The model is fp16 safetensors written by hand
+Usage: python bench/export_bench.py [--mib 1024] [--repeat 3] [--dir /tmp/ferry-bench] [--keep]
+(FERRY_BENCH_MIB and FERRY_BENCH_REPEAT also set them). The model is fp16 safetensors written by hand
 (random bytes from os.urandom), in shards of up to 512 MiB with 8 MiB tensors and small norms.
 """
 
@@ -114,6 +114,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=int(os.environ.get("FERRY_BENCH_MIB", "1024")))
     ap.add_argument("--dir", type=Path, default=Path("/tmp/ferry-bench"))
+    ap.add_argument("--repeat", type=int, default=int(os.environ.get("FERRY_BENCH_REPEAT", "3")),
+                    help="runs of tar|zstd and of ferry export, alternated; the best of each is compared")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     work = a.dir
@@ -128,11 +130,24 @@ def main() -> None:
         s1, s2 = spec(work / "v1.yaml", work / "v1", "1.0.0"), spec(work / "v2.yaml", work / "v2", "1.1.0")
         subprocess.run(["sync"], check=True)
 
-        t_tar, _, rc = run(["sh", "-c", f"tar -cf - -C {work} v1 | zstd -3 -T0 -q > {work}/v1.tar.zst && sync"])
-        assert rc == 0
-        t_full, rss, rc = run(ferry("export", s1, "--out", work / "full", "--key", key, "--state", work / "st1"),
-                              stdout=subprocess.DEVNULL)
-        assert rc == 0
+        # Alternate the two, a fresh output and hub state each time, and keep the best of each:
+        # the machine is shared, and the best time is the one least disturbed by others.
+        tars, fulls, rss = [], [], 0
+        for i in range(a.repeat):
+            (work / "v1.tar.zst").unlink(missing_ok=True)
+            shutil.rmtree(work / "full", ignore_errors=True)
+            shutil.rmtree(work / "st1", ignore_errors=True)
+            subprocess.run(["sync"], check=True)
+            t, _, rc = run(["sh", "-c", f"tar -cf - -C {work} v1 | zstd -3 -T0 -q > {work}/v1.tar.zst && sync"])
+            assert rc == 0
+            tars.append(t)
+            subprocess.run(["sync"], check=True)
+            t, peak, rc = run(ferry("export", s1, "--out", work / "full", "--key", key, "--state", work / "st1"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            assert rc == 0
+            fulls.append(t)
+            rss = max(rss, peak)
+        t_tar, t_full = min(tars), min(fulls)
         full_bytes = du(work / "full")
 
         # delta: v2 --since a receipt listing v1's chunks
@@ -144,7 +159,7 @@ def main() -> None:
 
         (work / "receipt.json").write_bytes(canonical.encode(receipt))
         t_delta, _, rc = run(ferry("export", s2, "--out", work / "delta", "--key", key, "--state", work / "st1",
-                                   "--since", work / "receipt.json"), stdout=subprocess.DEVNULL)
+                                   "--since", work / "receipt.json"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert rc == 0
         delta_bytes = du(work / "delta")
 
@@ -166,15 +181,16 @@ def main() -> None:
             time.sleep(0.005)
         proc.wait()
         killed_at = done / full_bytes
-        t_resume, _, rc = run(cmd, stdout=subprocess.DEVNULL)
+        t_resume, _, rc = run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert rc == 0
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
 
     print(f"model: {a.mib} MiB fp16 safetensors in {len(layout)} shard(s); {os.cpu_count()} cores")
-    print(f"tar | zstd -3 -T0 && sync : {t_tar:7.2f} s")
-    print(f"ferry export (full)        : {t_full:7.2f} s   ratio {t_full / t_tar:.2f}x   (goal <= 1.25x)")
+    print(f"tar | zstd -3 -T0 && sync : {t_tar:7.2f} s   (best of {a.repeat}: {', '.join(f'{t:.2f}' for t in tars)})")
+    print(f"ferry export (full)        : {t_full:7.2f} s   (best of {a.repeat}: {', '.join(f'{t:.2f}' for t in fulls)})")
+    print(f"  time ratio ferry / tar|zstd: {t_full / t_tar:.2f}x (goal <= 1.25x)")
     print(f"peak RSS of ferry export   : {rss / MiB:7.1f} MiB (goal <= 256 MiB)")
     print(f"delta v2 (10% tensors)     : {delta_bytes / MiB:7.1f} MiB = {100 * delta_bytes / full_bytes:.1f}% "
           f"of {full_bytes / MiB:.1f} MiB (goal <= 15%), {t_delta:.2f} s")

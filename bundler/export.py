@@ -228,6 +228,8 @@ class _EntryBuild:
     blake3: str = ""
     key: FileKey | None = None
     from_cache: bool = False
+    pending: int = 0  # chunks handed to the pool and not yet back
+    cut_done: bool = False
 
     def entry(self) -> Entry:
         assert all(self.ids)
@@ -249,7 +251,6 @@ class _Run:
         self.inflight: deque[tuple[Future[tuple[str, int, bytes | None]], _EntryBuild, int]] = deque()
         self.inflight_bytes = 0
         self.written = 0
-        self.uncached: list[_EntryBuild] = []
 
     def skip(self, cid: str) -> bool:
         return cid in self.held or cid in self.placed
@@ -260,6 +261,7 @@ class _Run:
         build.ids.append(None)
         build.sizes.append(size)
         fut = self.pool.submit(_chunk_work, data, read, expect, self.skip)
+        build.pending += 1
         self.inflight.append((fut, build, index))
         self.inflight_bytes += size
         while self.inflight_bytes > MAX_IN_FLIGHT:
@@ -281,6 +283,9 @@ class _Run:
             raise FerryError(f"{path} changed since ferry last chunked it; run the export again") from None
         self.inflight_bytes -= build.sizes[index]
         build.ids[index] = cid
+        build.pending -= 1
+        if build.cut_done and not build.pending:
+            self.finished_cutting(build)
         if frame is not None and cid not in self.placed and cid not in self.held:
             self.placed[cid] = self.writer.append(cid, size, frame)
             self.written += len(frame)
@@ -289,19 +294,14 @@ class _Run:
         while self.inflight:
             self.handle_one()
 
-    def track(self, build: _EntryBuild) -> None:
-        if build.key is not None and not build.from_cache and build.source.digest is None:
-            self.uncached.append(build)
-
-    def remember_finished(self) -> None:
-        """Cache the chunk lists of local files whose chunks are all known (survives a kill)."""
-        still = []
-        for b in self.uncached:
-            if all(b.ids):
-                self.state.remember(b.key, b.blake3, list(zip(b.ids, b.sizes)))  # type: ignore[arg-type]
-            else:
-                still.append(b)
-        self.uncached = still
+    def finished_cutting(self, build: _EntryBuild) -> None:
+        """Called when a file is cut and again when its last chunk is back: once every id is
+        known, a local file's chunk list goes to the cache at once (so it survives a kill)."""
+        build.cut_done = True
+        if (not build.pending and build.key is not None and not build.from_cache
+                and build.source.digest is None):
+            self.state.remember(build.key, build.blake3, list(zip(build.ids, build.sizes)))  # type: ignore[arg-type]
+            build.from_cache = True  # remembered: never twice
 
     def close(self) -> None:
         for fut, _, _ in self.inflight:
@@ -364,7 +364,7 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBui
     if sf.digest is not None and hasher.sha256 != sf.digest:
         raise FerryError(f"{label}: content does not match its digest {sf.digest}")
     build.blake3 = hasher.blake3
-    run.track(build)
+    run.finished_cutting(build)
     return build
 
 
@@ -520,7 +520,6 @@ def export(opts: ExportOptions, progress: Any) -> ExportResult:
                     with progress.task(f"{a.kind} {a.name} {a.version}", sum(f.size for f in a.files)) as task:
                         for sf in a.files:
                             entries.append(_chunk_file(run, sf, task, overall))
-                            run.remember_finished()
                     builds.append((a, entries))
                 run.drain()
             writer.close()
@@ -530,7 +529,6 @@ def export(opts: ExportOptions, progress: Any) -> ExportResult:
         finally:
             run.close()
 
-        run.remember_finished()
         manifest = _manifest(spec, header, builds, finished, placed, held, base)
         result = _write_manifests(out, manifest, keys, opts.max_volume_size, volumes_mode, finished)
         journal.remove()

@@ -88,7 +88,6 @@ class FinishedPack:
     name: str
     volume: int
     size: int
-    blake3: str
     chunks: list[Placed] = field(default_factory=list)
 
 
@@ -99,9 +98,10 @@ class PackWriter:
     packs go to ``out/vol-NNN/packs``, else to ``out/packs``. ``on_finish`` is called with
     each pack once it is durable under its final name (the journal records it).
 
-    Placement is decided at once on the caller's thread; the writes, the pack's BLAKE3 and
-    the fsync run in order on one I/O thread, so the disk works while the next chunks are
-    cut and compressed. At most :data:`MAX_QUEUED` bytes wait for the disk.
+    Placement is decided at once on the caller's thread; the writes run in order on an I/O
+    thread and each finished pack's fsync, rename and report on a sync thread, so the disk
+    works while the next chunks are cut and compressed. At most :data:`MAX_QUEUED` bytes
+    wait for the disk.
     """
 
     MAX_QUEUED = 32 * 1024 * 1024
@@ -121,9 +121,10 @@ class PackWriter:
         self._fd: int | None = None
         self._tmp: Path | None = None
         self._current: FinishedPack | None = None
-        self._hasher: Any = None
         self._cap = 0
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-pack-io")
+        self._sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-pack-sync")
+        self._synced: list[Any] = []  # futures of packs being made durable, in order
         self._queue: list[tuple[Any, int]] = []  # (future, bytes) in submission order
         self._queued = 0
 
@@ -131,8 +132,6 @@ class PackWriter:
         return (self.out / volume_dir_name(volume) if self.budget is not None else self.out) / PACKS_DIR
 
     def _open(self, frame_len: int) -> None:
-        from blake3 import blake3
-
         if self.budget is not None:
             if frame_len > self.budget:
                 raise FerryError(f"a chunk frame of {frame_len} bytes does not fit a volume; "
@@ -151,8 +150,7 @@ class PackWriter:
         name = pack_name(self.number)
         self._tmp = folder / f"{TMP_PREFIX}{name}{TMP_SUFFIX}"
         self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
-        self._current = FinishedPack(name=name, volume=self.volume, size=0, blake3="")
-        self._hasher = blake3(max_threads=1)
+        self._current = FinishedPack(name=name, volume=self.volume, size=0)
 
     def _submit(self, nbytes: int, fn: Callable[..., None], *args: Any) -> None:
         self._queue.append((self._io.submit(fn, *args), nbytes))
@@ -161,13 +159,14 @@ class PackWriter:
             fut, n = self._queue.pop(0)
             self._queued -= n
             fut.result()  # raises the I/O thread's error here
+        while self._synced and self._synced[0].done():
+            self._synced.pop(0).result()  # and the sync thread's
 
     @staticmethod
-    def _write(fd: int, hasher: Any, frame: bytes) -> None:
+    def _write(fd: int, frame: bytes) -> None:
         view = memoryview(frame)
         while view:
             view = view[os.write(fd, view):]
-        hasher.update(frame)
 
     def append(self, chunk_id: str, size: int, frame: bytes) -> tuple[str, Placed]:
         """Queue one frame; returns the pack name and where in it (final once the pack is finished)."""
@@ -179,7 +178,7 @@ class PackWriter:
         placed = Placed(id=chunk_id, size=size, stored=len(frame), offset=self._current.size)
         self._current.size += len(frame)
         self._current.chunks.append(placed)
-        self._submit(len(frame), self._write, self._fd, self._hasher, frame)
+        self._submit(len(frame), self._write, self._fd, frame)
         return self._current.name, placed
 
     def finish(self) -> None:
@@ -188,18 +187,22 @@ class PackWriter:
         if self._current is None:
             return
         assert self._fd is not None and self._tmp is not None
-        job = (self._fd, self._tmp, self._current, self._hasher)
-        self._fd, self._tmp, self._current, self._hasher = None, None, None, None
+        job = (self._fd, self._tmp, self._current)
+        self._fd, self._tmp, self._current = None, None, None
         self.volume_used += job[2].size
         self.number += 1
-        self._submit(0, self._make_durable, *job)
+        self._submit(0, self._hand_over, *job)
 
-    def _make_durable(self, fd: int, tmp: Path, pack: FinishedPack, hasher: Any) -> None:
+    def _hand_over(self, *job: Any) -> None:
+        """On the I/O thread, after the pack's last write: fsync it on the sync thread while
+        the I/O thread goes on writing the next pack."""
+        self._synced.append(self._sync.submit(self._make_durable, *job))
+
+    def _make_durable(self, fd: int, tmp: Path, pack: FinishedPack) -> None:
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        pack.blake3 = hasher.hexdigest()
         final = tmp.with_name(pack.name)
         os.replace(tmp, final)
         fsync_dir(final.parent)
@@ -213,6 +216,9 @@ class PackWriter:
             self._queued -= n
             fut.result()
         self._io.shutdown()
+        self._sync.shutdown()
+        for fut in self._synced:
+            fut.result()
 
     def abort(self) -> None:
         """Stop without finishing the open pack (its temporary file is deleted by the next
@@ -220,6 +226,7 @@ class PackWriter:
         fd = self._fd
         self._fd = None
         self._io.shutdown(wait=True)
+        self._sync.shutdown(wait=True)
         if fd is not None:
             os.close(fd)
 
@@ -270,7 +277,7 @@ class Journal:
             try:
                 d = json.loads(line)
                 packs.append(FinishedPack(
-                    name=str(d["name"]), volume=int(d["volume"]), size=int(d["size"]), blake3=str(d["blake3"]),
+                    name=str(d["name"]), volume=int(d["volume"]), size=int(d["size"]),
                     chunks=[Placed(str(c), int(s), int(st), int(o)) for c, s, st, o in d["chunks"]]))
             except (ValueError, KeyError, TypeError):
                 break  # a torn last line ends the journal
@@ -288,7 +295,7 @@ class Journal:
         """Append a finished pack (durably)."""
         import json
 
-        line = json.dumps({"name": pack.name, "volume": pack.volume, "size": pack.size, "blake3": pack.blake3,
+        line = json.dumps({"name": pack.name, "volume": pack.volume, "size": pack.size,
                            "chunks": [[c.id, c.size, c.stored, c.offset] for c in pack.chunks]},
                           separators=(",", ":")) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
@@ -318,8 +325,10 @@ class Journal:
 
 
 def pack_intact(path: Path, pack: FinishedPack) -> bool:
-    """A finished pack is kept on resume only if its size and BLAKE3 are as recorded."""
-    from blake3 import blake3
+    """A finished pack is kept on resume only if it has its recorded size and every chunk
+    frame it recorded still decompresses to its id (the same check the edge makes)."""
+    from manifests.chunks import decompress_chunk
+    from manifests.errors import VerificationError
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -328,9 +337,10 @@ def pack_intact(path: Path, pack: FinishedPack) -> bool:
     try:
         if os.fstat(fd).st_size != pack.size:
             return False
-        h = blake3(max_threads=blake3.AUTO)
-        while data := os.read(fd, 8 << 20):
-            h.update(data)
-        return h.hexdigest() == pack.blake3
+        for c in pack.chunks:
+            decompress_chunk(os.pread(fd, c.stored, c.offset), chunk_id=c.id, size=c.size)
+        return True
+    except VerificationError:
+        return False
     finally:
         os.close(fd)
