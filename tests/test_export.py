@@ -14,7 +14,8 @@ from manifests.bundle import MANIFEST_NAME
 from manifests.errors import FerryError
 from manifests.receipt import Receipt
 from tests.support.common import assert_clean_failure, run_ferry
-from tests.support.export import MiB, dir_size, make_model, read_back, tensors, write_safetensors, write_spec
+from tests.support.export import (MiB, assert_failure_after_progress, dir_size, make_model, read_back, tensors,
+                                  write_safetensors, write_spec)
 
 
 def export(tmp_path: Path, spec: Path, keys, out: Path, *extra: object):  # noqa: ANN001, ANN201
@@ -198,3 +199,45 @@ def test_sample_spec_with_image_model_and_manifests(tmp_path: Path, hub_keys) ->
     manifest, files = read_back(tmp_path / "o", hub_keys.pub)
     assert [a.kind for a in manifest.artifacts] == ["image", "model", "manifests"]
     assert files["model/sentiment/model.safetensors"] == (SAMPLES / "models/sentiment/model.safetensors").read_bytes()
+
+
+def test_cached_chunks_are_checked_against_the_bytes(tmp_path: Path, hub_keys) -> None:  # noqa: ANN001
+    """Same path, size, mtime and inode but other bytes: the cache is caught, never trusted."""
+    import os
+
+    make_model(tmp_path / "m", count=3, size=2 * MiB, seed=1)
+    spec = write_spec(tmp_path / "bundle.yaml", [("a", "1.0.0", "m")])
+    export(tmp_path, spec, hub_keys, tmp_path / "o1")
+    target = tmp_path / "m" / "model.safetensors"
+    st = target.stat()
+    with open(target, "r+b") as f:
+        f.seek(st.st_size - 100)
+        f.write(b"\xff" * 100)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    args = ("export", spec, "--out", tmp_path / "o2", "--key", hub_keys.key, "--state", tmp_path / "state")
+    assert_failure_after_progress(run_ferry(*args), "changed since ferry last chunked it")
+    assert not (tmp_path / "o2" / MANIFEST_NAME).exists()
+    r = run_ferry(*args)  # the same command again: the stale entry is gone, the file is cut anew
+    assert r.returncode == 0, r.stderr
+    _, files = read_back(tmp_path / "o2", hub_keys.pub)
+    assert files["model/a/model.safetensors"] == target.read_bytes()
+
+
+def test_model_folder_rules(tmp_path: Path, hub_keys) -> None:  # noqa: ANN001
+    import os
+
+    make_model(tmp_path / "m", count=1, size=4096)
+    (tmp_path / "m" / "alias.json").symlink_to("config.json")  # inside the folder: carried as a file
+    spec = write_spec(tmp_path / "bundle.yaml", [("a", "1.0.0", "m")])
+    export(tmp_path, spec, hub_keys, tmp_path / "o")
+    _, files = read_back(tmp_path / "o", hub_keys.pub)
+    assert files["model/a/alias.json"] == (tmp_path / "m" / "config.json").read_bytes()
+
+    os.mkfifo(tmp_path / "m" / "pipe")
+    r = run_ferry("export", spec, "--out", tmp_path / "o2", "--key", hub_keys.key, "--state", tmp_path / "s")
+    assert_clean_failure(r, code=2, contains="not a regular file")
+    (tmp_path / "m" / "pipe").unlink()
+    (tmp_path / "m" / "Config.json").write_text("{}")
+    r = run_ferry("export", spec, "--out", tmp_path / "o2", "--key", hub_keys.key, "--state", tmp_path / "s")
+    assert_clean_failure(r, code=2, contains="duplicate path")
+    assert not (tmp_path / "o2").exists()

@@ -84,3 +84,12 @@ def dir_size(path: Path) -> int:
 def urandom_model(folder: Path, mib: int) -> Path:
     write_safetensors(folder / "model.safetensors", [(f"t{i}", os.urandom(MiB)) for i in range(mib)])
     return folder
+
+
+def assert_failure_after_progress(result, contains: str) -> None:  # noqa: ANN001
+    """A failure found mid-export: progress lines may precede it, then exactly one error line."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("ferry: error:") and contains in lines[-1], result.stderr
+    assert sum("error" in line for line in lines) == 1, result.stderr
