@@ -152,6 +152,10 @@ def run_import(opts: ImportOptions, progress: Any) -> ImportReport:
     store = ChunkStore(state)
     try:
         if not opts.dry_run:
+            check = audit.verify()
+            if not check.ok:  # decisions cannot be recorded: refuse before changing anything
+                raise VerificationError(f"audit trail under {opts.state} is not whole ({check.summary}); nothing was "
+                                 "imported: run `ferry audit verify --state` and keep the evidence")
             recover(state, store, audit, progress)
         verified: list[tuple[SignedManifest, BundleOnMedium, BundleResult]] = []
         for medium in found:
@@ -316,7 +320,6 @@ class _Importer:
         self.signers = [s.keyid for s in signed.verdict.signers if s.counted]
         result.info, result.signers = self.info, self.signers
         self._images_target: Any = None
-        self._manifests_target: Any = None
 
     def _record(self, decision: str, reason: str, plan: _Plan | None, *, after: str | None = None) -> None:
         art = None
@@ -375,6 +378,9 @@ class _Importer:
                 result.status = "planned"
                 return
             if not self._space_ok(result.bytes_to_write):
+                for p in plans:
+                    if p.result.status == "ready":
+                        p.result.status, p.result.reason = "refused", "not enough free space (see the bundle)"
                 return
             source = _Source(self.store, reader)
             try:
@@ -383,7 +389,7 @@ class _Importer:
                         self._apply(plan, source)
                     elif plan.result.status == "same":
                         self._record("skipped", plan.result.reason, plan, after=plan.artifact.version)
-                    elif plan.result.status == "refused":
+                    elif plan.result.status in ("refused", "failed"):
                         self._record("refused", plan.result.reason, plan)
             finally:
                 source.close()
