@@ -114,7 +114,8 @@ class _Reader:
             raise self.fail(where, "must be a mapping")
         for key in value:
             if key not in allowed:
-                raise self.fail(f"{where}.{key}" if where else str(key),
+                shown = key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", key) else repr(key)
+                raise self.fail(f"{where}.{shown}" if where else shown,
                                 f"is not a known field (allowed: {', '.join(allowed)})")
         for key in required:
             if value.get(key) is None:

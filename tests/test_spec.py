@@ -168,3 +168,24 @@ def test_cli_missing_spec_and_key(tmp_path: Path, hub_keys) -> None:  # noqa: AN
                        "--state", tmp_path / "st")
     assert_clean_failure(result, code=2, contains="no such key file")
     assert not (tmp_path / "o").exists()
+
+
+@given(st.text(max_size=200))
+def test_spec_parser_never_crashes(text: str) -> None:
+    try:
+        parse_spec(text, Path("/nonexistent/bundle.yaml"))
+    except FerryError as exc:
+        assert "\n" not in str(exc)
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=12))
+def test_spec_parser_refuses_any_shape_cleanly(doc: object) -> None:
+    import yaml
+
+    try:
+        parse_spec(yaml.safe_dump({"apiVersion": "ferry/v1", "kind": "Bundle", "metadata": {"name": "x"},
+                                   "spec": doc}), Path("/nonexistent/bundle.yaml"))
+    except FerryError as exc:
+        assert "\n" not in str(exc)
