@@ -433,3 +433,39 @@ def test_manifest_set_written_for_gitops(tmp_path: Path, hub_keys: KeyPair) -> N
     r = imp(hub_keys, state, tmp_path / "b2", extra=("--manifests-dir", str(gitops)))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ferry.io/version: 1.1.0" in "".join(p.read_text() for p in (gitops / "web-app").rglob("*.yaml"))
+
+
+NAMESPACE = b"""apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+"""
+
+
+def test_manifest_set_server_side_applied_with_kubeconfig(tmp_path: Path, hub_keys: KeyPair, fakekube) -> None:  # noqa: ANN001
+    write_bundle(tmp_path / "b", [hub_keys.key], [Spec("manifests", "web-app", "1.0.0",
+                                                       files={"ns.yaml": NAMESPACE, "deploy.yaml": DEPLOYMENT})])
+    state = tmp_path / "edge"
+    kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig")
+    r = imp(hub_keys, state, tmp_path / "b", extra=("--kubeconfig", str(kubeconfig), "--context", "wds1"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    deployment = fakekube.get_object("apps/v1", "Deployment", "web", "demo")
+    assert deployment is not None
+    assert deployment["metadata"]["annotations"]["ferry.io/version"] == "1.0.0"
+    assert fakekube.applies() and all(p.query.get("fieldManager") == "ferry"
+               for p in fakekube.applies())
+    assert not (state / "manifests").exists()  # the cluster, not a GitOps folder
+    assert_clean_failure(imp(hub_keys, state, tmp_path / "b", extra=("--context", "wds1")), code=2,
+                         contains="--kubeconfig")
+
+
+def test_import_refused_when_the_audit_trail_was_edited(tmp_path: Path, hub_keys: KeyPair) -> None:
+    write_bundle(tmp_path / "a", [hub_keys.key], [model("a", "1.0.0", {"w": b"1"})], sequence=1)
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("a", "1.1.0", {"w": b"2"})], sequence=2)
+    state = tmp_path / "edge"
+    assert imp(hub_keys, state, tmp_path / "a").returncode == 0
+    trail = state / "audit" / "trail.jsonl"
+    trail.write_text(trail.read_text().replace("not installed", "NOT installed"))
+    before = tree(state / "models")
+    assert_clean_failure(imp(hub_keys, state, tmp_path / "b"), code=1, contains="audit trail")
+    assert tree(state / "models") == before
