@@ -254,14 +254,24 @@ def test_disk_filling_up_during_import_leaves_a_consistent_state(tmp_path: Path,
     filler = mnt / "filler"
 
     def fill_when_writing() -> bool:
-        if filler.exists() or not (edge / "models").exists() or dir_size(edge / "models") < 2 * MiB:
+        if filler.exists() or not (edge / "models").exists():
             return False
-        free = shutil.disk_usage(mnt).free
-        with open(filler, "wb") as f:
-            try:
-                os.posix_fallocate(f.fileno(), 0, max(free - 4096, 1))
-            except OSError:
-                pass
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)  # take every free byte, racing the import
+        block = b"\0" * MiB
+        try:
+            for _ in range(3):  # instant on tmpfs; the import may take space between the two calls
+                try:
+                    os.posix_fallocate(fd, 0, max(shutil.disk_usage(mnt).free - MiB, 1))
+                    break
+                except OSError:
+                    continue
+            while block:
+                try:
+                    os.write(fd, block)
+                except OSError:
+                    block = block[: len(block) // 2]
+        finally:
+            os.close(fd)
         return False  # never kill: the import must meet the full disk itself
 
     _killed, r = ferry_until([*args, "--state", edge], fill_when_writing)
