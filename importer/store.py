@@ -123,19 +123,21 @@ class ChunkStore:
         the rows join the caller's transaction."""
         rows = []
         offset = 0
-        seen: set[str] = set()
         for cid in entry.chunks:
             size = manifest.chunk(cid).size
-            if cid not in seen:
-                seen.add(cid)
-                rows.append((cid, dir_, file, offset, size))
+            rows.append((cid, offset, size))
             offset += size
-        sql = "INSERT OR IGNORE INTO locations (chunk, dir, file, offset, size, zstd) VALUES (?,?,?,?,?,0)"
         if db is not None:
-            db.executemany(sql, rows)
+            self.index_chunks(db, dir_, file, rows)
             return
         with self.state.transaction() as tx:
-            tx.executemany(sql, rows)
+            self.index_chunks(tx, dir_, file, rows)
+
+    @staticmethod
+    def index_chunks(db: sqlite3.Connection, dir_: str, file: str, rows: Iterable[tuple[str, int, int]]) -> None:
+        """Inside a transaction: ``dir_/file`` holds chunk ``id`` at ``offset`` (``size`` bytes)."""
+        db.executemany("INSERT OR IGNORE INTO locations (chunk, dir, file, offset, size, zstd) VALUES (?,?,?,?,?,0)",
+                       [(cid, dir_, file, offset, size) for cid, offset, size in rows])
 
     def spill(self, chunk: Chunk, stored: bytes) -> None:
         """Keep a verified chunk frame until its artifact can be applied (never twice)."""

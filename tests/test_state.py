@@ -102,3 +102,36 @@ def test_free_space_checked_before_writing(tmp_path: Path, hub_keys: KeyPair, mo
     assert "not enough free space" in reason and "1000 B" in reason and "is free" in reason
     assert not (state / "models").exists()
     assert decisions(state) == ["refused"]
+
+
+def test_interrupted_file_resumes_from_its_last_checkpoint(tmp_path: Path, hub_keys: KeyPair,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside one large file: chunks made durable before the crash are read back from the part
+    file (verified), never from the medium again."""
+    from importer.medium import PackReader
+
+    big = {"w.bin": os.urandom(64 * 16 * 1024)}  # 64 chunks of 16 KiB
+    m = write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", big)], chunk_size=16 * 1024)
+    state = tmp_path / "edge"
+    monkeypatch.setattr(model_store, "CHECKPOINT_BYTES", 10 * 16 * 1024)  # every 10 chunks
+    reads: list[str] = []
+    real_stored = PackReader.read_stored
+
+    def counting(self: PackReader, chunk):  # noqa: ANN001, ANN202
+        reads.append(chunk.id)
+        if len(reads) == 35 and crash_now:
+            raise Crash("after 35 chunks")
+        return real_stored(self, chunk)
+
+    monkeypatch.setattr(PackReader, "read_stored", counting)
+    crash_now = True
+    with pytest.raises(Crash):
+        run_import(opts(hub_keys, tmp_path / "b", state), Silent())
+    crash_now = False
+    reads.clear()
+    report = run_import(opts(hub_keys, tmp_path / "b", state), Silent())
+    assert report.exit_code == 0
+    # 30 chunks were durable at the crash (checkpoints at 10, 20, 30): only the other 34 are read
+    assert len(reads) == len(m.chunks) - 30
+    assert (state / "models" / "m" / "1.0.0" / "w.bin").read_bytes() == big["w.bin"]
+    assert not list((state / "models" / "m").glob(".partial-*"))

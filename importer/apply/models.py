@@ -7,7 +7,7 @@ Writing happens in two steps so that a kill -9 at any moment loses at most the f
 written and never shows a half-written version:
 
 1. :func:`stage_model` writes each file under ``models/<name>/.partial-<version>/``
-   (``.<file>.part``, fsync, rename, fsync the folder) and records it in the ledger with its
+   (a temporary name, fsync, rename, fsync the folder) and records it in the ledger with its
    chunk locations; a rerun skips the files already recorded, and the chunk store can already
    serve their chunks.
 2. :func:`publish_model` (idempotent, journaled by the caller) renames the staging folder to
@@ -25,6 +25,7 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterator
 
+from manifests.digest import blake3_hex
 from manifests.errors import FerryError
 from manifests.model import Artifact, Entry, Manifest
 from manifests.paths import safe_join
@@ -64,6 +65,11 @@ def on_disk(state: EdgeState, artifact: Artifact, content: str) -> bool:
     return state.kept_versions("model", artifact.name).get(artifact.version) == content
 
 
+#: A file being written is made durable and recorded this often, so that an interrupted run
+#: resumes inside a large file instead of at its start.
+CHECKPOINT_BYTES = 64 * 1024 * 1024
+
+
 def stage_model(state: EdgeState, store: ChunkStore, artifact: Artifact, manifest: Manifest,
                 read_entry: ReadEntry, advance: Callable[[int], None] = lambda n: None) -> int:
     """Write every file not yet staged; return the bytes written. A file becomes visible in
@@ -73,35 +79,71 @@ def stage_model(state: EdgeState, store: ChunkStore, artifact: Artifact, manifes
     sfd = open_dir(state.root_fd, sdir, create=True)
     try:
         for entry in files_to_write(state, artifact):
-            path = entry.path or ""
-            safe_join("/staging", path)  # refuses anything that would leave the folder
-            parent, _, base = path.rpartition("/")
-            pfd = open_dir(sfd, parent, create=True) if parent else os.dup(sfd)
-            try:
-                tmp = f".{base}.part"
-                fd = create_file(pfd, tmp)
-                try:
-                    for data in read_entry(entry):
-                        view = memoryview(data)
-                        while view:
-                            view = view[os.write(fd, view):]
-                        written += len(data)
-                        advance(len(data))
-                    os.fsync(fd)
-                except BaseException:
-                    os.close(fd)
-                    _unlink(pfd, tmp)
-                    raise
-                os.close(fd)
-                os.rename(tmp, base, src_dir_fd=pfd, dst_dir_fd=pfd)
-                os.fsync(pfd)
-            finally:
-                os.close(pfd)
-            with state.transaction() as db:
-                store.index_file(sdir, path, entry, manifest, db=db)
-                db.execute("INSERT OR REPLACE INTO staged VALUES (?,?,?)", (sdir, path, entry.blake3))
+            written += _stage_file(state, store, sfd, sdir, entry, manifest, read_entry, advance)
     finally:
         os.close(sfd)
+    return written
+
+
+def _stage_file(state: EdgeState, store: ChunkStore, sfd: int, sdir: str, entry: Entry, manifest: Manifest,
+                read_entry: ReadEntry, advance: Callable[[int], None]) -> int:
+    """Write one file under a temporary name, then rename it into the staging folder.
+
+    Every CHECKPOINT_BYTES the part file is fsynced and the chunks it holds so far are
+    recorded as locations: a rerun reads those chunks back from the part file (checked
+    against their ids by the store) instead of from the medium, and rewrites them in place."""
+    path = entry.path or ""
+    safe_join("/staging", path)  # refuses anything that would leave the folder
+    parent, _, base = path.rpartition("/")
+    # Never a bundle path (paths may not hold a backslash), so it cannot collide with a file of
+    # the model such as ".a.bin.part", and of fixed length, so a 255-byte name still fits.
+    tmp = f".part\\{blake3_hex(path.encode('utf-8'))[:32]}"
+    tmp_rel = f"{parent}/{tmp}" if parent else tmp
+    written = 0
+    pfd = open_dir(sfd, parent, create=True) if parent else os.dup(sfd)
+    try:
+        resumed = state.db.execute("SELECT 1 FROM locations WHERE dir=? AND file=? LIMIT 1",
+                                   (sdir, tmp_rel)).fetchone() is not None
+        fd = None
+        if resumed:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            except FileNotFoundError:
+                fd = None
+        if fd is None:
+            with state.transaction() as db:
+                db.execute("DELETE FROM locations WHERE dir=? AND file=?", (sdir, tmp_rel))
+            fd = create_file(pfd, tmp)
+        try:
+            offset = since = 0
+            pending: list[tuple[str, int, int]] = []
+            chunk_ids = iter(entry.chunks)
+            for data in read_entry(entry):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                pending.append((next(chunk_ids), offset, len(data)))
+                offset += len(data)
+                since += len(data)
+                written += len(data)
+                advance(len(data))
+                if since >= CHECKPOINT_BYTES:
+                    os.fsync(fd)
+                    with state.transaction() as db:
+                        store.index_chunks(db, sdir, tmp_rel, pending)
+                    pending, since = [], 0
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        store.forget_fds()
+        os.rename(tmp, base, src_dir_fd=pfd, dst_dir_fd=pfd)
+        os.fsync(pfd)
+    finally:
+        os.close(pfd)
+    with state.transaction() as db:
+        db.execute("DELETE FROM locations WHERE dir=? AND file=?", (sdir, tmp_rel))
+        store.index_file(sdir, path, entry, manifest, db=db)
+        db.execute("INSERT OR REPLACE INTO staged VALUES (?,?,?)", (sdir, path, entry.blake3))
     return written
 
 
