@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from importer.state import EdgeState
 from manifests.bundle import PACKS_DIR
