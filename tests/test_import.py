@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from importer.state import EdgeState
 from manifests.bundle import PACKS_DIR
 from manifests.digest import blake3_hex
