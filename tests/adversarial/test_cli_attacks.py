@@ -780,3 +780,31 @@ def test_inspect_of_hostile_unsigned_bundles(tmp_path: Path, hub: Any) -> None:
         bundle = forge.write(d, tmp_path / name, [hub])
         attack(bundle)
         assert_refused(run_ferry("inspect", bundle, timeout=60))
+
+
+# --------------------------------------------------------------------------- names that look like ferry's own
+
+
+TRICKY_NAMES = {
+    "a.bin": b"A" * 9000,
+    ".a.bin.part": b"was the temporary name of a.bin (found by this suite: it was lost)",
+    "x/y": b"y" * 5000,
+    "x/.y.part": b"Y",
+    ".partial-1.0.0": b"looks like the staging folder",
+    "current": b"looks like the current link",
+    ".current.tmp": b"looks like the link being switched",
+    "n" * 251 + ".bin": b"a 255-byte name (its temporary name was too long: found by this suite)",
+    "d" * 200 + "/" + "e" * 255: b"deep and long",
+}
+
+
+def test_file_names_that_look_like_ferrys_own_are_installed_exactly(tmp_path: Path, hub: Any,
+                                                                    hub_keys: KeyPair, edge: Path) -> None:
+    """A model may hold files named like ferry's temporary or bookkeeping names, or names of the
+    maximum length: every one is installed exactly, nothing is lost or overwritten."""
+    bundle = forge.write(forge.draft(dict(TRICKY_NAMES), sequence=2, chunk_size=4096), tmp_path / "b", [hub])
+    _import_ok(bundle, edge, hub_keys.pub)
+    current = edge / "models" / "model-a" / "current"
+    got = {p.relative_to(current).as_posix(): p.read_bytes() for p in current.rglob("*") if p.is_file()}
+    assert got == TRICKY_NAMES
+    assert os.readlink(current) == "1.0.0"
