@@ -467,3 +467,15 @@ def test_import_refused_when_the_audit_trail_was_edited(tmp_path: Path, hub_keys
     before = tree(state / "models")
     assert_clean_failure(imp(hub_keys, state, tmp_path / "b"), code=1, contains="audit trail")
     assert tree(state / "models") == before
+
+
+def test_several_bundles_in_one_run_apply_in_sequence_order(tmp_path: Path, hub_keys: KeyPair) -> None:
+    write_bundle(tmp_path / "b1", [hub_keys.key], [model("sentiment", "1.0.0", FILES_V1)], sequence=1)
+    write_bundle(tmp_path / "b2", [hub_keys.key], [model("sentiment", "1.1.0", FILES_V2)], sequence=2,
+                 held_by_base={"config.json", "tok/vocab.txt", "empty.bin"})
+    state = tmp_path / "edge"
+    doc = imp_json(hub_keys, state, tmp_path / "b2", tmp_path / "b1")  # given newest first
+    assert doc["exitCode"] == 0
+    assert [b["status"] for b in doc["bundles"]] == ["imported", "imported"]
+    assert os.readlink(state / "models" / "sentiment" / "current") == "1.1.0"
+    assert installed_files(state, "sentiment", "1.1.0") == FILES_V2
