@@ -808,3 +808,18 @@ def test_file_names_that_look_like_ferrys_own_are_installed_exactly(tmp_path: Pa
     got = {p.relative_to(current).as_posix(): p.read_bytes() for p in current.rglob("*") if p.is_file()}
     assert got == TRICKY_NAMES
     assert os.readlink(current) == "1.0.0"
+
+
+def test_image_manifest_naming_a_blob_the_bundle_does_not_carry(tmp_path: Path, hub: Any, hub_keys: KeyPair,
+                                                                edge: Path) -> None:
+    """Extraneous or missing dependencies: the signed image's OCI manifest names a layer that is
+    not among its blobs. Nothing is tagged: a broken image never appears at the edge."""
+    d = forge.draft(specs=[bundles.image("team/app", "1.0.0", [os.urandom(3000), os.urandom(2000)])], sequence=2)
+    art = d.artifacts[0]
+    art["blobs"].remove(next(b for b in art["blobs"] if b["size"] == 2000))
+    used = {c for b in art["blobs"] for c in b["chunks"]}
+    d.manifest["chunks"] = [c for c in d.manifest["chunks"] if c["id"] in used]
+    bundle = forge.write(d, tmp_path / "b", [hub])
+    import_refused(bundle, edge, hub_keys.pub, contains="does not carry", may_add=("oci",))
+    index = edge / "oci" / "index.json"
+    assert not index.exists() or "team/app" not in index.read_text()
