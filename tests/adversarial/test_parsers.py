@@ -331,3 +331,32 @@ def test_forged_frame_headers_never_inflate_past_the_declared_size(declared: int
     except FerryError:
         return
     assert len(raw) == size == declared == inflated
+
+
+# --------------------------------------------------------------------------- model files read at the hub
+
+
+@st.composite
+def safetensors_like(draw: st.DrawFn) -> bytes:
+    """A safetensors header (often lying about offsets or its own length) plus some data."""
+    header = draw(mutated({"__metadata__": {"format": "pt"},
+                           "t0": {"dtype": "F16", "shape": [2, 2], "data_offsets": [0, 8]},
+                           "t1": {"dtype": "F16", "shape": [4], "data_offsets": [8, 16]}}))
+    text = json.dumps(header).encode()
+    claimed = draw(st.sampled_from([len(text), len(text) + 1, 0, 2**63, 7]) | st.integers(0, 2**64 - 1))
+    return claimed.to_bytes(8, "little") + text + draw(st.binary(max_size=64))
+
+
+@FUZZ
+@given(safetensors_like() | st.binary(max_size=120))
+def test_model_file_boundaries_never_crash_and_cover_the_file(data: bytes) -> None:
+    """Format-aware chunk boundaries come from a header an untrusted model file supplies: any
+    header gives pieces that cover the file exactly, in order, or the whole file as one piece."""
+    from bundler.chunker import segments
+
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        pieces = segments(Path(f.name), len(data))
+    assert pieces[0][0] == 0 and pieces[-1][1] == len(data)
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
