@@ -50,7 +50,7 @@ from .sources import SourceArtifact, SourceFile
 from .spec import Spec, load_spec
 
 #: Raw bytes handed to the pool and not yet written: bounds memory (plus one chunk and its frame).
-MAX_IN_FLIGHT = 48 * 1024 * 1024
+MAX_IN_FLIGHT = 32 * 1024 * 1024
 #: Order of artifacts in the manifest, which is the edge's apply order.
 KIND_ORDER = {"image": 0, "model": 1, "manifests": 2}
 
@@ -126,6 +126,26 @@ def free_bytes(path: Path) -> int:
     while not p.exists():
         p = p.parent
     return shutil.disk_usage(p).free
+
+
+def tune_malloc() -> None:
+    """Keep chunk-sized buffers in the heap instead of a fresh mmap per buffer.
+
+    glibc serves allocations over 128 KiB with mmap and returns them with munmap, so every
+    4 MiB chunk, frame and read buffer would be page-faulted and zeroed anew: about a third
+    of the export's system time. Raising the mmap threshold to its maximum (32 MiB) and the
+    trim threshold lets freed buffers be reused; memory stays bounded by what is in flight.
+    Best effort: other C libraries are left alone.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+        libc.mallopt(m_trim_threshold, 128 * 1024 * 1024)
+    except (OSError, AttributeError):
+        pass
 
 
 def utc_now() -> str:
@@ -387,16 +407,27 @@ def _prepare_medium(out: Path, journal: Journal, volumes_mode: bool,
                 pack_dirs.append((int(d.name[len(VOLUME_PREFIX):]), d / PACKS_DIR))
     else:
         pack_dirs.append((1, out / PACKS_DIR))
+    candidates: list[tuple[Path, FinishedPack | None]] = []
     for volume, d in pack_dirs:
-        if not d.is_dir():
-            continue
-        for f in sorted(d.iterdir()):
-            p = known.get((volume, f.name))
-            if p is not None and f.is_file() and not f.is_symlink() and pack_intact(f, p):
-                kept.append(p)
-            else:
-                f.unlink()
-        fsync_dir(d)
+        if d.is_dir():
+            candidates += [(f, known.get((volume, f.name))) for f in sorted(d.iterdir())]
+
+    def intact(item: tuple[Path, FinishedPack | None]) -> bool:
+        f, p = item
+        return p is not None and f.is_file() and not f.is_symlink() and pack_intact(f, p)
+
+    # Checking decompresses and hashes every kept chunk: spread it over the cores.
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        verdicts = list(pool.map(intact, candidates))
+    for (f, p), ok in zip(candidates, verdicts):
+        if ok:
+            assert p is not None
+            kept.append(p)
+        else:
+            f.unlink()
+    for _, d in pack_dirs:
+        if d.is_dir():
+            fsync_dir(d)
     for root in {_volume_root(out, v, volumes_mode) for v, _ in pack_dirs} | {out}:
         for name in (MANIFEST_NAME, SIGNATURE_NAME):
             for stale in (root / name, root / f".{name}{TMP_SUFFIX}"):
@@ -421,6 +452,7 @@ def _check_out_folder(out: Path, journal: Journal) -> None:
 
 
 def export(opts: ExportOptions, progress: Any) -> ExportResult:
+    tune_malloc()
     spec = load_spec(opts.spec)
     spec_bytes = opts.spec.read_bytes()
     if not opts.keys:

@@ -104,7 +104,7 @@ class PackWriter:
     wait for the disk.
     """
 
-    MAX_QUEUED = 32 * 1024 * 1024
+    MAX_QUEUED = 24 * 1024 * 1024
 
     def __init__(self, out: Path, *, volume_budget: int | None, on_finish: Callable[[FinishedPack], None],
                  pack_size: int = PACK_SIZE, first_number: int = 1, volume: int = 1,
