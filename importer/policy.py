@@ -67,14 +67,17 @@ def decide(installed: Installed | None, version: str, content: str, *,
 Freshness = Literal["new", "stale", "repeat"]
 
 
-def bundle_freshness(last_sequence: int | None, already_imported: bool, sequence: int) -> Freshness:
+def bundle_freshness(last_sequence: int | None, already_imported: bool, sequence: int, *,
+                     allow_downgrade: bool = False) -> Freshness:
     """Where a bundle stands on its channel.
 
-    ``repeat``: this exact manifest was imported before (idempotent, not a replay error);
+    ``repeat``: this exact manifest was imported before (idempotent, not a replay error) —
+    except when the operator allows downgrades: importing an earlier bundle again is how a
+    site rolls back, so it is weighed artifact by artifact like any stale bundle;
     ``stale``: its sequence is at or below the channel's last (artifacts apply only if newer);
     ``new``: otherwise.
     """
-    if already_imported:
+    if already_imported and not allow_downgrade:
         return "repeat"
     if last_sequence is not None and sequence <= last_sequence:
         return "stale"

@@ -214,12 +214,12 @@ def finish_model(state: EdgeState, store: ChunkStore, audit: Any, jid: int, payl
     idempotent, so a crash anywhere here is finished by :func:`recover`."""
     if not payload.get("committed"):
         store.forget_fds()
-        model_store.publish_model(state, payload["name"], payload["version"])
+        model_store.publish_model(state, payload["name"], payload["version"], staged=payload["staged"])
         payload = {**payload, "committed": True}
         with state.transaction() as db:
             model_store.commit_model(db, name=payload["name"], version=payload["version"],
                                      content=payload["content"], bundle_id=payload["bundleId"],
-                                     manifest=payload["manifest"])
+                                     manifest=payload["manifest"], staged=payload["staged"])
             db.execute("UPDATE journal SET payload=? WHERE id=?", (json.dumps(payload, sort_keys=True), jid))
     if audit is not None and payload.get("audit"):
         a = payload["audit"]
@@ -346,7 +346,7 @@ class _Importer:
             return
         status = state.bundle_status(self.signed.digest)
         last = state.last_sequence(b.channel)
-        fresh = bundle_freshness(last, status == "imported", b.sequence)
+        fresh = bundle_freshness(last, status == "imported", b.sequence, allow_downgrade=self.opts.allow_downgrade)
         result.freshness = fresh
         if fresh == "repeat":
             result.status, result.reason = "repeat", "already imported; nothing to do"
@@ -536,13 +536,14 @@ class _Importer:
 
     def _apply_model(self, plan: _Plan, read_entry: Callable[[Entry], Iterator[bytes]], forced: bool) -> None:
         a, r = plan.artifact, plan.result
-        if plan.entries or not model_store.on_disk(self.state, a, plan.content):
+        staged = not model_store.on_disk(self.state, a, plan.content)
+        if staged:
             model_store.stage_model(self.state, self.store, a, self.m, read_entry)
         art = {"kind": a.kind, "name": a.name, "version": a.version, "content": plan.content}
         note = self.opts.note
         if forced:
             note = f"reason: {self.opts.reason}" + (f"; note: {self.opts.note}" if self.opts.note else "")
-        payload = {"op": "model", "name": a.name, "version": a.version, "content": plan.content,
+        payload = {"op": "model", "name": a.name, "version": a.version, "content": plan.content, "staged": staged,
                    "bundleId": self.m.bundle.id, "manifest": self.signed.digest,
                    "audit": {"decision": "downgrade-forced" if forced else "applied", "reason": r.reason,
                              "bundle": self.info, "manifestDigest": self.signed.digest, "signers": self.signers,

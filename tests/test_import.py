@@ -479,3 +479,18 @@ def test_several_bundles_in_one_run_apply_in_sequence_order(tmp_path: Path, hub_
     assert [b["status"] for b in doc["bundles"]] == ["imported", "imported"]
     assert os.readlink(state / "models" / "sentiment" / "current") == "1.1.0"
     assert installed_files(state, "sentiment", "1.1.0") == FILES_V2
+
+
+def test_forced_downgrade_to_a_kept_version_only_moves_current(tmp_path: Path, hub_keys: KeyPair) -> None:
+    write_bundle(tmp_path / "b1", [hub_keys.key], [model("m", "1.0.0", FILES_V1)], sequence=1)
+    write_bundle(tmp_path / "b2", [hub_keys.key], [model("m", "1.1.0", FILES_V2)], sequence=2)
+    state = tmp_path / "edge"
+    assert imp(hub_keys, state, tmp_path / "b1").returncode == 0
+    inode = (state / "models" / "m" / "1.0.0" / "model.safetensors").stat().st_ino
+    assert imp(hub_keys, state, tmp_path / "b2").returncode == 0
+    r = imp(hub_keys, state, tmp_path / "b1", extra=("--allow-downgrade", "--reason", "roll back"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.readlink(state / "models" / "m" / "current") == "1.0.0"
+    assert (state / "models" / "m" / "1.0.0" / "model.safetensors").stat().st_ino == inode  # not rewritten
+    assert installed_files(state, "m", "1.0.0") == FILES_V1
+    assert audit_entries(state)[-1]["decision"] == "downgrade-forced"

@@ -34,10 +34,10 @@ def test_decide_is_version_monotonic(have: str, have_content: str, version: str,
     assert d.reason
 
 
-@given(st.none() | st.integers(1, 100), st.booleans(), st.integers(1, 100))
-def test_bundle_freshness(last: int | None, seen: bool, sequence: int) -> None:
-    f = bundle_freshness(last, seen, sequence)
-    if seen:
+@given(st.none() | st.integers(1, 100), st.booleans(), st.integers(1, 100), st.booleans())
+def test_bundle_freshness(last: int | None, seen: bool, sequence: int, allow: bool) -> None:
+    f = bundle_freshness(last, seen, sequence, allow_downgrade=allow)
+    if seen and not allow:
         assert f == "repeat"  # the same bundle again is idempotent, not a replay error
     elif last is not None and sequence <= last:
         assert f == "stale"

@@ -174,13 +174,14 @@ def discard_staging(state: EdgeState, store: ChunkStore, name: str, version: str
                 break
 
 
-def publish_model(state: EdgeState, name: str, version: str) -> None:
-    """Move a staged version into place (if staged) and point ``current`` at it. Idempotent:
-    safe to repeat after a crash at any point."""
+def publish_model(state: EdgeState, name: str, version: str, *, staged: bool) -> None:
+    """Move a ``staged`` version into place and point ``current`` at it (``staged`` False: the
+    version is already on disk, only ``current`` moves). Idempotent: safe to repeat after a
+    crash at any point."""
     mfd = open_dir(state.root_fd, model_dir(name), create=True)
     try:
         partial = f"{PARTIAL_PREFIX}{version}"
-        if _exists(mfd, partial):
+        if staged and _exists(mfd, partial):
             if _exists(mfd, version):  # an old copy of this version (replaced by a forced downgrade)
                 os.rename(version, f"{TRASH_PREFIX}{version}-{os.getpid()}", src_dir_fd=mfd, dst_dir_fd=mfd)
             os.rename(partial, version, src_dir_fd=mfd, dst_dir_fd=mfd)
@@ -204,11 +205,10 @@ def publish_model(state: EdgeState, name: str, version: str) -> None:
 
 
 def commit_model(db: sqlite3.Connection, *, name: str, version: str, content: str, bundle_id: str,
-                 manifest: str) -> None:
+                 manifest: str, staged: bool) -> None:
     """Inside a transaction, after :func:`publish_model`: the ledger follows the files."""
     sdir, vdir = staging_dir(name, version), version_dir(name, version)
-    staged = db.execute("SELECT 1 FROM staged WHERE dir=? LIMIT 1", (sdir,)).fetchone() is not None
-    if staged:  # the folder was replaced: its old locations no longer hold
+    if staged:  # the folder was (re)placed: old locations under its name no longer hold
         db.execute("DELETE FROM locations WHERE dir=?", (vdir,))
         db.execute("UPDATE locations SET dir=? WHERE dir=?", (vdir, sdir))
         db.execute("DELETE FROM staged WHERE dir=?", (sdir,))
