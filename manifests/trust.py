@@ -70,7 +70,8 @@ def _policy_keys(doc: dict[str, Any], where: str, base_dir: Path) -> list[Truste
         if not isinstance(name, str) or not name or len(name) > limits.MAX_NAME_LEN:
             raise FormatError(f"{w} needs a name")
         if isinstance(item.get("publicKey"), str):
-            public = parse_public(item["publicKey"].encode("utf-8"), f"{w} ({name})")
+            # "replace": YAML turns a JSON surrogate-pair escape into lone surrogates
+            public = parse_public(item["publicKey"].encode("utf-8", "replace"), f"{w} ({name})")
         elif isinstance(item.get("file"), str):
             path = (base_dir / item["file"]) if not Path(item["file"]).is_absolute() else Path(item["file"])
             try:  # bounded: a policy naming /dev/zero or a huge file must not eat memory
