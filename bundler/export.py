@@ -247,7 +247,7 @@ class _EntryBuild:
     sizes: list[int] = field(default_factory=list)
     blake3: str = ""
     key: FileKey | None = None
-    from_cache: bool = False
+    in_cache: bool = False  # its chunk list is in the hub cache (read from it, or remembered)
     pending: int = 0  # chunks handed to the pool and not yet back
     cut_done: bool = False
 
@@ -318,10 +318,10 @@ class _Run:
         """Called when a file is cut and again when its last chunk is back: once every id is
         known, a local file's chunk list goes to the cache at once (so it survives a kill)."""
         build.cut_done = True
-        if (not build.pending and build.key is not None and not build.from_cache
+        if (not build.pending and build.key is not None and not build.in_cache
                 and build.source.digest is None):
             self.state.remember(build.key, build.blake3, list(zip(build.ids, build.sizes)))  # type: ignore[arg-type]
-            build.from_cache = True  # remembered: never twice
+            build.in_cache = True
 
     def close(self) -> None:
         for fut, _, _ in self.inflight:
@@ -350,7 +350,7 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBui
             raise FerryError(f"{sf.local_path} changed size while exporting; run the export again")
         cached = run.state.cached(build.key)
         if cached is not None and sf.digest is None:
-            build.blake3, build.from_cache = cached.blake3, True
+            build.blake3, build.in_cache = cached.blake3, True
             offset = 0
             for cid, size in cached.chunks:
                 if run.skip(cid):
