@@ -369,6 +369,16 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
             raise FerryError(f"edge state {p} is a symbolic link; refusing to use it")
     try:
         if readonly:
+            journal = path.with_name(path.name + "-journal")
+            if journal.is_file() and journal.stat().st_size > 0:
+                # A writer was killed mid-transaction (a hot journal): a read-only connection may
+                # not roll it back and fails. sqlite's own recovery to the last commit needs a
+                # read-write open; it does nothing while a live import holds the journal.
+                rw = sqlite3.connect(path, isolation_level=None, timeout=30)
+                try:
+                    rw.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                finally:
+                    rw.close()
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
         else:
             db = sqlite3.connect(path, isolation_level=None, timeout=30)
