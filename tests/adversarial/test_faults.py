@@ -153,11 +153,15 @@ def test_import_killed_at_random_points_then_rerun_is_exact(tmp_path: Path, hub_
     versions = {n: {"1.0.0": v1[n], "2.0.0": v2[n]} for n in v1}
     total = sum(len(b) for files in v1.values() for b in files.values())
     kills = 0
-    for bundle, version in ((b1, "1.0.0"), (b2, "2.0.0")):
+    for phase, (bundle, version) in enumerate(((b1, "1.0.0"), (b2, "2.0.0"))):
         args = ["import", bundle, "--trust", hub_keys.pub, "--state", edge]
+        final = total * (phase + 1)  # bytes under EDGE/models once this phase is done
         for attempt in range(3):
-            when = (after(rng.uniform(0.05, 1.0)) if attempt == 0
-                    else size_reaches(edge / "models", int(total * rng.uniform(0.05, 0.95))))
+            if attempt == 2:  # early in a resumed run: opening the state, recovery, verification
+                when = after(rng.uniform(0.2, 0.6))
+            else:  # while writing: at a random fraction of what is left to write
+                base = dir_size(edge / "models") if (edge / "models").exists() else 0
+                when = size_reaches(edge / "models", base + int((final - base) * rng.uniform(0.05, 0.9)))
             killed, result = ferry_until(args, when)
             if not killed:
                 assert result is not None and result.returncode == 0, result and result.stderr
