@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -93,65 +93,72 @@ def segments(path: Path, size: int) -> list[tuple[int, int]]:
 
 #: Bytes cut at a time. A chunk is accepted from a window only when the FastCDC decision
 #: for it (which looks at most MAX_CHUNK bytes ahead) lies wholly inside the window, so the
-#: cuts are exactly those of cutting the whole piece at once, with memory bounded.
-WINDOW = 3 * MAX_CHUNK
+#: cuts are exactly those of cutting the whole piece at once, with memory bounded. Just
+#: under 32 MiB, so that glibc (tuned by the exporter) reuses heap memory for it.
+WINDOW = 2 * MAX_CHUNK - 64 * 1024
 
 
-def _cut(read: Callable[[int], bytes], length: int | None) -> Iterator[bytes]:
-    """Chunks of ``length`` bytes (or up to EOF when None) supplied by ``read(n)``."""
-    carry = b""
-    left = length
-    while True:
-        want = WINDOW - len(carry) if left is None else min(WINDOW - len(carry), left)
-        data = read(want) if want > 0 else b""
-        if left is not None:
-            left -= len(data)
-        last = len(data) < want or left == 0
-        window = carry + data if carry else data
+def _accepted(window: bytes, last: bool) -> Iterator[memoryview]:
+    """The chunks of ``window`` that cutting the whole would also give (all of them if ``last``).
+
+    Chunks are views into ``window``: no copy, and the window lives as long as they do."""
+    for c in _cdc.cut_buf(memoryview(window)):
+        if not last and c.offset + MAX_CHUNK > len(window):
+            return
+        yield c.data
+
+
+def _cut_at(fd: int, begin: int, end: int) -> Iterator[memoryview]:
+    """Chunks of bytes [begin, end) of a file, read window by window with pread: the bytes
+    after the last accepted chunk are simply read again with the next window."""
+    pos = begin
+    while pos < end:
+        want = min(WINDOW, end - pos)
+        window = os.pread(fd, want, pos)
         if not window:
             return
-        view = memoryview(window)
-        accepted = 0
-        for c in _cdc.cut_buf(view):
-            if not last and c.offset + MAX_CHUNK > len(window):
+        last = len(window) < want or pos + len(window) == end
+        for data in _accepted(window, last):
+            yield data
+            pos += len(data)
+        if last:
+            return
+
+
+def cut_stream(stream: BinaryIO) -> Iterator[memoryview]:
+    """Chunks of a stream read to its end (content-defined cuts only)."""
+    carry = b""
+    while True:
+        want = WINDOW - len(carry)
+        parts, got = [carry], 0
+        while got < want:
+            data = stream.read(want - got)
+            if not data:
                 break
-            yield bytes(c.data)
-            accepted = c.offset + c.length
+            parts.append(data)
+            got += len(data)
+        last = got < want
+        window = b"".join(parts)
+        if not window:
+            return
+        accepted = 0
+        for data in _accepted(window, last):
+            yield data
+            accepted += len(data)
         if last:
             return
         carry = window[accepted:]
 
 
-def _reader(f: BinaryIO) -> Callable[[int], bytes]:
-    def read(n: int) -> bytes:
-        parts, got = [], 0
-        while got < n:
-            data = f.read(n - got)
-            if not data:
-                break
-            parts.append(data)
-            got += len(data)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-    return read
-
-
-def cut_stream(stream: BinaryIO) -> Iterator[bytes]:
-    """Chunks of a stream read to its end (content-defined cuts only)."""
-    return _cut(_reader(stream), None)
-
-
-def cut_file(f: BinaryIO, pieces: list[tuple[int, int]]) -> Iterator[tuple[int, bytes]]:
+def cut_file(f: BinaryIO, pieces: list[tuple[int, int]]) -> Iterator[tuple[int, memoryview]]:
     """(offset, bytes) of each chunk of an open file, cutting each piece independently.
 
     Stops early if the file is shorter than its pieces; the caller checks the total.
     """
-    read = _reader(f)
+    fd = f.fileno()
     for begin, end in pieces:
-        if end == begin:
-            continue
-        f.seek(begin)
         offset = begin
-        for data in _cut(read, end - begin):
+        for data in _cut_at(fd, begin, end):
             yield offset, data
             offset += len(data)
         if offset != end:

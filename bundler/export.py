@@ -224,7 +224,7 @@ def _cctx() -> Any:
     return c
 
 
-def _chunk_work(data: bytes | None, read: Callable[[], bytes] | None, expect: str | None,
+def _chunk_work(data: bytes | memoryview | None, read: Callable[[], bytes] | None, expect: str | None,
                 skip: Callable[[str], bool]) -> tuple[str, int, bytes | None]:
     """In a pool thread: (read,) hash, and compress unless the chunk need not be stored."""
     if data is None:
@@ -275,7 +275,7 @@ class _Run:
     def skip(self, cid: str) -> bool:
         return cid in self.held or cid in self.placed
 
-    def submit(self, build: _EntryBuild, size: int, data: bytes | None = None,
+    def submit(self, build: _EntryBuild, size: int, data: bytes | memoryview | None = None,
                read: Callable[[], bytes] | None = None, expect: str | None = None) -> None:
         index = len(build.ids)
         build.ids.append(None)
