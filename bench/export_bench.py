@@ -87,12 +87,18 @@ def make_v2(v1: Path, v2: Path, layout: list[list[tuple[str, int]]], fraction: f
                 pos += size
 
 
-def run(cmd: list[str], **kw) -> tuple[float, int, int]:  # noqa: ANN003
-    """Wall time, peak RSS (bytes) and exit status of one child process."""
+CPU: dict[str, list[float]] = {"tar": [], "ferry": []}
+
+
+def run(cmd: list[str], cpu: str | None = None, **kw) -> tuple[float, int, int]:  # noqa: ANN003
+    """Wall time, peak RSS (bytes) and exit status of one child process (CPU seconds, user +
+    system, of it and its children are kept under ``cpu``)."""
     start = time.monotonic()
     proc = subprocess.Popen(cmd, **kw)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
+    if cpu:
+        CPU[cpu].append(usage.ru_utime + usage.ru_stime)
     return time.monotonic() - start, usage.ru_maxrss * 1024, proc.returncode
 
 
@@ -138,12 +144,13 @@ def main() -> None:
             shutil.rmtree(work / "full", ignore_errors=True)
             shutil.rmtree(work / "st1", ignore_errors=True)
             subprocess.run(["sync"], check=True)
-            t, _, rc = run(["sh", "-c", f"tar -cf - -C {work} v1 | zstd -3 -T0 -q > {work}/v1.tar.zst && sync"])
+            t, _, rc = run(["sh", "-c", f"tar -cf - -C {work} v1 | zstd -3 -T0 -q > {work}/v1.tar.zst && sync"],
+                           cpu="tar")
             assert rc == 0
             tars.append(t)
             subprocess.run(["sync"], check=True)
             t, peak, rc = run(ferry("export", s1, "--out", work / "full", "--key", key, "--state", work / "st1"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              cpu="ferry", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             assert rc == 0
             fulls.append(t)
             rss = max(rss, peak)
@@ -203,6 +210,8 @@ def main() -> None:
     print(f"tar | zstd -3 -T0 && sync : {t_tar:7.2f} s   {runs(tars)}")
     print(f"ferry export (full)        : {t_full:7.2f} s   {runs(fulls)}")
     print(f"  time ratio ferry / tar|zstd: {t_full / t_tar:.2f}x (goal <= 1.25x)")
+    print(f"  CPU seconds (user+sys, best): ferry {min(CPU['ferry']):.2f}, tar|zstd {min(CPU['tar']):.2f}: "
+          f"{min(CPU['ferry']) / min(CPU['tar']):.2f}x (less disturbed by other load than wall time)")
     print(f"peak RSS of ferry export   : {rss / MiB:7.1f} MiB (goal <= 256 MiB)")
     print(f"delta v2 (10% tensors)     : {delta_bytes / MiB:7.1f} MiB = {100 * delta_bytes / full_bytes:.1f}% "
           f"of {full_bytes / MiB:.1f} MiB (goal <= 15%), {t_delta:.2f} s")
