@@ -32,6 +32,8 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
 MEDIA_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
 PACK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+#: C0, DEL and C1 control characters: never allowed in any manifest string.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 PLATFORM_RE = re.compile(r"^[a-z0-9_.-]{1,32}/[a-z0-9_.-]{1,32}(?:/[a-z0-9_.-]{1,32})?$")
 
 SUPPORTED_MAJOR = int(FORMAT_VERSION.split(".")[0])
@@ -61,6 +63,8 @@ def _str(d: dict[str, Any], key: str, where: str, pattern: re.Pattern[str] | Non
         raise FormatError(f"{where}.{key} must be a string")
     if len(value) > max_len:
         raise LimitError(f"{where}.{key} is longer than {max_len} characters")
+    if CONTROL_RE.search(value):  # printed on terminals: an escape sequence could forge output
+        raise FormatError(f"{where}.{key} contains a control character")
     if pattern is not None and not pattern.match(value):
         raise FormatError(f"{where}.{key} {value!r} is not allowed here")
     return value
@@ -237,8 +241,8 @@ class Artifact:
         image = ImageInfo.from_dict(d["image"], f"{where}.image") if d.get("image") is not None else None
         images = tuple(_list(d.get("images", []), f"{where}.images", limits.MAX_ENTRIES))
         for i, ref in enumerate(images):
-            if not isinstance(ref, str) or not 0 < len(ref) <= limits.MAX_TEXT_LEN:
-                raise FormatError(f"{where}.images[{i}] must be a non-empty string")
+            if not isinstance(ref, str) or not 0 < len(ref) <= limits.MAX_TEXT_LEN or CONTROL_RE.search(ref):
+                raise FormatError(f"{where}.images[{i}] must be a non-empty string without control characters")
         return cls(kind=kind, name=name, version=version, entries=entries, image=image, images=images)
 
 
