@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from pathlib import Path
 from typing import Any
 
@@ -73,29 +75,31 @@ def register(app: typer.Typer) -> None:
             ui.emit({"bundles": docs})
             return
         out = ui.out
+        # manifest text is data, never markup: a path or producer holding "[/]" crashed rich
+        say = partial(out.print, markup=False, highlight=False)
         for d in docs:
             b = d["bundle"]
-            out.print(f"bundle {b['name']} sequence {b['sequence']} on channel {b['channel']}  (id {b['id']})")
+            say(f"bundle {b['name']} sequence {b['sequence']} on channel {b['channel']}  (id {b['id']})")
             out.print(f"  [yellow]{UNVERIFIED}[/]")
-            out.print(f"  manifest {d['digest']}, format {d['formatVersion']}, created {b['created']} "
+            say(f"  manifest {d['digest']}, format {d['formatVersion']}, created {b['created']} "
                       f"by {b['producer']}")
             for a in d["artifacts"]:
                 extra = f"  {a['image']}" if "image" in a else ""
-                out.print(f"  {a['kind']:<9} {a['name']} {a['version']}: {human_bytes(a['size'])}, "
+                say(f"  {a['kind']:<9} {a['name']} {a['version']}: {human_bytes(a['size'])}, "
                           f"{a['entries']} {'blob' if a['kind'] == 'image' else 'file'}(s), "
                           f"{a['chunks']} chunk ref(s){extra}")
                 for ref in a.get("images", []):
-                    out.print(f"            uses image {ref}")
-            out.print(f"  chunks: {d['chunks']} ({d['carriedChunks']} carried), {human_bytes(d['rawBytes'])} raw, "
+                    say(f"            uses image {ref}")
+            say(f"  chunks: {d['chunks']} ({d['carriedChunks']} carried), {human_bytes(d['rawBytes'])} raw, "
                       f"{human_bytes(d['storedBytes'])} stored")
-            out.print(f"  packs: {d['packs']} ({d['packsPresent']} present here); volumes: {d['volumes']} "
+            say(f"  packs: {d['packs']} ({d['packsPresent']} present here); volumes: {d['volumes']} "
                       f"(present here: {', '.join(map(str, d['volumesPresent'])) or 'none'})")
-            out.print(f"  signed by key id(s): {', '.join(d['signers']) or 'none'}")
+            say(f"  signed by key id(s): {', '.join(d['signers']) or 'none'}")
             if d["base"]:
                 base = d["base"]
-                out.print(f"  delta bundle against the receipt of site {base['site']} ({base['created']}), "
+                say(f"  delta bundle against the receipt of site {base['site']} ({base['created']}), "
                           f"{base['receipt']}")
             else:
-                out.print("  full bundle (not a delta)")
+                say("  full bundle (not a delta)")
             for p in d["paths"]:
-                out.print(f"  at {p}")
+                say(f"  at {p}")
