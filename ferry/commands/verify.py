@@ -26,25 +26,26 @@ def write_output(path: Path, data: bytes, what: str) -> None:
 
 
 def _print(report, ui) -> None:  # report: importer.report.Report, ui: ferry.ui.UI
+    from rich.markup import escape as e  # report text is data from the medium, never markup
     from rich.table import Table
 
     from ferry.ui import human_bytes
 
     out = ui.out
     for c in report.checks:
-        out.print(f"[red]✗[/] {c.name}: {c.reason}")
+        out.print(f"[red]✗[/] {e(c.name)}: {e(c.reason)}")
     for b in report.bundles:
         info = b.info or {}
-        out.print(f"[bold]{b.title}[/]  id {info.get('id', '?')}  created {info.get('created', '?')}  "
-                  f"by {info.get('producer', '?')}")
+        out.print(f"[bold]{e(b.title)}[/]  id {e(str(info.get('id', '?')))}  created {e(str(info.get('created', '?')))}  "
+                  f"by {e(str(info.get('producer', '?')))}")
         out.print(f"manifest {b.manifest_digest}" + (f"  delta base: receipt {b.base['receipt'][:19]}… "
                                                      f"of {b.base['site']}" if b.base else ""))
         signers = Table(title="signatures", title_justify="left")
         for col in ("key id", "name", "valid", "counted", "reason"):
             signers.add_column(col, overflow="fold")
         for s in b.signers:
-            signers.add_row(s.keyid[:16] + "…", s.name or "(not trusted)", "yes" if s.valid else "[red]no[/]",
-                            "yes" if s.counted else "no", s.reason)
+            signers.add_row(e(s.keyid[:16]) + "…", e(s.name or "(not trusted)"), "yes" if s.valid else "[red]no[/]",
+                            "yes" if s.counted else "no", e(s.reason))
         out.print(signers)
         if b.artifacts:
             table = Table(title="artifacts", title_justify="left")
@@ -59,14 +60,14 @@ def _print(report, ui) -> None:  # report: importer.report.Report, ui: ferry.ui.
                        f"{c.ok}/{c.bad}/{c.missing}/{c.held_by_base}", status]
                 if plan:
                     row.append("" if a.plan is None else
-                               (f"[red]{a.plan.action}[/]: {a.plan.reason}" if a.plan.refused
-                                else f"{a.plan.action}: {a.plan.reason}"))
+                               (f"[red]{a.plan.action}[/]: {e(a.plan.reason)}" if a.plan.refused
+                                else f"{a.plan.action}: {e(a.plan.reason)}"))
                 table.add_row(*row)
             out.print(table)
         for c in b.failures:
-            out.print(f"[red]✗[/] {c.name}: {c.reason}")
+            out.print(f"[red]✗[/] {e(c.name)}: {e(c.reason)}")
     if report.verdict == "pass":
-        out.print(f"[bold green]{report.summary}[/]")
+        out.print(f"[bold green]{e(report.summary)}[/]")
 
 
 def register(app: typer.Typer) -> None:
