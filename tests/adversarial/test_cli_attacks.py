@@ -823,3 +823,28 @@ def test_image_manifest_naming_a_blob_the_bundle_does_not_carry(tmp_path: Path, 
     import_refused(bundle, edge, hub_keys.pub, contains="does not carry", may_add=("oci",))
     index = edge / "oci" / "index.json"
     assert not index.exists() or "team/app" not in index.read_text()
+
+
+# --------------------------------------------------------------------------- what the terminal shows
+
+
+def test_manifest_text_cannot_forge_terminal_output(tmp_path: Path, hub: Any, hub_keys: KeyPair, edge: Path) -> None:
+    """Text from a manifest reaches operators' and auditors' terminals. An escape sequence (clear
+    the line, print a fake PASS) is refused by the format; rich markup in paths or the producer
+    ('[/]' crashed inspect and verify before this suite) is printed as plain text."""
+    d = forge.draft({"a[/]b.bin": b"A" * 100, "[bold red]x": b"x"}, sequence=2)
+    d.manifest["bundle"]["producer"] = "[/] [link=http://evil.example]click[/link] [green]PASS"
+    bundle = forge.write(d, tmp_path / "markup", [hub])
+    for args in (("inspect", bundle), ("verify", bundle, "--trust", hub_keys.pub)):
+        r = run_ferry(*args)
+        assert r.returncode == 0 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+        assert "[/] [link=http://evil.example]click[/link]" in r.stdout, r.stdout
+    _import_ok(bundle, edge, hub_keys.pub)
+    for field, value in (("producer", "ferry\x1b[2K\r\x1b[32mPASS: all verified"), ("producer", "x\x9b31m")):
+        hostile = d.copy()
+        hostile.manifest["bundle"][field] = value
+        bundle = forge.write(hostile, tmp_path / f"esc-{len(value)}", [hub])
+        for args in (("inspect", bundle), ("verify", bundle, "--trust", hub_keys.pub)):
+            r = run_ferry(*args)
+            assert_refused(r, contains="control character")
+            assert "\x1b" not in r.stdout + r.stderr and "\x9b" not in r.stdout + r.stderr
