@@ -158,13 +158,13 @@ def main() -> None:
         full_bytes = du(work / "full")
 
         # delta: v2 --since a receipt listing v1's chunks
-        manifest = json.loads((work / "full" / "manifest.json").read_bytes())
-        receipt = {"format": "ferry-receipt", "formatVersion": "1.0", "site": "bench-edge",
-                   "created": "2026-01-01T00:00:00Z", "chunks": sorted(c["id"] for c in manifest["chunks"]),
-                   "artifacts": [], "channels": {}}
-        from manifests import canonical
+        from manifests.model import Manifest
+        from manifests.receipt import Receipt
 
-        (work / "receipt.json").write_bytes(canonical.encode(receipt))
+        v1 = Manifest.from_bytes((work / "full" / "manifest.json").read_bytes())
+        receipt = Receipt(site="bench-edge", created="2026-01-01T00:00:00Z",
+                          chunks=tuple(sorted(c.id for c in v1.chunks)))
+        (work / "receipt.json").write_bytes(receipt.to_bytes())
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         t_delta, _, rc = run(ferry("export", s2, "--out", work / "delta", "--key", key, "--state", work / "st1",
                                    "--since", work / "receipt.json"), **quiet)
