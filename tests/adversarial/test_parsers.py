@@ -8,9 +8,11 @@ field with hostile JSON values, or splice bytes into valid encodings.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import copy
 import json
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -206,6 +208,7 @@ def _policy_base() -> dict[str, Any]:
 
 POLICY_BASE = _policy_base()
 POLICY_DIR = Path(tempfile.mkdtemp(prefix="ferry-fuzz-policy-"))
+atexit.register(shutil.rmtree, POLICY_DIR, True)
 (POLICY_DIR / "b.pub").write_text(POLICY_BASE["keys"][0]["publicKey"].replace("a", "a"))
 
 
