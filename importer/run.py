@@ -527,6 +527,8 @@ class _Importer:
             self._fail(plan, str(exc))
             self._record("refused", plan.result.reason, plan)
             return
+        except model_store.NoSpace:
+            raise
         except FerryError as exc:
             self._fail(plan, str(exc))
             self._record("refused", plan.result.reason, plan)

@@ -284,13 +284,20 @@ class EdgeState:
         """One atomic, durable change to the ledger (BEGIN IMMEDIATE ... COMMIT)."""
         if not self.writable:
             raise FerryError("internal: the edge state is open read-only")
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise FerryError(f"edge state {self.root / DB_NAME}: {exc} (nothing of this step was recorded; "
+                             "free some space if the disk is full, then run again)") from None
 
     # ---- reads
 

@@ -19,6 +19,7 @@ directory descriptors (:func:`importer.state.open_dir`).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -35,6 +36,12 @@ from ..state import MODELS_DIR, EdgeState, create_file, open_dir, set_installed
 from ..store import ChunkStore
 
 CURRENT = "current"
+
+
+class NoSpace(FerryError):
+    """The disk under EDGE filled up while writing: the whole import stops (nothing else fits)."""
+
+
 PARTIAL_PREFIX = ".partial-"
 TRASH_PREFIX = ".trash-"
 
@@ -114,8 +121,8 @@ def _stage_file(state: EdgeState, store: ChunkStore, sfd: int, sdir: str, entry:
             with state.transaction() as db:
                 db.execute("DELETE FROM locations WHERE dir=? AND file=?", (sdir, tmp_rel))
             fd = create_file(pfd, tmp)
+        offset = since = durable = 0
         try:
-            offset = since = 0
             pending: list[tuple[str, int, int]] = []
             chunk_ids = iter(entry.chunks)
             for data in read_entry(entry):
@@ -131,8 +138,15 @@ def _stage_file(state: EdgeState, store: ChunkStore, sfd: int, sdir: str, entry:
                     os.fsync(fd)
                     with state.transaction() as db:
                         store.index_chunks(db, sdir, tmp_rel, pending)
-                    pending, since = [], 0
+                    pending, since, durable = [], 0, offset
             os.fsync(fd)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            os.ftruncate(fd, durable)  # give back what is not recorded; the rest resumes later
+            raise NoSpace(f"no space left under {state.root} while writing {path} of model "
+                          f"{sdir.split('/')[1]!r} ({offset} of {entry.size} bytes); free some space and "
+                          "run the import again: it continues where it stopped") from None
         finally:
             os.close(fd)
         store.forget_fds()
