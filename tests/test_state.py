@@ -135,3 +135,38 @@ def test_interrupted_file_resumes_from_its_last_checkpoint(tmp_path: Path, hub_k
     assert len(reads) == len(m.chunks) - 30
     assert (state / "models" / "m" / "1.0.0" / "w.bin").read_bytes() == big["w.bin"]
     assert not list((state / "models" / "m").glob(".partial-*"))
+
+
+def test_disk_full_while_writing_stops_cleanly_and_resumes(tmp_path: Path, hub_keys: KeyPair,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    big = {"w.bin": os.urandom(40 * 16 * 1024)}
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", big)], chunk_size=16 * 1024)
+    state = tmp_path / "edge"
+    monkeypatch.setattr(model_store, "CHECKPOINT_BYTES", 8 * 16 * 1024)
+
+    class FullDisk:
+        """os for the model writer, on a disk that fills up after 300 KiB."""
+
+        budget = 300 * 1024
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
+
+        def write(self, fd: int, data: object) -> int:
+            if FullDisk.budget <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            n = os.write(fd, data)  # type: ignore[arg-type]
+            FullDisk.budget -= n
+            return n
+
+    monkeypatch.setattr(model_store, "os", FullDisk())
+    with pytest.raises(model_store.NoSpace, match="no space left .* w.bin of model 'm'"):
+        run_import(opts(hub_keys, tmp_path / "b", state), Silent())
+    monkeypatch.undo()
+    [part] = (state / "models" / "m" / ".partial-1.0.0").iterdir()  # the part file, under its temp name
+    assert part.stat().st_size == 16 * 16 * 1024  # cut back to the last checkpoint (2 x 8 chunks)
+    r = run_ferry("import", tmp_path / "b", "--trust", hub_keys.pub, "--state", state)
+    assert r.returncode == 0, r.stderr
+    assert (state / "models" / "m" / "current" / "w.bin").read_bytes() == big["w.bin"]
