@@ -268,7 +268,6 @@ class _Run:
         self.held = held
         self.placed = placed  # chunk id -> (pack name, placement)
         self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="ferry-chunk")
-        self.hash_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-file-hash")
         self.inflight: deque[tuple[Future[tuple[str, int, bytes | None]], _EntryBuild, int]] = deque()
         self.inflight_bytes = 0
         self.written = 0
@@ -328,7 +327,6 @@ class _Run:
         for fut, _, _ in self.inflight:
             fut.cancel()
         self.pool.shutdown(wait=True, cancel_futures=True)
-        self.hash_thread.shutdown(wait=True)
 
 
 def _read_exact(path: Path, offset: int, size: int) -> Callable[[], bytes]:
@@ -365,8 +363,6 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBui
             return build
     hasher = Hasher(sha256=sf.digest is not None)
     label = sf.path or sf.digest or "blob"
-    hashed: deque[Future[None]] = deque()
-    total = 0
     try:
         with sf.open() as f:
             if sf.local_path is not None:
@@ -375,22 +371,14 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBui
             else:
                 pieces = chunker.cut_stream(f)
             for data in pieces:
-                total += len(data)
-                if total > sf.size:
+                hasher.update(data)
+                if hasher.size > sf.size:
                     break
-                # The whole-file hash runs on its own thread (BLAKE3 releases the GIL), in
-                # order; cutting, on this thread, holds the GIL and sets the pace.
-                hashed.append(run.hash_thread.submit(hasher.update, data))
-                while len(hashed) > 4:
-                    hashed.popleft().result()
                 run.submit(build, len(data), data=data)
                 task.advance(len(data))
                 overall.advance(len(data))
     except OSError as exc:
         raise FerryError(f"cannot read {label}: {exc.strerror or exc}") from None
-    finally:
-        for fut in hashed:
-            fut.result()
     if hasher.size != sf.size:
         raise FerryError(f"{label}: read {hasher.size} bytes, expected {sf.size} (changed while exporting?)")
     if sf.digest is not None and hasher.sha256 != sf.digest:
