@@ -99,6 +99,10 @@ class HubState:
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             self._db = sqlite3.connect(self.root / "chunk-cache.sqlite", timeout=30, check_same_thread=False)
+            # A cache: a power cut may lose the last entries (WAL keeps it consistent), which
+            # only costs re-chunking; no fsync per entry.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
                              "mtime_ns INTEGER, inode INTEGER, blake3 TEXT, chunks TEXT)")
         return self._db

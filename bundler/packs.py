@@ -125,6 +125,7 @@ class PackWriter:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-pack-io")
         self._sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-pack-sync")
         self._synced: list[Any] = []  # futures of packs being made durable, in order
+        self._dirs: set[Path] = set()  # pack folders whose renames close() makes durable
         self._queue: list[tuple[Any, int]] = []  # (future, bytes) in submission order
         self._queued = 0
 
@@ -205,7 +206,9 @@ class PackWriter:
             os.close(fd)
         final = tmp.with_name(pack.name)
         os.replace(tmp, final)
-        fsync_dir(final.parent)
+        # The folder is fsynced once, in close(): a rename lost to a power cut only means
+        # the pack is redone (the journal line naming it finds no file).
+        self._dirs.add(final.parent)
         self.on_finish(pack)
 
     def close(self) -> None:
@@ -219,6 +222,8 @@ class PackWriter:
         self._sync.shutdown()
         for fut in self._synced:
             fut.result()
+        for d in sorted(self._dirs):
+            fsync_dir(d)
 
     def abort(self) -> None:
         """Stop without finishing the open pack (its temporary file is deleted by the next
@@ -250,8 +255,8 @@ class JournalHeader:
 class Journal:
     """``OUT/.ferry-export/journal.jsonl``: a header line, then one line per finished pack.
 
-    Each line is appended and fsynced after its pack is durable, so every pack the journal
-    names is complete. A torn last line (a crash while appending) is ignored: that pack is
+    Each line is appended after its pack is durable, so every pack the journal names is
+    complete. A torn last line (a crash while appending) is ignored: that pack is
     then unknown and rewritten. The journal is removed once the manifest is written.
     """
 
@@ -292,7 +297,8 @@ class Journal:
         write_atomic(self.path, line.encode())
 
     def record(self, pack: FinishedPack) -> None:
-        """Append a finished pack (durably)."""
+        """Append a finished pack. Not fsynced: the pack itself is durable before its line is
+        written, so a line lost to a power cut only means that pack is written again."""
         import json
 
         line = json.dumps({"name": pack.name, "volume": pack.volume, "size": pack.size,
@@ -301,7 +307,6 @@ class Journal:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
         try:
             os.write(fd, line.encode())
-            os.fsync(fd)
         finally:
             os.close(fd)
 
