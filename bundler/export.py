@@ -361,7 +361,7 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBui
                 task.advance(size)
                 overall.advance(size)
             return build
-    hasher = Hasher(sha256=sf.digest is not None)
+    hasher = Hasher(sha256=sf.digest is not None, threaded=False)
     label = sf.path or sf.digest or "blob"
     try:
         with sf.open() as f:
@@ -407,27 +407,16 @@ def _prepare_medium(out: Path, journal: Journal, volumes_mode: bool,
                 pack_dirs.append((int(d.name[len(VOLUME_PREFIX):]), d / PACKS_DIR))
     else:
         pack_dirs.append((1, out / PACKS_DIR))
-    candidates: list[tuple[Path, FinishedPack | None]] = []
     for volume, d in pack_dirs:
-        if d.is_dir():
-            candidates += [(f, known.get((volume, f.name))) for f in sorted(d.iterdir())]
-
-    def intact(item: tuple[Path, FinishedPack | None]) -> bool:
-        f, p = item
-        return p is not None and f.is_file() and not f.is_symlink() and pack_intact(f, p)
-
-    # Checking decompresses and hashes every kept chunk: spread it over the cores.
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        verdicts = list(pool.map(intact, candidates))
-    for (f, p), ok in zip(candidates, verdicts):
-        if ok:
-            assert p is not None
-            kept.append(p)
-        else:
-            f.unlink()
-    for _, d in pack_dirs:
-        if d.is_dir():
-            fsync_dir(d)
+        if not d.is_dir():
+            continue
+        for f in sorted(d.iterdir()):
+            p = known.get((volume, f.name))
+            if p is not None and f.is_file() and not f.is_symlink() and pack_intact(f, p):
+                kept.append(p)
+            else:
+                f.unlink()
+        fsync_dir(d)
     for root in {_volume_root(out, v, volumes_mode) for v, _ in pack_dirs} | {out}:
         for name in (MANIFEST_NAME, SIGNATURE_NAME):
             for stale in (root / name, root / f".{name}{TMP_SUFFIX}"):

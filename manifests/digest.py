@@ -46,10 +46,15 @@ def is_oci_digest(value: object) -> bool:
 
 
 class Hasher:
-    """Incremental BLAKE3 (always) and sha256 (when asked), fed as bytes stream past."""
+    """Incremental BLAKE3 (always) and sha256 (when asked), fed as bytes stream past.
 
-    def __init__(self, *, sha256: bool = False) -> None:
-        self._b3 = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    ``threaded=False`` keeps BLAKE3 on the calling thread: for callers that already keep
+    every core busy with their own threads (the exporter), BLAKE3's worker threads only
+    spin (sched_yield) and steal CPU from them.
+    """
+
+    def __init__(self, *, sha256: bool = False, threaded: bool = True) -> None:
+        self._b3 = blake3.blake3(max_threads=blake3.blake3.AUTO if threaded else 1)
         self._sha = hashlib.sha256() if sha256 else None
         self.size = 0
 
