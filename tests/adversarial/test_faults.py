@@ -31,8 +31,12 @@ SEED = int(os.environ.get("FERRY_FAULT_SEED", "20261123"))
 
 
 def ferry_until(args: list[Any], kill_when: Callable[[], bool], *, timeout: float = 120,
-                preexec: Callable[[], None] | None = None) -> tuple[bool, subprocess.CompletedProcess[str] | None]:
-    """Run ferry; SIGKILL it as soon as ``kill_when()`` holds. Returns (killed, finished result)."""
+                preexec: Callable[[], None] | None = None,
+                paused: Callable[[], bool] | None = None) -> tuple[bool, subprocess.CompletedProcess[str] | None]:
+    """Run ferry; SIGKILL it as soon as ``kill_when()`` holds. Returns (killed, finished result).
+
+    ``paused`` is polled too, with the child stopped (SIGSTOP) during the call, so a fault it
+    injects lands while the child is mid-work, whatever the machine's load."""
     env = {k: v for k, v in os.environ.items() if k not in ("FERRY_KEY_PASSPHRASE", "FERRY_DEBUG")}
     proc = subprocess.Popen([sys.executable, "-m", "ferry", *map(str, args)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec)
@@ -40,6 +44,12 @@ def ferry_until(args: list[Any], kill_when: Callable[[], bool], *, timeout: floa
     killed = False
     try:
         while proc.poll() is None and time.monotonic() < deadline:
+            if paused is not None:
+                os.kill(proc.pid, signal.SIGSTOP)
+                try:
+                    paused()
+                finally:
+                    os.kill(proc.pid, signal.SIGCONT)
             if kill_when():
                 os.kill(proc.pid, signal.SIGKILL)
                 killed = True
@@ -258,7 +268,7 @@ def test_disk_filling_up_during_import_leaves_a_consistent_state(tmp_path: Path,
     filler = mnt / "filler"
 
     def fill_when_writing() -> bool:
-        if filler.exists() or not (edge / "models").exists():
+        if filler.exists() or not (edge / "models").exists() or dir_size(edge / "models") < MiB:
             return False
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)  # take every free byte, racing the import
         block = b"\0" * MiB
@@ -278,7 +288,7 @@ def test_disk_filling_up_during_import_leaves_a_consistent_state(tmp_path: Path,
             os.close(fd)
         return False  # never kill: the import must meet the full disk itself
 
-    _killed, r = ferry_until([*args, "--state", edge], fill_when_writing)
+    _killed, r = ferry_until([*args, "--state", edge], lambda: False, paused=fill_when_writing)
     assert r is not None
     assert filler.exists(), "the import finished before the disk could be filled"
     assert_refused(r, contains="space")
@@ -322,7 +332,7 @@ def test_medium_read_error_during_import(fault: str, tmp_path: Path, hub_keys: K
             done.append(True)
         return False
 
-    _killed, r = ferry_until(args, break_medium)
+    _killed, r = ferry_until(args, lambda: False, paused=break_medium)
     assert r is not None
     assert done, "the import finished before the medium could be broken"
     print(f"{fault}: import exit {r.returncode}: {r.stderr.strip()}")
