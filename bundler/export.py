@@ -8,8 +8,9 @@ The order of work is what makes the bundle trustworthy and resumable:
    (BLAKE3 and zstd release the GIL), with a bounded number of bytes in flight so memory
    stays flat whatever the model size. A chunk seen before in this bundle, or held by the
    edge (``--since``), is not stored again.
-3. Frames go into bounded packs (:mod:`bundler.packs`); each finished pack is durable and
-   journaled before the next one starts, so a rerun redoes at most the pack in flight.
+3. Frames go into bounded packs (:mod:`bundler.packs`), written and fsynced on I/O threads;
+   a finished pack is journaled once it is durable, so a rerun redoes at most the packs in
+   flight (the one being written and the one being flushed).
 4. The signature file and then ``manifest.json`` are written last into every volume; only
    then is the journal removed.
 
