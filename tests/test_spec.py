@@ -189,3 +189,20 @@ def test_spec_parser_refuses_any_shape_cleanly(doc: object) -> None:
                                    "spec": doc}), Path("/nonexistent/bundle.yaml"))
     except FerryError as exc:
         assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("body, files, message", [
+    ("  manifests:\n    - name: app\n      version: 1.0.0\n      path: kube\n", {"kube/a.yaml": "foo: bar\n"},
+     "not a Kubernetes object"),
+    ("  images:\n    - ref: 127.0.0.1:1/team/app:1.0.0\n", {}, "unreachable"),
+])
+def test_cli_bad_sources_refused_before_writing(tmp_path: Path, hub_keys, body: str, files: dict[str, str],
+                                                message: str) -> None:  # noqa: ANN001
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    spec = tmp_path / "bundle.yaml"
+    spec.write_text("apiVersion: ferry/v1\nkind: Bundle\nmetadata:\n  name: x\nspec:\n" + body)
+    result, out = _export(tmp_path, spec, hub_keys)
+    assert_clean_failure(result, code=2, contains=message)
+    assert not out.exists()
