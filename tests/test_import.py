@@ -494,3 +494,11 @@ def test_forced_downgrade_to_a_kept_version_only_moves_current(tmp_path: Path, h
     assert (state / "models" / "m" / "1.0.0" / "model.safetensors").stat().st_ino == inode  # not rewritten
     assert installed_files(state, "m", "1.0.0") == FILES_V1
     assert audit_entries(state)[-1]["decision"] == "downgrade-forced"
+
+
+def test_bad_registry_host_is_refused_before_anything_applies(tmp_path: Path, hub_keys: KeyPair) -> None:
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("sentiment", "1.0.0", FILES_V1)])
+    state = tmp_path / "edge"
+    r = imp(hub_keys, state, tmp_path / "b", extra=("--registry", "http://edge.local:5000"))
+    assert_clean_failure(r, code=2, contains="is not HOST[:PORT]")
+    assert not (state / "models").exists()

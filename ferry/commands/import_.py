@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         trust: list[Path] = typer.Option(..., "--trust", help="Hub public key or trust policy (repeatable)."),
         state: Path = typer.Option(..., "--state", help="The edge state folder (ledger, chunk store, models, audit)."),
         registry: Optional[str] = typer.Option(None, "--registry", help="Push images to HOST[:PORT] (default: OCI layout EDGE/oci)."),
-        insecure_registry: list[str] = typer.Option([], "--insecure-registry", help="Speak plain HTTP to this registry host (repeatable)."),
+        insecure_registry: list[str] = typer.Option([], "--insecure-registry", help="Registry host to reach with HTTPS without certificate checks, else plain HTTP (repeatable)."),
         manifests_dir: Optional[Path] = typer.Option(None, "--manifests-dir", help="Write manifest sets to DIR/<set>/ (default EDGE/manifests)."),
         kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Server-side apply manifest sets into this cluster."),
         context: Optional[str] = typer.Option(None, "--context", help="Context in --kubeconfig."),
@@ -31,6 +31,10 @@ def register(app: typer.Typer) -> None:
         from ferry.ui import UI
         from importer.run import ImportOptions, run_import
 
+        from manifests.oci import check_registry_host
+
+        for host in ([registry] if registry else []) + insecure_registry:
+            check_registry_host(host)  # before anything is applied: a bad host would leave images unpinned
         ui = UI(json_mode=json_out, quiet=not sys.stderr.isatty())
         opts = ImportOptions(paths=paths, trust=trust, state=state, registry=registry,
                              insecure_registries=frozenset(insecure_registry), manifests_dir=manifests_dir,

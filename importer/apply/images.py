@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from manifests.errors import FerryError, FormatError, VerificationError
 from manifests.model import Artifact, Entry, ImageInfo
 from manifests.oci import (MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX, REF_NAME_ANNOTATION,
-                           parse_manifest)
+                           parse_manifest, parse_reference)
 
 if TYPE_CHECKING:
     from manifests.registry import RegistryClient
@@ -55,7 +55,20 @@ def pinned_ref(artifact: Artifact, target: ImageTarget) -> str:
     image = _image(artifact)
     if target.registry:
         return f"{target.registry}/{image.repository}@{image.manifest}"
-    return f"{image.repository}@{image.manifest}"
+    # No edge registry: the image waits in the OCI layout. A bare `repo@digest` would make a
+    # kubelet pull from Docker Hub; keep the registry host the workload named (a site mirror
+    # of that name serves it), pinned by digest.
+    host = _source_registry(image)
+    return f"{host}/{image.repository}@{image.manifest}" if host else f"{image.repository}@{image.manifest}"
+
+
+def _source_registry(image: ImageInfo) -> str | None:
+    if not image.source:
+        return None
+    try:
+        return parse_reference(image.source).registry
+    except FerryError:
+        return None
 
 
 def missing_blobs(artifact: Artifact, target: ImageTarget) -> set[str]:
