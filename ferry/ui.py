@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, DownloadColumn, Progress as RichProgress, TaskID,
                            TextColumn, TimeRemainingColumn, TransferSpeedColumn)
 
@@ -91,7 +92,7 @@ class UI:
                     TransferSpeedColumn(), TimeRemainingColumn(), console=self.err, transient=False)
                 self._bars.start()
             self._depth += 1
-            task_id = self._bars.add_task(description, total=total)
+            task_id = self._bars.add_task(escape(description), total=total)
             try:
                 yield _RichTask(self._bars, task_id)
             finally:
@@ -108,15 +109,16 @@ class UI:
         if not self.quiet:
             seconds = time.monotonic() - started
             rate = task.done / seconds / 2**20 if seconds > 0 else 0.0
-            self.err.print(f"{description}: {human_bytes(task.done)} in {seconds:.1f}s ({rate:.0f} MiB/s)")
+            self.err.print(f"{description}: {human_bytes(task.done)} in {seconds:.1f}s ({rate:.0f} MiB/s)",
+                           markup=False, highlight=False)
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(message)
+            self.err.print(message, markup=False, highlight=False)  # data, never markup
 
     def warn(self, message: str) -> None:
         if not self.json_mode:
-            self.err.print(f"[yellow]warning:[/] {message}")
+            self.err.print(f"[yellow]warning:[/] {escape(message)}")
         else:
             print(f"warning: {message}", file=sys.stderr)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -45,9 +46,10 @@ def register(app: typer.Typer) -> None:
         m = result.manifest
         where = ", ".join(str(v) for v in result.volume_dirs)
         carried = sum(1 for c in m.chunks if c.carried)
-        ui.out.print(f"bundle {m.bundle.name} #{m.bundle.sequence} ({m.bundle.channel}) written to {where}")
-        ui.out.print(f"  {len(m.artifacts)} artifact(s), {human_bytes(result.raw_bytes)} raw, "
-                     f"{human_bytes(result.stored_bytes)} stored in {len(m.packs)} pack(s); "
-                     f"{carried} of {len(m.chunks)} chunk(s) carried"
-                     + (f", delta against receipt of {m.base.site}" if m.base else ""))
-        ui.out.print(f"  manifest {result.digest}")
+        say = partial(ui.out.print, markup=False, highlight=False)  # paths and names are data
+        say(f"bundle {m.bundle.name} #{m.bundle.sequence} ({m.bundle.channel}) written to {where}")
+        say(f"  {len(m.artifacts)} artifact(s), {human_bytes(result.raw_bytes)} raw, "
+            f"{human_bytes(result.stored_bytes)} stored in {len(m.packs)} pack(s); "
+            f"{carried} of {len(m.chunks)} chunk(s) carried"
+            + (f", delta against receipt of {m.base.site}" if m.base else ""))
+        say(f"  manifest {result.digest}")
