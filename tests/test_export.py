@@ -241,3 +241,12 @@ def test_model_folder_rules(tmp_path: Path, hub_keys) -> None:  # noqa: ANN001
     r = run_ferry("export", spec, "--out", tmp_path / "o2", "--key", hub_keys.key, "--state", tmp_path / "s")
     assert_clean_failure(r, code=2, contains="duplicate path")
     assert not (tmp_path / "o2").exists()
+
+
+def test_paths_that_look_like_markup_are_printed_as_text(tmp_path: Path, hub_keys) -> None:  # noqa: ANN001
+    make_model(tmp_path / "[red]m[/]", count=1, size=4096)
+    spec = write_spec(tmp_path / "bundle.yaml", [("a", "1.0.0", "'[red]m[/]'")])
+    r = run_ferry("export", spec, "--out", tmp_path / "o[/]", "--key", hub_keys.key, "--state", tmp_path / "s")
+    assert r.returncode == 0, r.stderr
+    assert "o[/]" in r.stdout
+    read_back(tmp_path / "o[/]", hub_keys.pub)
