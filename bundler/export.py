@@ -37,6 +37,7 @@ from manifests import __version__, canonical, limits
 from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PREFIX, read_bounded, volume_dir_name
 from manifests.chunks import compress_chunk, compressor
 from manifests.digest import Hasher, manifest_digest
+from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
 from manifests.errors import FerryError
 from manifests.keys import load_private
 from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack
@@ -45,8 +46,8 @@ from manifests.signing import sign
 
 from . import chunker
 from .hubstate import FileKey, HubState
-from .packs import (JOURNAL_DIR, PACK_SIZE, TMP_SUFFIX, FinishedPack, Journal, JournalHeader, PackWriter, Placed,
-                    fsync_dir, make_dirs, pack_intact, pack_number, write_atomic)
+from .packs import (JOURNAL_DIR, PACK_SIZE, FinishedPack, Journal, JournalHeader, PackWriter, Placed, pack_intact,
+                    pack_number)
 from .sources import SourceArtifact, SourceFile
 from .spec import Spec, load_spec
 
@@ -420,7 +421,7 @@ def _prepare_medium(out: Path, journal: Journal, volumes_mode: bool,
         fsync_dir(d)
     for root in {_volume_root(out, v, volumes_mode) for v, _ in pack_dirs} | {out}:
         for name in (MANIFEST_NAME, SIGNATURE_NAME):
-            for stale in (root / name, root / f".{name}{TMP_SUFFIX}"):
+            for stale in (root / name, tmp_path(root / name)):
                 if stale.exists():
                     stale.unlink()
     kept.sort(key=lambda p: pack_number(p.name) or 0)

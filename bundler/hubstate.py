@@ -19,9 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from manifests.durable import write_atomic
 from manifests.errors import FerryError
-
-from .packs import write_atomic
 
 
 def default_state_dir() -> Path:

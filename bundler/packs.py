@@ -1,4 +1,4 @@
-"""Writing chunk frames into pack files on the medium, and crash-safe file writes.
+"""Writing chunk frames into pack files on the medium, and the export's resume journal.
 
 A pack is written under a temporary name (``.NAME.tmp``, which a reader never looks at),
 fsynced, renamed to ``packs/NAME`` and its folder fsynced; only then is it reported as
@@ -19,48 +19,13 @@ from typing import Any
 
 from manifests import limits
 from manifests.bundle import PACKS_DIR, volume_dir_name
+from manifests.durable import WRITE_FLAGS, fsync_dir, make_dirs, tmp_path, write_atomic
 from manifests.errors import FerryError
 
 #: Pack size bound. Small enough that a killed export redoes little (work in flight is at
 #: most one pack) and a FAT32 stick is happy; large enough that 4 TiB needs at most 32,768
 #: files (half the format's 65,536 packs).
 PACK_SIZE = 128 * 1024 * 1024
-TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_dirs(path: Path) -> None:
-    """Create ``path`` and missing parents, fsyncing each parent so the folders survive a crash."""
-    missing = []
-    p = Path(path)
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        d.mkdir()
-        fsync_dir(d.parent)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp name in the same folder, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def pack_name(number: int) -> str:
@@ -149,8 +114,8 @@ class PackWriter:
         folder = self.packs_dir(self.volume)
         make_dirs(folder)
         name = pack_name(self.number)
-        self._tmp = folder / f"{TMP_PREFIX}{name}{TMP_SUFFIX}"
-        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self._tmp = tmp_path(folder / name)
+        self._fd = os.open(self._tmp, WRITE_FLAGS, 0o644)
         self._current = FinishedPack(name=name, volume=self.volume, size=0)
 
     def _submit(self, nbytes: int, fn: Callable[..., None], *args: Any) -> None:
@@ -317,9 +282,9 @@ class Journal:
             self.record(p)
 
     def remove(self) -> None:
-        for name in (JOURNAL_NAME, f"{TMP_PREFIX}{JOURNAL_NAME}{TMP_SUFFIX}"):
+        for path in (self.path, tmp_path(self.path)):
             try:
-                (self.dir / name).unlink()
+                path.unlink()
             except FileNotFoundError:
                 pass
         try:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from manifests.durable import replacing, write_atomic
 from manifests.errors import FerryError, FormatError, VerificationError
 from manifests.model import Artifact, Entry, ImageInfo
 from manifests.oci import (MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX, REF_NAME_ANNOTATION,
@@ -209,9 +209,9 @@ class Layout:
         self.blobs.mkdir(parents=True, exist_ok=True)
         marker = self.root / "oci-layout"
         if not marker.exists():
-            _write_atomic(marker, b'{"imageLayoutVersion":"1.0.0"}')
+            write_atomic(marker, b'{"imageLayoutVersion":"1.0.0"}')
         if not (self.root / "index.json").exists():
-            _write_atomic(self.root / "index.json", _index_bytes([]))
+            write_atomic(self.root / "index.json", _index_bytes([]))
 
     def path(self, digest: str) -> Path:
         return self.blobs / digest.split(":", 1)[1]
@@ -225,26 +225,15 @@ class Layout:
             return False
 
     def write_blob(self, entry: Entry, chunks: Iterator[bytes]) -> None:
-        """Stream to ``.HEX.tmp``, check sha256, fsync, rename, fsync the folder."""
+        """Stream to a temporary name and check sha256 before it is renamed into place."""
         assert entry.digest is not None
-        final = self.path(entry.digest)
-        tmp = final.with_name(f".{final.name}.tmp")
         sha = hashlib.sha256()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            with os.fdopen(fd, "wb", closefd=True) as f:
-                for data in chunks:
-                    sha.update(data)
-                    f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+        with replacing(self.path(entry.digest)) as f:
+            for data in chunks:
+                sha.update(data)
+                f.write(data)
             if "sha256:" + sha.hexdigest() != entry.digest:
                 raise VerificationError(f"blob {entry.digest}: rebuilt content does not match its digest")
-            os.rename(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.blobs)
 
     def check_complete(self, top: Entry) -> None:
         """Refuse to name an image whose manifests reference a blob the layout lacks (a
@@ -286,7 +275,7 @@ class Layout:
         if wanted in entries:
             return
         kept = [d for d in entries if (d.get("annotations") or {}).get(REF_NAME_ANNOTATION) != name]
-        _write_atomic(self.root / "index.json", _index_bytes([*kept, wanted]))
+        write_atomic(self.root / "index.json", _index_bytes([*kept, wanted]))
 
 
 def _layout(target: ImageTarget) -> Layout:
@@ -298,22 +287,3 @@ def _layout(target: ImageTarget) -> Layout:
 def _index_bytes(manifests: list[dict]) -> bytes:
     return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests},
                       indent=2).encode() + b"\n"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

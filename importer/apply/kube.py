@@ -40,6 +40,7 @@ from bundler.sources.kube import (
     parse_documents,
     parse_reference,
 )
+from manifests.durable import fsync_dir
 from manifests.errors import FerryError
 from manifests.model import NAME_RE, Artifact, BundleInfo, Entry, ImageInfo
 from manifests.version import compare_versions
@@ -178,14 +179,6 @@ def load_objects(artifact: Artifact, read_entry: Callable[[Entry], Iterator[byte
 # --------------------------------------------------------------------------- GitOps folder
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
     import ctypes
@@ -228,7 +221,7 @@ def write_gitops(root: Path, set_name: str, objects: list[KubeObject]) -> Path:
                 f.flush()
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o755)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if not final.exists():
             os.rename(tmp, final)
         elif _exchange(tmp, final):
@@ -236,9 +229,9 @@ def write_gitops(root: Path, set_name: str, objects: list[KubeObject]) -> Path:
         else:
             os.rename(final, old)
             os.rename(tmp, final)
-            _fsync_dir(root)
+            fsync_dir(root)
             shutil.rmtree(old)
-        _fsync_dir(root)
+        fsync_dir(root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
