@@ -102,7 +102,8 @@ def parse_reference(ref: str) -> ImageRef:
     Raises FerryError naming the reference and what is wrong with it.
     """
     if not isinstance(ref, str) or not ref or len(ref) > 4096:
-        raise FerryError(f"image reference {ref!r} is empty or too long")
+        shown = ref[:80] + "..." if isinstance(ref, str) and len(ref) > 80 else ref
+        raise FerryError(f"image reference {shown!r} is empty or too long")
     if ref != ref.strip() or any(c.isspace() for c in ref):
         raise FerryError(f"image reference {ref!r} contains white space")
     rest, digest = ref, None

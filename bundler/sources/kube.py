@@ -29,7 +29,8 @@ import yaml
 
 from manifests import limits
 from manifests.errors import FerryError
-from manifests.model import REPOSITORY_RE, TAG_RE, ImageInfo
+from manifests.model import ImageInfo
+from manifests.oci import parse_reference
 from manifests.paths import check_path, check_tree
 
 from . import SourceArtifact, SourceFile
@@ -268,48 +269,12 @@ def workload_images(obj: KubeObject) -> list[str]:
         where = f"{obj.file} document {obj.index}: {obj.id}: {label}.image"
         if not isinstance(image, str):
             raise FerryError(f"{where} is not a string")
-        parse_reference(image, where=where)
+        try:
+            parse_reference(image)
+        except FerryError as err:
+            raise FerryError(f"{where} {image[:80]!r} is not an image reference ({err})") from None
         refs.append(image)
     return refs
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """A parsed image reference: ``[host[:port]/]repository[:tag][@digest]``."""
-
-    host: str | None
-    repository: str
-    tag: str | None
-    digest: str | None
-
-
-_HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?$")
-_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[A-Za-z0-9=_-]{32,}$")
-
-
-def parse_reference(ref: str, *, where: str = "image reference") -> ImageRef:
-    """Split an image reference as Docker does (the first part is a host if it has ``.``
-    or ``:`` or is ``localhost``); raise FerryError if it is not one."""
-    if not 0 < len(ref) <= limits.MAX_TEXT_LEN:
-        raise FerryError(f"{where} {ref[:80]!r} is not an image reference")
-    rest, _, digest = ref.partition("@")
-    if digest and not _DIGEST_RE.match(digest):
-        raise FerryError(f"{where} {ref!r}: {digest!r} is not a digest")
-    host = None
-    first, slash, remainder = rest.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-        if not _HOST_RE.match(first):
-            raise FerryError(f"{where} {ref!r}: {first!r} is not a registry host")
-        host, rest = first, remainder
-    tag = None
-    name, colon, maybe_tag = rest.rpartition(":")
-    if colon and "/" not in maybe_tag:
-        rest, tag = name, maybe_tag
-        if not TAG_RE.match(tag):
-            raise FerryError(f"{where} {ref!r}: {tag!r} is not a tag")
-    if not REPOSITORY_RE.match(rest) or len(rest) > limits.MAX_NAME_LEN:
-        raise FerryError(f"{where} {ref!r} is not an image reference (repository {rest!r})")
-    return ImageRef(host, rest, tag, digest or None)
 
 
 def _same_repository(a: str, b: str) -> bool:
@@ -329,7 +294,7 @@ def names_image(ref: str, repository: str, tag: str | None, digest: str | None) 
         return False
     if parsed.digest is not None:
         return parsed.digest == digest
-    return tag is not None and (parsed.tag or "latest") == tag
+    return tag is not None and parsed.tag == tag
 
 
 def carried_image(ref: str, carried: list[ImageInfo]) -> ImageInfo | None:

@@ -38,11 +38,11 @@ from bundler.sources.kube import (
     containers,
     names_image,
     parse_documents,
-    parse_reference,
 )
 from manifests.durable import fsync_dir
 from manifests.errors import FerryError
 from manifests.model import NAME_RE, Artifact, BundleInfo, Entry, ImageInfo
+from manifests.oci import parse_reference
 from manifests.version import compare_versions
 
 ANNOTATION_PREFIX = "ferry.io/"
@@ -108,8 +108,7 @@ def resolve_image(ref: str, image_refs: dict[str, str]) -> str | None:
             parsed = parse_reference(key)
         except FerryError:
             continue
-        tag = parsed.tag or (None if parsed.digest else "latest")
-        if names_image(ref, parsed.repository, tag, parsed.digest):
+        if names_image(ref, parsed.repository, parsed.tag, parsed.digest):
             return pinned
     return None
 
