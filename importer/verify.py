@@ -125,7 +125,9 @@ def _signers(verdict: Verdict) -> tuple[SignerReport, ...]:
 
 def _open(found: BundleOnMedium, trust: Trust) -> tuple[list[Check], Manifest | None, Verdict | None]:
     """open_manifest decides; when it refuses, the pure steps are repeated only to say which
-    failed and to still show every signer and what the (unverified) manifest claims."""
+    failed and to still show every signer. Following docs/bundle-format.md section 6, a
+    manifest whose signatures do not verify is never parsed (``ferry inspect`` shows its
+    unverified claims), and nothing of a refused bundle is read further."""
     try:
         signed = open_manifest(found.manifest_bytes, found.signature_bytes, trust)
         return ([Check("signature-file", True, "parsed"),
@@ -134,30 +136,30 @@ def _open(found: BundleOnMedium, trust: Trust) -> tuple[list[Check], Manifest | 
                 signed.manifest, signed.verdict)
     except FerryError as exc:
         refusal = str(exc)
-    checks: list[Check] = []
-    manifest = verdict = None
     try:
         sigfile = SignatureFile.from_bytes(found.signature_bytes)
-        checks.append(Check("signature-file", True, "parsed"))
     except FormatError as exc:
-        sigfile = None
-        checks.append(Check("signature-file", False, str(exc)))
+        return [Check("signature-file", False, str(exc)), Check("signatures", False, "no readable signature file"),
+                Check("manifest", False, _NOT_PARSED)], None, None
+    checks = [Check("signature-file", True, "parsed")]
+    verdict = verify(found.manifest_bytes, sigfile, trust, channel=None, payload_type=MANIFEST_PAYLOAD_TYPE)
+    if not verdict.ok:
+        return checks + [Check("signatures", False, verdict.summary), Check("manifest", False, _NOT_PARSED)], None, verdict
     try:
         manifest = Manifest.from_bytes(found.manifest_bytes)
-        manifest_check = Check("manifest", True, f"format {manifest.format_version}, limits and references "
-                                                 "checked (content unverified: signatures failed)")
     except FormatError as exc:
-        manifest_check = Check("manifest", False, str(exc))
-    if sigfile is not None:
-        verdict = verify(found.manifest_bytes, sigfile, trust,
-                         channel=manifest.bundle.channel if manifest else None, payload_type=MANIFEST_PAYLOAD_TYPE)
-        checks.append(Check("signatures", verdict.ok, verdict.summary))
-    else:
-        checks.append(Check("signatures", False, "no readable signature file"))
-    checks.append(manifest_check)
-    if all(c.ok for c in checks):  # open_manifest refused for a reason the steps did not repeat
+        return checks + [Check("signatures", True, verdict.summary), Check("manifest", False, str(exc))], None, verdict
+    verdict = verify(found.manifest_bytes, sigfile, trust, channel=manifest.bundle.channel,
+                     payload_type=MANIFEST_PAYLOAD_TYPE)
+    checks += [Check("signatures", verdict.ok, verdict.summary or refusal),
+               Check("manifest", True, f"format {manifest.format_version}, limits and references checked")]
+    if verdict.ok:  # open_manifest refused for a reason the steps did not repeat
         checks.append(Check("signatures", False, refusal))
-    return checks, manifest, verdict
+    return checks, None, verdict
+
+
+_NOT_PARSED = ("not parsed: a manifest is read only after its signatures verify "
+               "(ferry inspect shows its unverified claims)")
 
 
 def verify_bundle(found: BundleOnMedium, trust: Trust, *, installed: dict | None = None,

@@ -151,7 +151,9 @@ def test_untrusted_signer_still_gets_a_report(good: Built, other_keys: KeyPair, 
     assert not sig["ok"] and "not trusted" in sig["reason"] and "threshold is 1" in sig["reason"]
     signer = report["bundles"][0]["signatures"]["signers"][0]
     assert signer["name"] is None and signer["valid"] is False
-    assert report["bundles"][0]["bundle"]["name"] == "edge-ai"  # what the manifest claims, shown
+    # an untrusted manifest is never parsed (format spec, verification order step 2)
+    assert report["bundles"][0]["bundle"] is None
+    assert "not parsed" in check(report, "manifest")["reason"]
     assert html.exists() and "not trusted" in html.read_text()
 
 
