@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from manifests.bundle import read_bounded
 from manifests.errors import FerryError
 from manifests.model import NAME_RE
 from manifests.version import parse_version
@@ -234,16 +235,7 @@ def _no_duplicates(r: _Reader, key: str, values: list[str], field: str) -> None:
 def load_spec(path: Path) -> Spec:
     """Read and parse the spec file at ``path``."""
     path = Path(_abspath(path))
-    try:
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            raise FerryError(f"{path}: too large for a bundle spec (over {MAX_SPEC_BYTES} bytes)")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FerryError(f"{path}: no such spec file") from None
-    except IsADirectoryError:
-        raise FerryError(f"{path}: is a folder; give the spec file (bundle.yaml)") from None
-    except OSError as exc:
-        raise FerryError(f"{path}: cannot read the spec: {exc.strerror or exc}") from None
+    data = read_bounded(path, MAX_SPEC_BYTES, "spec file")  # regular files only: a FIFO never hangs export
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
