@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifests import limits
-from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PREFIX, read_bounded
+from manifests.bundle import (MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PREFIX, SignedManifest, open_manifest,
+                              read_bounded)
 from manifests.chunks import decompress_chunk
 from manifests.digest import manifest_digest
 from manifests.errors import FerryError, VerificationError
 from manifests.model import Chunk, Manifest
+from manifests.trust import Trust
 
 
 @dataclass
@@ -26,9 +28,29 @@ class BundleOnMedium:
     """One bundle (one manifest digest) and the volume folders found carrying it."""
 
     manifest_bytes: bytes
-    signature_bytes: bytes
+    signature_bytes: bytes  # the signature file in use: the first volume's, or the one that verified
     digest: str
     volume_dirs: list[Path] = field(default_factory=list)
+    signature_files: list[bytes] = field(default_factory=list)  # every distinct one the volumes carry
+
+    def open(self, trust: Trust) -> SignedManifest:
+        """Verify and parse the manifest with the first signature file that passes.
+
+        Volumes of one bundle normally carry the same signature file; if they differ (a volume
+        re-signed later, or one tampered with), any that meets the trust threshold opens the
+        bundle, so junk added to one volume's file cannot veto a validly signed bundle.
+        """
+        first: FerryError | None = None
+        for candidate in self.signature_files or [self.signature_bytes]:
+            try:
+                signed = open_manifest(self.manifest_bytes, candidate, trust)
+            except FerryError as exc:
+                first = first or exc
+                continue
+            self.signature_bytes = candidate
+            return signed
+        assert first is not None
+        raise first
 
 
 def _volume_dirs(path: Path) -> list[Path]:
@@ -62,8 +84,8 @@ def find_bundles(paths: Iterable[Path]) -> list[BundleOnMedium]:
             sbytes = read_bounded(sig_path, limits.MAX_SIGNATURE_FILE_BYTES, f"{vol}/{SIGNATURE_NAME}")
             digest = manifest_digest(mbytes)
             entry = by_digest.setdefault(digest, BundleOnMedium(mbytes, sbytes, digest))
-            if entry.signature_bytes != sbytes and len(sbytes) > len(entry.signature_bytes):
-                entry.signature_bytes = sbytes  # volumes may carry more signatures; keep the fullest
+            if sbytes not in entry.signature_files:
+                entry.signature_files.append(sbytes)
             if vol.resolve() not in {v.resolve() for v in entry.volume_dirs}:
                 entry.volume_dirs.append(vol)
     return list(by_digest.values())

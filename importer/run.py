@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manifests.bundle import SignedManifest, open_manifest
+from manifests.bundle import SignedManifest
 from manifests.chunks import decompress_chunk
 from manifests.errors import FerryError, VerificationError
 from manifests.model import Artifact, Chunk, Entry, Manifest
@@ -162,7 +162,7 @@ def run_import(opts: ImportOptions, progress: Any) -> ImportReport:
             result = BundleResult(digest=medium.digest, volumes=[str(v) for v in medium.volume_dirs])
             report.bundles.append(result)
             try:
-                signed = open_manifest(medium.manifest_bytes, medium.signature_bytes, trust)
+                signed = medium.open(trust)
             except FerryError as exc:
                 result.reason = str(exc)
                 _audit(audit, "refused", str(exc), None, medium.digest, [], None, None, None, opts.note)

@@ -23,7 +23,6 @@ from importer.policy import Installed, decide
 from importer.report import (ArtifactReport, BundleReport, Check, ChunkCounts, EntryReport, Plan,
                              Report, SignerReport)
 from manifests import __version__
-from manifests.bundle import open_manifest
 from manifests.errors import FerryError, FormatError, VerificationError
 from manifests.model import Artifact, Chunk, Entry, Manifest
 from manifests.signing import MANIFEST_PAYLOAD_TYPE, SignatureFile, Verdict, verify
@@ -129,7 +128,7 @@ def _open(found: BundleOnMedium, trust: Trust) -> tuple[list[Check], Manifest | 
     manifest whose signatures do not verify is never parsed (``ferry inspect`` shows its
     unverified claims), and nothing of a refused bundle is read further."""
     try:
-        signed = open_manifest(found.manifest_bytes, found.signature_bytes, trust)
+        signed = found.open(trust)
         return ([Check("signature-file", True, "parsed"),
                  Check("signatures", True, signed.verdict.summary),
                  Check("manifest", True, f"format {signed.manifest.format_version}, limits and references checked")],

@@ -252,6 +252,24 @@ def test_all_volumes_in_one_run_reversed(tmp_path: Path, hub_keys: KeyPair) -> N
     assert installed_files(state, "m", "1.0.0") == files
 
 
+def test_junk_signatures_on_one_volume_do_not_veto_a_signed_bundle(tmp_path: Path, hub_keys: KeyPair,
+                                                                     other_keys: KeyPair) -> None:
+    from manifests.keys import load_private
+    from manifests.signing import sign
+
+    files = {"w.bin": rnd(200_000, 9)}
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", files)], volumes=2, chunk_size=32 * 1024)
+    body = (tmp_path / "b" / "vol-002" / "manifest.json").read_bytes()
+    (tmp_path / "b" / "vol-002" / "manifest.json.sig").write_bytes(sign(body, [load_private(other_keys.key)]).to_bytes())
+    state = tmp_path / "edge"
+    r = imp(hub_keys, state, tmp_path / "b" / "vol-002", tmp_path / "b" / "vol-001")
+    assert r.returncode == 0, r.stderr
+    assert installed_files(state, "m", "1.0.0") == files
+    # alone, the volume whose signature file holds only an untrusted key is refused
+    alone = imp(hub_keys, tmp_path / "edge2", tmp_path / "b" / "vol-002")
+    assert alone.returncode == 1 and "not trusted" in alone.stderr
+
+
 # --------------------------------------------------------------------------- verification failures
 
 
