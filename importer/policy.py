@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from datetime import datetime, timedelta, timezone
+
+from manifests.errors import FerryError
 from manifests.version import compare_versions
 
 Action = Literal["new", "same", "newer", "older", "conflict", "downgrade"]
@@ -82,3 +85,37 @@ def bundle_freshness(last_sequence: int | None, already_imported: bool, sequence
     if last_sequence is not None and sequence <= last_sequence:
         return "stale"
     return "new"
+
+
+_DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_max_age(text: str) -> timedelta:
+    """``--max-age`` values: a whole number with a unit, m (minutes), h, d or w, e.g. ``30d``."""
+    value, unit = text[:-1], text[-1:].lower()
+    if unit not in _DURATION_UNITS or not value.isdigit() or int(value) <= 0:
+        raise FerryError(f"--max-age {text!r} is not a duration like 90m, 12h, 30d or 2w")
+    return timedelta(seconds=int(value) * _DURATION_UNITS[unit])
+
+
+def bundle_age_problem(created: str, now: datetime, max_age: timedelta | None) -> str | None:
+    """Why a bundle is too old to import (defends against a freeze: a courier withholding
+    updates and delivering an old, validly signed bundle), or None.
+
+    With a maximum age, a bundle dated more than a day in the future is refused too: it would
+    otherwise pass any age check.
+    """
+    if max_age is None:
+        return None
+    made = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    age = now - made
+    if age < -timedelta(days=1):
+        return f"bundle was created {created}, in the future (check the hub's clock)"
+    if age > max_age:
+        return f"bundle was created {created}, {age.days} day(s) ago: older than --max-age ({_days(max_age)})"
+    return None
+
+
+def _days(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    return f"{seconds // 86400}d" if seconds % 86400 == 0 else f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds // 60}m"

@@ -24,6 +24,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from manifests.trust import load_trust
 
 from .content import entry_label, stream_entry
 from .medium import BundleOnMedium, PackReader, find_bundles
-from .policy import Decision, bundle_freshness, decide
+from .policy import Decision, bundle_age_problem, bundle_freshness, decide
 from .state import MANIFESTS_DIR, OCI_DIR, EdgeState, set_installed
 from .store import ChunkStore
 from .apply import models as model_store
@@ -60,6 +61,7 @@ class ImportOptions:
     reason: str | None = None
     keep: int | None = None
     note: str | None = None
+    max_age: timedelta | None = None
 
 
 @dataclass
@@ -345,6 +347,11 @@ class _Importer:
             self._record("refused", result.reason, None)
             return
         status = state.bundle_status(self.signed.digest)
+        too_old = bundle_age_problem(b.created, datetime.now(timezone.utc), self.opts.max_age)
+        if too_old and status != "imported":
+            result.reason = too_old
+            self._record("refused", result.reason, None)
+            return
         last = state.last_sequence(b.channel)
         fresh = bundle_freshness(last, status == "imported", b.sequence, allow_downgrade=self.opts.allow_downgrade)
         result.freshness = fresh

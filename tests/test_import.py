@@ -520,3 +520,21 @@ def test_bad_registry_host_is_refused_before_anything_applies(tmp_path: Path, hu
     r = imp(hub_keys, state, tmp_path / "b", extra=("--registry", "http://edge.local:5000"))
     assert_clean_failure(r, code=2, contains="is not HOST[:PORT]")
     assert not (state / "models").exists()
+
+
+def test_max_age_refuses_a_withheld_bundle(tmp_path: Path, hub_keys: KeyPair) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    old = (datetime.now(timezone.utc) - timedelta(days=40)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    files = {"w.bin": b"weights"}
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", files)], created=old)
+    state = tmp_path / "edge"
+    r = imp(hub_keys, state, tmp_path / "b", extra=("--max-age", "30d"))
+    assert_clean_failure(r, code=1, contains="older than --max-age (30d)")
+    assert not (state / "models" / "m").exists()
+    assert [e["decision"] for e in audit_entries(state)] == ["refused"]
+    r = imp(hub_keys, state, tmp_path / "b", extra=("--max-age", "60d"))
+    assert r.returncode == 0, r.stderr
+    assert installed_files(state, "m", "1.0.0") == files
+    assert_clean_failure(imp(hub_keys, state, tmp_path / "b", extra=("--max-age", "soon")), code=2,
+                         contains="not a duration")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -43,3 +44,24 @@ def test_bundle_freshness(last: int | None, seen: bool, sequence: int, allow: bo
         assert f == "stale"
     else:
         assert f == "new"
+
+
+def test_max_age_parsing_and_the_age_rule() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from importer.policy import bundle_age_problem, parse_max_age
+    from manifests.errors import FerryError
+
+    assert parse_max_age("30d") == timedelta(days=30)
+    assert parse_max_age("12h") == timedelta(hours=12)
+    assert parse_max_age("2w") == timedelta(weeks=2)
+    for bad in ("30", "d", "-3d", "0d", "1.5d", "30y", ""):
+        with pytest.raises(FerryError, match="not a duration"):
+            parse_max_age(bad)
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+    assert bundle_age_problem("2026-10-01T00:00:00Z", now, None) is None  # no limit, no opinion
+    assert bundle_age_problem("2026-11-01T00:00:00Z", now, timedelta(days=30)) is None
+    problem = bundle_age_problem("2026-10-01T00:00:00Z", now, timedelta(days=30))
+    assert problem is not None and "older than --max-age (30d)" in problem
+    future = bundle_age_problem("2026-12-01T00:00:00Z", now, timedelta(days=30))
+    assert future is not None and "in the future" in future

@@ -25,12 +25,15 @@ def register(app: typer.Typer) -> None:
         reason: Optional[str] = typer.Option(None, "--reason", help="Why a downgrade is allowed (goes into the audit trail)."),
         keep: Optional[int] = typer.Option(None, "--keep", help="Keep at most N versions of each model (never removes current)."),
         note: Optional[str] = typer.Option(None, "--note", help="Operator's note recorded with every audit entry."),
+        max_age: Optional[str] = typer.Option(None, "--max-age", help="Refuse bundles created longer ago than this "
+                                              "(e.g. 30d, 12h): updates withheld by a courier show up."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     ) -> None:
         """Verify bundles and apply them to the edge (models, images, manifests)."""
         from ferry.ui import UI
         from importer.run import ImportOptions, run_import
 
+        from importer.policy import parse_max_age
         from manifests.oci import check_registry_host
 
         for host in ([registry] if registry else []) + insecure_registry:
@@ -39,7 +42,8 @@ def register(app: typer.Typer) -> None:
         opts = ImportOptions(paths=paths, trust=trust, state=state, registry=registry,
                              insecure_registries=frozenset(insecure_registry), manifests_dir=manifests_dir,
                              kubeconfig=kubeconfig, context=context, dry_run=dry_run,
-                             allow_downgrade=allow_downgrade, reason=reason, keep=keep, note=note)
+                             allow_downgrade=allow_downgrade, reason=reason, keep=keep, note=note,
+                             max_age=parse_max_age(max_age) if max_age else None)
         report = run_import(opts, ui)
         if json_out:
             ui.emit(report.to_json())

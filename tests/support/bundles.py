@@ -58,7 +58,7 @@ def _image_blobs(spec: Spec) -> tuple[list[tuple[str, str, bytes]], str]:
 def write_bundle(out: Path, keys: list[Path], specs: list[Spec], *, name: str = "edge-ai",
                  channel: str = "stable", sequence: int = 1, volumes: int = 1,
                  chunk_size: int = 64 * 1024, held_by_base: set[str] = frozenset(),  # type: ignore[assignment]
-                 bundle_id: str | None = None) -> Manifest:
+                 bundle_id: str | None = None, created: str = "2026-11-23T12:00:00Z") -> Manifest:
     """Write a signed bundle into ``out`` (``out/vol-00N`` when ``volumes`` > 1).
 
     Chunks are fixed ``chunk_size`` cuts; with ``volumes`` > 1 chunk i goes to pack/volume
@@ -106,7 +106,7 @@ def write_bundle(out: Path, keys: list[Path], specs: list[Spec], *, name: str = 
     packs = tuple(Pack(name=f"pack-{v + 1:06d}", volume=v + 1, size=offsets[v]) for v in range(volumes))
     manifest = Manifest(
         bundle=BundleInfo(name=name, id=bundle_id or f"{name}-{sequence:04d}", channel=channel,
-                          sequence=sequence, created="2026-11-23T12:00:00Z", producer="ferry 0.1.0 (test)"),
+                          sequence=sequence, created=created, producer="ferry 0.1.0 (test)"),
         artifacts=tuple(artifacts), chunks=tuple(chunks), packs=packs, volumes=volumes,
         base=Base(receipt="sha256:" + "5" * 64, site="edge-1", created="2026-11-22T12:00:00Z") if base_ids else None,
     )
