@@ -78,6 +78,8 @@ class UI:
         self.json_mode = json_mode
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.out = Console(highlight=False, soft_wrap=True)
+        if not self.out.is_terminal:  # a log or a pipe: tables as wide as they need, names never cut
+            self.out = Console(highlight=False, soft_wrap=True, width=200)
         self.interactive = self.err.is_terminal and not json_mode and not quiet
         self.quiet = quiet or json_mode
         self._bars: RichProgress | None = None

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         platform: str = typer.Option(None, "--platform", help="Image platform to pick from an index, "
                                      "e.g. linux/amd64."),
         insecure_registry: list[str] = typer.Option([], "--insecure-registry",
-                                                    help="Registry HOST[:PORT] to reach over plain HTTP; repeatable."),
+                                                    help="Registry HOST[:PORT] to reach with HTTPS without certificate checks, else plain HTTP; repeatable."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Write a signed, chunked, resumable bundle from a bundle spec (hub side)."""
