@@ -17,10 +17,12 @@ It also forges zstd frames by hand (:func:`rle_bomb_frame`): a frame whose heade
 
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import json
 import os
+import shutil
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -131,7 +133,9 @@ def _throwaway_key() -> Path:
     if "key" not in _THROWAWAY:
         from manifests.keys import generate
 
-        _THROWAWAY["key"] = generate("throwaway", Path(tempfile.mkdtemp(prefix="ferry-forge-")))[0]
+        folder = tempfile.mkdtemp(prefix="ferry-forge-")
+        atexit.register(shutil.rmtree, folder, True)  # tests leave nothing behind in /tmp
+        _THROWAWAY["key"] = generate("throwaway", Path(folder))[0]
     return _THROWAWAY["key"]
 
 
