@@ -12,6 +12,9 @@ laid out as above, each with the same manifest and signature, and its share of t
 
 from __future__ import annotations
 
+import os
+import stat
+
 from dataclasses import dataclass
 
 from .digest import manifest_digest
@@ -60,20 +63,21 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -
     return SignedManifest(manifest=manifest, digest=manifest_digest(manifest_bytes), verdict=verdict)
 
 
-def read_bounded(path: "os.PathLike[str] | str", limit: int, what: str) -> bytes:
+def read_bounded(path: os.PathLike[str] | str, limit: int, what: str, *, follow_links: bool = True) -> bytes:
     """Read a file of the medium, refusing it from its size before reading when over ``limit``.
+
+    ``follow_links=False`` for the medium, whose format has no links (the open itself refuses
+    one, so a link swapped in after a check is not followed either).
 
     A file that grows while read is cut at ``limit + 1`` bytes and refused too.
     """
-    import os
-    import stat
-
     from .errors import FerryError, LimitError
 
     try:
         # O_NONBLOCK: a FIFO planted on the medium must not hang the open; only regular files
         # are read (a device such as /dev/zero would otherwise feed limit + 1 bytes).
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow_links else os.O_NOFOLLOW)
+        fd = os.open(path, flags)
         with open(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):

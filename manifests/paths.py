@@ -2,7 +2,7 @@
 
 A path in a manifest is a relative POSIX path in normal form: components joined by ``/``,
 none empty, ``.`` or ``..``; no leading ``/``, no backslash, no NUL or other control
-characters, valid UTF-8 in Unicode NFC, within the length limits. The format has no link
+characters (C0, DEL, C1), valid UTF-8 in Unicode NFC, within the length limits. The format has no link
 entries at all: every entry is a regular file's bytes.
 """
 
@@ -22,7 +22,7 @@ def path_problem(path: object) -> str | None:
         return "is not a string"
     if path == "":
         return "is empty"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in path):  # C0, DEL and C1 (terminal escapes)
         return "contains a control character (NUL, newline, ...)"
     if "\\" in path:
         return "contains a backslash"

@@ -140,6 +140,7 @@ def _mutate(m: Manifest, **changes: object) -> bytes:
     ({"artifacts__0__files__0__path": "/etc/passwd"}, "absolute"),
     ({"artifacts__0__files__0__path": "a\x00b"}, "control character"),
     ({"artifacts__0__files__0__path": "a\nb"}, "control character"),
+    ({"artifacts__0__files__0__path": "a\x9b2Jb"}, "control character"),  # C1 CSI: a terminal escape
     ({"artifacts__0__files__1__path": "config.json"}, "duplicate path"),
     ({"artifacts__0__files__0__size": 5}, "add up"),
     ({"artifacts__0__version": "latest"}, "semantic version"),

@@ -13,7 +13,6 @@ from importer.apply.kube import (
     ManifestTarget,
     apply_manifests,
     origin_of,
-    pin_images,
     write_gitops,
 )
 from manifests.digest import Hasher, blake3_hex
@@ -205,17 +204,6 @@ def test_edge_refuses_a_bad_document_even_if_signed(tmp_path: Path) -> None:
 def test_no_target_is_an_error() -> None:
     with pytest.raises(FerryError, match="no target"):
         apply_set({"app.yaml": APP}, ManifestTarget(None, None, None))
-
-
-def test_pin_images_uses_the_edge_registry_and_the_digest() -> None:
-    carried = [ImageInfo(repository="team/sentiment", tag="1.2.0", manifest=DIGEST,
-                         media_type="application/vnd.oci.image.manifest.v1+json",
-                         source="registry.example:5000/team/sentiment:1.2.0")]
-    assert pin_images(["registry.example:5000/team/sentiment:1.2.0", "busybox:1.36", "team/sentiment:1.2.0"],
-                      carried, "edge.local:5000") == {
-        "registry.example:5000/team/sentiment:1.2.0": PINNED,
-        "team/sentiment:1.2.0": PINNED,
-    }
 
 
 def test_origin_of_bundle() -> None:

@@ -377,8 +377,7 @@ def test_the_sample_trust_policy_shape_works_with_real_keys(tmp_path: Path) -> N
 
 # --- the docs name only commands and options that exist --------------------------------------
 
-# threat-model.md is left out: it discusses options it proposes (e.g. `ferry import --max-age`).
-DOCS = [p for p in sorted((SAMPLES.parent / "docs").glob("*.md")) if p.name != "threat-model.md"] + [
+DOCS = sorted((SAMPLES.parent / "docs").glob("*.md")) + [
     SAMPLES.parent / "README.md", SAMPLES / "README.md"]
 
 

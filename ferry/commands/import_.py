@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         state: Path = typer.Option(..., "--state", help="The edge state folder (ledger, chunk store, models, audit)."),
         registry: Optional[str] = typer.Option(None, "--registry", help="Push images to HOST[:PORT] (default: OCI layout EDGE/oci)."),
         insecure_registry: list[str] = typer.Option([], "--insecure-registry", help="Registry host to reach with HTTPS without certificate checks, else plain HTTP (repeatable)."),
-        manifests_dir: Optional[Path] = typer.Option(None, "--manifests-dir", help="Write manifest sets to DIR/<set>/ (default EDGE/manifests)."),
+        manifests_dir: Optional[Path] = typer.Option(None, "--manifests-dir", help="Write manifest sets to DIR/<set>/ for a GitOps agent (default EDGE/manifests; not with --kubeconfig)."),
         kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Server-side apply manifest sets into this cluster."),
         context: Optional[str] = typer.Option(None, "--context", help="Context in --kubeconfig."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing."),
@@ -34,8 +34,11 @@ def register(app: typer.Typer) -> None:
         from importer.run import ImportOptions, run_import
 
         from importer.policy import parse_max_age
+        from manifests.errors import FerryError
         from manifests.oci import check_registry_host
 
+        if kubeconfig is not None and manifests_dir is not None:
+            raise FerryError("give --kubeconfig (apply to the cluster) or --manifests-dir (write a GitOps folder), not both")
         for host in ([registry] if registry else []) + insecure_registry:
             check_registry_host(host)  # before anything is applied: a bad host would leave images unpinned
         ui = UI(json_mode=json_out, quiet=not sys.stderr.isatty())

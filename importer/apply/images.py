@@ -1,8 +1,8 @@
 """Images at the edge: into the site registry, or into an OCI image layout at ``EDGE/oci``.
 
 The image lands under the same repository path and tag as at the hub, with a byte-identical
-manifest digest, and is then named by its pinned reference (``HOST/repo@sha256:...`` or,
-for a layout, ``repo@sha256:...``), which workloads are rewritten to.
+manifest digest, and is then named by its pinned reference (``HOST/repo@sha256:...``; for a
+layout, under the registry host the hub's reference named), which workloads are rewritten to.
 
 Order makes a half-applied image invisible: blobs first (config, layers), then child
 manifests by digest, and the tag last. A registry checks every blob digest itself; a layout

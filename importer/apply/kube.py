@@ -22,7 +22,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from bundler.sources.kube import (
     MAX_FILE_BYTES,
     MAX_SET_BYTES,
     KubeObject,
-    carried_image,
     check_unique,
     containers,
     names_image,
@@ -41,7 +40,7 @@ from bundler.sources.kube import (
 )
 from manifests.durable import fsync_dir
 from manifests.errors import FerryError
-from manifests.model import NAME_RE, Artifact, BundleInfo, Entry, ImageInfo
+from manifests.model import NAME_RE, Artifact, BundleInfo, Entry
 from manifests.oci import parse_reference
 from manifests.version import compare_versions
 
@@ -84,17 +83,6 @@ def origin_of(bundle: BundleInfo) -> dict[str, str]:
     """The ``origin`` annotations for objects applied from ``bundle``."""
     return {"bundle": bundle.name, "bundle-id": bundle.id, "channel": bundle.channel,
             "sequence": str(bundle.sequence)}
-
-
-def pin_images(refs: Iterable[str], carried: list[ImageInfo], registry: str) -> dict[str, str]:
-    """``image_refs`` for :func:`apply_manifests`: each reference the bundle carries ->
-    ``registry/repository@manifest-digest`` (the edge registry, pinned by digest)."""
-    pinned = {}
-    for ref in refs:
-        info = carried_image(ref, carried)
-        if info is not None:
-            pinned[ref] = f"{registry}/{info.repository}@{info.manifest}"
-    return pinned
 
 
 def resolve_image(ref: str, image_refs: dict[str, str]) -> str | None:
@@ -401,7 +389,7 @@ def apply_manifests(artifact: Artifact, read_entry: Callable[[Entry], Iterator[b
     """Apply one manifest set to ``target`` (see the module docstring).
 
     ``image_refs`` maps a workload's image reference to its pinned edge reference
-    (:func:`pin_images`); ``origin`` names the bundle (:func:`origin_of`). Raises
+    (``importer.run`` builds it from ``importer.apply.images.pinned_ref``); ``origin`` names the bundle (:func:`origin_of`). Raises
     FerryError on the first failure; objects applied to a cluster before it stay applied.
     """
     if not NAME_RE.match(artifact.name):  # it names a folder: never a path
