@@ -413,7 +413,7 @@ class _Importer:
         else:
             result.status = "imported"
         state.record_bundle(digest=self.signed.digest, bundle_id=b.id, name=b.name, channel=b.channel,
-                            sequence=b.sequence, status=result.status)
+                            sequence=b.sequence, status=result.status, created=b.created)
 
     def _decide(self, stale: str) -> list[_Plan]:
         installed = self.state.installed()

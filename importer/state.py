@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS channels (channel TEXT PRIMARY KEY, sequence INTEGER 
 -- policy), partial (waiting for volumes, or an artifact failed verification)
 CREATE TABLE IF NOT EXISTS bundles (
     digest TEXT PRIMARY KEY, id TEXT NOT NULL, name TEXT NOT NULL, channel TEXT NOT NULL,
-    sequence INTEGER NOT NULL, status TEXT NOT NULL, at TEXT NOT NULL);
+    sequence INTEGER NOT NULL, status TEXT NOT NULL, at TEXT NOT NULL, created TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS bundles_id ON bundles (id);
 -- chunk index: where the raw bytes of a chunk can be read (verified on read).
 -- dir/file relative to EDGE; zstd=1 means the file is the stored frame (spill store)
@@ -321,6 +321,12 @@ class EdgeState:
     def channels(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT channel, sequence FROM channels ORDER BY channel"))
 
+    def newest_created(self) -> dict[str, str]:
+        """Per channel, the signed creation time of the newest bundle imported: how long a site
+        has gone without updates (a courier withholding them shows up here)."""
+        return dict(self.db.execute("SELECT channel, max(created) FROM bundles WHERE status != 'partial' "
+                                    "GROUP BY channel ORDER BY channel"))
+
     def last_sequence(self, channel: str) -> int | None:
         row = self.db.execute("SELECT sequence FROM channels WHERE channel=?", (channel,)).fetchone()
         return row[0] if row else None
@@ -333,7 +339,7 @@ class EdgeState:
         return [r[0] for r in self.db.execute("SELECT digest FROM bundles WHERE id=?", (bundle_id,))]
 
     def bundles(self) -> list[dict[str, Any]]:
-        cols = ("digest", "id", "name", "channel", "sequence", "status", "at")
+        cols = ("digest", "id", "name", "channel", "sequence", "status", "at", "created")
         return [dict(zip(cols, r)) for r in self.db.execute(
             f"SELECT {', '.join(cols)} FROM bundles ORDER BY channel, sequence, at")]
 
@@ -347,12 +353,13 @@ class EdgeState:
     # ---- writes (each one transaction)
 
     def record_bundle(self, *, digest: str, bundle_id: str, name: str, channel: str, sequence: int,
-                      status: str) -> None:
-        """Remember a manifest and, once settled, advance its channel's sequence."""
+                      status: str, created: str) -> None:
+        """Remember a manifest (with its signed creation time, for freeze monitoring) and, once
+        settled, advance its channel's sequence."""
         with self.transaction() as db:
-            db.execute("INSERT INTO bundles VALUES (?,?,?,?,?,?,?) ON CONFLICT(digest) DO UPDATE SET "
+            db.execute("INSERT INTO bundles VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(digest) DO UPDATE SET "
                        "status=excluded.status, at=excluded.at",
-                       (digest, bundle_id, name, channel, sequence, status, now_utc()))
+                       (digest, bundle_id, name, channel, sequence, status, now_utc(), created))
             if status != "partial":
                 db.execute("INSERT INTO channels VALUES (?, ?) ON CONFLICT(channel) DO UPDATE SET "
                            "sequence=max(sequence, excluded.sequence)", (channel, sequence))

@@ -338,6 +338,9 @@ def test_status_and_signed_receipt(tmp_path: Path, hub_keys: KeyPair) -> None:
     doc = json.loads(run_ferry("status", "--state", state, "--json").stdout)
     assert doc["installed"][0]["version"] == "1.0.0" and doc["channels"] == {"stable": 4}
     assert doc["store"]["chunks"] == len(m.chunks)
+    # how long the site has gone without updates, from the newest bundle's signed creation time
+    assert doc["newestBundleCreated"] == {"stable": m.bundle.created}
+    assert f"newest bundle created {m.bundle.created}" in r.stdout
 
     key, pub, _ = generate("edge", tmp_path / "keys")
     out = tmp_path / "receipt.json"

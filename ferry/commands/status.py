@@ -26,12 +26,21 @@ def status_document(state_dir: Path) -> dict:
                            "bundleId": r.bundle_id, "manifestDigest": r.manifest, "installedAt": r.at,
                            "ref": r.ref, "versionsOnDisk": kept.get((r.kind, r.name), [])} for r in rows],
             "channels": state.channels(),
+            "newestBundleCreated": state.newest_created(),
             "bundles": state.bundles(),
             "waiting": [b for b in state.bundles() if b["status"] == "partial"],
             "store": ChunkStore(state).stats(),
         }
     finally:
         state.close()
+
+
+def _age(created: str) -> str:
+    from datetime import datetime, timezone
+
+    made = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    days = (datetime.now(timezone.utc) - made).days
+    return "today" if days <= 0 else f"{days} day(s) ago"
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +69,9 @@ def register(app: typer.Typer) -> None:
                           a["bundleId"], a["installedAt"], a["ref"] or "-")
         out.print(table if doc["installed"] else "nothing installed yet")
         for channel, seq in doc["channels"].items():
-            out.print(f"channel {channel}: last sequence {seq}")
+            created = doc["newestBundleCreated"].get(channel)
+            age = f", newest bundle created {created} ({_age(created)})" if created else ""
+            out.print(f"channel {channel}: last sequence {seq}{age}")
         for b in doc["waiting"]:
             out.print(f"waiting for volumes: bundle {b['name']} {b['id']} (sequence {b['sequence']}); "
                       "import the missing volume to finish")
