@@ -43,10 +43,6 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     eb = _export_bench()
-    try:
-        import bundler.export  # noqa: F401
-    except ModuleNotFoundError:
-        sys.exit("ferry export is not available yet (bundler/export.py); this bench needs it to make the bundle")
     work = a.dir
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

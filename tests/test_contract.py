@@ -323,8 +323,8 @@ def test_trust_policy_and_bare_keys(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "apiVersion: ferry/v1\nkind: TrustPolicy\nthreshold: 2\nkeys:\n"
-        f"  - name: a\n    file: a.pub\n    channels: [stable]\n"
-        f"  - name: b\n    publicKey: |\n" + "".join(f"      {line}\n" for line in b[1].read_text().splitlines())
+        "  - name: a\n    file: a.pub\n    channels: [stable]\n"
+        "  - name: b\n    publicKey: |\n" + "".join(f"      {line}\n" for line in b[1].read_text().splitlines())
     )
     trust = load_trust([policy])
     assert trust.threshold == 2 and {k.name for k in trust.keys.values()} == {"a", "b"}

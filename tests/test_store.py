@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 from pathlib import Path
 
 from tests.support.bundles import model, write_bundle
@@ -14,7 +15,7 @@ V1 = {"w.bin": random.Random(5).randbytes(256 * 1024), "c.json": b"{}"}
 V2 = {"w.bin": V1["w.bin"][: 128 * 1024] + random.Random(6).randbytes(128 * 1024), "c.json": b"{}"}
 
 
-def imp(hub: KeyPair, state: Path, *paths: Path) -> "subprocess.CompletedProcess[str]":  # noqa: F821
+def imp(hub: KeyPair, state: Path, *paths: Path) -> subprocess.CompletedProcess[str]:
     return run_ferry("import", *paths, "--trust", hub.pub, "--state", state)
 
 
