@@ -273,7 +273,7 @@ class Chunk:
     def from_dict(cls, value: Any, where: str) -> Chunk:
         d = _obj(value, where)
         cid = d.get("id")
-        if not is_chunk_id(cid):
+        if not isinstance(cid, str) or not is_chunk_id(cid):
             raise FormatError(f"{where}.id is not a chunk id (64 lowercase hex)")
         where = f"chunk {cid}"
         size = _int(d, "size", where, 0, limits.MAX_CHUNK_SIZE)
