@@ -6,9 +6,12 @@ with the old one. For safetensors files we also cut where each tensor's data beg
 changed tensor then changes only the chunks inside it, never a neighbour's, which is what
 keeps a delta bundle for "10% of the tensors changed" near 10%. Tiny tensors (norms, biases)
 are coalesced with their neighbours so that no forced piece is smaller than the minimum
-chunk size. GGUF is chunked by content alone.
+chunk size. GGUF files (llama.cpp) get the same treatment from their binary header.
 
-The pure parts (:func:`safetensors_cuts`, :func:`coalesce`) are kept apart from the I/O.
+Headers come from files the operator chose but may be malformed: anything odd about one
+means content-defined chunking only, never an error (a file that looks like a model but isn't
+is still a file to carry). The pure parts (:func:`safetensors_cuts`, :func:`gguf_cuts`,
+:func:`coalesce`) are kept apart from the I/O.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ AVG_CHUNK = 4 * MiB
 MAX_CHUNK = min(16 * MiB, limits.MAX_CHUNK_SIZE)
 #: Largest safetensors header we parse for boundaries (the format caps it at 100 MB).
 MAX_SAFETENSORS_HEADER = 100_000_000
+#: How much of a GGUF file is read for its header, step by step until it fits: vocabularies
+#: make headers a few MiB; past the last step the file is chunked by content alone.
+GGUF_HEADER_READS = (4 * MiB, 16 * MiB, 64 * MiB)
+GGUF_MAGIC = b"GGUF"
 
 _cdc = pyfastcdc.FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK)
 
@@ -58,6 +65,114 @@ def safetensors_cuts(header_len: int, header: object, size: int) -> list[int]:
     return sorted(c for c in cuts if 0 < c < size)
 
 
+# GGUF value types (ggml's gguf_type): fixed sizes; 8 is a string, 9 an array.
+_GGUF_FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY, _GGUF_UINT32 = 8, 9, 4
+_GGUF_MAX_NESTING = 4  # arrays of arrays, bounded so a crafted header cannot recurse deeply
+_GGUF_DEFAULT_ALIGNMENT = 32
+_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
+
+
+class _Malformed(Exception):
+    """The header claims more than the file holds, or breaks a rule of the format."""
+
+
+class _Short(Exception):
+    """The header runs on past the bytes read so far (but not past the file)."""
+
+
+class _Cursor:
+    """Reads a GGUF header front to back; every length is checked against the file size
+    before it is used, so no claimed count or length ever sizes an allocation or a loop."""
+
+    def __init__(self, head: bytes, size: int) -> None:
+        self.head, self.size, self.pos = head, size, 0
+
+    def skip(self, n: int) -> int:
+        start = self.pos
+        if n < 0 or start + n > self.size:
+            raise _Malformed
+        if start + n > len(self.head):
+            raise _Short
+        self.pos = start + n
+        return start
+
+    def u32(self) -> int:
+        return int(_U32.unpack_from(self.head, self.skip(4))[0])
+
+    def u64(self) -> int:
+        return int(_U64.unpack_from(self.head, self.skip(8))[0])
+
+    def string(self) -> bytes:
+        n = self.u64()
+        start = self.skip(n)
+        return self.head[start:start + n]
+
+    def value(self, kind: int, depth: int = 0) -> None:
+        """Skip one metadata value of type ``kind``."""
+        if kind in _GGUF_FIXED:
+            self.skip(_GGUF_FIXED[kind])
+        elif kind == _GGUF_STRING:
+            self.skip(self.u64())
+        elif kind == _GGUF_ARRAY and depth < _GGUF_MAX_NESTING:
+            item, count = self.u32(), self.u64()
+            if item in _GGUF_FIXED:
+                self.skip(count * _GGUF_FIXED[item])
+                return
+            # Each string or array item takes at least 8 bytes: a count the file cannot
+            # hold is refused before the loop, which the bytes read bound anyway.
+            if count * 8 > self.size - self.pos:
+                raise _Malformed
+            for _ in range(count):
+                self.value(item, depth + 1)
+        else:
+            raise _Malformed
+
+
+def gguf_cuts(head: bytes, size: int) -> list[int] | None:
+    """Offsets in a GGUF file (v2/v3, little-endian) where tensor data begins, from the first
+    bytes of the file (``head``) and its size.
+
+    Returns ``None`` when the header runs on past ``head`` (read more and call again) and []
+    for anything that is not a well-formed header. Tensor sizes are not needed: each tensor
+    ends where the next begins, so the starts are the cuts.
+    """
+    cur = _Cursor(head, size)
+    try:
+        cur.skip(4)
+        if head[:4] != GGUF_MAGIC or cur.u32() not in (2, 3):
+            return []
+        tensor_count, kv_count = cur.u64(), cur.u64()
+        # A key/value takes at least 8 + 4 + 1 bytes, a tensor info 8 + 4 + 4 + 8.
+        if kv_count * 13 + tensor_count * 24 > size - cur.pos:
+            return []
+        alignment = _GGUF_DEFAULT_ALIGNMENT
+        for _ in range(kv_count):
+            key, kind = cur.string(), cur.u32()
+            if key == b"general.alignment":
+                if kind != _GGUF_UINT32:
+                    return []
+                alignment = cur.u32()
+                if alignment == 0 or alignment & (alignment - 1):
+                    return []
+            else:
+                cur.value(kind)
+        offsets: list[int] = []
+        for _ in range(tensor_count):
+            cur.string()
+            cur.skip(8 * cur.u32())  # dims
+            cur.u32()  # ggml type
+            offsets.append(cur.u64())
+        data = cur.pos + -cur.pos % alignment
+        if data > size or any(o % alignment or o > size - data for o in offsets):
+            return []
+    except _Short:
+        return [] if len(head) >= size else None
+    except _Malformed:
+        return []
+    return sorted(c for c in {data, *(data + o for o in offsets)} if 0 < c < size)
+
+
 def coalesce(cuts: list[int], size: int, min_gap: int = MIN_CHUNK) -> list[tuple[int, int]]:
     """Split ``[0, size)`` at ``cuts``, dropping cuts that would leave a piece under ``min_gap``
     (tiny tensors join the next piece). Returns (start, end) pieces covering the whole."""
@@ -74,21 +189,36 @@ def coalesce(cuts: list[int], size: int, min_gap: int = MIN_CHUNK) -> list[tuple
 
 def segments(path: Path, size: int) -> list[tuple[int, int]]:
     """The pieces of a local file that are chunked independently (see the module docstring)."""
-    if size < 8:
-        return [(0, size)]
     try:
         with open(path, "rb") as f:
             head = f.read(8)
-            (header_len,) = struct.unpack("<Q", head)
-            if not 2 <= header_len <= min(MAX_SAFETENSORS_HEADER, size - 8):
-                return [(0, size)]
-            first = f.read(1)
-            if first != b"{":
-                return [(0, size)]
-            header = json.loads(first + f.read(header_len - 1))
+            cuts = _gguf_file_cuts(f, size) if head[:4] == GGUF_MAGIC else _safetensors_file_cuts(f, head, size)
     except (OSError, ValueError, struct.error, RecursionError):
         return [(0, size)]
-    return coalesce(safetensors_cuts(header_len, header, size), size)
+    return coalesce(cuts, size)
+
+
+def _safetensors_file_cuts(f: BinaryIO, head: bytes, size: int) -> list[int]:
+    if len(head) < 8:
+        return []
+    (header_len,) = struct.unpack("<Q", head)
+    if not 2 <= header_len <= min(MAX_SAFETENSORS_HEADER, size - 8):
+        return []
+    first = f.read(1)
+    if first != b"{":
+        return []
+    return safetensors_cuts(header_len, json.loads(first + f.read(header_len - 1)), size)
+
+
+def _gguf_file_cuts(f: BinaryIO, size: int) -> list[int]:
+    """Read the header in growing steps, each read whole, until it parses (so memory never
+    exceeds the largest step)."""
+    for want in GGUF_HEADER_READS:
+        f.seek(0)
+        cuts = gguf_cuts(f.read(min(want, size)), size)
+        if cuts is not None:
+            return cuts
+    return []
 
 
 #: Bytes cut at a time. A chunk is accepted from a window only when the FastCDC decision
@@ -142,9 +272,9 @@ def cut_stream(stream: BinaryIO) -> Iterator[memoryview]:
         if not window:
             return
         accepted = 0
-        for data in _accepted(window, last):
-            yield data
-            accepted += len(data)
+        for chunk in _accepted(window, last):
+            yield chunk
+            accepted += len(chunk)
         if last:
             return
         carry = window[accepted:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import struct
 from pathlib import Path
 
 from hypothesis import given
@@ -73,3 +74,126 @@ def test_windowed_cutting_equals_cutting_at_once(tmp_path: Path) -> None:
         assert [bytes(d) for d in chunker.cut_stream(f)] == whole
     with open(path, "rb") as f:
         assert [bytes(d) for _, d in chunker.cut_file(f, [(0, len(data))])] == whole
+
+
+# GGUF (llama.cpp): a real v3 file written by hand, as the format describes it.
+
+def _gstr(s: bytes) -> bytes:
+    return struct.pack("<Q", len(s)) + s
+
+
+#: Metadata of several types: string, u32, f32, bool, u64, a string array, an f32 array and an
+#: array of arrays, so that skipping each by its type is exercised.
+GGUF_KVS: list[tuple[bytes, int, bytes]] = [
+    (b"general.architecture", 8, _gstr(b"llama")),
+    (b"llama.context_length", 4, struct.pack("<I", 4096)),
+    (b"llama.rope.freq_base", 6, struct.pack("<f", 10000.0)),
+    (b"general.quantized", 7, b"\x01"),
+    (b"general.parameter_count", 10, struct.pack("<Q", 7_000_000)),
+    (b"tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 4) + b"".join(map(_gstr, [b"<s>", b"</s>", b"hi", b""]))),
+    (b"tokenizer.ggml.scores", 9, struct.pack("<IQ", 6, 3) + struct.pack("<3f", 0.0, -1.0, -2.5)),
+    (b"test.nested", 9, struct.pack("<IQ", 9, 2) + struct.pack("<IQ", 5, 2) + struct.pack("<2i", 1, -1)
+     + struct.pack("<IQ", 8, 1) + _gstr(b"x")),
+]
+
+
+def gguf_bytes(tensors: list[tuple[str, bytes]], alignment: int = 32,
+               kvs: list[tuple[bytes, int, bytes]] = GGUF_KVS) -> tuple[bytes, list[int]]:
+    """A GGUF v3 file and the absolute offset where each tensor's data starts."""
+    kvs = kvs + [(b"general.alignment", 4, struct.pack("<I", alignment))]
+    relative, at = [], 0
+    for _, data in tensors:
+        relative.append(at)
+        at += len(data) + -len(data) % alignment
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
+    head += b"".join(_gstr(key) + struct.pack("<I", kind) + value for key, kind, value in kvs)
+    for (name, data), offset in zip(tensors, relative):
+        head += _gstr(name.encode()) + struct.pack("<IQQ", 2, 2, len(data) // 4) + struct.pack("<IQ", 1, offset)
+    head += b"\0" * (-len(head) % alignment)
+    body = b"".join(data + b"\0" * (-len(data) % alignment) for _, data in tensors)
+    return head + body, [len(head) + r for r in relative]
+
+
+GGUF_LAYOUT = [3 * MiB, 64, 100, 2 * MiB, 1 * MiB, 10, 2 * MiB, 5, 3 * MiB, 2 * MiB]
+
+
+def _gguf_tensors(seed: int) -> list[tuple[str, bytes]]:
+    rng = random.Random(seed)
+    return [(f"blk.{i}.weight", rng.randbytes(n)) for i, n in enumerate(GGUF_LAYOUT)]
+
+
+def test_gguf_cuts_fall_on_tensor_starts(tmp_path: Path) -> None:
+    tensors = _gguf_tensors(seed=11)
+    data, starts = gguf_bytes(tensors)
+    path = tmp_path / "m.gguf"
+    path.write_bytes(data)
+    assert chunker.gguf_cuts(data, len(data)) == starts
+    assert chunker.gguf_cuts(data[:200], len(data)) is None  # header goes on: read more
+    pieces = chunker.segments(path, len(data))
+    assert pieces[0][0] == 0 and pieces[-1][1] == len(data)
+    assert {a for a, _ in pieces[1:]} <= set(starts)
+    big = [s for s, (_, t) in zip(starts, tensors) if len(t) >= MiB]
+    for a, b in pieces:  # a piece never holds two large tensors: they never share a chunk
+        assert sum(a <= s < b for s in big) == 1
+    assert b"".join(_chunks(path)) == data
+
+
+def test_changed_gguf_tensor_changes_only_its_chunks(tmp_path: Path) -> None:
+    tensors = _gguf_tensors(seed=12)
+    changed = list(tensors)
+    changed[3] = (changed[3][0], random.Random(13).randbytes(len(changed[3][1])))
+    (tmp_path / "v1.gguf").write_bytes(gguf_bytes(tensors)[0])
+    (tmp_path / "v2.gguf").write_bytes(gguf_bytes(changed)[0])
+    v1, v2 = set(_chunks(tmp_path / "v1.gguf")), _chunks(tmp_path / "v2.gguf")
+    new = [c for c in v2 if c not in v1]
+    # Only the changed tensor (and the tiny tensors coalesced in front of it) is new.
+    assert 2 * MiB <= sum(map(len, new)) <= 2 * MiB + 4096
+
+
+def test_malformed_gguf_is_chunked_by_content(tmp_path: Path) -> None:
+    data, _ = gguf_bytes(_gguf_tensors(seed=14)[:3])
+    bad = {
+        "version 1": data[:4] + struct.pack("<I", 1) + data[8:],
+        "huge tensor count": data[:8] + struct.pack("<Q", 2**63) + data[16:],
+        "truncated header": data[:300],
+        "alignment 0": data.replace(b"alignment\4\0\0\0\x20\0\0\0", b"alignment\4\0\0\0\0\0\0\0"),
+        "alignment 48": data.replace(b"alignment\4\0\0\0\x20\0\0\0", b"alignment\4\0\0\0\x30\0\0\0"),
+        "offset past the end": data.replace(struct.pack("<IQ", 1, 3 * MiB + 64), struct.pack("<IQ", 1, 2**40)),
+    }
+    for why, content in bad.items():
+        assert chunker.gguf_cuts(content, len(content)) == [], why
+        path = tmp_path / "bad.gguf"
+        path.write_bytes(content)
+        assert chunker.segments(path, len(content)) == [(0, len(content))], why
+
+
+@st.composite
+def gguf_headers(draw: st.DrawFn) -> bytes:
+    """A valid GGUF header (tiny tensors), then maybe truncated or with bytes overwritten."""
+    sizes = draw(st.lists(st.integers(0, 300), max_size=6))
+    kvs = draw(st.lists(st.sampled_from(GGUF_KVS), max_size=len(GGUF_KVS)))
+    data, _ = gguf_bytes([(f"t{i}", b"\x07" * n) for i, n in enumerate(sizes)],
+                         alignment=draw(st.sampled_from([1, 8, 32, 64, 3])), kvs=kvs)
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(data)))
+        patch = draw(st.binary(max_size=9) | st.sampled_from([b"\xff" * 8, struct.pack("<Q", 2**62), b"\x09\0\0\0"]))
+        data = data[:at] + patch + data[at + len(patch):]
+    return data[:draw(st.integers(0, len(data)))] if draw(st.booleans()) else data
+
+
+@given(gguf_headers() | st.binary(max_size=200).map(lambda b: b"GGUF\x03\0\0\0" + b), st.integers(0, 1000))
+def test_any_gguf_header_gives_sorted_cuts_inside_the_file(data: bytes, more: int) -> None:
+    """Malformed headers never raise: they give no cuts (or ask for more bytes while the file
+    goes on); any cuts are sorted and strictly inside the file."""
+    for size in (len(data), len(data) + more):
+        cuts = chunker.gguf_cuts(data, size)
+        if cuts is None:
+            assert size > len(data)
+            continue
+        assert cuts == sorted(set(cuts)) and all(0 < c < size for c in cuts)
+
+
+@given(st.lists(st.integers(0, 300), max_size=8), st.sampled_from([1, 16, 32, 4096]))
+def test_valid_gguf_headers_give_every_tensor_start(sizes: list[int], alignment: int) -> None:
+    data, starts = gguf_bytes([(f"t{i}", b"\x01" * n) for i, n in enumerate(sizes)], alignment)
+    assert chunker.gguf_cuts(data, len(data)) == sorted({s for s in starts if s < len(data)})
