@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 from rich.console import Console
@@ -136,3 +137,21 @@ def human_bytes(n: int | float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+def write_output(path: Path, data: bytes, what: str) -> None:
+    """Write a file the user named (a report, a receipt, an audit export) atomically, relative
+    to its opened folder (importer.state.write_atomic); ``what`` names the option in errors."""
+    import os
+
+    from importer.state import write_atomic
+    from manifests.errors import FerryError
+
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FerryError(f"{what} {path}: folder {parent} does not exist")
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        write_atomic(fd, path.name, data)
+    finally:
+        os.close(fd)

@@ -134,7 +134,7 @@ def export_cmd(
     key: Path | None = typer.Option(None, "--key", metavar="EDGEKEY", help="The edge's private key to sign the export with."),
 ) -> None:
     """Write the trail with its chain head as one canonical JSON file, signed for the auditors."""
-    from ferry.commands.verify import write_output
+    from ferry.ui import write_output
     from importer.audit import AuditTrail, build_export
     from manifests.keys import key_id, load_private
     from manifests.signing import AUDIT_PAYLOAD_TYPE, SIGNATURE_SUFFIX, sign

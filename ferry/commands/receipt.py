@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from ferry.ui import write_output
 
 
 def build_receipt(state_dir: Path) -> bytes:
@@ -32,21 +33,6 @@ def build_receipt(state_dir: Path) -> bytes:
     return receipt.to_bytes()
 
 
-def _write(path: Path, data: bytes) -> None:
-    from importer.state import write_atomic
-    from manifests.errors import FerryError
-
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        raise FerryError(f"--out {path}: cannot open {parent} ({exc.strerror or exc})") from None
-    try:
-        write_atomic(fd, path.name, data)
-    finally:
-        os.close(fd)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("receipt", epilog="Example: ferry receipt --state /var/lib/ferry --out receipt.json --key edge.key")
     def receipt_cmd(
@@ -60,8 +46,8 @@ def register(app: typer.Typer) -> None:
 
         private = load_private(key) if key is not None else None  # a bad key fails before anything is written
         data = build_receipt(state)
-        _write(out, data)
+        write_output(out, data, "--out")
         if private is not None:
             sig = sign(data, [private], payload_type=RECEIPT_PAYLOAD_TYPE).to_bytes()
-            _write(out.with_name(out.name + SIGNATURE_SUFFIX), sig)
+            write_output(out.with_name(out.name + SIGNATURE_SUFFIX), sig, "--out")
         typer.echo(f"{out}" + (f"\n{out}{SIGNATURE_SUFFIX}" if private is not None else ""))

@@ -6,23 +6,8 @@ from pathlib import Path
 
 import typer
 
-from manifests.errors import FerryError, VerificationError
-
-
-def write_output(path: Path, data: bytes, what: str) -> None:
-    """Write a file the user named, atomically (importer.state.write_atomic in its folder)."""
-    import os
-
-    from importer.state import write_atomic
-
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FerryError(f"{what} {path}: folder {parent} does not exist")
-    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        write_atomic(fd, path.name, data)
-    finally:
-        os.close(fd)
+from ferry.ui import write_output
+from manifests.errors import VerificationError
 
 
 def _print(report, ui) -> None:  # report: importer.report.Report, ui: ferry.ui.UI
