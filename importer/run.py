@@ -182,13 +182,8 @@ def run_import(opts: ImportOptions, progress: Any) -> ImportReport:
 
 
 def _audit_trail(state_dir: Path) -> Any:
-    try:
-        from .audit import AuditTrail
-    except ModuleNotFoundError as exc:
-        if exc.name == "importer.audit":
-            raise FerryError("this ferry has no audit trail module (importer/audit.py); refusing to import "
-                             "without recording decisions") from None
-        raise
+    from .audit import AuditTrail
+
     return AuditTrail(Path(state_dir))
 
 
@@ -564,12 +559,8 @@ class _Importer:
 
     def _images(self) -> tuple[Any, Any]:
         if self._images_target is None:
-            try:
-                from .apply import images
-            except ModuleNotFoundError as exc:
-                if exc.name == "importer.apply.images":
-                    raise FerryError("this ferry cannot apply images yet (importer/apply/images.py is missing)") from None
-                raise
+            from .apply import images
+
             layout = None if self.opts.registry else self.state.root / OCI_DIR
             self._images_target = (images, images.ImageTarget(self.opts.registry, layout,
                                                               insecure_registries=self.opts.insecure_registries))
@@ -591,12 +582,8 @@ class _Importer:
                     self.store.index_file(f"{OCI_DIR}/blobs/sha256", hexd, e, self.m, db=db)
 
     def _apply_manifests(self, plan: _Plan, read_entry: Callable[[Entry], Iterator[bytes]]) -> None:
-        try:
-            from .apply import kube
-        except ModuleNotFoundError as exc:
-            if exc.name == "importer.apply.kube":
-                raise FerryError("this ferry cannot apply manifests yet (importer/apply/kube.py is missing)") from None
-            raise
+        from .apply import kube
+
         gitops = None
         if self.opts.kubeconfig is None:
             gitops = self.opts.manifests_dir or (self.state.root / MANIFESTS_DIR)
