@@ -15,7 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .errors import KeyError_
+from .errors import KeyFileError
 
 PASSPHRASE_ENV = "FERRY_KEY_PASSPHRASE"
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -38,14 +38,14 @@ def _passphrase() -> bytes | None:
 def _read(path: Path) -> bytes:
     try:
         if path.stat().st_size > MAX_KEY_FILE_BYTES:
-            raise KeyError_(f"{path}: too large to be a key file")
+            raise KeyFileError(f"{path}: too large to be a key file")
         return path.read_bytes()
     except FileNotFoundError:
-        raise KeyError_(f"{path}: no such key file") from None
+        raise KeyFileError(f"{path}: no such key file") from None
     except IsADirectoryError:
-        raise KeyError_(f"{path}: is a folder, not a key file") from None
+        raise KeyFileError(f"{path}: is a folder, not a key file") from None
     except PermissionError:
-        raise KeyError_(f"{path}: permission denied") from None
+        raise KeyFileError(f"{path}: permission denied") from None
 
 
 def generate(name: str, out_dir: Path) -> tuple[Path, Path, str]:
@@ -53,12 +53,12 @@ def generate(name: str, out_dir: Path) -> tuple[Path, Path, str]:
     from .model import NAME_RE
 
     if not NAME_RE.match(name):
-        raise KeyError_(f"key name {name!r} must be letters, digits, '.', '_' or '-'")
+        raise KeyFileError(f"key name {name!r} must be letters, digits, '.', '_' or '-'")
     out_dir.mkdir(parents=True, exist_ok=True)
     key_path, pub_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
     for p in (key_path, pub_path):
         if p.exists() or p.is_symlink():
-            raise KeyError_(f"{p} already exists; ferry never overwrites a key")
+            raise KeyFileError(f"{p} already exists; ferry never overwrites a key")
     private = Ed25519PrivateKey.generate()
     secret = _passphrase()
     encryption: serialization.KeySerializationEncryption = (
@@ -80,37 +80,37 @@ def generate(name: str, out_dir: Path) -> tuple[Path, Path, str]:
 
 
 def load_private(path: Path) -> Ed25519PrivateKey:
-    """Load a signing key; one clear KeyError_ for every way this can go wrong."""
+    """Load a signing key; one clear KeyFileError for every way this can go wrong."""
     data = _read(path)
     if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
-        raise KeyError_(f"{path}: is a public key; signing needs the private key (.key)")
+        raise KeyFileError(f"{path}: is a public key; signing needs the private key (.key)")
     secret = _passphrase()
     try:
         key = serialization.load_pem_private_key(data, password=secret)
     except TypeError:
         if secret is None:
-            raise KeyError_(f"{path}: key is encrypted; set {PASSPHRASE_ENV}") from None
-        raise KeyError_(f"{path}: key is not encrypted, but {PASSPHRASE_ENV} is set; unset it") from None
+            raise KeyFileError(f"{path}: key is encrypted; set {PASSPHRASE_ENV}") from None
+        raise KeyFileError(f"{path}: key is not encrypted, but {PASSPHRASE_ENV} is set; unset it") from None
     except ValueError as exc:
         if secret is not None and b"ENCRYPTED" in data:
-            raise KeyError_(f"{path}: wrong passphrase in {PASSPHRASE_ENV}") from None
-        raise KeyError_(f"{path}: not a valid PEM private key ({str(exc).splitlines()[0]})") from None
+            raise KeyFileError(f"{path}: wrong passphrase in {PASSPHRASE_ENV}") from None
+        raise KeyFileError(f"{path}: not a valid PEM private key ({str(exc).splitlines()[0]})") from None
     except UnsupportedAlgorithm:
-        raise KeyError_(f"{path}: unsupported key algorithm; ferry uses Ed25519") from None
+        raise KeyFileError(f"{path}: unsupported key algorithm; ferry uses Ed25519") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyError_(f"{path}: is a {type(key).__name__.replace('_', '')}, ferry needs an Ed25519 key")
+        raise KeyFileError(f"{path}: is a {type(key).__name__.replace('_', '')}, ferry needs an Ed25519 key")
     return key
 
 
 def parse_public(data: bytes, where: str) -> Ed25519PublicKey:
     if b"PRIVATE KEY-----" in data:
-        raise KeyError_(f"{where}: is a private key; give the public key (.pub), never share the .key")
+        raise KeyFileError(f"{where}: is a private key; give the public key (.pub), never share the .key")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise KeyError_(f"{where}: not a valid PEM public key ({str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+        raise KeyFileError(f"{where}: not a valid PEM public key ({str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyError_(f"{where}: is not an Ed25519 public key")
+        raise KeyFileError(f"{where}: is not an Ed25519 public key")
     return key
 
 

@@ -29,7 +29,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import limits
-from .errors import FormatError, KeyError_
+from .errors import FormatError, KeyFileError
 from .keys import key_id, parse_public
 
 
@@ -78,7 +78,7 @@ def _policy_keys(doc: dict[str, Any], where: str, base_dir: Path) -> list[Truste
                 with open(path, "rb") as f:
                     data = f.read(64 * 1024)
             except (OSError, ValueError) as exc:  # ValueError: a NUL in the file name
-                raise KeyError_(f"{w} ({name}): cannot read {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
+                raise KeyFileError(f"{w} ({name}): cannot read {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
             public = parse_public(data, str(path))
         else:
             raise FormatError(f"{w} ({name}) needs publicKey (PEM) or file")
@@ -124,14 +124,14 @@ def parse_policy(data: bytes, where: str, base_dir: Path) -> Trust:
 def load_trust(paths: list[Path]) -> Trust:
     """Combine ``--trust`` files: keys pooled, highest threshold wins."""
     if not paths:
-        raise KeyError_("no --trust given: name the hub's public key or a trust policy")
+        raise KeyFileError("no --trust given: name the hub's public key or a trust policy")
     keys: dict[str, TrustedKey] = {}
     threshold = 1
     for path in paths:
         try:
             data = path.read_bytes() if path.stat().st_size <= limits.MAX_TRUST_FILE_BYTES else None
         except OSError as exc:
-            raise KeyError_(f"--trust {path}: {exc.strerror or exc}") from None
+            raise KeyFileError(f"--trust {path}: {exc.strerror or exc}") from None
         if data is None:
             raise FormatError(f"--trust {path}: over {limits.MAX_TRUST_FILE_BYTES} bytes")
         if data.lstrip().startswith(b"-----BEGIN"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from manifests.errors import KeyError_
+from manifests.errors import KeyFileError
 from manifests.keys import key_id, load_private, load_public
 from tests.support.common import assert_clean_failure, run_ferry
 
@@ -48,15 +48,15 @@ def test_encrypted_key_needs_the_right_passphrase(tmp_path: Path) -> None:
 
 def test_public_key_where_private_needed_and_corrupt_files(tmp_path: Path) -> None:
     assert run_ferry("keys", "generate", "k", "--out", tmp_path).returncode == 0
-    with pytest.raises(KeyError_, match="is a public key"):
+    with pytest.raises(KeyFileError, match="is a public key"):
         load_private(tmp_path / "k.pub")
     corrupt = tmp_path / "corrupt.key"
     corrupt.write_text("-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n")
-    with pytest.raises(KeyError_, match="not a valid PEM private key"):
+    with pytest.raises(KeyFileError, match="not a valid PEM private key"):
         load_private(corrupt)
     assert_clean_failure(run_ferry("keys", "id", corrupt), code=2)
     assert_clean_failure(run_ferry("keys", "id", tmp_path / "missing.pub"), code=2, contains="no such key file")
-    with pytest.raises(KeyError_, match="is a private key"):
+    with pytest.raises(KeyFileError, match="is a private key"):
         load_public(tmp_path / "k.key")
 
 
@@ -67,7 +67,7 @@ def test_non_ed25519_key_is_refused(tmp_path: Path) -> None:
     pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     (tmp_path / "ec.key").write_bytes(pem)
-    with pytest.raises(KeyError_, match="Ed25519"):
+    with pytest.raises(KeyFileError, match="Ed25519"):
         load_private(tmp_path / "ec.key")
 
 
