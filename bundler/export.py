@@ -201,7 +201,7 @@ def uncarried_image_warnings(artifacts: list[SourceArtifact]) -> list[str]:
     for a in artifacts:
         if a.kind != "manifests" or not a.images:
             continue
-        from .sources.kube import image_is_carried
+        from manifests.kube import image_is_carried
 
         for ref in a.images:
             if not image_is_carried(ref, carried):

@@ -42,3 +42,12 @@ MAX_PATH_COMPONENT_BYTES = 255
 #: Short strings: names, versions, channels, media types, refs.
 MAX_NAME_LEN = 255
 MAX_TEXT_LEN = 4096
+#: Kubernetes manifest sets (manifests.kube): largest single YAML file (the kube-apiserver
+#: takes at most 3 MiB per request) ...
+MAX_KUBE_FILE_BYTES = 8 * MiB
+#: ... largest manifest set, all files together (held in memory while checked) ...
+MAX_KUBE_SET_BYTES = 64 * MiB
+#: ... most values (scalars, mappings, sequences) in one document once aliases are expanded ...
+MAX_KUBE_NODES = 200_000
+#: ... and deepest nesting of one document.
+MAX_KUBE_DEPTH = 64

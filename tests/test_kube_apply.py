@@ -418,7 +418,7 @@ def test_set_name_is_never_a_path(tmp_path: Path) -> None:
 
 def test_rewrite_follows_the_hubs_carried_rule() -> None:
     """Whatever the hub counted as carried (no warning), the edge rewrites; nothing else."""
-    from bundler.sources.kube import image_is_carried
+    from manifests.kube import image_is_carried
     from importer.apply.kube import resolve_image
 
     carried = [ImageInfo(repository="team/sentiment", tag="1.2.0", manifest=DIGEST,
@@ -438,7 +438,7 @@ def test_rewrite_follows_the_hubs_carried_rule() -> None:
 _WRITER = """
 import sys
 from pathlib import Path
-from bundler.sources.kube import parse_documents
+from manifests.kube import parse_documents
 from importer.apply.kube import write_gitops
 root, a, b = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes(), Path(sys.argv[3]).read_bytes()
 sets = [parse_documents(a, "a.yaml"), parse_documents(b, "b.yaml")]
@@ -458,7 +458,7 @@ def test_gitops_folder_survives_kill_9_at_random_points(tmp_path: Path) -> None:
     import sys
     import time
 
-    from bundler.sources.kube import parse_documents
+    from manifests.kube import parse_documents
     from importer.apply.kube import gitops_file_name, render
 
     (tmp_path / "a.yaml").write_bytes(APP)

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from bundler.sources.kube import manifests_source, parse_documents
+from bundler.sources.kube import manifests_source
+from manifests.kube import parse_documents
 from tests.support.common import KUBESTELLAR
 from tests.support.kubeschema import crd_schemas, validate
 

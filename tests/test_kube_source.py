@@ -10,13 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bundler.sources.kube import (
-    KubeObject,
-    image_is_carried,
-    manifests_source,
-    parse_documents,
-    workload_images,
-)
+from bundler.sources.kube import manifests_source
+from manifests.kube import KubeObject, image_is_carried, parse_documents, workload_images
 from manifests.errors import FerryError
 from manifests.model import ImageInfo
 from manifests.oci import parse_reference
@@ -279,9 +274,9 @@ def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
 
 
 def test_oversize_file_is_refused_before_parsing(tmp_path: Path) -> None:
-    from bundler.sources import kube
+    from manifests import limits
 
-    message = _bad(tmp_path, b"#" * (kube.MAX_FILE_BYTES + 1))
+    message = _bad(tmp_path, b"#" * (limits.MAX_KUBE_FILE_BYTES + 1))
     assert "over the limit" in message
 
 

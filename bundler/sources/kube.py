@@ -1,318 +1,25 @@
-"""Kubernetes / KubeStellar manifest sets: read, check, and list the images they name.
+"""Kubernetes / KubeStellar manifest sets on the hub: walk the operator's files and read them.
 
-A manifest set is a YAML file or a folder of ``*.yaml``/``*.yml`` files (workloads plus
-KubeStellar ``BindingPolicy`` objects). Every document is parsed safely and must be a
-Kubernetes object, so that a typo is caught on the hub, not inside the air gap. Files are
-carried byte for byte; the edge parses them again with the same functions
-(:func:`parse_documents`, :func:`pod_specs`), so both sides read a set identically.
-
-Parsing follows what ``kubectl`` accepts (YAML 1.1 via sigs.k8s.io/yaml): timestamps stay
-strings, anchors and aliases work. Values that have no JSON form (binary, non-string keys,
-NaN) are refused, and the expanded size of a document is bounded so that an alias bomb
-("billion laughs") costs nothing.
+A manifest set is a YAML file or a folder of ``*.yaml``/``*.yml`` files. This module only
+finds and reads the operator's files (links must stay inside the folder, sizes are bounded
+before reading); every document is parsed and checked by :mod:`manifests.kube`, the same
+functions the edge uses. Files are carried byte for byte.
 """
 
 from __future__ import annotations
 
 import functools
 import io
-import math
 import os
-import re
 import stat
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from manifests import limits
 from manifests.errors import FerryError
-from manifests.model import ImageInfo
-from manifests.oci import parse_reference
+from manifests.kube import YAML_SUFFIXES, KubeObject, check_unique, parse_documents, workload_images
+from manifests.limits import MAX_KUBE_FILE_BYTES, MAX_KUBE_SET_BYTES
 from manifests.paths import check_path, check_tree
 
 from . import SourceArtifact, SourceFile
-
-#: Largest single YAML file (the kube-apiserver takes at most 3 MiB per request).
-MAX_FILE_BYTES = 8 * limits.MiB
-#: Largest manifest set, all files together: held in memory while checked.
-MAX_SET_BYTES = 64 * limits.MiB
-#: Most values (scalars, mappings, sequences) in one document once aliases are expanded.
-MAX_NODES = 200_000
-#: Deepest nesting of one document.
-MAX_DEPTH = 64
-
-YAML_SUFFIXES = (".yaml", ".yml")
-
-_DNS_SUBDOMAIN = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
-API_VERSION_RE = re.compile(rf"^(?:{_DNS_SUBDOMAIN}/)?[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$")
-KIND_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,62}$")
-#: Object names: DNS subdomains, plus the ``:`` that RBAC names such as ``system:viewer`` use.
-NAME_RE = re.compile(r"^[A-Za-z0-9](?:[-A-Za-z0-9_.:]{0,251}[A-Za-z0-9])?$")
-NAMESPACE_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
-
-#: Workload kinds whose pod template names images: (API group, kind) -> path to the pod spec.
-POD_SPEC_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("", "Pod"): ("spec",),
-    ("", "PodTemplate"): ("template", "spec"),
-    ("", "ReplicationController"): ("spec", "template", "spec"),
-    ("apps", "Deployment"): ("spec", "template", "spec"),
-    ("apps", "StatefulSet"): ("spec", "template", "spec"),
-    ("apps", "DaemonSet"): ("spec", "template", "spec"),
-    ("apps", "ReplicaSet"): ("spec", "template", "spec"),
-    ("batch", "Job"): ("spec", "template", "spec"),
-    ("batch", "CronJob"): ("spec", "jobTemplate", "spec", "template", "spec"),
-}
-CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
-
-
-# --------------------------------------------------------------------------- YAML
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader without timestamp resolution: Kubernetes reads ``2024-01-01`` as a string."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _json_shape(value: Any, where: str) -> None:
-    """Refuse what has no JSON form, too deep a nesting, or too many values (alias bombs).
-
-    Walks the tree as JSON would serialise it, so shared (aliased) subtrees are counted
-    each time they appear and a self-referencing alias hits the bound instead of looping.
-    """
-    budget = MAX_NODES
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        budget -= 1
-        if budget < 0:
-            raise FerryError(f"{where}: more than {MAX_NODES} values once aliases are expanded")
-        if depth > MAX_DEPTH:
-            raise FerryError(f"{where}: nested deeper than {MAX_DEPTH} levels")
-        if isinstance(item, dict):
-            for key, sub in item.items():
-                if not isinstance(key, str):
-                    raise FerryError(f"{where}: mapping key {key!r} is not a string")
-                stack.append((sub, depth + 1))
-        elif isinstance(item, list):
-            stack.extend((sub, depth + 1) for sub in item)
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise FerryError(f"{where}: {item} has no JSON form")
-        elif not (item is None or isinstance(item, (str, int, bool))):
-            raise FerryError(f"{where}: a {type(item).__name__} value has no JSON form")
-
-
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return f"not valid YAML: {problem}{where}"
-
-
-# --------------------------------------------------------------------------- objects
-
-
-@dataclass(frozen=True)
-class KubeObject:
-    """One Kubernetes object of a manifest set and where it was read."""
-
-    body: dict[str, Any]
-    file: str  # the file's path within the set
-    index: int  # 1-based document number within the file
-
-    @property
-    def api_version(self) -> str:
-        return self.body["apiVersion"]
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    @property
-    def kind(self) -> str:
-        return self.body["kind"]
-
-    @property
-    def name(self) -> str:
-        return self.body["metadata"]["name"]
-
-    @property
-    def namespace(self) -> str | None:
-        return self.body["metadata"].get("namespace")
-
-    @property
-    def id(self) -> str:
-        """``Kind namespace/name`` (or ``Kind name``), with the group when there is one."""
-        kind = f"{self.kind}.{self.group}" if self.group else self.kind
-        return f"{kind} {self.namespace}/{self.name}" if self.namespace else f"{kind} {self.name}"
-
-
-def check_object(doc: Any, where: str) -> dict[str, Any]:
-    """Return ``doc`` if it is a Kubernetes object (apiVersion, kind, metadata.name), else raise."""
-    if not isinstance(doc, dict):
-        raise FerryError(f"{where}: not a Kubernetes object (a {type(doc).__name__}, not a mapping)")
-    for key in ("apiVersion", "kind"):
-        if key not in doc:
-            raise FerryError(f"{where}: not a Kubernetes object (no {key})")
-    api_version, kind, meta = doc["apiVersion"], doc["kind"], doc.get("metadata")
-    if not isinstance(api_version, str) or not API_VERSION_RE.match(api_version):
-        raise FerryError(f"{where}: apiVersion {api_version!r} is not like v1 or apps/v1")
-    if not isinstance(kind, str) or not KIND_RE.match(kind):
-        raise FerryError(f"{where}: kind {kind!r} is not a Kubernetes kind")
-    if not isinstance(meta, dict) or "name" not in meta:
-        raise FerryError(f"{where}: {kind} has no metadata.name")
-    name, namespace = meta["name"], meta.get("namespace")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise FerryError(f"{where}: {kind} metadata.name {name!r} is not a valid object name")
-    if namespace is not None and (not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace)):
-        raise FerryError(f"{where}: {kind} {name}: metadata.namespace {namespace!r} is not a valid namespace")
-    for key in ("labels", "annotations"):
-        value = meta.get(key)
-        if value is not None and (not isinstance(value, dict)
-                                  or not all(isinstance(v, str) for v in value.values())):
-            raise FerryError(f"{where}: {kind} {name}: metadata.{key} must map strings to strings")
-    return doc
-
-
-def parse_documents(data: bytes, file: str, label: str | None = None) -> list[KubeObject]:
-    """Every Kubernetes object in one YAML file; empty documents are skipped.
-
-    ``file`` is the path within the set; ``label`` (default ``file``) names it in errors,
-    which read like ``kubestellar/app.yaml document 2: not a Kubernetes object (no kind)``.
-    """
-    label = label or file
-    if len(data) > MAX_FILE_BYTES:
-        raise FerryError(f"{label}: {len(data)} bytes, over the limit of {MAX_FILE_BYTES} for one manifest file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise FerryError(f"{label}: not UTF-8 text (byte {err.start})") from None
-    objects: list[KubeObject] = []
-    index = 0
-    try:
-        for index, doc in enumerate(yaml.load_all(text, Loader=_Loader), start=1):  # noqa: S506 (safe loader)
-            if doc is None:
-                continue
-            where = f"{label} document {index}"
-            _json_shape(doc, where)
-            objects.append(KubeObject(check_object(doc, where), file, index))
-    except yaml.YAMLError as err:
-        raise FerryError(f"{label} document {index + 1}: {_yaml_problem(err)}") from None
-    except RecursionError:
-        raise FerryError(f"{label} document {index + 1}: nested too deeply") from None
-    return objects
-
-
-def check_unique(objects: list[KubeObject], where: str) -> None:
-    """Refuse the same object twice in a set: one would silently override the other."""
-    seen: dict[tuple[str, str, str | None, str], KubeObject] = {}
-    for obj in objects:
-        key = (obj.group, obj.kind, obj.namespace, obj.name)
-        if key in seen:
-            first = seen[key]
-            raise FerryError(f"{where}: {obj.id} appears twice ({first.file} document {first.index} "
-                             f"and {obj.file} document {obj.index})")
-        seen[key] = obj
-
-
-# --------------------------------------------------------------------------- workloads and images
-
-
-def pod_specs(obj: KubeObject) -> Iterator[dict[str, Any]]:
-    """The pod spec of a workload (none for other kinds); raises on a malformed template."""
-    path = POD_SPEC_PATHS.get((obj.group, obj.kind))
-    if path is None:
-        return
-    node: Any = obj.body
-    for i, key in enumerate(path):
-        if node is None:
-            return
-        if not isinstance(node, dict):
-            raise FerryError(f"{obj.file} document {obj.index}: {obj.id}: "
-                             f"{'.'.join(path[:i]) or 'object'} is not a mapping")
-        node = node.get(key)
-    if node is None:
-        return
-    if not isinstance(node, dict):
-        raise FerryError(f"{obj.file} document {obj.index}: {obj.id}: {'.'.join(path)} is not a mapping")
-    yield node
-
-
-def containers(obj: KubeObject) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every container of a workload as (``containers[0]``-style label, container mapping)."""
-    for spec in pod_specs(obj):
-        for field in CONTAINER_LISTS:
-            items = spec.get(field)
-            if items is None:
-                continue
-            if not isinstance(items, list) or not all(isinstance(c, dict) for c in items):
-                raise FerryError(f"{obj.file} document {obj.index}: {obj.id}: {field} must be a list of containers")
-            for i, container in enumerate(items):
-                yield f"{field}[{i}]", container
-
-
-def workload_images(obj: KubeObject) -> list[str]:
-    """Image references a workload's containers name, in order, each checked to parse."""
-    refs = []
-    for label, container in containers(obj):
-        image = container.get("image")
-        if image is None:
-            continue
-        where = f"{obj.file} document {obj.index}: {obj.id}: {label}.image"
-        if not isinstance(image, str):
-            raise FerryError(f"{where} is not a string")
-        try:
-            parse_reference(image)
-        except FerryError as err:
-            raise FerryError(f"{where} {image[:80]!r} is not an image reference ({err})") from None
-        refs.append(image)
-    return refs
-
-
-def _same_repository(a: str, b: str) -> bool:
-    """Equal repositories, reading Docker Hub's ``library/nginx`` and ``nginx`` as one."""
-    return a.removeprefix("library/") == b.removeprefix("library/")
-
-
-def names_image(ref: str, repository: str, tag: str | None, digest: str | None) -> bool:
-    """Whether ``ref`` names the image ``repository`` (tag ``tag``, manifest ``digest``) at
-    any registry: the same repository with the same digest when ``ref`` has one, else with the
-    same tag (``ref`` without one means ``latest``). The one rule the hub warns by and the edge rewrites by."""
-    try:
-        parsed = parse_reference(ref)
-    except FerryError:
-        return False
-    if not _same_repository(parsed.repository, repository):
-        return False
-    if parsed.digest is not None:
-        return parsed.digest == digest
-    return tag is not None and parsed.tag == tag
-
-
-def carried_image(ref: str, carried: list[ImageInfo]) -> ImageInfo | None:
-    """The carried image a workload's reference names, or None.
-
-    Matches the reference the hub read (``ImageInfo.source``) exactly, or by
-    :func:`names_image` (repository with digest, or with tag, the registry host ignored,
-    since the edge pushes every image to its own registry).
-    """
-    for info in carried:
-        if info.source is not None and info.source == ref:
-            return info
-    return next((info for info in carried if names_image(ref, info.repository, info.tag, info.manifest)), None)
-
-
-def image_is_carried(ref: str, carried: list[ImageInfo]) -> bool:
-    """Whether the bundle carries the image ``ref`` names (see :func:`carried_image`)."""
-    return carried_image(ref, carried) is not None
 
 
 # --------------------------------------------------------------------------- the source
@@ -347,10 +54,10 @@ def _read(path: Path, label: str) -> bytes:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):
             raise FerryError(f"{label}: not a regular file")
-        if st.st_size > MAX_FILE_BYTES:
-            raise FerryError(f"{label}: {st.st_size} bytes, over the limit of {MAX_FILE_BYTES} for one manifest file")
+        if st.st_size > MAX_KUBE_FILE_BYTES:
+            raise FerryError(f"{label}: {st.st_size} bytes, over the limit of {MAX_KUBE_FILE_BYTES} for one manifest file")
         with open(path, "rb") as f:
-            return f.read(MAX_FILE_BYTES + 1)  # parse_documents refuses it if it grew meanwhile
+            return f.read(MAX_KUBE_FILE_BYTES + 1)  # parse_documents refuses it if it grew meanwhile
     except OSError as err:
         raise FerryError(f"{label}: cannot read ({err.strerror})") from None
 
@@ -383,8 +90,8 @@ def manifests_source(name: str, version: str, path: Path) -> SourceArtifact:
         label = str(full)
         data = _read(full, label)
         total += len(data)
-        if total > MAX_SET_BYTES:
-            raise FerryError(f"manifest set {name!r}: more than {MAX_SET_BYTES} bytes of YAML")
+        if total > MAX_KUBE_SET_BYTES:
+            raise FerryError(f"manifest set {name!r}: more than {MAX_KUBE_SET_BYTES} bytes of YAML")
         objects.extend(parse_documents(data, rel, label))
         sources.append(SourceFile(size=len(data), open=functools.partial(io.BytesIO, data), path=rel))
     if not objects:

@@ -29,15 +29,9 @@ from typing import Any
 
 import yaml
 
-from bundler.sources.kube import (
-    MAX_FILE_BYTES,
-    MAX_SET_BYTES,
-    KubeObject,
-    check_unique,
-    containers,
-    names_image,
-    parse_documents,
-)
+from manifests.kube import KubeObject, check_unique, containers, names_image, parse_documents
+from manifests.limits import MAX_KUBE_FILE_BYTES as MAX_FILE_BYTES
+from manifests.limits import MAX_KUBE_SET_BYTES as MAX_SET_BYTES
 from manifests.durable import fsync_dir
 from manifests.errors import FerryError
 from manifests.model import NAME_RE, Artifact, BundleInfo, Entry
