@@ -14,7 +14,7 @@ The order of work is what makes the bundle trustworthy and resumable:
 4. The signature file and then ``manifest.json`` are written last into every volume; only
    then is the journal removed.
 
-Core code reports through :class:`ferry.ui.Progress` and never prints.
+Core code reports through :class:`manifests.progress.Progress` and never prints.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import os
 import secrets
 import shutil
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,8 +38,9 @@ from manifests.chunks import compress_chunk, compressor
 from manifests.digest import Hasher, manifest_digest
 from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
 from manifests.errors import FerryError
+from manifests.progress import Progress
 from manifests.keys import load_private
-from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack
+from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack, utc_now
 from manifests.receipt import Receipt, receipt_digest
 from manifests.signing import sign
 
@@ -108,7 +108,7 @@ class ExportResult:
 def check_space(need: int, have: int, where: Path | str) -> None:
     """Refuse up front, with the figures, when ``need`` bytes will not fit in ``have``."""
     if need > have:
-        from ferry.ui import human_bytes
+        from manifests.progress import human_bytes
 
         raise FerryError(f"not enough free space: need {human_bytes(need)}, have {human_bytes(have)} on {where}")
 
@@ -150,10 +150,6 @@ def tune_malloc() -> None:
         pass
 
 
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def fingerprint(spec_bytes: bytes, receipt_bytes: bytes | None, max_volume_size: int | None) -> str:
     """What a resumed run must share with the first one for its packs to be reused."""
     from manifests.digest import sha256_digest
@@ -170,7 +166,7 @@ def fingerprint(spec_bytes: bytes, receipt_bytes: bytes | None, max_volume_size:
 # --------------------------------------------------------------------------- sources
 
 
-def build_sources(spec: Spec, opts: ExportOptions, progress: Any) -> list[SourceArtifact]:
+def build_sources(spec: Spec, opts: ExportOptions, progress: Progress) -> list[SourceArtifact]:
     """Every artifact of the spec, checked (paths, symlinks, registries) before any write."""
     from .sources.models import model_source
 
@@ -442,7 +438,7 @@ def _check_out_folder(out: Path, journal: Journal) -> None:
 # --------------------------------------------------------------------------- the export
 
 
-def export(opts: ExportOptions, progress: Any) -> ExportResult:
+def export(opts: ExportOptions, progress: Progress) -> ExportResult:
     tune_malloc()
     spec = load_spec(opts.spec)
     spec_bytes = opts.spec.read_bytes()
@@ -477,7 +473,7 @@ def export(opts: ExportOptions, progress: Any) -> ExportResult:
         budget = opts.max_volume_size - reserve
         smallest = limits.MAX_STORED_CHUNK_SIZE + reserve
         if budget < limits.MAX_STORED_CHUNK_SIZE:
-            from ferry.ui import human_bytes
+            from manifests.progress import human_bytes
 
             raise FerryError(f"--max-volume-size must be at least {human_bytes(smallest)} for this bundle "
                              f"(a chunk of up to {human_bytes(limits.MAX_STORED_CHUNK_SIZE)} plus the manifest)")
@@ -610,8 +606,8 @@ def _write_manifests(out: Path, manifest: Manifest, keys: list[Any], max_volume_
         make_dirs(root)
         roots.append(root)
     for root in roots:
-        write_atomic(root / SIGNATURE_NAME, sig)
+        write_atomic(root / SIGNATURE_NAME, sig, "medium")
     for root in roots:
-        write_atomic(root / MANIFEST_NAME, data)
+        write_atomic(root / MANIFEST_NAME, data, "medium")
     fsync_dir(out)
     return manifest_digest(data), roots

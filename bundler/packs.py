@@ -259,7 +259,7 @@ class Journal:
         make_dirs(self.dir)
         line = json.dumps({"fingerprint": header.fingerprint, "id": header.bundle_id,
                            "sequence": header.sequence, "created": header.created}) + "\n"
-        write_atomic(self.path, line.encode())
+        write_atomic(self.path, line.encode(), "medium")
 
     def record(self, pack: FinishedPack) -> None:
         """Append a finished pack. Not fsynced: the pack itself is durable before its line is

@@ -3,7 +3,7 @@
 On a terminal, long work shows rich progress bars (bytes, rate, ETA) on stderr; otherwise
 plain one-line messages. With ``--json`` nothing but the final JSON document goes to stdout,
 so scripts can parse it. Core code (bundler, importer) reports through the small
-:class:`Progress` protocol and never prints itself.
+:class:`manifests.progress.Progress` protocol and never prints itself; :class:`UI` implements it.
 """
 
 from __future__ import annotations
@@ -14,46 +14,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (BarColumn, DownloadColumn, Progress as RichProgress, TaskID,
                            TextColumn, TimeRemainingColumn, TransferSpeedColumn)
 
+from manifests.progress import Task, human_bytes
 
-class Task(Protocol):
-    def advance(self, nbytes: int) -> None: ...
-
-
-class Progress(Protocol):
-    """What core code may call to report long work and notable events."""
-
-    def task(self, description: str, total: int | None) -> Any:  # context manager -> Task
-        ...
-
-    def info(self, message: str) -> None: ...
-
-    def warn(self, message: str) -> None: ...
-
-
-class _NullTask:
-    def advance(self, nbytes: int) -> None:
-        pass
-
-
-class Silent:
-    """A Progress that says nothing (library use, tests)."""
-
-    @contextmanager
-    def task(self, description: str, total: int | None) -> Iterator[Task]:
-        yield _NullTask()
-
-    def info(self, message: str) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
+__all__ = ["UI", "write_output"]
 
 
 class _RichTask:
@@ -131,20 +101,12 @@ class UI:
         sys.stdout.flush()
 
 
-def human_bytes(n: int | float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def write_output(path: Path, data: bytes, what: str) -> None:
     """Write a file the user named (a report, a receipt, an audit export) atomically, relative
-    to its opened folder (importer.state.write_atomic); ``what`` names the option in errors."""
+    to its opened folder (manifests.durable.write_atomic_at); ``what`` names the option in errors."""
     import os
 
-    from importer.state import write_atomic
+    from manifests.durable import write_atomic_at
     from manifests.errors import FerryError
 
     parent = path.parent if str(path.parent) else Path(".")
@@ -152,6 +114,6 @@ def write_output(path: Path, data: bytes, what: str) -> None:
         raise FerryError(f"{what} {path}: folder {parent} does not exist")
     fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        write_atomic(fd, path.name, data)
+        write_atomic_at(fd, path.name, data, "output")
     finally:
         os.close(fd)

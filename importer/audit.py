@@ -50,6 +50,7 @@ from typing import Any, BinaryIO
 
 from manifests import canonical
 from manifests.errors import FerryError, FormatError
+from manifests.model import utc_now
 
 AUDIT_DIR = "audit"
 TRAIL_NAME = "trail.jsonl"
@@ -80,11 +81,6 @@ ENTRY_FIELDS: tuple[str, ...] = ("seq", "time", "decision", "reason", "bundle", 
 #: Largest line accepted when reading a trail (an entry is small; a hostile file is not read whole).
 MAX_LINE_BYTES = 1 << 20
 MAX_TEXT = 4096
-
-
-def utc_now() -> str:
-    """RFC 3339 UTC time to the second, as every ferry document writes it."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
@@ -458,7 +454,7 @@ class AuditTrail:
         reading only the end keeps an append's cost independent of the trail's length.)
         An interrupted earlier append is completed first.
         """
-        from importer.state import write_atomic
+        from manifests.durable import write_atomic_at
 
         refuse = (f"Audit trail {self.dir}: run `ferry audit verify --state {self.state_dir}` "
                   "and keep the evidence; not appending to it")
@@ -494,7 +490,7 @@ class AuditTrail:
                     finally:
                         os.close(fd)
                 if head is None or head.seq != n - 1:  # a new trail, or an append whose head never moved
-                    write_atomic(d, HEAD_NAME, canonical.encode(Head(n - 1, prev).to_dict()))
+                    write_atomic_at(d, HEAD_NAME, canonical.encode(Head(n - 1, prev).to_dict()))
                 entry = make_entry(n, prev, utc_now(), decision, reason, bundle=bundle,
                                    manifest_digest=manifest_digest, signers=list(signers), artifact=artifact,
                                    version_before=version_before, version_after=version_after, note=note)
@@ -508,7 +504,7 @@ class AuditTrail:
                 finally:
                     os.close(fd)
                 os.fsync(d)  # the trail's name, when it was just created
-                write_atomic(d, HEAD_NAME, canonical.encode(Head(n, entry["hash"]).to_dict()))
+                write_atomic_at(d, HEAD_NAME, canonical.encode(Head(n, entry["hash"]).to_dict()))
                 return entry
             finally:
                 os.close(lock)

@@ -32,6 +32,7 @@ from manifests.bundle import SignedManifest
 from manifests.chunks import decompress_chunk
 from manifests.errors import FerryError, VerificationError
 from manifests.model import Artifact, Chunk, Entry, Manifest
+from manifests.progress import Progress
 from manifests.trust import load_trust
 
 from .content import entry_label, stream_entry
@@ -131,7 +132,7 @@ class ImportReport:
 # --------------------------------------------------------------------------- entry point
 
 
-def run_import(opts: ImportOptions, progress: Any) -> ImportReport:
+def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
     """Import every bundle found under ``opts.paths`` into the edge state ``opts.state``."""
     if opts.allow_downgrade and not (opts.reason and opts.reason.strip()):
         raise FerryError("--allow-downgrade needs --reason TEXT: say why, it goes into the audit trail")
@@ -198,7 +199,7 @@ def _audit(audit: Any, decision: str, reason: str, bundle: dict[str, Any] | None
 # --------------------------------------------------------------------------- crash recovery
 
 
-def recover(state: EdgeState, store: ChunkStore, audit: Any, progress: Any) -> None:
+def recover(state: EdgeState, store: ChunkStore, audit: Any, progress: Progress) -> None:
     """Roll forward what an interrupted run decided but did not finish (see importer.state)."""
     for jid, payload in state.journal():
         if payload.get("op") == "model":
@@ -308,7 +309,7 @@ class _ReadAhead:
 
 
 class _Importer:
-    def __init__(self, opts: ImportOptions, state: EdgeState, store: ChunkStore, audit: Any, progress: Any,
+    def __init__(self, opts: ImportOptions, state: EdgeState, store: ChunkStore, audit: Any, progress: Progress,
                  signed: SignedManifest, medium: BundleOnMedium, result: BundleResult) -> None:
         self.opts, self.state, self.store, self.audit, self.progress = opts, state, store, audit, progress
         self.signed, self.m, self.medium, self.result = signed, signed.manifest, medium, result
@@ -476,7 +477,7 @@ class _Importer:
         free = shutil.disk_usage(self.state.root).free
         if needed + SPACE_RESERVE <= free:
             return True
-        from ferry.ui import human_bytes
+        from manifests.progress import human_bytes
 
         self.result.status = "refused"
         self.result.reason = (f"not enough free space under {self.state.root}: this import writes "

@@ -32,7 +32,6 @@ import re
 import socket
 import sqlite3
 import stat
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import Any
 
 from importer.policy import Installed
 from manifests.errors import FerryError
+from manifests.model import utc_now
 
 DB_NAME = "state.db"
 LOCK_NAME = "lock"
@@ -86,10 +86,6 @@ CREATE TABLE IF NOT EXISTS journal (id INTEGER PRIMARY KEY, payload TEXT NOT NUL
 def _schema_statements() -> list[str]:
     text = "\n".join(line for line in _SCHEMA.splitlines() if not line.lstrip().startswith("--"))
     return [s for s in text.split(";") if s.strip()]
-
-
-def now_utc() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _default_site() -> str:
@@ -142,21 +138,6 @@ def create_file(dir_fd: int, name: str, mode: int = 0o644) -> int:
             raise FerryError(f"cannot write {name!r}: a folder is in the way")
         os.unlink(name, dir_fd=dir_fd)
     return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
-
-
-def write_atomic(dir_fd: int, name: str, data: bytes) -> None:
-    """Temp name in the same folder, fsync, rename, fsync the folder."""
-    tmp = f".{name}.tmp"
-    fd = create_file(dir_fd, tmp)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    os.fsync(dir_fd)
 
 
 # --------------------------------------------------------------------------- the state
@@ -274,7 +255,7 @@ class EdgeState:
             if row is None:
                 self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
                 self.db.execute("INSERT INTO meta VALUES ('site', ?)", (_default_site(),))
-                self.db.execute("INSERT INTO meta VALUES ('created', ?)", (now_utc(),))
+                self.db.execute("INSERT INTO meta VALUES ('created', ?)", (utc_now(),))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise FerryError(f"--state {self.root} was written by a newer ferry (schema {row[0]}); upgrade ferry")
         os.fsync(self.root_fd)
@@ -359,7 +340,7 @@ class EdgeState:
         with self.transaction() as db:
             db.execute("INSERT INTO bundles VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(digest) DO UPDATE SET "
                        "status=excluded.status, at=excluded.at",
-                       (digest, bundle_id, name, channel, sequence, status, now_utc(), created))
+                       (digest, bundle_id, name, channel, sequence, status, utc_now(), created))
             if status != "partial":
                 db.execute("INSERT INTO channels VALUES (?, ?) ON CONFLICT(channel) DO UPDATE SET "
                            "sequence=max(sequence, excluded.sequence)", (channel, sequence))
@@ -374,7 +355,7 @@ def set_installed(db: sqlite3.Connection, *, kind: str, name: str, version: str,
                   bundle_id: str, manifest: str, ref: str | None = None) -> None:
     """Inside a transaction: ``version`` is now what the site runs for (kind, name)."""
     db.execute("INSERT OR REPLACE INTO installed VALUES (?,?,?,?,?,?,?,?)",
-               (kind, name, version, content, bundle_id, manifest, now_utc(), ref))
+               (kind, name, version, content, bundle_id, manifest, utc_now(), ref))
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:

@@ -21,10 +21,11 @@ from collections.abc import Iterable
 
 from manifests.chunks import decompress_chunk
 from manifests.digest import blake3_hex
+from manifests.durable import write_atomic_at
 from manifests.errors import VerificationError
 from manifests.model import Chunk, Entry, Manifest
 
-from .state import SPILL_DIR, EdgeState, open_dir, write_atomic
+from .state import SPILL_DIR, EdgeState, open_dir
 
 _MAX_OPEN = 16
 
@@ -146,7 +147,7 @@ class ChunkStore:
         decompress_chunk(stored, chunk_id=chunk.id, size=chunk.size)  # verify before keeping
         fd = open_dir(self.state.root_fd, SPILL_DIR, create=True)
         try:
-            write_atomic(fd, chunk.id, stored)
+            write_atomic_at(fd, chunk.id, stored)
         finally:
             os.close(fd)
         with self.state.transaction() as db:

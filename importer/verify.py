@@ -25,6 +25,7 @@ from importer.report import (ArtifactReport, BundleReport, Check, ChunkCounts, E
 from manifests import __version__
 from manifests.errors import FerryError, FormatError, VerificationError
 from manifests.model import Artifact, Chunk, Entry, Manifest
+from manifests.progress import Progress, Task
 from manifests.signing import MANIFEST_PAYLOAD_TYPE, SignatureFile, Verdict, verify
 from manifests.trust import Trust
 
@@ -34,7 +35,7 @@ OK, BAD, MISSING, BASE = "ok", "bad", "missing", "held-by-base"
 class _CheckingSource:
     """A ChunkSource over the packs that records every chunk's fate instead of stopping."""
 
-    def __init__(self, reader: PackReader, progress: object | None = None) -> None:
+    def __init__(self, reader: PackReader, progress: Task | None = None) -> None:
         self.reader = reader
         self.status: dict[str, str] = {}
         self.problem: dict[str, str] = {}
@@ -162,7 +163,7 @@ _NOT_PARSED = ("not parsed: a manifest is read only after its signatures verify 
 
 
 def verify_bundle(found: BundleOnMedium, trust: Trust, *, installed: dict | None = None,
-                  progress: object | None = None) -> BundleReport:
+                  progress: Progress | None = None) -> BundleReport:
     """Every check on one bundle; never raises for what the medium holds."""
     checks, manifest, verdict = _open(found, trust)
     locations = tuple(str(v) for v in found.volume_dirs)
@@ -172,7 +173,7 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *, installed: dict | None
         return BundleReport(manifest_digest=found.digest, locations=locations, checks=tuple(checks),
                             signers=signers, threshold=threshold)
     total = sum(a.size for a in manifest.artifacts)
-    task_cm = progress.task(f"verifying {manifest.bundle.name}", total) if progress else nullcontext()  # type: ignore[attr-defined]
+    task_cm = progress.task(f"verifying {manifest.bundle.name}", total) if progress else nullcontext()
     with PackReader(manifest, found.volume_dirs) as reader, task_cm as task:
         missing = reader.missing_volumes()
         source = _CheckingSource(reader, task)
@@ -219,10 +220,10 @@ def read_installed_for(state_dir: Path) -> dict[tuple[str, str], Installed]:
 
 
 def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None = None,
-                 progress: object | None = None) -> Report:
+                 progress: Progress | None = None) -> Report:
     """Verify every bundle found under ``paths``; a path that holds no readable bundle becomes a
     failed ``medium`` check in the report rather than an exception."""
-    from importer.audit import utc_now
+    from manifests.model import utc_now
 
     paths = [Path(p) for p in paths]
     installed = read_installed_for(state_dir) if state_dir is not None else None

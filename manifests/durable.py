@@ -4,8 +4,9 @@ A reader (or a power cut) therefore sees the old file or the new one, never a to
 temporary name is ``.NAME.tmp``: hidden, and never a name the bundle format or an OCI layout
 gives meaning to, so leftovers are recognisable and safe to delete.
 
-These work on paths; :func:`importer.state.write_atomic` is the edge's variant relative to
-an open folder (no symbolic link can be swapped in between checks), for the edge state.
+:func:`write_atomic_at` is the one atomic write: it works relative to an open folder (no
+symbolic link can be swapped in between checks; the edge state writes only this way), and
+:func:`write_atomic` is the same write for a path. :func:`replacing` streams instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from .errors import Place, PlaceError
 
 #: Flags for opening a temporary file: never write through a symbolic link planted at its name.
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -65,7 +68,50 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
     fsync_dir(path.parent)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp name in the same folder, fsync, rename, fsync the folder."""
-    with replacing(path) as f:
-        f.write(data)
+def write_atomic_at(dir_fd: int, name: str, data: bytes, place: Place = "state") -> None:
+    """Replace file ``name`` in the open folder ``dir_fd`` with ``data``, crash-safely.
+
+    Writes a fresh ``.NAME.tmp`` (a stale one is removed first; never through a link:
+    ``O_EXCL | O_NOFOLLOW``), fsyncs it, renames it over ``name`` and fsyncs the folder, so a
+    reader or a power cut sees the old file or the new one, never a torn one.
+
+    Args:
+        dir_fd: an open folder (``O_DIRECTORY``) the caller keeps and closes.
+        name: one path component (no ``/``).
+        data: the whole new content.
+        place: where the folder is, for errors (the edge or hub ``state``, the ``medium``, an ``output``).
+    Raises:
+        PlaceError: a folder is in the way of the temporary name.
+        OSError: the file system refused (no space, read-only, permissions).
+    """
+    tmp = f".{name}.tmp"
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)  # a stale one from a crash (or a planted link: removed, not followed)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        raise PlaceError(place, tmp, f"cannot write {tmp!r}: a folder is in the way") from None
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    os.fsync(dir_fd)
+
+
+def write_atomic(path: Path, data: bytes, place: Place = "state") -> None:
+    """Replace ``path`` with ``data`` crash-safely: :func:`write_atomic_at` in its folder.
+
+    Raises:
+        PlaceError, OSError: as :func:`write_atomic_at`; OSError also when the folder is missing.
+    """
+    path = Path(path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        write_atomic_at(fd, path.name, data, place)
+    finally:
+        os.close(fd)

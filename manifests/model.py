@@ -14,6 +14,7 @@ Kubernetes and OCI documents; ``docs/bundle-format.md`` specifies each one.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +36,13 @@ PACK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 #: C0, DEL and C1 control characters: never allowed in any manifest string.
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 PLATFORM_RE = re.compile(r"^[a-z0-9_.-]{1,32}/[a-z0-9_.-]{1,32}(?:/[a-z0-9_.-]{1,32})?$")
+
+
+def utc_now() -> str:
+    """The current time as every ferry document writes it: RFC 3339 UTC to the second,
+    e.g. ``2026-01-31T12:00:00Z`` (matches :data:`TIME_RE`; docs/bundle-format.md). The one
+    clock of ferry: the manifest's ``created``, receipts, the edge ledger and the audit trail."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 SUPPORTED_MAJOR = int(FORMAT_VERSION.split(".")[0])
 

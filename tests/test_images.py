@@ -18,7 +18,7 @@ import pytest
 
 from bundler.sources import SourceArtifact
 from bundler.sources.images import image_source
-from ferry.ui import Silent
+from manifests.progress import Silent
 from importer.apply.images import ImageTarget, apply_image, client_for, missing_blobs, pinned_ref
 from importer.content import stream_entry
 from manifests.digest import blake3_hex
@@ -403,7 +403,7 @@ def test_bearer_token_login(token_registry, tmp_path, monkeypatch):
 def test_docker_schema2_image_and_pinned_source_ref(registry, edge_registry):
     """A Docker (not OCI) manifest, pushed with our own client, read by tag+digest."""
     from manifests.oci import DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST
-    from manifests.registry import RegistryClient
+    from transport.registry import RegistryClient
 
     client = RegistryClient(registry.host)
     blob = layer({"docker": b"schema2"})
@@ -425,7 +425,7 @@ def test_docker_schema2_image_and_pinned_source_ref(registry, edge_registry):
 
 
 def test_transport_follows_docker():
-    from manifests.registry import RegistryClient
+    from transport.registry import RegistryClient
 
     assert RegistryClient("127.0.0.1:5000").base == "http://127.0.0.1:5000"
     assert RegistryClient("localhost:5000").base == "http://localhost:5000"

@@ -1,4 +1,4 @@
-"""manifests.oci and the pure parts of manifests.registry: references, manifests, platforms,
+"""manifests.oci and the pure parts of transport.registry: references, manifests, platforms,
 verified reading, Docker config credentials."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from manifests.errors import FerryError, FormatError, VerificationError
 from manifests.model import REPOSITORY_RE, TAG_RE
 from manifests.oci import (DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, DigestReader, is_loopback_host,
                            parse_manifest, parse_platform, parse_reference, select_platform)
-from manifests.registry import Credentials, load_credentials, parse_challenge
+from transport.registry import Credentials, load_credentials, parse_challenge
 
 D1 = "sha256:" + "a" * 64
 D2 = "sha256:" + "b" * 64

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import importer.run as run_mod
-from ferry.ui import Silent
+from manifests.progress import Silent
 from importer.apply import models as model_store
 from importer.run import ImportOptions, run_import
 from importer.state import EdgeState, read_installed

@@ -25,6 +25,7 @@ from manifests.errors import FerryError, FormatError, VerificationError
 from manifests.model import ImageInfo
 from manifests.oci import (MAX_MANIFEST_BYTES, REF_NAME_ANNOTATION, Descriptor, DigestReader,
                            ImageRef, parse_manifest, parse_reference, select_platform)
+from manifests.progress import Progress
 from manifests.version import is_version, parse_version
 
 from . import SourceArtifact, SourceFile
@@ -44,7 +45,7 @@ class BlobSource(Protocol):
 
 
 def image_source(ref: str, *, layout: Path | None, version: str | None, platform: str | None,
-                 insecure_registries: frozenset[str], progress: Any) -> SourceArtifact:
+                 insecure_registries: frozenset[str], progress: Progress) -> SourceArtifact:
     """One spec ``images:`` item as a source artifact (see the module docstring)."""
     parsed = parse_reference(ref)
     if parsed.tag is None:
@@ -71,7 +72,7 @@ def image_source(ref: str, *, layout: Path | None, version: str | None, platform
         if actual is not None and actual != platform and not actual.startswith(platform + "/") \
                 and not platform.startswith(actual + "/"):  # a missing variant matches any
             warnings.append(f"{where} is a single-platform image for {actual}; --platform {platform} does not apply to it")
-    from ferry.ui import human_bytes
+    from manifests.progress import human_bytes
 
     progress.info(f"{where}: {len(files)} blobs, {human_bytes(sum(f.size for f in files))}")
     image = ImageInfo(repository=parsed.repository, tag=parsed.tag, manifest=chosen.digest,
@@ -135,7 +136,7 @@ def collect(source: BlobSource, top: Descriptor, platform: str | None,
 
 class RegistrySource:
     def __init__(self, ref: ImageRef, insecure_registries: frozenset[str]) -> None:
-        from manifests.registry import RegistryClient
+        from transport.registry import RegistryClient
 
         self.ref = ref
         self.client = RegistryClient(ref.api_host, insecure_registries)

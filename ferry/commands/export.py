@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
         from bundler.export import ExportOptions, export
         from bundler.hubstate import default_state_dir
         from bundler.spec import parse_size
-        from ferry.ui import UI, human_bytes
+        from ferry.ui import UI
+        from manifests.progress import human_bytes
 
         ui = UI(json_mode=json_out)
         opts = ExportOptions(

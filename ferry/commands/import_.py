@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
 
 def _print(ui: object, report: object) -> None:
     """One line per bundle, one indented line per artifact: readable and greppable."""
-    from ferry.ui import human_bytes
+    from manifests.progress import human_bytes
 
     out = ui.out  # type: ignore[attr-defined]
     for b in report.bundles:  # type: ignore[attr-defined]

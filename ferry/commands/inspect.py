@@ -67,7 +67,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show what a bundle holds (artifacts, sizes, packs, volumes, signers) without any key."""
         from importer.medium import find_bundles
-        from ferry.ui import UI, human_bytes
+        from ferry.ui import UI
+        from manifests.progress import human_bytes
 
         ui = UI(json_mode=json_out)
         docs = [describe(b) for b in find_bundles(paths)]

@@ -12,9 +12,10 @@ from ferry.ui import write_output
 
 def build_receipt(state_dir: Path) -> bytes:
     """Canonical receipt bytes: chunk ids held, installed artifacts and versions, channels."""
-    from importer.state import EdgeState, now_utc
+    from importer.state import EdgeState
     from importer.store import ChunkStore
     from manifests.errors import FerryError
+    from manifests.model import utc_now
     from manifests.receipt import InstalledArtifact, Receipt
 
     state = EdgeState.open_readonly(state_dir)
@@ -23,7 +24,7 @@ def build_receipt(state_dir: Path) -> bytes:
     try:
         receipt = Receipt(
             site=state.site,
-            created=now_utc(),
+            created=utc_now(),
             chunks=tuple(ChunkStore(state).all_ids()),
             artifacts=tuple(InstalledArtifact(r.kind, r.name, r.version) for r in state.installed_rows()),
             channels=tuple(state.channels().items()),

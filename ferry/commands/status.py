@@ -52,7 +52,8 @@ def register(app: typer.Typer) -> None:
         """Show what the edge has installed: artifacts and versions, channels, chunk store size."""
         from rich.table import Table
 
-        from ferry.ui import UI, human_bytes
+        from ferry.ui import UI
+        from manifests.progress import human_bytes
 
         doc = status_document(state)
         ui = UI(json_mode=json_out)

@@ -14,7 +14,7 @@ def _print(report, ui) -> None:  # report: importer.report.Report, ui: ferry.ui.
     from rich.markup import escape as e  # report text is data from the medium, never markup
     from rich.table import Table
 
-    from ferry.ui import human_bytes
+    from manifests.progress import human_bytes
 
     out = ui.out
     for c in report.checks:

@@ -30,7 +30,7 @@ from manifests.oci import (MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX, REF_NA
                            parse_manifest, parse_reference)
 
 if TYPE_CHECKING:
-    from manifests.registry import RegistryClient
+    from transport.registry import RegistryClient
 
 ReadEntry = Callable[[Entry], Iterator[bytes]]
 
@@ -131,7 +131,7 @@ _clients: dict[tuple[str, frozenset[str]], RegistryClient] = {}
 
 def client_for(target: ImageTarget) -> RegistryClient:
     """One client per registry for the whole import (keeps its connections and tokens)."""
-    from manifests.registry import RegistryClient  # lazily: requests is slow to import
+    from transport.registry import RegistryClient  # lazily: requests is slow to import
 
     assert target.registry
     key = (target.registry, target.insecure_registries)

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlencode
 
-from .errors import FerryError, VerificationError
-from .oci import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, DigestReader, check_registry_host, is_loopback_host
+from manifests.errors import FerryError, VerificationError
+from manifests.oci import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, DigestReader, check_registry_host, is_loopback_host
 
 if TYPE_CHECKING:
     import requests
