@@ -24,7 +24,7 @@ import secrets
 import shutil
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,7 +365,7 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBui
         with sf.open() as f:
             if sf.local_path is not None:
                 chunks = chunker.cut_file(f, chunker.segments(sf.local_path, sf.size))
-                pieces = (data for _, data in chunks)
+                pieces: Iterator[memoryview] = (data for _, data in chunks)
             else:
                 pieces = chunker.cut_stream(f)
             for data in pieces:

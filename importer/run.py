@@ -154,7 +154,7 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
         state = EdgeState.open(opts.state)
     store = ChunkStore(state)
     try:
-        if not opts.dry_run:
+        if audit is not None:  # None only for a dry run
             check = audit.verify()
             if not check.ok:  # decisions cannot be recorded: refuse before changing anything
                 raise VerificationError(f"audit trail under {opts.state} is not whole ({check.summary}); nothing was "

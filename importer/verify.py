@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Literal
 
 from importer.content import stream_entry
 from importer.medium import BundleOnMedium, PackReader, find_bundles
@@ -62,7 +63,7 @@ class _CheckingSource:
             raise self._fail(chunk, BAD, f"chunk {chunk.id}: read error: {exc.strerror or exc}") from None
         self.status[chunk.id] = OK
         if self.task is not None:
-            self.task.advance(chunk.size)  # type: ignore[attr-defined]
+            self.task.advance(chunk.size)
         return data
 
     def classify(self, manifest: Manifest, chunk_id: str) -> str:
@@ -105,7 +106,7 @@ def _check_artifact(a: Artifact, manifest: Manifest, source: _CheckingSource,
         counts[source.status[cid]] += 1
     bad = tuple((cid, source.problem[cid]) for cid in ids if source.status[cid] == BAD)
     statuses = {e.status for e in entries}
-    status = "bad" if BAD in statuses else "incomplete" if MISSING in statuses else "ok"
+    status: Literal["ok", "bad", "incomplete"] = "bad" if BAD in statuses else "incomplete" if MISSING in statuses else "ok"
     digest = a.content_digest
     plan = None
     if installed is not None:

@@ -25,4 +25,5 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   . .venv/bin/activate
 fi
 python -m pip install -q --disable-pip-version-check -e '.[test]'
+python -m mypy  # the packages' types (configuration: pyproject.toml [tool.mypy]); errors fail the run
 exec python -m pytest "$@"

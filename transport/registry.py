@@ -73,11 +73,11 @@ def load_credentials(host: str, config_path: Path | None = None) -> Credentials 
     if not isinstance(config, dict):
         raise FerryError(f"{path}: the Docker config is not a JSON object")
     keys = _config_keys(host)
-    helpers = config.get("credHelpers") if isinstance(config.get("credHelpers"), dict) else {}
+    helpers: dict[str, Any] = config["credHelpers"] if isinstance(config.get("credHelpers"), dict) else {}
     for key in keys:
         if isinstance(helpers.get(key), str):
             return _from_helper(helpers[key], host)
-    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
+    auths: dict[str, Any] = config["auths"] if isinstance(config.get("auths"), dict) else {}
     for key in keys:
         entry = auths.get(key)
         if not isinstance(entry, dict):
@@ -213,7 +213,8 @@ class RegistryClient:
                 if len(body) > _BODY_LIMIT:
                     resp.close()
                     raise FerryError(f"registry {self.host}: {method} {path} answered more than {_BODY_LIMIT} bytes")
-                resp._content, resp._content_consumed = body, True  # what requests does when not streaming
+                resp._content = body  # what requests does when not streaming
+                resp._content_consumed = True  # type: ignore[attr-defined]  # private in requests' stubs
             return resp
         except requests.exceptions.SSLError as exc:
             raise FerryError(f"registry {self.host}: TLS failed ({_reason(exc)}); if this registry has no "

@@ -13,6 +13,7 @@ lists are carried, so the edge's tag has the hub's digest. See docs/images.md.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -58,8 +59,9 @@ def image_source(ref: str, *, layout: Path | None, version: str | None, platform
         raise FerryError(f"image {ref}: tag {parsed.tag!r} is not a semantic version; "
                          "add `version: X.Y.Z` to this spec item")
     if layout is not None:
-        source: BlobSource = LayoutSource(Path(layout))
-        top = source.select(parsed)
+        layout_source = LayoutSource(Path(layout))
+        source: BlobSource = layout_source
+        top = layout_source.select(parsed)
         where = f"image {ref} (layout {layout})"
     else:
         source = RegistrySource(parsed, insecure_registries)
@@ -107,7 +109,7 @@ def collect(source: BlobSource, top: Descriptor, platform: str | None,
         data = source.manifest(desc)
         doc = parse_manifest(data, desc.media_type, where=f"{where}: manifest {desc.digest}")
         desc = Descriptor(doc.media_type, desc.digest, len(data), desc.platform)
-        files.setdefault(desc.digest, SourceFile(size=len(data), open=lambda d=data: io.BytesIO(d),
+        files.setdefault(desc.digest, SourceFile(size=len(data), open=functools.partial(io.BytesIO, data),
                                                  digest=desc.digest, media_type=doc.media_type))
         if doc.is_index:
             if depth >= MAX_INDEX_DEPTH:
@@ -116,7 +118,7 @@ def collect(source: BlobSource, top: Descriptor, platform: str | None,
                 walk(child, depth + 1)
         for blob in doc.blobs:
             files.setdefault(blob.digest, SourceFile(
-                size=blob.size, open=lambda b=blob: source.open(b), digest=blob.digest, media_type=blob.media_type))
+                size=blob.size, open=functools.partial(source.open, blob), digest=blob.digest, media_type=blob.media_type))
         return desc
 
     chosen, selected = top, False

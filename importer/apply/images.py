@@ -80,14 +80,14 @@ def missing_blobs(artifact: Artifact, target: ImageTarget) -> set[str]:
         client = client_for(target)
         repo = image.repository
         blobs, children, top = _split(artifact)
-        missing = {e.digest for e in blobs if not client.has_blob(repo, e.digest)}  # type: ignore[misc]
+        missing = {e.digest for e in blobs if e.digest is not None and not client.has_blob(repo, e.digest)}
         missing -= set(_mount_sources(client, repo, missing))
-        missing |= {e.digest for e in children if client.manifest_digest(repo, e.digest) is None}  # type: ignore[misc]
+        missing |= {e.digest for e in children if e.digest is not None and client.manifest_digest(repo, e.digest) is None}
         if client.manifest_digest(repo, image.tag) != image.manifest:
             missing.add(image.manifest)
-        return missing  # type: ignore[return-value]
+        return missing
     layout = _layout(target)
-    return {e.digest for e in artifact.entries if not layout.has(e)}  # type: ignore[misc]
+    return {e.digest for e in artifact.entries if e.digest is not None and not layout.has(e)}
 
 
 def apply_image(artifact: Artifact, read_entry: ReadEntry, target: ImageTarget) -> str:
