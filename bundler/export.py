@@ -37,7 +37,7 @@ from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PR
 from manifests.chunks import compress_chunk, compressor
 from manifests.digest import Hasher, manifest_digest
 from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
-from manifests.errors import FerryError
+from manifests.errors import FerryError, PlaceError, SpecError, UsageError
 from manifests.progress import Progress
 from manifests.keys import load_private
 from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack, utc_now
@@ -110,7 +110,7 @@ def check_space(need: int, have: int, where: Path | str) -> None:
     if need > have:
         from manifests.progress import human_bytes
 
-        raise FerryError(f"not enough free space: need {human_bytes(need)}, have {human_bytes(have)} on {where}")
+        raise PlaceError("medium", str(where), f"not enough free space: need {human_bytes(need)}, have {human_bytes(have)} on {where}")
 
 
 def manifest_reserve(files: int, raw_bytes: int, path_bytes: int) -> int:
@@ -185,7 +185,7 @@ def build_sources(spec: Spec, opts: ExportOptions, progress: Progress) -> list[S
     seen: dict[tuple[str, str], str] = {}
     for a in artifacts:
         if (a.kind, a.name) in seen:
-            raise FerryError(f"{spec.file}: two {a.kind} artifacts are both named {a.name!r}")
+            raise SpecError(f"{spec.file}: two {a.kind} artifacts are both named {a.name!r}")
         seen[(a.kind, a.name)] = a.version
     artifacts.sort(key=lambda a: KIND_ORDER[a.kind])
     return artifacts
@@ -298,7 +298,7 @@ class _Run:
             path = build.key.path if build.key else build.source.path
             if build.key is not None:
                 self.state.forget(build.key.path)
-            raise FerryError(f"{path} changed since ferry last chunked it; run the export again") from None
+            raise PlaceError("source", str(path), f"{path} changed since ferry last chunked it; run the export again") from None
         self.inflight_bytes -= build.sizes[index]
         build.ids[index] = cid
         build.pending -= 1
@@ -343,9 +343,9 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBui
         try:
             build.key = FileKey.of(sf.local_path)
         except OSError as exc:
-            raise FerryError(f"{sf.local_path}: {exc.strerror or exc}") from None
+            raise PlaceError("source", str(sf.local_path), f"{sf.local_path}: {exc.strerror or exc}") from None
         if build.key.size != sf.size:
-            raise FerryError(f"{sf.local_path} changed size while exporting; run the export again")
+            raise PlaceError("source", str(sf.local_path), f"{sf.local_path} changed size while exporting; run the export again")
         cached = run.state.cached(build.key)
         if cached is not None and sf.digest is None:
             build.blake3, build.in_cache = cached.blake3, True
@@ -376,11 +376,11 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBui
                 task.advance(len(data))
                 overall.advance(len(data))
     except OSError as exc:
-        raise FerryError(f"cannot read {label}: {exc.strerror or exc}") from None
+        raise PlaceError("source", str(label), f"cannot read {label}: {exc.strerror or exc}") from None
     if hasher.size != sf.size:
-        raise FerryError(f"{label}: read {hasher.size} bytes, expected {sf.size} (changed while exporting?)")
+        raise PlaceError("source", str(label), f"{label}: read {hasher.size} bytes, expected {sf.size} (changed while exporting?)")
     if sf.digest is not None and hasher.sha256 != sf.digest:
-        raise FerryError(f"{label}: content does not match its digest {sf.digest}")
+        raise PlaceError("source", str(label), f"{label}: content does not match its digest {sf.digest}")
     build.blake3 = hasher.blake3
     run.finished_cutting(build)
     return build
@@ -426,13 +426,13 @@ def _prepare_medium(out: Path, journal: Journal, volumes_mode: bool,
 
 def _check_out_folder(out: Path, journal: Journal) -> None:
     if out.exists() and not out.is_dir():
-        raise FerryError(f"--out {out} is a file; give a folder for the bundle")
+        raise UsageError(f"--out {out} is a file; give a folder for the bundle")
     if out.is_dir() and not journal.path.exists():
         if (out / MANIFEST_NAME).exists() or any(out.glob(f"{VOLUME_PREFIX}*/{MANIFEST_NAME}")):
-            raise FerryError(f"--out {out} already holds a finished bundle; give another folder")
+            raise UsageError(f"--out {out} already holds a finished bundle; give another folder")
         leftovers = [p.name for p in out.iterdir() if p.name != JOURNAL_DIR]
         if leftovers:
-            raise FerryError(f"--out {out} is not empty ({leftovers[0]} ...); give an empty or new folder")
+            raise UsageError(f"--out {out} is not empty ({leftovers[0]} ...); give an empty or new folder")
 
 
 # --------------------------------------------------------------------------- the export
@@ -443,14 +443,14 @@ def export(opts: ExportOptions, progress: Progress) -> ExportResult:
     spec = load_spec(opts.spec)
     spec_bytes = opts.spec.read_bytes()
     if not opts.keys:
-        raise FerryError("give at least one signing key with --key")
+        raise UsageError("give at least one signing key with --key")
     keys = [load_private(k) for k in opts.keys]
 
     receipt_bytes: bytes | None = None
     held: frozenset[str] = frozenset()
     base: Base | None = None
     if opts.since is not None:
-        receipt_bytes = read_bounded(opts.since, limits.MAX_RECEIPT_BYTES, f"receipt {opts.since}")
+        receipt_bytes = read_bounded(opts.since, limits.MAX_RECEIPT_BYTES, f"receipt {opts.since}", place="source")
         receipt = Receipt.from_bytes(receipt_bytes)
         held = frozenset(receipt.chunks)
         base = Base(receipt=receipt_digest(receipt_bytes), site=receipt.site, created=receipt.created)
@@ -475,13 +475,13 @@ def export(opts: ExportOptions, progress: Progress) -> ExportResult:
         if budget < limits.MAX_STORED_CHUNK_SIZE:
             from manifests.progress import human_bytes
 
-            raise FerryError(f"--max-volume-size must be at least {human_bytes(smallest)} for this bundle "
+            raise UsageError(f"--max-volume-size must be at least {human_bytes(smallest)} for this bundle "
                              f"(a chunk of up to {human_bytes(limits.MAX_STORED_CHUNK_SIZE)} plus the manifest)")
 
     fp = fingerprint(spec_bytes, receipt_bytes, opts.max_volume_size)
     previous = journal.read()
     if previous is not None and previous[0].fingerprint != fp:
-        raise FerryError(f"--out {out} holds an unfinished export of another spec or other options; "
+        raise UsageError(f"--out {out} holds an unfinished export of another spec or other options; "
                          f"rerun the same command, or give another folder")
 
     state = HubState(opts.state)
@@ -601,7 +601,7 @@ def _write_manifests(out: Path, manifest: Manifest, keys: list[Any], max_volume_
         if max_volume_size is not None:
             used = sum(p.size for p in finished if p.volume == v) + len(data) + len(sig)
             if used > max_volume_size:
-                raise FerryError(f"volume {v} would hold {used} bytes, over --max-volume-size {max_volume_size}; "
+                raise UsageError(f"volume {v} would hold {used} bytes, over --max-volume-size {max_volume_size}; "
                                  "give a larger size")
         make_dirs(root)
         roots.append(root)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from manifests.durable import write_atomic
-from manifests.errors import FerryError
+from manifests.errors import PlaceError
 
 
 def default_state_dir() -> Path:
@@ -55,7 +55,7 @@ class HubState:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise FerryError(f"cannot create hub state folder {self.root}: {exc.strerror or exc}") from None
+            raise PlaceError("state", str(self.root), f"cannot create hub state folder {self.root}: {exc.strerror or exc}") from None
         self._db: sqlite3.Connection | None = None
 
     # ---- sequence numbers
@@ -76,9 +76,9 @@ class HubState:
         try:
             data = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError) as exc:
-            raise FerryError(f"{path}: unreadable hub state ({exc}); fix or remove it") from None
+            raise PlaceError("state", str(path), f"{path}: unreadable hub state ({exc}); fix or remove it") from None
         if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
-            raise FerryError(f"{path}: not a map of channel to sequence number; fix or remove it")
+            raise PlaceError("state", str(path), f"{path}: not a map of channel to sequence number; fix or remove it")
         return data
 
     def last_sequence(self, channel: str) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 from manifests import limits
 from manifests.bundle import PACKS_DIR, volume_dir_name
 from manifests.durable import WRITE_FLAGS, fsync_dir, make_dirs, tmp_path, write_atomic
-from manifests.errors import FerryError
+from manifests.errors import LimitError, UsageError
 
 #: Pack size bound. Small enough that a killed export redoes little (work in flight is at
 #: most one pack) and a FAT32 stick is happy; large enough that 4 TiB needs at most 32,768
@@ -100,13 +100,13 @@ class PackWriter:
     def _open(self, frame_len: int) -> None:
         if self.budget is not None:
             if frame_len > self.budget:
-                raise FerryError(f"a chunk frame of {frame_len} bytes does not fit a volume; "
+                raise UsageError(f"a chunk frame of {frame_len} bytes does not fit a volume; "
                                  "give a larger --max-volume-size")
             if self.budget - self.volume_used < frame_len:
                 self.volume += 1
                 self.volume_used = 0
                 if self.volume > limits.MAX_VOLUMES:
-                    raise FerryError(f"the bundle needs more than {limits.MAX_VOLUMES} volumes; "
+                    raise LimitError(f"the bundle needs more than {limits.MAX_VOLUMES} volumes; "
                                      "give a larger --max-volume-size")
             self._cap = min(self.pack_size, self.budget - self.volume_used)
         else:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from manifests.bundle import read_bounded
-from manifests.errors import FerryError
+from manifests.errors import FerryError, SpecError, UsageError
 from manifests.model import NAME_RE
 from manifests.version import parse_version
 
@@ -40,13 +40,13 @@ def parse_size(text: str, *, what: str = "size") -> int:
     m = _SIZE_RE.match(text or "")
     unit = m.group(2).lower() if m else ""
     if not m or unit not in _UNITS:
-        raise FerryError(f"{what} {text!r} is not a size like 32GiB, 500MB or 4096")
+        raise UsageError(f"{what} {text!r} is not a size like 32GiB, 500MB or 4096")
     # Decimal arithmetic on the text avoids float rounding for values like 1.5GiB.
     whole, _, frac = m.group(1).partition(".")
     scale = _UNITS[unit]
     value = int(whole) * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
     if value <= 0:
-        raise FerryError(f"{what} {text!r} must be more than 0 bytes")
+        raise UsageError(f"{what} {text!r} must be more than 0 bytes")
     return value
 
 
@@ -107,8 +107,8 @@ class _Reader:
     def __init__(self, file: Path) -> None:
         self.file = file
 
-    def fail(self, where: str, problem: str) -> FerryError:
-        return FerryError(f"{self.file}: {where} {problem}")
+    def fail(self, where: str, problem: str) -> SpecError:
+        return SpecError(f"{self.file}: {where} {problem}")
 
     def mapping(self, value: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -182,11 +182,11 @@ def parse_spec(text: str | bytes, file: Path) -> Spec:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise FerryError(f"{file}: not valid YAML{where}: {exc.problem or exc.context}") from None
+        raise SpecError(f"{file}: not valid YAML{where}: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise FerryError(f"{file}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise SpecError(f"{file}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if doc is None:
-        raise FerryError(f"{file}: the spec is empty")
+        raise SpecError(f"{file}: the spec is empty")
     top = r.mapping(doc, "", ("apiVersion", "kind", "metadata", "spec"), ("apiVersion", "kind", "metadata", "spec"))
     if top["apiVersion"] != API_VERSION:
         raise r.fail("apiVersion", f"{top['apiVersion']!r} is not supported (use {API_VERSION})")
@@ -235,9 +235,9 @@ def _no_duplicates(r: _Reader, key: str, values: list[str], field: str) -> None:
 def load_spec(path: Path) -> Spec:
     """Read and parse the spec file at ``path``."""
     path = Path(_abspath(path))
-    data = read_bounded(path, MAX_SPEC_BYTES, "spec file")  # regular files only: a FIFO never hangs export
+    data = read_bounded(path, MAX_SPEC_BYTES, "spec file", place="source")  # regular files only: a FIFO never hangs export
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise FerryError(f"{path}: the spec is not UTF-8 text") from None
+        raise SpecError(f"{path}: the spec is not UTF-8 text") from None
     return parse_spec(text, path)

@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass
 
 from .digest import manifest_digest
-from .errors import VerificationError
+from .errors import Place, VerificationError
 from .model import Manifest
 from .signing import MANIFEST_PAYLOAD_TYPE, SignatureFile, Verdict, verify
 from .trust import Trust
@@ -63,15 +63,24 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -
     return SignedManifest(manifest=manifest, digest=manifest_digest(manifest_bytes), verdict=verdict)
 
 
-def read_bounded(path: os.PathLike[str] | str, limit: int, what: str, *, follow_links: bool = True) -> bytes:
+def read_bounded(path: os.PathLike[str] | str, limit: int, what: str, *, follow_links: bool = True,
+                 place: Place = "medium") -> bytes:
     """Read a file of the medium, refusing it from its size before reading when over ``limit``.
 
     ``follow_links=False`` for the medium, whose format has no links (the open itself refuses
     one, so a link swapped in after a check is not followed either).
 
     A file that grows while read is cut at ``limit + 1`` bytes and refused too.
+
+    Args:
+        path: the file; limit: most bytes accepted; what: names the file in errors;
+        place: where the file is (the ``medium`` by default, the operator's ``source``, the ``state``).
+    Returns:
+        the whole content (at most ``limit`` bytes).
+    Raises:
+        LimitError: over ``limit``. PlaceError: missing, not a regular file, a folder, unreadable.
     """
-    from .errors import FerryError, LimitError
+    from .errors import LimitError, PlaceError
 
     try:
         # O_NONBLOCK: a FIFO planted on the medium must not hang the open; only regular files
@@ -81,16 +90,16 @@ def read_bounded(path: os.PathLike[str] | str, limit: int, what: str, *, follow_
         with open(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
-                raise FerryError(f"{what} is not a regular file: {path}")
+                raise PlaceError(place, str(path), f"{what} is not a regular file: {path}")
             if st.st_size > limit:
                 raise LimitError(f"{what} is {st.st_size} bytes, over the limit of {limit}")
             data = f.read(limit + 1)
     except FileNotFoundError:
-        raise FerryError(f"{what} not found: {path}") from None
+        raise PlaceError(place, str(path), f"{what} not found: {path}") from None
     except IsADirectoryError:
-        raise FerryError(f"{what} is a folder: {path}") from None
+        raise PlaceError(place, str(path), f"{what} is a folder: {path}") from None
     except OSError as exc:
-        raise FerryError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise PlaceError(place, str(path), f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if len(data) > limit:
         raise LimitError(f"{what} is over the limit of {limit} bytes")
     return data

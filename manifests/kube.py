@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from manifests.errors import FerryError
+from manifests.errors import FerryError, FormatError, LimitError
 from manifests.limits import MAX_KUBE_DEPTH, MAX_KUBE_FILE_BYTES, MAX_KUBE_NODES
 from manifests.model import ImageInfo
 from manifests.oci import parse_reference
@@ -78,21 +78,21 @@ def _json_shape(value: Any, where: str) -> None:
         item, depth = stack.pop()
         budget -= 1
         if budget < 0:
-            raise FerryError(f"{where}: more than {MAX_KUBE_NODES} values once aliases are expanded")
+            raise LimitError(f"{where}: more than {MAX_KUBE_NODES} values once aliases are expanded")
         if depth > MAX_KUBE_DEPTH:
-            raise FerryError(f"{where}: nested deeper than {MAX_KUBE_DEPTH} levels")
+            raise LimitError(f"{where}: nested deeper than {MAX_KUBE_DEPTH} levels")
         if isinstance(item, dict):
             for key, sub in item.items():
                 if not isinstance(key, str):
-                    raise FerryError(f"{where}: mapping key {key!r} is not a string")
+                    raise FormatError(f"{where}: mapping key {key!r} is not a string")
                 stack.append((sub, depth + 1))
         elif isinstance(item, list):
             stack.extend((sub, depth + 1) for sub in item)
         elif isinstance(item, float):
             if not math.isfinite(item):
-                raise FerryError(f"{where}: {item} has no JSON form")
+                raise FormatError(f"{where}: {item} has no JSON form")
         elif not (item is None or isinstance(item, (str, int, bool))):
-            raise FerryError(f"{where}: a {type(item).__name__} value has no JSON form")
+            raise FormatError(f"{where}: a {type(item).__name__} value has no JSON form")
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
@@ -143,27 +143,27 @@ class KubeObject:
 def check_object(doc: Any, where: str) -> dict[str, Any]:
     """Return ``doc`` if it is a Kubernetes object (apiVersion, kind, metadata.name), else raise."""
     if not isinstance(doc, dict):
-        raise FerryError(f"{where}: not a Kubernetes object (a {type(doc).__name__}, not a mapping)")
+        raise FormatError(f"{where}: not a Kubernetes object (a {type(doc).__name__}, not a mapping)")
     for key in ("apiVersion", "kind"):
         if key not in doc:
-            raise FerryError(f"{where}: not a Kubernetes object (no {key})")
+            raise FormatError(f"{where}: not a Kubernetes object (no {key})")
     api_version, kind, meta = doc["apiVersion"], doc["kind"], doc.get("metadata")
     if not isinstance(api_version, str) or not API_VERSION_RE.match(api_version):
-        raise FerryError(f"{where}: apiVersion {api_version!r} is not like v1 or apps/v1")
+        raise FormatError(f"{where}: apiVersion {api_version!r} is not like v1 or apps/v1")
     if not isinstance(kind, str) or not KIND_RE.match(kind):
-        raise FerryError(f"{where}: kind {kind!r} is not a Kubernetes kind")
+        raise FormatError(f"{where}: kind {kind!r} is not a Kubernetes kind")
     if not isinstance(meta, dict) or "name" not in meta:
-        raise FerryError(f"{where}: {kind} has no metadata.name")
+        raise FormatError(f"{where}: {kind} has no metadata.name")
     name, namespace = meta["name"], meta.get("namespace")
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise FerryError(f"{where}: {kind} metadata.name {name!r} is not a valid object name")
+        raise FormatError(f"{where}: {kind} metadata.name {name!r} is not a valid object name")
     if namespace is not None and (not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace)):
-        raise FerryError(f"{where}: {kind} {name}: metadata.namespace {namespace!r} is not a valid namespace")
+        raise FormatError(f"{where}: {kind} {name}: metadata.namespace {namespace!r} is not a valid namespace")
     for key in ("labels", "annotations"):
         value = meta.get(key)
         if value is not None and (not isinstance(value, dict)
                                   or not all(isinstance(v, str) for v in value.values())):
-            raise FerryError(f"{where}: {kind} {name}: metadata.{key} must map strings to strings")
+            raise FormatError(f"{where}: {kind} {name}: metadata.{key} must map strings to strings")
     return doc
 
 
@@ -175,11 +175,11 @@ def parse_documents(data: bytes, file: str, label: str | None = None) -> list[Ku
     """
     label = label or file
     if len(data) > MAX_KUBE_FILE_BYTES:
-        raise FerryError(f"{label}: {len(data)} bytes, over the limit of {MAX_KUBE_FILE_BYTES} for one manifest file")
+        raise LimitError(f"{label}: {len(data)} bytes, over the limit of {MAX_KUBE_FILE_BYTES} for one manifest file")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise FerryError(f"{label}: not UTF-8 text (byte {err.start})") from None
+        raise FormatError(f"{label}: not UTF-8 text (byte {err.start})") from None
     objects: list[KubeObject] = []
     index = 0
     try:
@@ -190,9 +190,9 @@ def parse_documents(data: bytes, file: str, label: str | None = None) -> list[Ku
             _json_shape(doc, where)
             objects.append(KubeObject(check_object(doc, where), file, index))
     except yaml.YAMLError as err:
-        raise FerryError(f"{label} document {index + 1}: {_yaml_problem(err)}") from None
+        raise FormatError(f"{label} document {index + 1}: {_yaml_problem(err)}") from None
     except RecursionError:
-        raise FerryError(f"{label} document {index + 1}: nested too deeply") from None
+        raise FormatError(f"{label} document {index + 1}: nested too deeply") from None
     return objects
 
 
@@ -203,7 +203,7 @@ def check_unique(objects: list[KubeObject], where: str) -> None:
         key = (obj.group, obj.kind, obj.namespace, obj.name)
         if key in seen:
             first = seen[key]
-            raise FerryError(f"{where}: {obj.id} appears twice ({first.file} document {first.index} "
+            raise FormatError(f"{where}: {obj.id} appears twice ({first.file} document {first.index} "
                              f"and {obj.file} document {obj.index})")
         seen[key] = obj
 
@@ -221,13 +221,13 @@ def pod_specs(obj: KubeObject) -> Iterator[dict[str, Any]]:
         if node is None:
             return
         if not isinstance(node, dict):
-            raise FerryError(f"{obj.file} document {obj.index}: {obj.id}: "
+            raise FormatError(f"{obj.file} document {obj.index}: {obj.id}: "
                              f"{'.'.join(path[:i]) or 'object'} is not a mapping")
         node = node.get(key)
     if node is None:
         return
     if not isinstance(node, dict):
-        raise FerryError(f"{obj.file} document {obj.index}: {obj.id}: {'.'.join(path)} is not a mapping")
+        raise FormatError(f"{obj.file} document {obj.index}: {obj.id}: {'.'.join(path)} is not a mapping")
     yield node
 
 
@@ -239,7 +239,7 @@ def containers(obj: KubeObject) -> Iterator[tuple[str, dict[str, Any]]]:
             if items is None:
                 continue
             if not isinstance(items, list) or not all(isinstance(c, dict) for c in items):
-                raise FerryError(f"{obj.file} document {obj.index}: {obj.id}: {field} must be a list of containers")
+                raise FormatError(f"{obj.file} document {obj.index}: {obj.id}: {field} must be a list of containers")
             for i, container in enumerate(items):
                 yield f"{field}[{i}]", container
 
@@ -253,11 +253,11 @@ def workload_images(obj: KubeObject) -> list[str]:
             continue
         where = f"{obj.file} document {obj.index}: {obj.id}: {label}.image"
         if not isinstance(image, str):
-            raise FerryError(f"{where} is not a string")
+            raise FormatError(f"{where} is not a string")
         try:
             parse_reference(image)
         except FerryError as err:
-            raise FerryError(f"{where} {image[:80]!r} is not an image reference ({err})") from None
+            raise FormatError(f"{where} {image[:80]!r} is not an image reference ({err})") from None
         refs.append(image)
     return refs
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .digest import is_oci_digest
-from .errors import FerryError, FormatError, VerificationError
+from .errors import FormatError, UsageError, VerificationError
 from .model import MEDIA_TYPE_RE, PLATFORM_RE, REPOSITORY_RE, TAG_RE
 
 # --------------------------------------------------------------------------- media types
@@ -99,25 +99,25 @@ class ImageRef:
 def parse_reference(ref: str) -> ImageRef:
     """Parse ``[HOST[:PORT]/]PATH[:TAG][@DIGEST]`` by Docker's rules (see module docstring).
 
-    Raises FerryError naming the reference and what is wrong with it.
+    Raises FormatError naming the reference and what is wrong with it.
     """
     if not isinstance(ref, str) or not ref or len(ref) > 4096:
         shown = ref[:80] + "..." if isinstance(ref, str) and len(ref) > 80 else ref
-        raise FerryError(f"image reference {shown!r} is empty or too long")
+        raise FormatError(f"image reference {shown!r} is empty or too long")
     if ref != ref.strip() or any(c.isspace() for c in ref):
-        raise FerryError(f"image reference {ref!r} contains white space")
+        raise FormatError(f"image reference {ref!r} contains white space")
     rest, digest = ref, None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
         if not _DIGEST_ANY_RE.match(digest):
-            raise FerryError(f"image reference {ref!r}: {digest!r} is not a digest")
+            raise FormatError(f"image reference {ref!r}: {digest!r} is not a digest")
         if not is_oci_digest(digest):
-            raise FerryError(f"image reference {ref!r}: only sha256 digests are supported")
+            raise FormatError(f"image reference {ref!r}: only sha256 digests are supported")
     registry = DOCKER_HUB
     first, sep, remainder = rest.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         if not _HOST_RE.match(first):
-            raise FerryError(f"image reference {ref!r}: {first!r} is not a registry host[:port]")
+            raise FormatError(f"image reference {ref!r}: {first!r} is not a registry host[:port]")
         registry, rest = first, remainder
     tag = None
     last_slash = rest.rfind("/")
@@ -125,13 +125,13 @@ def parse_reference(ref: str) -> ImageRef:
     if colon > last_slash:
         rest, tag = rest[:colon], rest[colon + 1:]
         if not TAG_RE.match(tag):
-            raise FerryError(f"image reference {ref!r}: {tag!r} is not a valid tag")
+            raise FormatError(f"image reference {ref!r}: {tag!r} is not a valid tag")
     if registry in _HUB_ALIASES:
         registry = DOCKER_HUB
         if rest and "/" not in rest:
             rest = f"library/{rest}"
     if not rest or len(rest) > 255 or not REPOSITORY_RE.match(rest):
-        raise FerryError(f"image reference {ref!r}: {rest!r} is not a repository path "
+        raise FormatError(f"image reference {ref!r}: {rest!r} is not a repository path "
                          "(lowercase letters, digits, '.', '_', '-' separated by '/')")
     if tag is None and digest is None:
         tag = "latest"
@@ -141,7 +141,7 @@ def parse_reference(ref: str) -> ImageRef:
 def check_registry_host(host: str) -> str:
     """``HOST[:PORT]`` as given to ``--registry`` / ``--insecure-registry``, or a clear error."""
     if not isinstance(host, str) or not _HOST_RE.match(host):
-        raise FerryError(f"registry {host!r} is not HOST[:PORT] (no scheme, no path; e.g. registry.local:5000)")
+        raise UsageError(f"registry {host!r} is not HOST[:PORT] (no scheme, no path; e.g. registry.local:5000)")
     return host
 
 
@@ -179,7 +179,7 @@ class Platform:
 def parse_platform(text: str) -> Platform:
     """``os/arch[/variant]``, e.g. ``linux/amd64`` or ``linux/arm64/v8``."""
     if not isinstance(text, str) or not PLATFORM_RE.match(text):
-        raise FerryError(f"platform {text!r} is not os/arch[/variant] (like linux/amd64)")
+        raise UsageError(f"platform {text!r} is not os/arch[/variant] (like linux/amd64)")
     parts = text.split("/")
     return Platform(parts[0], parts[1], parts[2] if len(parts) > 2 else None)
 
@@ -290,14 +290,14 @@ def parse_manifest(data: bytes, media_type: str | None = None, *, where: str = "
 
 def select_platform(index: ParsedManifest, platform: str, *, where: str = "image") -> Descriptor:
     """The index entry for ``platform``; a missing variant matches any (preferring none),
-    as ``docker pull --platform`` does. Raises FerryError listing what the index offers."""
+    as ``docker pull --platform`` does. Raises UsageError listing what the index offers."""
     want = parse_platform(platform)
     candidates = [d for d in index.manifests if d.platform is not None
                   and d.platform.os == want.os and d.platform.architecture == want.architecture
                   and (want.variant is None or d.platform.variant == want.variant)]
     if not candidates:
         offered = sorted({str(d.platform) for d in index.manifests if d.platform is not None})
-        raise FerryError(f"{where} has no manifest for platform {platform} (it offers: {', '.join(offered) or 'none'})")
+        raise UsageError(f"{where} has no manifest for platform {platform} (it offers: {', '.join(offered) or 'none'})")
     candidates.sort(key=lambda d: d.platform.variant is not None)  # type: ignore[union-attr]
     return candidates[0]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlencode
 
-from manifests.errors import FerryError, VerificationError
+from manifests.errors import FerryError, RegistryError, VerificationError
 from manifests.oci import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, DigestReader, check_registry_host, is_loopback_host
 
 if TYPE_CHECKING:
@@ -69,9 +69,9 @@ def load_credentials(host: str, config_path: Path | None = None) -> Credentials 
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise FerryError(f"{path}: cannot read the Docker config ({exc})") from None
+        raise RegistryError(f"{path}: cannot read the Docker config ({exc})") from None
     if not isinstance(config, dict):
-        raise FerryError(f"{path}: the Docker config is not a JSON object")
+        raise RegistryError(f"{path}: the Docker config is not a JSON object")
     keys = _config_keys(host)
     helpers: dict[str, Any] = config["credHelpers"] if isinstance(config.get("credHelpers"), dict) else {}
     for key in keys:
@@ -88,7 +88,7 @@ def load_credentials(host: str, config_path: Path | None = None) -> Credentials 
             try:
                 user, _, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
             except (ValueError, UnicodeDecodeError):
-                raise FerryError(f"{path}: the auth entry for {key} is not base64 of user:password") from None
+                raise RegistryError(f"{path}: the auth entry for {key} is not base64 of user:password") from None
             return Credentials(user, password)
         if isinstance(entry.get("username"), str):
             return Credentials(entry["username"], str(entry.get("password", "")))
@@ -100,7 +100,7 @@ def load_credentials(host: str, config_path: Path | None = None) -> Credentials 
 def _from_helper(helper: str, host: str) -> Credentials | None:
     """Ask ``docker-credential-<helper>`` (the Docker credential-helper protocol)."""
     if not re.match(r"^[A-Za-z0-9_.-]+$", helper):
-        raise FerryError(f"Docker config names an invalid credential helper {helper!r}")
+        raise RegistryError(f"Docker config names an invalid credential helper {helper!r}")
     try:
         done = subprocess.run([f"docker-credential-{helper}", "get"], input=host, capture_output=True,
                               text=True, timeout=30, check=False)
@@ -212,15 +212,15 @@ class RegistryClient:
                 body = resp.raw.read(_BODY_LIMIT + 1, decode_content=True)
                 if len(body) > _BODY_LIMIT:
                     resp.close()
-                    raise FerryError(f"registry {self.host}: {method} {path} answered more than {_BODY_LIMIT} bytes")
+                    raise RegistryError(f"registry {self.host}: {method} {path} answered more than {_BODY_LIMIT} bytes")
                 resp._content = body  # what requests does when not streaming
                 resp._content_consumed = True  # type: ignore[attr-defined]  # private in requests' stubs
             return resp
         except requests.exceptions.SSLError as exc:
-            raise FerryError(f"registry {self.host}: TLS failed ({_reason(exc)}); if this registry has no "
+            raise RegistryError(f"registry {self.host}: TLS failed ({_reason(exc)}); if this registry has no "
                              f"valid certificate, pass --insecure-registry {self.host}") from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise FerryError(f"registry {self.host} is unreachable ({_reason(exc)})") from None
+            raise RegistryError(f"registry {self.host} is unreachable ({_reason(exc)})") from None
 
     def request(self, method: str, path: str, *, repo: str | None = None, push: bool = False,
                 mount_from: str | None = None, stream: bool = False, data: Any = None,
@@ -238,7 +238,7 @@ class RegistryClient:
         resp = self._send(method, path, self._auth_header(scopes), stream, data, headers)
         if resp.status_code == 401 and self._basic:
             resp.close()
-            raise FerryError(f"registry {self.host} refused the credentials from the Docker config "
+            raise RegistryError(f"registry {self.host} refused the credentials from the Docker config "
                              f"(run `docker login {self.host}`)")
         return resp
 
@@ -264,12 +264,12 @@ class RegistryClient:
         creds = self._credentials()
         if scheme == "basic":
             if not creds or creds.username is None:
-                raise FerryError(f"registry {self.host} requires a login (run `docker login {self.host}`; "
+                raise RegistryError(f"registry {self.host} requires a login (run `docker login {self.host}`; "
                                  "ferry reads ~/.docker/config.json)")
             self._basic = True
             return
         if scheme != "bearer" or "realm" not in params:
-            raise FerryError(f"registry {self.host} asks for an authentication scheme ferry does not speak: {challenge!r}")
+            raise RegistryError(f"registry {self.host} asks for an authentication scheme ferry does not speak: {challenge!r}")
         wanted = list(scopes)
         if params.get("scope") and params["scope"] not in wanted:
             wanted.append(params["scope"])
@@ -286,21 +286,21 @@ class RegistryClient:
             resp = self._send("GET", f"{params['realm']}?{urlencode(query)}", auth, False, None)
         if resp.status_code in (401, 403):
             who = "the credentials from the Docker config were refused" if creds else "anonymous access was refused"
-            raise FerryError(f"registry {self.host}: login failed ({who}; run `docker login {self.host}`)")
+            raise RegistryError(f"registry {self.host}: login failed ({who}; run `docker login {self.host}`)")
         if resp.status_code != 200:
-            raise FerryError(f"registry {self.host}: token service answered {resp.status_code}")
+            raise RegistryError(f"registry {self.host}: token service answered {resp.status_code}")
         try:
             body = resp.json()
             token = body.get("token") or body.get("access_token")
         except (ValueError, AttributeError):
             token = None
         if not isinstance(token, str) or not token:
-            raise FerryError(f"registry {self.host}: token service gave no token")
+            raise RegistryError(f"registry {self.host}: token service gave no token")
         self._tokens[scopes] = token
 
     # ---- API
 
-    def fail(self, resp: requests.Response, what: str) -> FerryError:
+    def fail(self, resp: requests.Response, what: str) -> RegistryError:
         """The one-line error for an unexpected answer."""
         detail = ""
         try:
@@ -311,15 +311,15 @@ class RegistryClient:
             pass
         resp.close()
         if resp.status_code in (401, 403):
-            return FerryError(f"registry {self.host}: access to {what} denied ({resp.status_code}{detail})")
-        return FerryError(f"registry {self.host}: {what} failed ({resp.status_code}{detail})")
+            return RegistryError(f"registry {self.host}: access to {what} denied ({resp.status_code}{detail})")
+        return RegistryError(f"registry {self.host}: {what} failed ({resp.status_code}{detail})")
 
     def ping(self) -> None:
         """Prove the registry answers the distribution API (401 counts: it is there)."""
         resp = self.request("GET", "/v2/")
         resp.close()
         if resp.status_code not in (200, 401):
-            raise FerryError(f"registry {self.host}: /v2/ answered {resp.status_code}; not an OCI registry?")
+            raise RegistryError(f"registry {self.host}: /v2/ answered {resp.status_code}; not an OCI registry?")
 
     def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, str]:
         """Exact bytes, media type and digest of ``repo:reference`` (a tag or a digest).
@@ -328,14 +328,14 @@ class RegistryClient:
                             headers={"Accept": ACCEPT_MANIFESTS})
         if resp.status_code == 404:
             resp.close()
-            raise FerryError(f"image {self.host}/{repo}:{reference} not found" if ":" not in reference
+            raise RegistryError(f"image {self.host}/{repo}:{reference} not found" if ":" not in reference
                              else f"image {self.host}/{repo}@{reference} not found")
         if resp.status_code != 200:
             raise self.fail(resp, f"manifest {repo}:{reference}")
         with resp:
             data = resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
         if len(data) > MAX_MANIFEST_BYTES:
-            raise FerryError(f"registry {self.host}: manifest {repo}:{reference} is over {MAX_MANIFEST_BYTES} bytes")
+            raise RegistryError(f"registry {self.host}: manifest {repo}:{reference} is over {MAX_MANIFEST_BYTES} bytes")
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if reference.startswith("sha256:") and digest != reference:
             raise VerificationError(f"registry {self.host}: manifest {repo}@{reference} does not match its digest")
@@ -370,7 +370,7 @@ class RegistryClient:
         resp = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, stream=True)
         if resp.status_code == 404:
             resp.close()
-            raise FerryError(f"registry {self.host}: blob {digest} of {repo} not found")
+            raise RegistryError(f"registry {self.host}: blob {digest} of {repo} not found")
         if resp.status_code != 200:
             raise self.fail(resp, f"blob {repo}@{digest}")
 
@@ -378,7 +378,7 @@ class RegistryClient:
             try:
                 return resp.raw.read(n, decode_content=False)
             except Exception as exc:  # urllib3 errors are not OSErrors: name the blob, one line
-                raise FerryError(f"registry {self.host}: reading blob {digest} of {repo} failed ({_reason(exc)})") from None
+                raise RegistryError(f"registry {self.host}: reading blob {digest} of {repo} failed ({_reason(exc)})") from None
 
         return DigestReader(read, digest, size, f"blob {digest} of {self.host}/{repo}", close=resp.close)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from manifests.errors import FerryError, FormatError, VerificationError
+from manifests.errors import FormatError, PlaceError, SpecError, VerificationError
 from manifests.model import ImageInfo
 from manifests.oci import (MAX_MANIFEST_BYTES, REF_NAME_ANNOTATION, Descriptor, DigestReader,
                            ImageRef, parse_manifest, parse_reference, select_platform)
@@ -50,13 +50,13 @@ def image_source(ref: str, *, layout: Path | None, version: str | None, platform
     """One spec ``images:`` item as a source artifact (see the module docstring)."""
     parsed = parse_reference(ref)
     if parsed.tag is None:
-        raise FerryError(f"image {ref}: give a tag (REPO:TAG@DIGEST); the edge stores the image under it")
+        raise SpecError(f"image {ref}: give a tag (REPO:TAG@DIGEST); the edge stores the image under it")
     if version is not None:
         parse_version(version, where=f"image {ref} version")
     elif is_version(parsed.tag):
         version = parsed.tag
     else:
-        raise FerryError(f"image {ref}: tag {parsed.tag!r} is not a semantic version; "
+        raise SpecError(f"image {ref}: tag {parsed.tag!r} is not a semantic version; "
                          "add `version: X.Y.Z` to this spec item")
     if layout is not None:
         layout_source = LayoutSource(Path(layout))
@@ -178,20 +178,20 @@ class LayoutSource:
     def __post_init__(self) -> None:
         self.label = f"OCI layout {self.root}"
         if not self.root.is_dir():
-            raise FerryError(f"image layout {self.root}: no such folder")
+            raise PlaceError("source", str(self.root), f"image layout {self.root}: no such folder")
         marker = self.root / "oci-layout"
         try:
             version = json.loads(_read_small(marker, 4096, self.label)).get("imageLayoutVersion")
         except (ValueError, AttributeError):
             version = None
         if not isinstance(version, str):
-            raise FerryError(f"{self.label}: oci-layout is not an OCI layout marker")
+            raise PlaceError("source", str(self.root), f"{self.label}: oci-layout is not an OCI layout marker")
 
     def index(self) -> list[Descriptor]:
         data = _read_small(self.root / "index.json", MAX_MANIFEST_BYTES, self.label)
         doc = parse_manifest(data, None, where=f"{self.label} index.json")
         if not doc.is_index:
-            raise FerryError(f"{self.label}: index.json is not an image index")
+            raise PlaceError("source", str(self.root), f"{self.label}: index.json is not an image index")
         return list(doc.manifests)
 
     def select(self, ref: ImageRef) -> Descriptor:
@@ -208,7 +208,7 @@ class LayoutSource:
                 found = entries
         if not found:
             offered = sorted(d.annotations.get(REF_NAME_ANNOTATION, d.digest) for d in entries)
-            raise FerryError(f"{self.label} has no image named {ref.tag or ref.digest!r} "
+            raise PlaceError("source", str(self.root), f"{self.label} has no image named {ref.tag or ref.digest!r} "
                              f"(it holds: {', '.join(offered) or 'nothing'})")
         return found[0]
 
@@ -226,10 +226,10 @@ class LayoutSource:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
-            raise FerryError(f"{self.label}: blob {desc.digest} is missing") from None
+            raise PlaceError("source", str(path), f"{self.label}: blob {desc.digest} is missing") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise FerryError(f"{self.label}: blob {desc.digest} is not a regular file")
+            raise PlaceError("source", str(path), f"{self.label}: blob {desc.digest} is not a regular file")
         stream = os.fdopen(fd, "rb")
         return DigestReader(stream.read, desc.digest, desc.size, f"{self.label}: blob {desc.digest}",
                             close=stream.close)  # type: ignore[return-value]
@@ -240,7 +240,7 @@ def _read_small(path: Path, limit: int, label: str) -> bytes:
         with open(path, "rb") as f:
             data = f.read(limit + 1)
     except FileNotFoundError:
-        raise FerryError(f"{label}: {path.name} is missing; not an OCI image layout") from None
+        raise PlaceError("source", str(path), f"{label}: {path.name} is missing; not an OCI image layout") from None
     if len(data) > limit:
         raise FormatError(f"{label}: {path.name} is over {limit} bytes")
     return data

@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-from manifests.errors import FerryError
+from manifests.errors import LimitError, PlaceError, SpecError
 from manifests.kube import YAML_SUFFIXES, KubeObject, check_unique, parse_documents, workload_images
 from manifests.limits import MAX_KUBE_FILE_BYTES, MAX_KUBE_SET_BYTES
 from manifests.paths import check_path, check_tree
@@ -35,7 +35,7 @@ def _yaml_files(root: Path) -> list[tuple[str, Path]]:
             if (here / name).is_symlink():
                 target = (here / name).resolve()
                 if not target.is_relative_to(real_root):
-                    raise FerryError(f"{here / name}: a link that leaves the manifest folder")
+                    raise PlaceError("source", str(here / name), f"{here / name}: a link that leaves the manifest folder")
                 dirnames.remove(name)  # a link within the folder: its files are read where they are
         dirnames.sort()
         for name in sorted(filenames):
@@ -43,7 +43,7 @@ def _yaml_files(root: Path) -> list[tuple[str, Path]]:
                 continue
             full = here / name
             if full.is_symlink() and not full.resolve().is_relative_to(real_root):
-                raise FerryError(f"{full}: a link that leaves the manifest folder")
+                raise PlaceError("source", str(full), f"{full}: a link that leaves the manifest folder")
             found.append((full.relative_to(root).as_posix(), full))
     return sorted(found)
 
@@ -53,13 +53,13 @@ def _read(path: Path, label: str) -> bytes:
     try:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):
-            raise FerryError(f"{label}: not a regular file")
+            raise PlaceError("source", str(label), f"{label}: not a regular file")
         if st.st_size > MAX_KUBE_FILE_BYTES:
-            raise FerryError(f"{label}: {st.st_size} bytes, over the limit of {MAX_KUBE_FILE_BYTES} for one manifest file")
+            raise LimitError(f"{label}: {st.st_size} bytes, over the limit of {MAX_KUBE_FILE_BYTES} for one manifest file")
         with open(path, "rb") as f:
             return f.read(MAX_KUBE_FILE_BYTES + 1)  # parse_documents refuses it if it grew meanwhile
     except OSError as err:
-        raise FerryError(f"{label}: cannot read ({err.strerror})") from None
+        raise PlaceError("source", str(label), f"{label}: cannot read ({err.strerror})") from None
 
 
 def manifests_source(name: str, version: str, path: Path) -> SourceArtifact:
@@ -70,15 +70,15 @@ def manifests_source(name: str, version: str, path: Path) -> SourceArtifact:
     """
     path = Path(path)
     if not path.exists():
-        raise FerryError(f"manifest set {name!r}: {path} does not exist")
+        raise PlaceError("source", str(path), f"manifest set {name!r}: {path} does not exist")
     if path.is_dir():
         files = _yaml_files(path)
         if not files:
-            raise FerryError(f"manifest set {name!r}: no *.yaml or *.yml files in {path}")
+            raise PlaceError("source", str(path), f"manifest set {name!r}: no *.yaml or *.yml files in {path}")
     elif path.is_file():
         files = [(path.name, path)]
     else:
-        raise FerryError(f"manifest set {name!r}: {path} is not a file or folder")
+        raise PlaceError("source", str(path), f"manifest set {name!r}: {path} is not a file or folder")
     for rel, _ in files:
         check_path(rel, where=f"manifest set {name!r}: file")
     check_tree((rel for rel, _ in files), where=f"manifest set {name!r}")
@@ -91,11 +91,11 @@ def manifests_source(name: str, version: str, path: Path) -> SourceArtifact:
         data = _read(full, label)
         total += len(data)
         if total > MAX_KUBE_SET_BYTES:
-            raise FerryError(f"manifest set {name!r}: more than {MAX_KUBE_SET_BYTES} bytes of YAML")
+            raise LimitError(f"manifest set {name!r}: more than {MAX_KUBE_SET_BYTES} bytes of YAML")
         objects.extend(parse_documents(data, rel, label))
         sources.append(SourceFile(size=len(data), open=functools.partial(io.BytesIO, data), path=rel))
     if not objects:
-        raise FerryError(f"manifest set {name!r}: {path} holds no Kubernetes objects")
+        raise SpecError(f"manifest set {name!r}: {path} holds no Kubernetes objects")
     check_unique(objects, f"manifest set {name!r}")
     images = sorted({ref for obj in objects for ref in workload_images(obj)})
     return SourceArtifact(kind="manifests", name=name, version=version, files=sources, images=tuple(images))

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-from manifests.errors import FerryError, FormatError
+from manifests.errors import FormatError, PlaceError
 from manifests.paths import check_path, check_tree
 
 from . import SourceArtifact, SourceFile
@@ -28,7 +28,7 @@ def _opener(path: Path) -> BinaryIO:
 def _regular(path: Path, shown: str) -> os.stat_result:
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
-        raise FerryError(f"{shown}: not a regular file (FIFOs, sockets and devices cannot be bundled)")
+        raise PlaceError("source", str(shown), f"{shown}: not a regular file (FIFOs, sockets and devices cannot be bundled)")
     return st
 
 
@@ -40,13 +40,13 @@ def model_files(root: Path, *, what: str = "model") -> list[SourceFile]:
     """The files of a model at ``root`` (a file or a folder), sorted by bundle path."""
     root = Path(os.path.abspath(root))
     if root.is_symlink() and not root.exists():
-        raise FerryError(f"{what} path {root}: broken symlink")
+        raise PlaceError("source", str(root), f"{what} path {root}: broken symlink")
     if root.is_file():
         st = _regular(root, str(root))
         name = check_path(root.name, where=f"{what} file name")
         return [SourceFile(size=st.st_size, open=partial(_opener, root), path=name, local_path=root)]
     if not root.is_dir():
-        raise FerryError(f"{what} path {root}: not a regular file or folder")
+        raise PlaceError("source", str(root), f"{what} path {root}: not a regular file or folder")
     real_root = Path(os.path.realpath(root))
     files: list[SourceFile] = []
     for folder, dirs, names in os.walk(root, followlinks=False):
@@ -56,32 +56,32 @@ def model_files(root: Path, *, what: str = "model") -> list[SourceFile]:
             if full.is_symlink():
                 target = Path(os.path.realpath(full))
                 if not _inside(real_root, target):
-                    raise FerryError(f"{full}: symlink leaves the {what} folder (points to {target})")
-                raise FerryError(f"{full}: symlinked folders are not bundled; copy the folder instead")
+                    raise PlaceError("source", str(full), f"{full}: symlink leaves the {what} folder (points to {target})")
+                raise PlaceError("source", str(full), f"{full}: symlinked folders are not bundled; copy the folder instead")
         for n in sorted(names):
             full = Path(folder) / n
             rel = full.relative_to(root).as_posix()
             try:
                 check_path(rel, where=f"{what} file")
             except FormatError as exc:
-                raise FerryError(f"{full}: {exc}") from None
+                raise PlaceError("source", str(full), f"{full}: {exc}") from None
             local = full
             if full.is_symlink():
                 target = Path(os.path.realpath(full))
                 if not _inside(real_root, target):
-                    raise FerryError(f"{full}: symlink leaves the {what} folder (points to {target})")
+                    raise PlaceError("source", str(full), f"{full}: symlink leaves the {what} folder (points to {target})")
                 if not target.exists():
-                    raise FerryError(f"{full}: broken symlink")
+                    raise PlaceError("source", str(full), f"{full}: broken symlink")
                 local = target
             st = _regular(local, str(full))
             files.append(SourceFile(size=st.st_size, open=partial(_opener, local), path=rel, local_path=local))
     if not files:
-        raise FerryError(f"{what} folder {root} holds no files")
+        raise PlaceError("source", str(root), f"{what} folder {root} holds no files")
     files.sort(key=lambda f: f.path or "")
     try:
         check_tree((f.path for f in files if f.path), where=f"{what} {root}")
     except FormatError as exc:
-        raise FerryError(str(exc)) from None
+        raise PlaceError("source", str(root), str(exc)) from None
     return files
 
 

@@ -40,7 +40,7 @@ def _verify_file(file: Path, trust_files: list[Path]):  # -> AuditCheck
     from manifests.trust import load_trust
 
     trust = load_trust(trust_files)
-    data = read_bounded(file, MAX_EXPORT_BYTES, "audit export")
+    data = read_bounded(file, MAX_EXPORT_BYTES, "audit export", place="source")
     sig_path = file.with_name(file.name + SIGNATURE_SUFFIX)
     if not sig_path.exists():
         raise VerificationError(f"{sig_path} not found: the export is unsigned, its origin cannot be checked")
