@@ -107,11 +107,11 @@ def write_output(path: Path, data: bytes, what: str) -> None:
     import os
 
     from manifests.durable import write_atomic_at
-    from manifests.errors import FerryError
+    from manifests.errors import PlaceError
 
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise FerryError(f"{what} {path}: folder {parent} does not exist")
+        raise PlaceError("output", str(path), f"{what} {path}: folder {parent} does not exist")
     fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         write_atomic_at(fd, path.name, data, "output")

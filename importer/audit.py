@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from manifests import canonical
-from manifests.errors import FerryError, FormatError
+from manifests.errors import FormatError, PlaceError, UsageError
 from manifests.model import utc_now
 
 AUDIT_DIR = "audit"
@@ -130,11 +130,11 @@ def make_entry(seq: int, prev: str, time: str, decision: str, reason: str, *,
                note: str | None) -> dict[str, Any]:
     """A complete, hashed entry. Pure: the trail's I/O is kept apart in :class:`AuditTrail`."""
     if decision not in DECISIONS:
-        raise FerryError(f"audit: unknown decision {decision!r} (one of {', '.join(DECISIONS)})")
+        raise UsageError(f"audit: unknown decision {decision!r} (one of {', '.join(DECISIONS)})")
     if not isinstance(reason, str) or len(reason) > MAX_TEXT:
-        raise FerryError("audit: reason must be a string of at most 4096 characters")
+        raise UsageError("audit: reason must be a string of at most 4096 characters")
     if note is not None and len(note) > MAX_TEXT:
-        raise FerryError("audit: note must be at most 4096 characters")
+        raise UsageError("audit: note must be at most 4096 characters")
     entry: dict[str, Any] = {
         "seq": seq, "time": time, "decision": decision, "reason": reason,
         "bundle": dict(bundle) if bundle is not None else None,
@@ -344,7 +344,7 @@ class AuditTrail:
             root = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             if create:
-                raise FerryError(f"state folder {self.state_dir} does not exist") from None
+                raise PlaceError("state", str(self.state_dir), f"state folder {self.state_dir} does not exist") from None
             yield None
             return
         try:
@@ -390,7 +390,7 @@ class AuditTrail:
             yield None
             return
         except OSError as exc:
-            raise FerryError(f"cannot read the audit trail: {exc.strerror or exc}") from None
+            raise PlaceError("state", TRAIL_NAME, f"cannot read the audit trail: {exc.strerror or exc}") from None
         with os.fdopen(fd, "rb") as f:
             yield f
 
@@ -436,11 +436,11 @@ class AuditTrail:
         body, sep, torn = data.rpartition(b"\n")
         if not sep:
             if window < size:
-                raise FerryError("audit trail: its last line is over the size limit; not appending to it")
+                raise PlaceError("state", str(self.state_dir), "audit trail: its last line is over the size limit; not appending to it")
             return None, len(torn)
         last = body.rpartition(b"\n")[2]
         if len(body) == len(last) and window < size:
-            raise FerryError("audit trail: its last line is over the size limit; not appending to it")
+            raise PlaceError("state", str(self.state_dir), "audit trail: its last line is over the size limit; not appending to it")
         return last, len(torn)
 
     def append(self, decision: str, reason: str, *, bundle: dict | None, manifest_digest: str | None,
@@ -449,7 +449,7 @@ class AuditTrail:
         """Append one decision, fsync it, then move the head. Returns the entry written.
 
         Checks the end of the chain first — the head, and the last entry against its own hash
-        and the head — and refuses (FerryError) to extend a trail whose end is broken, so that
+        and the head — and refuses (PlaceError) to extend a trail whose end is broken, so that
         tampering is never papered over by new entries. (The whole chain is ``verify``'s job;
         reading only the end keeps an append's cost independent of the trail's length.)
         An interrupted earlier append is completed first.
@@ -465,23 +465,23 @@ class AuditTrail:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # two appends never interleave
                 head, problem = self._read_head(d)
                 if problem is not None:
-                    raise FerryError(f"the chain head is unreadable ({problem}). {refuse}")
+                    raise PlaceError("state", str(self.state_dir), f"the chain head is unreadable ({problem}). {refuse}")
                 with self._trail(d) as f:
                     last_line, torn = self._tail(f)
                 if last_line is None:
                     n, prev = 0, GENESIS
                     if head is not None and (head.seq, head.hash) != (-1, GENESIS):
-                        raise FerryError(f"the trail is empty but its head names entry {head.seq}. {refuse}")
+                        raise PlaceError("state", str(self.state_dir), f"the trail is empty but its head names entry {head.seq}. {refuse}")
                 else:
                     s = _scan(last_line, -1)
                     if s.seq is None or not s.self_ok:
-                        raise FerryError(f"its last entry is not intact ({s.error}). {refuse}")
+                        raise PlaceError("state", str(self.state_dir), f"its last entry is not intact ({s.error}). {refuse}")
                     n, prev = s.seq + 1, s.hash or ""
                     whole = head is not None and (
                         (head.seq == s.seq and head.hash == s.hash)
                         or (head.seq == s.seq - 1 and head.hash == s.prev and not torn))
                     if not whole:
-                        raise FerryError(f"its head does not match its last entry. {refuse}")
+                        raise PlaceError("state", str(self.state_dir), f"its head does not match its last entry. {refuse}")
                 if torn:  # a partial line from an interrupted append: never committed, cut it off
                     fd = os.open(TRAIL_NAME, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
                     try:
@@ -577,6 +577,6 @@ def build_export(trail: AuditTrail) -> AuditExport:
     try:
         entries = tuple(trail.entries())
     except FormatError as exc:
-        raise FerryError(f"audit trail {trail.trail_path}: {exc}; it cannot be exported as entries "
+        raise PlaceError("state", str(trail.trail_path), f"audit trail {trail.trail_path}: {exc}; it cannot be exported as entries "
                          "(copy the file itself as evidence)") from None
     return AuditExport(exported=utc_now(), head=trail.head(), entries=entries)

@@ -18,7 +18,7 @@ from manifests.bundle import (MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_P
                               read_bounded)
 from manifests.chunks import decompress_chunk
 from manifests.digest import manifest_digest
-from manifests.errors import FerryError, VerificationError
+from manifests.errors import ChunkError, FerryError, PlaceError, VerificationError
 from manifests.model import Chunk, Manifest
 from manifests.trust import Trust
 
@@ -56,16 +56,16 @@ class BundleOnMedium:
 def _volume_dirs(path: Path) -> list[Path]:
     """``path`` itself if it holds a manifest, else its ``vol-*`` subfolders that do."""
     if not path.exists():
-        raise FerryError(f"{path}: no such bundle folder")
+        raise PlaceError("medium", str(path), f"{path}: no such bundle folder")
     if not path.is_dir():
-        raise FerryError(f"{path}: not a folder (give the bundle or volume folder)")
+        raise PlaceError("medium", str(path), f"{path}: not a folder (give the bundle or volume folder)")
     if (path / MANIFEST_NAME).exists():
         return [path]
     found = sorted(p for p in path.iterdir()
                    if p.name.startswith(VOLUME_PREFIX) and p.is_dir() and not p.is_symlink()
                    and (p / MANIFEST_NAME).exists())
     if not found:
-        raise FerryError(f"{path}: no {MANIFEST_NAME} here nor in {VOLUME_PREFIX}* folders; not a ferry bundle")
+        raise PlaceError("medium", str(path), f"{path}: no {MANIFEST_NAME} here nor in {VOLUME_PREFIX}* folders; not a ferry bundle")
     return found
 
 
@@ -132,16 +132,16 @@ class PackReader:
     def read_stored(self, chunk: Chunk) -> bytes:
         """The stored (compressed) bytes of a carried chunk, exactly ``chunk.stored`` of them."""
         if chunk.pack is None or chunk.offset is None or chunk.stored is None:
-            raise VerificationError(f"chunk {chunk.id} is not carried in this bundle")
+            raise ChunkError(chunk.id, "missing", f"chunk {chunk.id} is not carried in this bundle")
         if chunk.pack not in self._paths:
             pack = self.manifest.packs[chunk.pack]
-            raise VerificationError(f"chunk {chunk.id}: pack {pack.name} (volume {pack.volume}) is missing")
+            raise ChunkError(chunk.id, "missing", f"chunk {chunk.id}: pack {pack.name} (volume {pack.volume}) is missing")
         fd = self._fds.get(chunk.pack)
         if fd is None:
             fd = self._fds[chunk.pack] = open_regular(self._paths[chunk.pack])
         data = os.pread(fd, chunk.stored, chunk.offset)
         if len(data) != chunk.stored:
-            raise VerificationError(f"chunk {chunk.id}: pack {self._paths[chunk.pack].name} is truncated")
+            raise ChunkError(chunk.id, "missing", f"chunk {chunk.id}: pack {self._paths[chunk.pack].name} is truncated")
         return data
 
     def read_chunk(self, chunk: Chunk) -> bytes:

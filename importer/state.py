@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from importer.policy import Installed
-from manifests.errors import FerryError
+from manifests.errors import FerryError, PlaceError
 from manifests.model import utc_now
 
 DB_NAME = "state.db"
@@ -103,7 +103,7 @@ def open_dir(root_fd: int, rel: str, *, create: bool = False) -> int:
     try:
         for part in [p for p in rel.split("/") if p]:
             if part in (".", ".."):
-                raise FerryError(f"refusing path component {part!r} in {rel!r}")
+                raise PlaceError("state", str(rel), f"refusing path component {part!r} in {rel!r}")
             try:
                 nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             except FileNotFoundError:
@@ -117,7 +117,7 @@ def open_dir(root_fd: int, rel: str, *, create: bool = False) -> int:
                 nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise FerryError(f"refusing to write through {rel!r}: {part!r} is a link or not a folder") from None
+                    raise PlaceError("state", str(rel), f"refusing to write through {rel!r}: {part!r} is a link or not a folder") from None
                 raise
             os.close(fd)
             fd = nfd
@@ -135,7 +135,7 @@ def create_file(dir_fd: int, name: str, mode: int = 0o644) -> int:
         pass
     else:
         if stat.S_ISDIR(st.st_mode):
-            raise FerryError(f"cannot write {name!r}: a folder is in the way")
+            raise PlaceError("state", str(name), f"cannot write {name!r}: a folder is in the way")
         os.unlink(name, dir_fd=dir_fd)
     return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
 
@@ -175,11 +175,11 @@ class EdgeState:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
-            raise FerryError(f"--state {root}: exists and is not a folder") from None
+            raise PlaceError("state", str(root), f"--state {root}: exists and is not a folder") from None
         except OSError as exc:
-            raise FerryError(f"--state {root}: cannot create ({exc.strerror or exc})") from None
+            raise PlaceError("state", str(root), f"--state {root}: cannot create ({exc.strerror or exc})") from None
         if not root.is_dir():
-            raise FerryError(f"--state {root}: not a folder")
+            raise PlaceError("state", str(root), f"--state {root}: not a folder")
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         lock_fd = None
         try:
@@ -188,8 +188,8 @@ class EdgeState:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(lock_fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-                raise FerryError(
-                    f"--state {root} is in use by another ferry import (pid {holder}); "
+                raise PlaceError(
+                    "state", str(root), f"--state {root} is in use by another ferry import (pid {holder}); "
                     "two imports never interleave: wait for it to finish, then run again") from None
             os.ftruncate(lock_fd, 0)
             os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
@@ -209,7 +209,7 @@ class EdgeState:
         root = Path(os.path.abspath(root))
         if not (root / DB_NAME).is_file():
             if root.exists() and not root.is_dir():
-                raise FerryError(f"--state {root}: not a folder")
+                raise PlaceError("state", str(root), f"--state {root}: not a folder")
             return None
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -257,7 +257,7 @@ class EdgeState:
                 self.db.execute("INSERT INTO meta VALUES ('site', ?)", (_default_site(),))
                 self.db.execute("INSERT INTO meta VALUES ('created', ?)", (utc_now(),))
             elif int(row[0]) > SCHEMA_VERSION:
-                raise FerryError(f"--state {self.root} was written by a newer ferry (schema {row[0]}); upgrade ferry")
+                raise PlaceError("state", str(self.root), f"--state {self.root} was written by a newer ferry (schema {row[0]}); upgrade ferry")
         os.fsync(self.root_fd)
 
     @contextmanager
@@ -277,7 +277,7 @@ class EdgeState:
         except sqlite3.OperationalError as exc:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
-            raise FerryError(f"edge state {self.root / DB_NAME}: {exc} (nothing of this step was recorded; "
+            raise PlaceError("state", str(self.root / DB_NAME), f"edge state {self.root / DB_NAME}: {exc} (nothing of this step was recorded; "
                              "free some space if the disk is full, then run again)") from None
 
     # ---- reads
@@ -361,7 +361,7 @@ def set_installed(db: sqlite3.Connection, *, kind: str, name: str, version: str,
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     for p in (path, path.with_name(path.name + "-journal")):
         if p.is_symlink():  # sqlite would follow it
-            raise FerryError(f"edge state {p} is a symbolic link; refusing to use it")
+            raise PlaceError("state", str(p), f"edge state {p} is a symbolic link; refusing to use it")
     try:
         if readonly:
             journal = path.with_name(path.name + "-journal")
@@ -382,7 +382,7 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
-        raise FerryError(f"edge state {path} cannot be read ({exc}); it is not a ferry state database") from None
+        raise PlaceError("state", str(path), f"edge state {path} cannot be read ({exc}); it is not a ferry state database") from None
     return db
 
 

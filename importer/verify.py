@@ -24,7 +24,7 @@ from importer.policy import Installed, decide
 from importer.report import (ArtifactReport, BundleReport, Check, ChunkCounts, EntryReport, Plan,
                              Report, SignerReport)
 from manifests import __version__
-from manifests.errors import FerryError, FormatError, VerificationError
+from manifests.errors import FerryError, FormatError, PlaceError, UsageError, VerificationError
 from manifests.model import Artifact, Chunk, Entry, Manifest
 from manifests.progress import Progress, Task
 from manifests.signing import MANIFEST_PAYLOAD_TYPE, SignatureFile, Verdict, verify
@@ -212,11 +212,11 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *, installed: dict | None
 def read_installed_for(state_dir: Path) -> dict[tuple[str, str], Installed]:
     """What the edge holds, via the import side's reader (the one place that knows the state)."""
     if not Path(state_dir).is_dir():
-        raise FerryError(f"--state {state_dir}: no such state folder")
+        raise PlaceError("state", str(state_dir), f"--state {state_dir}: no such state folder")
     try:
         from importer.state import read_installed
     except ImportError:
-        raise FerryError("--state: this ferry build cannot read an edge state yet (importer.state missing)") from None
+        raise UsageError("--state: this ferry build cannot read an edge state yet (importer.state missing)") from None
     return read_installed(Path(state_dir))
 
 

@@ -11,7 +11,7 @@ import zstandard
 
 from . import limits
 from .digest import blake3_hex
-from .errors import FormatError, VerificationError
+from .errors import ChunkError, FormatError
 
 #: zstd level the exporter uses (as ``zstd -3``).
 DEFAULT_LEVEL = 3
@@ -31,27 +31,27 @@ def compress_chunk(raw: bytes | memoryview, cctx: zstandard.ZstdCompressor | Non
 
 def decompress_chunk(stored: bytes | memoryview, *, chunk_id: str, size: int,
                      dctx: zstandard.ZstdDecompressor | None = None) -> bytes:
-    """Return the raw bytes of a stored chunk, or raise VerificationError naming it.
+    """Return the raw bytes of a stored chunk, or raise ChunkError naming it and why.
 
     The frame header must declare exactly ``size`` bytes (the manifest's figure, itself within
     MAX_CHUNK_SIZE), decompression is capped at ``size``, and the result must hash to ``chunk_id``.
     """
     if size > limits.MAX_CHUNK_SIZE:
-        raise VerificationError(f"chunk {chunk_id}: declared size {size} is over the limit")
+        raise ChunkError(chunk_id, "size", f"chunk {chunk_id}: declared size {size} is over the limit")
     try:
         params = zstandard.get_frame_parameters(stored)
     except zstandard.ZstdError:
-        raise VerificationError(f"chunk {chunk_id}: not a zstd frame (tampered or truncated)") from None
+        raise ChunkError(chunk_id, "corrupt", f"chunk {chunk_id}: not a zstd frame (tampered or truncated)") from None
     if params.content_size != size:
-        raise VerificationError(
+        raise ChunkError(chunk_id, "size", 
             f"chunk {chunk_id}: frame declares {params.content_size} bytes, manifest says {size}")
     d = dctx or zstandard.ZstdDecompressor()
     try:
         raw = d.decompress(stored, max_output_size=size) if size else b""
     except zstandard.ZstdError as exc:
-        raise VerificationError(f"chunk {chunk_id}: corrupt zstd data ({exc})") from None
+        raise ChunkError(chunk_id, "corrupt", f"chunk {chunk_id}: corrupt zstd data ({exc})") from None
     if len(raw) != size:
-        raise VerificationError(f"chunk {chunk_id}: decompressed to {len(raw)} bytes, expected {size}")
+        raise ChunkError(chunk_id, "size", f"chunk {chunk_id}: decompressed to {len(raw)} bytes, expected {size}")
     if blake3_hex(raw) != chunk_id:
-        raise VerificationError(f"chunk {chunk_id}: content does not match its id (tampered)")
+        raise ChunkError(chunk_id, "digest", f"chunk {chunk_id}: content does not match its id (tampered)")
     return raw

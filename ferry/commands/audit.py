@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from manifests.errors import FerryError, VerificationError
+from manifests.errors import PlaceError, UsageError, VerificationError
 
 audit_app = typer.Typer(help="Show, verify and export the edge's tamper-evident audit trail.",
                         no_args_is_help=True)
@@ -18,7 +18,7 @@ STATE_HELP = "The edge state folder (as given to ferry import --state)."
 
 def _state(state: Path) -> Path:
     if not state.is_dir():
-        raise FerryError(f"--state {state}: no such state folder")
+        raise PlaceError("state", str(state), f"--state {state}: no such state folder")
     return state
 
 
@@ -27,7 +27,7 @@ def parse_since(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise FerryError(f"--since {text!r}: give a date like 2026-01-31 or a time like "
+        raise UsageError(f"--since {text!r}: give a date like 2026-01-31 or a time like "
                          "2026-01-31T12:00:00Z") from None
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
@@ -65,11 +65,11 @@ def verify_cmd(
     from ferry.ui import UI
 
     if (state is None) == (file is None):
-        raise FerryError("give either --state EDGE or --file EXPORT (with --trust EDGE.pub)")
+        raise UsageError("give either --state EDGE or --file EXPORT (with --trust EDGE.pub)")
     signed_by = None
     if file is not None:
         if not trust:
-            raise FerryError("--file needs --trust EDGE.pub: the key that signed the export")
+            raise UsageError("--file needs --trust EDGE.pub: the key that signed the export")
         check, verdict = _verify_file(file, trust)
         signed_by = [s.name or s.keyid for s in verdict.signers if s.counted]
     else:

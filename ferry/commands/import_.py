@@ -34,11 +34,11 @@ def register(app: typer.Typer) -> None:
         from importer.run import ImportOptions, run_import
 
         from importer.policy import parse_max_age
-        from manifests.errors import FerryError
+        from manifests.errors import UsageError
         from manifests.oci import check_registry_host
 
         if kubeconfig is not None and manifests_dir is not None:
-            raise FerryError("give --kubeconfig (apply to the cluster) or --manifests-dir (write a GitOps folder), not both")
+            raise UsageError("give --kubeconfig (apply to the cluster) or --manifests-dir (write a GitOps folder), not both")
         for host in ([registry] if registry else []) + insecure_registry:
             check_registry_host(host)  # before anything is applied: a bad host would leave images unpinned
         ui = UI(json_mode=json_out, quiet=not sys.stderr.isatty())

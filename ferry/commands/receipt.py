@@ -14,13 +14,13 @@ def build_receipt(state_dir: Path) -> bytes:
     """Canonical receipt bytes: chunk ids held, installed artifacts and versions, channels."""
     from importer.state import EdgeState
     from importer.store import ChunkStore
-    from manifests.errors import FerryError
+    from manifests.errors import PlaceError
     from manifests.model import utc_now
     from manifests.receipt import InstalledArtifact, Receipt
 
     state = EdgeState.open_readonly(state_dir)
     if state is None:
-        raise FerryError(f"--state {state_dir}: no ferry edge state here (nothing imported yet)")
+        raise PlaceError("state", str(state_dir), f"--state {state_dir}: no ferry edge state here (nothing imported yet)")
     try:
         receipt = Receipt(
             site=state.site,

@@ -11,11 +11,11 @@ def status_document(state_dir: Path) -> dict:
     """Everything ``ferry status`` shows, read without the import lock."""
     from importer.state import EdgeState
     from importer.store import ChunkStore
-    from manifests.errors import FerryError
+    from manifests.errors import PlaceError
 
     state = EdgeState.open_readonly(state_dir)
     if state is None:
-        raise FerryError(f"--state {state_dir}: no ferry edge state here (nothing imported yet)")
+        raise PlaceError("state", str(state_dir), f"--state {state_dir}: no ferry edge state here (nothing imported yet)")
     try:
         rows = state.installed_rows()
         kept = {(r.kind, r.name): sorted(state.kept_versions(r.kind, r.name)) for r in rows if r.kind == "model"}
