@@ -439,6 +439,25 @@ def _check_out_folder(out: Path, journal: Journal) -> None:
 
 
 def export(opts: ExportOptions, progress: Progress) -> ExportResult:
+    """Write the signed bundle ``opts.spec`` describes into ``opts.out`` (``ferry export``).
+
+    Resumable: an interrupted run with the same spec and options reuses the packs already
+    written under ``opts.out``. The layout written is docs/bundle-format.md (format 1.x).
+
+    Args:
+        opts: the spec file, output folder, signing key files, hub state folder, optional
+            receipt (``since``) for a delta and ``max_volume_size`` in bytes (None: one volume).
+        progress: where long work and events are reported (:class:`manifests.progress.Progress`;
+            ``manifests.progress.Silent()`` for none).
+    Returns:
+        the manifest written, its digest (``sha256:<64 hex>``), the output folder and the raw
+        and stored byte counts.
+    Raises:
+        SpecError: the spec or a file it names is malformed. UsageError: options that cannot
+        work (``--out`` not empty, no key, volumes too small). KeyFileError: a signing key.
+        PlaceError: reading a source, writing the medium or the hub state failed.
+        RegistryError: pulling an image failed. LimitError: a format limit would be exceeded.
+    """
     tune_malloc()
     spec = load_spec(opts.spec)
     spec_bytes = opts.spec.read_bytes()

@@ -133,7 +133,19 @@ class ImportReport:
 
 
 def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
-    """Import every bundle found under ``opts.paths`` into the edge state ``opts.state``."""
+    """Import every bundle found under ``opts.paths`` into the edge state ``opts.state``.
+
+    Args:
+        opts: bundle or volume folders, trust policy files, the edge state folder and the
+            apply targets (registry, kubeconfig or GitOps folder); ``dry_run`` plans only.
+        progress: where long work and events are reported (:class:`manifests.progress.Progress`).
+    Returns:
+        per bundle and artifact what was applied, skipped, refused or is waiting for volumes.
+    Raises:
+        VerificationError (exit 1): signatures, trust or content. PolicyError (exit 1): the
+        site's policy refused. IncompleteError (exit 3): volumes are missing. UsageError,
+        PlaceError, RegistryError, ClusterError (exit 2): options, I/O, targets.
+    """
     if opts.allow_downgrade and not (opts.reason and opts.reason.strip()):
         raise FerryError("--allow-downgrade needs --reason TEXT: say why, it goes into the audit trail")
     if opts.reason and not opts.allow_downgrade:

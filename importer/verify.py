@@ -223,7 +223,20 @@ def read_installed_for(state_dir: Path) -> dict[tuple[str, str], Installed]:
 def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None = None,
                  progress: Progress | None = None) -> Report:
     """Verify every bundle found under ``paths``; a path that holds no readable bundle becomes a
-    failed ``medium`` check in the report rather than an exception."""
+    failed ``medium`` check in the report rather than an exception (``ferry verify``).
+
+    Args:
+        paths: bundle folders or volume folders (volumes of one bundle are merged).
+        trust: the trust policy (:func:`manifests.trust.load_trust`).
+        state_dir: an edge state folder; when given, each artifact's report carries the plan
+            the edge would follow (install, skip, refuse).
+        progress: where long work is reported (None: nowhere).
+    Returns:
+        the report (schema ``manifests/schema/verify-report.schema.json``): findings, never
+        exceptions, for what the media hold.
+    Raises:
+        PlaceError: ``state_dir`` is not an edge state folder.
+    """
     from manifests.model import utc_now
 
     paths = [Path(p) for p in paths]

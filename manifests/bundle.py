@@ -30,6 +30,7 @@ VOLUME_PREFIX = "vol-"
 
 
 def volume_dir_name(number: int) -> str:
+    """The folder name of volume ``number`` (1-based): ``vol-001`` ... (docs/bundle-format.md, Volumes)."""
     return f"{VOLUME_PREFIX}{number:03d}"
 
 
@@ -50,7 +51,15 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -
        so that content from an untrusted source never reaches the parser;
     3. the manifest is parsed and checked (size limit, canonical form, limits, references);
     4. channel restrictions are applied and the threshold is counted.
-    Raises VerificationError (exit 1) or FormatError (exit 2) naming the first failure.
+
+    Args:
+        manifest_bytes: the exact bytes of ``manifest.json`` (at most MAX_MANIFEST_BYTES).
+        signature_bytes: the exact bytes of ``manifest.json.sig``.
+        trust: the site's trust policy (keys, their channels, the threshold).
+    Returns:
+        the parsed manifest, its digest (``sha256:<64 hex>`` of ``manifest_bytes``) and the verdict.
+    Raises:
+        VerificationError (exit 1) or FormatError / LimitError (exit 2) naming the first failure.
     """
     sigfile = SignatureFile.from_bytes(signature_bytes)
     first = verify(manifest_bytes, sigfile, trust, channel=None, payload_type=MANIFEST_PAYLOAD_TYPE)

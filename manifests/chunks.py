@@ -24,6 +24,16 @@ def compressor(level: int = DEFAULT_LEVEL) -> zstandard.ZstdCompressor:
 
 
 def compress_chunk(raw: bytes | memoryview, cctx: zstandard.ZstdCompressor | None = None) -> bytes:
+    """One chunk's stored form: a zstd frame that declares its content size.
+
+    Args:
+        raw: the chunk's bytes (at most MAX_CHUNK_SIZE); cctx: a compressor from
+            :func:`compressor` (one per thread), or None for a new one.
+    Returns:
+        the frame (docs/bundle-format.md, Chunks).
+    Raises:
+        FormatError: ``raw`` is over MAX_CHUNK_SIZE.
+    """
     if len(raw) > limits.MAX_CHUNK_SIZE:
         raise FormatError(f"chunk of {len(raw)} bytes is over the limit of {limits.MAX_CHUNK_SIZE}")
     return (cctx or compressor()).compress(raw)

@@ -38,10 +38,12 @@ def manifest_digest(manifest_bytes: bytes) -> str:
 
 
 def is_chunk_id(value: object) -> bool:
+    """Whether ``value`` is a chunk id: 64 lowercase hex digits of BLAKE3 (docs/bundle-format.md, Chunks)."""
     return isinstance(value, str) and HEX64.match(value) is not None
 
 
 def is_oci_digest(value: object) -> bool:
+    """Whether ``value`` is an OCI digest ferry accepts: ``sha256:<64 lowercase hex>`` (OCI image spec, Digests)."""
     return isinstance(value, str) and OCI_DIGEST.match(value) is not None
 
 

@@ -22,11 +22,13 @@ MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 def key_id(public: Ed25519PublicKey) -> str:
+    """A key's id: sha256 (64 hex) of its DER SubjectPublicKeyInfo, as TUF computes key ids."""
     der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
 
 
 def public_pem(public: Ed25519PublicKey) -> bytes:
+    """The public key as PEM (SubjectPublicKeyInfo), the ``.pub`` file format."""
     return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -103,6 +105,11 @@ def load_private(path: Path) -> Ed25519PrivateKey:
 
 
 def parse_public(data: bytes, where: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM ``data``; ``where`` names it in errors.
+
+    Raises:
+        KeyFileError: a private key, not PEM, or not Ed25519.
+    """
     if b"PRIVATE KEY-----" in data:
         raise KeyFileError(f"{where}: is a private key; give the public key (.pub), never share the .key")
     try:
@@ -115,6 +122,11 @@ def parse_public(data: bytes, where: str) -> Ed25519PublicKey:
 
 
 def load_public(path: Path) -> Ed25519PublicKey:
+    """The Ed25519 public key in the ``.pub`` file ``path``.
+
+    Raises:
+        KeyFileError: unreadable, a private key, or not an Ed25519 public key.
+    """
     return parse_public(_read(path), str(path))
 
 

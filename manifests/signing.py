@@ -167,5 +167,6 @@ def verify(body: bytes, sigfile: SignatureFile, trust: Trust, *, channel: str | 
 
 
 def signature_to_json(result: SignerResult) -> dict[str, Any]:
+    """One signer's result as the verify report writes it (keyid, name, valid, counted, reason)."""
     return {"keyid": result.keyid, "name": result.name, "valid": result.valid,
             "counted": result.counted, "reason": result.reason}

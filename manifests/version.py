@@ -18,6 +18,7 @@ def parse_version(text: object, *, where: str = "version") -> semver.Version:
 
 
 def is_version(text: object) -> bool:
+    """Whether ``text`` is a semantic version (SemVer 2.0.0) that :func:`parse_version` accepts."""
     try:
         parse_version(text)
     except FormatError:
