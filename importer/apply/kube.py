@@ -1,7 +1,7 @@
 """Applying a manifest set at the edge: to a cluster (server-side apply) or a GitOps folder.
 
-The set's files are re-read from the bundle (verified bytes) and parsed with the hub's own
-functions, so both sides agree on what an object and a workload image are. Before anything
+The set's files are re-read from the bundle (verified bytes) and parsed with the hub's
+functions (:mod:`manifests.kube`), so both sides agree on what an object and a workload image are. Before anything
 is applied, every workload image the bundle carries is rewritten to the edge registry and
 pinned by digest, and every object is annotated with where it came from:
 
