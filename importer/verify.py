@@ -24,13 +24,18 @@ from importer.policy import Installed, decide
 from importer.report import (ArtifactReport, BundleReport, Check, ChunkCounts, EntryReport, Plan,
                              Report, SignerReport)
 from manifests import __version__
-from manifests.errors import FerryError, FormatError, PlaceError, UsageError, VerificationError
+from manifests.errors import ChunkError, FerryError, FormatError, PlaceError, UsageError, VerificationError
 from manifests.model import Artifact, Chunk, Entry, Manifest
 from manifests.progress import Progress, Task
 from manifests.signing import MANIFEST_PAYLOAD_TYPE, SignatureFile, Verdict, verify
 from manifests.trust import Trust
 
 OK, BAD, MISSING, BASE = "ok", "bad", "missing", "held-by-base"
+
+
+def _chunk_error(chunk_id: str, status: str, message: str) -> ChunkError:
+    """The ChunkError for a chunk found ``status`` (missing, held by the base, or bad)."""
+    return ChunkError(chunk_id, "corrupt" if status == BAD else "missing", message)
 
 
 class _CheckingSource:
@@ -42,14 +47,14 @@ class _CheckingSource:
         self.problem: dict[str, str] = {}
         self.task = progress
 
-    def _fail(self, chunk: Chunk, status: str, why: str) -> VerificationError:
+    def _fail(self, chunk: Chunk, status: str, why: str) -> ChunkError:
         self.status[chunk.id], self.problem[chunk.id] = status, why
-        return VerificationError(why)
+        return _chunk_error(chunk.id, status, why)
 
     def read_chunk(self, chunk: Chunk) -> bytes:
         known = self.status.get(chunk.id)
-        if known not in (None, OK):
-            raise VerificationError(self.problem[chunk.id])
+        if known is not None and known != OK:
+            raise _chunk_error(chunk.id, known, self.problem[chunk.id])
         if not chunk.carried:
             raise self._fail(chunk, BASE, f"chunk {chunk.id} is held by the base (not carried)")
         if not self.reader.has(chunk):
