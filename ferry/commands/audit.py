@@ -5,10 +5,15 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from manifests.errors import PlaceError, UsageError, VerificationError
+
+if TYPE_CHECKING:
+    from importer.audit import AuditCheck
+    from manifests.signing import Verdict
 
 audit_app = typer.Typer(help="Show, verify and export the edge's tamper-evident audit trail.",
                         no_args_is_help=True)
@@ -32,7 +37,7 @@ def parse_since(text: str) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
-def _verify_file(file: Path, trust_files: list[Path]):  # -> AuditCheck
+def _verify_file(file: Path, trust_files: list[Path]) -> tuple[AuditCheck, Verdict]:
     from importer.audit import MAX_EXPORT_BYTES, parse_export
     from manifests import limits
     from manifests.bundle import read_bounded

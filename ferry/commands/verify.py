@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ferry.ui import write_output
 from manifests.errors import VerificationError
 
+if TYPE_CHECKING:
+    from ferry.ui import UI
+    from importer.report import Report
 
-def _print(report, ui) -> None:  # report: importer.report.Report, ui: ferry.ui.UI
+
+def _print(report: Report, ui: UI) -> None:
     from rich.markup import escape as e  # report text is data from the medium, never markup
     from rich.table import Table
 
@@ -39,10 +44,10 @@ def _print(report, ui) -> None:  # report: importer.report.Report, ui: ferry.ui.
             for col in cols + (["import would"] if plan else []):
                 table.add_column(col, overflow="fold")
             for a in b.artifacts:
-                c = a.chunks
+                counts = a.chunks
                 status = "[green]ok[/]" if a.status == "ok" else f"[red]{a.status}[/]"
                 row = [a.kind, a.name, a.version, human_bytes(a.size), str(len(a.entries)),
-                       f"{c.ok}/{c.bad}/{c.missing}/{c.held_by_base}", status]
+                       f"{counts.ok}/{counts.bad}/{counts.missing}/{counts.held_by_base}", status]
                 if plan:
                     row.append("" if a.plan is None else
                                (f"[red]{a.plan.action}[/]: {e(a.plan.reason)}" if a.plan.refused
