@@ -51,7 +51,11 @@ class _CheckingSource:
         if not chunk.carried:
             raise self._fail(chunk, BASE, f"chunk {chunk.id} is held by the base (not carried)")
         if not self.reader.has(chunk):
-            pack = self.reader.manifest.packs[chunk.pack]  # type: ignore[index]
+            assert chunk.pack is not None
+            pack = self.reader.manifest.packs[chunk.pack]
+            if pack.volume in self.reader.volumes_at_hand():  # a damaged copy, not a missing volume
+                raise self._fail(chunk, BAD, f"chunk {chunk.id}: pack file {self.reader.pack_file(chunk.pack)} is "
+                                             f"missing from volume {pack.volume}, which was given: a damaged copy")
             raise self._fail(chunk, MISSING, f"chunk {chunk.id}: volume {pack.volume} (pack {pack.name}) not given")
         try:
             data = self.reader.read_chunk(chunk)
@@ -175,13 +179,18 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *, installed: dict | None
     task_cm = progress.task(f"verifying {manifest.bundle.name}", total) if progress else nullcontext()  # type: ignore[attr-defined]
     with PackReader(manifest, found.volume_dirs) as reader, task_cm as task:
         missing = reader.missing_volumes()
+        damaged = reader.damaged_files()
         source = _CheckingSource(reader, task)
         artifacts = [_check_artifact(a, manifest, source, installed) for a in manifest.artifacts]
     held = sum(1 for c in manifest.chunks if not c.carried)
     if missing:
+        also = f"; damaged: pack file(s) {', '.join(damaged)} missing" if damaged else ""
         n_missing = sum(1 for s in source.status.values() if s == MISSING)
         checks.append(Check("volumes", False, f"volume(s) {', '.join(map(str, missing))} of {manifest.volumes} "
-                                              f"not given: {n_missing} chunk(s) missing (not corrupt)"))
+                                              f"not given: {n_missing} chunk(s) missing (not corrupt){also}"))
+    elif damaged:
+        checks.append(Check("volumes", False, f"all {manifest.volumes} volume(s) given, but damaged: pack file(s) "
+                                              f"{', '.join(damaged)} missing"))
     else:
         checks.append(Check("volumes", True, f"all {manifest.volumes} volume(s) given"))
     bad = [(cid, why) for a in artifacts for cid, why in a.bad_chunks]
