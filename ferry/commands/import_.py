@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
                         if a.status in (Status.REFUSED, Status.FAILED)]
             problems += [f"bundle {b.digest[:19]}: refused" for b in report.bundles if b.status is BundleStatus.REFUSED]
             first = next((b.reason for b in report.bundles if b.status is BundleStatus.REFUSED), None) or next(
-                a.reason for b in report.bundles for a in b.artifacts if a.status in (Status.REFUSED, Status.FAILED))
+                f"{a.kind} {a.name} {a.version}: {a.status}: {a.reason}" for b in report.bundles for a in b.artifacts
+                if a.status in (Status.REFUSED, Status.FAILED))
             waiting = [b.still_needed for b in report.bundles if b.still_needed]
             also = f"; also incomplete: {'; '.join(waiting)}" if waiting else ""
             sys.stderr.write(f"ferry: error: {len(problems)} refused or failed; first: {first}{also}\n")
