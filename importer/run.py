@@ -27,9 +27,10 @@ from typing import Any
 
 from manifests.bundle import SignedManifest
 from manifests.errors import FerryError, UsageError, VerificationError
+from manifests.model import Manifest
 from manifests.trust import load_trust
 
-from .apply import Applied, Context, Job, targets_for
+from .apply import Applied, ApplyTarget, Context, Job, targets_for
 from .apply import models as model_store
 from .apply.kube import origin_of
 from .content import StoreThenPacks
@@ -254,6 +255,40 @@ def recover(state: EdgeState, store: ChunkStore, audit: Any, progress: Any) -> N
             model_store.finish_model(state, store, audit, jid, payload)
 
 
+# --------------------------------------------------------------------------- planning
+
+
+def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: PackReader, *,
+                stale: str = "", atomic: bool = False) -> BundlePlan:
+    """Ask each target what it lacks (only for artifacts the version rule applies), read what the
+    site holds and what the volumes at hand carry, then :func:`importer.plan.make_plan`.
+
+    The one way a plan is made: ``import``, ``import --dry-run`` and ``verify --state``
+    (:func:`importer.verify.verify_paths`) all call it. Asks only; changes nothing.
+
+    Args:
+        ctx: the import's context (state may be read-only). targets: :func:`importer.apply.targets_for`.
+        manifest: the verified manifest. reader: the packs of the volumes given.
+        stale, atomic: as :func:`importer.plan.make_plan`.
+    """
+    installed = ctx.state.installed()
+    verdicts = decisions(manifest, installed, allow_downgrade=ctx.allow_downgrade)
+    needs: dict[tuple[str, str], Needs] = {}
+    for a in manifest.artifacts:
+        if not verdicts[a.key].applies:
+            continue
+        target = targets[a.kind]
+        try:
+            entries = target.needs(a)
+            needs[a.key] = Needs(tuple(entries), target.bytes_to_write(a, entries))
+        except FerryError as exc:
+            needs[a.key] = Needs(problem=str(exc))
+    ids = {cid for n in needs.values() for e in n.entries for cid in e.chunks}
+    present = Present(held=frozenset(ctx.store.held(ids)), packs=reader.packs_at_hand(),
+                      volumes=reader.volumes_at_hand(), needs=needs)
+    return make_plan(manifest, installed, present, allow_downgrade=ctx.allow_downgrade, stale=stale, atomic=atomic)
+
+
 # --------------------------------------------------------------------------- one bundle
 
 
@@ -323,28 +358,6 @@ class _BundleRun:
                     f"channel {b.channel!r})")
         return ""
 
-    # ---- planning
-
-    def plan(self, reader: PackReader, targets: dict[str, Any], stale: str) -> BundlePlan:
-        """Ask each target what it lacks, then :func:`importer.plan.make_plan`."""
-        installed = self.state.installed()
-        verdicts = decisions(self.m, installed, allow_downgrade=self.opts.allow_downgrade)
-        needs: dict[tuple[str, str], Needs] = {}
-        for a in self.m.artifacts:
-            if not verdicts[a.key].applies:
-                continue
-            target = targets[a.kind]
-            try:
-                entries = target.needs(a)
-                needs[a.key] = Needs(tuple(entries), target.bytes_to_write(a, entries))
-            except FerryError as exc:
-                needs[a.key] = Needs(problem=str(exc))
-        ids = {cid for n in needs.values() for e in n.entries for cid in e.chunks}
-        present = Present(held=frozenset(self.ctx.store.held(ids)), packs=reader.packs_at_hand(),
-                          volumes=reader.volumes_at_hand(), needs=needs)
-        return make_plan(self.m, installed, present, allow_downgrade=self.opts.allow_downgrade, stale=stale,
-                         atomic=self.opts.atomic)
-
     # ---- the run
 
     def run(self) -> None:
@@ -354,7 +367,7 @@ class _BundleRun:
         result = self.result
         targets = targets_for(self.ctx)
         with PackReader(self.m, self.medium.volume_dirs) as reader:
-            plan = self.plan(reader, targets, stale)
+            plan = plan_bundle(self.ctx, targets, self.m, reader, stale=stale, atomic=self.opts.atomic)
             result.artifacts = [ArtifactResult.of(s) for s in plan.steps]
             result.missing_volumes = reader.missing_volumes()
             result.missing_files = list(plan.missing_files)
@@ -388,7 +401,7 @@ class _BundleRun:
         self.state.record_bundle(digest=self.signed.digest, bundle_id=b.id, name=b.name, channel=b.channel,
                                  sequence=b.sequence, status=result.status.value, created=b.created)
 
-    def _carry_out(self, plan: BundlePlan, reader: PackReader, targets: dict[str, Any]) -> None:
+    def _carry_out(self, plan: BundlePlan, reader: PackReader, targets: dict[str, ApplyTarget]) -> None:
         """Each step of the plan, in its order; a manifest set is checked once more against
         what became of the images and models before it (one may have failed meanwhile)."""
         results = {(r.kind, r.name): r for r in self.result.artifacts}

@@ -250,3 +250,22 @@ def test_plan_rules(tmp_path_factory: pytest.TempPathFactory, hub_keys: KeyPair,
     if by["model"].status is not Status.READY:
         assert by["manifests"].status in (Status.HELD, Status.WAITING)
     assert all(m.chunk(c).pack in given_packs and c not in held_ids for c in plan.spill)
+
+
+def test_verify_state_shows_the_plan_import_dry_run_shows(tmp_path: Path, hub_keys: KeyPair) -> None:
+    state = tmp_path / "edge"
+    write_bundle(tmp_path / "v1", [hub_keys.key], [model("k", "2.0.0", {"c": b"2"})], sequence=1)
+    assert imp(hub_keys, state, tmp_path / "v1").returncode == 0
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", {"w.bin": rnd(200_000, 9)}),
+                                                  model("k", "1.0.0", {"c": b"1"}), manifests("app", "1.0.0")],
+                 volumes=2, chunk_size=32 * 1024, sequence=2)
+    dry = imp_json(hub_keys, state, tmp_path / "b" / "vol-001", extra=("--dry-run",))
+    v = run_ferry("verify", tmp_path / "b" / "vol-001", "--trust", hub_keys.pub, "--state", state, "--json")
+    assert v.returncode == 1  # a volume is missing: the verdict fails, the plan is still given
+    report = json.loads(v.stdout)
+    planned = {a["name"]: (a["status"], a["action"], a["reason"]) for a in dry["bundles"][0]["artifacts"]}
+    verified = {a["name"]: (a["plan"]["status"], a["plan"]["action"], a["plan"]["reason"])
+                for a in report["bundles"][0]["artifacts"]}
+    assert planned["m"] == verified["m"] == ("waiting", "new", "insert volume 2 to finish")
+    assert planned["k"] == verified["k"] and planned["k"][0] == "refused"
+    assert planned["app"] == verified["app"] and planned["app"][0] in ("held", "waiting")
