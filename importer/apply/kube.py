@@ -62,11 +62,13 @@ _CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
 @dataclass
 class ManifestTarget:
     """Where a set goes: a GitOps folder, a cluster (kubeconfig and context), or both.
-    ``gitops_dir`` is a path or an :class:`importer.fsroot.FsRoot` (the edge's writer)."""
+    ``gitops_dir`` is a path; with ``root`` (the edge's :class:`importer.fsroot.FsRoot`) it
+    is relative to that root and written only through it."""
 
-    gitops_dir: Path | FsRoot | None
+    gitops_dir: Path | None
     kubeconfig: Path | None
     context: str | None
+    root: FsRoot | None = None
 
 
 @dataclass
@@ -169,13 +171,14 @@ def load_objects(artifact: Artifact, read_entry: Callable[[Entry], Iterator[byte
 # --------------------------------------------------------------------------- GitOps folder
 
 
-def write_gitops(root: Path | FsRoot, set_name: str, objects: list[KubeObject]) -> Path:
+def write_gitops(root: Path | FsRoot, set_name: str, objects: list[KubeObject], *, folder: str = "") -> Path:
     """Write the set to ``root/<set>/``, one file per object, replacing what was there at once.
 
-    ``root`` is the GitOps folder: an :class:`importer.fsroot.FsRoot` (the edge state's
-    ``manifests`` folder, or the ``--manifests-dir`` opened as a root), or a path opened as
-    one. Every write below it goes through the root, never following a link: a link planted
-    at ``<set>`` or inside the temporary folder is refused (:class:`manifests.errors.PlaceError`).
+    ``root`` is the GitOps folder, a path opened as a root; or an :class:`importer.fsroot.FsRoot`
+    (the edge state) with the GitOps folder ``folder`` below it (created here, when the set is
+    written). Every write goes through the root, never following a link: a link planted at
+    ``manifests``, ``<set>`` or inside the temporary folder is refused
+    (:class:`manifests.errors.PlaceError`).
 
     The new folder is built under a hidden temporary name beside it and fsynced, then
     swapped in with one atomic exchange, so a GitOps agent sees the old set or the new one,
@@ -184,7 +187,17 @@ def write_gitops(root: Path | FsRoot, set_name: str, objects: list[KubeObject]) 
 
     Returns the path of the set's folder.
     """
-    fs = root if isinstance(root, FsRoot) else FsRoot.open(Path(root), create=True)
+    if isinstance(root, FsRoot):
+        fs = root.sub(folder, create=True) if folder else root.sub("")
+    else:
+        fs = FsRoot.open(Path(root) / folder if folder else Path(root), create=True)
+    try:
+        return _write_gitops(fs, set_name, objects)
+    finally:
+        fs.close()
+
+
+def _write_gitops(fs: FsRoot, set_name: str, objects: list[KubeObject]) -> Path:
     final, old = set_name, f".{set_name}.ferry-old"
     st = fs.lstat(final)
     if st is not None and not stat.S_ISDIR(st.st_mode):
@@ -397,7 +410,10 @@ def apply_manifests(artifact: Artifact, read_entry: Callable[[Entry], Iterator[b
                                                           allow_downgrade=allow_downgrade)
     if target.gitops_dir is not None:
         try:
-            result.written = write_gitops(target.gitops_dir, artifact.name, objects)
+            if target.root is not None:
+                result.written = write_gitops(target.root, artifact.name, objects, folder=str(target.gitops_dir))
+            else:
+                result.written = write_gitops(target.gitops_dir, artifact.name, objects)
         except OSError as err:
             raise FerryError(f"manifest set {artifact.name!r}: cannot write to {target.gitops_dir}: "
                              f"{err.strerror or err}") from None
@@ -428,24 +444,18 @@ class ManifestSets:
     def bytes_to_write(self, artifact: Artifact, entries: list[Entry]) -> int:
         return sum(e.size for e in entries) if self.under_edge else 0
 
-    def _gitops(self) -> FsRoot | None:
-        if self.ctx.kubeconfig is not None:
-            return None
-        if self.ctx.manifests_dir is not None:
-            return FsRoot.open(self.ctx.manifests_dir, create=True, place="output")
-        if self.ctx.edge is None:
-            raise FerryError("no edge state to write manifest sets under")
-        return self.ctx.edge.sub(MANIFESTS_DIR, create=True)
-
     def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
-        gitops = self._gitops()
-        try:
-            target = ManifestTarget(gitops_dir=gitops, kubeconfig=self.ctx.kubeconfig, context=self.ctx.context)
-            result = apply_manifests(artifact, read_entry, target, image_refs=job.image_refs, origin=job.origin,
-                                     allow_downgrade=self.ctx.allow_downgrade)
-        finally:
-            if gitops is not None:
-                gitops.close()
+        ctx = self.ctx
+        if ctx.kubeconfig is not None:
+            target = ManifestTarget(None, ctx.kubeconfig, ctx.context)
+        elif ctx.manifests_dir is not None:
+            target = ManifestTarget(ctx.manifests_dir, None, None)
+        elif ctx.edge is not None:
+            target = ManifestTarget(Path(MANIFESTS_DIR), None, None, root=ctx.edge)
+        else:
+            raise FerryError("no edge state to write manifest sets under")
+        result = apply_manifests(artifact, read_entry, target, image_refs=job.image_refs, origin=job.origin,
+                                 allow_downgrade=ctx.allow_downgrade)
         note = ("; left alone (newer on the cluster): " + ", ".join(o for o, _ in result.skipped)
                 if result.skipped else "")
         return Applied(note=note)
