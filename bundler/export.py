@@ -40,7 +40,7 @@ from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
 from manifests.errors import FerryError, PlaceError, SpecError, UsageError
 from manifests.progress import Progress
 from manifests.keys import load_private
-from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack, utc_now
+from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack, apply_rank, utc_now
 from manifests.receipt import Receipt, receipt_digest
 from manifests.signing import sign
 
@@ -53,8 +53,6 @@ from .spec import Spec, load_spec
 
 #: Raw bytes handed to the pool and not yet written: bounds memory (plus one chunk and its frame).
 MAX_IN_FLIGHT = 32 * 1024 * 1024
-#: Order of artifacts in the manifest, which is the edge's apply order.
-KIND_ORDER = {"image": 0, "model": 1, "manifests": 2}
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,7 @@ def build_sources(spec: Spec, opts: ExportOptions, progress: Progress) -> list[S
         if (a.kind, a.name) in seen:
             raise SpecError(f"{spec.file}: two {a.kind} artifacts are both named {a.name!r}")
         seen[(a.kind, a.name)] = a.version
-    artifacts.sort(key=lambda a: KIND_ORDER[a.kind])
+    artifacts.sort(key=lambda a: apply_rank(a.kind))  # the edge's apply order
     return artifacts
 
 

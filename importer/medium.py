@@ -15,7 +15,7 @@ from pathlib import Path
 
 from manifests import limits
 from manifests.bundle import (MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PREFIX, SignedManifest, open_manifest,
-                              read_bounded)
+                              pack_file, read_bounded)
 from manifests.chunks import decompress_chunk
 from manifests.digest import manifest_digest
 from manifests.errors import ChunkError, FerryError, PlaceError, VerificationError
@@ -110,6 +110,7 @@ class PackReader:
 
     def __init__(self, manifest: Manifest, volume_dirs: list[Path]) -> None:
         self.manifest = manifest
+        self._dirs = list(volume_dirs)
         self._paths: dict[int, Path] = {}
         for index, pack in enumerate(manifest.packs):
             for vol in volume_dirs:
@@ -121,13 +122,42 @@ class PackReader:
                     break
         self._fds: dict[int, int] = {}
 
+    def packs_at_hand(self) -> frozenset[int]:
+        """Indexes (into ``manifest.packs``) of the pack files found on the volumes given."""
+        return frozenset(self._paths)
+
+    def volumes_at_hand(self) -> frozenset[int]:
+        """Numbers of the volumes given: a ``vol-NNN`` folder is volume NNN, the folder of a
+        single-volume bundle is volume 1, and a volume any of whose packs was found is given.
+        A pack missing from a volume given is a damaged copy, not a missing volume."""
+        found = {self.manifest.packs[i].volume for i in self._paths}
+        for vol in self._dirs:
+            name = vol.name
+            if name.startswith(VOLUME_PREFIX) and name[len(VOLUME_PREFIX):].isdigit():
+                found.add(int(name[len(VOLUME_PREFIX):]))
+            elif self.manifest.volumes == 1:
+                found.add(1)
+        return frozenset(found)
+
+    def pack_file(self, index: int) -> str:
+        """How to name pack ``index`` to an operator: ``vol-NNN/packs/NAME`` (or ``packs/NAME``)."""
+        pack = self.manifest.packs[index]
+        return pack_file(self.manifest.volumes, pack.volume, pack.name)
+
     def has(self, chunk: Chunk) -> bool:
         """Whether the pack holding ``chunk`` is present (the chunk itself is checked on read)."""
         return chunk.pack is not None and chunk.pack in self._paths
 
     def missing_volumes(self) -> list[int]:
-        """Volumes whose packs were not found, for 'insert volume N' messages."""
-        return sorted({p.volume for i, p in enumerate(self.manifest.packs) if i not in self._paths})
+        """Volumes not given whose packs were not found, for 'insert volume N' messages."""
+        at_hand = self.volumes_at_hand()
+        return sorted({p.volume for i, p in enumerate(self.manifest.packs) if i not in self._paths} - at_hand)
+
+    def damaged_files(self) -> list[str]:
+        """Pack files missing from volumes that were given (:meth:`pack_file` names)."""
+        at_hand = self.volumes_at_hand()
+        return [self.pack_file(i) for i, p in enumerate(self.manifest.packs)
+                if i not in self._paths and p.volume in at_hand]
 
     def read_stored(self, chunk: Chunk) -> bytes:
         """The stored (compressed) bytes of a carried chunk, exactly ``chunk.stored`` of them."""
@@ -135,6 +165,9 @@ class PackReader:
             raise ChunkError(chunk.id, "missing", f"chunk {chunk.id} is not carried in this bundle")
         if chunk.pack not in self._paths:
             pack = self.manifest.packs[chunk.pack]
+            if pack.volume in self.volumes_at_hand():
+                raise ChunkError(chunk.id, "missing", f"chunk {chunk.id}: pack file {self.pack_file(chunk.pack)} is missing from "
+                                        f"volume {pack.volume}, which was given: a damaged copy")
             raise ChunkError(chunk.id, "missing", f"chunk {chunk.id}: pack {pack.name} (volume {pack.volume}) is missing")
         fd = self._fds.get(chunk.pack)
         if fd is None:

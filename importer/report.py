@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 REPORT_FORMAT = "ferry-verify-report"
-REPORT_VERSION = "1.0"
+REPORT_VERSION = "1.1"
 
 Verdict = Literal["pass", "fail"]
 #: Status of one file or blob: rebuilt and matched its digests; rebuilt (or read) and did not;
@@ -89,16 +89,22 @@ class ChunkCounts:
 
 @dataclass(frozen=True)
 class Plan:
-    """What ``ferry import`` would do with this artifact at the edge (importer.policy.decide)."""
+    """What ``ferry import`` would do with this artifact at the edge: the import's plan
+    (importer.plan.make_plan), for the volumes given."""
 
     action: str  # new, same, newer, older, conflict
     reason: str
     installed_version: str | None
     refused: bool
+    #: importer.plan.Status: ready, same, refused, failed, waiting, held (report 1.1)
+    status: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "reason": self.reason,
-                "installedVersion": self.installed_version, "refused": self.refused}
+        d: dict[str, Any] = {"action": self.action, "reason": self.reason,
+                             "installedVersion": self.installed_version, "refused": self.refused}
+        if self.status is not None:
+            d["status"] = self.status
+        return d
 
 
 @dataclass(frozen=True)

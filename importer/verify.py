@@ -13,14 +13,15 @@ whose signatures or manifest fail still gets a report saying so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
 from importer.content import stream_entry
 from importer.medium import BundleOnMedium, PackReader, find_bundles
-from importer.policy import Installed, decide
+from importer.plan import BundlePlan, Status, Step
+from importer.policy import Installed
 from importer.report import (ArtifactReport, BundleReport, Check, ChunkCounts, EntryReport, Plan,
                              Report, SignerReport)
 from manifests import __version__
@@ -58,7 +59,11 @@ class _CheckingSource:
         if not chunk.carried:
             raise self._fail(chunk, BASE, f"chunk {chunk.id} is held by the base (not carried)")
         if not self.reader.has(chunk):
-            pack = self.reader.manifest.packs[chunk.pack]  # type: ignore[index]
+            assert chunk.pack is not None
+            pack = self.reader.manifest.packs[chunk.pack]
+            if pack.volume in self.reader.volumes_at_hand():  # a damaged copy, not a missing volume
+                raise self._fail(chunk, BAD, f"chunk {chunk.id}: pack file {self.reader.pack_file(chunk.pack)} is "
+                                             f"missing from volume {pack.volume}, which was given: a damaged copy")
             raise self._fail(chunk, MISSING, f"chunk {chunk.id}: volume {pack.volume} (pack {pack.name}) not given")
         try:
             data = self.reader.read_chunk(chunk)
@@ -102,8 +107,7 @@ def _check_entry(entry: Entry, manifest: Manifest, source: _CheckingSource) -> E
     return report(BAD, failure)  # every chunk fine, yet the whole does not match its digest
 
 
-def _check_artifact(a: Artifact, manifest: Manifest, source: _CheckingSource,
-                    installed: dict[tuple[str, str], Installed] | None) -> ArtifactReport:
+def _check_artifact(a: Artifact, manifest: Manifest, source: _CheckingSource, step: Step | None) -> ArtifactReport:
     entries = tuple(_check_entry(e, manifest, source) for e in a.entries)
     ids = list(dict.fromkeys(cid for e in a.entries for cid in e.chunks))
     counts = {OK: 0, BAD: 0, MISSING: 0, BASE: 0}
@@ -114,10 +118,9 @@ def _check_artifact(a: Artifact, manifest: Manifest, source: _CheckingSource,
     status: Literal["ok", "bad", "incomplete"] = "bad" if BAD in statuses else "incomplete" if MISSING in statuses else "ok"
     digest = a.content_digest
     plan = None
-    if installed is not None:
-        current = installed.get(a.key)
-        d = decide(current, a.version, digest)
-        plan = Plan(d.action, d.reason, current.version if current else None, d.refused)
+    if step is not None:  # the import's own plan (importer.run.plan_bundle)
+        refused = step.status in (Status.REFUSED, Status.FAILED)
+        plan = Plan(step.decision.action, step.reason, step.installed, refused, step.status.value)
     return ArtifactReport(
         kind=a.kind, name=a.name, version=a.version, size=a.size, content_digest=digest, status=status,
         chunks=ChunkCounts(total=len(ids), ok=counts[OK], bad=counts[BAD], missing=counts[MISSING],
@@ -168,9 +171,12 @@ _NOT_PARSED = ("not parsed: a manifest is read only after its signatures verify 
                "(ferry inspect shows its unverified claims)")
 
 
-def verify_bundle(found: BundleOnMedium, trust: Trust, *, installed: dict | None = None,
+def verify_bundle(found: BundleOnMedium, trust: Trust, *,
+                  planner: Callable[[Manifest, PackReader], BundlePlan] | None = None,
                   progress: Progress | None = None) -> BundleReport:
-    """Every check on one bundle; never raises for what the medium holds."""
+    """Every check on one bundle; never raises for what the medium holds. With ``planner``
+    (``verify --state``), each artifact also carries what an import would do: the import's
+    own plan for the volumes given."""
     checks, manifest, verdict = _open(found, trust)
     locations = tuple(str(v) for v in found.volume_dirs)
     signers = _signers(verdict) if verdict else ()
@@ -182,13 +188,19 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *, installed: dict | None
     task_cm = progress.task(f"verifying {manifest.bundle.name}", total) if progress else nullcontext()
     with PackReader(manifest, found.volume_dirs) as reader, task_cm as task:
         missing = reader.missing_volumes()
+        damaged = reader.damaged_files()
         source = _CheckingSource(reader, task)
-        artifacts = [_check_artifact(a, manifest, source, installed) for a in manifest.artifacts]
+        steps = {s.key: s for s in planner(manifest, reader).steps} if planner is not None else {}
+        artifacts = [_check_artifact(a, manifest, source, steps.get(a.key)) for a in manifest.artifacts]
     held = sum(1 for c in manifest.chunks if not c.carried)
     if missing:
+        also = f"; damaged: pack file(s) {', '.join(damaged)} missing" if damaged else ""
         n_missing = sum(1 for s in source.status.values() if s == MISSING)
         checks.append(Check("volumes", False, f"volume(s) {', '.join(map(str, missing))} of {manifest.volumes} "
-                                              f"not given: {n_missing} chunk(s) missing (not corrupt)"))
+                                              f"not given: {n_missing} chunk(s) missing (not corrupt){also}"))
+    elif damaged:
+        checks.append(Check("volumes", False, f"all {manifest.volumes} volume(s) given, but damaged: pack file(s) "
+                                              f"{', '.join(damaged)} missing"))
     else:
         checks.append(Check("volumes", True, f"all {manifest.volumes} volume(s) given"))
     bad = [(cid, why) for a in artifacts for cid, why in a.bad_chunks]
@@ -233,8 +245,9 @@ def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None 
     Args:
         paths: bundle folders or volume folders (volumes of one bundle are merged).
         trust: the trust policy (:func:`manifests.trust.load_trust`).
-        state_dir: an edge state folder; when given, each artifact's report carries the plan
-            the edge would follow (install, skip, refuse).
+        state_dir: an edge state folder; when given, each artifact also says what
+            ``ferry import`` into that edge state would do: the import's own plan
+            (:func:`importer.run.plan_bundle`), read-only.
         progress: where long work is reported (None: nowhere).
     Returns:
         the report (schema ``manifests/schema/verify-report.schema.json``): findings, never
@@ -242,10 +255,48 @@ def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None 
     Raises:
         PlaceError: ``state_dir`` is not an edge state folder.
     """
+    paths = [Path(p) for p in paths]
+    if state_dir is not None:
+        read_installed_for(state_dir)  # refuses a state folder that is not there
+        with _Planner(Path(state_dir)) as planner:
+            return _verify_paths(paths, trust, planner, state_dir, progress)
+    return _verify_paths(paths, trust, None, None, progress)
+
+
+class _Planner:
+    """``verify --state``: plans as ``import --dry-run`` with default options would (read-only)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        from importer.apply import Context, targets_for
+        from importer.fsroot import FsRoot
+        from importer.state import EdgeState
+        from importer.store import ChunkStore
+
+        self.state = EdgeState.open_for_plan(state_dir)
+        self.store = ChunkStore(self.state)
+        self.edge = FsRoot.open(self.state.root) if self.state.root.is_dir() else None
+        self.ctx = Context(state=self.state, store=self.store, edge=self.edge)
+        self.targets = targets_for(self.ctx)
+
+    def __call__(self, manifest: Manifest, reader: PackReader) -> BundlePlan:
+        from importer.run import plan_bundle
+
+        return plan_bundle(self.ctx, self.targets, manifest, reader)
+
+    def __enter__(self) -> _Planner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.edge is not None:
+            self.edge.close()
+        self.store.close()
+        self.state.close()
+
+
+def _verify_paths(paths: list[Path], trust: Trust, planner: _Planner | None, state_dir: Path | None,
+                  progress: Progress | None) -> Report:
     from manifests.model import utc_now
 
-    paths = [Path(p) for p in paths]
-    installed = read_installed_for(state_dir) if state_dir is not None else None
     checks: list[Check] = []
     readable = []
     for path in paths:  # each path on its own first, so one bad path is a finding, not a crash
@@ -255,7 +306,7 @@ def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None 
         except FerryError as exc:
             checks.append(Check("medium", False, str(exc)))
     found = find_bundles(readable) if readable else []  # volumes of one bundle merged
-    reports = tuple(verify_bundle(b, trust, installed=installed, progress=progress) for b in found)
+    reports = tuple(verify_bundle(b, trust, planner=planner, progress=progress) for b in found)
     trust_doc = {"threshold": trust.threshold,
                  "keys": [{"keyid": kid, "name": k.name,
                            "channels": sorted(k.channels) if k.channels is not None else None}

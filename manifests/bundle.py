@@ -34,6 +34,13 @@ def volume_dir_name(number: int) -> str:
     return f"{VOLUME_PREFIX}{number:03d}"
 
 
+def pack_file(volumes: int, volume: int, name: str) -> str:
+    """Where pack ``name`` of ``volume`` lies in a bundle of ``volumes`` volumes, relative to the
+    bundle folder (``vol-002/packs/NAME``, or ``packs/NAME`` for one volume): how messages
+    name a missing pack file."""
+    return f"{volume_dir_name(volume)}/{PACKS_DIR}/{name}" if volumes > 1 else f"{PACKS_DIR}/{name}"
+
+
 @dataclass(frozen=True)
 class SignedManifest:
     """A manifest whose signatures met the trust threshold, with its digest and verdict."""

@@ -27,6 +27,19 @@ from .version import parse_version
 ArtifactKind = Literal["model", "image", "manifests"]
 ARTIFACT_KINDS: tuple[str, ...] = ("model", "image", "manifests")
 
+#: The order in which the edge applies artifacts, and in which the hub lists them in the
+#: manifest (docs/bundle-format.md, "Artifacts"): images, then models, then manifest sets.
+#: Manifest sets come last because their workloads need their images and models in place
+#: (the edge holds a set back while one of them is missing). Images before models: neither
+#: needs the other, and this is the order bundles have always listed them in, so every
+#: manifest already made stays "in apply order".
+APPLY_ORDER: tuple[ArtifactKind, ...] = ("image", "model", "manifests")
+
+
+def apply_rank(kind: str) -> int:
+    """Position of ``kind`` in :data:`APPLY_ORDER` (sort key). Raises ValueError for an unknown kind."""
+    return APPLY_ORDER.index(kind)
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 REPOSITORY_RE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")

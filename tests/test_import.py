@@ -228,12 +228,13 @@ def test_volumes_one_at_a_time_in_any_order(tmp_path: Path, hub_keys: KeyPair) -
     write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", files)], volumes=3, chunk_size=32 * 1024)
     state = tmp_path / "edge"
     r = imp(hub_keys, state, tmp_path / "b" / "vol-003")
-    assert r.returncode == 0, r.stderr
-    assert "insert volume 1, 2" in r.stdout + r.stderr
+    # incomplete is not success: exit 3 and one line saying what is still needed (issue #12)
+    assert_clean_failure(r, code=3, contains="incomplete, waiting for volumes: bundle edge-ai: insert volume 1, 2")
     assert not (state / "models" / "m" / "1.0.0").exists()
     status = json.loads(run_ferry("status", "--state", state, "--json").stdout)
     assert status["store"]["spillChunks"] > 0 and status["waiting"]
     r = imp(hub_keys, state, tmp_path / "b" / "vol-001")
+    assert_clean_failure(r, code=3, contains="insert volume 2 to finish")
     assert "insert volume 2" in r.stdout
     r = imp(hub_keys, state, tmp_path / "b" / "vol-002")
     assert r.returncode == 0 and "applied" in r.stdout

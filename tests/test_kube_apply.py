@@ -172,11 +172,11 @@ def test_gitops_repairs_an_interrupted_swap(tmp_path: Path) -> None:
 
 
 def test_gitops_without_exchange_support_uses_two_renames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from importer.apply import kube
+    from importer.fsroot import FsRoot
 
     target = ManifestTarget(tmp_path, None, None)
     apply_set({"app.yaml": APP}, target)
-    monkeypatch.setattr(kube, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(FsRoot, "exchange", lambda self, a, b: False)
     apply_set({"policy.yaml": POLICY}, target, version="1.3.0")
     assert os.listdir(tmp_path) == ["sentiment-app"]
     assert os.listdir(tmp_path / "sentiment-app") == ["0001-bindingpolicy-sentiment-edge.yaml"]

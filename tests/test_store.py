@@ -44,11 +44,11 @@ def test_an_edited_installed_file_is_never_trusted_as_a_chunk(tmp_path: Path, hu
 def test_a_spilled_chunk_is_not_written_again(tmp_path: Path, hub_keys: KeyPair) -> None:
     state = tmp_path / "edge"
     write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", V1)], volumes=2, chunk_size=32 * 1024)
-    assert imp(hub_keys, state, tmp_path / "b" / "vol-002").returncode == 0
+    assert imp(hub_keys, state, tmp_path / "b" / "vol-002").returncode == 3  # incomplete (issue #12)
     spill = state / "store" / "spill"
     first = {p.name: p.stat().st_mtime_ns for p in spill.iterdir()}
     assert first
-    assert imp(hub_keys, state, tmp_path / "b" / "vol-002").returncode == 0
+    assert imp(hub_keys, state, tmp_path / "b" / "vol-002").returncode == 3
     assert {p.name: p.stat().st_mtime_ns for p in spill.iterdir()} == first
     status = json.loads(run_ferry("status", "--state", state, "--json").stdout)
     assert status["store"]["spillChunks"] == len(first)

@@ -47,7 +47,7 @@ def test_exported_bundle_verifies_and_state_plan_matches_the_import(hub: Path, h
     assert imported.returncode == 0, imported.stderr
 
     assert plan(hub_keys, hub / "v1", edge) == {"action": "same", "reason": "1.0.0 already installed",
-                                                "installedVersion": "1.0.0", "refused": False}
+                                                "installedVersion": "1.0.0", "refused": False, "status": "same"}
     assert plan(hub_keys, hub / "v2", edge)["action"] == "newer"
     older = plan(hub_keys, hub / "old", edge)
     assert older["action"] == "older" and older["refused"] and "older than installed 1.0.0" in older["reason"]

@@ -27,11 +27,19 @@ def register(app: typer.Typer) -> None:
         note: Optional[str] = typer.Option(None, "--note", help="Operator's note recorded with every audit entry."),
         max_age: Optional[str] = typer.Option(None, "--max-age", help="Refuse bundles created longer ago than this "
                                               "(e.g. 30d, 12h): updates withheld by a courier show up."),
+        atomic: bool = typer.Option(False, "--atomic", help="All or nothing: apply no artifact of a bundle unless "
+                                    "every one of it can be applied (default: apply what is complete; manifest "
+                                    "sets wait for the images and models they need)."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     ) -> None:
-        """Verify bundles and apply them to the edge (models, images, manifests)."""
+        """Verify bundles and apply them to the edge (models, images, manifests).
+
+        Exit status: 0 done; 1 something was refused or failed; 2 bad input; 3 incomplete,
+        waiting for volumes or files (the last line says which)."""
         from ferry.ui import UI
+        from importer.plan import BundleStatus, Status
         from importer.run import ImportOptions, run_import
+        from manifests.errors import EXIT_INCOMPLETE
 
         from importer.policy import parse_max_age
         from manifests.errors import UsageError
@@ -46,28 +54,36 @@ def register(app: typer.Typer) -> None:
                              insecure_registries=frozenset(insecure_registry), manifests_dir=manifests_dir,
                              kubeconfig=kubeconfig, context=context, dry_run=dry_run,
                              allow_downgrade=allow_downgrade, reason=reason, keep=keep, note=note,
-                             max_age=parse_max_age(max_age) if max_age else None)
+                             max_age=parse_max_age(max_age) if max_age else None, atomic=atomic)
         report = run_import(opts, ui)
         if json_out:
             ui.emit(report.to_json())
         else:
             _print(ui, report)
-        for b in report.bundles:
-            if b.missing_volumes and any(a.status == "waiting" for a in b.artifacts):
-                ui.warn(f"bundle {(b.info or {}).get('name', b.digest)}: {b.reason}")
-        if report.exit_code:
+        code = report.exit_code
+        if code == EXIT_INCOMPLETE:
+            waiting = [f"bundle {(b.info or {}).get('name', b.digest)}: {b.still_needed}"
+                       for b in report.bundles if b.still_needed]
+            sys.stderr.write(f"ferry: error: incomplete, waiting for volumes: {'; '.join(waiting)}\n")
+            raise typer.Exit(code)
+        if code:
             problems = [f"{a.kind} {a.name} {a.version}: {a.status}" for b in report.bundles for a in b.artifacts
-                        if a.status in ("refused", "failed")]
-            problems += [f"bundle {b.digest[:19]}: refused" for b in report.bundles if b.status == "refused"]
-            first = next((b.reason for b in report.bundles if b.status == "refused"), None) or next(
-                a.reason for b in report.bundles for a in b.artifacts if a.status in ("refused", "failed"))
-            sys.stderr.write(f"ferry: error: {len(problems)} refused or failed; first: {first}\n")
-            raise typer.Exit(report.exit_code)
+                        if a.status in (Status.REFUSED, Status.FAILED)]
+            problems += [f"bundle {b.digest[:19]}: refused" for b in report.bundles if b.status is BundleStatus.REFUSED]
+            first = next((b.reason for b in report.bundles if b.status is BundleStatus.REFUSED), None) or next(
+                f"{a.kind} {a.name} {a.version}: {a.status}: {a.reason}" for b in report.bundles for a in b.artifacts
+                if a.status in (Status.REFUSED, Status.FAILED))
+            waiting = [b.still_needed for b in report.bundles if b.still_needed]
+            also = f"; also incomplete: {'; '.join(waiting)}" if waiting else ""
+            sys.stderr.write(f"ferry: error: {len(problems)} refused or failed; first: {first}{also}\n")
+            raise typer.Exit(code)
 
 
 def _print(ui: object, report: object) -> None:
-    """One line per bundle, one indented line per artifact: readable and greppable."""
+    """One line per bundle, one indented line per artifact (:func:`importer.plan.artifact_line`,
+    the same words ``verify --state`` uses): readable and greppable."""
     from manifests.progress import human_bytes
+    from importer.plan import BundleStatus, artifact_line
 
     out = ui.out  # type: ignore[attr-defined]
     for b in report.bundles:  # type: ignore[attr-defined]
@@ -75,13 +91,11 @@ def _print(ui: object, report: object) -> None:
         head = (f"bundle {info['name']} {info['id']} (channel {info['channel']}, sequence {info['sequence']})"
                 if info else f"bundle {b.digest}")
         verb = {"planned": "plan", "imported": "imported", "repeat": "already imported", "partial": "partial",
-                "settled": "imported with refusals", "refused": "REFUSED"}.get(b.status, b.status)
+                "settled": "imported with refusals", "refused": "REFUSED"}.get(b.status.value, b.status.value)
         out.print(f"{head}: {verb}" + (f": {b.reason}" if b.reason else ""), markup=False)
         for a in b.artifacts:
-            was = f" (installed {a.installed})" if a.installed else ""
-            size = f", {human_bytes(a.bytes)}" if a.bytes and a.status in ("applied", "planned", "waiting") else ""
-            out.print(f"  {a.kind} {a.name} {a.version}{was}: {a.status} [{a.action}{size}] {a.reason}"
-                      + (f" -> {a.ref}" if a.ref else ""), markup=False)
-        if report.dry_run and b.status == "planned":  # type: ignore[attr-defined]
+            out.print("  " + artifact_line(a.kind, a.name, a.version, a.installed, a.status, a.action, a.bytes,
+                                           a.reason, a.ref, human_bytes), markup=False)
+        if report.dry_run and b.status is BundleStatus.PLANNED:  # type: ignore[attr-defined]
             out.print(f"  bytes to write under the state: {human_bytes(b.bytes_to_write)}; "
                       "nothing was changed (dry run)", markup=False)

@@ -49,9 +49,12 @@ def _print(report: Report, ui: UI) -> None:
                 row = [a.kind, a.name, a.version, human_bytes(a.size), str(len(a.entries)),
                        f"{counts.ok}/{counts.bad}/{counts.missing}/{counts.held_by_base}", status]
                 if plan:
-                    row.append("" if a.plan is None else
-                               (f"[red]{a.plan.action}[/]: {e(a.plan.reason)}" if a.plan.refused
-                                else f"{a.plan.action}: {e(a.plan.reason)}"))
+                    if a.plan is None:
+                        row.append("")
+                    else:  # the import's plan, in the words `ferry import --dry-run` prints
+                        word = f"{a.plan.status} [{a.plan.action}]" if a.plan.status else a.plan.action
+                        row.append(f"[red]{e(word)}[/]: {e(a.plan.reason)}" if a.plan.refused
+                                   else f"{e(word)}: {e(a.plan.reason)}")
                 table.add_row(*row)
             out.print(table)
         for c in b.failures:

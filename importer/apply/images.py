@@ -18,21 +18,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from manifests.durable import replacing, write_atomic
 from manifests.errors import FerryError, FormatError, VerificationError
 from manifests.model import Artifact, Entry, ImageInfo
 from manifests.oci import (MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX, REF_NAME_ANNOTATION,
                            parse_manifest, parse_reference)
 
+from ..fsroot import FsRoot
+from ..state import OCI_DIR
+from . import Applied, Context, Job, ReadEntry
+
 if TYPE_CHECKING:
     from transport.registry import RegistryClient
-
-ReadEntry = Callable[[Entry], Iterator[bytes]]
 
 #: How many (blob, repository) probes a search for a cross-repository mount may make.
 MOUNT_PROBES = 200
@@ -40,11 +42,16 @@ MOUNT_PROBES = 200
 
 @dataclass
 class ImageTarget:
-    """Where images go: ``registry`` (HOST[:PORT]) if given, else the layout folder."""
+    """Where images go: ``registry`` (HOST[:PORT]) if given, else the layout folder.
+
+    ``layout`` is a path, or with ``root`` (the edge's :class:`importer.fsroot.FsRoot`) a
+    folder relative to it: every layout write then goes through that root (no link followed).
+    """
 
     registry: str | None
     layout: Path | None
     insecure_registries: frozenset[str] = frozenset()
+    root: FsRoot | None = None
 
 
 # --------------------------------------------------------------------------- public API
@@ -114,6 +121,9 @@ def apply_image(artifact: Artifact, read_entry: ReadEntry, target: ImageTarget) 
             client.put_manifest(repo, image.tag, _read_manifest(read_entry, top), top.media_type)
         return pinned_ref(artifact, target)
     layout = _layout(target)
+    if layout.fs is None:
+        assert target.layout is not None
+        layout = Layout(FsRoot.open(Path(os.path.abspath(target.layout)).parent, create=True), layout.rel)
     layout.ensure()
     for e in _layout_order(artifact):
         if not layout.has(e):
@@ -195,40 +205,54 @@ def _layout_order(artifact: Artifact) -> list[Entry]:
     return [*blobs, *children, top]
 
 
-@dataclass
 class Layout:
-    """An OCI image layout folder that ferry adds images to."""
+    """An OCI image layout folder that ferry adds images to: folder ``rel`` below ``fs``
+    (``fs`` None: the layout does not exist and nothing may be written, as in a dry run
+    without a state). Every read and write goes through the :class:`FsRoot`."""
 
-    root: Path
+    def __init__(self, fs: FsRoot | None, rel: str) -> None:
+        self.fs, self.rel = fs, rel.strip("/")
+        self.blobs = f"{self.rel}/blobs/sha256" if self.rel else "blobs/sha256"
 
-    def __post_init__(self) -> None:
-        self.blobs = self.root / "blobs" / "sha256"
+    def _at(self, name: str) -> str:
+        return f"{self.rel}/{name}" if self.rel else name
+
+    def _fs(self) -> FsRoot:
+        if self.fs is None:
+            raise FerryError("no image target: give --registry HOST[:PORT] or an edge state for EDGE/oci")
+        return self.fs
 
     def ensure(self) -> None:
         """Create the layout if it is not there yet (only when applying; asking creates nothing)."""
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        marker = self.root / "oci-layout"
-        if not marker.exists():
-            write_atomic(marker, b'{"imageLayoutVersion":"1.0.0"}')
-        if not (self.root / "index.json").exists():
-            write_atomic(self.root / "index.json", _index_bytes([]))
+        fs = self._fs()
+        fs.makedirs(self.blobs)
+        if fs.lstat(self._at("oci-layout")) is None:
+            fs.write_atomic(self._at("oci-layout"), b'{"imageLayoutVersion":"1.0.0"}')
+        if fs.lstat(self._at("index.json")) is None:
+            fs.write_atomic(self._at("index.json"), _index_bytes([]))
 
-    def path(self, digest: str) -> Path:
-        return self.blobs / digest.split(":", 1)[1]
+    def path(self, digest: str) -> str:
+        """The blob's path relative to the root."""
+        return f"{self.blobs}/{digest.split(':', 1)[1]}"
+
+    def _size(self, digest: str) -> int | None:
+        if self.fs is None:
+            return None
+        try:
+            return self.fs.file_size(self.path(digest))
+        except FerryError:
+            return None
 
     def has(self, entry: Entry) -> bool:
         """Present with the right size (blobs only appear after verification, by rename)."""
         assert entry.digest is not None
-        try:
-            return self.path(entry.digest).stat().st_size == entry.size
-        except FileNotFoundError:
-            return False
+        return self._size(entry.digest) == entry.size
 
     def write_blob(self, entry: Entry, chunks: Iterator[bytes]) -> None:
         """Stream to a temporary name and check sha256 before it is renamed into place."""
         assert entry.digest is not None
         sha = hashlib.sha256()
-        with replacing(self.path(entry.digest)) as f:
+        with self._fs().replacing(self.path(entry.digest)) as f:
             for data in chunks:
                 sha.update(data)
                 f.write(data)
@@ -246,25 +270,17 @@ class Layout:
             if digest in seen:
                 continue
             seen.add(digest)
-            path = self.path(digest)
-            with open(path, "rb") as f:
-                data = f.read(MAX_MANIFEST_BYTES + 1)
+            data = self._fs().read(self.path(digest), MAX_MANIFEST_BYTES)
             doc = parse_manifest(data, media_type, where=f"manifest {digest}")
             for d in (*doc.manifests, *doc.blobs):
-                try:
-                    present = self.path(d.digest).stat().st_size == d.size
-                except FileNotFoundError:
-                    present = False
-                if not present:
+                if self._size(d.digest) != d.size:
                     raise VerificationError(f"manifest {digest} references {d.digest}, which the image does not carry")
                 if d.is_manifest:
                     pending.append((d.digest, d.media_type, d.size))
 
     def read_index(self) -> list[dict]:
-        path = self.root / "index.json"
-        with open(path, "rb") as f:
-            data = f.read(MAX_MANIFEST_BYTES + 1)
-        parse_manifest(data, OCI_INDEX, where=f"{path}")  # refuse a broken index before editing it
+        data = self._fs().read(self._at("index.json"), MAX_MANIFEST_BYTES)
+        parse_manifest(data, OCI_INDEX, where=self._fs().where(self._at("index.json")))  # refuse a broken index first
         return list(json.loads(data)["manifests"])
 
     def tag(self, name: str, top: Entry) -> None:
@@ -275,15 +291,62 @@ class Layout:
         if wanted in entries:
             return
         kept = [d for d in entries if (d.get("annotations") or {}).get(REF_NAME_ANNOTATION) != name]
-        write_atomic(self.root / "index.json", _index_bytes([*kept, wanted]))
+        self._fs().write_atomic(self._at("index.json"), _index_bytes([*kept, wanted]))
 
 
 def _layout(target: ImageTarget) -> Layout:
+    """The target's layout: below ``target.root`` when given, else at the path ``target.layout``
+    (its parent folder opened as the root; created only when applying)."""
     if target.layout is None:
         raise FerryError("no image target: give --registry HOST[:PORT] or an edge state for EDGE/oci")
-    return Layout(Path(target.layout))
+    if target.root is not None:
+        return Layout(target.root, str(target.layout))
+    path = Path(os.path.abspath(target.layout))
+    try:
+        fs: FsRoot | None = FsRoot.open(path.parent)
+    except FerryError:
+        fs = None
+    return Layout(fs, path.name)
 
 
 def _index_bytes(manifests: list[dict]) -> bytes:
     return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests},
                       indent=2).encode() + b"\n"
+
+
+# --------------------------------------------------------------------------- the apply target
+
+
+class EdgeImages:
+    """Images into the site registry or the layout ``EDGE/oci`` (:class:`importer.apply.ApplyTarget`)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        layout = None if ctx.registry else Path(OCI_DIR)
+        self.target = ImageTarget(ctx.registry, layout, insecure_registries=ctx.insecure_registries, root=ctx.edge)
+
+    def needs(self, artifact: Artifact) -> list[Entry]:
+        missing = missing_blobs(artifact, self.target)
+        return [e for e in artifact.entries if e.digest in missing]
+
+    def bytes_to_write(self, artifact: Artifact, entries: list[Entry]) -> int:
+        return 0 if self.ctx.registry else sum(e.size for e in entries)
+
+    def pinned_ref(self, artifact: Artifact) -> str:
+        return pinned_ref(artifact, self.target)
+
+    def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
+        ref = apply_image(artifact, read_entry, self.target)
+        self._index_layout_blobs(artifact, job)
+        return Applied(ref=ref)
+
+    def _index_layout_blobs(self, artifact: Artifact, job: Job) -> None:
+        """OCI layout blobs are exact bytes: they serve as the chunk store like model files."""
+        if self.ctx.registry or self.ctx.edge is None:
+            return
+        layout = Layout(self.ctx.edge, OCI_DIR)
+        with self.ctx.state.transaction() as db:
+            for e in artifact.entries:
+                if e.digest is None or layout._size(e.digest) != e.size:
+                    continue
+                self.ctx.store.index_file(layout.blobs, e.digest.partition(":")[2], e, job.manifest, db=db)

@@ -16,10 +16,9 @@ applied. A GitOps folder is replaced as a whole, atomically.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,10 +32,14 @@ from manifests.kube import KubeObject, check_unique, containers, names_image, pa
 from manifests.limits import MAX_KUBE_FILE_BYTES as MAX_FILE_BYTES
 from manifests.limits import MAX_KUBE_SET_BYTES as MAX_SET_BYTES
 from manifests.durable import fsync_dir
-from manifests.errors import FerryError
+from manifests.errors import FerryError, PlaceError
 from manifests.model import NAME_RE, Artifact, BundleInfo, Entry
 from manifests.oci import parse_reference
 from manifests.version import compare_versions
+
+from ..fsroot import FsRoot
+from ..state import MANIFESTS_DIR
+from . import Applied, Context, Job, ReadEntry
 
 ANNOTATION_PREFIX = "ferry.io/"
 SET_ANNOTATION = ANNOTATION_PREFIX + "set"
@@ -53,11 +56,14 @@ _CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
 
 @dataclass
 class ManifestTarget:
-    """Where a set goes: a GitOps folder, a cluster (kubeconfig and context), or both."""
+    """Where a set goes: a GitOps folder, a cluster (kubeconfig and context), or both.
+    ``gitops_dir`` is a path; with ``root`` (the edge's :class:`importer.fsroot.FsRoot`) it
+    is relative to that root and written only through it."""
 
     gitops_dir: Path | None
     kubeconfig: Path | None
     context: str | None
+    root: FsRoot | None = None
 
 
 @dataclass
@@ -160,63 +166,65 @@ def load_objects(artifact: Artifact, read_entry: Callable[[Entry], Iterator[byte
 # --------------------------------------------------------------------------- GitOps folder
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
-    import ctypes
-
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def write_gitops(root: Path, set_name: str, objects: list[KubeObject]) -> Path:
+def write_gitops(root: Path | FsRoot, set_name: str, objects: list[KubeObject], *, folder: str = "") -> Path:
     """Write the set to ``root/<set>/``, one file per object, replacing what was there at once.
+
+    ``root`` is the GitOps folder, a path opened as a root; or an :class:`importer.fsroot.FsRoot`
+    (the edge state) with the GitOps folder ``folder`` below it (created here, when the set is
+    written). Every write goes through the root, never following a link: a link planted at
+    ``manifests``, ``<set>`` or inside the temporary folder is refused
+    (:class:`manifests.errors.PlaceError`).
 
     The new folder is built under a hidden temporary name beside it and fsynced, then
     swapped in with one atomic exchange, so a GitOps agent sees the old set or the new one,
     never a mix and never none. Where the exchange is unsupported, two renames are used and
     a crash between them is repaired on the next run (the old set is put back first).
+
+    Returns the path of the set's folder.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / set_name
-    if final.is_symlink() or (final.exists() and not final.is_dir()):
-        raise FerryError(f"{final} exists and is not a folder; ferry replaces only folders it wrote")
-    old = root / f".{set_name}.ferry-old"
-    if old.exists() and not final.exists():
-        os.rename(old, final)  # repair an interrupted two-rename swap
-    for stale in root.glob(f".{set_name}.ferry-*"):
-        shutil.rmtree(stale)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{set_name}.ferry-new-", dir=root))
+    if isinstance(root, FsRoot):
+        fs = root.sub(folder, create=True) if folder else root.sub("")
+    else:
+        fs = FsRoot.open(Path(root) / folder if folder else Path(root), create=True)
+    try:
+        return _write_gitops(fs, set_name, objects)
+    finally:
+        fs.close()
+
+
+def _write_gitops(fs: FsRoot, set_name: str, objects: list[KubeObject]) -> Path:
+    final, old = set_name, f".{set_name}.ferry-old"
+    st = fs.lstat(final)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        raise PlaceError(fs.place, fs.where(final),
+                         f"{fs.where(final)} exists and is not a folder; ferry replaces only folders it wrote")
+    if fs.lstat(old) is not None and st is None:
+        fs.rename(old, final)  # repair an interrupted two-rename swap
+    for stale in fs.listdir():
+        if stale.startswith(f".{set_name}.ferry-"):
+            fs.rmtree(stale)
+    tmp = fs.mkdtemp("", f".{set_name}.ferry-new-")
     try:
         for position, obj in enumerate(objects, start=1):
-            with open(tmp / gitops_file_name(position, obj), "xb") as f:
+            with fs.create(f"{tmp}/{gitops_file_name(position, obj)}") as f:
                 f.write(render(obj))
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o755)
-        fsync_dir(tmp)
-        if not final.exists():
-            os.rename(tmp, final)
-        elif _exchange(tmp, final):
-            shutil.rmtree(tmp)
+        fs.chmod(tmp, 0o755)
+        fs.fsync(tmp)
+        if fs.lstat(final) is None:
+            fs.rename(tmp, final)
+        elif fs.exchange(tmp, final):
+            fs.rmtree(tmp)
         else:
-            os.rename(final, old)
-            os.rename(tmp, final)
-            fsync_dir(root)
-            shutil.rmtree(old)
-        fsync_dir(root)
+            fs.rename(final, old)
+            fs.rename(tmp, final)
+            fs.rmtree(old)
+        fs.fsync()
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return final
+        if fs.lstat(tmp) is not None:
+            fs.rmtree(tmp)
+    return fs.path / set_name
 
 
 # --------------------------------------------------------------------------- cluster
@@ -397,10 +405,52 @@ def apply_manifests(artifact: Artifact, read_entry: Callable[[Entry], Iterator[b
                                                           allow_downgrade=allow_downgrade)
     if target.gitops_dir is not None:
         try:
-            result.written = write_gitops(Path(target.gitops_dir), artifact.name, objects)
+            if target.root is not None:
+                result.written = write_gitops(target.root, artifact.name, objects, folder=str(target.gitops_dir))
+            else:
+                result.written = write_gitops(target.gitops_dir, artifact.name, objects)
         except OSError as err:
             raise FerryError(f"manifest set {artifact.name!r}: cannot write to {target.gitops_dir}: "
                              f"{err.strerror or err}") from None
         if target.kubeconfig is None:
             result.applied = [obj.id for obj in objects]
     return result
+
+
+# --------------------------------------------------------------------------- the apply target
+
+
+class ManifestSets:
+    """Manifest sets into a cluster or a GitOps folder (:class:`importer.apply.ApplyTarget`).
+
+    Without ``--kubeconfig`` the folder is ``--manifests-dir`` or ``EDGE/manifests``; either
+    is written through an :class:`importer.fsroot.FsRoot` (no link followed below it)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @property
+    def under_edge(self) -> bool:
+        return self.ctx.kubeconfig is None and self.ctx.manifests_dir is None
+
+    def needs(self, artifact: Artifact) -> list[Entry]:
+        return list(artifact.entries)
+
+    def bytes_to_write(self, artifact: Artifact, entries: list[Entry]) -> int:
+        return sum(e.size for e in entries) if self.under_edge else 0
+
+    def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
+        ctx = self.ctx
+        if ctx.kubeconfig is not None:
+            target = ManifestTarget(None, ctx.kubeconfig, ctx.context)
+        elif ctx.manifests_dir is not None:
+            target = ManifestTarget(ctx.manifests_dir, None, None)
+        elif ctx.edge is not None:
+            target = ManifestTarget(Path(MANIFESTS_DIR), None, None, root=ctx.edge)
+        else:
+            raise FerryError("no edge state to write manifest sets under")
+        result = apply_manifests(artifact, read_entry, target, image_refs=job.image_refs, origin=job.origin,
+                                 allow_downgrade=ctx.allow_downgrade)
+        note = ("; left alone (newer on the cluster): " + ", ".join(o for o, _ in result.skipped)
+                if result.skipped else "")
+        return Applied(note=note)

@@ -20,20 +20,23 @@ directory descriptors (:func:`importer.state.open_dir`).
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import sqlite3
 import stat
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from manifests.digest import blake3_hex
-from manifests.errors import FerryError
+from manifests.errors import FerryError, VerificationError
 from manifests.model import Artifact, Entry, Manifest
 from manifests.paths import safe_join
 from manifests.version import parse_version
 
 from ..state import MODELS_DIR, EdgeState, create_file, open_dir, set_installed
 from ..store import ChunkStore
+from . import Applied, Context, Job, ReadEntry
 
 CURRENT = "current"
 
@@ -45,7 +48,6 @@ class NoSpace(FerryError):
 PARTIAL_PREFIX = ".partial-"
 TRASH_PREFIX = ".trash-"
 
-ReadEntry = Callable[[Entry], Iterator[bytes]]
 
 
 def model_dir(name: str) -> str:
@@ -301,3 +303,60 @@ def _remove_trash(mfd: int) -> None:
 def _rmtree_at(dir_fd: int, name: str) -> None:
     # shutil.rmtree with dir_fd never follows links (it uses the fd-based implementation)
     shutil.rmtree(name, dir_fd=dir_fd)
+
+
+# --------------------------------------------------------------------------- the apply target
+
+
+def finish_model(state: EdgeState, store: ChunkStore, audit: Any, jid: int, payload: dict[str, Any]) -> None:
+    """Publish a staged model, record it, audit it, then drop the journal entry ``jid``.
+
+    ``payload`` is the journal entry :meth:`ModelTarget.apply` wrote (name, version, content,
+    staged, bundleId, manifest, audit: the entry for ``audit.append``). Each step is
+    idempotent, so a crash anywhere here is finished by :func:`importer.run.recover`."""
+    if not payload.get("committed"):
+        store.forget_fds()
+        publish_model(state, payload["name"], payload["version"], staged=payload["staged"])
+        payload = {**payload, "committed": True}
+        with state.transaction() as db:
+            commit_model(db, name=payload["name"], version=payload["version"], content=payload["content"],
+                         bundle_id=payload["bundleId"], manifest=payload["manifest"], staged=payload["staged"])
+            db.execute("UPDATE journal SET payload=? WHERE id=?", (json.dumps(payload, sort_keys=True), jid))
+    if audit is not None and payload.get("audit"):
+        a = payload["audit"]
+        audit.append(a["decision"], a["reason"], bundle=a["bundle"], manifest_digest=a["manifestDigest"],
+                     signers=a["signers"], artifact=a["artifact"], version_before=a["versionBefore"],
+                     version_after=a["versionAfter"], note=a.get("note"))
+    with state.transaction() as db:
+        db.execute("DELETE FROM journal WHERE id=?", (jid,))
+
+
+class ModelTarget:
+    """Models into ``EDGE/models`` (:class:`importer.apply.ApplyTarget`): staged file by file,
+    published with a journal entry so a crash is rolled forward, recorded and audited here."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def needs(self, artifact: Artifact) -> list[Entry]:
+        if on_disk(self.ctx.state, artifact, artifact.content_digest):
+            return []
+        return files_to_write(self.ctx.state, artifact)
+
+    def bytes_to_write(self, artifact: Artifact, entries: list[Entry]) -> int:
+        return sum(e.size for e in entries)
+
+    def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
+        state, store = self.ctx.state, self.ctx.store
+        staged = not on_disk(state, artifact, job.content)
+        if staged:
+            try:
+                stage_model(state, store, artifact, job.manifest, read_entry)
+            except VerificationError:  # a version that did not verify leaves nothing behind
+                discard_staging(state, store, artifact.name, artifact.version)
+                raise
+        payload = {"op": "model", "name": artifact.name, "version": artifact.version, "content": job.content,
+                   "staged": staged, "bundleId": job.bundle_id, "manifest": job.manifest_digest, "audit": job.audit}
+        jid = state.add_journal(payload)
+        finish_model(state, store, self.ctx.audit, jid, payload)
+        return Applied(recorded=True)

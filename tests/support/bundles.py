@@ -30,6 +30,7 @@ class Spec:
     files: dict[str, bytes] = field(default_factory=dict)  # model / manifests: path -> bytes
     image_layers: list[bytes] = field(default_factory=list)  # image: layer blobs
     tag: str = "v1"
+    images: tuple[str, ...] = ()  # manifests: image references its workloads name
 
 
 def model(name: str, version: str, files: dict[str, bytes]) -> Spec:
@@ -88,7 +89,7 @@ def write_bundle(out: Path, keys: list[Path], specs: list[Spec], *, name: str = 
         info = ImageInfo(repository=spec.name, tag=spec.tag, manifest=top,
                          media_type="application/vnd.oci.image.manifest.v1+json") if spec.kind == "image" else None
         artifacts.append(Artifact(kind=spec.kind, name=spec.name, version=spec.version,  # type: ignore[arg-type]
-                                  entries=tuple(entries), image=info))
+                                  entries=tuple(entries), image=info, images=spec.images))
     ids = sorted(k for k in raw if ":" not in k)
     base_ids = {k.split(":")[0] for k in raw if k.endswith(":base")}
     frames: list[list[bytes]] = [[] for _ in range(volumes)]
