@@ -23,6 +23,7 @@ from importer.policy import Installed, decide
 from importer.report import (ArtifactReport, BundleReport, Check, ChunkCounts, EntryReport, Plan,
                              Report, SignerReport)
 from manifests import __version__
+from manifests.bundle import PACKS_DIR, absent_packs, volume_number
 from manifests.errors import FerryError, FormatError, VerificationError
 from manifests.model import Artifact, Chunk, Entry, Manifest
 from manifests.signing import MANIFEST_PAYLOAD_TYPE, SignatureFile, Verdict, verify
@@ -157,6 +158,24 @@ def _open(found: BundleOnMedium, trust: Trust) -> tuple[list[Check], Manifest | 
     return checks, None, verdict
 
 
+def _absent_packs(manifest: Manifest, volume_dirs: list[Path]) -> list[str]:
+    """A pack missing from a volume that is present is damage, not a volume to come."""
+    problems = []
+    for vol in volume_dirs:
+        number = volume_number(vol.name, manifest.volumes)
+        if number is None:
+            continue
+        packs = vol / PACKS_DIR
+        try:
+            present = {p.name for p in packs.iterdir() if p.is_file() and not p.is_symlink()} \
+                if packs.is_dir() and not packs.is_symlink() else set()
+        except OSError:
+            present = set()
+        problems += [f"pack {name} is missing from {vol} (volume {number} is present, so it is damaged)"
+                     for name in absent_packs(manifest, number, present)]
+    return problems
+
+
 _NOT_PARSED = ("not parsed: a manifest is read only after its signatures verify "
                "(ferry inspect shows its unverified claims)")
 
@@ -178,6 +197,9 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *, installed: dict | None
         source = _CheckingSource(reader, task)
         artifacts = [_check_artifact(a, manifest, source, installed) for a in manifest.artifacts]
     held = sum(1 for c in manifest.chunks if not c.carried)
+    damaged = _absent_packs(manifest, found.volume_dirs)
+    if damaged:
+        checks.append(Check("packs", False, "; ".join(damaged)))
     if missing:
         n_missing = sum(1 for s in source.status.values() if s == MISSING)
         checks.append(Check("volumes", False, f"volume(s) {', '.join(map(str, missing))} of {manifest.volumes} "

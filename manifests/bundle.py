@@ -33,6 +33,39 @@ def volume_dir_name(number: int) -> str:
     return f"{VOLUME_PREFIX}{number:03d}"
 
 
+def volume_number(folder_name: str, volumes: int) -> int | None:
+    """Which volume a folder holding ``manifest.json`` is, or None when it cannot be told.
+
+    Args:
+        folder_name: the folder's last path component (``vol-002``, ``edge-ai``).
+        volumes: the manifest's ``volumes``.
+    Returns:
+        N for a folder named ``vol-NNN`` with 1 <= N <= ``volumes``; 1 for any folder of a
+        one-volume bundle; otherwise None.
+    Rule: docs/bundle-format.md section 1 ("a volume that is present").
+    """
+    if len(folder_name) == len(VOLUME_PREFIX) + 3 and folder_name.startswith(VOLUME_PREFIX) \
+            and folder_name[len(VOLUME_PREFIX):].isdigit():
+        n = int(folder_name[len(VOLUME_PREFIX):])
+        return n if 1 <= n <= volumes else None
+    return 1 if volumes == 1 else None
+
+
+def absent_packs(manifest: Manifest, volume: int, present: set[str]) -> list[str]:
+    """The packs the manifest places on ``volume`` whose files the volume folder lacks.
+
+    Args:
+        manifest: the verified manifest.
+        volume: the folder's volume number (:func:`volume_number`).
+        present: names of the regular files under the folder's ``packs/``.
+    Returns:
+        pack names, in manifest order; each one is damage to a volume that is present (not a
+        volume still to come), and a reader reports it so, naming the pack.
+    Rule: docs/bundle-format.md section 4 ("a pack missing from a present volume").
+    """
+    return [p.name for p in manifest.packs if p.volume == volume and p.name not in present]
+
+
 @dataclass(frozen=True)
 class SignedManifest:
     """A manifest whose signatures met the trust threshold, with its digest and verdict."""

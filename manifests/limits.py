@@ -41,4 +41,6 @@ MAX_PATH_BYTES = 4096
 MAX_PATH_COMPONENT_BYTES = 255
 #: Short strings: names, versions, channels, media types, refs.
 MAX_NAME_LEN = 255
+#: bundle.producer, in characters (Unicode code points).
+MAX_PRODUCER_LEN = 255
 MAX_TEXT_LEN = 4096
