@@ -279,7 +279,7 @@ class Case:
     given: str = ""  # a sub-path of the bundle handed to the reader (e.g. "vol-001")
 
 
-def _edit(fn: Callable[[Bundle], None], seed: int = 1) -> Callable[[], Bundle]:
+def _edit(fn: Callable[[Bundle], object], seed: int = 1) -> Callable[[], Bundle]:
     def make() -> Bundle:
         b = standard(seed)
         fn(b)
@@ -466,7 +466,6 @@ def i_zero_chunk(b: Bundle) -> None:
     empty = b3(b"")
     f = b.manifest["artifacts"][0]["files"]
     f.append({"path": "empty.txt", "size": 0, "blake3": empty, "chunks": [empty]})
-    b.set_frame_target = None  # type: ignore[attr-defined]
     pack = b.manifest["packs"][0]
     frame = raw_frame(b"")
     b.manifest["chunks"].append({"id": empty, "size": 0, "stored": len(frame), "pack": 0, "offset": pack["size"]})
@@ -489,8 +488,7 @@ def i_frame(make: Callable[[bytes], bytes]) -> Callable[[Bundle], None]:
 
 
 def i_no_content_size(raw: bytes) -> bytes:
-    descriptor = 1 << 5  # single segment, FCS flag 0: a 1-byte FCS... so use a window descriptor instead
-    descriptor = 0  # not single segment, no FCS field at all
+    descriptor = 0  # not single segment, FCS flag 0: no Frame_Content_Size field at all
     out = bytearray(struct.pack("<IB", 0xFD2FB528, descriptor)) + bytes([0x58])  # window 2^(10+11) bytes
     pieces = [raw[i:i + 128 * 1024] for i in range(0, len(raw), 128 * 1024)]
     for i, piece in enumerate(pieces):

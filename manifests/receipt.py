@@ -61,7 +61,8 @@ class Receipt:
         site, created = d.get("site"), d.get("created")
         if not isinstance(site, str) or not NAME_RE.match(site):
             raise FormatError("receipt site must be a name")
-        parse_utc(created, where="receipt created")
+        parse_utc(created, where="receipt created")  # FormatError unless a string naming a real instant
+        created = str(created)
         chunks = d.get("chunks")
         if not isinstance(chunks, list) or len(chunks) > limits.MAX_CHUNKS * 16:
             raise FormatError("receipt chunks must be a list of chunk ids")

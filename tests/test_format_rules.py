@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 
 from importer.audit import MAX_TEXT, fit_text, make_entry
 from importer.policy import bundle_age_problem
-from manifests import canonical
+from manifests import canonical, limits
 from manifests.bundle import MANIFEST_NAME, absent_packs, volume_number
 from manifests.chunks import compress_chunk, decompress_chunk
 from manifests.digest import blake3_hex
-from manifests.errors import FormatError, VerificationError
+from manifests.errors import FormatError, LimitError, VerificationError
 from manifests.model import Manifest
 from manifests.paths import path_problem
 from manifests.receipt import Receipt
@@ -135,6 +135,18 @@ def test_bidi_and_invisible_controls_are_refused_in_a_signed_manifest(bidi: str)
 @given(st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp")), min_size=1, max_size=20))
 def test_printable_text_is_never_refused_as_forbidden(text: str) -> None:
     assert forbidden_char(text) is None
+
+
+@pytest.mark.parametrize("where, limit", [("files", limits.MAX_ENTRIES), ("chunks", limits.MAX_CHUNK_REFS)])
+def test_count_limits_too_large_for_the_conformance_suite_are_refused_before_reading_on(where: str,
+                                                                                     limit: int) -> None:
+    d = _manifest_dict()
+    if where == "files":
+        d["artifacts"][0]["files"] = [0] * (limit + 1)
+    else:
+        d["artifacts"][0]["files"][0]["chunks"] = [0] * (limit + 1)
+    with pytest.raises(LimitError, match=f"more than the limit of {limit}"):
+        Manifest.from_dict(d)
 
 
 def test_producer_is_capped_at_255_characters() -> None:
