@@ -242,21 +242,19 @@ def read_installed_for(state_dir: Path) -> dict[tuple[str, str], Installed]:
 
 def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None = None,
                  progress: object | None = None) -> Report:
-    """Verify every bundle found under ``paths``; a path that holds no readable bundle becomes a
-    failed ``medium`` check in the report rather than an exception."""
+    """Verify every bundle found under ``paths``; a path or volume folder that holds no readable
+    bundle (junk beside a bundle, docs/bundle-format.md section 1) becomes a failed ``medium``
+    check in the report rather than an exception, and every bundle beside it is still verified."""
     from importer.audit import utc_now
 
     paths = [Path(p) for p in paths]
     installed = read_installed_for(state_dir) if state_dir is not None else None
-    checks: list[Check] = []
-    readable = []
-    for path in paths:  # each path on its own first, so one bad path is a finding, not a crash
-        try:
-            find_bundles([path])
-            readable.append(path)
-        except FerryError as exc:
-            checks.append(Check("medium", False, str(exc)))
-    found = find_bundles(readable) if readable else []  # volumes of one bundle merged
+    skipped: list[str] = []
+    try:
+        found = find_bundles(paths, skipped=skipped)  # volumes of one bundle merged
+    except FerryError:  # nothing readable at all: every problem is in ``skipped``
+        found = []
+    checks = [Check("medium", False, why) for why in skipped]
     reports = tuple(verify_bundle(b, trust, installed=installed, progress=progress) for b in found)
     trust_doc = {"threshold": trust.threshold,
                  "keys": [{"keyid": kid, "name": k.name,

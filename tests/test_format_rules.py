@@ -334,6 +334,11 @@ def test_junk_volume_beside_a_good_bundle_is_a_warning_and_the_bundle_imports(tm
     assert {p.name: p.read_bytes() for p in (state / "models" / "m" / "current").iterdir()} == files
     r = _import(tmp_path / "usb", keys=hub_keys, state=state, extra=("--json",))
     assert any("vol-009" in w for w in json.loads(r.stdout)["warnings"])
+    r = run_ferry("verify", tmp_path / "usb", "--trust", hub_keys.pub, "--json")
+    assert r.returncode == 1  # the auditor is told about the junk ...
+    report = json.loads(r.stdout)
+    assert any(c["name"] == "medium" and "vol-009" in c["reason"] for c in report["checks"])
+    assert [b["verdict"] for b in report["bundles"]] == ["pass"]  # ... and the bundle beside it still verifies
 
 
 def test_verify_of_one_volume_checks_it_and_says_incomplete(tmp_path: Path, hub_keys: KeyPair) -> None:
