@@ -83,6 +83,28 @@ MAX_LINE_BYTES = 1 << 20
 MAX_TEXT = 4096
 
 
+def fit_text(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` as an entry can hold it: at most ``limit`` characters, valid Unicode.
+
+    Args:
+        text: a reason or note (a refusal may quote a 4,096-byte path, or a file name that is
+            not UTF-8 and so holds lone surrogates).
+        limit: characters (code points) the result may have; at least 200.
+    Returns:
+        ``text`` itself when it fits; otherwise its beginning followed by the marker
+        ``… [truncated: N characters; sha256:<hex> of the full text]``, so the entry still
+        names what was cut and anyone holding the full message (the import's report) can
+        prove it is the one recorded. Lone surrogates become ``\\udcXX`` escapes first.
+    """
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    marker = f"… [truncated: {len(text)} characters; sha256:{digest} of the full text]"
+    return text[:limit - len(marker)] + marker
+
+
 def entry_hash(entry: dict[str, Any]) -> str:
     """The hash an entry carries: sha256 of the canonical JSON of everything but ``hash``."""
     body = {k: v for k, v in entry.items() if k != "hash"}
@@ -131,10 +153,10 @@ def make_entry(seq: int, prev: str, time: str, decision: str, reason: str, *,
     """A complete, hashed entry. Pure: the trail's I/O is kept apart in :class:`AuditTrail`."""
     if decision not in DECISIONS:
         raise UsageError(f"audit: unknown decision {decision!r} (one of {', '.join(DECISIONS)})")
-    if not isinstance(reason, str) or len(reason) > MAX_TEXT:
-        raise UsageError("audit: reason must be a string of at most 4096 characters")
-    if note is not None and len(note) > MAX_TEXT:
-        raise UsageError("audit: note must be at most 4096 characters")
+    if not isinstance(reason, str):
+        raise UsageError("audit: reason must be a string")
+    reason = fit_text(reason)  # a refusal is recorded however long its message: never fail on bookkeeping
+    note = None if note is None else fit_text(note)
     entry: dict[str, Any] = {
         "seq": seq, "time": time, "decision": decision, "reason": reason,
         "bundle": dict(bundle) if bundle is not None else None,

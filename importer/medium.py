@@ -69,28 +69,64 @@ def _volume_dirs(path: Path) -> list[Path]:
     return found
 
 
-def find_bundles(paths: Iterable[Path]) -> list[BundleOnMedium]:
-    """Every bundle found under ``paths``, one entry per distinct manifest, volumes merged."""
+def find_bundles(paths: Iterable[Path], skipped: list[str] | None = None) -> list[BundleOnMedium]:
+    """Every bundle found under ``paths``, one entry per distinct manifest, volumes merged.
+
+    Args:
+        paths: bundle folders, volume folders or folders of volumes.
+        skipped: when given, a path or volume folder that cannot be read as a bundle (an
+            oversized or missing file, a link, no signature file) is not an error: one line
+            ``"<folder>: <why>"`` is appended here and the others are still read, so junk a
+            courier put beside a good bundle cannot stop it (docs/bundle-format.md section 1).
+            Without it the first such problem is raised.
+    Returns:
+        the bundles, in the order first found.
+    Raises:
+        FerryError (or VerificationError, LimitError): the first problem, when ``skipped`` is
+            None or when nothing readable was found at all.
+    """
     by_digest: dict[str, BundleOnMedium] = {}
+    first: FerryError | None = None
     for path in paths:
-        for vol in _volume_dirs(Path(path)):
-            for name in (MANIFEST_NAME, SIGNATURE_NAME):
-                if (vol / name).is_symlink():  # the format: readers never follow links on the medium
-                    raise VerificationError(f"{vol}/{name} is a symbolic link; refused (a medium holds regular files only)")
-            mbytes = read_bounded(vol / MANIFEST_NAME, limits.MAX_MANIFEST_BYTES, f"{vol}/{MANIFEST_NAME}",
-                                  follow_links=False)
-            sig_path = vol / SIGNATURE_NAME
-            if not sig_path.exists():
-                raise VerificationError(f"{vol}: no {SIGNATURE_NAME}; an unsigned bundle is never accepted")
-            sbytes = read_bounded(sig_path, limits.MAX_SIGNATURE_FILE_BYTES, f"{vol}/{SIGNATURE_NAME}",
-                                  follow_links=False)
-            digest = manifest_digest(mbytes)
-            entry = by_digest.setdefault(digest, BundleOnMedium(mbytes, sbytes, digest))
-            if sbytes not in entry.signature_files:
-                entry.signature_files.append(sbytes)
-            if vol.resolve() not in {v.resolve() for v in entry.volume_dirs}:
-                entry.volume_dirs.append(vol)
+        try:
+            vols = _volume_dirs(Path(path))
+        except FerryError as exc:
+            if skipped is None:
+                raise
+            first = first or exc
+            skipped.append(str(exc))
+            continue
+        for vol in vols:
+            try:
+                _read_volume(vol, by_digest)
+            except FerryError as exc:
+                if skipped is None:
+                    raise
+                first = first or exc
+                skipped.append(f"{vol}: not read as part of a bundle: {exc}")
+    if not by_digest and first is not None:
+        raise first
     return list(by_digest.values())
+
+
+def _read_volume(vol: Path, by_digest: dict[str, BundleOnMedium]) -> None:
+    """Read one volume folder's manifest and signature file into ``by_digest``."""
+    for name in (MANIFEST_NAME, SIGNATURE_NAME):
+        if (vol / name).is_symlink():  # the format: readers never follow links on the medium
+            raise VerificationError(f"{vol}/{name} is a symbolic link; refused (a medium holds regular files only)")
+    mbytes = read_bounded(vol / MANIFEST_NAME, limits.MAX_MANIFEST_BYTES, f"{vol}/{MANIFEST_NAME}",
+                          follow_links=False)
+    sig_path = vol / SIGNATURE_NAME
+    if not sig_path.exists():
+        raise VerificationError(f"{vol}: no {SIGNATURE_NAME}; an unsigned bundle is never accepted")
+    sbytes = read_bounded(sig_path, limits.MAX_SIGNATURE_FILE_BYTES, f"{vol}/{SIGNATURE_NAME}",
+                          follow_links=False)
+    digest = manifest_digest(mbytes)
+    entry = by_digest.setdefault(digest, BundleOnMedium(mbytes, sbytes, digest))
+    if sbytes not in entry.signature_files:
+        entry.signature_files.append(sbytes)
+    if vol.resolve() not in {v.resolve() for v in entry.volume_dirs}:
+        entry.volume_dirs.append(vol)
 
 
 def open_regular(path: Path) -> int:

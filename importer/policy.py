@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
+from manifests.text import parse_utc_or_none
 from manifests.errors import FerryError
 from manifests.version import compare_versions
 
@@ -107,7 +108,9 @@ def bundle_age_problem(created: str, now: datetime, max_age: timedelta | None) -
     """
     if max_age is None:
         return None
-    made = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    made = parse_utc_or_none(created)  # checked when the manifest was read; never trusted to parse here
+    if made is None:
+        return f"bundle's created time {created[:40]!r} is not a real UTC instant, so its age is unknown"
     age = now - made
     if age < -timedelta(days=1):
         return f"bundle was created {created}, in the future (check the hub's clock)"

@@ -136,6 +136,7 @@ class ImportReport:
     state: str
     dry_run: bool
     bundles: list[BundleResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # folders on the medium that are not part of a bundle
 
     @property
     def exit_code(self) -> int:
@@ -154,7 +155,7 @@ class ImportReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"state": self.state, "dryRun": self.dry_run, "exitCode": self.exit_code,
-                "bundles": [b.to_json() for b in self.bundles]}
+                "bundles": [b.to_json() for b in self.bundles], "warnings": list(self.warnings)}
 
 
 # --------------------------------------------------------------------------- entry point
@@ -184,8 +185,10 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
     if opts.context and not opts.kubeconfig:
         raise UsageError("--context needs --kubeconfig")
     trust = load_trust(list(opts.trust))
-    found = find_bundles(opts.paths)
     report = ImportReport(state=str(opts.state), dry_run=opts.dry_run)
+    found = find_bundles(opts.paths, skipped=report.warnings)  # junk beside a bundle never stops it
+    for warning in report.warnings:
+        progress.warn(warning)
 
     if opts.dry_run:
         state = EdgeState.open_for_plan(opts.state)
@@ -219,7 +222,16 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
             verified.append((signed, medium, result))
         verified.sort(key=lambda t: (t[0].manifest.bundle.channel, t[0].manifest.bundle.sequence))
         for signed, medium, result in verified:
-            _BundleRun(opts, ctx, progress, signed, medium, result).run()
+            try:
+                _BundleRun(opts, ctx, progress, signed, medium, result).run()
+            except model_store.NoSpace:
+                raise
+            except FerryError as exc:  # one bundle's failure never stops the others
+                result.status, result.reason = BundleStatus.REFUSED, str(exc)
+                try:
+                    _audit(audit, "refused", str(exc), None, medium.digest, [], None, None, None, opts.note)
+                except FerryError as audit_exc:
+                    result.reason += f" (not audited: {audit_exc})"
         if not opts.dry_run:
             store.collect_spill()
     finally:

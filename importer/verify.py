@@ -193,6 +193,9 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *,
         steps = {s.key: s for s in planner(manifest, reader).steps} if planner is not None else {}
         artifacts = [_check_artifact(a, manifest, source, steps.get(a.key)) for a in manifest.artifacts]
     held = sum(1 for c in manifest.chunks if not c.carried)
+    if damaged:  # a pack missing from a volume that is present: damage, not a volume to come
+        checks.append(Check("packs", False, "; ".join(f"pack file {f} is missing from a volume that was given "
+                                                        "(a damaged copy)" for f in damaged)))
     if missing:
         also = f"; damaged: pack file(s) {', '.join(damaged)} missing" if damaged else ""
         n_missing = sum(1 for s in source.status.values() if s == MISSING)
@@ -239,8 +242,9 @@ def read_installed_for(state_dir: Path) -> dict[tuple[str, str], Installed]:
 
 def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None = None,
                  progress: Progress | None = None) -> Report:
-    """Verify every bundle found under ``paths``; a path that holds no readable bundle becomes a
-    failed ``medium`` check in the report rather than an exception (``ferry verify``).
+    """Verify every bundle found under ``paths``; a path or volume folder that holds no readable
+    bundle (junk beside a bundle, docs/bundle-format.md section 1) becomes a failed ``medium``
+    check in the report rather than an exception, and every bundle beside it is still verified.
 
     Args:
         paths: bundle folders or volume folders (volumes of one bundle are merged).
@@ -297,15 +301,12 @@ def _verify_paths(paths: list[Path], trust: Trust, planner: _Planner | None, sta
                   progress: Progress | None) -> Report:
     from manifests.model import utc_now
 
-    checks: list[Check] = []
-    readable = []
-    for path in paths:  # each path on its own first, so one bad path is a finding, not a crash
-        try:
-            find_bundles([path])
-            readable.append(path)
-        except FerryError as exc:
-            checks.append(Check("medium", False, str(exc)))
-    found = find_bundles(readable) if readable else []  # volumes of one bundle merged
+    skipped: list[str] = []
+    try:
+        found = find_bundles(paths, skipped=skipped)  # volumes of one bundle merged
+    except FerryError:  # nothing readable at all: every problem is in ``skipped``
+        found = []
+    checks = [Check("medium", False, why) for why in skipped]
     reports = tuple(verify_bundle(b, trust, planner=planner, progress=progress) for b in found)
     trust_doc = {"threshold": trust.threshold,
                  "keys": [{"keyid": kid, "name": k.name,

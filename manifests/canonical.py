@@ -20,7 +20,10 @@ MAX_DEPTH = 32
 
 
 def _check(value: Any, depth: int = 0) -> None:
-    if depth > MAX_DEPTH:
+    """Refuse what the format forbids. ``depth`` counts the containers around ``value``: the
+    document itself is at level 1 (depth 0), a value inside it at level 2, and every value,
+    container or scalar, must be at level 32 or less (docs/bundle-format.md section 2)."""
+    if depth >= MAX_DEPTH:
         raise FormatError("JSON nested deeper than 32 levels")
     if value is None or isinstance(value, bool):
         return

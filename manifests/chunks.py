@@ -44,7 +44,8 @@ def decompress_chunk(stored: bytes | memoryview, *, chunk_id: str, size: int,
     """Return the raw bytes of a stored chunk, or raise ChunkError naming it and why.
 
     The frame header must declare exactly ``size`` bytes (the manifest's figure, itself within
-    MAX_CHUNK_SIZE), decompression is capped at ``size``, and the result must hash to ``chunk_id``.
+    MAX_CHUNK_SIZE) and set neither the content checksum flag nor a dictionary id
+    (docs/bundle-format.md section 4), decompression is capped at ``size``, and the result must hash to ``chunk_id``.
     """
     if size > limits.MAX_CHUNK_SIZE:
         raise ChunkError(chunk_id, "size", f"chunk {chunk_id}: declared size {size} is over the limit")
@@ -52,6 +53,9 @@ def decompress_chunk(stored: bytes | memoryview, *, chunk_id: str, size: int,
         params = zstandard.get_frame_parameters(stored)
     except zstandard.ZstdError:
         raise ChunkError(chunk_id, "corrupt", f"chunk {chunk_id}: not a zstd frame (tampered or truncated)") from None
+    if params.has_checksum or params.dict_id:  # one encoding: no checksum, no dictionary (section 4)
+        raise ChunkError(chunk_id, "corrupt", f"chunk {chunk_id}: frame sets the content checksum flag or a dictionary id; "
+                                "format 1 frames have neither")
     if params.content_size != size:
         raise ChunkError(chunk_id, "size", 
             f"chunk {chunk_id}: frame declares {params.content_size} bytes, manifest says {size}")

@@ -41,6 +41,8 @@ MAX_PATH_BYTES = 4096
 MAX_PATH_COMPONENT_BYTES = 255
 #: Short strings: names, versions, channels, media types, refs.
 MAX_NAME_LEN = 255
+#: bundle.producer, in characters (Unicode code points).
+MAX_PRODUCER_LEN = 255
 MAX_TEXT_LEN = 4096
 #: Kubernetes manifest sets (manifests.kube): largest single YAML file (the kube-apiserver
 #: takes at most 3 MiB per request) ...

@@ -22,6 +22,7 @@ from . import FORMAT_NAME, FORMAT_VERSION, canonical, limits
 from .digest import is_chunk_id, is_oci_digest
 from .errors import FormatError, LimitError
 from .paths import check_path, check_tree
+from .text import UTC_TIME_RE, forbidden_char, parse_utc
 from .version import parse_version
 
 ArtifactKind = Literal["model", "image", "manifests"]
@@ -43,11 +44,9 @@ def apply_rank(kind: str) -> int:
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 REPOSITORY_RE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
+TIME_RE = UTC_TIME_RE  # shape only; parse_utc checks the instant
 MEDIA_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
 PACK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-#: C0, DEL and C1 control characters: never allowed in any manifest string.
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 PLATFORM_RE = re.compile(r"^[a-z0-9_.-]{1,32}/[a-z0-9_.-]{1,32}(?:/[a-z0-9_.-]{1,32})?$")
 
 
@@ -84,8 +83,9 @@ def _str(d: dict[str, Any], key: str, where: str, pattern: re.Pattern[str] | Non
         raise FormatError(f"{where}.{key} must be a string")
     if len(value) > max_len:
         raise LimitError(f"{where}.{key} is longer than {max_len} characters")
-    if CONTROL_RE.search(value):  # printed on terminals: an escape sequence could forge output
-        raise FormatError(f"{where}.{key} contains a control character")
+    bad = forbidden_char(value)  # printed on terminals: an escape or bidi control could forge output
+    if bad is not None:
+        raise FormatError(f"{where}.{key} contains a control character or invisible format character ({bad})")
     if pattern is not None and not pattern.match(value):
         raise FormatError(f"{where}.{key} {value!r} is not allowed here")
     return value
@@ -102,6 +102,13 @@ def _int(d: dict[str, Any], key: str, where: str, lo: int = 0, hi: int = limits.
         raise FormatError(f"{where}.{key} must be an integer")
     if not lo <= value <= hi:
         raise FormatError(f"{where}.{key} = {value} is outside {lo}..{hi}")
+    return value
+
+
+def _time(d: dict[str, Any], key: str, where: str) -> str:
+    """A UTC time field, checked for meaning (a real instant), not just shape."""
+    value = _str(d, key, where, TIME_RE)
+    parse_utc(value, where=f"{where}.{key}")
     return value
 
 
@@ -262,8 +269,9 @@ class Artifact:
         image = ImageInfo.from_dict(d["image"], f"{where}.image") if d.get("image") is not None else None
         images = tuple(_list(d.get("images", []), f"{where}.images", limits.MAX_ENTRIES))
         for i, ref in enumerate(images):
-            if not isinstance(ref, str) or not 0 < len(ref) <= limits.MAX_TEXT_LEN or CONTROL_RE.search(ref):
-                raise FormatError(f"{where}.images[{i}] must be a non-empty string without control characters")
+            if not isinstance(ref, str) or not 0 < len(ref) <= limits.MAX_TEXT_LEN or forbidden_char(ref):
+                raise FormatError(f"{where}.images[{i}] must be a non-empty string of at most "
+                                  f"{limits.MAX_TEXT_LEN} characters without control or format characters")
         return cls(kind=kind, name=name, version=version, entries=entries, image=image, images=images)
 
 
@@ -297,7 +305,7 @@ class Chunk:
         if not isinstance(cid, str) or not is_chunk_id(cid):
             raise FormatError(f"{where}.id is not a chunk id (64 lowercase hex)")
         where = f"chunk {cid}"
-        size = _int(d, "size", where, 0, limits.MAX_CHUNK_SIZE)
+        size = _int(d, "size", where, 1, limits.MAX_CHUNK_SIZE)  # an empty file has no chunks
         placed = [d.get(k) is not None for k in ("stored", "pack", "offset")]
         if any(placed) and not all(placed):
             raise FormatError(f"{where} must give stored, pack and offset together, or none of them")
@@ -356,8 +364,8 @@ class BundleInfo:
             id=_str(d, "id", where, NAME_RE),
             channel=_str(d, "channel", where, NAME_RE),
             sequence=_int(d, "sequence", where, 1),
-            created=_str(d, "created", where, TIME_RE),
-            producer=_str(d, "producer", where),
+            created=_time(d, "created", where),
+            producer=_str(d, "producer", where, max_len=limits.MAX_PRODUCER_LEN),
         )
 
 
@@ -379,7 +387,7 @@ class Base:
         if not is_oci_digest(receipt):
             raise FormatError(f"{where}.receipt must be a sha256 digest")
         return cls(receipt=receipt, site=_str(d, "site", where, NAME_RE),
-                   created=_str(d, "created", where, TIME_RE))
+                   created=_time(d, "created", where))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A path in a manifest is a relative POSIX path in normal form: components joined by ``/``,
 none empty, ``.`` or ``..``; no leading ``/``, no backslash, no NUL or other control
-characters (C0, DEL, C1), valid UTF-8 in Unicode NFC, within the length limits. The format has no link
+characters (C0, DEL, C1) nor display-forging format characters (:mod:`manifests.text`), valid UTF-8 in Unicode NFC, within the length limits. The format has no link
 entries at all: every entry is a regular file's bytes.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from .errors import FormatError
 from .limits import MAX_PATH_BYTES, MAX_PATH_COMPONENT_BYTES
+from .text import forbidden_char
 
 
 def path_problem(path: object) -> str | None:
@@ -22,8 +23,9 @@ def path_problem(path: object) -> str | None:
         return "is not a string"
     if path == "":
         return "is empty"
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in path):  # C0, DEL and C1 (terminal escapes)
-        return "contains a control character (NUL, newline, ...)"
+    bad = forbidden_char(path)  # C0, DEL, C1 and display-forging format characters (section 2)
+    if bad is not None:
+        return f"contains a control character or invisible format character ({bad}: NUL, newline, U+202E, ...)"
     if "\\" in path:
         return "contains a backslash"
     if path.startswith("/"):

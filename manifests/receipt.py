@@ -16,7 +16,8 @@ from typing import Any
 from . import canonical, limits
 from .digest import is_chunk_id, sha256_digest
 from .errors import FormatError, LimitError
-from .model import ARTIFACT_KINDS, NAME_RE, TIME_RE, check_format
+from .model import ARTIFACT_KINDS, NAME_RE, check_format
+from .text import parse_utc
 
 RECEIPT_FORMAT = "ferry-receipt"
 RECEIPT_VERSION = "1.0"
@@ -60,8 +61,8 @@ class Receipt:
         site, created = d.get("site"), d.get("created")
         if not isinstance(site, str) or not NAME_RE.match(site):
             raise FormatError("receipt site must be a name")
-        if not isinstance(created, str) or not TIME_RE.match(created):
-            raise FormatError("receipt created must be a UTC time like 2026-01-31T12:00:00Z")
+        parse_utc(created, where="receipt created")  # FormatError unless a string naming a real instant
+        created = str(created)
         chunks = d.get("chunks")
         if not isinstance(chunks, list) or len(chunks) > limits.MAX_CHUNKS * 16:
             raise FormatError("receipt chunks must be a list of chunk ids")

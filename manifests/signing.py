@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import canonical, limits
 from .errors import FormatError, LimitError
+from .digest import HEX64
 from .keys import key_id
 from .trust import Trust
 
@@ -74,14 +76,35 @@ class SignatureFile:
         for i, s in enumerate(raw):
             if not isinstance(s, dict) or not isinstance(s.get("keyid"), str) or not isinstance(s.get("sig"), str):
                 raise FormatError(f"{what}: signatures[{i}] must have string keyid and sig")
-            if len(s["keyid"]) > 128 or len(s["sig"]) > 256:
-                raise FormatError(f"{what}: signatures[{i}] is too long")
-            try:
-                sig = base64.b64decode(s["sig"], validate=True)
-            except (binascii.Error, ValueError):
-                raise FormatError(f"{what}: signatures[{i}].sig is not base64") from None
+            if not HEX64.match(s["keyid"]):
+                raise FormatError(f"{what}: signatures[{i}].keyid is not a key id (64 lowercase hex)")
+            sig = decode_sig(s["sig"], where=f"{what}: signatures[{i}].sig")
             sigs.append(Signature(keyid=s["keyid"], sig=sig))
         return cls(payload_type=d["payloadType"], signatures=tuple(sigs))
+
+
+#: An Ed25519 signature (64 bytes) in standard base64 with padding: 85 symbols, one of A Q g w, and "==".
+SIG_B64_RE = re.compile(r"^[A-Za-z0-9+/]{85}[AQgw]==$")
+
+
+def decode_sig(text: str, *, where: str = "sig") -> bytes:
+    """The 64 signature bytes of ``sig``, or FormatError.
+
+    Args:
+        text: the ``sig`` member: standard base64 (RFC 4648 section 4, alphabet ``A-Z a-z 0-9 + /``)
+            with ``=`` padding, 88 characters; no URL-safe alphabet, no line breaks, no missing
+            padding, no non-zero trailing bits (exactly one text per signature).
+        where: what to name in the message.
+    Returns:
+        64 bytes.
+    Rule: docs/bundle-format.md section 5.
+    """
+    if not SIG_B64_RE.match(text):
+        raise FormatError(f"{where} is not an Ed25519 signature in standard padded base64 (88 characters)")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):  # pragma: no cover - the pattern admits only valid text
+        raise FormatError(f"{where} is not base64") from None
 
 
 def sign(body: bytes, keys: list[Ed25519PrivateKey], payload_type: str = MANIFEST_PAYLOAD_TYPE) -> SignatureFile:

@@ -165,7 +165,7 @@ def test_disk_full_while_writing_stops_cleanly_and_resumes(tmp_path: Path, hub_k
     with pytest.raises(model_store.NoSpace, match="no space left .* w.bin of model 'm'"):
         run_import(opts(hub_keys, tmp_path / "b", state), Silent())
     monkeypatch.undo()
-    [part] = (state / "models" / "m" / ".partial-1.0.0").iterdir()  # the part file, under its temp name
+    [part] = (state / "models" / "m" / model_store.partial_name("1.0.0")).iterdir()  # the part file, under its temp name
     assert part.stat().st_size == 16 * 16 * 1024  # cut back to the last checkpoint (2 x 8 chunks)
     r = run_ferry("import", tmp_path / "b", "--trust", hub_keys.pub, "--state", state)
     assert r.returncode == 0, r.stderr

@@ -115,7 +115,7 @@ def test_every_tampered_chunk_is_recorded_not_just_the_first(good: Built, hub_ke
 def test_missing_volume_is_missing_not_corrupt(tmp_path: Path, hub_keys: KeyPair) -> None:
     built = build(tmp_path / "b", hub_keys.key, volumes=3)
     code, report, _ = verify(built.volume(1), built.volume(3), "--trust", hub_keys.pub)
-    assert code == 1
+    assert code == 3  # incomplete: what was given verified (docs/bundle-format.md section 1)
     b = report["bundles"][0]
     assert b["volumes"] == {"expected": 3, "missing": [2]}
     volumes = check(report, "volumes")

@@ -102,7 +102,7 @@ def test_real_volumes_and_delta_bundles(hub: Path, hub_keys: KeyPair, tmp_path: 
     volumes = sorted(p for p in vols.iterdir() if p.name.startswith("vol-"))
     assert len(volumes) >= 2
     one = run_ferry("verify", volumes[0], "--trust", hub_keys.pub, "--json")
-    assert one.returncode == 1
+    assert one.returncode == 3  # the volume verifies on its own; the bundle is incomplete
     report = json.loads(one.stdout)["bundles"][0]
     assert report["volumes"]["missing"] == [int(v.name[4:]) for v in volumes[1:]]
     assert all(a["chunks"]["bad"] == 0 for a in report["artifacts"])

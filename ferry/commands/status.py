@@ -38,7 +38,11 @@ def status_document(state_dir: Path) -> dict:
 def _age(created: str) -> str:
     from datetime import datetime, timezone
 
-    made = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    from manifests.text import parse_utc_or_none
+
+    made = parse_utc_or_none(created)  # a stored value never breaks a read-only command
+    if made is None:
+        return "date unreadable"
     days = (datetime.now(timezone.utc) - made).days
     return "today" if days <= 0 else f"{days} day(s) ago"
 

@@ -6,7 +6,7 @@ Inference pods mount ``EDGE/models/<name>/current``, a symbolic link switched at
 Writing happens in two steps so that a kill -9 at any moment loses at most the file being
 written and never shows a half-written version:
 
-1. :func:`stage_model` writes each file under ``models/<name>/.partial-<version>/``
+1. :func:`stage_model` writes each file under ``models/<name>/.partial-<hash>/`` (:func:`partial_name`)
    (a temporary name, fsync, rename, fsync the folder) and records it in the ledger with its
    chunk locations; a rerun skips the files already recorded, and the chunk store can already
    serve their chunks.
@@ -58,8 +58,19 @@ def version_dir(name: str, version: str) -> str:
     return f"{MODELS_DIR}/{name}/{version}"
 
 
+def partial_name(version: str) -> str:
+    """The staging folder's name for ``version``: fixed length (a hash), so that a version of
+    the 255 characters the format allows still gives a name within NAME_MAX (255 bytes)."""
+    return f"{PARTIAL_PREFIX}{blake3_hex(version.encode('utf-8'))[:32]}"
+
+
+def trash_name(version: str) -> str:
+    """A name for a version folder on its way out, within NAME_MAX however long the version."""
+    return f"{TRASH_PREFIX}{blake3_hex(version.encode('utf-8'))[:32]}-{os.getpid()}"
+
+
 def staging_dir(name: str, version: str) -> str:
-    return f"{MODELS_DIR}/{name}/{PARTIAL_PREFIX}{version}"
+    return f"{MODELS_DIR}/{name}/{partial_name(version)}"
 
 
 def files_to_write(state: EdgeState, artifact: Artifact) -> list[Entry]:
@@ -176,8 +187,8 @@ def discard_staging(state: EdgeState, store: ChunkStore, name: str, version: str
     except FileNotFoundError:
         return
     try:
-        if _is_dir(mfd, f"{PARTIAL_PREFIX}{version}"):
-            _rmtree_at(mfd, f"{PARTIAL_PREFIX}{version}")
+        if _is_dir(mfd, partial_name(version)):
+            _rmtree_at(mfd, partial_name(version))
         empty = not os.listdir(mfd)
         os.fsync(mfd)
     finally:
@@ -196,10 +207,10 @@ def publish_model(state: EdgeState, name: str, version: str, *, staged: bool) ->
     crash at any point."""
     mfd = open_dir(state.root_fd, model_dir(name), create=True)
     try:
-        partial = f"{PARTIAL_PREFIX}{version}"
+        partial = partial_name(version)
         if staged and _exists(mfd, partial):
             if _exists(mfd, version):  # an old copy of this version (replaced by a forced downgrade)
-                os.rename(version, f"{TRASH_PREFIX}{version}-{os.getpid()}", src_dir_fd=mfd, dst_dir_fd=mfd)
+                os.rename(version, trash_name(version), src_dir_fd=mfd, dst_dir_fd=mfd)
             os.rename(partial, version, src_dir_fd=mfd, dst_dir_fd=mfd)
             os.fsync(mfd)
         elif not _is_dir(mfd, version):
@@ -252,7 +263,7 @@ def prune_models(state: EdgeState, store: ChunkStore, name: str, keep: int) -> l
     try:
         for v in doomed:
             if _exists(mfd, v):
-                os.rename(v, f"{TRASH_PREFIX}{v}-{os.getpid()}", src_dir_fd=mfd, dst_dir_fd=mfd)
+                os.rename(v, trash_name(v), src_dir_fd=mfd, dst_dir_fd=mfd)
         os.fsync(mfd)
         _remove_trash(mfd)
     finally:
