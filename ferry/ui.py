@@ -98,9 +98,9 @@ class UI:
             task_id = self._bars.add_task(escape(description), total=total)
             try:
                 yield _RichTask(self._bars, task_id)
-            finally:
-                if total is not None:
+                if total is not None:  # done: full; an error or Ctrl-C leaves the bar where it stopped
                     self._bars.update(task_id, completed=total)
+            finally:
                 self._depth -= 1
                 if self._depth == 0:
                     self._bars.stop()

@@ -13,10 +13,10 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         spec: Path = typer.Argument(..., help="The bundle spec (apiVersion ferry/v1, kind Bundle)."),
         out: Path = typer.Option(..., "--out", help="Folder to write the bundle into (new or empty; "
-                                 "or the folder of an unfinished export, to resume it)."),
+                                 "or the folder of an unfinished export, to resume it). Locked while exporting."),
         key: list[Path] = typer.Option(..., "--key", help="Private signing key (.key); repeat to add signatures."),
         state: Path = typer.Option(None, "--state", help="Hub state folder (sequence numbers, chunk cache); "
-                                   "default ~/.local/share/ferry."),
+                                   "default ~/.local/share/ferry (a warning says so). Locked while exporting."),
         max_volume_size: str = typer.Option(None, "--max-volume-size",
                                             help="Split into OUT/vol-001, vol-002, ... of at most this size "
                                                  "(e.g. 32GiB, 64GB)."),
@@ -34,8 +34,14 @@ def register(app: typer.Typer) -> None:
         from ferry.ui import UI, human_bytes
 
         ui = UI(json_mode=json_out)
+        hub_state = state or default_state_dir()
+        if state is None:  # sequence numbers live there: another hub state restarts them at 1
+            ui.warn(f"no --state given: using the default hub state {hub_state}; give the same --state "
+                    "to every export of a channel, or the edge refuses its sequence numbers as stale")
+        else:
+            ui.info(f"hub state {hub_state}")
         opts = ExportOptions(
-            spec=spec, out=out, keys=tuple(key), state=state or default_state_dir(),
+            spec=spec, out=out, keys=tuple(key), state=hub_state,
             max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
             since=since, platform=platform, insecure_registries=frozenset(insecure_registry),
         )
@@ -53,3 +59,4 @@ def register(app: typer.Typer) -> None:
             f"{carried} of {len(m.chunks)} chunk(s) carried"
             + (f", delta against receipt of {m.base.site}" if m.base else ""))
         say(f"  manifest {result.digest}")
+        say(f"  hub state {result.state}" + (" (the default)" if state is None else ""))
