@@ -48,6 +48,7 @@ from manifests.signing import sign
 
 from . import chunker
 from .hubstate import FileKey, HubState
+from .selfinstall import ARTIFACT_NAME, SUMS_NAME, Target, copy_to_medium, sha256_file
 from .packs import (JOURNAL_DIR, MEDIUM_LOCK, PACK_SIZE, FinishedPack, Journal, JournalHeader, PackWriter, Placed,
                     pack_intact, pack_number)
 from .sources import SourceArtifact, SourceFile
@@ -69,6 +70,7 @@ class ExportOptions:
     since: Path | None = None
     platform: str | None = None
     insecure_registries: frozenset[str] = frozenset()
+    self_install: Target | None = None  # add ferry's own wheels for this edge Python/platform
 
 
 @dataclass
@@ -83,6 +85,7 @@ class ExportResult:
     reused_packs: int
     state: Path
     warnings: list[str] = field(default_factory=list)
+    self_install: dict[str, Any] | None = None  # folder, wheels, sums (sha256 of SHA256SUMS), target
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
@@ -101,6 +104,7 @@ class ExportResult:
             "writtenThisRun": self.written_bytes,
             "reusedPacks": self.reused_packs,
             "state": str(self.state),
+            "selfInstall": self.self_install,
             "base": m.base.to_dict() if m.base else None,
             "warnings": self.warnings,
         }
@@ -158,17 +162,21 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def fingerprint(spec_bytes: bytes, receipt_bytes: bytes | None, max_volume_size: int | None) -> str:
+def fingerprint(spec_bytes: bytes, receipt_bytes: bytes | None, max_volume_size: int | None,
+                self_install: Target | None = None) -> str:
     """What a resumed run must share with the first one for its packs to be reused."""
     from manifests.digest import sha256_digest
 
-    return sha256_digest(canonical.encode({
+    doc: dict[str, Any] = {
         "spec": sha256_digest(spec_bytes),
         "since": sha256_digest(receipt_bytes) if receipt_bytes is not None else None,
         "maxVolumeSize": max_volume_size,
         "packSize": PACK_SIZE,
         "chunker": [chunker.MIN_CHUNK, chunker.AVG_CHUNK, chunker.MAX_CHUNK],
-    }))
+    }
+    if self_install is not None:
+        doc["selfInstall"] = [self_install.python, self_install.platform]
+    return sha256_digest(canonical.encode(doc))
 
 
 # --------------------------------------------------------------------------- sources
@@ -474,6 +482,27 @@ def _check_out_folder(out: Path, journal: Journal) -> None:
 
 
 def export(opts: ExportOptions, progress: Any) -> ExportResult:
+    """Write the bundle ``opts.spec`` describes into ``opts.out``; see :func:`_export`.
+
+    With ``opts.self_install``, ferry's own wheels for the edge are made first
+    (:mod:`bundler.selfinstall`, in a temporary folder) and carried as the model artifact
+    ``ferry-self-install`` and as plain files in ``OUT/self-install``.
+    """
+    if opts.self_install is None:
+        return _export(opts, progress, None)
+    import tempfile
+
+    from .selfinstall import build
+
+    with tempfile.TemporaryDirectory(prefix="ferry-self-install-") as tmp:
+        staging = Path(tmp) / "payload"
+        progress.info(f"self-install: making wheels with pip for {opts.self_install.describe()}")
+        wheels = build(staging, opts.self_install)
+        progress.info(f"self-install: {len(wheels)} wheel(s) for {opts.self_install.describe()}")
+        return _export(opts, progress, staging)
+
+
+def _export(opts: ExportOptions, progress: Any, staging: Path | None) -> ExportResult:
     """Write the bundle ``opts.spec`` describes into ``opts.out`` (see the module's order of work).
 
     Args:
@@ -511,6 +540,11 @@ def export(opts: ExportOptions, progress: Any) -> ExportResult:
     _check_out_folder(out, journal)
 
     artifacts = build_sources(spec, opts, progress)
+    if staging is not None:
+        from .sources.models import model_source
+
+        artifacts.append(model_source(ARTIFACT_NAME, __version__, staging))
+        artifacts.sort(key=lambda a: KIND_ORDER[a.kind])
     warnings = [w for a in artifacts for w in a.warnings] + uncarried_image_warnings(artifacts)
     for w in warnings:
         progress.warn(w)
@@ -528,7 +562,7 @@ def export(opts: ExportOptions, progress: Any) -> ExportResult:
             raise FerryError(f"--max-volume-size must be at least {human_bytes(smallest)} for this bundle "
                              f"(a chunk of up to {human_bytes(limits.MAX_STORED_CHUNK_SIZE)} plus the manifest)")
 
-    fp = fingerprint(spec_bytes, receipt_bytes, opts.max_volume_size)
+    fp = fingerprint(spec_bytes, receipt_bytes, opts.max_volume_size, opts.self_install)
     state = HubState(opts.state)
     medium: FolderLock | None = None
     created = not out.exists()
@@ -542,7 +576,7 @@ def export(opts: ExportOptions, progress: Any) -> ExportResult:
                              f"rerun the same command, or give another folder")
         try:
             result = _export_locked(spec, opts, out, journal, state, artifacts, files, raw_total, reserve,
-                                    budget, held, base, keys, fp, previous, progress)
+                                    budget, held, base, keys, fp, previous, progress, staging)
         except KeyboardInterrupt:
             raise Interrupted(_interrupted_message(out, journal)) from None
         result.warnings = warnings
@@ -580,7 +614,8 @@ def _interrupted_message(out: Path, journal: Journal) -> str:
 def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal, state: HubState,
                    artifacts: list[SourceArtifact], files: list[SourceFile], raw_total: int, reserve: int,
                    budget: int | None, held: frozenset[str], base: Base | None, keys: list[Any], fp: str,
-                   previous: tuple[JournalHeader, list[FinishedPack]] | None, progress: Any) -> ExportResult:
+                   previous: tuple[JournalHeader, list[FinishedPack]] | None, progress: Any,
+                   staging: Path | None) -> ExportResult:
     """The export proper, with the hub state and the medium locked."""
     volumes_mode = opts.max_volume_size is not None
     # Free space: an upper bound of what is left to write (see docs/spec.md).
@@ -608,7 +643,7 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
                                bundle_id=f"{spec.name[:96]}-{sequence}-{secrets.token_hex(6)}")
     with writing_medium(out):
         journal.rewrite(header, kept)
-    progress.info(f"bundle {spec.name} channel {spec.channel} sequence {header.sequence}"
+    progress.info(f"bundle {spec.name} channel {spec.channel} sequence {header.sequence} (hub state {state.root})"
                   + (f" (resuming: {len(kept)} finished pack(s) kept)" if previous else ""))
 
     placed: dict[str, tuple[str, Placed]] = {}
@@ -648,13 +683,18 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
         run.close()
 
     manifest = _manifest(spec, header, builds, finished, placed, held, base)
+    self_install = None
+    if staging is not None and opts.self_install is not None:  # before the manifest: a finished bundle is whole
+        plain = copy_to_medium(staging, out)
+        self_install = {"folder": str(plain), "wheels": len(list((plain / "wheels").iterdir())),
+                        "sha256sums": sha256_file(plain / SUMS_NAME), "target": opts.self_install.describe()}
     with writing_medium(out):
         result = _write_manifests(out, manifest, keys, opts.max_volume_size, volumes_mode, finished)
         journal.remove()
     stored = sum(c.stored or 0 for c in manifest.chunks)
     return ExportResult(manifest=manifest, digest=result[0], out=out, volume_dirs=result[1],
                         raw_bytes=raw_total, stored_bytes=stored, written_bytes=run.written,
-                        reused_packs=len(kept), state=state.root)
+                        reused_packs=len(kept), state=state.root, self_install=self_install)
 
 
 def _manifest(spec: Spec, header: JournalHeader, builds: list[tuple[SourceArtifact, list[_EntryBuild]]],

@@ -209,8 +209,10 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *, installed: dict | None
 
 def read_installed_for(state_dir: Path) -> dict[tuple[str, str], Installed]:
     """What the edge holds, via the import side's reader (the one place that knows the state)."""
+    if not Path(state_dir).exists():  # a site with nothing imported yet: as ``import --dry-run`` plans it
+        return {}
     if not Path(state_dir).is_dir():
-        raise FerryError(f"--state {state_dir}: no such state folder")
+        raise FerryError(f"--state {state_dir}: not a folder")
     try:
         from importer.state import read_installed
     except ImportError:

@@ -50,16 +50,19 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -
        so that content from an untrusted source never reaches the parser;
     3. the manifest is parsed and checked (size limit, canonical form, limits, references);
     4. channel restrictions are applied and the threshold is counted.
-    Raises VerificationError (exit 1) or FormatError (exit 2) naming the first failure.
+    Raises VerificationError (exit 1) or FormatError (exit 2) naming the first failure; a
+    signature refusal also lists the trusted key ids (the caller names the bundle's folder).
     """
     sigfile = SignatureFile.from_bytes(signature_bytes)
+    trusted = "trusted key id(s): " + ", ".join(sorted(trust.keys))
     first = verify(manifest_bytes, sigfile, trust, channel=None, payload_type=MANIFEST_PAYLOAD_TYPE)
     if not first.ok:
-        raise VerificationError(f"manifest signatures: {first.summary}")
+        raise VerificationError(f"manifest signatures: {first.summary}; {trusted}")
     manifest = Manifest.from_bytes(manifest_bytes)
     verdict = verify(manifest_bytes, sigfile, trust, channel=manifest.bundle.channel)
     if not verdict.ok:
-        raise VerificationError(f"manifest signatures: {verdict.summary}")
+        raise VerificationError(f"manifest signatures of bundle {manifest.bundle.name} {manifest.bundle.id}: "
+                                f"{verdict.summary}; {trusted}")
     return SignedManifest(manifest=manifest, digest=manifest_digest(manifest_bytes), verdict=verdict)
 
 

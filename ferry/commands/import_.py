@@ -47,11 +47,19 @@ def register(app: typer.Typer) -> None:
                              kubeconfig=kubeconfig, context=context, dry_run=dry_run,
                              allow_downgrade=allow_downgrade, reason=reason, keep=keep, note=note,
                              max_age=parse_max_age(max_age) if max_age else None)
-        report = run_import(opts, ui)
+        try:
+            report = run_import(opts, ui)
+        except KeyboardInterrupt:
+            from manifests.errors import Interrupted
+
+            if dry_run:
+                raise Interrupted("import interrupted: nothing was changed (dry run)") from None
+            raise Interrupted(f"import interrupted: what was verified, stored and applied so far is kept in --state "
+                              f"{state} (its ledger and audit trail record it); run the same command to resume") from None
         if json_out:
             ui.emit(report.to_json())
         else:
-            _print(ui, report)
+            _print(ui, report, registry)
         for b in report.bundles:
             if b.missing_volumes and any(a.status == "waiting" for a in b.artifacts):
                 ui.warn(f"bundle {(b.info or {}).get('name', b.digest)}: {b.reason}")
@@ -65,7 +73,14 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(report.exit_code)
 
 
-def _print(ui: object, report: object) -> None:
+def _where(ref: str, registry: str | None) -> str:
+    """Where an image went: pushed to ``--registry``, or kept in EDGE/oci with workloads pinned to ``ref``."""
+    if registry:
+        return f" -> {ref}"
+    return f" -> EDGE/oci (no --registry; workloads pinned to {ref})"
+
+
+def _print(ui: object, report: object, registry: str | None) -> None:
     """One line per bundle, one indented line per artifact: readable and greppable."""
     from ferry.ui import human_bytes
 
@@ -80,8 +95,11 @@ def _print(ui: object, report: object) -> None:
         for a in b.artifacts:
             was = f" (installed {a.installed})" if a.installed else ""
             size = f", {human_bytes(a.bytes)}" if a.bytes and a.status in ("applied", "planned", "waiting") else ""
-            out.print(f"  {a.kind} {a.name} {a.version}{was}: {a.status} [{a.action}{size}] {a.reason}"
-                      + (f" -> {a.ref}" if a.ref else ""), markup=False)
+            reason = a.reason
+            if a.action == "new" and reason == "not installed":  # the policy's reason, read as the outcome
+                reason = "(none installed before)"
+            out.print(f"  {a.kind} {a.name} {a.version}{was}: {a.status} [{a.action}{size}] {reason}"
+                      + (_where(a.ref, registry) if a.ref else ""), markup=False)
         if report.dry_run and b.status == "planned":  # type: ignore[attr-defined]
             out.print(f"  bytes to write under the state: {human_bytes(b.bytes_to_write)}; "
                       "nothing was changed (dry run)", markup=False)
