@@ -63,7 +63,7 @@ def _usage_line(exc: Exception) -> str:
     """A click usage error as one line: ``import: Missing option '--trust' (see ferry import --help)``."""
     ctx = getattr(exc, "ctx", None)
     message = " ".join(exc.format_message().split()).rstrip(".") if hasattr(exc, "format_message") else str(exc)
-    names = []
+    names: list[str] = []
     while ctx is not None and ctx.parent is not None:  # the root's name is the program ("python -m ferry")
         names.insert(0, ctx.info_name or "")
         ctx = ctx.parent
@@ -76,7 +76,7 @@ def _click_exceptions() -> Any:
     try:
         from typer._click import exceptions
     except ImportError:  # older typer uses click itself
-        from click import exceptions  # type: ignore[no-redef]
+        from click import exceptions  # type: ignore[no-redef,import-not-found,unused-ignore]
     return exceptions
 
 

@@ -173,6 +173,20 @@ def test_ctrl_c_during_export_says_what_was_kept_and_the_same_command_resumes(tm
     assert run_ferry("verify", out, "--trust", hub_keys.pub).returncode == 0
 
 
+def test_ctrl_c_during_import_says_what_was_kept_and_the_same_command_resumes(sample_bundle: Path, tmp_path: Path,
+                                                                              hub_keys: KeyPair) -> None:
+    edge = tmp_path / "edge"
+    args = ["import", str(sample_bundle), "--trust", str(hub_keys.pub), "--state", str(edge)]
+    r = subprocess.run([sys.executable, "-c", _INTERRUPT, *args], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 130, r.stderr
+    assert_clean_failure(r, code=130, contains=f"import interrupted: what was verified, stored and applied so far "
+                                               f"is kept in --state {edge}")
+    assert "run the same command to resume" in r.stderr
+    again = run_ferry(*args)
+    assert again.returncode == 0, again.stderr
+    assert "model sentiment 1.2.0: applied" in again.stdout
+
+
 # --------------------------------------------------------------------------- messages and output
 
 
