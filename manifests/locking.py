@@ -52,8 +52,8 @@ class Holder:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Holder | None:
-        """The record in a lock file; None when it is empty or unreadable. A bare process id (the
-        edge's record before ferry 0.x kept more) is read as that pid with the rest unknown."""
+        """The record in a lock file; None when it is empty or unreadable. A bare process id (what
+        the edge's lock file held before it recorded more) is read as that pid, the rest unknown."""
         text = data.decode("utf-8", "replace").strip()
         if text.isdigit():
             return cls(int(text), "?", "?", "?")
