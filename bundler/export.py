@@ -26,6 +26,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,17 +38,19 @@ from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PR
 from manifests.chunks import compress_chunk, compressor
 from manifests.digest import Hasher, manifest_digest
 from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
-from manifests.errors import FerryError, PlaceError, SpecError, UsageError
-from manifests.progress import Progress
+from manifests.errors import FerryError, Interrupted, PlaceError, SpecError, UsageError
 from manifests.keys import load_private
+from manifests.locking import FolderLock, acquire
 from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack, apply_rank, utc_now
+from manifests.progress import Progress
 from manifests.receipt import Receipt, receipt_digest
 from manifests.signing import sign
 
 from . import chunker
 from .hubstate import FileKey, HubState
-from .packs import (JOURNAL_DIR, PACK_SIZE, FinishedPack, Journal, JournalHeader, PackWriter, Placed, pack_intact,
-                    pack_number)
+from .selfinstall import ARTIFACT_NAME, SUMS_NAME, Target, copy_to_medium, sha256_file
+from .packs import (JOURNAL_DIR, MEDIUM_LOCK, PACK_SIZE, FinishedPack, Journal, JournalHeader, PackWriter, Placed,
+                    pack_intact, pack_number)
 from .sources import SourceArtifact, SourceFile
 from .spec import Spec, load_spec
 
@@ -65,6 +68,7 @@ class ExportOptions:
     since: Path | None = None
     platform: str | None = None
     insecure_registries: frozenset[str] = frozenset()
+    self_install: Target | None = None  # add ferry's own wheels for this edge Python/platform
 
 
 @dataclass
@@ -77,7 +81,9 @@ class ExportResult:
     stored_bytes: int
     written_bytes: int
     reused_packs: int
+    state: Path
     warnings: list[str] = field(default_factory=list)
+    self_install: dict[str, Any] | None = None  # folder, wheels, sums (sha256 of SHA256SUMS), target
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
@@ -95,6 +101,8 @@ class ExportResult:
             "storedBytes": self.stored_bytes,
             "writtenThisRun": self.written_bytes,
             "reusedPacks": self.reused_packs,
+            "state": str(self.state),
+            "selfInstall": self.self_install,
             "base": m.base.to_dict() if m.base else None,
             "warnings": self.warnings,
         }
@@ -148,17 +156,21 @@ def tune_malloc() -> None:
         pass
 
 
-def fingerprint(spec_bytes: bytes, receipt_bytes: bytes | None, max_volume_size: int | None) -> str:
+def fingerprint(spec_bytes: bytes, receipt_bytes: bytes | None, max_volume_size: int | None,
+                self_install: Target | None = None) -> str:
     """What a resumed run must share with the first one for its packs to be reused."""
     from manifests.digest import sha256_digest
 
-    return sha256_digest(canonical.encode({
+    doc: dict[str, Any] = {
         "spec": sha256_digest(spec_bytes),
         "since": sha256_digest(receipt_bytes) if receipt_bytes is not None else None,
         "maxVolumeSize": max_volume_size,
         "packSize": PACK_SIZE,
         "chunker": [chunker.MIN_CHUNK, chunker.AVG_CHUNK, chunker.MAX_CHUNK],
-    }))
+    }
+    if self_install is not None:
+        doc["selfInstall"] = [self_install.python, self_install.platform]
+    return sha256_digest(canonical.encode(doc))
 
 
 # --------------------------------------------------------------------------- sources
@@ -303,7 +315,8 @@ class _Run:
         if build.cut_done and not build.pending:
             self.finished_cutting(build)
         if frame is not None and cid not in self.placed and cid not in self.held:
-            self.placed[cid] = self.writer.append(cid, size, frame)
+            with writing_medium(self.writer.out):
+                self.placed[cid] = self.writer.append(cid, size, frame)
             self.written += len(frame)
 
     def drain(self) -> None:
@@ -387,6 +400,32 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBui
 # --------------------------------------------------------------------------- the medium
 
 
+@contextmanager
+def writing_medium(out: Path) -> Iterator[None]:
+    """Turn an OSError while writing the bundle folder into an error that names the medium.
+
+    Raises:
+        PlaceError: place ``medium``, path ``out``: ``--out OUT: cannot write FILE (why)``.
+    """
+    try:
+        yield
+    except OSError as exc:
+        what = f" {exc.filename}" if exc.filename else ""
+        raise PlaceError("medium", str(out),
+                         f"--out {out}: cannot write{what} ({(exc.strerror or str(exc)).lower()})") from None
+
+
+def lock_medium(out: Path) -> FolderLock:
+    """Create ``OUT/.ferry-export`` and hold its lock for this export.
+
+    Raises:
+        PlaceError: another export writes to ``out`` (naming it), or ``out`` cannot be written.
+    """
+    with writing_medium(out):
+        make_dirs(out / JOURNAL_DIR)
+    return acquire(out / JOURNAL_DIR, MEDIUM_LOCK, place="medium", label=f"--out {out}", what="export")
+
+
 def _volume_root(out: Path, volume: int, volumes_mode: bool) -> Path:
     return out / volume_dir_name(volume) if volumes_mode else out
 
@@ -442,6 +481,10 @@ def export(opts: ExportOptions, progress: Progress) -> ExportResult:
     Resumable: an interrupted run with the same spec and options reuses the packs already
     written under ``opts.out``. The layout written is docs/bundle-format.md (format 1.x).
 
+    With ``opts.self_install``, ferry's own wheels for the edge are made first
+    (:mod:`bundler.selfinstall`, in a temporary folder) and carried as the model artifact
+    ``ferry-self-install`` and as plain files in ``OUT/self-install``.
+
     Args:
         opts: the spec file, output folder, signing key files, hub state folder, optional
             receipt (``since``) for a delta and ``max_volume_size`` in bytes (None: one volume).
@@ -455,6 +498,39 @@ def export(opts: ExportOptions, progress: Progress) -> ExportResult:
         work (``--out`` not empty, no key, volumes too small). KeyFileError: a signing key.
         PlaceError: reading a source, writing the medium or the hub state failed.
         RegistryError: pulling an image failed. LimitError: a format limit would be exceeded.
+        PlaceError also when the hub state or ``--out`` is held by another export (naming it).
+        Interrupted: Ctrl-C; finished packs are kept (journaled) and the same command resumes.
+    """
+    if opts.self_install is None:
+        return _export(opts, progress, None)
+    import tempfile
+
+    from .selfinstall import build
+
+    with tempfile.TemporaryDirectory(prefix="ferry-self-install-") as tmp:
+        staging = Path(tmp) / "payload"
+        progress.info(f"self-install: making wheels with pip for {opts.self_install.describe()}")
+        wheels = build(staging, opts.self_install)
+        progress.info(f"self-install: {len(wheels)} wheel(s) for {opts.self_install.describe()}")
+        return _export(opts, progress, staging)
+
+
+def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> ExportResult:
+    """Write the bundle ``opts.spec`` describes into ``opts.out`` (see the module's order of work).
+
+    Args:
+        opts: the spec, the medium folder, signing keys, the hub state folder and options.
+        progress: where long work and events are reported (:class:`manifests.progress.Progress`).
+
+    Returns:
+        What was written: the manifest, its digest, the volume folders, byte counts.
+
+    Raises:
+        SpecError, FerryError: the spec, a key, the receipt or a source is refused (before the
+            medium is touched); errors reading a source name the source.
+        PlaceError: the hub state or ``--out`` is held by another export (naming it), or writing
+            there failed (naming that folder: ``medium`` or ``state``).
+        Interrupted: Ctrl-C; finished packs are kept (journaled) and the same command resumes.
     """
     tune_malloc()
     spec = load_spec(opts.spec)
@@ -472,12 +548,16 @@ def export(opts: ExportOptions, progress: Progress) -> ExportResult:
         held = frozenset(receipt.chunks)
         base = Base(receipt=receipt_digest(receipt_bytes), site=receipt.site, created=receipt.created)
 
-    volumes_mode = opts.max_volume_size is not None
     out = Path(os.path.abspath(opts.out))
     journal = Journal(out)
     _check_out_folder(out, journal)
 
     artifacts = build_sources(spec, opts, progress)
+    if staging is not None:
+        from .sources.models import model_source
+
+        artifacts.append(model_source(ARTIFACT_NAME, __version__, staging))
+        artifacts.sort(key=lambda a: apply_rank(a.kind))
     warnings = [w for a in artifacts for w in a.warnings] + uncarried_image_warnings(artifacts)
     for w in warnings:
         progress.warn(w)
@@ -495,85 +575,139 @@ def export(opts: ExportOptions, progress: Progress) -> ExportResult:
             raise UsageError(f"--max-volume-size must be at least {human_bytes(smallest)} for this bundle "
                              f"(a chunk of up to {human_bytes(limits.MAX_STORED_CHUNK_SIZE)} plus the manifest)")
 
-    fp = fingerprint(spec_bytes, receipt_bytes, opts.max_volume_size)
-    previous = journal.read()
-    if previous is not None and previous[0].fingerprint != fp:
-        raise UsageError(f"--out {out} holds an unfinished export of another spec or other options; "
-                         f"rerun the same command, or give another folder")
-
+    fp = fingerprint(spec_bytes, receipt_bytes, opts.max_volume_size, opts.self_install)
     state = HubState(opts.state)
+    medium: FolderLock | None = None
+    created = not out.exists()
     try:
-        # Free space: an upper bound of what is left to write (see docs/spec.md).
-        done = sum(p.size for p in previous[1]) if previous else 0
-        need_raw = 0
-        for f in files:
-            cached = state.cached(FileKey.of(f.local_path)) if f.local_path is not None else None
-            if cached is not None:
-                need_raw += sum(s for c, s in cached.chunks if c not in held)
-            else:
-                need_raw += f.size
-        frames = need_raw + need_raw // 1024 + 64 * (2 * need_raw // chunker.MIN_CHUNK + 2 * len(files))
-        volumes_guess = 1 if budget is None else max(1, -(-frames // budget))
-        need = max(0, frames - done) + reserve * volumes_guess
-        check_space(need, free_bytes(out), out if out.exists() else out.parent)
-        check_space(1024 * 1024 + 200 * len(files), free_bytes(opts.state), opts.state)
-
-        make_dirs(out)
-        kept = _prepare_medium(out, journal, volumes_mode, previous)
-        if previous is not None:
-            header = previous[0]
-        else:
-            sequence = state.next_sequence(spec.channel)
-            header = JournalHeader(fingerprint=fp, sequence=sequence, created=utc_now(),
-                                   bundle_id=f"{spec.name[:96]}-{sequence}-{secrets.token_hex(6)}")
-        journal.rewrite(header, kept)
-        progress.info(f"bundle {spec.name} channel {spec.channel} sequence {header.sequence}"
-                      + (f" (resuming: {len(kept)} finished pack(s) kept)" if previous else ""))
-
-        placed: dict[str, tuple[str, Placed]] = {}
-        for p in kept:
-            for c in p.chunks:
-                placed.setdefault(c.id, (p.name, c))
-        last = kept[-1] if kept else None
-        writer = PackWriter(out, volume_budget=budget, on_finish=journal.record,
-                            first_number=(pack_number(last.name) or 0) + 1 if last else 1,
-                            volume=last.volume if last else 1,
-                            volume_used=sum(p.size for p in kept if last and p.volume == last.volume))
-        finished: list[FinishedPack] = list(kept)
-        record = writer.on_finish
-
-        def on_finish(p: FinishedPack) -> None:
-            record(p)
-            finished.append(p)
-
-        writer.on_finish = on_finish
-        run = _Run(writer, state, held, placed)
-        builds: list[tuple[SourceArtifact, list[_EntryBuild]]] = []
+        state.lock()  # one export per hub state, one per medium folder: refused at once, naming the holder
+        medium = lock_medium(out)
+        _check_out_folder(out, journal)  # again, now that no other export can change OUT
+        previous = journal.read()
+        if previous is not None and previous[0].fingerprint != fp:
+            raise FerryError(f"--out {out} holds an unfinished export of another spec or other options; "
+                             f"rerun the same command, or give another folder")
         try:
-            with progress.task("export", raw_total) as overall:
-                for a in artifacts:
-                    entries: list[_EntryBuild] = []
-                    with progress.task(f"{a.kind} {a.name} {a.version}", sum(f.size for f in a.files)) as task:
-                        for sf in a.files:
-                            entries.append(_chunk_file(run, sf, task, overall))
-                    builds.append((a, entries))
-                run.drain()
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        finally:
-            run.close()
+            result = _export_locked(spec, opts, out, journal, state, artifacts, files, raw_total, reserve,
+                                    budget, held, base, keys, fp, previous, progress, staging)
+        except KeyboardInterrupt:
+            raise Interrupted(_interrupted_message(out, journal)) from None
+        result.warnings = warnings
+        return result
+    except BaseException:
+        if medium is not None and not journal.path.exists():  # nothing of this run to resume: no trace
+            try:
+                journal.remove()
+                if created:
+                    out.rmdir()
+            except OSError:
+                pass
+        raise
+    finally:
+        if medium is not None:
+            medium.release()
+        state.close()
 
-        manifest = _manifest(spec, header, builds, finished, placed, held, base)
+
+def _interrupted_message(out: Path, journal: Journal) -> str:
+    """What an interrupted export kept, and how to go on (the journal lists the finished packs)."""
+    from manifests.progress import human_bytes
+
+    try:
+        previous = journal.read()
+    except (OSError, FerryError):
+        previous = None
+    if previous is None or not previous[1]:
+        kept = "nothing finished yet"
+    else:
+        kept = f"{len(previous[1])} finished pack(s) ({human_bytes(sum(p.size for p in previous[1]))}) kept"
+    return f"export interrupted: {kept} in --out {out}; run the same command to resume"
+
+
+def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal, state: HubState,
+                   artifacts: list[SourceArtifact], files: list[SourceFile], raw_total: int, reserve: int,
+                   budget: int | None, held: frozenset[str], base: Base | None, keys: list[Any], fp: str,
+                   previous: tuple[JournalHeader, list[FinishedPack]] | None, progress: Any,
+                   staging: Path | None) -> ExportResult:
+    """The export proper, with the hub state and the medium locked."""
+    volumes_mode = opts.max_volume_size is not None
+    # Free space: an upper bound of what is left to write (see docs/spec.md).
+    done = sum(p.size for p in previous[1]) if previous else 0
+    need_raw = 0
+    for f in files:
+        cached = state.cached(FileKey.of(f.local_path)) if f.local_path is not None else None
+        if cached is not None:
+            need_raw += sum(s for c, s in cached.chunks if c not in held)
+        else:
+            need_raw += f.size
+    frames = need_raw + need_raw // 1024 + 64 * (2 * need_raw // chunker.MIN_CHUNK + 2 * len(files))
+    volumes_guess = 1 if budget is None else max(1, -(-frames // budget))
+    need = max(0, frames - done) + reserve * volumes_guess
+    check_space(need, free_bytes(out), out)
+    check_space(1024 * 1024 + 200 * len(files), free_bytes(opts.state), opts.state)
+
+    with writing_medium(out):
+        kept = _prepare_medium(out, journal, volumes_mode, previous)
+    if previous is not None:
+        header = previous[0]
+    else:
+        sequence = state.next_sequence(spec.channel)
+        header = JournalHeader(fingerprint=fp, sequence=sequence, created=utc_now(),
+                               bundle_id=f"{spec.name[:96]}-{sequence}-{secrets.token_hex(6)}")
+    with writing_medium(out):
+        journal.rewrite(header, kept)
+    progress.info(f"bundle {spec.name} channel {spec.channel} sequence {header.sequence} (hub state {state.root})"
+                  + (f" (resuming: {len(kept)} finished pack(s) kept)" if previous else ""))
+
+    placed: dict[str, tuple[str, Placed]] = {}
+    for p in kept:
+        for c in p.chunks:
+            placed.setdefault(c.id, (p.name, c))
+    last = kept[-1] if kept else None
+    writer = PackWriter(out, volume_budget=budget, on_finish=journal.record,
+                        first_number=(pack_number(last.name) or 0) + 1 if last else 1,
+                        volume=last.volume if last else 1,
+                        volume_used=sum(p.size for p in kept if last and p.volume == last.volume))
+    finished: list[FinishedPack] = list(kept)
+    record = writer.on_finish
+
+    def on_finish(p: FinishedPack) -> None:
+        record(p)
+        finished.append(p)
+
+    writer.on_finish = on_finish
+    run = _Run(writer, state, held, placed)
+    builds: list[tuple[SourceArtifact, list[_EntryBuild]]] = []
+    try:
+        with progress.task("export", raw_total) as overall:
+            for a in artifacts:
+                entries: list[_EntryBuild] = []
+                with progress.task(f"{a.kind} {a.name} {a.version}", sum(f.size for f in a.files)) as task:
+                    for sf in a.files:
+                        entries.append(_chunk_file(run, sf, task, overall))
+                builds.append((a, entries))
+            run.drain()
+        with writing_medium(out):
+            writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        run.close()
+
+    manifest = _manifest(spec, header, builds, finished, placed, held, base)
+    self_install = None
+    if staging is not None and opts.self_install is not None:  # before the manifest: a finished bundle is whole
+        plain = copy_to_medium(staging, out)
+        self_install = {"folder": str(plain), "wheels": len(list((plain / "wheels").iterdir())),
+                        "sha256sums": sha256_file(plain / SUMS_NAME), "target": opts.self_install.describe()}
+    with writing_medium(out):
         result = _write_manifests(out, manifest, keys, opts.max_volume_size, volumes_mode, finished)
         journal.remove()
-        stored = sum(c.stored or 0 for c in manifest.chunks)
-        return ExportResult(manifest=manifest, digest=result[0], out=out, volume_dirs=result[1],
-                            raw_bytes=raw_total, stored_bytes=stored, written_bytes=run.written,
-                            reused_packs=len(kept), warnings=warnings)
-    finally:
-        state.close()
+    stored = sum(c.stored or 0 for c in manifest.chunks)
+    return ExportResult(manifest=manifest, digest=result[0], out=out, volume_dirs=result[1],
+                        raw_bytes=raw_total, stored_bytes=stored, written_bytes=run.written,
+                        reused_packs=len(kept), state=state.root, self_install=self_install)
 
 
 def _manifest(spec: Spec, header: JournalHeader, builds: list[tuple[SourceArtifact, list[_EntryBuild]]],

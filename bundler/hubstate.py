@@ -1,8 +1,9 @@
 """What the hub remembers between exports (``--state HUBDIR``, default ~/.local/share/ferry).
 
 * ``channels.json``: the last sequence number handed out per channel, so every bundle of a
-  channel gets the next number (the edge refuses to go back). Updated under a lock,
-  atomically, so two exports never get the same number.
+  channel gets the next number (the edge refuses to go back). Updated atomically under the
+  state's lock (``lock``, :func:`manifests.locking.acquire`), which an export holds from start
+  to end: a second export with the same hub state is refused, told who holds it.
 * ``chunk-cache.sqlite``: for each local file, keyed on (path, size, mtime, inode), its
   BLAKE3 and chunk list, so an unchanged file is not cut again. Cached chunk ids are
   checked against the bytes whenever a chunk is read for storing; a mismatch drops the entry.
@@ -10,20 +11,22 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from manifests.durable import write_atomic
-from manifests.errors import PlaceError
+from manifests.errors import FerryError, PlaceError
+from manifests.locking import FolderLock, acquire
+
+#: The lock file of a hub state folder.
+LOCK_NAME = "lock"
 
 
 def default_state_dir() -> Path:
+    """The hub state used without ``--state``: ``$XDG_DATA_HOME/ferry``, else ``~/.local/share/ferry``."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "ferry"
 
@@ -55,19 +58,22 @@ class HubState:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise PlaceError("state", str(self.root), f"cannot create hub state folder {self.root}: {exc.strerror or exc}") from None
+            raise PlaceError("state", str(self.root),
+                             f"--state {self.root}: cannot create the hub state folder ({exc.strerror or exc})") from None
         self._db: sqlite3.Connection | None = None
+        self._lock: FolderLock | None = None
+
+    def lock(self) -> None:
+        """Hold this hub state for one export (until :meth:`close`).
+
+        Raises:
+            PlaceError: another export holds it (naming pid, host, command, since), or the
+                folder cannot be written (read-only file system, permissions).
+        """
+        if self._lock is None:
+            self._lock = acquire(self.root, LOCK_NAME, place="state", label=f"--state {self.root}", what="export")
 
     # ---- sequence numbers
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def _channels(self) -> dict[str, int]:
         path = self.root / "channels.json"
@@ -85,13 +91,17 @@ class HubState:
         return self._channels().get(channel, 0)
 
     def next_sequence(self, channel: str) -> int:
-        """Hand out the next sequence number of ``channel`` and remember it."""
-        with self._locked():
-            channels = self._channels()
-            number = channels.get(channel, 0) + 1
-            channels[channel] = number
+        """Hand out the next sequence number of ``channel`` and remember it (takes the lock if not held)."""
+        self.lock()
+        channels = self._channels()
+        number = channels.get(channel, 0) + 1
+        channels[channel] = number
+        try:
             write_atomic(self.root / "channels.json", json.dumps(channels, sort_keys=True, indent=1).encode())
-            return number
+        except OSError as exc:
+            raise PlaceError("state", str(self.root),
+                             f"--state {self.root}: cannot record the sequence number ({exc.strerror or exc})") from None
+        return number
 
     # ---- chunking cache
 
@@ -139,6 +149,10 @@ class HubState:
             pass
 
     def close(self) -> None:
+        """Close the chunk cache and let the next export in."""
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

@@ -205,6 +205,8 @@ class PackWriter:
 
 JOURNAL_DIR = ".ferry-export"
 JOURNAL_NAME = "journal.jsonl"
+#: ``OUT/.ferry-export/lock``: held by the export writing OUT (:func:`manifests.locking.acquire`).
+MEDIUM_LOCK = "lock"
 
 
 @dataclass(frozen=True)
@@ -282,7 +284,9 @@ class Journal:
             self.record(p)
 
     def remove(self) -> None:
-        for path in (self.path, tmp_path(self.path)):
+        """Delete the journal, and the medium's lock file (its holder still holds the lock until
+        it closes the file), then the folder: a finished bundle keeps no trace of the export."""
+        for path in (self.path, tmp_path(self.path), self.dir / MEDIUM_LOCK):
             try:
                 path.unlink()
             except FileNotFoundError:

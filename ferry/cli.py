@@ -1,8 +1,8 @@
 """The ``ferry`` command: one typer app, one module per command under ferry.commands.
 
 Every failure the user can act on is a FerryError and ends as one line on stderr with a
-non-zero status; anything else is reported as an internal error in one line too (set
-FERRY_DEBUG=1 to see the traceback).
+non-zero status; usage errors (click's) are one line too, exit 2; anything else is reported as
+an internal error in one line (set FERRY_DEBUG=1 to see the traceback).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -58,11 +59,47 @@ def fail(message: str, code: int) -> None:
     raise SystemExit(code)
 
 
-def main() -> None:
-    """Console entry point: run the app, turn every error into one line and an exit status."""
+def _usage_line(exc: Exception) -> str:
+    """A click usage error as one line: ``import: Missing option '--trust' (see ferry import --help)``."""
+    ctx = getattr(exc, "ctx", None)
+    message = " ".join(exc.format_message().split()).rstrip(".") if hasattr(exc, "format_message") else str(exc)
+    names: list[str] = []
+    while ctx is not None and ctx.parent is not None:  # the root's name is the program ("python -m ferry")
+        names.insert(0, ctx.info_name or "")
+        ctx = ctx.parent
+    command = " ".join(names)
+    return f"{command}: {message} (see ferry {command} --help)" if command else f"{message} (see ferry --help)"
+
+
+def _click_exceptions() -> Any:
+    """click's exception classes: typer >= 0.27 vendors click as ``typer._click``."""
     try:
-        app()  # typer handles usage errors itself (exit 2) and exits via SystemExit
-    except KeyboardInterrupt:
+        from typer._click import exceptions
+    except ImportError:  # older typer uses click itself
+        from click import exceptions  # type: ignore[no-redef,import-not-found,unused-ignore]
+    return exceptions
+
+
+def main() -> None:
+    """Console entry point: run the app, turn every error into one line and an exit status.
+
+    Usage errors (a missing option, an unknown command) are one line too, ``ferry: error: ...``
+    with exit 2, instead of click's boxed usage text; ``--help`` and a bare ``ferry`` still
+    print the help.
+    """
+    click_exc = _click_exceptions()
+    try:
+        code = app(standalone_mode=False)  # errors come here instead of being printed by click
+    except click_exc.NoArgsIsHelpError as exc:  # a bare ``ferry`` or ``ferry keys``: the help, exit 2
+        text = exc.format_message()  # rich help is printed while the error is made; plain help is here
+        if text.strip():
+            sys.stdout.write(text + "\n")
+        raise SystemExit(2) from None
+    except click_exc.UsageError as exc:
+        fail(f"error: {_usage_line(exc)}", 2)
+    except click_exc.ClickException as exc:  # e.g. a file argument click could not open
+        fail(f"error: {' '.join(exc.format_message().split())}", 2)
+    except (typer.Abort, KeyboardInterrupt, EOFError):
         fail("interrupted", 130)
     except FerryError as exc:
         fail(f"error: {exc}", exc.exit_code)
@@ -71,6 +108,8 @@ def main() -> None:
     except OSError as exc:
         if os.environ.get("FERRY_DEBUG"):
             raise
+        if exc.errno == errno.EPIPE:  # the reader of our output went away (| head)
+            raise SystemExit(1) from None
         if exc.errno == errno.ENOSPC:
             fail(f"error: no space left on device{f' writing {exc.filename}' if exc.filename else ''}", 2)
         where = f" {exc.filename}" if exc.filename else ""
@@ -79,3 +118,7 @@ def main() -> None:
         if os.environ.get("FERRY_DEBUG"):
             raise
         fail(f"internal error: {type(exc).__name__}: {exc} (set FERRY_DEBUG=1 for details)", 70)
+    if code == 130:  # typer turns Ctrl-C inside a command into exit 130, silently
+        fail("interrupted", 130)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

@@ -1,8 +1,9 @@
 """Output for people and for scripts.
 
-On a terminal, long work shows rich progress bars (bytes, rate, ETA) on stderr; otherwise
-plain one-line messages. With ``--json`` nothing but the final JSON document goes to stdout,
-so scripts can parse it. Core code (bundler, importer) reports through the small
+On a terminal, long work shows rich progress bars (bytes, rate, ETA; IEC units, KiB/MiB/GiB,
+as everywhere) on stderr; otherwise plain one-line messages. With ``--json`` nothing but the
+final JSON document goes to stdout, so scripts can parse it; bars still show on a terminal's
+stderr. Core code (bundler, importer) reports through the small
 :class:`manifests.progress.Progress` protocol and never prints itself; :class:`UI` implements it.
 """
 
@@ -18,8 +19,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, DownloadColumn, Progress as RichProgress, TaskID,
-                           TextColumn, TimeRemainingColumn, TransferSpeedColumn)
+from rich.progress import (BarColumn, DownloadColumn, Progress as RichProgress, ProgressColumn, Task as RichTaskInfo,
+                           TaskID, TextColumn, TimeRemainingColumn)
+from rich.text import Text
 
 from manifests.progress import Task, human_bytes
 
@@ -42,6 +44,14 @@ class _PlainTask:
         self.done += nbytes
 
 
+class _RateColumn(ProgressColumn):
+    """Transfer speed in IEC units (MiB/s), as every summary line prints sizes."""
+
+    def render(self, task: RichTaskInfo) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else f"{human_bytes(speed)}/s", style="progress.data.speed")
+
+
 class UI:
     """The CLI's Progress: rich bars on a terminal, plain lines otherwise, JSON for scripts."""
 
@@ -51,7 +61,8 @@ class UI:
         self.out = Console(highlight=False, soft_wrap=True)
         if not self.out.is_terminal:  # a log or a pipe: tables as wide as they need, names never cut
             self.out = Console(highlight=False, soft_wrap=True, width=200)
-        self.interactive = self.err.is_terminal and not json_mode and not quiet
+        # --json keeps stdout for the document; bars on a terminal's stderr do not disturb it
+        self.interactive = self.err.is_terminal and not quiet
         self.quiet = quiet or json_mode
         self._bars: RichProgress | None = None
         self._depth = 0
@@ -61,16 +72,16 @@ class UI:
         if self.interactive:
             if self._bars is None:
                 self._bars = RichProgress(
-                    TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=self.err, transient=False)
+                    TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+                    _RateColumn(), TimeRemainingColumn(), console=self.err, transient=False)
                 self._bars.start()
             self._depth += 1
             task_id = self._bars.add_task(escape(description), total=total)
             try:
                 yield _RichTask(self._bars, task_id)
-            finally:
-                if total is not None:
+                if total is not None:  # done: full; an error or Ctrl-C leaves the bar where it stopped
                     self._bars.update(task_id, completed=total)
+            finally:
                 self._depth -= 1
                 if self._depth == 0:
                     self._bars.stop()

@@ -50,6 +50,8 @@ class BundleOnMedium:
             self.signature_bytes = candidate
             return signed
         assert first is not None
+        if type(first) in (VerificationError, FerryError):  # name the bundle: the folder it was found in
+            raise type(first)(f"bundle {self.volume_dirs[0] if self.volume_dirs else self.digest}: {first}") from None
         raise first
 
 

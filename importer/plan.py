@@ -200,6 +200,8 @@ def artifact_line(kind: str, name: str, version: str, installed: str | None, sta
     """One artifact of a plan or its outcome, as ``import``, ``import --dry-run`` and
     ``verify --state`` print it: ``model m 1.1.0 (installed 1.0.0): planned [newer, 1.2 MiB] reason``."""
     was = f" (installed {installed})" if installed else ""
+    if action == "new" and reason == "not installed":  # the policy's reason, read as the outcome
+        reason = "(none installed before)"
     shown = (Status.APPLIED, Status.PLANNED, Status.READY, Status.WAITING, Status.HELD)
     amount = f", {human_bytes(size)}" if size and status in shown else ""
     return (f"{kind} {name} {version}{was}: {status.value} [{action}{amount}] {reason}"

@@ -3,7 +3,7 @@
 Layout::
 
     EDGE/state.db           sqlite3 ledger + chunk index (rollback journal, synchronous=FULL)
-    EDGE/lock               fcntl.flock'd by the one import allowed at a time
+    EDGE/lock               fcntl.flock'd by the one import allowed at a time (manifests.locking: pid, host, command, since)
     EDGE/models/<name>/...  installed model versions (importer.apply.models)
     EDGE/oci/               OCI image layout when no --registry is given
     EDGE/manifests/<set>/   manifest sets for a GitOps agent when no --kubeconfig is given
@@ -25,7 +25,6 @@ follow a symbolic link (``O_NOFOLLOW`` on every component, via directory file de
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import re
@@ -40,6 +39,7 @@ from typing import Any
 
 from importer.policy import Installed
 from manifests.errors import FerryError, PlaceError
+from manifests.locking import FolderLock, acquire
 from manifests.model import utc_now
 
 DB_NAME = "state.db"
@@ -159,11 +159,11 @@ class EdgeState:
     """An open edge state: the ledger and chunk index (sqlite) and, when locked, the right to
     change anything under EDGE. Use :meth:`open` (read-write, locked) or :meth:`open_readonly`."""
 
-    def __init__(self, root: Path, db: sqlite3.Connection, root_fd: int, lock_fd: int | None) -> None:
+    def __init__(self, root: Path, db: sqlite3.Connection, root_fd: int, lock: FolderLock | None) -> None:
         self.root = root
         self.db = db
         self.root_fd = root_fd
-        self._lock_fd = lock_fd
+        self._lock = lock
 
     # ---- opening
 
@@ -181,25 +181,16 @@ class EdgeState:
         if not root.is_dir():
             raise PlaceError("state", str(root), f"--state {root}: not a folder")
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        lock_fd = None
+        lock: FolderLock | None = None
         try:
-            lock_fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=root_fd)
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(lock_fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-                raise PlaceError(
-                    "state", str(root), f"--state {root} is in use by another ferry import (pid {holder}); "
-                    "two imports never interleave: wait for it to finish, then run again") from None
-            os.ftruncate(lock_fd, 0)
-            os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
+            lock = acquire(root, LOCK_NAME, place="state", label=f"--state {root}", what="import", dir_fd=root_fd)
             db = _connect(root / DB_NAME, readonly=False)
-            state = cls(root, db, root_fd, lock_fd)
+            state = cls(root, db, root_fd, lock)
             state._init_schema()
             return state
         except BaseException:
-            if lock_fd is not None:
-                os.close(lock_fd)
+            if lock is not None:
+                lock.release()
             os.close(root_fd)
             raise
 
@@ -232,9 +223,9 @@ class EdgeState:
 
     def close(self) -> None:
         self.db.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         os.close(self.root_fd)
 
     def __enter__(self) -> EdgeState:
@@ -245,7 +236,7 @@ class EdgeState:
 
     @property
     def writable(self) -> bool:
-        return self._lock_fd is not None
+        return self._lock is not None
 
     def _init_schema(self) -> None:
         with self.transaction():

@@ -231,12 +231,12 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *,
 
 def read_installed_for(state_dir: Path) -> dict[tuple[str, str], Installed]:
     """What the edge holds, via the import side's reader (the one place that knows the state)."""
+    if not Path(state_dir).exists():  # a site with nothing imported yet: as ``import --dry-run`` plans it
+        return {}
     if not Path(state_dir).is_dir():
-        raise PlaceError("state", str(state_dir), f"--state {state_dir}: no such state folder")
-    try:
-        from importer.state import read_installed
-    except ImportError:
-        raise UsageError("--state: this ferry build cannot read an edge state yet (importer.state missing)") from None
+        raise PlaceError("state", str(state_dir), f"--state {state_dir}: not a folder")
+    from importer.state import read_installed
+
     return read_installed(Path(state_dir))
 
 

@@ -66,16 +66,19 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -
     Returns:
         the parsed manifest, its digest (``sha256:<64 hex>`` of ``manifest_bytes``) and the verdict.
     Raises:
-        VerificationError (exit 1) or FormatError / LimitError (exit 2) naming the first failure.
+        VerificationError (exit 1) or FormatError / LimitError (exit 2) naming the first failure;
+        a signature refusal also lists the trusted key ids (the caller names the bundle's folder).
     """
     sigfile = SignatureFile.from_bytes(signature_bytes)
+    trusted = "trusted key id(s): " + ", ".join(sorted(trust.keys))
     first = verify(manifest_bytes, sigfile, trust, channel=None, payload_type=MANIFEST_PAYLOAD_TYPE)
     if not first.ok:
-        raise VerificationError(f"manifest signatures: {first.summary}")
+        raise VerificationError(f"manifest signatures: {first.summary}; {trusted}")
     manifest = Manifest.from_bytes(manifest_bytes)
     verdict = verify(manifest_bytes, sigfile, trust, channel=manifest.bundle.channel)
     if not verdict.ok:
-        raise VerificationError(f"manifest signatures: {verdict.summary}")
+        raise VerificationError(f"manifest signatures of bundle {manifest.bundle.name} {manifest.bundle.id}: "
+                                f"{verdict.summary}; {trusted}")
     return SignedManifest(manifest=manifest, digest=manifest_digest(manifest_bytes), verdict=verdict)
 
 

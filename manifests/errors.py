@@ -96,6 +96,12 @@ class IncompleteError(FerryError):
     exit_code = EXIT_INCOMPLETE
 
 
+class Interrupted(FerryError):
+    """The run was interrupted (Ctrl-C, exit 130); the message says what was kept and how to resume."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class PlaceError(FerryError):
     """An I/O failure at a named place (:data:`Place`): ``place`` and ``path`` say where."""
 

@@ -2,7 +2,8 @@
 # Install what the tests need and run them. `.ci/run` calls this; so can you:
 #   bash tests/run.sh [pytest args]
 # System packages (Debian): docker-registry (CNCF distribution), skopeo, umoci, chromium, zstd.
-# Python: the project with its test extra, in ./.venv unless a virtualenv is already active.
+# Python: the project with its test extra, always in this checkout's own ./.venv: a virtualenv that
+# happens to be active is left alone (its ferry is neither used nor replaced).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,11 +20,11 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-if [ -z "${VIRTUAL_ENV:-}" ]; then
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  # shellcheck disable=SC1091
-  . .venv/bin/activate
-fi
-python -m pip install -q --disable-pip-version-check -e '.[test]'
-python -m mypy  # the packages' types (configuration: pyproject.toml [tool.mypy]); errors fail the run
-exec python -m pytest "$@"
+# python3 from PATH may be an active virtualenv's: take the interpreter it was made from.
+[ -x .venv/bin/python ] || "$(python3 -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')" -m venv .venv
+unset VIRTUAL_ENV PYTHONHOME
+export PATH="$PWD/.venv/bin:$PATH"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# the packages' types (configuration: pyproject.toml [tool.mypy]); errors fail the run
+.venv/bin/python -m mypy
+exec .venv/bin/python -m pytest "$@"

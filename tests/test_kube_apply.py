@@ -18,7 +18,6 @@ from importer.apply.kube import (
 from manifests.digest import Hasher, blake3_hex
 from manifests.errors import FerryError, VerificationError
 from manifests.model import Artifact, BundleInfo, Entry, ImageInfo
-from tests.support.common import KUBESTELLAR
 from tests.support.fakekube import APPLY_PATCH, FakeKube
 
 DIGEST = "sha256:" + "5" * 64
@@ -138,7 +137,7 @@ def test_gitops_folder_exact(tmp_path: Path) -> None:
         "    ferry.io/sequence: '7'\n    ferry.io/set: sentiment-app\n    ferry.io/version: 1.2.0\n")
 
 
-def test_gitops_output_validates_against_the_kubestellar_crds(tmp_path: Path) -> None:
+def test_gitops_output_validates_against_the_kubestellar_schema(tmp_path: Path) -> None:
     import yaml
 
     from tests.support.kubeschema import validate
@@ -231,7 +230,9 @@ def test_write_gitops_cleans_up_after_a_failed_write(tmp_path: Path, monkeypatch
 
 
 def _crds() -> bytes:
-    return (KUBESTELLAR / "crds.yaml").read_bytes()
+    from tests.support.kubeschema import crds_yaml
+
+    return crds_yaml()
 
 
 def test_cluster_apply_order_and_requests(fakekube: FakeKube, tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.common import KUBESTELLAR, SAMPLES, KeyPair, assert_clean_failure, run_ferry
+from tests.support.kubeschema import crd_documents
+from tests.support.common import SAMPLES, KeyPair, assert_clean_failure, run_ferry
 from tests.support.fakekube import FakeKube
 from tests.support.registry import Registry
 
@@ -36,7 +37,7 @@ def _export(spec: Path, out: Path, keys: KeyPair, hub: Path) -> None:
 
 def _wds(fake: FakeKube, tmp: Path) -> Path:
     """The fake API server as a WDS: KubeStellar's CRDs installed, as KubeStellar does."""
-    for crd in yaml.safe_load_all((KUBESTELLAR / "crds.yaml").read_bytes()):
+    for crd in crd_documents():
         fake.put_object(crd, manager="kubestellar")
     return fake.kubeconfig(tmp / "wds.kubeconfig", context="wds1")
 

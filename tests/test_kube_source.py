@@ -160,9 +160,9 @@ def test_single_file_set(tmp_path: Path) -> None:
 
 
 def test_kubestellar_examples_are_accepted() -> None:
-    from tests.support.common import KUBESTELLAR
+    from tests.support.common import KUBESTELLAR_EXAMPLES
 
-    art = manifests_source("examples", "1.0.0", KUBESTELLAR / "examples")
+    art = manifests_source("examples", "1.0.0", KUBESTELLAR_EXAMPLES)
     assert len(art.files) == 5
     assert art.images == ("public.ecr.aws/nginx/nginx:latest",)
 

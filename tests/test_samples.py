@@ -23,7 +23,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.common import KUBESTELLAR, SAMPLES, KeyPair, run_ferry
+from tests.support.common import SAMPLES, KeyPair, run_ferry
 
 MODEL_DIR = SAMPLES / "models" / "sentiment"
 IMAGE_DIR = SAMPLES / "images" / "sentiment-server"
@@ -156,11 +156,9 @@ def manifest_docs() -> list[dict]:
 
 
 def binding_policy_schema() -> dict:
-    for crd in yaml.safe_load_all((KUBESTELLAR / "crds.yaml").read_text()):
-        if crd and crd["spec"]["names"]["kind"] == "BindingPolicy":
-            (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
-            return version["schema"]["openAPIV3Schema"]
-    raise AssertionError("no BindingPolicy CRD in crds.yaml")
+    from tests.support.kubeschema import kind_schemas
+
+    return kind_schemas()[("control.kubestellar.io/v1alpha1", "BindingPolicy")]
 
 
 def test_every_manifest_is_a_named_kubernetes_object() -> None:

@@ -87,8 +87,19 @@ def test_exported_bundle_verifies_and_state_plan_matches_the_import(hub: Path, h
 
 
 def test_state_that_is_not_a_folder_is_one_line(hub: Path, hub_keys: KeyPair, tmp_path: Path) -> None:
-    assert_clean_failure(run_ferry("verify", hub / "v1", "--trust", hub_keys.pub, "--state", tmp_path / "none"),
-                         code=2, contains="no such state folder")
+    (tmp_path / "file").write_text("not a state")
+    assert_clean_failure(run_ferry("verify", hub / "v1", "--trust", hub_keys.pub, "--state", tmp_path / "file"),
+                         code=2, contains="not a folder")
+
+
+def test_a_site_with_no_state_yet_is_checked_like_a_dry_run(hub: Path, hub_keys: KeyPair, tmp_path: Path) -> None:
+    """verify --state EDGE on a new site: everything would be new, as import --dry-run plans it; nothing is created."""
+    r = run_ferry("verify", hub / "v1", "--trust", hub_keys.pub, "--state", tmp_path / "edge", "--json")
+    assert r.returncode == 0, r.stderr
+    plan = run_ferry("import", hub / "v1", "--trust", hub_keys.pub, "--state", tmp_path / "edge", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert "new" in r.stdout and "new" in plan.stdout
+    assert not (tmp_path / "edge").exists()
 
 
 def test_real_volumes_and_delta_bundles(hub: Path, hub_keys: KeyPair, tmp_path: Path) -> None:

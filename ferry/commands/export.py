@@ -13,10 +13,10 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         spec: Path = typer.Argument(..., help="The bundle spec (apiVersion ferry/v1, kind Bundle)."),
         out: Path = typer.Option(..., "--out", help="Folder to write the bundle into (new or empty; "
-                                 "or the folder of an unfinished export, to resume it)."),
+                                 "or the folder of an unfinished export, to resume it). Locked while exporting."),
         key: list[Path] = typer.Option(..., "--key", help="Private signing key (.key); repeat to add signatures."),
         state: Path = typer.Option(None, "--state", help="Hub state folder (sequence numbers, chunk cache); "
-                                   "default ~/.local/share/ferry."),
+                                   "default ~/.local/share/ferry (a warning says so). Locked while exporting."),
         max_volume_size: str = typer.Option(None, "--max-volume-size",
                                             help="Split into OUT/vol-001, vol-002, ... of at most this size "
                                                  "(e.g. 32GiB, 64GB)."),
@@ -25,20 +25,39 @@ def register(app: typer.Typer) -> None:
                                      "e.g. linux/amd64."),
         insecure_registry: list[str] = typer.Option([], "--insecure-registry",
                                                     help="Registry HOST[:PORT] to reach with HTTPS without certificate checks, else plain HTTP; repeatable."),
+        self_install: bool = typer.Option(False, "--self-install", help="Also carry ferry itself: its wheels and its "
+                                          "dependencies' for the edge (pip, from this hub's index), signed in the "
+                                          "bundle and as OUT/self-install with install.sh and SHA256SUMS."),
+        self_install_python: str = typer.Option(None, "--self-install-python",
+                                                help="The edge's Python version for --self-install, e.g. 3.11 "
+                                                     "(default: this hub's)."),
+        self_install_platform: str = typer.Option(None, "--self-install-platform",
+                                                  help="The edge's pip platform tag for --self-install, e.g. "
+                                                       "manylinux2014_x86_64 (default: this hub's)."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Write a signed, chunked, resumable bundle from a bundle spec (hub side)."""
         from bundler.export import ExportOptions, export
         from bundler.hubstate import default_state_dir
+        from bundler.selfinstall import Target
         from bundler.spec import parse_size
+        from manifests.errors import UsageError
         from ferry.ui import UI
         from manifests.progress import human_bytes
 
+        if not self_install and (self_install_python or self_install_platform):
+            raise UsageError("--self-install-python and --self-install-platform go with --self-install")
+        target = Target(self_install_python, self_install_platform).check() if self_install else None
         ui = UI(json_mode=json_out)
+        hub_state = state or default_state_dir()
+        if state is None:  # sequence numbers live there: another hub state restarts them at 1
+            ui.warn(f"no --state given: using the default hub state {hub_state}; give the same --state "
+                    "to every export of a channel, or the edge refuses its sequence numbers as stale")
         opts = ExportOptions(
-            spec=spec, out=out, keys=tuple(key), state=state or default_state_dir(),
+            spec=spec, out=out, keys=tuple(key), state=hub_state,
             max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
             since=since, platform=platform, insecure_registries=frozenset(insecure_registry),
+            self_install=target,
         )
         result = export(opts, ui)
         if json_out:
@@ -54,3 +73,9 @@ def register(app: typer.Typer) -> None:
             f"{carried} of {len(m.chunks)} chunk(s) carried"
             + (f", delta against receipt of {m.base.site}" if m.base else ""))
         say(f"  manifest {result.digest}")
+        say(f"  hub state {result.state}" + (" (the default)" if state is None else ""))
+        if result.self_install:
+            si = result.self_install
+            say(f"  self-install: {si['wheels']} wheel(s) for {si['target']} in {si['folder']}")
+            say(f"  self-install: SHA256SUMS sha256 {si['sha256sums']} (carry this with the change record)")
+            say(f"  at the edge: sh {si['folder']}/install.sh /opt/ferry")

@@ -55,11 +55,19 @@ def register(app: typer.Typer) -> None:
                              kubeconfig=kubeconfig, context=context, dry_run=dry_run,
                              allow_downgrade=allow_downgrade, reason=reason, keep=keep, note=note,
                              max_age=parse_max_age(max_age) if max_age else None, atomic=atomic)
-        report = run_import(opts, ui)
+        try:
+            report = run_import(opts, ui)
+        except KeyboardInterrupt:
+            from manifests.errors import Interrupted
+
+            if dry_run:
+                raise Interrupted("import interrupted: nothing was changed (dry run)") from None
+            raise Interrupted(f"import interrupted: what was verified, stored and applied so far is kept in --state "
+                              f"{state} (its ledger and audit trail record it); run the same command to resume") from None
         if json_out:
             ui.emit(report.to_json())
         else:
-            _print(ui, report)
+            _print(ui, report, registry)
         code = report.exit_code
         if code == EXIT_INCOMPLETE:
             waiting = [f"bundle {(b.info or {}).get('name', b.digest)}: {b.still_needed}"
@@ -79,7 +87,14 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code)
 
 
-def _print(ui: object, report: object) -> None:
+def _where(ref: str, registry: str | None) -> str:
+    """Where an image went: pushed to ``--registry``, or kept in EDGE/oci with workloads pinned to ``ref``."""
+    if registry:
+        return f" -> {ref}"
+    return f" -> EDGE/oci (no --registry; workloads pinned to {ref})"
+
+
+def _print(ui: object, report: object, registry: str | None) -> None:
     """One line per bundle, one indented line per artifact (:func:`importer.plan.artifact_line`,
     the same words ``verify --state`` uses): readable and greppable."""
     from manifests.progress import human_bytes
@@ -95,7 +110,8 @@ def _print(ui: object, report: object) -> None:
         out.print(f"{head}: {verb}" + (f": {b.reason}" if b.reason else ""), markup=False)
         for a in b.artifacts:
             out.print("  " + artifact_line(a.kind, a.name, a.version, a.installed, a.status, a.action, a.bytes,
-                                           a.reason, a.ref, human_bytes), markup=False)
+                                           a.reason, None, human_bytes)
+                      + (_where(a.ref, registry) if a.ref else ""), markup=False)
         if report.dry_run and b.status is BundleStatus.PLANNED:  # type: ignore[attr-defined]
             out.print(f"  bytes to write under the state: {human_bytes(b.bytes_to_write)}; "
                       "nothing was changed (dry run)", markup=False)

@@ -48,6 +48,12 @@ def register(app: typer.Typer) -> None:
         private = load_private(key) if key is not None else None  # a bad key fails before anything is written
         data = build_receipt(state)
         write_output(out, data, "--out")
+        from manifests.progress import human_bytes
+        from manifests.receipt import Receipt
+
+        r = Receipt.from_bytes(data)
+        typer.echo(f"receipt of site {r.site}: {len(r.artifacts)} artifact(s), {len(r.chunks)} chunk id(s) held, "
+                   f"{len(r.channels)} channel(s); {human_bytes(len(data))}", err=True)
         if private is not None:
             sig = sign(data, [private], payload_type=RECEIPT_PAYLOAD_TYPE).to_bytes()
             write_output(out.with_name(out.name + SIGNATURE_SUFFIX), sig, "--out")

@@ -30,9 +30,35 @@ def status_document(state_dir: Path) -> dict:
             "bundles": state.bundles(),
             "waiting": [b for b in state.bundles() if b["status"] == "partial"],
             "store": ChunkStore(state).stats(),
+            "ociLayoutBytes": _tree_bytes(state.root / "oci"),
         }
     finally:
         state.close()
+
+
+def _tree_bytes(folder: Path) -> int | None:
+    """Bytes of the regular files under ``folder`` (None when it does not exist); links are not followed."""
+    import os
+
+    if not folder.is_dir():
+        return None
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            st = os.lstat(os.path.join(root, name))
+            total += st.st_size if not os.path.islink(os.path.join(root, name)) else 0
+    return total
+
+
+def _on_disk(a: dict, doc: dict) -> str:
+    """The ``on disk`` cell: a model's kept versions; an image kept in EDGE/oci, the layout's size."""
+    from manifests.progress import human_bytes
+
+    if a["versionsOnDisk"]:
+        return ", ".join(a["versionsOnDisk"])
+    if a["kind"] == "image" and doc.get("ociLayoutBytes") is not None:
+        return f"EDGE/oci ({human_bytes(doc['ociLayoutBytes'])})"
+    return "-"
 
 
 def _age(created: str) -> str:
@@ -52,6 +78,8 @@ def register(app: typer.Typer) -> None:
     def status_cmd(
         state: Path = typer.Option(..., "--state", help="The edge state folder."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+        wide: bool = typer.Option(False, "--wide", help="One line per artifact however wide (ids and refs are "
+                                  "never cut; without --wide they wrap to the terminal)."),
     ) -> None:
         """Show what the edge has installed: artifacts and versions, channels, chunk store size."""
         from rich.table import Table
@@ -61,6 +89,10 @@ def register(app: typer.Typer) -> None:
 
         doc = status_document(state)
         ui = UI(json_mode=json_out)
+        if wide:
+            from rich.console import Console
+
+            ui.out = Console(highlight=False, soft_wrap=True, width=100_000)
         if json_out:
             ui.emit(doc)
             return
@@ -68,9 +100,9 @@ def register(app: typer.Typer) -> None:
         out.print(f"edge state {doc['state']} (site {doc['site']})")
         table = Table(show_edge=False, pad_edge=False)
         for col in ("kind", "name", "version", "on disk", "bundle", "installed at", "ref"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")  # wrap, never cut with an ellipsis
         for a in doc["installed"]:
-            table.add_row(a["kind"], a["name"], a["version"], ", ".join(a["versionsOnDisk"]) or "-",
+            table.add_row(a["kind"], a["name"], a["version"], _on_disk(a, doc),
                           a["bundleId"], a["installedAt"], a["ref"] or "-")
         out.print(table if doc["installed"] else "nothing installed yet")
         for channel, seq in doc["channels"].items():

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"
-KUBESTELLAR = REPO.parent / "shared" / "kubestellar"
+KUBESTELLAR_EXAMPLES = Path(__file__).parent / "kubestellar" / "examples"
 
 
 def run_ferry(*args: object, env: dict[str, str] | None = None, cwd: Path | None = None,

@@ -1,24 +1,93 @@
-"""Checking objects against the KubeStellar CRDs' ``openAPIV3Schema``, as a WDS would.
+"""KubeStellar objects checked against ferry's own schema of the fields it relies on.
 
-The schemas come from ``../shared/kubestellar/crds.yaml`` (what KubeStellar installs into
-a WDS: the five control.kubestellar.io CRDs with their extra validations). That file is
-read-only test data. OpenAPI v3.0 schemas as Kubernetes uses them are JSON Schema (draft 4
-keywords) plus ``x-kubernetes-*`` extensions, which the validator ignores; ``nullable`` is
-honoured by allowing null. Unknown fields are not errors (a WDS prunes them).
+The schema is ``tests/support/kubestellar/kubestellar.schema.json``: the control.kubestellar.io
+v1alpha1 kinds (BindingPolicy, Binding, CustomTransform, StatusCollector, CombinedStatus) with
+field names, types, required fields, label patterns and the rule that each downsync clause needs
+a selector, written from KubeStellar's ``pkg/crd/files/crds.yaml`` (commit 1c28a8a, see the
+README beside it). It lives in the project, so a fresh clone tests itself with nothing beside it.
+
+Where KubeStellar's own CRDs sit beside the checkout (``../shared/kubestellar/crds.yaml``, only
+where this project's CI runs), ``tests/test_kube_schema.py`` cross-checks that both agree; no test
+depends on that file alone.
+
+Schemas are JSON Schema draft 4 (what Kubernetes' OpenAPI v3.0 ``openAPIV3Schema`` is, less the
+``x-kubernetes-*`` extensions, which the validator ignores; ``nullable`` is honoured by allowing
+null). Unknown fields are not errors (a WDS prunes them).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.support.common import KUBESTELLAR
+from tests.support.common import REPO
 
-CRDS_FILE = KUBESTELLAR / "crds.yaml"
+SCHEMA_FILE = Path(__file__).parent / "kubestellar" / "kubestellar.schema.json"
+EXAMPLES = Path(__file__).parent / "kubestellar" / "examples"
+SHARED_CRDS = REPO.parent / "shared" / "kubestellar" / "crds.yaml"
+
+
+def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+    """``node`` with every ``{"$ref": "#/definitions/X"}`` replaced by X (CRDs allow no $ref)."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline(definitions[node["$ref"].rsplit("/", 1)[1]], definitions)
+        return {k: _inline(v, definitions) for k, v in node.items() if k != "$comment"}
+    if isinstance(node, list):
+        return [_inline(v, definitions) for v in node]
+    return node
+
+
+@cache
+def _document() -> dict[str, Any]:
+    return json.loads(SCHEMA_FILE.read_text())
+
+
+@cache
+def kind_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> the ``openAPIV3Schema`` of that kind, from ferry's own schema file."""
+    doc = _document()
+    api_version = f"{doc['group']}/{doc['version']}"
+    out = {}
+    for kind, entry in doc["kinds"].items():
+        props: dict[str, Any] = {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                                 "metadata": {"type": "object"}}
+        if entry.get("spec") is not None:
+            props["spec"] = entry["spec"]
+        props.update(entry.get("topLevel", {}))
+        out[(api_version, kind)] = _inline({"type": "object", "properties": props}, doc["definitions"])
+    return out
+
+
+def crd_documents() -> list[dict[str, Any]]:
+    """The five CustomResourceDefinitions (apiextensions.k8s.io/v1) a WDS holds, built from the schema, by name."""
+    doc = _document()
+    crds = []
+    for (_, kind), schema in kind_schemas().items():
+        entry = doc["kinds"][kind]
+        version: dict[str, Any] = {"name": doc["version"], "served": True, "storage": True,
+                                   "schema": {"openAPIV3Schema": schema}}
+        if entry["scope"] == "Cluster":
+            version["subresources"] = {"status": {}}
+        crds.append({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{entry['plural']}.{doc['group']}"},
+            "spec": {"group": doc["group"], "scope": entry["scope"],
+                     "names": {"kind": kind, "listKind": f"{kind}List", "plural": entry["plural"],
+                               "singular": kind.lower(), "shortNames": entry["shortNames"]},
+                     "versions": [version]},
+        })
+    return sorted(crds, key=lambda c: c["metadata"]["name"])
+
+
+def crds_yaml() -> bytes:
+    """:func:`crd_documents` as one multi-document YAML file (what ``kubectl apply -f`` would take)."""
+    return yaml.safe_dump_all(crd_documents(), sort_keys=False).encode()
 
 
 def _nullable(schema: Any) -> Any:
@@ -33,9 +102,8 @@ def _nullable(schema: Any) -> Any:
     return schema
 
 
-@cache
-def crd_schemas(path: Path = CRDS_FILE) -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> openAPIV3Schema, for every served version of every CRD in ``path``."""
+def crd_schemas(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> openAPIV3Schema, for every served version of every CRD in the YAML file ``path``."""
     out = {}
     with open(path, "rb") as f:
         for crd in yaml.safe_load_all(f):
@@ -58,5 +126,5 @@ def schema_errors(obj: dict[str, Any], schema: dict[str, Any]) -> list[str]:
 
 
 def validate(obj: dict[str, Any]) -> list[str]:
-    """Errors for a control.kubestellar.io object against crds.yaml (KeyError for other kinds)."""
-    return schema_errors(obj, crd_schemas()[(obj["apiVersion"], obj["kind"])])
+    """Errors for a control.kubestellar.io object against ferry's schema (KeyError for other kinds)."""
+    return schema_errors(obj, kind_schemas()[(obj["apiVersion"], obj["kind"])])
