@@ -186,11 +186,13 @@ def build_sources(spec: Spec, opts: ExportOptions, progress: Any) -> list[Source
         from .sources.kube import manifests_source
 
         artifacts.append(manifests_source(ms.name, ms.version, ms.path))
-    seen: dict[tuple[str, str], str] = {}
-    for a in artifacts:
-        if (a.kind, a.name) in seen:
-            raise FerryError(f"{spec.file}: two {a.kind} artifacts are both named {a.name!r}")
-        seen[(a.kind, a.name)] = a.version
+    seen: set[tuple[str, str, str | None]] = set()
+    for a in artifacts:  # the same unit twice (importer.policy.unit): an image by repository and tag
+        once = (a.kind, a.name, a.image.tag if a.image is not None else None)
+        if once in seen:
+            shown = f"{a.name}:{once[2]}" if once[2] else a.name
+            raise FerryError(f"{spec.file}: two {a.kind} artifacts are both {shown!r}")
+        seen.add(once)
     artifacts.sort(key=lambda a: KIND_ORDER[a.kind])
     return artifacts
 

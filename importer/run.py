@@ -36,7 +36,7 @@ from manifests.trust import load_trust
 
 from .content import entry_label, stream_entry
 from .medium import BundleOnMedium, PackReader, find_bundles
-from .policy import Decision, bundle_age_problem, bundle_freshness, decide
+from .policy import Decision, bundle_age_problem, bundle_freshness, decide, unit
 from .state import MANIFESTS_DIR, OCI_DIR, EdgeState, set_installed
 from .store import ChunkStore
 from .apply import models as model_store
@@ -415,7 +415,7 @@ class _Importer:
         plans = []
         for a in sorted(self.m.artifacts, key=lambda a: (KIND_ORDER[a.kind], a.name)):
             content = a.content_digest
-            before = installed.get(a.key)
+            before = installed.get(unit(a))
             d = decide(before, a.version, content, allow_downgrade=self.opts.allow_downgrade)
             status = "ready" if d.applies else ("same" if d.action == "same" else "refused")
             r = ArtifactResult(a.kind, a.name, a.version, before.version if before else None, d.action, status,
@@ -521,7 +521,7 @@ class _Importer:
                 else:
                     self._apply_manifests(plan, read_entry)
                 with self.state.transaction() as db:
-                    set_installed(db, kind=a.kind, name=a.name, version=a.version, content=plan.content,
+                    set_installed(db, kind=a.kind, name=unit(a)[1], version=a.version, content=plan.content,
                                   bundle_id=self.m.bundle.id, manifest=self.signed.digest, ref=r.ref)
         except VerificationError as exc:
             if a.kind == "model":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from importer.content import stream_entry
 from importer.medium import BundleOnMedium, PackReader, find_bundles
-from importer.policy import Installed, decide
+from importer.policy import Installed, decide, unit
 from importer.report import (ArtifactReport, BundleReport, Check, ChunkCounts, EntryReport, Plan,
                              Report, SignerReport)
 from manifests import __version__
@@ -108,7 +108,7 @@ def _check_artifact(a: Artifact, manifest: Manifest, source: _CheckingSource,
     digest = a.content_digest
     plan = None
     if installed is not None:
-        current = installed.get(a.key)
+        current = installed.get(unit(a))
         d = decide(current, a.version, digest)
         plan = Plan(d.action, d.reason, current.version if current else None, d.refused)
     return ArtifactReport(

@@ -188,8 +188,8 @@ class ImageInfo:
 class Artifact:
     """A versioned thing the edge installs: a model, an image, or a set of manifests.
 
-    The pair (kind, name) identifies it across bundles; ``version`` is a semantic version
-    and decides downgrades. ``entries`` are files (model, manifests) or blobs (image).
+    (kind, name) identifies a model or a manifest set across bundles, (kind, name, image tag)
+    an image (``importer.policy.unit``); ``version`` is a semantic version and decides downgrades. ``entries`` are files (model, manifests) or blobs (image).
     ``images`` lists the image references a manifest set's workloads name.
     """
 
@@ -203,10 +203,6 @@ class Artifact:
     @property
     def size(self) -> int:
         return sum(e.size for e in self.entries)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.kind, self.name)
 
     @property
     def content_digest(self) -> str:
@@ -497,13 +493,16 @@ def validate(m: Manifest) -> None:
     # artifacts: unique (kind, name); entries consistent with their kind and chunks
     sizes = {c.id: c.size for c in m.chunks}
     referenced: set[str] = set()
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str | None]] = set()
     entries = refs = 0
     for a in m.artifacts:
         where = f"{a.kind} {a.name!r}"
-        if a.key in seen:
-            raise FormatError(f"{where} is listed twice")
-        seen.add(a.key)
+        # one unit once: a model or manifest set by name, an image by repository *and* tag
+        # (several tags of one repository travel side by side; importer.policy.unit)
+        once = (a.kind, a.name, a.image.tag if a.kind == "image" and a.image is not None else None)
+        if once in seen:
+            raise FormatError(f"{where}{':' + once[2] if once[2] else ''} is listed twice")
+        seen.add(once)
         entries += len(a.entries)
         if entries > limits.MAX_ENTRIES:
             raise LimitError(f"more than {limits.MAX_ENTRIES} files and blobs in the bundle")
