@@ -51,7 +51,9 @@ from .packs import (JOURNAL_DIR, PACK_SIZE, FinishedPack, Journal, JournalHeader
 from .sources import SourceArtifact, SourceFile
 from .spec import Spec, load_spec
 
-#: Raw bytes handed to the pool and not yet written: bounds memory (plus one chunk and its frame).
+#: The pool's memory budget: raw bytes handed to it and not yet written (plus one chunk and
+#: its frame). The cutting thread waits once it is spent, however many worker threads there
+#: are, so in-flight memory does not grow with the number of cores (docs/spec.md, *Speed and memory*).
 MAX_IN_FLIGHT = 32 * 1024 * 1024
 #: Order of artifacts in the manifest, which is the edge's apply order.
 KIND_ORDER = {"image": 0, "model": 1, "manifests": 2}
