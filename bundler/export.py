@@ -107,12 +107,30 @@ class ExportResult:
 # --------------------------------------------------------------------------- pure helpers
 
 
-def check_space(need: int, have: int, where: Path | str) -> None:
+def check_space(need: int, have: int, where: Path | str, note: str = "") -> None:
     """Refuse up front, with the figures, when ``need`` bytes will not fit in ``have``."""
     if need > have:
         from ferry.ui import human_bytes
 
-        raise FerryError(f"not enough free space: need {human_bytes(need)}, have {human_bytes(have)} on {where}")
+        raise FerryError(f"not enough free space: need {human_bytes(need)}{note}, have {human_bytes(have)} "
+                         f"on {where}")
+
+
+def stored_estimate(size: int, allocated: int) -> int:
+    """Raw bytes a file may add to the packs, for the free-space check.
+
+    A sparse file's holes read as zeros; zero chunks are identical and stored once, each as a
+    few bytes of zstd. So a file occupying fewer bytes on disk than its length counts as what
+    it occupies plus two largest chunks (the zero chunks around its data), never more than its
+    length. This is an estimate, said so in the refusal (docs/spec.md, *Free space*).
+
+    Args:
+        size: the file's length in bytes.
+        allocated: bytes it occupies on disk (``st_blocks * 512``).
+    Returns:
+        Bytes to reserve.
+    """
+    return min(size, allocated + 2 * chunker.MAX_CHUNK) if allocated < size else size
 
 
 def manifest_reserve(files: int, raw_bytes: int, path_bytes: int) -> int:
@@ -497,16 +515,22 @@ def export(opts: ExportOptions, progress: Any) -> ExportResult:
         # Free space: an upper bound of what is left to write (see docs/spec.md).
         done = sum(p.size for p in previous[1]) if previous else 0
         need_raw = 0
+        sparse = False
         for f in files:
             cached = state.cached(FileKey.of(f.local_path)) if f.local_path is not None else None
             if cached is not None:
                 need_raw += sum(s for c, s in cached.chunks if c not in held)
+            elif f.local_path is not None:
+                estimate = stored_estimate(f.size, os.stat(f.local_path).st_blocks * 512)
+                sparse = sparse or estimate < f.size
+                need_raw += estimate
             else:
                 need_raw += f.size
         frames = need_raw + need_raw // 1024 + 64 * (2 * need_raw // chunker.MIN_CHUNK + 2 * len(files))
         volumes_guess = 1 if budget is None else max(1, -(-frames // budget))
         need = max(0, frames - done) + reserve * volumes_guess
-        check_space(need, free_bytes(out), out if out.exists() else out.parent)
+        check_space(need, free_bytes(out), out if out.exists() else out.parent,
+                    note=" (an estimate: sparse files count at the bytes they occupy on disk)" if sparse else "")
         check_space(1024 * 1024 + 200 * len(files), free_bytes(opts.state), opts.state)
 
         make_dirs(out)
