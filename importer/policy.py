@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from manifests.errors import FerryError
 from manifests.model import Artifact
-from manifests.version import compare_versions, precedence_rule
+from manifests.version import compare_versions, parse_version, precedence_rule
 
 Action = Literal["new", "same", "newer", "older", "conflict", "downgrade"]
 #: Actions that install the incoming version.
@@ -71,7 +71,11 @@ def unit(artifact: Artifact) -> tuple[str, str]:
     return (artifact.kind, artifact.name)
 
 
-_ADVICE_NEWER = "publish the change under a higher version (e.g. bump the patch number)"
+def _advice(have: str) -> str:
+    """What to publish instead: the next patch release after the installed version."""
+    nxt = parse_version(have).bump_patch() if parse_version(have).prerelease is None else \
+        parse_version(have).finalize_version()
+    return f"publish the change under a higher version (e.g. {nxt})"
 
 
 def decide(installed: Installed | None, version: str, content: str, *,
@@ -111,12 +115,12 @@ def decide(installed: Installed | None, version: str, content: str, *,
                             else f"{have} is installed with the same content")
         if version == have:
             return Decision("conflict", f"{version} is installed with different content: a version names one "
-                                        f"content; {_ADVICE_NEWER}")
+                                        f"content; {_advice(have)}")
         rule = precedence_rule(version, have)
         if allow_downgrade:
             return Decision("downgrade", f"rebuild {have} -> {version} allowed by operator (SemVer 2.0 {rule})")
         return Decision("conflict", f"{version} has the same precedence as installed {have} but different content "
-                                    f"(SemVer 2.0 {rule}): {_ADVICE_NEWER}, or replace the installed build with "
+                                    f"(SemVer 2.0 {rule}): {_advice(have)}, or replace the installed build with "
                                     "--allow-downgrade --reason")
     if order > 0:
         return Decision("newer", f"{have} -> {version}")
@@ -124,7 +128,7 @@ def decide(installed: Installed | None, version: str, content: str, *,
     if allow_downgrade:
         return Decision("downgrade", f"downgrade {have} -> {version} allowed by operator")
     return Decision("older", f"{version} is older than installed {have} (SemVer 2.0 {rule}); "
-                             f"{_ADVICE_NEWER}, or roll back on purpose with --allow-downgrade --reason")
+                             f"{_advice(have)}, or roll back on purpose with --allow-downgrade --reason")
 
 
 Freshness = Literal["new", "stale", "repeat"]
