@@ -31,8 +31,15 @@ MiB = 1 << 20
 MIN_CHUNK = 1 * MiB
 AVG_CHUNK = 4 * MiB
 MAX_CHUNK = min(16 * MiB, limits.MAX_CHUNK_SIZE)
-#: Largest safetensors header we parse for boundaries (the format caps it at 100 MB).
-MAX_SAFETENSORS_HEADER = 100_000_000
+#: Most tensor-boundary cut hints one file may give. Boundaries are an optimisation (a delta
+#: stays proportional to what changed); a file with more tensors than this is chunked by
+#: content alone, so that no header makes the exporter hold a Python object per tensor.
+#: 65,536 covers every published checkpoint shard (hundreds to a few thousand tensors each).
+MAX_CUT_HINTS = 65_536
+#: Largest safetensors header parsed for boundaries (the format allows 100 MB). Parsing one
+#: costs about ten times its size in Python objects; 8 MiB bounds that near 80 MiB, under
+#: the exporter's 256 MiB bound (docs/spec.md, *Memory*). Larger headers: content cuts only.
+MAX_SAFETENSORS_HEADER = 8 * MiB
 #: How much of a GGUF file is read for its header, step by step until it fits: vocabularies
 #: make headers a few MiB; past the last step the file is chunked by content alone.
 GGUF_HEADER_READS = (4 * MiB, 16 * MiB, 64 * MiB)
@@ -44,10 +51,16 @@ _cdc = pyfastcdc.FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK)
 def safetensors_cuts(header_len: int, header: object, size: int) -> list[int]:
     """Offsets in the file where tensor data begins, from a parsed safetensors header.
 
-    Returns [] for anything that is not a well-formed header (the file is then chunked by
-    content alone: boundaries are an optimisation, never a requirement).
+    Args:
+        header_len: the header's length in bytes (the file's first 8 bytes, little-endian).
+        header: the parsed JSON header.
+        size: the file's size in bytes.
+    Returns:
+        Sorted byte offsets, at most :data:`MAX_CUT_HINTS`; [] for anything that is not a
+        well-formed header or names more tensors than that (the file is then chunked by
+        content alone: boundaries are an optimisation, never a requirement).
     """
-    if not isinstance(header, dict):
+    if not isinstance(header, dict) or len(header) - ("__metadata__" in header) > MAX_CUT_HINTS:
         return []
     base = 8 + header_len
     cuts = {base}
@@ -134,7 +147,8 @@ def gguf_cuts(head: bytes, size: int) -> list[int] | None:
     bytes of the file (``head``) and its size.
 
     Returns ``None`` when the header runs on past ``head`` (read more and call again) and []
-    for anything that is not a well-formed header. Tensor sizes are not needed: each tensor
+    for anything that is not a well-formed header or that has more than
+    :data:`MAX_CUT_HINTS` tensors. Tensor sizes are not needed: each tensor
     ends where the next begins, so the starts are the cuts.
     """
     cur = _Cursor(head, size)
@@ -143,6 +157,8 @@ def gguf_cuts(head: bytes, size: int) -> list[int] | None:
         if head[:4] != GGUF_MAGIC or cur.u32() not in (2, 3):
             return []
         tensor_count, kv_count = cur.u64(), cur.u64()
+        if tensor_count > MAX_CUT_HINTS:
+            return []
         # A key/value takes at least 8 + 4 + 1 bytes, a tensor info 8 + 4 + 4 + 8.
         if kv_count * 13 + tensor_count * 24 > size - cur.pos:
             return []
@@ -204,10 +220,10 @@ def _safetensors_file_cuts(f: BinaryIO, head: bytes, size: int) -> list[int]:
     (header_len,) = struct.unpack("<Q", head)
     if not 2 <= header_len <= min(MAX_SAFETENSORS_HEADER, size - 8):
         return []
-    first = f.read(1)
-    if first != b"{":
-        return []
-    return safetensors_cuts(header_len, json.loads(first + f.read(header_len - 1)), size)
+    text = f.read(header_len)
+    if text[:1] != b"{" or text.count(b'"data_offsets"') > MAX_CUT_HINTS:
+        return []  # counted before parsing: no object per tensor is ever built past the cap
+    return safetensors_cuts(header_len, json.loads(text), size)
 
 
 def _gguf_file_cuts(f: BinaryIO, size: int) -> list[int]:

@@ -54,7 +54,9 @@ from .packs import (JOURNAL_DIR, MEDIUM_LOCK, PACK_SIZE, FinishedPack, Journal, 
 from .sources import SourceArtifact, SourceFile
 from .spec import Spec, load_spec
 
-#: Raw bytes handed to the pool and not yet written: bounds memory (plus one chunk and its frame).
+#: The pool's memory budget: raw bytes handed to it and not yet written (plus one chunk and
+#: its frame). The cutting thread waits once it is spent, however many worker threads there
+#: are, so in-flight memory does not grow with the number of cores (docs/spec.md, *Speed and memory*).
 MAX_IN_FLIGHT = 32 * 1024 * 1024
 
 
@@ -111,12 +113,29 @@ class ExportResult:
 # --------------------------------------------------------------------------- pure helpers
 
 
-def check_space(need: int, have: int, where: Path | str) -> None:
+def check_space(need: int, have: int, where: Path | str, note: str = "") -> None:
     """Refuse up front, with the figures, when ``need`` bytes will not fit in ``have``."""
     if need > have:
         from manifests.progress import human_bytes
 
-        raise PlaceError("medium", str(where), f"not enough free space: need {human_bytes(need)}, have {human_bytes(have)} on {where}")
+        raise PlaceError("medium", str(where), f"not enough free space: need {human_bytes(need)}{note}, have {human_bytes(have)} on {where}")
+
+
+def stored_estimate(size: int, allocated: int) -> int:
+    """Raw bytes a file may add to the packs, for the free-space check.
+
+    A sparse file's holes read as zeros; zero chunks are identical and stored once, each as a
+    few bytes of zstd. So a file occupying fewer bytes on disk than its length counts as what
+    it occupies plus two largest chunks (the zero chunks around its data), never more than its
+    length. This is an estimate, said so in the refusal (docs/spec.md, *Free space*).
+
+    Args:
+        size: the file's length in bytes.
+        allocated: bytes it occupies on disk (``st_blocks * 512``).
+    Returns:
+        Bytes to reserve.
+    """
+    return min(size, allocated + 2 * chunker.MAX_CHUNK) if allocated < size else size
 
 
 def manifest_reserve(files: int, raw_bytes: int, path_bytes: int) -> int:
@@ -192,11 +211,13 @@ def build_sources(spec: Spec, opts: ExportOptions, progress: Progress) -> list[S
         from .sources.kube import manifests_source
 
         artifacts.append(manifests_source(ms.name, ms.version, ms.path))
-    seen: dict[tuple[str, str], str] = {}
-    for a in artifacts:
-        if (a.kind, a.name) in seen:
-            raise SpecError(f"{spec.file}: two {a.kind} artifacts are both named {a.name!r}")
-        seen[(a.kind, a.name)] = a.version
+    seen: set[tuple[str, str, str | None]] = set()
+    for a in artifacts:  # the same unit twice (importer.policy.unit): an image by repository and tag
+        once = (a.kind, a.name, a.image.tag if a.image is not None else None)
+        if once in seen:
+            shown = f"{a.name}:{once[2]}" if once[2] else a.name
+            raise SpecError(f"{spec.file}: two {a.kind} artifacts are both {shown!r}")
+        seen.add(once)
     artifacts.sort(key=lambda a: apply_rank(a.kind))  # the edge's apply order
     return artifacts
 
@@ -634,16 +655,22 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
     # Free space: an upper bound of what is left to write (see docs/spec.md).
     done = sum(p.size for p in previous[1]) if previous else 0
     need_raw = 0
+    sparse = False
     for f in files:
         cached = state.cached(FileKey.of(f.local_path)) if f.local_path is not None else None
         if cached is not None:
             need_raw += sum(s for c, s in cached.chunks if c not in held)
+        elif f.local_path is not None:
+            estimate = stored_estimate(f.size, os.stat(f.local_path).st_blocks * 512)
+            sparse = sparse or estimate < f.size
+            need_raw += estimate
         else:
             need_raw += f.size
     frames = need_raw + need_raw // 1024 + 64 * (2 * need_raw // chunker.MIN_CHUNK + 2 * len(files))
     volumes_guess = 1 if budget is None else max(1, -(-frames // budget))
     need = max(0, frames - done) + reserve * volumes_guess
-    check_space(need, free_bytes(out), out)
+    check_space(need, free_bytes(out), out,
+                note=" (an estimate: sparse files count at the bytes they occupy on disk)" if sparse else "")
     check_space(1024 * 1024 + 200 * len(files), free_bytes(opts.state), opts.state)
 
     with writing_medium(out):

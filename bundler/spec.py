@@ -20,6 +20,8 @@ from manifests.errors import FerryError, SpecError, UsageError
 from manifests.model import NAME_RE
 from manifests.version import parse_version
 
+from .sources.hfcache import HF_SCHEME, resolve_hf
+
 API_VERSION = "ferry/v1"
 KIND = "Bundle"
 DEFAULT_CHANNEL = "stable"
@@ -147,8 +149,14 @@ class _Reader:
             raise self.fail(f"{where}.{key}", f"{value!r} is not a semantic version (like 1.2.0)") from None
         return value
 
-    def path(self, d: dict[str, Any], key: str, where: str, *, folder_only: bool = False) -> Path:
+    def path(self, d: dict[str, Any], key: str, where: str, *, folder_only: bool = False,
+             hf: bool = False) -> Path:
         text = self.string(d, key, where)
+        if hf and text.startswith(HF_SCHEME):  # a snapshot in the local Hugging Face cache, offline
+            try:
+                return resolve_hf(text)
+            except FerryError as exc:
+                raise self.fail(f"{where}.{key}", str(exc)) from None
         path = Path(text).expanduser()
         if not path.is_absolute():
             path = self.file.parent / path
@@ -200,7 +208,8 @@ def parse_spec(text: str | bytes, file: Path) -> Spec:
     models: list[ModelItem] = []
     for where, item in r.items(spec, "models"):
         d = r.mapping(item, where, ("name", "version", "path"), ("name", "version", "path"))
-        models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where), r.path(d, "path", where)))
+        models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where),
+                                r.path(d, "path", where, hf=True)))
     images: list[ImageItem] = []
     for where, item in r.items(spec, "images"):
         d = r.mapping(item, where, ("ref", "layout", "version"), ("ref",))

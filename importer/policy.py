@@ -1,5 +1,8 @@
 """The edge's rules for what may be applied. Each rule lives here and nowhere else.
 
+:func:`unit` is what each version-monotonic rule protects (an image tag, a model's
+``current``, an applied manifest set).
+
 :func:`decide` is *the* version-monotonic rule: import, dry-run, and ``verify --state``
 all ask it, so the plan shown is the decision taken.
 """
@@ -13,7 +16,8 @@ from datetime import datetime, timedelta
 
 from manifests.text import parse_utc_or_none
 from manifests.errors import FerryError
-from manifests.version import compare_versions
+from manifests.model import Artifact
+from manifests.version import compare_versions, parse_version, precedence_rule
 
 Action = Literal["new", "same", "newer", "older", "conflict", "downgrade"]
 #: Actions that install the incoming version.
@@ -24,7 +28,7 @@ REFUSES: frozenset[str] = frozenset({"older", "conflict"})
 
 @dataclass(frozen=True)
 class Installed:
-    """What the edge holds for one (kind, name)."""
+    """What the edge holds for one protected unit (see :func:`unit`)."""
 
     version: str
     content: str  # manifests.digest.artifact_content_digest of what was installed
@@ -44,28 +48,86 @@ class Decision:
         return self.action in REFUSES
 
 
+def unit(artifact: Artifact) -> tuple[str, str]:
+    """The unit the version-monotonic rule protects: what an import would *overwrite*.
+
+    - an image: its **tag**, ``("image", "repository:tag")``. A registry holds many tags of
+      one repository side by side (an LTS line beside the current one, ``-alpine`` variants,
+      cosign ``sha256-<hex>.sig`` signature and attestation tags); a tag never moves to older
+      content, but importing ``app:1.0.1`` beside an installed ``app:1.1.0`` replaces nothing;
+    - a model: its name, ``("model", name)``, i.e. the model's ``current`` pointer;
+    - a manifest set: its name, ``("manifests", name)``, the set applied as a whole.
+
+    The edge ledger (``importer.state``, table ``installed``) is keyed by this pair; a bundle
+    lists each unit once (``manifests.model``). Source: docs/spec.md "Versions", docs/bundle-format.md
+    "Artifacts".
+
+    Args:
+        artifact: an artifact of a verified manifest (an image carries ``artifact.image``).
+    Returns:
+        ``(kind, unit name)``.
+    """
+    return artifact.key  # defined beside the artifact (manifests.model.Artifact.key): one home
+
+
+def _advice(have: str) -> str:
+    """What to publish instead: the next patch release after the installed version."""
+    nxt = parse_version(have).bump_patch() if parse_version(have).prerelease is None else \
+        parse_version(have).finalize_version()
+    return f"publish the change under a higher version (e.g. {nxt})"
+
+
 def decide(installed: Installed | None, version: str, content: str, *,
            allow_downgrade: bool = False) -> Decision:
-    """Whether an incoming artifact version may replace what is installed.
+    """Whether an incoming version of one unit (:func:`unit`) may replace what is installed.
+
+    Precedence is SemVer 2.0.0 (semver.org §11); every refusal names the clause that decided
+    (:func:`manifests.version.precedence_rule`) and what to do.
 
     - nothing installed: ``new``;
-    - same version, same content: ``same`` (idempotent, nothing to do);
-    - same version, different content: ``conflict`` (refused: a version names one content);
-    - newer: ``newer``;
-    - older: ``older`` (refused), or ``downgrade`` when the operator allowed it with a reason.
+    - same version string, same content: ``same`` (idempotent, nothing to do);
+    - same version string, different content: ``conflict``, always (a version names one content);
+    - same precedence, different build metadata (``1.2.0`` installed, ``1.2.0+build.2``
+      incoming; §10: build metadata does not order versions) and different content: a
+      rebuild. ``conflict`` by default; with ``allow_downgrade`` (the operator's explicit,
+      audited override) ``downgrade``, i.e. the rebuild replaces the installed build;
+    - higher precedence: ``newer``;
+    - lower precedence: ``older`` (refused), or ``downgrade`` when the operator allowed it.
+
+    Args:
+        installed: what the edge holds for this unit, or None.
+        version: the incoming semantic version (text).
+        content: the incoming content digest (``manifests.digest.artifact_content_digest``).
+        allow_downgrade: the operator's ``--allow-downgrade`` (given with a reason).
+    Returns:
+        The :class:`Decision` with a one-line reason.
+    Raises:
+        FormatError: a version is not a semantic version (a verified manifest never has one).
     """
     if installed is None:
         return Decision("new", "not installed")
-    order = compare_versions(version, installed.version)
+    have = installed.version
+    order = compare_versions(version, have)
     if order == 0:
         if content == installed.content:
-            return Decision("same", f"{version} already installed")
-        return Decision("conflict", f"{version} is installed with different content")
+            return Decision("same", f"{version} already installed" if version == have
+                            else f"{have} is installed with the same content")
+        if version == have:
+            return Decision("conflict", f"{version} is installed with different content: a version names one "
+                                        f"content; {_advice(have)}")
+        rule = precedence_rule(version, have)
+        if allow_downgrade:
+            return Decision("downgrade", f"rebuild {have} -> {version} allowed by operator (SemVer 2.0 {rule})")
+        return Decision("conflict", f"{version} has the same precedence as installed {have} but different content "
+                                    f"(SemVer 2.0 {rule}): {_advice(have)}, or replace the installed build with "
+                                    "--allow-downgrade --reason")
     if order > 0:
-        return Decision("newer", f"{installed.version} -> {version}")
+        return Decision("newer", f"{have} -> {version}")
+    rule = precedence_rule(version, have)
     if allow_downgrade:
-        return Decision("downgrade", f"downgrade {installed.version} -> {version} allowed by operator")
-    return Decision("older", f"{version} is older than installed {installed.version}")
+        return Decision("downgrade", f"downgrade {have} -> {version} allowed by operator")
+    return Decision("older", f"{version} is older than installed {have} (SemVer 2.0 {rule}); "
+                             f"{_advice(have)}, or roll back on purpose with --allow-downgrade --reason")
 
 
 Freshness = Literal["new", "stale", "repeat"]

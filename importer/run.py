@@ -84,13 +84,15 @@ class ArtifactResult:
     ref: str | None = None
     waiting_volumes: list[int] = field(default_factory=list)
     missing_files: list[str] = field(default_factory=list)
+    #: the unit (:attr:`manifests.model.Artifact.key`) this result is for; not in the JSON
+    unit: tuple[str, str] = ("", "")
 
     @classmethod
     def of(cls, step: Step) -> ArtifactResult:
         a = step.artifact
         action = "failed" if step.status is Status.FAILED else step.decision.action
         return cls(a.kind, a.name, a.version, step.installed, action, step.status, step.reason, step.bytes,
-                   waiting_volumes=list(step.waiting_volumes), missing_files=list(step.missing_files))
+                   waiting_volumes=list(step.waiting_volumes), missing_files=list(step.missing_files), unit=a.key)
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "version": self.version, "installed": self.installed,
@@ -325,7 +327,7 @@ class _BundleRun:
         """The audit entry for a decision (the shape the model journal stores, too)."""
         art = None
         if r is not None:
-            a = self.m.artifact(r.kind, r.name)
+            a = next(x for x in self.m.artifacts if x.key == r.unit)
             art = {"kind": a.kind, "name": a.name, "version": a.version, "content": a.content_digest}
         return {"decision": decision, "reason": reason, "bundle": self.info, "manifestDigest": self.signed.digest,
                 "signers": self.signers, "artifact": art, "versionBefore": r.installed if r else None,
@@ -416,7 +418,7 @@ class _BundleRun:
     def _carry_out(self, plan: BundlePlan, reader: PackReader, targets: dict[str, ApplyTarget]) -> None:
         """Each step of the plan, in its order; a manifest set is checked once more against
         what became of the images and models before it (one may have failed meanwhile)."""
-        results = {(r.kind, r.name): r for r in self.result.artifacts}
+        results = {r.unit: r for r in self.result.artifacts}
         source = StoreThenPacks(self.ctx.store, reader)
         try:
             for step in plan.steps:
@@ -448,7 +450,7 @@ class _BundleRun:
                 done: Applied = targets[a.kind].apply(a, source.reader_for(self.m, task.advance), job)
                 if not done.recorded:
                     with self.state.transaction() as db:
-                        set_installed(db, kind=a.kind, name=a.name, version=a.version, content=step.content,
+                        set_installed(db, kind=a.kind, name=a.key[1], version=a.version, content=step.content,
                                       bundle_id=self.m.bundle.id, manifest=self.signed.digest, ref=done.ref)
         except model_store.NoSpace:
             raise
@@ -467,10 +469,11 @@ class _BundleRun:
         """Image reference as a workload writes it -> the pinned edge reference, for every
         image of this bundle that is now at the edge."""
         refs: dict[str, str] = {}
-        for r in results.values():
+        by_key = {a.key: a for a in self.m.artifacts}
+        for key, r in results.items():
             if r.kind != "image" or r.status not in (Status.APPLIED, Status.SAME):
                 continue
-            a = self.m.artifact("image", r.name)
+            a = by_key[key]
             assert a.image is not None
             ref = r.ref or targets["image"].pinned_ref(a)
             refs[f"{a.image.repository}:{a.image.tag}"] = ref
@@ -503,7 +506,7 @@ class _BundleRun:
         if not bad:
             return
         for step in plan.steps:
-            r = next(x for x in self.result.artifacts if (x.kind, x.name) == step.key)
+            r = next(x for x in self.result.artifacts if x.unit == step.key)
             if r.status not in (Status.WAITING, Status.HELD):
                 continue
             hit = next(((e, cid) for e in step.entries for cid in e.chunks if cid in bad), None)

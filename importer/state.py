@@ -48,7 +48,8 @@ MODELS_DIR = "models"
 OCI_DIR = "oci"
 MANIFESTS_DIR = "manifests"
 SPILL_DIR = "store/spill"
-SCHEMA_VERSION = 1
+#: 1: image rows keyed by repository; 2: by ``repository:tag`` (importer.policy.unit).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -249,6 +250,9 @@ class EdgeState:
                 self.db.execute("INSERT INTO meta VALUES ('created', ?)", (utc_now(),))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise PlaceError("state", str(self.root), f"--state {self.root} was written by a newer ferry (schema {row[0]}); upgrade ferry")
+            elif int(row[0]) < 2:
+                migrate_image_rows_to_tags(self.db, self.root / OCI_DIR / "index.json")
+                self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
         os.fsync(self.root_fd)
 
     @contextmanager
@@ -340,6 +344,39 @@ class EdgeState:
         with self.transaction() as db:
             cur = db.execute("INSERT INTO journal (payload) VALUES (?)", (json.dumps(payload, sort_keys=True),))
             return int(cur.lastrowid or 0)
+
+
+def migrate_image_rows_to_tags(db: sqlite3.Connection, layout_index: Path) -> None:
+    """Schema 1 -> 2, inside a transaction: re-key each ``installed`` image row from its
+    repository to ``repository:tag``, the unit the version rule now protects
+    (importer.policy.unit; docs/edge-state.md "Schema versions").
+
+    Schema 1 did not store the tag. It is found, in order: in the edge's OCI layout
+    (``layout_index``, an ``org.opencontainers.image.ref.name`` of ``repository:tag`` naming the
+    row's pinned manifest digest); else the row's version, which schema-1 exports took from the
+    tag whenever the tag was a semantic version.
+
+    Args:
+        db: the ledger, in a write transaction.
+        layout_index: ``EDGE/oci/index.json`` (may be absent).
+    """
+    names: dict[str, list[str]] = {}
+    try:
+        index = json.loads(layout_index.read_bytes()) if layout_index.is_file() else {}
+    except (OSError, ValueError):
+        index = {}
+    for d in (index.get("manifests") or []) if isinstance(index, dict) else []:
+        ref_name = (d.get("annotations") or {}).get("org.opencontainers.image.ref.name") if isinstance(d, dict) else None
+        if isinstance(ref_name, str) and isinstance(d.get("digest"), str):
+            names.setdefault(d["digest"], []).append(ref_name)
+    rows = db.execute("SELECT name, version, ref FROM installed WHERE kind='image'").fetchall()
+    for name, version, ref in rows:
+        if ":" in name.rsplit("/", 1)[-1]:
+            continue  # already a tag (a half-finished earlier migration cannot happen, but be idempotent)
+        digest = ref.rpartition("@")[2] if isinstance(ref, str) and "@" in ref else None
+        tags = sorted(n[len(name) + 1:] for n in names.get(digest or "", []) if n.startswith(name + ":"))
+        tag = version if version in tags or not tags else tags[0]
+        db.execute("UPDATE installed SET name=? WHERE kind='image' AND name=?", (f"{name}:{tag}", name))
 
 
 def set_installed(db: sqlite3.Connection, *, kind: str, name: str, version: str, content: str,

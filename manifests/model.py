@@ -216,8 +216,8 @@ class ImageInfo:
 class Artifact:
     """A versioned thing the edge installs: a model, an image, or a set of manifests.
 
-    The pair (kind, name) identifies it across bundles; ``version`` is a semantic version
-    and decides downgrades. ``entries`` are files (model, manifests) or blobs (image).
+    :attr:`key` identifies it across bundles (an image by repository and tag);
+    ``version`` is a semantic version and decides downgrades. ``entries`` are files (model, manifests) or blobs (image).
     ``images`` lists the image references a manifest set's workloads name.
     """
 
@@ -234,6 +234,13 @@ class Artifact:
 
     @property
     def key(self) -> tuple[str, str]:
+        """The unit this artifact is and the version-monotonic rule protects: ``(kind, name)``
+        for a model (its ``current``) or a manifest set, ``("image", "repository:tag")`` for an
+        image (a tag never moves to older content; several tags of one repository travel side
+        by side). A manifest lists each unit once; the edge ledger is keyed by it
+        (docs/spec.md "Versions", docs/bundle-format.md "Artifacts")."""
+        if self.kind == "image" and self.image is not None:
+            return (self.kind, f"{self.name}:{self.image.tag}")
         return (self.kind, self.name)
 
     @property
@@ -530,8 +537,10 @@ def validate(m: Manifest) -> None:
     entries = refs = 0
     for a in m.artifacts:
         where = f"{a.kind} {a.name!r}"
+        # one unit once: a model or manifest set by name, an image by repository *and* tag
+        # (several tags of one repository travel side by side; importer.policy.unit)
         if a.key in seen:
-            raise FormatError(f"{where} is listed twice")
+            raise FormatError(f"{a.kind} {a.key[1]!r} is listed twice")
         seen.add(a.key)
         entries += len(a.entries)
         if entries > limits.MAX_ENTRIES:

@@ -42,6 +42,14 @@ OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
+#: Layer types whose bytes live at their descriptor's ``urls`` (docs/images.md: refused).
+NON_DISTRIBUTABLE = frozenset({
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+})
+
 IMAGE_MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEXES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 MANIFEST_TYPES = IMAGE_MANIFESTS | INDEXES
@@ -196,10 +204,18 @@ class Descriptor:
     size: int
     platform: Platform | None = None
     annotations: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    urls: tuple[str, ...] = field(default=(), hash=False, compare=False)
 
     @property
     def is_manifest(self) -> bool:
         return self.media_type in MANIFEST_TYPES
+
+    @property
+    def non_distributable(self) -> bool:
+        """A foreign layer: its bytes are fetched from ``urls``, not served with the image
+        (OCI image-spec v1.1 layer.md "Non-distributable layers", deprecated; Docker's
+        ``foreign.diff`` types)."""
+        return bool(self.urls) or self.media_type in NON_DISTRIBUTABLE or ".nondistributable." in self.media_type
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
@@ -245,7 +261,9 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     ann = value.get("annotations")
     annotations = {k: v for k, v in ann.items() if isinstance(k, str) and isinstance(v, str)} \
         if isinstance(ann, dict) else {}
-    return Descriptor(media_type, digest, size, platform, annotations)
+    raw_urls = value.get("urls")
+    urls = tuple(u for u in raw_urls if isinstance(u, str))[:16] if isinstance(raw_urls, list) else ()
+    return Descriptor(media_type, digest, size, platform, annotations, urls)
 
 
 def parse_manifest(data: bytes, media_type: str | None = None, *, where: str = "manifest") -> ParsedManifest:

@@ -197,3 +197,49 @@ def test_any_gguf_header_gives_sorted_cuts_inside_the_file(data: bytes, more: in
 def test_valid_gguf_headers_give_every_tensor_start(sizes: list[int], alignment: int) -> None:
     data, starts = gguf_bytes([(f"t{i}", b"\x01" * n) for i, n in enumerate(sizes)], alignment)
     assert chunker.gguf_cuts(data, len(data)) == sorted({s for s in starts if s < len(data)})
+
+
+def _tiny_tensor_safetensors(path: Path, count: int) -> None:
+    """``count`` one-element F16 tensors, the header written as text (no dict per tensor here)."""
+    body = ",".join(f'"t{i}":{{"dtype":"F16","shape":[1],"data_offsets":[{2 * i},{2 * i + 2}]}}'
+                    for i in range(count))
+    raw = ("{" + body + "}").encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0\1" * count)
+
+
+def test_more_tensors_than_the_cut_hint_cap_means_content_cuts_only(tmp_path: Path, monkeypatch) -> None:
+    """Issue 11 item 6: a header naming more tensors than MAX_CUT_HINTS is never parsed into
+    objects; the file is chunked by content alone and still rebuilds exactly."""
+    monkeypatch.setattr(chunker, "MAX_CUT_HINTS", 100)
+    path = tmp_path / "many.safetensors"
+    _tiny_tensor_safetensors(path, 101)
+    seen: list[bytes] = []
+    monkeypatch.setattr(chunker.json, "loads", lambda text: seen.append(text) or {})
+    assert chunker.segments(path, path.stat().st_size) == [(0, path.stat().st_size)]
+    assert seen == []  # counted, not parsed
+    assert b"".join(_chunks(path)) == path.read_bytes()
+
+
+def test_headers_over_the_parse_bound_are_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "big-header.safetensors"
+    header_len = chunker.MAX_SAFETENSORS_HEADER + 8
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", header_len) + b"{" + b" " * (header_len - 2) + b"}" + b"\0" * 64)
+    assert chunker.segments(path, path.stat().st_size) == [(0, path.stat().st_size)]
+
+
+@given(st.integers(0, 300), st.integers(1, 300))
+def test_cut_hints_never_exceed_the_cap(count: int, cap: int) -> None:
+    header = {f"t{i}": {"data_offsets": [i, i + 1]} for i in range(count)}
+    old = chunker.MAX_CUT_HINTS
+    chunker.MAX_CUT_HINTS = cap
+    try:
+        cuts = chunker.safetensors_cuts(16, header, 8 + 16 + count + 1)
+        data, _ = gguf_bytes([(f"t{i}", b"\x07" * 32) for i in range(min(count, 40))])
+        gcuts = chunker.gguf_cuts(data, len(data))
+    finally:
+        chunker.MAX_CUT_HINTS = old
+    assert len(cuts) <= cap
+    assert (cuts != []) == (count <= cap)
+    assert gcuts is not None and len(gcuts) <= cap

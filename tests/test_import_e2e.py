@@ -86,7 +86,7 @@ def test_export_then_import_into_edge_registry(tmp_path: Path, hub_bundle: dict,
     assert again.returncode == 0 and json.loads(again.stdout)["bundles"][0]["status"] == "repeat"
     status = json.loads(run_ferry("status", "--state", state, "--json").stdout)
     assert {(a["kind"], a["name"], a["version"]) for a in status["installed"]} == {
-        ("model", "tiny", "1.0.0"), ("image", "team/e2e", "2.0.0"), ("manifests", "app", "2.0.0")}
+        ("model", "tiny", "1.0.0"), ("image", "team/e2e:2.0.0", "2.0.0"), ("manifests", "app", "2.0.0")}
 
 
 def test_export_then_import_into_oci_layout(tmp_path: Path, hub_bundle: dict, hub_keys: KeyPair) -> None:

@@ -120,7 +120,7 @@ def test_manifest_set_is_held_while_its_image_fails(tmp_path: Path, hub_keys: Ke
     assert m.artifacts[0].kind == "image"
     r = imp(hub_keys, state, tmp_path / "b")
     assert_clean_failure(r, code=1, contains="image team/app 1.0.0: failed")
-    assert "held back: image 'team/app'" in r.stdout
+    assert "held back: image 'team/app:v1'" in r.stdout
     assert not (state / "manifests" / "app").exists()
 
 

@@ -117,6 +117,13 @@ def collect(source: BlobSource, top: Descriptor, platform: str | None,
             for child in doc.manifests:
                 walk(child, depth + 1)
         for blob in doc.blobs:
+            if blob.non_distributable:
+                shown = f", fetched from {', '.join(blob.urls)}" if blob.urls else ""
+                raise SpecError(
+                    f"{where}: layer {blob.digest} is non-distributable ({blob.media_type}{shown}): its bytes "
+                    "are not served with the image, and an air-gapped site cannot fetch them; rebuild or copy "
+                    "the image with that layer as an ordinary layer (e.g. skopeo copy with non-distributable "
+                    "layers allowed into an OCI layout), then export that")
             files.setdefault(blob.digest, SourceFile(
                 size=blob.size, open=functools.partial(source.open, blob), digest=blob.digest, media_type=blob.media_type))
         return desc

@@ -2,9 +2,16 @@
 
 Only regular files are carried (the bundle format has no links). A symlink whose target
 stays inside the model folder is carried as the file it points to; one that leaves the
-folder is refused, because it would smuggle an arbitrary hub file onto the medium. Special
-files (FIFOs, sockets, devices) are refused too. Every path is checked with the bundle's
-path rules before anything is written.
+folder is refused, because it would smuggle an arbitrary hub file onto the medium. A
+Hugging Face cache snapshot (``models--ORG--NAME/snapshots/<rev>/``, files linked into
+``../../blobs/``) may link anywhere inside that repository's cache folder and nowhere else
+(:mod:`bundler.sources.hfcache`). Special files (FIFOs, sockets, devices) are refused too.
+Every path is checked with the bundle's path rules before anything is written.
+
+What a file carries is its bytes: hard links inside one model become separate files at the
+edge (the bundle stores their shared chunks once), executable bits are not kept (the edge
+writes model files 0644), and a sparse file's holes travel as zero chunks, stored once and
+written back as holes (docs/spec.md, *Models*).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from manifests.errors import FormatError, PlaceError
 from manifests.paths import check_path, check_tree
 
 from . import SourceArtifact, SourceFile
+from .hfcache import link_boundary
 
 
 def _opener(path: Path) -> BinaryIO:
@@ -48,6 +56,9 @@ def model_files(root: Path, *, what: str = "model") -> list[SourceFile]:
     if not root.is_dir():
         raise PlaceError("source", str(root), f"{what} path {root}: not a regular file or folder")
     real_root = Path(os.path.realpath(root))
+    cache_repo = link_boundary(root)
+    boundary = cache_repo or real_root
+    where_links = f"the Hugging Face cache folder {cache_repo}" if cache_repo else f"the {what} folder"
     files: list[SourceFile] = []
     for folder, dirs, names in os.walk(root, followlinks=False):
         dirs.sort()
@@ -55,8 +66,8 @@ def model_files(root: Path, *, what: str = "model") -> list[SourceFile]:
             full = Path(folder) / d
             if full.is_symlink():
                 target = Path(os.path.realpath(full))
-                if not _inside(real_root, target):
-                    raise PlaceError("source", str(full), f"{full}: symlink leaves the {what} folder (points to {target})")
+                if not _inside(boundary, target):
+                    raise PlaceError("source", str(full), f"{full}: symlink leaves {where_links} (points to {target})")
                 raise PlaceError("source", str(full), f"{full}: symlinked folders are not bundled; copy the folder instead")
         for n in sorted(names):
             full = Path(folder) / n
@@ -68,8 +79,8 @@ def model_files(root: Path, *, what: str = "model") -> list[SourceFile]:
             local = full
             if full.is_symlink():
                 target = Path(os.path.realpath(full))
-                if not _inside(real_root, target):
-                    raise PlaceError("source", str(full), f"{full}: symlink leaves the {what} folder (points to {target})")
+                if not _inside(boundary, target):
+                    raise PlaceError("source", str(full), f"{full}: symlink leaves {where_links} (points to {target})")
                 if not target.exists():
                     raise PlaceError("source", str(full), f"{full}: broken symlink")
                 local = target

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import json
+import functools
 import os
 import shutil
 import sqlite3
@@ -105,6 +106,19 @@ def stage_model(state: EdgeState, store: ChunkStore, artifact: Artifact, manifes
     return written
 
 
+@functools.lru_cache(maxsize=64)
+def zero_chunk_id(size: int) -> str:
+    """The chunk id (BLAKE3) of ``size`` zero bytes: such a chunk is written as a hole."""
+    return blake3_hex(bytes(size))
+
+
+def _is_zero_chunk(data: bytes | memoryview, cid: str) -> bool:
+    """Whether a verified chunk is all zeros (its id says so; the end bytes rule out almost
+    every other chunk without hashing)."""
+    view = memoryview(data)
+    return len(view) > 0 and view[0] == 0 and view[-1] == 0 and cid == zero_chunk_id(len(view))
+
+
 def _stage_file(state: EdgeState, store: ChunkStore, sfd: int, sdir: str, entry: Entry, manifest: Manifest,
                 read_entry: ReadEntry, advance: Callable[[int], None]) -> int:
     """Write one file under a temporary name, then rename it into the staging folder.
@@ -139,10 +153,15 @@ def _stage_file(state: EdgeState, store: ChunkStore, sfd: int, sdir: str, entry:
             pending: list[tuple[str, int, int]] = []
             chunk_ids = iter(entry.chunks)
             for data in read_entry(entry):
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                pending.append((next(chunk_ids), offset, len(data)))
+                cid = next(chunk_ids)
+                if _is_zero_chunk(data, cid):
+                    # A hole where the file system allows (sparse files stay sparse); reads as zeros.
+                    os.lseek(fd, len(data), os.SEEK_CUR)
+                else:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                pending.append((cid, offset, len(data)))
                 offset += len(data)
                 since += len(data)
                 written += len(data)
@@ -152,6 +171,7 @@ def _stage_file(state: EdgeState, store: ChunkStore, sfd: int, sdir: str, entry:
                     with state.transaction() as db:
                         store.index_chunks(db, sdir, tmp_rel, pending)
                     pending, since, durable = [], 0, offset
+            os.ftruncate(fd, offset)  # the length, when the file ends in a hole
             os.fsync(fd)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
