@@ -39,7 +39,7 @@ from manifests.chunks import compress_chunk, compressor
 from manifests.digest import Hasher, manifest_digest
 from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
 from manifests.errors import FerryError
-from manifests.keys import load_private
+from manifests.keys import KeyRef, load_signing_keys
 from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack
 from manifests.receipt import Receipt, receipt_digest
 from manifests.signing import sign
@@ -61,12 +61,13 @@ KIND_ORDER = {"image": 0, "model": 1, "manifests": 2}
 class ExportOptions:
     spec: Path
     out: Path
-    keys: tuple[Path, ...]
+    keys: tuple[Path | KeyRef, ...]  # each with its own passphrase source (manifests.keys)
     state: Path
     max_volume_size: int | None = None
     since: Path | None = None
     platform: str | None = None
     insecure_registries: frozenset[str] = frozenset()
+    ask: Callable[[str], bytes | None] | None = None  # terminal passphrase prompt, for encrypted keys
 
 
 @dataclass
@@ -448,7 +449,7 @@ def export(opts: ExportOptions, progress: Any) -> ExportResult:
     spec_bytes = opts.spec.read_bytes()
     if not opts.keys:
         raise FerryError("give at least one signing key with --key")
-    keys = [load_private(k) for k in opts.keys]
+    keys = load_signing_keys(opts.keys, ask=opts.ask)
 
     receipt_bytes: bytes | None = None
     held: frozenset[str] = frozenset()

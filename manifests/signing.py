@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import canonical, limits
 from .errors import FormatError, LimitError
@@ -169,3 +169,55 @@ def verify(body: bytes, sigfile: SignatureFile, trust: Trust, *, channel: str | 
 def signature_to_json(result: SignerResult) -> dict[str, Any]:
     return {"keyid": result.keyid, "name": result.name, "valid": result.valid,
             "counted": result.counted, "reason": result.reason}
+
+
+def cosign(body: bytes, existing: list[SignatureFile], keys: list[Ed25519PrivateKey],
+           known: dict[str, tuple[str, Ed25519PublicKey]], *,
+           payload_type: str = MANIFEST_PAYLOAD_TYPE) -> tuple[SignatureFile, list[str]]:
+    """Add signatures to a document already signed; pure, no I/O.
+
+    Args:
+        body: the signed document's exact bytes (they never change).
+        existing: its signature files (one per volume; usually all equal). Their signatures
+            are pooled, and each must verify over ``body`` under a key in ``known``.
+        keys: the keys that sign now.
+        known: public keys by key id, with a name for messages (the ``--trust`` keys and the
+            signers' own keys).
+        payload_type: the DSSE payload type every file must carry (docs/bundle-format.md §5).
+    Returns the new signature file (existing signatures and the new ones, one per distinct
+    key, sorted by key id) and the key ids that were added (empty when every key had signed).
+    Raises:
+        FormatError: a file is for another payload type.
+        VerificationError: an existing signature is by a key not in ``known`` or does not
+            verify over ``body`` (a co-signature over different bytes): co-signing a bundle
+            whose signatures do not verify would lend them a second name.
+    """
+    from cryptography.exceptions import InvalidSignature as _Invalid
+
+    from .errors import VerificationError
+
+    message = pae(payload_type, body)
+    pooled: dict[str, Signature] = {}
+    for f in existing:
+        if f.payload_type != payload_type:
+            raise FormatError(f"signature file is for {f.payload_type!r}, expected {payload_type!r}")
+        for s in f.signatures:
+            entry = known.get(s.keyid)
+            if entry is None:
+                raise VerificationError(f"an existing signature is by key {s.keyid[:16]}…, which is not known here: "
+                                        "give its public key or the trust policy with --trust so it can be checked")
+            try:
+                entry[1].verify(s.sig, message)
+            except _Invalid:
+                raise VerificationError(f"the existing signature by {entry[0]} ({s.keyid[:16]}…) does not verify over "
+                                        "these bytes (signed something else); refusing to co-sign") from None
+            pooled.setdefault(s.keyid, s)
+    added = []
+    for key in keys:
+        kid = key_id(key.public_key())
+        if kid not in pooled:
+            pooled[kid] = Signature(keyid=kid, sig=key.sign(message))
+            added.append(kid)
+    if len(pooled) > limits.MAX_SIGNATURES:
+        raise LimitError(f"{len(pooled)} signatures, over the limit of {limits.MAX_SIGNATURES}")
+    return SignatureFile(payload_type, tuple(pooled[k] for k in sorted(pooled))), added

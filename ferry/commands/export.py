@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from ferry.keyopts import KEY_HELP
+
 
 def register(app: typer.Typer) -> None:
     @app.command("export", epilog="Example: ferry export bundle.yaml --out /media/usb/edge-ai --key hub.key")
@@ -14,7 +16,7 @@ def register(app: typer.Typer) -> None:
         spec: Path = typer.Argument(..., help="The bundle spec (apiVersion ferry/v1, kind Bundle)."),
         out: Path = typer.Option(..., "--out", help="Folder to write the bundle into (new or empty; "
                                  "or the folder of an unfinished export, to resume it)."),
-        key: list[Path] = typer.Option(..., "--key", help="Private signing key (.key); repeat to add signatures."),
+        key: list[str] = typer.Option(..., "--key", metavar="KEY[:env=VAR|:fd=N|:file=PATH]", help=KEY_HELP),
         state: Path = typer.Option(None, "--state", help="Hub state folder (sequence numbers, chunk cache); "
                                    "default ~/.local/share/ferry."),
         max_volume_size: str = typer.Option(None, "--max-volume-size",
@@ -31,11 +33,12 @@ def register(app: typer.Typer) -> None:
         from bundler.export import ExportOptions, export
         from bundler.hubstate import default_state_dir
         from bundler.spec import parse_size
+        from ferry.keyopts import ask_terminal, key_refs
         from ferry.ui import UI, human_bytes
 
         ui = UI(json_mode=json_out)
         opts = ExportOptions(
-            spec=spec, out=out, keys=tuple(key), state=state or default_state_dir(),
+            spec=spec, out=out, keys=tuple(key_refs(key)), ask=ask_terminal, state=state or default_state_dir(),
             max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
             since=since, platform=platform, insecure_registries=frozenset(insecure_registry),
         )
