@@ -32,13 +32,13 @@ from manifests.bundle import SignedManifest
 from manifests.chunks import decompress_chunk
 from manifests.errors import FerryError, VerificationError
 from manifests.model import Artifact, Chunk, Entry, Manifest
-from manifests.trust import load_trust
 
 from .content import entry_label, stream_entry
 from .medium import BundleOnMedium, PackReader, find_bundles
 from .policy import Decision, bundle_age_problem, bundle_freshness, decide
 from .state import MANIFESTS_DIR, OCI_DIR, EdgeState, set_installed
 from .store import ChunkStore
+from .trust_store import trust_for_import
 from .apply import models as model_store
 
 KIND_ORDER = {"model": 0, "image": 1, "manifests": 2}
@@ -141,8 +141,9 @@ def run_import(opts: ImportOptions, progress: Any) -> ImportReport:
         raise FerryError("--keep must be at least 1 (the current version is never removed)")
     if opts.context and not opts.kubeconfig:
         raise FerryError("--context needs --kubeconfig")
-    trust = load_trust(list(opts.trust))
     found = find_bundles(opts.paths)
+    # the trust hook: pinned policy + updates the bundles carry, or the --trust files
+    trust = trust_for_import(list(opts.trust), opts.state, found, dry_run=opts.dry_run, note=opts.note)
     report = ImportReport(state=str(opts.state), dry_run=opts.dry_run)
 
     if opts.dry_run:

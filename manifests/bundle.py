@@ -49,8 +49,11 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -
     2. signatures are checked over the exact manifest bytes, before the manifest is parsed,
        so that content from an untrusted source never reaches the parser;
     3. the manifest is parsed and checked (size limit, canonical form, limits, references);
-    4. channel restrictions are applied and the threshold is counted.
-    Raises VerificationError (exit 1) or FormatError (exit 2) naming the first failure.
+    4. channel restrictions are applied and the threshold is counted;
+    5. with a verification time (``trust.at``), a signed ``bundle.expires`` that has passed,
+       or a creation time ahead of the clock, refuses it (manifests.freshness).
+    Raises VerificationError (exit 1; PolicyError for 5) or FormatError (exit 2) naming the
+    first failure.
     """
     sigfile = SignatureFile.from_bytes(signature_bytes)
     first = verify(manifest_bytes, sigfile, trust, channel=None, payload_type=MANIFEST_PAYLOAD_TYPE)
@@ -60,6 +63,13 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -
     verdict = verify(manifest_bytes, sigfile, trust, channel=manifest.bundle.channel)
     if not verdict.ok:
         raise VerificationError(f"manifest signatures: {verdict.summary}")
+    if trust.at is not None:
+        from .errors import PolicyError
+        from .freshness import bundle_time_problem
+
+        problem = bundle_time_problem(manifest.bundle.created, manifest.bundle.expires, trust.at, trust.last_seen)
+        if problem:
+            raise PolicyError(problem)
     return SignedManifest(manifest=manifest, digest=manifest_digest(manifest_bytes), verdict=verdict)
 
 

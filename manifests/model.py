@@ -322,10 +322,14 @@ class BundleInfo:
     sequence: int
     created: str
     producer: str
+    expires: str | None = None  # format 1.1: after this UTC time the edge refuses the bundle
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "id": self.id, "channel": self.channel,
-                "sequence": self.sequence, "created": self.created, "producer": self.producer}
+        d: dict[str, Any] = {"name": self.name, "id": self.id, "channel": self.channel,
+                             "sequence": self.sequence, "created": self.created, "producer": self.producer}
+        if self.expires is not None:
+            d["expires"] = self.expires
+        return d
 
     @classmethod
     def from_dict(cls, value: Any, where: str = "bundle") -> BundleInfo:
@@ -337,6 +341,7 @@ class BundleInfo:
             sequence=_int(d, "sequence", where, 1),
             created=_str(d, "created", where, TIME_RE),
             producer=_str(d, "producer", where),
+            expires=_str(d, "expires", where, TIME_RE) if d.get("expires") is not None else None,
         )
 
 

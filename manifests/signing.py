@@ -126,25 +126,32 @@ def verify(body: bytes, sigfile: SignatureFile, trust: Trust, *, channel: str | 
     """Check ``sigfile`` over ``body`` against ``trust``; pure, no I/O.
 
     A signature counts when its key is trusted, the signature verifies over the exact bytes,
-    and (for a key limited to channels) ``channel`` is one of its channels. Each key counts
-    once however often it appears. ``ok`` needs ``trust.threshold`` counted keys.
+    and (for a key limited to channels) ``channel`` is one of its channels, and the key is
+    neither revoked nor expired (``TrustedKey.refused``). Each key id counts once however often
+    it appears, and a key id is the sha256 of the key itself, so one key never counts twice.
+    ``ok`` needs ``trust.threshold_for(channel)`` counted keys (docs/bundle-format.md §5.1).
     """
     reasons: list[str] = []
+    threshold = trust.threshold_for(channel)
     if sigfile.payload_type != payload_type:
         reasons.append(f"signature file is for {sigfile.payload_type!r}, expected {payload_type!r}")
-        return Verdict(ok=False, threshold=trust.threshold, signers=(), reasons=tuple(reasons))
+        return Verdict(ok=False, threshold=threshold, signers=(), reasons=tuple(reasons))
     message = pae(payload_type, body)
     results: list[SignerResult] = []
     counted: set[str] = set()
     for s in sigfile.signatures:
         key = trust.keys.get(s.keyid)
         if key is None:
-            results.append(SignerResult(s.keyid, None, False, False, "key is not trusted"))
+            why = trust.revoked.get(s.keyid, "key is not trusted")
+            results.append(SignerResult(s.keyid, None, False, False, why))
             continue
         try:
             key.public.verify(s.sig, message)
         except InvalidSignature:
             results.append(SignerResult(s.keyid, key.name, False, False, "signature does not match the bytes"))
+            continue
+        if key.refused is not None:  # revoked or expired: listed, never counted
+            results.append(SignerResult(s.keyid, key.name, True, False, key.refused))
             continue
         if key.channels is not None and channel is not None and channel not in key.channels:
             results.append(SignerResult(s.keyid, key.name, True, False,
@@ -155,15 +162,15 @@ def verify(body: bytes, sigfile: SignatureFile, trust: Trust, *, channel: str | 
             continue
         counted.add(s.keyid)
         results.append(SignerResult(s.keyid, key.name, True, True, "ok"))
-    ok = len(counted) >= trust.threshold
+    ok = len(counted) >= threshold
     if not ok:
         if not sigfile.signatures:
             reasons.append("no signatures")
         for r in results:
             if not r.counted:
                 reasons.append(f"{r.name or r.keyid[:16]}: {r.reason}")
-        reasons.append(f"{len(counted)} valid trusted signature(s), threshold is {trust.threshold}")
-    return Verdict(ok=ok, threshold=trust.threshold, signers=tuple(results), reasons=tuple(reasons))
+        reasons.append(f"{len(counted)} valid trusted signature(s), threshold is {threshold}")
+    return Verdict(ok=ok, threshold=threshold, signers=tuple(results), reasons=tuple(reasons))
 
 
 def signature_to_json(result: SignerResult) -> dict[str, Any]:

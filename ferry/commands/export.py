@@ -27,6 +27,8 @@ def register(app: typer.Typer) -> None:
                                      "e.g. linux/amd64."),
         insecure_registry: list[str] = typer.Option([], "--insecure-registry",
                                                     help="Registry HOST[:PORT] to reach with HTTPS without certificate checks, else plain HTTP; repeatable."),
+        expires: str = typer.Option(None, "--expires", metavar="DURATION",
+                                    help="Sign an expiry into the bundle (e.g. 30d, 12h): edges refuse it after that."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Write a signed, chunked, resumable bundle from a bundle spec (hub side)."""
@@ -36,8 +38,11 @@ def register(app: typer.Typer) -> None:
         from ferry.keyopts import ask_terminal, key_refs
         from ferry.ui import UI, human_bytes
 
+        from importer.policy import parse_max_age
+
         ui = UI(json_mode=json_out)
         opts = ExportOptions(
+            expires=parse_max_age(expires, option="--expires") if expires else None,
             spec=spec, out=out, keys=tuple(key_refs(key)), ask=ask_terminal, state=state or default_state_dir(),
             max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
             since=since, platform=platform, insecure_registries=frozenset(insecure_registry),
