@@ -236,9 +236,11 @@ def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None 
             checks.append(Check("medium", False, str(exc)))
     found = find_bundles(readable) if readable else []  # volumes of one bundle merged
     reports = tuple(verify_bundle(b, trust, installed=installed, progress=progress) for b in found)
-    trust_doc = {"threshold": trust.threshold,
+    trust_doc = {"threshold": trust.threshold, "channelThresholds": dict(trust.channel_thresholds),
+                 "policy": trust.policy, "revoked": sorted(trust.revoked),
                  "keys": [{"keyid": kid, "name": k.name,
-                           "channels": sorted(k.channels) if k.channels is not None else None}
+                           "channels": sorted(k.channels) if k.channels is not None else None,
+                           "refused": k.refused}
                           for kid, k in sorted(trust.keys.items())]}
     return Report(ferry_version=__version__, verified_at=utc_now(), inputs=tuple(str(p) for p in paths),
                   trust=trust_doc, bundles=reports, checks=tuple(checks),

@@ -173,7 +173,7 @@ def load_trust(paths: list[Path]) -> Trust:
         if data.lstrip().startswith(b"-----BEGIN"):
             public = parse_public(data, f"--trust {path}")
             part = Trust(keys={key_id(public): TrustedKey(name=path.stem, public=public)})
-        elif data.lstrip().startswith(b'{"format":"ferry-trust"'):
+        elif data.lstrip().startswith(b"{") and b'"format":"ferry-trust"' in data:
             if len(paths) > 1:
                 raise FormatError(f"--trust {path}: a signed trust policy stands alone; give it as the only --trust")
             from .root import load_root_file
