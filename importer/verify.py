@@ -13,6 +13,8 @@ whose signatures or manifest fail still gets a report saying so.
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from collections.abc import Iterable
 from contextlib import nullcontext
 from pathlib import Path
@@ -74,13 +76,16 @@ class _CheckingSource:
 
 
 def _check_entry(entry: Entry, manifest: Manifest, source: _CheckingSource) -> EntryReport:
+    sha = hashlib.sha256()
+
     def report(status: str, reason: str) -> EntryReport:
         return EntryReport(size=entry.size, blake3=entry.blake3, status=status, reason=reason,  # type: ignore[arg-type]
-                           path=entry.path, digest=entry.digest, media_type=entry.media_type)
+                           path=entry.path, digest=entry.digest, media_type=entry.media_type,
+                           sha256=f"sha256:{sha.hexdigest()}" if status == OK and entry.path is not None else None)
 
     try:
-        for _ in stream_entry(entry, manifest, source):
-            pass
+        for piece in stream_entry(entry, manifest, source):
+            sha.update(piece)
         return report(OK, "rebuilt; BLAKE3" + (" and sha256 match" if entry.digest else " matches"))
     except VerificationError as exc:
         failure = str(exc)
@@ -244,7 +249,7 @@ def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None 
                           for kid, k in sorted(trust.keys.items())]}
     return Report(ferry_version=__version__, verified_at=utc_now(), inputs=tuple(str(p) for p in paths),
                   trust=trust_doc, bundles=reports, checks=tuple(checks),
-                  state=str(state_dir) if state_dir is not None else None)
+                  state=str(state_dir) if state_dir is not None else None, host=socket.gethostname())
 
 
 __all__ = ["verify_paths", "verify_bundle"]

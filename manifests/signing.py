@@ -30,6 +30,7 @@ MANIFEST_PAYLOAD_TYPE = "application/vnd.ferry.manifest.v1+json"
 RECEIPT_PAYLOAD_TYPE = "application/vnd.ferry.receipt.v1+json"
 AUDIT_PAYLOAD_TYPE = "application/vnd.ferry.audit.v1+json"
 TRUST_PAYLOAD_TYPE = "application/vnd.ferry.trust.v1+json"
+REPORT_PAYLOAD_TYPE = "application/vnd.ferry.verify-report.v1+json"
 
 SIGNATURE_SUFFIX = ".sig"
 

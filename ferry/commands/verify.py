@@ -64,6 +64,8 @@ def register(app: typer.Typer) -> None:
         report_file: Path | None = typer.Option(None, "--report", metavar="FILE.json", help="Write the JSON report here."),
         html_file: Path | None = typer.Option(None, "--html", metavar="FILE.html", help="Write a printable HTML report here."),
         state: Path | None = typer.Option(None, "--state", metavar="EDGE", help="Also say what an import into this edge would do."),
+        sign_report: list[str] = typer.Option([], "--sign-report", metavar="KEY[:env=VAR|:fd=N|:file=PATH]",
+                                              help="Sign the --report file with this key (FILE.json.sig beside it); repeatable."),
         json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
     ) -> None:
         """Check bundles completely, without importing them, and write a report (exit 0 only if all pass)."""
@@ -73,11 +75,27 @@ def register(app: typer.Typer) -> None:
         from manifests import canonical
         from manifests.trust import load_trust
 
+        from manifests.errors import UsageError
+
+        if sign_report and report_file is None:
+            raise UsageError("--sign-report signs the --report file: give --report FILE.json too")
+        signers = []
+        if sign_report:  # keys first: a wrong passphrase must not cost a whole verification
+            from ferry.keyopts import ask_terminal, key_refs
+            from manifests.keys import load_signing_keys
+
+            signers = load_signing_keys(key_refs(sign_report), ask=ask_terminal)
         ui = UI(json_mode=json_out)
         report = verify_paths(paths, load_trust(trust), state_dir=state, progress=ui if ui.interactive else None)
         doc = report.to_dict()
         if report_file is not None:
-            write_output(report_file, canonical.encode(doc) + b"\n", "--report")
+            body = canonical.encode(doc) + b"\n"
+            write_output(report_file, body, "--report")
+            if signers:
+                from manifests.signing import REPORT_PAYLOAD_TYPE, sign
+
+                sig_path = report_file.with_name(report_file.name + ".sig")
+                write_output(sig_path, sign(body, signers, REPORT_PAYLOAD_TYPE).to_bytes(), "--sign-report")
         if html_file is not None:
             write_output(html_file, render_html(report).encode("utf-8"), "--html")
         if json_out:
