@@ -156,12 +156,13 @@ def _record(state_dir: Path, decision: str, reason: str, old: Root | None, new: 
     from .audit import AuditTrail
 
     trail = AuditTrail(state_dir)
+    policy = new or old
     check = trail.verify()
     if not check.ok:
         raise FerryError(f"audit trail under {state_dir} is not whole ({check.summary}); the trust policy was not "
                          "changed: run `ferry audit verify --state` and keep the evidence")
     trail.append(decision, reason, bundle=None, manifest_digest=digest, signers=signers,
-                 artifact={"kind": "trust-policy", "name": (new or old).policy_id} if (new or old) else None,
+                 artifact={"kind": "trust-policy", "name": policy.policy_id} if policy is not None else None,
                  version_before=str(old.version) if old else None, version_after=str(new.version) if new else None,
                  note=note)
 

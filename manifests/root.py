@@ -295,7 +295,7 @@ def load_root_file(path: Path) -> Root:
 
 def build_root(spec: dict[str, Any], base_dir: Path, where: str, now: datetime,
                parse_duration: Callable[[str], timedelta]) -> Root:
-    """A root from an operator's YAML (``kind: TrustRoot``, see docs/operator-guide.md §2.5):
+    """A root from an operator's YAML (``kind: TrustRoot``, see docs/operator-guide.md §2.4):
     keys by ``file`` or ``publicKey`` as in a TrustPolicy, ``expires`` absolute or a duration
     from ``now`` (``365d``), ``revoked`` as key ids or key files. Raises FormatError, KeyFileError."""
     from .trust import _policy_keys

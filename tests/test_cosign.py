@@ -121,3 +121,34 @@ def test_cosignature_over_different_bytes_is_refused(tmp_path: Path, holders: di
     # a signature by a key nobody named cannot be checked: refused too
     r = run_ferry("sign", tmp_path / "one", "--key", f"{holders['b']}:env=B_PASS", env=env)
     assert_clean_failure(r, code=1, contains="not known here")
+
+
+def test_two_holder_flow_on_the_samples_with_a_signed_policy(tmp_path: Path, holders: dict[str, Path]) -> None:
+    """The operator guide's flow: a signed policy (stable needs both holders) pinned at the edge,
+    the samples exported by holder A, refused until holder B co-signs, then imported."""
+    from tests.support.common import SAMPLES
+
+    keys_dir = holders["a"].parent
+    (tmp_path / "policy.yaml").write_text(
+        "apiVersion: ferry/v1\nkind: TrustRoot\npolicyId: edge\nversion: 1\nexpires: 30d\n"
+        "keys:\n  - {name: holder-a, file: keys/holder-a.pub}\n  - {name: holder-b, file: keys/holder-b.pub}\n"
+        "thresholds: {root: 2, bundles: 1, channels: {stable: 2}}\n")
+    env = {"A_PASS": "alpha pass", "B_PASS": "bravo pass"}
+    root = tmp_path / "root.json"
+    assert run_ferry("trust", "create", tmp_path / "policy.yaml", "--out", root).returncode == 0
+    for who in ("a", "b"):
+        r = run_ferry("trust", "sign", root, "--key", f"{keys_dir / f'holder-{who}.key'}:env={who.upper()}_PASS", env=env)
+        assert r.returncode == 0, r.stderr
+    edge = tmp_path / "edge"
+    assert run_ferry("trust", "init", "--state", edge, root).returncode == 0
+    usb = tmp_path / "usb"
+    r = run_ferry("export", SAMPLES / "bundle.yaml", "--out", usb, "--state", tmp_path / "hub",
+                  "--key", f"{holders['a']}:env=A_PASS", env=env)
+    assert r.returncode == 0, r.stderr
+    refused = run_ferry("import", usb, "--state", edge)
+    assert_clean_failure(refused, code=1, contains="threshold is 2")
+    r = run_ferry("sign", usb, "--key", f"{holders['b']}:env=B_PASS", "--trust", root, env=env)
+    assert r.returncode == 0, r.stderr
+    r = run_ferry("import", usb, "--state", edge)
+    assert r.returncode == 0, r.stderr
+    assert "imported" in r.stdout

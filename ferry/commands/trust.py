@@ -100,8 +100,8 @@ def sign(
     root = parse_root(data, str(policy))
     known = {}
     for r in ([parse_root(_read_pair(trust)[0], str(trust))] if trust else []) + [root]:
-        for k in r.keys:
-            known[k.keyid] = (k.name, parse_public(k.public_pem.encode(), k.name))
+        for rk in r.keys:
+            known[rk.keyid] = (rk.name, parse_public(rk.public_pem.encode(), rk.name))
     keys = load_signing_keys(key_refs(key), ask=ask_terminal)
     for k in keys:
         known.setdefault(key_id(k.public_key()), (f"--key {key_id(k.public_key())[:16]}…", k.public_key()))

@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
                                   "--report report.json --html report.html")
     def verify_cmd(
         paths: list[Path] = typer.Argument(..., help="Bundle folders, volume folders or folders of volumes."),
-        trust: list[Path] = typer.Option([], "--trust", metavar="FILE", help="Hub public key or trust policy; repeatable."),
+        trust: list[Path] = typer.Option([], "--trust", metavar="FILE", help="Hub public key, trust policy, or signed policy (root.json with its .sig); repeatable."),
         report_file: Path | None = typer.Option(None, "--report", metavar="FILE.json", help="Write the JSON report here."),
         html_file: Path | None = typer.Option(None, "--html", metavar="FILE.html", help="Write a printable HTML report here."),
         state: Path | None = typer.Option(None, "--state", metavar="EDGE", help="Also say what an import into this edge would do."),
