@@ -216,6 +216,9 @@ def test_rotation_a_to_b_carried_in_a_bundle(tmp_path: Path, keys: dict[str, Pat
     rep = run_ferry("verify", usb, "--trust", v2, "--json")
     assert rep.returncode == 0, rep.stderr
     assert json.loads(rep.stdout)["trust"]["policy"]["version"] == 2
+    # and with --state alone, the policy the edge pins
+    rep = run_ferry("verify", old, "--state", edge, "--json")
+    assert rep.returncode == 1 and "revoked" in rep.stdout
 
 
 def test_a_carried_update_that_fails_refuses_the_import(tmp_path: Path, keys: dict[str, Path], edge_v1: Path) -> None:

@@ -55,6 +55,17 @@ def _print(report, ui) -> None:  # report: importer.report.Report, ui: ferry.ui.
         out.print(f"[bold green]{e(report.summary)}[/]")
 
 
+def _trust(files: list[Path], state: Path | None):  # -> manifests.trust.Trust
+    """The --trust files; without any, the signed policy the --state folder pins (if any)."""
+    from datetime import datetime, timezone
+
+    from importer.trust_store import TrustStore
+    from manifests.trust import load_trust
+
+    pinned = TrustStore(state).current() if state is not None and not files else None
+    return pinned.root.trust(datetime.now(timezone.utc)) if pinned else load_trust(files)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("verify", epilog="Example: ferry verify /media/usb/edge-ai --trust hub.pub "
                                   "--report report.json --html report.html")
@@ -63,7 +74,8 @@ def register(app: typer.Typer) -> None:
         trust: list[Path] = typer.Option([], "--trust", metavar="FILE", help="Hub public key, trust policy, or signed policy (root.json with its .sig); repeatable."),
         report_file: Path | None = typer.Option(None, "--report", metavar="FILE.json", help="Write the JSON report here."),
         html_file: Path | None = typer.Option(None, "--html", metavar="FILE.html", help="Write a printable HTML report here."),
-        state: Path | None = typer.Option(None, "--state", metavar="EDGE", help="Also say what an import into this edge would do."),
+        state: Path | None = typer.Option(None, "--state", metavar="EDGE", help="Also say what an import into this edge would do "
+                                          "(and, without --trust, verify against the signed policy it pins)."),
         sign_report: list[str] = typer.Option([], "--sign-report", metavar="KEY[:env=VAR|:fd=N|:file=PATH]",
                                               help="Sign the --report file with this key (FILE.json.sig beside it); repeatable."),
         json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
@@ -73,7 +85,6 @@ def register(app: typer.Typer) -> None:
         from importer.report import render_html
         from importer.verify import verify_paths
         from manifests import canonical
-        from manifests.trust import load_trust
 
         from manifests.errors import UsageError
 
@@ -86,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
             signers = load_signing_keys(key_refs(sign_report), ask=ask_terminal)
         ui = UI(json_mode=json_out)
-        report = verify_paths(paths, load_trust(trust), state_dir=state, progress=ui if ui.interactive else None)
+        report = verify_paths(paths, _trust(trust, state), state_dir=state, progress=ui if ui.interactive else None)
         doc = report.to_dict()
         if report_file is not None:
             body = canonical.encode(doc) + b"\n"
