@@ -18,8 +18,10 @@ def register(app: typer.Typer) -> None:
                                          help="Public keys or trust policy to check the signatures already there; repeatable."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     ) -> None:
-        """Add a signature to a bundle on the medium: the manifest never changes, every volume's
-        signature file is replaced atomically, and signatures already there must verify first."""
+        """Add a signature to a bundle already on the medium (a second key holder).
+
+        The manifest never changes, every volume's signature file is replaced atomically, and
+        the signatures already there must verify (under --trust) first."""
         from bundler.cosign import sign_bundle
         from ferry.keyopts import ask_terminal, key_refs
         from ferry.ui import UI

@@ -194,8 +194,10 @@ def update(
     policy: Path = typer.Argument(..., help=_POLICY_HELP),
     state: Path = typer.Option(..., "--state", help="The state folder whose pinned policy it replaces."),
 ) -> None:
-    """Replace the pinned policy with a newer one signed by a threshold of the current keys
-    and of its own keys (bundles carry updates too: import applies them itself)."""
+    """Replace the pinned policy with a newer one signed by the current keys and its own.
+
+    Needs a root threshold of the current policy's usable keys and of its own; bundles carry
+    updates too, and import applies them itself."""
     from importer.trust_store import TrustStore
 
     data, sig = _read_pair(policy)
