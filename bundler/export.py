@@ -20,6 +20,7 @@ Core code reports through :class:`manifests.progress.Progress` and never prints.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 import secrets
 import shutil
 import threading
@@ -39,7 +40,7 @@ from manifests.chunks import compress_chunk, compressor
 from manifests.digest import Hasher, manifest_digest
 from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
 from manifests.errors import FerryError, Interrupted, PlaceError, SpecError, UsageError
-from manifests.keys import load_private
+from manifests.keys import KeyRef, load_signing_keys
 from manifests.locking import FolderLock, acquire
 from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack, apply_rank, utc_now
 from manifests.progress import Progress
@@ -64,13 +65,15 @@ MAX_IN_FLIGHT = 32 * 1024 * 1024
 class ExportOptions:
     spec: Path
     out: Path
-    keys: tuple[Path, ...]
+    keys: tuple[Path | KeyRef, ...]  # each with its own passphrase source (manifests.keys)
     state: Path
     max_volume_size: int | None = None
     since: Path | None = None
     platform: str | None = None
     insecure_registries: frozenset[str] = frozenset()
     self_install: Target | None = None  # add ferry's own wheels for this edge Python/platform
+    ask: Callable[[str], bytes | None] | None = None  # terminal passphrase prompt, for encrypted keys
+    expires: timedelta | None = None  # signed validity from creation (bundle.expires, format 1.1)
 
 
 @dataclass
@@ -558,7 +561,7 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
     spec_bytes = opts.spec.read_bytes()
     if not opts.keys:
         raise UsageError("give at least one signing key with --key")
-    keys = [load_private(k) for k in opts.keys]
+    keys = load_signing_keys(opts.keys, ask=opts.ask)
 
     receipt_bytes: bytes | None = None
     held: frozenset[str] = frozenset()
@@ -722,14 +725,15 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
     finally:
         run.close()
 
-    manifest = _manifest(spec, header, builds, finished, placed, held, base)
+    manifest = _manifest(spec, header, builds, finished, placed, held, base, opts.expires)
     self_install = None
     if staging is not None and opts.self_install is not None:  # before the manifest: a finished bundle is whole
         plain = copy_to_medium(staging, out)
         self_install = {"folder": str(plain), "wheels": len(list((plain / "wheels").iterdir())),
                         "sha256sums": sha256_file(plain / SUMS_NAME), "target": opts.self_install.describe()}
     with writing_medium(out):
-        result = _write_manifests(out, manifest, keys, opts.max_volume_size, volumes_mode, finished)
+        result = _write_manifests(out, manifest, keys, opts.max_volume_size, volumes_mode, finished,
+                                  _policy_files(opts.state))
         journal.remove()
     stored = sum(c.stored or 0 for c in manifest.chunks)
     return ExportResult(manifest=manifest, digest=result[0], out=out, volume_dirs=result[1],
@@ -739,7 +743,7 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
 
 def _manifest(spec: Spec, header: JournalHeader, builds: list[tuple[SourceArtifact, list[_EntryBuild]]],
               finished: list[FinishedPack], placed: dict[str, tuple[str, Placed]], held: frozenset[str],
-              base: Base | None) -> Manifest:
+              base: Base | None, expires: timedelta | None = None) -> Manifest:
     pack_index = {p.name: i for i, p in enumerate(finished)}
     sizes: dict[str, int] = {}
     artifacts = []
@@ -763,27 +767,52 @@ def _manifest(spec: Spec, header: JournalHeader, builds: list[tuple[SourceArtifa
     packs = tuple(Pack(name=p.name, volume=p.volume, size=p.size) for p in finished)
     return Manifest(
         bundle=BundleInfo(name=spec.name, id=header.bundle_id, channel=spec.channel, sequence=header.sequence,
-                          created=header.created, producer=f"ferry {__version__}"),
+                          created=header.created, producer=f"ferry {__version__}",
+                          expires=_expiry(header.created, expires)),
         artifacts=tuple(artifacts), chunks=tuple(chunks), packs=packs,
         volumes=max([p.volume for p in finished] or [1]), base=base)
 
 
+def _expiry(created: str, valid: timedelta | None) -> str | None:
+    from manifests.root import format_time, parse_time
+
+    return None if valid is None else format_time(parse_time(created) + valid)
+
+
+def _policy_files(state: Path) -> list[tuple[str, bytes]]:
+    """The hub's signed trust policy history (manifests.policy_files), carried in every volume's
+    ``trust/`` so that edges behind can rotate forward (docs/bundle-format.md §11)."""
+    from manifests.policy_files import PolicyHistory, root_file_names
+
+    files = []
+    for stored in PolicyHistory(state).history():
+        doc, sig = root_file_names(stored.root.version)
+        files += [(doc, stored.root.raw), (sig, stored.signature)]
+    return files
+
+
 def _write_manifests(out: Path, manifest: Manifest, keys: list[Any], max_volume_size: int | None,
-                     volumes_mode: bool, finished: list[FinishedPack]) -> tuple[str, list[Path]]:
-    """Signature then manifest, into every volume: the last writes of an export."""
+                     volumes_mode: bool, finished: list[FinishedPack],
+                     policy_files: list[tuple[str, bytes]] = []) -> tuple[str, list[Path]]:
+    """Trust policy files, signature then manifest, into every volume: the last writes of an export."""
     data = manifest.to_bytes()
     sig = sign(data, keys).to_bytes()
     roots = []
     for v in range(1, manifest.volumes + 1):
         root = _volume_root(out, v, volumes_mode)
         if max_volume_size is not None:
-            used = sum(p.size for p in finished if p.volume == v) + len(data) + len(sig)
+            used = (sum(p.size for p in finished if p.volume == v) + len(data) + len(sig)
+                    + sum(len(b) for _, b in policy_files))
             if used > max_volume_size:
                 raise UsageError(f"volume {v} would hold {used} bytes, over --max-volume-size {max_volume_size}; "
                                  "give a larger size")
         make_dirs(root)
         roots.append(root)
     for root in roots:
+        if policy_files:
+            make_dirs(root / "trust")
+        for name, body in policy_files:
+            write_atomic(root / "trust" / name, body, "medium")
         write_atomic(root / SIGNATURE_NAME, sig, "medium")
     for root in roots:
         write_atomic(root / MANIFEST_NAME, data, "medium")

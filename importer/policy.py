@@ -15,7 +15,7 @@ from typing import Literal
 from datetime import datetime, timedelta
 
 from manifests.text import parse_utc_or_none
-from manifests.errors import FerryError
+from manifests.errors import FerryError, UsageError
 from manifests.model import Artifact
 from manifests.version import compare_versions, parse_version, precedence_rule
 
@@ -153,11 +153,12 @@ def bundle_freshness(last_sequence: int | None, already_imported: bool, sequence
 _DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def parse_max_age(text: str) -> timedelta:
-    """``--max-age`` values: a whole number with a unit, m (minutes), h, d or w, e.g. ``30d``."""
+def parse_max_age(text: str, option: str = "--max-age") -> timedelta:
+    """Durations (``--max-age``, ``--expires``, policy expiries): a whole number with a unit,
+    m (minutes), h, d or w, e.g. ``30d``. Raises UsageError naming ``option``."""
     value, unit = text[:-1], text[-1:].lower()
     if unit not in _DURATION_UNITS or not value.isdigit() or int(value) <= 0:
-        raise FerryError(f"--max-age {text!r} is not a duration like 90m, 12h, 30d or 2w")
+        raise UsageError(f"{option} {text!r} is not a duration like 90m, 12h, 30d or 2w")
     return timedelta(seconds=int(value) * _DURATION_UNITS[unit])
 
 

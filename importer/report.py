@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 REPORT_FORMAT = "ferry-verify-report"
-REPORT_VERSION = "1.1"
+REPORT_VERSION = "1.1"  # 1.1 added host, trust.policy, entries' sha256 (issue #15)
 
 Verdict = Literal["pass", "fail"]
 #: Status of one file or blob: rebuilt and matched its digests; rebuilt (or read) and did not;
@@ -64,10 +64,14 @@ class EntryReport:
     path: str | None = None
     digest: str | None = None
     media_type: str | None = None
+    sha256: str | None = None  # files: ``sha256:<hex>`` of the rebuilt bytes (auditors compare sha256)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "digest": self.digest, "mediaType": self.media_type,
-                "size": self.size, "blake3": self.blake3, "status": self.status, "reason": self.reason}
+        d = {"path": self.path, "digest": self.digest, "mediaType": self.media_type,
+             "size": self.size, "blake3": self.blake3, "status": self.status, "reason": self.reason}
+        if self.sha256 is not None:
+            d["sha256"] = self.sha256
+        return d
 
     @property
     def label(self) -> str:
@@ -190,6 +194,7 @@ class Report:
     bundles: tuple[BundleReport, ...] = ()
     checks: tuple[Check, ...] = ()  # about the inputs as a whole (e.g. a path holding no bundle)
     state: str | None = None
+    host: str | None = None  # the machine that verified (socket.gethostname())
 
     @property
     def verdict(self) -> Verdict:
@@ -224,6 +229,7 @@ class Report:
             "formatVersion": REPORT_VERSION,
             "ferryVersion": self.ferry_version,
             "verifiedAt": self.verified_at,
+            **({"host": self.host} if self.host is not None else {}),
             "verdict": self.verdict,
             "summary": self.summary,
             "inputs": list(self.inputs),
@@ -272,7 +278,8 @@ def _bundle_html(b: BundleReport) -> str:
     parts = [f'<h2>{_e(b.title)} — <span class="{"ok" if b.verdict == "pass" else "bad"}">{_e(b.verdict.upper())}</span></h2>']
     info = b.info or {}
     facts = [("Bundle name", info.get("name")), ("Bundle id", info.get("id")), ("Channel", info.get("channel")),
-             ("Sequence", info.get("sequence")), ("Created", info.get("created")), ("Producer", info.get("producer")),
+             ("Sequence", info.get("sequence")), ("Created", info.get("created")),
+             ("Expires", info.get("expires") or "never (no signed expiry)"), ("Producer", info.get("producer")),
              ("Format version", b.format_version), ("Manifest digest", b.manifest_digest),
              ("Volumes", None if b.volumes_expected is None else
               f"{b.volumes_expected} expected" + (f", missing: {', '.join(map(str, b.volumes_missing))}"
@@ -308,9 +315,10 @@ def _bundle_html(b: BundleReport) -> str:
         parts.append(_rows(header, rows))
         for a in b.artifacts:
             parts.append(f"<h3>{_e(a.kind)} {_e(a.name)} {_e(a.version)}: files and blobs</h3>")
-            parts.append(_rows(["path or digest", "size (bytes)", "BLAKE3", "status", "reason"],
+            parts.append(_rows(["path or digest", "size (bytes)", "BLAKE3", "sha256", "status", "reason"],
                                [[f'<span class="path">{_e(e.label)}</span>', _e(f"{e.size:,}"),
                                  f'<span class="mono">{_e(e.blake3)}</span>',
+                                 f'<span class="mono">{_e(e.sha256 or e.digest or "—")}</span>',
                                  _status(e.status in ("ok", "held-by-base"), e.status), _e(e.reason)]
                                 for e in a.entries]))
             if a.bad_chunks:
@@ -328,7 +336,11 @@ def render_html(report: Report) -> str:
         fail_html = "<h2>Failed checks</h2>" + _rows(
             ["where", "check", "reason"], [[_e(w), _e(c.name), _e(c.reason)] for w, c in failures])
     trust = report.trust
-    keys = ", ".join(f"{k.get('name')} ({str(k.get('keyid'))[:16]}…)" for k in trust.get("keys", []))
+    keys = ", ".join(f"{k.get('name')} ({str(k.get('keyid'))[:16]}…)" + (f" [{k['refused']}]" if k.get("refused") else "")
+                     for k in trust.get("keys", []))
+    pol = trust.get("policy")
+    policy = (f"{pol['policyId']} version {pol['version']}, expires {pol['expires']}" if pol
+              else "— (--trust key files, no signed policy)")
     input_checks = (_rows(["check", "result", "reason"], [[_e(c.name), _status(c.ok), _e(c.reason)]
                                                           for c in report.checks]) if report.checks else "")
     return f"""<!DOCTYPE html>
@@ -338,11 +350,12 @@ def render_html(report: Report) -> str:
 <style>{_CSS}</style></head>
 <body>
 <h1>ferry verification report</h1>
-<div class="muted">ferry {_e(report.ferry_version)} · verified {_e(report.verified_at)} ·
+<div class="muted">ferry {_e(report.ferry_version)} · verified {_e(report.verified_at)} on {_e(report.host or "?")} ·
 report format {_e(REPORT_FORMAT)} {_e(REPORT_VERSION)}</div>
 <div class="verdict {cls}">{_e(report.summary)}</div>
 <dl><dt>Inputs</dt><dd class="mono">{_e(", ".join(report.inputs))}</dd>
 <dt>Trust</dt><dd>{_e(f"threshold {trust.get('threshold')} of {len(trust.get('keys', []))}: {keys}")}</dd>
+<dt>Trust policy</dt><dd>{_e(policy)}</dd>
 <dt>Edge state</dt><dd class="mono">{_e(report.state or "— (not compared with an edge)")}</dd></dl>
 {fail_html}
 {input_checks}

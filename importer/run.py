@@ -29,9 +29,9 @@ from manifests.bundle import SignedManifest
 from manifests.errors import FerryError, UsageError, VerificationError
 from manifests.model import Manifest
 from manifests.progress import Progress
-from manifests.trust import load_trust
 
 from .apply import Applied, ApplyTarget, Context, Job, targets_for
+from .trust_store import trust_for_import
 from .apply import models as model_store
 from .apply.kube import origin_of
 from .content import StoreThenPacks
@@ -186,11 +186,12 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
         raise UsageError("--keep must be at least 1 (the current version is never removed)")
     if opts.context and not opts.kubeconfig:
         raise UsageError("--context needs --kubeconfig")
-    trust = load_trust(list(opts.trust))
     report = ImportReport(state=str(opts.state), dry_run=opts.dry_run)
     found = find_bundles(opts.paths, skipped=report.warnings)  # junk beside a bundle never stops it
     for warning in report.warnings:
         progress.warn(warning)
+    # the trust hook: pinned policy + updates the bundles carry, or the --trust files
+    trust = trust_for_import(list(opts.trust), opts.state, found, dry_run=opts.dry_run, note=opts.note)
 
     if opts.dry_run:
         state = EdgeState.open_for_plan(opts.state)

@@ -13,6 +13,8 @@ whose signatures or manifest fail still gets a report saying so.
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from pathlib import Path
@@ -86,13 +88,16 @@ class _CheckingSource:
 
 
 def _check_entry(entry: Entry, manifest: Manifest, source: _CheckingSource) -> EntryReport:
+    sha = hashlib.sha256()
+
     def report(status: str, reason: str) -> EntryReport:
         return EntryReport(size=entry.size, blake3=entry.blake3, status=status, reason=reason,  # type: ignore[arg-type]
-                           path=entry.path, digest=entry.digest, media_type=entry.media_type)
+                           path=entry.path, digest=entry.digest, media_type=entry.media_type,
+                           sha256=f"sha256:{sha.hexdigest()}" if status == OK and entry.path is not None else None)
 
     try:
-        for _ in stream_entry(entry, manifest, source):
-            pass
+        for piece in stream_entry(entry, manifest, source):
+            sha.update(piece)
         return report(OK, "rebuilt; BLAKE3" + (" and sha256 match" if entry.digest else " matches"))
     except VerificationError as exc:
         failure = str(exc)
@@ -308,13 +313,15 @@ def _verify_paths(paths: list[Path], trust: Trust, planner: _Planner | None, sta
         found = []
     checks = [Check("medium", False, why) for why in skipped]
     reports = tuple(verify_bundle(b, trust, planner=planner, progress=progress) for b in found)
-    trust_doc = {"threshold": trust.threshold,
+    trust_doc = {"threshold": trust.threshold, "channelThresholds": dict(trust.channel_thresholds),
+                 "policy": trust.policy, "revoked": sorted(trust.revoked),
                  "keys": [{"keyid": kid, "name": k.name,
-                           "channels": sorted(k.channels) if k.channels is not None else None}
+                           "channels": sorted(k.channels) if k.channels is not None else None,
+                           "refused": k.refused}
                           for kid, k in sorted(trust.keys.items())]}
     return Report(ferry_version=__version__, verified_at=utc_now(), inputs=tuple(str(p) for p in paths),
                   trust=trust_doc, bundles=reports, checks=tuple(checks),
-                  state=str(state_dir) if state_dir is not None else None)
+                  state=str(state_dir) if state_dir is not None else None, host=socket.gethostname())
 
 
 __all__ = ["verify_paths", "verify_bundle"]

@@ -14,4 +14,4 @@ __version__ = "0.1.0"
 #: Type tag of a bundle manifest.
 FORMAT_NAME = "ferry-bundle"
 #: Version of the bundle format this code writes and the highest 1.x it reads.
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1 added bundle.expires (docs/bundle-format.md §8)

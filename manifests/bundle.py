@@ -57,7 +57,9 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -
     2. signatures are checked over the exact manifest bytes, before the manifest is parsed,
        so that content from an untrusted source never reaches the parser;
     3. the manifest is parsed and checked (size limit, canonical form, limits, references);
-    4. channel restrictions are applied and the threshold is counted.
+    4. channel restrictions are applied and the threshold is counted;
+    5. with a verification time (``trust.at``), a signed ``bundle.expires`` that has passed,
+       or a creation time ahead of the clock, refuses it (manifests.freshness).
 
     Args:
         manifest_bytes: the exact bytes of ``manifest.json`` (at most MAX_MANIFEST_BYTES).
@@ -66,7 +68,7 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -
     Returns:
         the parsed manifest, its digest (``sha256:<64 hex>`` of ``manifest_bytes``) and the verdict.
     Raises:
-        VerificationError (exit 1) or FormatError / LimitError (exit 2) naming the first failure;
+        VerificationError (exit 1; PolicyError for 5) or FormatError / LimitError (exit 2) naming the first failure;
         a signature refusal also lists the trusted key ids (the caller names the bundle's folder).
     """
     sigfile = SignatureFile.from_bytes(signature_bytes)
@@ -79,6 +81,13 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -
     if not verdict.ok:
         raise VerificationError(f"manifest signatures of bundle {manifest.bundle.name} {manifest.bundle.id}: "
                                 f"{verdict.summary}; {trusted}")
+    if trust.at is not None:
+        from .errors import PolicyError
+        from .freshness import bundle_time_problem
+
+        problem = bundle_time_problem(manifest.bundle.created, manifest.bundle.expires, trust.at, trust.last_seen)
+        if problem:
+            raise PolicyError(problem)
     return SignedManifest(manifest=manifest, digest=manifest_digest(manifest_bytes), verdict=verdict)
 
 

@@ -358,10 +358,14 @@ class BundleInfo:
     sequence: int
     created: str
     producer: str
+    expires: str | None = None  # format 1.1: after this UTC time the edge refuses the bundle
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "id": self.id, "channel": self.channel,
-                "sequence": self.sequence, "created": self.created, "producer": self.producer}
+        d: dict[str, Any] = {"name": self.name, "id": self.id, "channel": self.channel,
+                             "sequence": self.sequence, "created": self.created, "producer": self.producer}
+        if self.expires is not None:
+            d["expires"] = self.expires
+        return d
 
     @classmethod
     def from_dict(cls, value: Any, where: str = "bundle") -> BundleInfo:
@@ -373,6 +377,7 @@ class BundleInfo:
             sequence=_int(d, "sequence", where, 1),
             created=_time(d, "created", where),
             producer=_str(d, "producer", where, max_len=limits.MAX_PRODUCER_LEN),
+            expires=_time(d, "expires", where) if d.get("expires") is not None else None,
         )
 
 

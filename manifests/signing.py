@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import canonical, limits
 from .errors import FormatError, LimitError
@@ -32,6 +32,7 @@ MANIFEST_PAYLOAD_TYPE = "application/vnd.ferry.manifest.v1+json"
 RECEIPT_PAYLOAD_TYPE = "application/vnd.ferry.receipt.v1+json"
 AUDIT_PAYLOAD_TYPE = "application/vnd.ferry.audit.v1+json"
 TRUST_PAYLOAD_TYPE = "application/vnd.ferry.trust.v1+json"
+REPORT_PAYLOAD_TYPE = "application/vnd.ferry.verify-report.v1+json"
 
 SIGNATURE_SUFFIX = ".sig"
 
@@ -149,25 +150,32 @@ def verify(body: bytes, sigfile: SignatureFile, trust: Trust, *, channel: str | 
     """Check ``sigfile`` over ``body`` against ``trust``; pure, no I/O.
 
     A signature counts when its key is trusted, the signature verifies over the exact bytes,
-    and (for a key limited to channels) ``channel`` is one of its channels. Each key counts
-    once however often it appears. ``ok`` needs ``trust.threshold`` counted keys.
+    and (for a key limited to channels) ``channel`` is one of its channels, and the key is
+    neither revoked nor expired (``TrustedKey.refused``). Each key id counts once however often
+    it appears, and a key id is the sha256 of the key itself, so one key never counts twice.
+    ``ok`` needs ``trust.threshold_for(channel)`` counted keys (docs/bundle-format.md §5.1).
     """
     reasons: list[str] = []
+    threshold = trust.threshold_for(channel)
     if sigfile.payload_type != payload_type:
         reasons.append(f"signature file is for {sigfile.payload_type!r}, expected {payload_type!r}")
-        return Verdict(ok=False, threshold=trust.threshold, signers=(), reasons=tuple(reasons))
+        return Verdict(ok=False, threshold=threshold, signers=(), reasons=tuple(reasons))
     message = pae(payload_type, body)
     results: list[SignerResult] = []
     counted: set[str] = set()
     for s in sigfile.signatures:
         key = trust.keys.get(s.keyid)
         if key is None:
-            results.append(SignerResult(s.keyid, None, False, False, "key is not trusted"))
+            why = trust.revoked.get(s.keyid, "key is not trusted")
+            results.append(SignerResult(s.keyid, None, False, False, why))
             continue
         try:
             key.public.verify(s.sig, message)
         except InvalidSignature:
             results.append(SignerResult(s.keyid, key.name, False, False, "signature does not match the bytes"))
+            continue
+        if key.refused is not None:  # revoked or expired: listed, never counted
+            results.append(SignerResult(s.keyid, key.name, True, False, key.refused))
             continue
         if key.channels is not None and channel is not None and channel not in key.channels:
             results.append(SignerResult(s.keyid, key.name, True, False,
@@ -178,18 +186,70 @@ def verify(body: bytes, sigfile: SignatureFile, trust: Trust, *, channel: str | 
             continue
         counted.add(s.keyid)
         results.append(SignerResult(s.keyid, key.name, True, True, "ok"))
-    ok = len(counted) >= trust.threshold
+    ok = len(counted) >= threshold
     if not ok:
         if not sigfile.signatures:
             reasons.append("no signatures")
         for r in results:
             if not r.counted:
                 reasons.append(f"{r.name or r.keyid[:16]}: {r.reason}")
-        reasons.append(f"{len(counted)} valid trusted signature(s), threshold is {trust.threshold}")
-    return Verdict(ok=ok, threshold=trust.threshold, signers=tuple(results), reasons=tuple(reasons))
+        reasons.append(f"{len(counted)} valid trusted signature(s), threshold is {threshold}")
+    return Verdict(ok=ok, threshold=threshold, signers=tuple(results), reasons=tuple(reasons))
 
 
 def signature_to_json(result: SignerResult) -> dict[str, Any]:
     """One signer's result as the verify report writes it (keyid, name, valid, counted, reason)."""
     return {"keyid": result.keyid, "name": result.name, "valid": result.valid,
             "counted": result.counted, "reason": result.reason}
+
+
+def cosign(body: bytes, existing: list[SignatureFile], keys: list[Ed25519PrivateKey],
+           known: dict[str, tuple[str, Ed25519PublicKey]], *,
+           payload_type: str = MANIFEST_PAYLOAD_TYPE) -> tuple[SignatureFile, list[str]]:
+    """Add signatures to a document already signed; pure, no I/O.
+
+    Args:
+        body: the signed document's exact bytes (they never change).
+        existing: its signature files (one per volume; usually all equal). Their signatures
+            are pooled, and each must verify over ``body`` under a key in ``known``.
+        keys: the keys that sign now.
+        known: public keys by key id, with a name for messages (the ``--trust`` keys and the
+            signers' own keys).
+        payload_type: the DSSE payload type every file must carry (docs/bundle-format.md §5).
+    Returns the new signature file (existing signatures and the new ones, one per distinct
+    key, sorted by key id) and the key ids that were added (empty when every key had signed).
+    Raises:
+        FormatError: a file is for another payload type.
+        VerificationError: an existing signature is by a key not in ``known`` or does not
+            verify over ``body`` (a co-signature over different bytes): co-signing a bundle
+            whose signatures do not verify would lend them a second name.
+    """
+    from cryptography.exceptions import InvalidSignature as _Invalid
+
+    from .errors import VerificationError
+
+    message = pae(payload_type, body)
+    pooled: dict[str, Signature] = {}
+    for f in existing:
+        if f.payload_type != payload_type:
+            raise FormatError(f"signature file is for {f.payload_type!r}, expected {payload_type!r}")
+        for s in f.signatures:
+            entry = known.get(s.keyid)
+            if entry is None:
+                raise VerificationError(f"an existing signature is by key {s.keyid[:16]}…, which is not known here: "
+                                        "give its public key or the trust policy with --trust so it can be checked")
+            try:
+                entry[1].verify(s.sig, message)
+            except _Invalid:
+                raise VerificationError(f"the existing signature by {entry[0]} ({s.keyid[:16]}…) does not verify over "
+                                        "these bytes (signed something else); refusing to co-sign") from None
+            pooled.setdefault(s.keyid, s)
+    added = []
+    for key in keys:
+        kid = key_id(key.public_key())
+        if kid not in pooled:
+            pooled[kid] = Signature(keyid=kid, sig=key.sign(message))
+            added.append(kid)
+    if len(pooled) > limits.MAX_SIGNATURES:
+        raise LimitError(f"{len(pooled)} signatures, over the limit of {limits.MAX_SIGNATURES}")
+    return SignatureFile(payload_type, tuple(pooled[k] for k in sorted(pooled))), added

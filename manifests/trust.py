@@ -21,7 +21,8 @@ threshold is the highest any policy asks for.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,13 @@ from .keys import key_id, parse_public
 
 @dataclass(frozen=True)
 class TrustedKey:
+    """A key the verifier knows. ``refused`` says why it no longer counts (revoked by a policy
+    update, or expired at the time of verification); such a key is listed, never counted."""
+
     name: str
     public: Ed25519PublicKey
     channels: frozenset[str] | None = None  # None: any channel
+    refused: str | None = None
 
     @property
     def keyid(self) -> str:
@@ -46,10 +51,30 @@ class TrustedKey:
 
 @dataclass(frozen=True)
 class Trust:
-    """Trusted keys by key id, and how many of them must sign."""
+    """Trusted keys by key id, and how many of them must sign.
+
+    ``channel_thresholds`` overrides ``threshold`` for the channels it names (a signed trust
+    policy, manifests.root); ``revoked`` maps revoked key ids to the reason; ``policy`` is the
+    signed policy's id, version and expiry when the trust came from one (for reports); ``at``
+    is the time of verification (bundle and key expiry are judged against it) and
+    ``last_seen`` the newest signed time this site already accepted, which tells whose clock
+    looks wrong when times disagree (manifests.freshness).
+    """
 
     keys: dict[str, TrustedKey]
     threshold: int = 1
+    channel_thresholds: dict[str, int] = field(default_factory=dict)
+    revoked: dict[str, str] = field(default_factory=dict)
+    policy: dict[str, Any] | None = None
+    at: datetime | None = None  # the verification time expiries are judged at (None: not judged)
+    last_seen: datetime | None = None  # the latest signed time this verifier recorded (clock-skew hints)
+
+    def threshold_for(self, channel: str | None) -> int:
+        """The threshold on ``channel``; with None (before the manifest is parsed) the lowest
+        any channel may ask for, so the first check never refuses what the second accepts."""
+        if channel is None:
+            return min([self.threshold, *self.channel_thresholds.values()])
+        return self.channel_thresholds.get(channel, self.threshold)
 
     def describe(self) -> str:
         return f"{self.threshold} of {len(self.keys)} key(s): " + ", ".join(k.name for k in self.keys.values())
@@ -121,10 +146,21 @@ def parse_policy(data: bytes, where: str, base_dir: Path) -> Trust:
     return Trust(keys=by_id, threshold=threshold)
 
 
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def load_trust(paths: list[Path]) -> Trust:
-    """Combine ``--trust`` files: keys pooled, highest threshold wins."""
+    """Combine ``--trust`` files: keys pooled, highest threshold wins.
+
+    A signed trust policy (``root.json`` with ``root.json.sig`` beside it, manifests.root) is
+    checked against its own keys and stands alone: revoked and expired keys are kept as
+    refused, the policy's channel thresholds apply. Raises KeyFileError, FormatError,
+    PolicyError (a signed policy that is expired or not signed by its own threshold).
+    """
     if not paths:
-        raise KeyFileError("no --trust given: name the hub's public key or a trust policy")
+        raise KeyFileError("no --trust given: name the hub's public key or a trust policy "
+                           "(or pin a signed one with `ferry trust init --state`)")
     keys: dict[str, TrustedKey] = {}
     threshold = 1
     for path in paths:
@@ -137,6 +173,12 @@ def load_trust(paths: list[Path]) -> Trust:
         if data.lstrip().startswith(b"-----BEGIN"):
             public = parse_public(data, f"--trust {path}")
             part = Trust(keys={key_id(public): TrustedKey(name=path.stem, public=public)})
+        elif data.lstrip().startswith(b"{") and b'"format":"ferry-trust"' in data:
+            if len(paths) > 1:
+                raise FormatError(f"--trust {path}: a signed trust policy stands alone; give it as the only --trust")
+            from .root import load_root_file
+
+            return load_root_file(path).trust(_now())
         else:
             part = parse_policy(data, f"--trust {path}", path.parent)
         for kid, k in part.keys.items():
@@ -146,4 +188,4 @@ def load_trust(paths: list[Path]) -> Trust:
         threshold = max(threshold, part.threshold)
     if threshold > len(keys):
         raise FormatError(f"trust threshold {threshold} is more than the {len(keys)} key(s) given")
-    return Trust(keys=keys, threshold=threshold)
+    return Trust(keys=keys, threshold=threshold, at=_now())

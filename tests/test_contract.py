@@ -80,7 +80,7 @@ def test_manifest_round_trip_is_byte_exact() -> None:
     again = Manifest.from_bytes(data)
     assert again == m
     assert again.to_bytes() == data
-    assert json.loads(data)["formatVersion"] == "1.0"
+    assert json.loads(data)["formatVersion"] == "1.1"
 
 
 @given(st.dictionaries(

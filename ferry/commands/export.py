@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from ferry.keyopts import KEY_HELP
+
 
 def register(app: typer.Typer) -> None:
     @app.command("export", epilog="Example: ferry export bundle.yaml --out /media/usb/edge-ai --key hub.key")
@@ -14,7 +16,7 @@ def register(app: typer.Typer) -> None:
         spec: Path = typer.Argument(..., help="The bundle spec (apiVersion ferry/v1, kind Bundle)."),
         out: Path = typer.Option(..., "--out", help="Folder to write the bundle into (new or empty; "
                                  "or the folder of an unfinished export, to resume it). Locked while exporting."),
-        key: list[Path] = typer.Option(..., "--key", help="Private signing key (.key); repeat to add signatures."),
+        key: list[str] = typer.Option(..., "--key", metavar="KEY[:env=VAR|:fd=N|:file=PATH]", help=KEY_HELP),
         state: Path = typer.Option(None, "--state", help="Hub state folder (sequence numbers, chunk cache); "
                                    "default ~/.local/share/ferry (a warning says so). Locked while exporting."),
         max_volume_size: str = typer.Option(None, "--max-volume-size",
@@ -34,6 +36,8 @@ def register(app: typer.Typer) -> None:
         self_install_platform: str = typer.Option(None, "--self-install-platform",
                                                   help="The edge's pip platform tag for --self-install, e.g. "
                                                        "manylinux2014_x86_64 (default: this hub's)."),
+        expires: str = typer.Option(None, "--expires", metavar="DURATION",
+                                    help="Sign an expiry into the bundle (e.g. 30d, 12h): edges refuse it after that."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Write a signed, chunked, resumable bundle from a bundle spec (hub side)."""
@@ -48,13 +52,16 @@ def register(app: typer.Typer) -> None:
         if not self_install and (self_install_python or self_install_platform):
             raise UsageError("--self-install-python and --self-install-platform go with --self-install")
         target = Target(self_install_python, self_install_platform).check() if self_install else None
+        from ferry.keyopts import ask_terminal, key_refs
+        from importer.policy import parse_max_age
         ui = UI(json_mode=json_out)
         hub_state = state or default_state_dir()
         if state is None:  # sequence numbers live there: another hub state restarts them at 1
             ui.warn(f"no --state given: using the default hub state {hub_state}; give the same --state "
                     "to every export of a channel, or the edge refuses its sequence numbers as stale")
         opts = ExportOptions(
-            spec=spec, out=out, keys=tuple(key), state=hub_state,
+            expires=parse_max_age(expires, option="--expires") if expires else None,
+            spec=spec, out=out, keys=tuple(key_refs(key)), ask=ask_terminal, state=hub_state,
             max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
             since=since, platform=platform, insecure_registries=frozenset(insecure_registry),
             self_install=target,

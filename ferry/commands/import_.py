@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
     @app.command("import", epilog="Example: ferry import /media/usb/edge-ai --trust hub.pub --state /var/lib/ferry")
     def import_cmd(
         paths: list[Path] = typer.Argument(..., help="Bundle folders, volume folders, or folders of volumes; any order."),
-        trust: list[Path] = typer.Option(..., "--trust", help="Hub public key or trust policy (repeatable)."),
+        trust: list[Path] = typer.Option([], "--trust", help="Hub public key or trust policy (repeatable); not with a "
+                                         "policy pinned by `ferry trust init`."),
         state: Path = typer.Option(..., "--state", help="The edge state folder (ledger, chunk store, models, audit)."),
         registry: Optional[str] = typer.Option(None, "--registry", help="Push images to HOST[:PORT] (default: OCI layout EDGE/oci)."),
         insecure_registry: list[str] = typer.Option([], "--insecure-registry", help="Registry host to reach with HTTPS without certificate checks, else plain HTTP (repeatable)."),

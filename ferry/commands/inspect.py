@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
             say(f"bundle {b['name']} sequence {b['sequence']} on channel {b['channel']}  (id {b['id']})")
             out.print(f"  [yellow]{UNVERIFIED}[/]")
             say(f"  manifest {d['digest']}, format {d['formatVersion']}, created {b['created']} "
-                      f"by {b['producer']}")
+                      f"by {b['producer']}" + (f", expires {b['expires']}" if b.get("expires") else ""))
             for a in d["artifacts"]:
                 extra = f"  {a['image']}" if "image" in a else ""
                 say(f"  {a['kind']:<9} {a['name']} {a['version']}: {human_bytes(a['size'])}, "
@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
                       f"{human_bytes(d['storedBytes'])} stored")
             say(f"  packs: {d['packs']} ({d['packsPresent']} present here); volumes: {d['volumes']} "
                       f"(present here: {', '.join(map(str, d['volumesPresent'])) or 'none'})")
-            say(f"  signed by key id(s): {', '.join(d['signers']) or 'none'}")
+            say(f"  signed by {len(d['signers'])} key id(s): {', '.join(d['signers']) or 'none'}")
             if d["base"]:
                 base = d["base"]
                 say(f"  delta bundle against the receipt of site {base['site']} ({base['created']}), "

@@ -11,6 +11,7 @@ from ferry.ui import write_output
 from manifests.errors import IncompleteError, VerificationError
 
 if TYPE_CHECKING:
+    from manifests.trust import Trust
     from ferry.ui import UI
     from importer.report import Report
 
@@ -63,15 +64,29 @@ def _print(report: Report, ui: UI) -> None:
         out.print(f"[bold green]{e(report.summary)}[/]")
 
 
+def _trust(files: list[Path], state: Path | None) -> Trust:
+    """The --trust files; without any, the signed policy the --state folder pins (if any)."""
+    from datetime import datetime, timezone
+
+    from importer.trust_store import TrustStore
+    from manifests.trust import load_trust
+
+    pinned = TrustStore(state).current() if state is not None and not files else None
+    return pinned.root.trust(datetime.now(timezone.utc)) if pinned else load_trust(files)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("verify", epilog="Example: ferry verify /media/usb/edge-ai --trust hub.pub "
                                   "--report report.json --html report.html")
     def verify_cmd(
         paths: list[Path] = typer.Argument(..., help="Bundle folders, volume folders or folders of volumes."),
-        trust: list[Path] = typer.Option([], "--trust", metavar="FILE", help="Hub public key or trust policy; repeatable."),
+        trust: list[Path] = typer.Option([], "--trust", metavar="FILE", help="Hub public key, trust policy, or signed policy (root.json with its .sig); repeatable."),
         report_file: Path | None = typer.Option(None, "--report", metavar="FILE.json", help="Write the JSON report here."),
         html_file: Path | None = typer.Option(None, "--html", metavar="FILE.html", help="Write a printable HTML report here."),
-        state: Path | None = typer.Option(None, "--state", metavar="EDGE", help="Also say what an import into this edge would do."),
+        state: Path | None = typer.Option(None, "--state", metavar="EDGE", help="Also say what an import into this edge would do "
+                                          "(and, without --trust, verify against the signed policy it pins)."),
+        sign_report: list[str] = typer.Option([], "--sign-report", metavar="KEY[:env=VAR|:fd=N|:file=PATH]",
+                                              help="Sign the --report file with this key (FILE.json.sig beside it); repeatable."),
         json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
     ) -> None:
         """Check bundles completely, without importing them, and write a report.
@@ -82,13 +97,28 @@ def register(app: typer.Typer) -> None:
         from importer.report import render_html
         from importer.verify import verify_paths
         from manifests import canonical
-        from manifests.trust import load_trust
 
+        from manifests.errors import UsageError
+
+        if sign_report and report_file is None:
+            raise UsageError("--sign-report signs the --report file: give --report FILE.json too")
+        signers = []
+        if sign_report:  # keys first: a wrong passphrase must not cost a whole verification
+            from ferry.keyopts import ask_terminal, key_refs
+            from manifests.keys import load_signing_keys
+
+            signers = load_signing_keys(key_refs(sign_report), ask=ask_terminal)
         ui = UI(json_mode=json_out)
-        report = verify_paths(paths, load_trust(trust), state_dir=state, progress=ui if ui.interactive else None)
+        report = verify_paths(paths, _trust(trust, state), state_dir=state, progress=ui if ui.interactive else None)
         doc = report.to_dict()
         if report_file is not None:
-            write_output(report_file, canonical.encode(doc) + b"\n", "--report")
+            body = canonical.encode(doc) + b"\n"
+            write_output(report_file, body, "--report")
+            if signers:
+                from manifests.signing import REPORT_PAYLOAD_TYPE, sign
+
+                sig_path = report_file.with_name(report_file.name + ".sig")
+                write_output(sig_path, sign(body, signers, REPORT_PAYLOAD_TYPE).to_bytes(), "--sign-report")
         if html_file is not None:
             write_output(html_file, render_html(report).encode("utf-8"), "--html")
         if json_out:
