@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need and run them. `.ci/run` calls this; so can you:
 #   bash tests/run.sh [pytest args]
-# System packages (Debian): docker-registry (CNCF distribution), skopeo, umoci, chromium, zstd.
+# System packages (Debian): docker-registry (CNCF distribution), skopeo, umoci, chromium, zstd, containerd.
 # Python: the project with its test extra, in ./.venv unless a virtualenv is already active.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v umoci >/dev/null || need+=(umoci)
 command -v chromium >/dev/null || need+=(chromium)
 command -v zstd >/dev/null || need+=(zstd)
+command -v ctr >/dev/null || need+=(containerd)  # a real pull client for ferry serve
 if ((${#need[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "installing ${need[*]} (apt-get)"
