@@ -2,7 +2,7 @@
 
 A site without a registry lets its nodes pull what ferry imported (images, models) straight
 from the layout. The HTTP layer is uvicorn (an ASGI server: HTTP/1.1 framing, keep-alive,
-TLS, and write back-pressure, so that a slow client holds a socket and one chunk, never a
+TLS, and write back-pressure, so that a slow client holds a socket and a chunk or two, never a
 blob); this module is the ASGI application and the rules of what may be served.
 
 What may be served (never anything else):
@@ -17,7 +17,7 @@ What may be served (never anything else):
   (device, inode, size, mtime, ctime) changes. A mismatch is answered 404 ``BLOB_UNKNOWN``
   and logged; the layout is then damaged and ``ferry import`` of the same bundle repairs it.
 
-Blobs are streamed from an open descriptor in 1 MiB reads (:data:`CHUNK`) in worker threads,
+Blobs are streamed from an open descriptor in 512 KiB reads (:data:`CHUNK`) in worker threads,
 so the event loop never waits on a disk and memory stays flat for any number of pulls.
 """
 
@@ -47,7 +47,7 @@ from manifests.errors import FerryError, FormatError, UsageError
 from manifests.oci import MAX_MANIFEST_BYTES, is_loopback_host
 
 #: Bytes read from a blob file per step of a response.
-CHUNK = 1 << 20
+CHUNK = 512 << 10
 #: Most connections served at once; more are answered 503 by uvicorn.
 MAX_CONNECTIONS = 512
 
