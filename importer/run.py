@@ -556,6 +556,25 @@ class _Importer:
         jid = self.state.add_journal(payload)
         finish_model(self.state, self.store, self.audit, jid, payload)
         r.status = "applied"
+        r.ref = self._publish_model(a)
+
+    def _publish_model(self, a: Artifact) -> str | None:
+        """Issue 14 hook: publish the installed version as OCI artifacts (ModelPack + modelcar),
+        record the pinned reference as the model's ``ref``. A failure warns: the model itself
+        is installed."""
+        from .apply.modelpack import publish_installed
+
+        try:
+            published, ref = publish_installed(self.state.root, a.name, a.version, registry=self.opts.registry,
+                                               insecure_registries=self.opts.insecure_registries)
+        except (FerryError, OSError) as exc:
+            self.progress.warn(f"model {a.name} {a.version} installed, but not published as an OCI artifact: {exc}")
+            return None
+        with self.state.transaction() as db:
+            db.execute("UPDATE installed SET ref=? WHERE kind='model' AND name=?", (ref, a.name))
+        self.progress.info(f"model {a.name} {a.version} published as {published.repository}:{published.tag} "
+                           f"and {published.repository}:{published.modelcar_tag}")
+        return ref
 
     def _images(self) -> tuple[Any, Any]:
         if self._images_target is None:
