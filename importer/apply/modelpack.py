@@ -199,17 +199,10 @@ def publish_model(folder: Path, name: str, version: str, *, layout: Path | None 
     config = modelpack_config(name, version, files, facts)
     config_digest = _sha(config)
     manifest = modelpack_manifest(config, config_digest, files)
-    car: tuple[bytes, bytes, str, int] | None = None
-    if modelcar:
-        size = modelcar_layer_size(files)
-        sha = hashlib.sha256()
-        for data in modelcar_chunks(folder, files):
-            sha.update(data)
-        layer_digest = "sha256:" + sha.hexdigest()
-        car_config = modelcar_config(layer_digest, name, version, architecture)
-        car = (car_config, modelcar_manifest(car_config, _sha(car_config), layer_digest, size), layer_digest, size)
-    car_tag = tag + MODELCAR_TAG_SUFFIX if car else None
+    car_tag = tag + MODELCAR_TAG_SUFFIX if modelcar else None
     if client is not None:
+        car = _modelcar(folder, files, name, version, architecture, _hash_chunks(modelcar_chunks(folder, files))) \
+            if modelcar else None
         for f in files:
             if not client.has_blob(repo, f.digest):
                 client.upload_blob(repo, f.digest, f.size, _file_chunks(folder / f.path))
@@ -232,16 +225,31 @@ def publish_model(folder: Path, name: str, version: str, *, layout: Path | None 
     _place_bytes(target, config)
     digest = _place_bytes(target, manifest)
     car_digest = None
+    car = _modelcar(folder, files, name, version, architecture, _place_stream(target, None, modelcar_chunks(
+        folder, files))) if modelcar else None  # one pass: written while hashed, named by its digest
     if car:
         car_config, car_manifest, layer_digest, size = car
-        if not _present(target, layer_digest, size):
-            _place_stream(target, layer_digest, modelcar_chunks(folder, files))
         _place_bytes(target, car_config)
         car_digest = _place_bytes(target, car_manifest)
     target.tag(f"{repo}:{tag}", _Top(OCI_MANIFEST, digest, len(manifest)))  # type: ignore[arg-type]
     if car and car_digest:
         target.tag(f"{repo}:{car_tag}", _Top(OCI_MANIFEST, car_digest, len(car[1])))  # type: ignore[arg-type]
     return Published(repo, tag, digest, car_tag, car_digest, linked)
+
+
+def _modelcar(folder: Path, files: list[ModelFile], name: str, version: str, architecture: str,
+              layer_digest: str) -> tuple[bytes, bytes, str, int]:
+    """(config, manifest, layer digest, layer size) of the modelcar whose layer hashed to ``layer_digest``."""
+    size = modelcar_layer_size(files)
+    config = modelcar_config(layer_digest, name, version, architecture)
+    return config, modelcar_manifest(config, _sha(config), layer_digest, size), layer_digest, size
+
+
+def _hash_chunks(chunks: Iterator[bytes]) -> str:
+    sha = hashlib.sha256()
+    for data in chunks:
+        sha.update(data)
+    return "sha256:" + sha.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -297,8 +305,13 @@ def _same_file(a: Path, b: Path) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def _place_stream(layout: Layout, digest: str, chunks: Iterator[bytes]) -> None:
-    """Write a blob from ``chunks`` under a temporary name; rename only if it hashes right."""
+def _place_stream(layout: Layout, digest: str | None, chunks: Iterator[bytes]) -> str:
+    """Write a blob from ``chunks`` under a temporary name and rename it to its digest; with
+    ``digest`` given, only if it hashes to that. Returns the digest.
+
+    Raises:
+        VerificationError: the bytes do not hash to ``digest``.
+    """
     sha = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=layout.blobs)
     try:
@@ -308,38 +321,13 @@ def _place_stream(layout: Layout, digest: str, chunks: Iterator[bytes]) -> None:
                 out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        if "sha256:" + sha.hexdigest() != digest:
+        got = "sha256:" + sha.hexdigest()
+        if digest is not None and got != digest:
             raise VerificationError(f"blob {digest}: the model's bytes changed while being published")
         os.chmod(tmp, 0o644)
-        os.replace(tmp, layout.path(digest))
+        os.replace(tmp, layout.path(got))
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(layout.blobs)
-
-
-# --------------------------------------------------------------------------- the import's hook
-
-
-def publish_installed(state_root: Path, name: str, version: str, *, registry: str | None,
-                      insecure_registries: frozenset[str] = frozenset()) -> tuple[Published, str]:
-    """Publish an installed model version (``EDGE/models/<name>/<version>``) where the import
-    puts images: the site registry when ``registry`` is given, else the layout ``EDGE/oci``.
-
-    Returns:
-        (:class:`Published`, the ModelPack form's pinned reference: ``HOST/models/<name>@<digest>``
-        in a registry, ``models/<name>@<digest>`` — the hub-side name, pinned — in the layout).
-    Raises:
-        FerryError subclasses as :func:`publish_model`.
-    """
-    from importer.state import MODELS_DIR, OCI_DIR
-
-    folder = state_root / MODELS_DIR / name / version
-    if registry:
-        from .images import ImageTarget, client_for
-
-        client = client_for(ImageTarget(registry, None, insecure_registries))
-        published = publish_model(folder, name, version, client=client)
-        return published, f"{registry}/{published.repository}@{published.digest}"
-    published = publish_model(folder, name, version, layout=state_root / OCI_DIR)
-    return published, f"{published.repository}@{published.digest}"
+    return got
