@@ -331,3 +331,30 @@ def _place_stream(layout: Layout, digest: str | None, chunks: Iterator[bytes]) -
         raise
     fsync_dir(layout.blobs)
     return got
+
+
+# --------------------------------------------------------------------------- the import's hook
+
+
+def publish_installed(state_root: Path, name: str, version: str, *, registry: str | None,
+                      insecure_registries: frozenset[str] = frozenset()) -> tuple[Published, str]:
+    """Publish an installed model version (``EDGE/models/<name>/<version>``) where the import
+    puts images: the site registry when ``registry`` is given, else the layout ``EDGE/oci``.
+
+    Returns:
+        (:class:`Published`, the ModelPack form's pinned reference: ``HOST/models/<name>@<digest>``
+        in a registry, ``models/<name>@<digest>`` — the hub-side name, pinned — in the layout).
+    Raises:
+        FerryError subclasses as :func:`publish_model`.
+    """
+    from importer.state import MODELS_DIR, OCI_DIR
+
+    folder = state_root / MODELS_DIR / name / version
+    if registry:
+        from .images import ImageTarget, client_for
+
+        client = client_for(ImageTarget(registry, None, insecure_registries))
+        published = publish_model(folder, name, version, client=client)
+        return published, f"{registry}/{published.repository}@{published.digest}"
+    published = publish_model(folder, name, version, layout=state_root / OCI_DIR)
+    return published, f"{published.repository}@{published.digest}"
