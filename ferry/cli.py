@@ -44,9 +44,9 @@ def _root(
 
 
 def _register() -> None:
-    from ferry.commands import audit, export, import_, inspect, keys, receipt, sign, status, trust, verify
+    from ferry.commands import audit, export, import_, inspect, keys, receipt, serve, sign, status, trust, verify
 
-    for module in (keys, trust, export, sign, inspect, verify, import_, status, receipt, audit):
+    for module in (keys, trust, export, sign, inspect, verify, import_, status, receipt, serve, audit):
         module.register(app)
 
 

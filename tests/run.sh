@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need and run them. `.ci/run` calls this; so can you:
 #   bash tests/run.sh [pytest args]
-# System packages (Debian): docker-registry (CNCF distribution), skopeo, umoci, chromium, zstd.
+# System packages (Debian): docker-registry (CNCF distribution), skopeo, umoci, chromium, zstd, containerd.
 # Python: the project with its test extra, always in this checkout's own ./.venv: a virtualenv that
 # happens to be active is left alone (its ferry is neither used nor replaced).
 set -euo pipefail
@@ -13,6 +13,7 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v umoci >/dev/null || need+=(umoci)
 command -v chromium >/dev/null || need+=(chromium)
 command -v zstd >/dev/null || need+=(zstd)
+command -v ctr >/dev/null || need+=(containerd)  # a real pull client for ferry serve
 if ((${#need[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "installing ${need[*]} (apt-get)"

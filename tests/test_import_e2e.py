@@ -4,6 +4,7 @@ set, exported with ``ferry export`` and imported with ``ferry import`` into a se
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -80,6 +81,12 @@ def test_export_then_import_into_edge_registry(tmp_path: Path, hub_bundle: dict,
     assert (state / "models" / "tiny" / "current" / "weights.bin").read_bytes() == bytes(range(256)) * 4096
     text = "".join(p.read_text() for p in (state / "manifests" / "app").rglob("*.yaml"))
     assert pinned in text and hub_bundle["ref"] not in text
+    # the model is published to the site registry too (issue 14): ModelPack form and modelcar
+    raw = edge_registry.raw_manifest("models/tiny:1.0.0")
+    model_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert arts["model"]["ref"] == f"{edge_registry.host}/models/tiny@{model_digest}"
+    assert json.loads(raw)["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"
+    assert edge_registry.inspect("models/tiny:1.0.0-modelcar")["Layers"]
 
     again = run_ferry("import", hub_bundle["bundle"], "--trust", hub_keys.pub, "--state", state,
                       "--registry", edge_registry.host, "--json")
@@ -87,6 +94,7 @@ def test_export_then_import_into_edge_registry(tmp_path: Path, hub_bundle: dict,
     status = json.loads(run_ferry("status", "--state", state, "--json").stdout)
     assert {(a["kind"], a["name"], a["version"]) for a in status["installed"]} == {
         ("model", "tiny", "1.0.0"), ("image", "team/e2e:2.0.0", "2.0.0"), ("manifests", "app", "2.0.0")}
+    assert {a["ref"] for a in status["installed"] if a["kind"] == "model"} == {arts["model"]["ref"]}
 
 
 def test_export_then_import_into_oci_layout(tmp_path: Path, hub_bundle: dict, hub_keys: KeyPair) -> None:
@@ -96,6 +104,26 @@ def test_export_then_import_into_oci_layout(tmp_path: Path, hub_bundle: dict, hu
     out = subprocess.run(["skopeo", "inspect", f"oci:{state / 'oci'}:team/e2e:2.0.0"],
                          capture_output=True, text=True, check=True).stdout
     assert json.loads(out)["Digest"] == hub_bundle["digest"]
+    # the model is published into the layout: pulled back through ferry serve, byte-identical
+    from tests.test_serve import start_serve, stop
+
+    model = state / "models" / "tiny" / "1.0.0"
+    server = start_serve(state)
+    try:
+        for tag, copy in (("1.0.0", "mp"), ("1.0.0-modelcar", "car")):
+            subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                            f"docker://{server.host}/models/tiny:{tag}", f"oci:{tmp_path / copy}:x"],
+                           capture_output=True, check=True, timeout=120)
+    finally:
+        stop(server)
+    for f in model.iterdir():
+        blob = tmp_path / "mp" / "blobs" / "sha256" / hashlib.sha256(f.read_bytes()).hexdigest()
+        assert blob.read_bytes() == f.read_bytes()
+        assert (state / "oci" / "blobs" / "sha256" / blob.name).stat().st_ino == f.stat().st_ino  # a hard link
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{tmp_path / 'car'}:x", str(tmp_path / "unpacked")],
+                   capture_output=True, check=True, timeout=120)
+    for f in model.iterdir():
+        assert (tmp_path / "unpacked" / "rootfs" / "models" / f.name).read_bytes() == f.read_bytes()
     # layout blobs are exact bytes: they serve as chunk store (the receipt lists their chunks)
     run_ferry("receipt", "--state", state, "--out", tmp_path / "r.json").check_returncode()
     manifest = json.loads((hub_bundle["bundle"] / "manifest.json").read_bytes())

@@ -390,4 +390,23 @@ class ModelTarget:
                    "staged": staged, "bundleId": job.bundle_id, "manifest": job.manifest_digest, "audit": job.audit}
         jid = state.add_journal(payload)
         finish_model(state, store, self.ctx.audit, jid, payload)
-        return Applied(recorded=True)
+        ref, note = self._publish(artifact)
+        return Applied(ref=ref, note=note, recorded=True)
+
+    def _publish(self, artifact: Artifact) -> tuple[str | None, str]:
+        """Publish the installed version where images go (``--registry``, else ``EDGE/oci``) as
+        a ModelPack artifact and a modelcar image (:mod:`importer.apply.modelpack`, issue #14),
+        and record the pinned reference as the model's ``ref``. A failure is a note: the model
+        itself is installed and its folder serves as before."""
+        from .modelpack import publish_installed
+
+        try:
+            _, ref = publish_installed(self.ctx.state.root, artifact.name, artifact.version,
+                                               registry=self.ctx.registry,
+                                               insecure_registries=self.ctx.insecure_registries)
+        except (FerryError, OSError) as exc:
+            return None, f"; installed, but not published as an OCI artifact: {exc}"
+        with self.ctx.state.transaction() as db:
+            db.execute("UPDATE installed SET ref=? WHERE kind='model' AND name=?", (ref, artifact.name))
+        return ref, ""  # the ref (shown as "-> ref" and in status) says where it was published
+
