@@ -43,9 +43,9 @@ def _root(
 
 
 def _register() -> None:
-    from ferry.commands import audit, export, import_, inspect, keys, receipt, status, verify
+    from ferry.commands import audit, export, import_, inspect, keys, receipt, site, status, verify
 
-    for module in (keys, export, inspect, verify, import_, status, receipt, audit):
+    for module in (keys, export, inspect, verify, import_, status, site, receipt, audit):
         module.register(app)
 
 

@@ -22,7 +22,8 @@ last entries (which leaves a chain that is whole but shorter).
 Decisions (:data:`DECISIONS`): ``applied`` (installed), ``skipped`` (already present, nothing to
 do), ``refused`` (bad signature, untrusted signer, tampered chunk, downgrade, conflict, stale
 sequence: the reason says which), ``downgrade-forced`` (an older version installed because the
-operator allowed it; the note carries the operator's reason).
+operator allowed it; the note carries the operator's reason), ``site-changed`` (``ferry site set``
+changed the site's WEC name, labels or cluster; the reason shows before and after).
 
 Crash safety. An append writes the line and fsyncs the trail, *then* replaces the head
 atomically. A crash in between leaves one of two states, both recognised and healed by the next
@@ -61,7 +62,7 @@ HEAD_FORMAT = "ferry-audit-head"
 GENESIS = "sha256:" + "0" * 64
 
 #: Every decision an entry may record (see the module docstring).
-DECISIONS: tuple[str, ...] = ("applied", "skipped", "refused", "downgrade-forced")
+DECISIONS: tuple[str, ...] = ("applied", "skipped", "refused", "downgrade-forced", "site-changed")
 
 #: Why a trail failed verification, in :attr:`AuditCheck.reason`.
 #: ``edited``: an entry's bytes no longer match its hash, it does not link to the entry before,

@@ -62,6 +62,7 @@ class ImportOptions:
     keep: int | None = None
     note: str | None = None
     max_age: timedelta | None = None
+    no_prune: bool = False
 
 
 @dataclass
@@ -588,6 +589,19 @@ class _Importer:
         if self.opts.kubeconfig is None:
             gitops = self.opts.manifests_dir or (self.state.root / MANIFESTS_DIR)
         target = kube.ManifestTarget(gitops_dir=gitops, kubeconfig=self.opts.kubeconfig, context=self.opts.context)
+        from .site import read_site
+
+        site = read_site(self.state)
+        if site.wec:  # a KubeStellar WEC: placement, createOnly, pruning, status back (importer.wec)
+            from .wec import apply_placed
+
+            placed = apply_placed(plan.artifact, read_entry, target, state=self.state, site=site,
+                                  image_refs=self._image_refs(), origin=kube.origin_of(self.m.bundle),
+                                  allow_downgrade=self.opts.allow_downgrade, no_prune=self.opts.no_prune)
+            for line in placed.plan_lines():
+                self.progress.info(f"{plan.artifact.name}: {line}")
+            plan.result.reason += placed.summary()
+            return
         result = kube.apply_manifests(plan.artifact, read_entry, target, image_refs=self._image_refs(),
                                       origin=kube.origin_of(self.m.bundle),
                                       allow_downgrade=self.opts.allow_downgrade)
