@@ -102,8 +102,9 @@ def read_inventory(state: EdgeState, set_name: str) -> list[AppliedObject]:
 
 
 def record(state: EdgeState, set_name: str, version: str, inventory: list[tuple[KubeObject, str, bool]],
-           statuses: dict[str, tuple[KubeObject, str, dict[str, Any], list[str]]]) -> None:
-    """Replace the set's inventory (object, namespace, createOnly, in apply order) and store statuses."""
+           statuses: dict[str, tuple[KubeObject, str, dict[str, Any], list[str]]] | None) -> None:
+    """Replace the set's inventory (object, namespace, createOnly, in apply order) and, unless
+    ``statuses`` is None, its stored statuses."""
     at = now_utc()
     with state.transaction() as db:
         db.execute("DELETE FROM kube_applied WHERE set_name=?", (set_name,))
@@ -111,6 +112,8 @@ def record(state: EdgeState, set_name: str, version: str, inventory: list[tuple[
             db.execute("INSERT INTO kube_applied VALUES (?,?,?,?,?,?,?,?,?)",
                        (set_name, position, obj.api_version, obj.kind, namespace, obj.name, version,
                         int(create_only), at))
+        if statuses is None:
+            return
         db.execute("DELETE FROM kube_status WHERE set_name=?", (set_name,))
         for obj, namespace, status, collectors in statuses.values():
             db.execute("INSERT INTO kube_status VALUES (?,?,?,?,?,?,?,?)",
@@ -228,6 +231,13 @@ def apply_placed(artifact: Artifact, read_entry: Callable[[Entry], Iterator[byte
         result.prune = plan_prune(artifact.name, previous, set(keys), live, no_prune=no_prune)
         if dry_run:
             return result
+        # Before the first change, the inventory also names what this run may apply: should it
+        # fail half way, the next run can still prune what it had applied.
+        new_keys = set(keys)
+        record(state, artifact.name, artifact.version,
+               [(obj, key[2], key in create_only) for obj, key in zip(objects, keys)]
+               + [(_inventory_object(row), row.namespace, False) for row in previous if row.key not in new_keys],
+               None)
         result.applied, newer = kube.apply_to_cluster(target, artifact.name, artifact.version, to_apply,
                                                       allow_downgrade=allow_downgrade)
         result.skipped += newer

@@ -96,3 +96,24 @@ def test_dry_run_against_a_cluster_reads_only(fakekube: FakeKube, tmp_path: Path
         assert plan.skipped == [("ConfigMap a/seed", "createOnly: it exists on the WEC, not updated")]
         assert fakekube.get_object("v1", "ConfigMap", "one", "a") is not None
         assert [o.name for o in read_inventory(state, "app")] == ["a", "one", "seed"]  # unchanged by a dry run
+
+
+def test_a_run_failing_half_way_still_lets_the_next_prune_what_it_applied(fakekube: FakeKube,
+                                                                          tmp_path: Path) -> None:
+    import pytest
+
+    from manifests.errors import FerryError
+
+    target = ManifestTarget(None, fakekube.kubeconfig(tmp_path / "k", context="wec-1"), "wec-1")
+    extra = b"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: two, namespace: a, labels: {app: a}}\n"
+    broken = b"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad, namespace: nowhere, labels: {app: a}}\n"
+    with EdgeState.open(tmp_path / "edge") as state:
+        art, read = make_set({"p.yaml": POLICY, "o.yaml": OBJECTS + extra + broken}, name="app")
+        with pytest.raises(FerryError, match='namespaces "nowhere" not found'):
+            apply_placed(art, read, target, state=state, site=EDGE, image_refs={}, origin=ORIGIN)
+        assert fakekube.get_object("v1", "ConfigMap", "two", "a") is not None  # applied before the failure
+        art, read = make_set({"p.yaml": POLICY, "o.yaml": OBJECTS}, name="app", version="1.3.0")
+        result = apply_placed(art, read, target, state=state, site=EDGE, image_refs={}, origin=ORIGIN)
+        assert result.pruned == ["ConfigMap a/two"] and result.prune is not None
+        assert result.prune.gone[0].id == "ConfigMap nowhere/bad"
+        assert fakekube.get_object("v1", "ConfigMap", "two", "a") is None
