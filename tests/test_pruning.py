@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,7 +18,7 @@ SVC = AppliedObject("v1", "Service", "shop", "web", 4)
 PREVIOUS = [NS, CM, DEP, SVC]
 
 
-def mine(uid: str = "u", rv: str = "1") -> dict[str, object]:
+def mine(uid: str = "u", rv: str = "1") -> dict[str, Any]:
     return {"uid": uid, "resourceVersion": rv, "annotations": {"ferry.io/set": "shop"}}
 
 

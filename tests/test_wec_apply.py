@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import yaml
 
 from importer.apply.kube import ManifestTarget
 from importer.site import Site
 from importer.state import EdgeState
+from manifests.model import Artifact, Entry
 from importer.wec import FLUX_SSA_ANNOTATION, apply_placed, read_inventory
 from tests.support.common import SAMPLES
 from tests.support.fakekube import FakeKube
-from tests.test_kube_apply import ORIGIN, make_set
+from tests.test_kube_apply import ORIGIN
+from tests.test_kube_apply import make_set as _make_set
+
+
+def make_set(files: dict[str, bytes], **kw: str) -> tuple[Artifact, Callable[[Entry], Iterator[bytes]]]:
+    """test_kube_apply's set builder, typed as the importer's read_entry."""
+    art, read = _make_set(files, **kw)
+    return art, cast(Callable[[Entry], Iterator[bytes]], read)
 
 POLICY = b"""apiVersion: control.kubestellar.io/v1alpha1
 kind: BindingPolicy
