@@ -67,6 +67,7 @@ class ImportOptions:
     note: str | None = None
     max_age: timedelta | None = None
     atomic: bool = False
+    no_prune: bool = False
 
 
 @dataclass
@@ -211,7 +212,7 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
         ctx = Context(state=state, store=store, edge=edge, registry=opts.registry,
                       insecure_registries=opts.insecure_registries, manifests_dir=opts.manifests_dir,
                       kubeconfig=opts.kubeconfig, context=opts.context, allow_downgrade=opts.allow_downgrade,
-                      audit=audit)
+                      no_prune=opts.no_prune, audit=audit)
         verified: list[tuple[SignedManifest, BundleOnMedium, BundleResult]] = []
         for medium in found:
             result = BundleResult(digest=medium.digest, volumes=[str(v) for v in medium.volume_dirs])

@@ -81,6 +81,17 @@ CREATE TABLE IF NOT EXISTS staged (
     dir TEXT NOT NULL, file TEXT NOT NULL, blake3 TEXT NOT NULL, PRIMARY KEY (dir, file));
 -- file system steps decided but maybe not done yet (rolled forward by recover)
 CREATE TABLE IF NOT EXISTS journal (id INTEGER PRIMARY KEY, payload TEXT NOT NULL);
+-- objects of a manifest set that ferry applied to the WEC, in apply order (importer.wec:
+-- what pruning may delete later); the site identity is in meta (importer.site)
+CREATE TABLE IF NOT EXISTS kube_applied (
+    set_name TEXT NOT NULL, position INTEGER NOT NULL, api_version TEXT NOT NULL, kind TEXT NOT NULL,
+    namespace TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, create_only INTEGER NOT NULL,
+    at TEXT NOT NULL, PRIMARY KEY (set_name, api_version, kind, namespace, name));
+-- the .status of applied objects as the WEC reported it after apply (for the return path)
+CREATE TABLE IF NOT EXISTS kube_status (
+    set_name TEXT NOT NULL, api_version TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL,
+    name TEXT NOT NULL, status TEXT NOT NULL, collectors TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (set_name, api_version, kind, namespace, name));
 """
 
 

@@ -121,3 +121,9 @@ class ClusterError(FerryError):
     """The Kubernetes API server refused a request or was unreachable."""
 
     place: Place = "cluster"
+
+
+class PlacementError(FerryError):
+    """A manifest set's KubeStellar control objects (BindingPolicy, Binding, CustomTransform)
+    are malformed, select nothing, or ask for what the site cannot do (exit 2). Raised while the
+    placement is computed, before the first object is applied (:mod:`manifests.placement`)."""

@@ -22,6 +22,8 @@ def register(app: typer.Typer) -> None:
         kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Server-side apply manifest sets into this cluster."),
         context: Optional[str] = typer.Option(None, "--context", help="Context in --kubeconfig."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing."),
+        no_prune: bool = typer.Option(False, "--no-prune", help="On a KubeStellar WEC (ferry site set), keep objects "
+                                      "that a newer manifest set no longer selects instead of deleting them."),
         allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Install older versions (needs --reason)."),
         reason: Optional[str] = typer.Option(None, "--reason", help="Why a downgrade is allowed (goes into the audit trail)."),
         keep: Optional[int] = typer.Option(None, "--keep", help="Keep at most N versions of each model (never removes current)."),
@@ -55,7 +57,8 @@ def register(app: typer.Typer) -> None:
                              insecure_registries=frozenset(insecure_registry), manifests_dir=manifests_dir,
                              kubeconfig=kubeconfig, context=context, dry_run=dry_run,
                              allow_downgrade=allow_downgrade, reason=reason, keep=keep, note=note,
-                             max_age=parse_max_age(max_age) if max_age else None, atomic=atomic)
+                             max_age=parse_max_age(max_age) if max_age else None, atomic=atomic,
+                             no_prune=no_prune)
         try:
             report = run_import(opts, ui)
         except KeyboardInterrupt:

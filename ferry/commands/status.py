@@ -9,9 +9,11 @@ import typer
 
 def status_document(state_dir: Path) -> dict:
     """Everything ``ferry status`` shows, read without the import lock."""
+    from importer.site import read_site
     from importer.state import EdgeState
     from importer.store import ChunkStore
-    from manifests.errors import PlaceError
+    from importer.wec import read_object_status
+    from manifests.errors import FerryError, PlaceError
 
     state = EdgeState.open_readonly(state_dir)
     if state is None:
@@ -22,6 +24,8 @@ def status_document(state_dir: Path) -> dict:
         return {
             "state": str(state.root),
             "site": state.site,
+            "siteIdentity": read_site(state).to_json(),
+            "objectStatus": read_object_status(state),
             "installed": [{"kind": r.kind, "name": r.name, "version": r.version, "content": r.content,
                            "bundleId": r.bundle_id, "manifestDigest": r.manifest, "installedAt": r.at,
                            "ref": r.ref, "versionsOnDisk": kept.get((r.kind, r.name), [])} for r in rows],
@@ -98,6 +102,11 @@ def register(app: typer.Typer) -> None:
             return
         out = ui.out
         out.print(f"edge state {doc['state']} (site {doc['site']})")
+        ident = doc["siteIdentity"]
+        if ident["wec"]:
+            labels = ", ".join(f"{k}={v}" for k, v in ident["labels"].items()) or "none"
+            where = f"; cluster {ident['kubeconfig']}, context {ident['context']}" if ident["kubeconfig"] else ""
+            out.print(f"KubeStellar WEC {ident['name']}: labels {labels}{where}")
         table = Table(show_edge=False, pad_edge=False)
         for col in ("kind", "name", "version", "on disk", "bundle", "installed at", "ref"):
             table.add_column(col, overflow="fold")  # wrap, never cut with an ellipsis
@@ -112,6 +121,8 @@ def register(app: typer.Typer) -> None:
         for b in doc["waiting"]:
             out.print(f"waiting for volumes: bundle {b['name']} {b['id']} (sequence {b['sequence']}); "
                       "import the missing volume to finish")
+        for o in doc["objectStatus"]:
+            out.print(f"status of {o['object']} (set {o['set']}, read {o['at']}): {o['summary']}")
         s = doc["store"]
         out.print(f"chunk store: {s['chunks']} chunks, {human_bytes(s['indexedBytes'])} in installed files, "
                   f"{human_bytes(s['spillBytes'])} in the spill store ({s['spillChunks']} chunks)")

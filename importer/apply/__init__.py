@@ -43,6 +43,7 @@ class Context:
         manifests_dir: ``--manifests-dir`` or None (``EDGE/manifests`` unless ``kubeconfig``).
         kubeconfig, context: ``--kubeconfig`` and ``--context`` for a cluster.
         allow_downgrade: ``--allow-downgrade``.
+        no_prune: ``--no-prune`` (a KubeStellar WEC keeps objects a newer set no longer selects).
         audit: the audit trail (:class:`importer.audit.AuditTrail`), or None in a dry run.
     """
 
@@ -55,6 +56,7 @@ class Context:
     kubeconfig: Path | None = None
     context: str | None = None
     allow_downgrade: bool = False
+    no_prune: bool = False
     audit: Any = None
 
 

@@ -449,6 +449,16 @@ class ManifestSets:
             target = ManifestTarget(Path(MANIFESTS_DIR), None, None, root=ctx.edge)
         else:
             raise FerryError("no edge state to write manifest sets under")
+        from ..site import read_site
+
+        site = read_site(ctx.state)
+        if site.wec:  # a KubeStellar WEC: placement, createOnly, pruning, status back (importer.wec)
+            from ..wec import apply_placed
+
+            placed = apply_placed(artifact, read_entry, target, state=ctx.state, site=site,
+                                  image_refs=job.image_refs, origin=job.origin,
+                                  allow_downgrade=ctx.allow_downgrade, no_prune=ctx.no_prune)
+            return Applied(note=placed.summary())
         result = apply_manifests(artifact, read_entry, target, image_refs=job.image_refs, origin=job.origin,
                                  allow_downgrade=ctx.allow_downgrade)
         note = ("; left alone (newer on the cluster): " + ", ".join(o for o, _ in result.skipped)

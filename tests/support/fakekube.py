@@ -3,14 +3,15 @@
 No kube-apiserver can be installed here, so ferry's cluster path is tested against this:
 enough of the API for the kubernetes Python client's DynamicClient — ``/version``,
 discovery (``/api``, ``/apis``, ``/api/v1``, ``/apis/<group>/<version>``), GET of one
-object, and server-side apply (PATCH with ``application/apply-patch+yaml``: create or
+object (with the ``.status`` a test set with :meth:`FakeKube.set_status`), DELETE of one
+object with ``preconditions`` (uid, resourceVersion; 409 when they do not hold), and server-side apply (PATCH with ``application/apply-patch+yaml``: create or
 merge, ``fieldManager`` required, ``force`` recorded, 409 on a conflict without force).
 Namespaced objects need their Namespace to exist, as on a real server. Applying a
 CustomResourceDefinition makes its kind served (and Established); custom resources are
 checked against the CRD's ``openAPIV3Schema`` (422 when invalid), as a real server does.
 
 Every request is recorded (method, path, query, content type, parsed body) so tests can
-assert order and content. What it does NOT do: authentication, lists, watch, delete,
+assert order and content. What it does NOT do: authentication, lists, watch, finalizers and cascading deletion,
 strategic merge, field-level ownership (merge is a plain recursive map merge, lists
 replaced), admission, defaulting. See docs/kubernetes.md.
 """
@@ -241,6 +242,8 @@ class FakeKube:
             if found is None:
                 return self._status(404, "NotFound", f'{plural}.{group or "core"} "{name}" not found')
             return 200, found
+        if method == "DELETE":
+            return self._delete(rt, namespace, name, body)
         if method != "PATCH":
             return self._status(405, "MethodNotAllowed", f"this fake does not implement {method}")
         if content_type != APPLY_PATCH:
@@ -269,7 +272,7 @@ class FakeKube:
         return 200, {"kind": "APIResourceList", "apiVersion": "v1",
                      "groupVersion": types[0].group_version,
                      "resources": [{"name": t.plural, "singularName": t.kind.lower(), "namespaced": t.namespaced,
-                                    "kind": t.kind, "verbs": ["get", "patch"]} for t in types]}
+                                    "kind": t.kind, "verbs": ["get", "patch", "delete"]} for t in types]}
 
     def _apply(self, rt: ResourceType, namespace: str | None, name: str, body: Any, manager: str,
                *, force: bool) -> tuple[int, Any]:
@@ -316,6 +319,38 @@ class FakeKube:
                                                 {"type": "Established", "status": "True"}]}
         self.objects[key] = applied
         return (200 if current is not None else 201), applied
+
+    def _delete(self, rt: ResourceType, namespace: str | None, name: str, body: Any) -> tuple[int, Any]:
+        """DELETE of one object, honouring ``DeleteOptions.preconditions`` (uid, resourceVersion) with
+        409 Conflict, as the API server does; the object goes at once (no finalizers here)."""
+        key = (rt.group_version, rt.plural, namespace, name)
+        current = self.objects.get(key)
+        if current is None:
+            return self._status(404, "NotFound", f'{rt.plural}.{rt.group or "core"} "{name}" not found')
+        pre = (body or {}).get("preconditions") or {} if isinstance(body, dict) else {}
+        meta = current["metadata"]
+        for field, have in (("uid", meta.get("uid")), ("resourceVersion", meta.get("resourceVersion"))):
+            if pre.get(field) is not None and pre[field] != have:
+                return self._status(409, "Conflict", f"Precondition failed: {field}: {pre[field]}, "
+                                                     f"object {field}: {have}")
+        del self.objects[key]
+        return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
+                     "details": {"name": name, "kind": rt.plural, "uid": meta.get("uid")}}
+
+    def set_status(self, api_version: str, kind: str, name: str, namespace: str | None, status: dict[str, Any]) -> None:
+        """Write an object's ``.status``, as its controller (or the kubelet) would."""
+        rt = self._type_by_kind(api_version, kind)
+        assert rt is not None
+        with self.lock:
+            obj = self.objects[(rt.group_version, rt.plural, namespace if rt.namespaced else None, name)]
+            obj["status"] = status
+            self._generation += 1
+            obj["metadata"]["resourceVersion"] = str(self._generation)
+
+    def deletes(self) -> list[Request]:
+        """The DELETE requests, in order."""
+        with self.lock:
+            return [r for r in self.requests if r.method == "DELETE"]
 
     def _serve_crd(self, crd: dict[str, Any]) -> str | None:
         spec = crd.get("spec") or {}

@@ -1,0 +1,156 @@
+"""The site's identity as a KubeStellar WEC: its name and labels, kept in the edge state.
+
+``ferry site set --name wec-12 --label location-group=edge`` makes the site a *WEC*
+(workload execution cluster): from then on the import evaluates the BindingPolicy and Binding
+objects of each manifest set against this name and these labels (:mod:`manifests.placement`)
+and applies only what they select. A site that never ran ``site set`` stays what it was: a
+KubeStellar WDS, or a GitOps folder, that receives whole sets.
+
+The identity lives in the ``meta`` table of ``EDGE/state.db`` (keys ``site`` for the name, which
+receipts carry too, ``site.wec``, ``site.labels``, ``site.kubeconfig``, ``site.context``);
+every change is recorded in the audit trail (decision ``site-changed``). The WEC may be given as
+a kubeconfig context: ``--kubeconfig FILE --context NAME`` records where the WEC's API server
+is, and names the site after the context unless ``--name`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from manifests.errors import UsageError
+from manifests.model import NAME_RE
+from manifests.placement import label_key_problem, label_value_problem
+
+from .state import EdgeState
+
+
+@dataclass(frozen=True)
+class Site:
+    """The site's identity. ``wec`` is False until ``ferry site set`` ran (then placement applies)."""
+
+    name: str
+    wec: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    kubeconfig: str | None = None
+    context: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "wec": self.wec, "labels": dict(sorted(self.labels.items())),
+                "kubeconfig": self.kubeconfig, "context": self.context}
+
+    def describe(self) -> str:
+        """``wec-12 {location-group=edge, zone=north} (kubeconfig ~/wec.yaml, context wec-12)``."""
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        where = ""
+        if self.kubeconfig:
+            where = f" (kubeconfig {self.kubeconfig}" + (f", context {self.context})" if self.context else ")")
+        return f"{self.name} {{{labels}}}{where}"
+
+
+def parse_labels(pairs: Sequence[str]) -> dict[str, str]:
+    """``["k=v", ...]`` from ``--label`` into a mapping.
+
+    Raises:
+        UsageError: no ``=``, a key or value Kubernetes would refuse (apimachinery
+            ``IsQualifiedName`` / ``IsValidLabelValue``), or a key given twice.
+    """
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise UsageError(f"--label {pair!r}: write KEY=VALUE, e.g. location-group=edge")
+        problem = label_key_problem(key) or None
+        if problem:
+            raise UsageError(f"--label {pair!r}: the key {problem}")
+        problem = label_value_problem(value)
+        if problem:
+            raise UsageError(f"--label {pair!r}: the value {problem}")
+        if key in labels:
+            raise UsageError(f"--label {key} is given twice")
+        labels[key] = value
+    return labels
+
+
+def read_site(state: EdgeState) -> Site:
+    """The identity recorded in an open edge state (read-only opens work too)."""
+    meta = dict(state.db.execute("SELECT key, value FROM meta WHERE key = 'site' OR key LIKE 'site.%'"))
+    labels = json.loads(meta["site.labels"]) if "site.labels" in meta else {}
+    return Site(name=meta.get("site", "edge"), wec=meta.get("site.wec") == "1", labels=labels,
+                kubeconfig=meta.get("site.kubeconfig"), context=meta.get("site.context"))
+
+
+def _context_names(kubeconfig: Path) -> list[str]:
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        contexts, _ = config.list_kube_config_contexts(config_file=str(kubeconfig))
+    except (ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise UsageError(f"--kubeconfig {kubeconfig}: cannot be used ({str(err).splitlines()[0][:200]})") from None
+    return [str(c.get("name")) for c in contexts or [] if isinstance(c, dict)]
+
+
+def set_site(state_dir: Path, *, name: str | None, labels: Sequence[str] | None, kubeconfig: Path | None,
+             context: str | None, note: str | None = None) -> tuple[Site, Site]:
+    """Record the site's WEC identity under the import lock, and audit the change.
+
+    Args:
+        state_dir: the edge state folder (created when missing).
+        name: the WEC's name (a Binding's ``clusterId``); None keeps the current one, or takes
+            ``context`` when given.
+        labels: ``KEY=VALUE`` strings that *replace* the site's labels; None keeps them.
+        kubeconfig, context: where the WEC's API server is (both, or neither).
+        note: free text for the audit entry.
+    Returns:
+        (before, after).
+    Raises:
+        UsageError: a bad name, label, kubeconfig or context (nothing changes).
+        FerryError: the state is locked by an import, or the audit trail is not whole.
+    """
+    new_labels = parse_labels(labels) if labels is not None else None
+    if context and kubeconfig is None:
+        raise UsageError("--context needs --kubeconfig")
+    if kubeconfig is not None:
+        kubeconfig = Path(kubeconfig).absolute()
+        names = _context_names(kubeconfig)
+        if context is None:
+            raise UsageError(f"--kubeconfig {kubeconfig}: also name the WEC's --context (one of: {', '.join(names)})")
+        if context not in names:
+            raise UsageError(f"--context {context}: the kubeconfig {kubeconfig} has no such context "
+                             f"(it has: {', '.join(names) or 'none'})")
+    name = name if name is not None else context
+    if name is not None and not NAME_RE.match(name):
+        raise UsageError(f"--name {name!r}: a site name is letters, digits, '.', '_', '-' (at most 128)")
+    from .audit import AuditTrail
+
+    audit = AuditTrail(Path(state_dir))
+    with EdgeState.open(Path(state_dir)) as state:
+        check = audit.verify()
+        if not check.ok:
+            raise UsageError(f"audit trail under {state_dir} is not whole ({check.summary}); the site identity "
+                             "was not changed: run `ferry audit verify --state`")
+        before = read_site(state)
+        after = Site(name=name or before.name, wec=True,
+                     labels=new_labels if new_labels is not None else before.labels,
+                     kubeconfig=str(kubeconfig) if kubeconfig is not None else before.kubeconfig,
+                     context=context if kubeconfig is not None else before.context)
+        if after == before:
+            return before, after
+        with state.transaction() as db:
+            rows = {"site": after.name, "site.wec": "1", "site.labels": json.dumps(after.labels, sort_keys=True)}
+            for key, value in (("site.kubeconfig", after.kubeconfig), ("site.context", after.context)):
+                if value is None:
+                    db.execute("DELETE FROM meta WHERE key=?", (key,))
+                else:
+                    rows[key] = value
+            for key, value in rows.items():
+                db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                           (key, value))
+        audit.append("site-changed", f"site identity: {before.describe() if before.wec else before.name + ' (no WEC identity)'}"
+                                     f" -> {after.describe()}", bundle=None, manifest_digest=None, signers=[],
+                     artifact=None, version_before=None, version_after=None, note=note)
+    return before, after
