@@ -128,13 +128,34 @@ def test_medium_write_error_names_the_medium_not_the_source(tmp_path: Path, hub_
     assert "model.safetensors" not in str(err.value)
 
 
+_UNREADABLE = """
+import builtins, errno, os, sys
+real_open, real_os_open = builtins.open, os.open
+def refuse(path):
+    if str(path).endswith("model.safetensors"):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+def fake_open(path, *a, **k):
+    refuse(path)
+    return real_open(path, *a, **k)
+def fake_os_open(path, *a, **k):
+    refuse(path)
+    return real_os_open(path, *a, **k)
+builtins.open, os.open = fake_open, fake_os_open
+sys.argv = ["ferry", *sys.argv[1:]]
+from ferry.cli import main
+main()
+"""
+
+
 def test_source_read_error_names_the_source(tmp_path: Path, hub_keys: KeyPair) -> None:
+    """A source file that cannot be read (EACCES, injected so it also fails for root, who reads
+    any file) is named as the source, never as the medium."""
     spec = _spec(tmp_path)
-    (tmp_path / "m" / "model.safetensors").chmod(0)
-    if os.access(tmp_path / "m" / "model.safetensors", os.R_OK):
-        pytest.skip("running as a user that reads any file (root)")
-    r = _export(spec, tmp_path / "usb", hub_keys, tmp_path / "hub")
+    args = ["export", str(spec), "--out", str(tmp_path / "usb"), "--key", str(hub_keys.key),
+            "--state", str(tmp_path / "hub")]
+    r = subprocess.run([sys.executable, "-c", _UNREADABLE, *args], capture_output=True, text=True, cwd=REPO)
     assert_failure_after_progress(r, "model.safetensors")
+    assert "--out" not in r.stderr.splitlines()[-1]
 
 
 # --------------------------------------------------------------------------- Ctrl-C

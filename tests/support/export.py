@@ -92,4 +92,4 @@ def assert_failure_after_progress(result, contains: str) -> None:  # noqa: ANN00
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("ferry: error:") and contains in lines[-1], result.stderr
-    assert sum("error" in line for line in lines) == 1, result.stderr
+    assert sum(line.startswith("ferry: error") for line in lines) == 1, result.stderr
