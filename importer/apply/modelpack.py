@@ -312,34 +312,24 @@ def _place_file(layout: Layout, source: Path, f: ModelFile) -> int:
 
 
 def _place_stream(layout: Layout, digest: str | None, chunks: Iterator[bytes]) -> str:
-    """Write a blob from ``chunks`` under a temporary name and rename it to its digest; with
-    ``digest`` given, only if it hashes to that. Returns the digest.
+    """Write a blob from ``chunks`` through the layout's :meth:`FsRoot.replacing`; with
+    ``digest`` given, it becomes visible only if it hashes to that, else it is written under a
+    staging name and renamed to the digest it hashed to. Returns the digest.
 
     Raises:
         VerificationError: the bytes do not hash to ``digest``.
     """
-    sha = hashlib.sha256()
-    tmp = f".partial-{os.getpid()}-{os.urandom(6).hex()}"
-    with layout._fs().folder(layout.blobs) as dfd:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for data in chunks:
-                    sha.update(data)
-                    out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            got = "sha256:" + sha.hexdigest()
-            if digest is not None and got != digest:
-                raise VerificationError(f"blob {digest}: the model's bytes changed while being published")
-            os.replace(tmp, got.split(":", 1)[1], src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dfd)
-            except FileNotFoundError:
-                pass
-            raise
-        os.fsync(dfd)
+    fs, sha = layout._fs(), hashlib.sha256()
+    rel = layout.path(digest) if digest is not None else f"{layout.blobs}/publishing-{os.getpid()}-{os.urandom(6).hex()}"
+    with fs.replacing(rel) as out:
+        for data in chunks:
+            sha.update(data)
+            out.write(data)
+        got = "sha256:" + sha.hexdigest()
+        if digest is not None and got != digest:
+            raise VerificationError(f"blob {digest}: the model's bytes changed while being published")
+    if digest is None:
+        fs.rename(rel, layout.path(got))
     return got
 
 
