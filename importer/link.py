@@ -33,7 +33,7 @@ from pathlib import Path
 from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, SignedManifest, open_manifest, volume_dir_name
 from manifests.chunks import decompress_chunk
 from manifests.digest import manifest_digest
-from manifests.errors import ChunkError, FerryError, RegistryError, UsageError, VerificationError
+from manifests.errors import ChunkError, FormatError, RegistryError, UsageError, VerificationError
 from manifests.link import BundleArtifact, OciRef, read_artifact
 from manifests.model import Chunk, Manifest
 from manifests.oci import Descriptor
@@ -148,6 +148,34 @@ def volume_folders(folder: Path, m: Manifest) -> dict[int, Path]:
     return {n: folder / volume_dir_name(n) for n in range(1, m.volumes + 1)}
 
 
+def signed_files(client: RegistryClient, ref: OciRef,
+                 stats: FetchStats) -> tuple[BundleArtifact, bytes, bytes, dict[str, bytes]]:
+    """The OCI manifest of ``ref`` (once, by tag), then by digest ``manifest.json``, the signature
+    file and carried trust files, each checked against its digest and size limit; not verified.
+
+    Returns:
+        the artifact, the manifest bytes, the signature bytes, {``trust/N.root.json[.sig]``: bytes}.
+    Raises:
+        FormatError / LimitError: not a ferry bundle. VerificationError: a blob that does not
+        match its digest. RegistryError: the registry failed or does not hold ``ref``.
+    """
+    try:
+        data, media_type, digest = client.get_manifest(ref.repository, ref.reference)
+    except RegistryError as exc:
+        if " not found" in str(exc):
+            raise RegistryError(f"bundle {ref}: not found in the registry") from None
+        raise
+    stats.requests += 1
+    stats.bytes_fetched += len(data)
+    stats.artifact_digest = digest
+    art = read_artifact(data, media_type, str(ref))
+    mbytes = _blob(client, ref.repository, art.manifest, stats)
+    sbytes = _blob(client, ref.repository, art.signature, stats)
+    trust_files = {name: _blob(client, ref.repository, d, stats) for name, d in sorted(art.trust.items())}
+    stats.manifest_digest = manifest_digest(mbytes)
+    return art, mbytes, sbytes, trust_files
+
+
 def fetch_signed(client: RegistryClient, ref: OciRef, base: Path, trust: Callable[[list[Path]], Trust],
                  stats: FetchStats) -> tuple[SignedManifest, BundleArtifact, Path]:
     """Step 1: the OCI manifest, ``manifest.json`` and its signatures, verified; then the
@@ -167,15 +195,7 @@ def fetch_signed(client: RegistryClient, ref: OciRef, base: Path, trust: Callabl
         is not the signed one. RegistryError: the registry failed.
     """
     where = str(ref)
-    data, media_type, digest = client.get_manifest(ref.repository, ref.reference)
-    stats.requests += 1
-    stats.bytes_fetched += len(data)
-    stats.artifact_digest = digest
-    art = read_artifact(data, media_type, where)
-    mbytes = _blob(client, ref.repository, art.manifest, stats)
-    sbytes = _blob(client, ref.repository, art.signature, stats)
-    trust_files = {name: _blob(client, ref.repository, d, stats) for name, d in sorted(art.trust.items())}
-    stats.manifest_digest = manifest_digest(mbytes)
+    art, mbytes, sbytes, trust_files = signed_files(client, ref, stats)
     folder = Path(base) / stats.manifest_digest.replace(":", "-")
     staging = folder.parent / (folder.name + ".signed")
     staging.mkdir(parents=True, exist_ok=True)
@@ -184,8 +204,10 @@ def fetch_signed(client: RegistryClient, ref: OciRef, base: Path, trust: Callabl
         _write(staging / name, body)
     try:
         signed = open_manifest(mbytes, sbytes, trust([staging]))
-    except FerryError as exc:
+    except (VerificationError, FormatError) as exc:  # one-message types (PolicyError, LimitError included)
         raise type(exc)(f"bundle {where}: {exc}") from None
+    finally:
+        _rmtree_quiet(staging)
     m = signed.manifest
     for pack in m.packs:
         blob = art.packs.get(pack.name)
@@ -208,9 +230,6 @@ def fetch_signed(client: RegistryClient, ref: OciRef, base: Path, trust: Callabl
                     if f.tell() != pack.size:
                         f.truncate(pack.size)
         _write(vol / MANIFEST_NAME, mbytes)  # last: the volume is whole once its manifest is there
-    for name in trust_files:
-        (staging / name).unlink(missing_ok=True)
-    _rmtree_quiet(staging)
     return signed, art, folder
 
 
