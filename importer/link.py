@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 from pathlib import Path
 
 from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, SignedManifest, open_manifest, volume_dir_name
@@ -46,7 +47,7 @@ COALESCE_GAP = 256 * 1024
 #: The most bytes one Range request asks for.
 MAX_RANGE = 64 * 1024 * 1024
 #: Attempts per range before giving up, and the first wait between them (doubled each time).
-ATTEMPTS = 5
+ATTEMPTS = 4
 FIRST_BACKOFF = 0.5
 #: The folder under the edge state where bundles read from a registry are assembled.
 LINK_DIR = "link"
@@ -57,7 +58,7 @@ def parse_rate(text: str) -> int:
 
     Raises UsageError for anything else or a rate below 1 KiB/s."""
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.strip().upper().removesuffix("IB").removesuffix("B").removesuffix("/S")
+    t = text.strip().upper().removesuffix("/S").removesuffix("IB").removesuffix("B")
     num, unit = (t[:-1], t[-1]) if t and t[-1] in "KMG" else (t, "")
     if not num.isdigit() or int(num) * units[unit] < 1024:
         raise UsageError(f"--limit-rate {text!r}: give bytes per second of at least 1K, e.g. 500K, 10M, 1G")
@@ -115,6 +116,33 @@ class Fetched:
     stats: FetchStats
 
 
+_T = TypeVar("_T")
+
+
+def retrying(fn: Callable[[], _T], stats: FetchStats, progress: Progress | None, what: str, *,
+             attempts: int = ATTEMPTS, backoff: float = FIRST_BACKOFF,
+             sleep: Callable[[float], None] = time.sleep) -> _T:
+    """``fn()``, again after ``backoff``, ``2 * backoff``, ... seconds while it raises
+    RegistryError (unreachable, truncated) or VerificationError (bytes not matching their
+    digest), at most ``attempts`` times; then the last error, prefixed with ``what`` and
+    ``gave up after N attempts``. A missing bundle (VerificationError "not found") is not retried."""
+    wait = backoff
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except (RegistryError, VerificationError) as exc:
+            if attempt == attempts or "not found in the registry" in str(exc):
+                if "not found in the registry" in str(exc):
+                    raise RegistryError(str(exc)) from None
+                raise type(exc)(f"{what}: gave up after {attempts} attempts: {exc}") from None
+            stats.retries += 1
+            if progress is not None:
+                progress.warn(f"{what}: {exc}; retrying in {wait:g}s (attempt {attempt + 1} of {attempts})")
+            sleep(wait)
+            wait *= 2
+    raise AssertionError("unreachable")
+
+
 def _blob(client: RegistryClient, repo: str, d: Descriptor, stats: FetchStats) -> bytes:
     """A whole small blob (manifest, signature file, trust file), checked against its digest and size."""
     reader = client.open_blob(repo, d.digest, d.size)
@@ -148,10 +176,12 @@ def volume_folders(folder: Path, m: Manifest) -> dict[int, Path]:
     return {n: folder / volume_dir_name(n) for n in range(1, m.volumes + 1)}
 
 
-def signed_files(client: RegistryClient, ref: OciRef,
-                 stats: FetchStats) -> tuple[BundleArtifact, bytes, bytes, dict[str, bytes]]:
+def signed_files(client: RegistryClient, ref: OciRef, stats: FetchStats,
+                 progress: Progress | None = None) -> tuple[BundleArtifact, bytes, bytes, dict[str, bytes]]:
     """The OCI manifest of ``ref`` (once, by tag), then by digest ``manifest.json``, the signature
     file and carried trust files, each checked against its digest and size limit; not verified.
+    A failed request (unreachable, truncated, bytes not matching their digest) is retried as
+    :func:`retrying` says; ``progress`` hears of each retry.
 
     Returns:
         the artifact, the manifest bytes, the signature bytes, {``trust/N.root.json[.sig]``: bytes}.
@@ -159,25 +189,32 @@ def signed_files(client: RegistryClient, ref: OciRef,
         FormatError / LimitError: not a ferry bundle. VerificationError: a blob that does not
         match its digest. RegistryError: the registry failed or does not hold ``ref``.
     """
-    try:
-        data, media_type, digest = client.get_manifest(ref.repository, ref.reference)
-    except RegistryError as exc:
-        if " not found" in str(exc):
-            raise RegistryError(f"bundle {ref}: not found in the registry") from None
-        raise
+    def manifest() -> tuple[bytes, str, str]:
+        try:
+            return client.get_manifest(ref.repository, ref.reference)
+        except RegistryError as exc:
+            if " not found" in str(exc):
+                raise VerificationError(f"bundle {ref}: not found in the registry") from None
+            raise
+
+    data, media_type, digest = retrying(manifest, stats, progress, f"bundle {ref}")
     stats.requests += 1
     stats.bytes_fetched += len(data)
     stats.artifact_digest = digest
     art = read_artifact(data, media_type, str(ref))
-    mbytes = _blob(client, ref.repository, art.manifest, stats)
-    sbytes = _blob(client, ref.repository, art.signature, stats)
-    trust_files = {name: _blob(client, ref.repository, d, stats) for name, d in sorted(art.trust.items())}
+
+    def blob(d: Descriptor) -> bytes:
+        return retrying(lambda: _blob(client, ref.repository, d, stats), stats, progress, f"bundle {ref}")
+
+    mbytes = blob(art.manifest)
+    sbytes = blob(art.signature)
+    trust_files = {name: blob(d) for name, d in sorted(art.trust.items())}
     stats.manifest_digest = manifest_digest(mbytes)
     return art, mbytes, sbytes, trust_files
 
 
 def fetch_signed(client: RegistryClient, ref: OciRef, base: Path, trust: Callable[[list[Path]], Trust],
-                 stats: FetchStats) -> tuple[SignedManifest, BundleArtifact, Path]:
+                 stats: FetchStats, progress: Progress | None = None) -> tuple[SignedManifest, BundleArtifact, Path]:
     """Step 1: the OCI manifest, ``manifest.json`` and its signatures, verified; then the
     folder laid out with sparse pack files.
 
@@ -195,7 +232,7 @@ def fetch_signed(client: RegistryClient, ref: OciRef, base: Path, trust: Callabl
         is not the signed one. RegistryError: the registry failed.
     """
     where = str(ref)
-    art, mbytes, sbytes, trust_files = signed_files(client, ref, stats)
+    art, mbytes, sbytes, trust_files = signed_files(client, ref, stats, progress)
     folder = Path(base) / stats.manifest_digest.replace(":", "-")
     staging = folder.parent / (folder.name + ".signed")
     staging.mkdir(parents=True, exist_ok=True)
@@ -397,7 +434,7 @@ def fetch_bundle(ref: OciRef, base: Path, trust: Callable[[list[Path]], Trust], 
     client = client or RegistryClient(ref.host, insecure_registries=insecure)
     stats = FetchStats(reference=str(ref))
     try:
-        signed, art, folder = fetch_signed(client, ref, base, trust, stats)
+        signed, art, folder = fetch_signed(client, ref, base, trust, stats, progress)
         fetch_chunks(client, ref.repository, art, signed.manifest, folder, needed(signed.manifest), stats, progress,
                      limit=RateLimit(rate), attempts=attempts, backoff=backoff)
     finally:
