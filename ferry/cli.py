@@ -45,9 +45,9 @@ def _root(
 
 def _register() -> None:
     from ferry.commands import (audit, export, import_, inspect, keys, push, receipt, serve, sign, site, status,
-                                trust, verify)
+                                trust, verify, watch)
 
-    for module in (keys, trust, export, sign, push, inspect, verify, import_, status, site, receipt, serve, audit):
+    for module in (keys, trust, export, sign, push, inspect, verify, import_, status, site, receipt, serve, watch, audit):
         module.register(app)
 
 

@@ -439,6 +439,32 @@ class RegistryClient:
         finally:
             resp.close()
 
+    def tags(self, repo: str) -> list[str]:
+        """The tags of ``repo`` (``GET /v2/REPO/tags/list``, following ``Link`` pages, at most 100 pages).
+
+        Raises RegistryError: the registry refused or is unreachable (a repository it does not
+        know has no tags: an empty list)."""
+        out: list[str] = []
+        path: str | None = f"/v2/{repo}/tags/list?n=1000"
+        for _ in range(100):
+            if path is None:
+                break
+            resp = self.request("GET", path, repo=repo)
+            with resp:
+                if resp.status_code == 404:
+                    return out
+                if resp.status_code != 200:
+                    raise self.fail(resp, f"tags of {repo}")
+                try:
+                    tags = resp.json().get("tags") or []
+                except (ValueError, AttributeError):
+                    raise RegistryError(f"registry {self.host}: tags of {repo}: the answer is not JSON") from None
+                out += [t for t in tags if isinstance(t, str)]
+                link = resp.headers.get("Link", "")
+                m = re.match(r'\s*<([^>]+)>\s*;\s*rel="?next"?', link)
+                path = m.group(1) if m else None
+        return out
+
     def repositories(self, limit: int = 1000) -> list[str]:
         """Repositories the registry lists (first page only; empty when it will not say)."""
         resp = self.request("GET", f"/v2/_catalog?n={limit}")
