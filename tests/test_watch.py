@@ -142,3 +142,24 @@ def test_watch_refuses_bad_sources_with_one_line(tmp_path: Path, hub_keys) -> No
                                    tmp_path / "e"), code=2, contains="not one tag")
     assert_clean_failure(run_ferry("watch", "oci://127.0.0.1:1/a/b", "--trust", hub_keys.pub, "--state",
                                    tmp_path / "e", "--once"), code=2, contains="unreachable")
+
+
+def test_the_sample_deployment_and_cronjob_are_valid_kubernetes_objects() -> None:
+    import yaml
+    from kubernetes.client import ApiClient
+
+    docs = [d for f in ("deployment.yaml", "cronjob.yaml")
+            for d in yaml.safe_load_all((REPO / "samples" / "watch" / f).read_text()) if d]
+    assert {d["kind"] for d in docs} == {"Deployment", "ServiceAccount", "CronJob"}
+    for d in docs:  # the client's typed models: wrong types and missing required fields raise
+        model = ApiClient()._ApiClient__deserialize(d, d["apiVersion"].split("/")[-1].capitalize() + d["kind"])
+        assert type(model).__name__ == "V1" + d["kind"]
+    pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"] + \
+        [d["spec"]["jobTemplate"]["spec"]["template"]["spec"] for d in docs if d["kind"] == "CronJob"]
+    for pod in pods:
+        (c,) = pod["containers"]
+        assert "--state" in c["args"] and "--trust" in c["args"]
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    cron = next(d for d in docs if d["kind"] == "CronJob")
+    assert "--once" in cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"

@@ -10,8 +10,8 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("import", epilog="Example: ferry import /media/usb/edge-ai --trust hub.pub --state /var/lib/ferry\n\n"
-                 "Over a link: ferry import oci://registry.hub:5000/ferry/edge-ai:42 --trust hub.pub --state /var/lib/ferry")
+    @app.command("import", epilog="Example: ferry import /media/usb/edge-ai --trust hub.pub --state /var/lib/ferry  |  "
+                 "over a link: ferry import oci://registry.hub:5000/ferry/edge-ai:42 --trust hub.pub --state /var/lib/ferry")
     def import_cmd(
         paths: list[str] = typer.Argument(..., help="Bundle folders, volume folders, or folders of volumes; any order; "
                                           "or oci://HOST/REPO:TAG to read a bundle from a registry (only the chunks "

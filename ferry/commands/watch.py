@@ -11,7 +11,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("watch", epilog="Examples: ferry watch /srv/diode/in --trust hub.pub --state /var/lib/ferry\n\n"
+    @app.command("watch", epilog="Example: ferry watch /srv/diode/in --trust hub.pub --state /var/lib/ferry  |  "
                  "ferry watch oci://registry.hub:5000/ferry/edge-ai --trust hub.pub --state /var/lib/ferry --once")
     def watch_cmd(
         source: str = typer.Argument(..., metavar="FOLDER|oci://HOST/REPO",
