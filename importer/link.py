@@ -352,7 +352,8 @@ def fetch_chunks(client: RegistryClient, repo: str, art: BundleArtifact, m: Mani
                 for group in coalesce(todo):
                     _fetch_group(client, repo, blob, pack.name, group, fd, stats, task.advance, limit,
                                  attempts, backoff, sleep, progress)
-                os.fsync(fd)
+                # no fsync: the folder is a cache that is read back at once and removed once
+                # imported; after a crash every chunk is verified again before it counts
             finally:
                 os.close(fd)
 
