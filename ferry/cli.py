@@ -44,10 +44,10 @@ def _root(
 
 
 def _register() -> None:
-    from ferry.commands import (audit, export, import_, inspect, keys, receipt, serve, sign, site, status, trust,
-                                verify)
+    from ferry.commands import (audit, export, import_, inspect, keys, push, receipt, serve, sign, site, status,
+                                trust, verify, watch)
 
-    for module in (keys, trust, export, sign, inspect, verify, import_, status, site, receipt, serve, audit):
+    for module in (keys, trust, export, sign, push, inspect, verify, import_, status, site, receipt, serve, watch, audit):
         module.register(app)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from manifests.bundle import SignedManifest
 from manifests.errors import FerryError, UsageError, VerificationError
+from manifests.link import OciRef
 from manifests.model import Manifest
 from manifests.progress import Progress
 
@@ -68,6 +69,9 @@ class ImportOptions:
     max_age: timedelta | None = None
     atomic: bool = False
     no_prune: bool = False
+    #: bundles to read from a registry (``oci://HOST/REPO:TAG``), and ``--limit-rate`` in bytes/s
+    links: list[OciRef] = field(default_factory=list)
+    limit_rate: int | None = None
 
 
 @dataclass
@@ -116,6 +120,8 @@ class BundleResult:
     missing_files: list[str] = field(default_factory=list)
     artifacts: list[ArtifactResult] = field(default_factory=list)
     bytes_to_write: int = 0
+    #: for a bundle read from a registry: what fetching it cost (:class:`importer.link.FetchStats`)
+    fetched: dict[str, Any] | None = None
 
     @property
     def still_needed(self) -> str:
@@ -131,7 +137,7 @@ class BundleResult:
                 "reason": self.reason, "bundle": self.info, "freshness": self.freshness,
                 "signers": self.signers, "missingVolumes": self.missing_volumes,
                 "missingFiles": self.missing_files, "bytesToWrite": self.bytes_to_write,
-                "artifacts": [a.to_json() for a in self.artifacts]}
+                "artifacts": [a.to_json() for a in self.artifacts], "fetched": self.fetched}
 
 
 @dataclass
@@ -188,7 +194,9 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
     if opts.context and not opts.kubeconfig:
         raise UsageError("--context needs --kubeconfig")
     report = ImportReport(state=str(opts.state), dry_run=opts.dry_run)
-    found = find_bundles(opts.paths, skipped=report.warnings)  # junk beside a bundle never stops it
+    fetched = [_from_registry(opts, ref, progress) for ref in opts.links]  # signatures first, then chunks
+    paths = list(opts.paths) + [f.folder for f in fetched]
+    found = find_bundles(paths, skipped=report.warnings) if paths else []  # junk beside a bundle never stops it
     for warning in report.warnings:
         progress.warn(warning)
     # the trust hook: pinned policy + updates the bundles carry, or the --trust files
@@ -243,7 +251,41 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
             edge.close()
         store.close()
         state.close()
+    for f in fetched:
+        for result in report.bundles:
+            if result.digest == f.signed.digest:
+                result.fetched = f.stats.to_json()
+                result.volumes = [f.stats.reference]
+                if result.status is not BundleStatus.PARTIAL:  # kept only to resume
+                    shutil.rmtree(f.folder, ignore_errors=True)
     return report
+
+
+def _from_registry(opts: ImportOptions, ref: OciRef, progress: Progress) -> Any:
+    """Assemble the bundle ``ref`` under ``STATE/link/`` (a temporary folder for a dry run, which
+    fetches no chunk): its signatures verified first, then only the chunks that artifacts the
+    version rule lets through need and the site does not hold (:mod:`importer.link`)."""
+    import tempfile
+
+    from .link import LINK_DIR, fetch_bundle
+
+    def trust(volume_dirs: list[Path]) -> Any:
+        holder = BundleOnMedium(b"", b"", "", volume_dirs=volume_dirs)
+        return trust_for_import(list(opts.trust), opts.state, [holder], dry_run=True, note=opts.note)
+
+    def needed(m: Manifest) -> set[str]:
+        if opts.dry_run:
+            return set()
+        state = EdgeState.open_for_plan(opts.state)
+        try:
+            verdicts = decisions(m, state.installed(), allow_downgrade=opts.allow_downgrade)
+            ids = {cid for a in m.artifacts if verdicts[a.key].applies for e in a.entries for cid in e.chunks}
+            return ids - ChunkStore(state).held(ids)
+        finally:
+            state.close()
+
+    base = Path(tempfile.mkdtemp(prefix="ferry-link-")) if opts.dry_run else Path(opts.state) / LINK_DIR
+    return fetch_bundle(ref, base, trust, needed, progress, insecure=opts.insecure_registries, rate=opts.limit_rate)
 
 
 def _audit_trail(state_dir: Path) -> Any:

@@ -382,6 +382,89 @@ class RegistryClient:
 
         return DigestReader(read, digest, size, f"blob {digest} of {self.host}/{repo}", close=resp.close)
 
+    def read_range(self, repo: str, digest: str, start: int, length: int,
+                   piece: int = 1 << 20) -> Iterator[bytes]:
+        """Bytes ``start`` .. ``start + length - 1`` of a blob, by an HTTP Range request
+        (RFC 9110 section 14), yielded in pieces of at most ``piece`` bytes.
+
+        The bytes are not checked here (a range has no digest): the caller verifies what it
+        reads (ferry checks every chunk against its signed id). A registry that answers 200
+        (it ignores Range) is read from the start and the bytes before ``start`` are dropped.
+
+        Args:
+            repo: repository path; digest: ``sha256:`` of the blob; start, length: bytes (length >= 1).
+        Yields:
+            exactly ``length`` bytes in all.
+        Raises:
+            RegistryError: not found, a refusal, a 206 whose Content-Range is not the range asked
+            for (the registry lies about Range), or fewer bytes than asked (a truncated answer).
+        """
+        end = start + length - 1
+        resp = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, stream=True,
+                            headers={"Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"})
+        what = f"blob {digest} of {self.host}/{repo}"
+        if resp.status_code == 404:
+            resp.close()
+            raise RegistryError(f"registry {self.host}: blob {digest} of {repo} not found")
+        if resp.status_code not in (200, 206):
+            raise self.fail(resp, f"blob {repo}@{digest}")
+        skip = 0
+        if resp.status_code == 206:
+            got = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", resp.headers.get("Content-Range", ""))
+            if not got or int(got.group(1)) != start or int(got.group(2)) != end:
+                resp.close()
+                raise RegistryError(f"registry {self.host}: {what}: asked for bytes {start}-{end}, the answer says "
+                                    f"{resp.headers.get('Content-Range', 'no Content-Range')!r}; not trusted")
+        else:
+            skip = start
+        try:
+            left = length
+            while skip or left:
+                try:
+                    data = resp.raw.read(min(piece, skip or left), decode_content=False)
+                except Exception as exc:  # urllib3 errors are not OSErrors: one line naming the blob
+                    raise RegistryError(f"registry {self.host}: reading {what} failed ({_reason(exc)})") from None
+                if not data:
+                    raise RegistryError(f"registry {self.host}: {what}: the answer ended {left} bytes short of "
+                                        f"the range {start}-{end} (truncated)")
+                if skip:
+                    skip -= len(data)
+                    if skip < 0:  # read past the start: keep the tail
+                        data, skip = data[len(data) + skip:], 0
+                    else:
+                        continue
+                data = data[:left]
+                left -= len(data)
+                yield data
+        finally:
+            resp.close()
+
+    def tags(self, repo: str) -> list[str]:
+        """The tags of ``repo`` (``GET /v2/REPO/tags/list``, following ``Link`` pages, at most 100 pages).
+
+        Raises RegistryError: the registry refused or is unreachable (a repository it does not
+        know has no tags: an empty list)."""
+        out: list[str] = []
+        path: str | None = f"/v2/{repo}/tags/list?n=1000"
+        for _ in range(100):
+            if path is None:
+                break
+            resp = self.request("GET", path, repo=repo)
+            with resp:
+                if resp.status_code == 404:
+                    return out
+                if resp.status_code != 200:
+                    raise self.fail(resp, f"tags of {repo}")
+                try:
+                    tags = resp.json().get("tags") or []
+                except (ValueError, AttributeError):
+                    raise RegistryError(f"registry {self.host}: tags of {repo}: the answer is not JSON") from None
+                out += [t for t in tags if isinstance(t, str)]
+                link = resp.headers.get("Link", "")
+                m = re.match(r'\s*<([^>]+)>\s*;\s*rel="?next"?', link)
+                path = m.group(1) if m else None
+        return out
+
     def repositories(self, limit: int = 1000) -> list[str]:
         """Repositories the registry lists (first page only; empty when it will not say)."""
         resp = self.request("GET", f"/v2/_catalog?n={limit}")

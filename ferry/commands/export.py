@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
                                                        "manylinux2014_x86_64 (default: this hub's)."),
         expires: str = typer.Option(None, "--expires", metavar="DURATION",
                                     help="Sign an expiry into the bundle (e.g. 30d, 12h): edges refuse it after that."),
+        push: str = typer.Option(None, "--push", metavar="oci://HOST/REPO[:TAG]",
+                                 help="Then push the bundle to this registry, under TAG or, for a channel repository "
+                                      "without a tag, under its sequence number (what `ferry watch` polls for)."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Write a signed, chunked, resumable bundle from a bundle spec (hub side)."""
@@ -49,6 +52,9 @@ def register(app: typer.Typer) -> None:
         from ferry.ui import UI
         from manifests.progress import human_bytes
 
+        from manifests.link import parse_oci_ref
+
+        push_ref = parse_oci_ref(push, need_tag=False) if push else None  # a bad reference before any work
         if not self_install and (self_install_python or self_install_platform):
             raise UsageError("--self-install-python and --self-install-platform go with --self-install")
         target = Target(self_install_python, self_install_platform).check() if self_install else None
@@ -67,8 +73,17 @@ def register(app: typer.Typer) -> None:
             self_install=target,
         )
         result = export(opts, ui)
+        pushed = None
+        if push_ref is not None:
+            from dataclasses import replace
+
+            from ferry.commands.push import push_to
+
+            if push_ref.tag is None and push_ref.digest is None:
+                push_ref = replace(push_ref, tag=str(result.manifest.bundle.sequence))
+            pushed = push_to(out, str(push_ref), insecure_registry)
         if json_out:
-            ui.emit(result.to_json())
+            ui.emit({**result.to_json(), **({"pushed": pushed.to_json()} if pushed else {})})
             return
         m = result.manifest
         where = ", ".join(str(v) for v in result.volume_dirs)
@@ -81,6 +96,9 @@ def register(app: typer.Typer) -> None:
             + (f", delta against receipt of {m.base.site}" if m.base else ""))
         say(f"  manifest {result.digest}")
         say(f"  hub state {result.state}" + (" (the default)" if state is None else ""))
+        if pushed is not None:
+            say(f"  pushed to {pushed.reference}@{pushed.digest}: {pushed.uploaded} blob(s) uploaded "
+                f"({human_bytes(pushed.bytes_uploaded)}), {pushed.skipped} already there")
         if result.self_install:
             si = result.self_install
             say(f"  self-install: {si['wheels']} wheel(s) for {si['target']} in {si['folder']}")

@@ -10,9 +10,12 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("import", epilog="Example: ferry import /media/usb/edge-ai --trust hub.pub --state /var/lib/ferry")
+    @app.command("import", epilog="Example: ferry import /media/usb/edge-ai --trust hub.pub --state /var/lib/ferry  |  "
+                 "over a link: ferry import oci://registry.hub:5000/ferry/edge-ai:42 --trust hub.pub --state /var/lib/ferry")
     def import_cmd(
-        paths: list[Path] = typer.Argument(..., help="Bundle folders, volume folders, or folders of volumes; any order."),
+        paths: list[str] = typer.Argument(..., help="Bundle folders, volume folders, or folders of volumes; any order; "
+                                          "or oci://HOST/REPO:TAG to read a bundle from a registry (only the chunks "
+                                          "the site lacks are fetched; resumable)."),
         trust: list[Path] = typer.Option([], "--trust", help="Hub public key or trust policy (repeatable); not with a "
                                          "policy pinned by `ferry trust init`."),
         state: Path = typer.Option(..., "--state", help="The edge state folder (ledger, chunk store, models, audit)."),
@@ -33,6 +36,8 @@ def register(app: typer.Typer) -> None:
         atomic: bool = typer.Option(False, "--atomic", help="All or nothing: apply no artifact of a bundle unless "
                                     "every one of it can be applied (default: apply what is complete; manifest "
                                     "sets wait for the images and models they need)."),
+        limit_rate: Optional[str] = typer.Option(None, "--limit-rate", metavar="RATE", help="Cap the bandwidth "
+                                                 "used to read oci:// bundles, bytes per second (500K, 10M, 1G)."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     ) -> None:
         """Verify bundles and apply them to the edge (models, images, manifests).
@@ -52,8 +57,13 @@ def register(app: typer.Typer) -> None:
             raise UsageError("give --kubeconfig (apply to the cluster) or --manifests-dir (write a GitOps folder), not both")
         for host in ([registry] if registry else []) + insecure_registry:
             check_registry_host(host)  # before anything is applied: a bad host would leave images unpinned
+        from importer.link import parse_rate
+        from manifests.link import is_oci_ref, parse_oci_ref
+
+        links = [parse_oci_ref(p) for p in paths if is_oci_ref(p)]
+        rate = parse_rate(limit_rate) if limit_rate else None
         ui = UI(json_mode=json_out, quiet=not sys.stderr.isatty())
-        opts = ImportOptions(paths=paths, trust=trust, state=state, registry=registry,
+        opts = ImportOptions(paths=[Path(p) for p in paths if not is_oci_ref(p)], links=links, limit_rate=rate, trust=trust, state=state, registry=registry,
                              insecure_registries=frozenset(insecure_registry), manifests_dir=manifests_dir,
                              kubeconfig=kubeconfig, context=context, dry_run=dry_run,
                              allow_downgrade=allow_downgrade, reason=reason, keep=keep, note=note,
@@ -112,6 +122,12 @@ def _print(ui: object, report: object, registry: str | None) -> None:
         verb = {"planned": "plan", "imported": "imported", "repeat": "already imported", "partial": "partial",
                 "settled": "imported with refusals", "refused": "REFUSED"}.get(b.status.value, b.status.value)
         out.print(f"{head}: {verb}" + (f": {b.reason}" if b.reason else ""), markup=False)
+        if b.fetched:
+            f = b.fetched
+            out.print(f"  fetched {f['chunksFetched']} of {f['chunksNeeded']} chunk(s) the site lacked from "
+                      f"{f['reference']} ({human_bytes(f['bytesFetched'])} in {f['requests']} request(s)"
+                      + (f", {f['chunksAlready']} verified from an earlier run" if f['chunksAlready'] else "")
+                      + (f", {f['retries']} retried" if f['retries'] else "") + ")", markup=False)
         for a in b.artifacts:
             out.print("  " + artifact_line(a.kind, a.name, a.version, a.installed, a.status, a.action, a.bytes,
                                            a.reason, None, human_bytes)

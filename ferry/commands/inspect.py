@@ -59,19 +59,48 @@ def describe(bundle: Any) -> dict[str, Any]:
     }
 
 
+def _from_registry(text: str, insecure: frozenset[str]) -> dict[str, Any]:
+    """:func:`describe` for ``oci://HOST/REPO:TAG``: the manifest and signature file only."""
+    from importer.link import FetchStats, signed_files
+    from importer.medium import BundleOnMedium
+    from manifests.link import parse_oci_ref
+    from transport.registry import RegistryClient
+
+    ref = parse_oci_ref(text)
+    client = RegistryClient(ref.host, insecure_registries=insecure)
+    try:
+        stats = FetchStats(str(ref))
+        art, mbytes, sbytes, _ = signed_files(client, ref, stats)
+    finally:
+        client.close()
+    doc = describe(BundleOnMedium(mbytes, sbytes, stats.manifest_digest))
+    doc["paths"] = [f"{ref}@{stats.artifact_digest}"]
+    from manifests.model import Manifest
+
+    doc["packsPresent"] = sum(1 for p in Manifest.from_bytes(mbytes).packs if p.name in art.packs)
+    doc["volumesPresent"] = list(range(1, int(doc["volumes"]) + 1))
+    return doc
+
+
 def register(app: typer.Typer) -> None:
     @app.command("inspect", epilog="Example: ferry inspect /media/usb/edge-ai")
     def inspect_cmd(
-        paths: list[Path] = typer.Argument(..., help="A bundle folder, a volume (vol-001), or a folder of volumes."),
+        paths: list[str] = typer.Argument(..., help="A bundle folder, a volume (vol-001), or a folder of volumes; or "
+                                          "oci://HOST/REPO:TAG (only the manifest and signatures are read)."),
+        insecure_registry: list[str] = typer.Option([], "--insecure-registry", help="Registry host to reach with "
+                                                    "HTTPS without certificate checks, else plain HTTP (repeatable)."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     ) -> None:
         """Show what a bundle holds (artifacts, sizes, packs, volumes, signers) without any key."""
         from importer.medium import find_bundles
         from ferry.ui import UI
+        from manifests.link import is_oci_ref
         from manifests.progress import human_bytes
 
         ui = UI(json_mode=json_out)
-        docs = [describe(b) for b in find_bundles(paths)]
+        folders = [Path(p) for p in paths if not is_oci_ref(p)]
+        docs = [describe(b) for b in find_bundles(folders)] if folders else []
+        docs += [_from_registry(p, frozenset(insecure_registry)) for p in paths if is_oci_ref(p)]
         if json_out:
             ui.emit({"bundles": docs})
             return

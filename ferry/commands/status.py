@@ -12,6 +12,7 @@ def status_document(state_dir: Path) -> dict:
     from importer.site import read_site
     from importer.state import EdgeState
     from importer.store import ChunkStore
+    from importer.watch import read_last
     from importer.wec import read_object_status
     from manifests.errors import FerryError, PlaceError
 
@@ -35,6 +36,7 @@ def status_document(state_dir: Path) -> dict:
             "waiting": [b for b in state.bundles() if b["status"] == "partial"],
             "store": ChunkStore(state).stats(),
             "ociLayoutBytes": _tree_bytes(state.root / "oci"),
+            "watch": read_last(state.root),
         }
     finally:
         state.close()
@@ -121,6 +123,9 @@ def register(app: typer.Typer) -> None:
         for b in doc["waiting"]:
             out.print(f"waiting for volumes: bundle {b['name']} {b['id']} (sequence {b['sequence']}); "
                       "import the missing volume to finish")
+        if doc["watch"]:
+            w = doc["watch"]
+            out.print(f"watch: last result at {w['at']}: {w['outcome']}", markup=False, highlight=False)
         for o in doc["objectStatus"]:
             out.print(f"status of {o['object']} (set {o['set']}, read {o['at']}): {o['summary']}")
         s = doc["store"]

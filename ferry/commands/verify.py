@@ -79,12 +79,15 @@ def register(app: typer.Typer) -> None:
     @app.command("verify", epilog="Example: ferry verify /media/usb/edge-ai --trust hub.pub "
                                   "--report report.json --html report.html")
     def verify_cmd(
-        paths: list[Path] = typer.Argument(..., help="Bundle folders, volume folders or folders of volumes."),
+        paths: list[str] = typer.Argument(..., help="Bundle folders, volume folders or folders of volumes; or "
+                                          "oci://HOST/REPO:TAG (the whole bundle is read from the registry)."),
         trust: list[Path] = typer.Option([], "--trust", metavar="FILE", help="Hub public key, trust policy, or signed policy (root.json with its .sig); repeatable."),
         report_file: Path | None = typer.Option(None, "--report", metavar="FILE.json", help="Write the JSON report here."),
         html_file: Path | None = typer.Option(None, "--html", metavar="FILE.html", help="Write a printable HTML report here."),
         state: Path | None = typer.Option(None, "--state", metavar="EDGE", help="Also say what an import into this edge would do "
                                           "(and, without --trust, verify against the signed policy it pins)."),
+        insecure_registry: list[str] = typer.Option([], "--insecure-registry", help="Registry host to reach with "
+                                                    "HTTPS without certificate checks, else plain HTTP (repeatable)."),
         sign_report: list[str] = typer.Option([], "--sign-report", metavar="KEY[:env=VAR|:fd=N|:file=PATH]",
                                               help="Sign the --report file with this key (FILE.json.sig beside it); repeatable."),
         json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
@@ -109,7 +112,25 @@ def register(app: typer.Typer) -> None:
 
             signers = load_signing_keys(key_refs(sign_report), ask=ask_terminal)
         ui = UI(json_mode=json_out)
-        report = verify_paths(paths, _trust(trust, state), state_dir=state, progress=ui if ui.interactive else None)
+        import shutil
+        import tempfile
+
+        from importer.link import fetch_bundle
+        from manifests.link import is_oci_ref, parse_oci_ref
+
+        refs = [parse_oci_ref(p) for p in paths if is_oci_ref(p)]
+        trusted = _trust(trust, state)
+        work = Path(tempfile.mkdtemp(prefix="ferry-verify-")) if refs else None
+        try:
+            folders = [Path(p) for p in paths if not is_oci_ref(p)]
+            for ref in refs:  # signatures verified before any pack byte is read; then every chunk
+                folders.append(fetch_bundle(ref, work or Path("."), lambda _dirs: trusted,
+                                            lambda m: {c.id for c in m.chunks if c.carried}, ui,
+                                            insecure=frozenset(insecure_registry)).folder)
+            report = verify_paths(folders, trusted, state_dir=state, progress=ui if ui.interactive else None)
+        finally:
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
         doc = report.to_dict()
         if report_file is not None:
             body = canonical.encode(doc) + b"\n"

@@ -1,0 +1,444 @@
+"""Reading a bundle from a registry (``oci://``): signatures first, then only the chunks the site lacks.
+
+The bundle's OCI artifact (docs/bundle-format.md section 12) is brought into a local folder
+laid out as on a medium, so that everything after it (verification, planning, applying) is
+the medium's code, unchanged:
+
+1. the OCI manifest is fetched once, by tag, and everything after it by digest (a tag that
+   moves meanwhile changes nothing); then ``manifest.json`` (the config blob) and the
+   signature file, each checked against its digest and against the format's size limits,
+   and the signatures verified against the site's trust **before any pack byte is fetched**;
+2. pack files are made as sparse files of their signed size; the chunks the site needs and
+   does not hold are read from the registry by HTTP Range requests into the pack blobs,
+   adjacent ones coalesced into one request, each chunk verified against its signed id
+   (as on a medium) before it is written at its offset;
+3. a chunk already in the folder that verifies is never fetched again: after a dropped
+   connection or a kill -9 the same command resumes from what was verified.
+
+Failures are retried with exponential backoff (a truncated answer, a refused connection,
+bytes that do not match their chunk id); after the last attempt the error is one line
+naming the registry, the pack and why. Nothing is applied from this module: the import
+reads the folder like any medium and verifies every chunk again as it applies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+from pathlib import Path
+
+from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, SignedManifest, open_manifest, volume_dir_name
+from manifests.chunks import decompress_chunk
+from manifests.digest import manifest_digest
+from manifests.errors import ChunkError, FormatError, RegistryError, UsageError, VerificationError
+from manifests.link import BundleArtifact, OciRef, read_artifact
+from manifests.model import Chunk, Manifest
+from manifests.oci import Descriptor
+from manifests.progress import Progress
+from manifests.trust import Trust
+from transport.registry import RegistryClient
+
+#: Chunks closer than this in one pack are fetched in one request (the gap is read and dropped).
+COALESCE_GAP = 256 * 1024
+#: The most bytes one Range request asks for.
+MAX_RANGE = 64 * 1024 * 1024
+#: Attempts per range before giving up, and the first wait between them (doubled each time).
+ATTEMPTS = 4
+FIRST_BACKOFF = 0.5
+#: The folder under the edge state where bundles read from a registry are assembled.
+LINK_DIR = "link"
+
+
+def parse_rate(text: str) -> int:
+    """``--limit-rate`` as bytes per second: ``500K``, ``10M``, ``1G`` (IEC: K = 1024), or a number.
+
+    Raises UsageError for anything else or a rate below 1 KiB/s."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("/S").removesuffix("IB").removesuffix("B")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in "KMG" else (t, "")
+    if not num.isdigit() or int(num) * units[unit] < 1024:
+        raise UsageError(f"--limit-rate {text!r}: give bytes per second of at least 1K, e.g. 500K, 10M, 1G")
+    return int(num) * units[unit]
+
+
+class RateLimit:
+    """Caps the average rate of bytes taken to ``rate`` per second (None: no cap)."""
+
+    def __init__(self, rate: int | None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rate, self.clock, self.sleep = rate, clock, sleep
+        self.start = clock()
+        self.taken = 0
+
+    def take(self, n: int) -> None:
+        """Account ``n`` bytes; sleep until the average is back under the rate."""
+        if not self.rate:
+            return
+        self.taken += n
+        ahead = self.taken / self.rate - (self.clock() - self.start)
+        if ahead > 0:
+            self.sleep(ahead)
+
+
+@dataclass
+class FetchStats:
+    """What reading a bundle from a registry cost: requests and bytes received."""
+
+    reference: str
+    manifest_digest: str = ""
+    artifact_digest: str = ""
+    chunks_needed: int = 0
+    chunks_already: int = 0  # verified in the folder from an earlier, interrupted run
+    chunks_fetched: int = 0
+    bytes_fetched: int = 0  # every byte received: manifests, signatures and ranges (gaps included)
+    requests: int = 0
+    retries: int = 0
+    ranges_ignored: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {"reference": self.reference, "manifestDigest": self.manifest_digest,
+                "artifactDigest": self.artifact_digest, "chunksNeeded": self.chunks_needed,
+                "chunksAlready": self.chunks_already, "chunksFetched": self.chunks_fetched,
+                "bytesFetched": self.bytes_fetched, "requests": self.requests, "retries": self.retries}
+
+
+@dataclass
+class Fetched:
+    """A bundle assembled from a registry: the folder to read like a medium, and the cost."""
+
+    folder: Path
+    signed: SignedManifest
+    stats: FetchStats
+
+
+_T = TypeVar("_T")
+
+
+def retrying(fn: Callable[[], _T], stats: FetchStats, progress: Progress | None, what: str, *,
+             attempts: int = ATTEMPTS, backoff: float = FIRST_BACKOFF,
+             sleep: Callable[[float], None] = time.sleep) -> _T:
+    """``fn()``, again after ``backoff``, ``2 * backoff``, ... seconds while it raises
+    RegistryError (unreachable, truncated) or VerificationError (bytes not matching their
+    digest), at most ``attempts`` times; then the last error, prefixed with ``what`` and
+    ``gave up after N attempts``. A missing bundle (VerificationError "not found") is not retried."""
+    wait = backoff
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except (RegistryError, VerificationError) as exc:
+            if attempt == attempts or "not found in the registry" in str(exc):
+                if "not found in the registry" in str(exc):
+                    raise RegistryError(str(exc)) from None
+                raise type(exc)(f"{what}: gave up after {attempts} attempts: {exc}") from None
+            stats.retries += 1
+            if progress is not None:
+                progress.warn(f"{what}: {exc}; retrying in {wait:g}s (attempt {attempt + 1} of {attempts})")
+            sleep(wait)
+            wait *= 2
+    raise AssertionError("unreachable")
+
+
+def _blob(client: RegistryClient, repo: str, d: Descriptor, stats: FetchStats) -> bytes:
+    """A whole small blob (manifest, signature file, trust file), checked against its digest and size."""
+    reader = client.open_blob(repo, d.digest, d.size)
+    stats.requests += 1
+    try:
+        parts = []
+        while piece := reader.read(1 << 20):
+            parts.append(piece)
+        data = b"".join(parts)
+    finally:
+        reader.close()
+    stats.bytes_fetched += len(data)
+    if len(data) != d.size or "sha256:" + hashlib.sha256(data).hexdigest() != d.digest:
+        raise VerificationError(f"registry {client.host}: blob {d.digest} of {repo} does not match its digest")
+    return data
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def volume_folders(folder: Path, m: Manifest) -> dict[int, Path]:
+    """Where each volume lies in the assembled folder: the folder itself for one volume, else ``vol-NNN``."""
+    if m.volumes == 1:
+        return {1: folder}
+    return {n: folder / volume_dir_name(n) for n in range(1, m.volumes + 1)}
+
+
+def signed_files(client: RegistryClient, ref: OciRef, stats: FetchStats,
+                 progress: Progress | None = None) -> tuple[BundleArtifact, bytes, bytes, dict[str, bytes]]:
+    """The OCI manifest of ``ref`` (once, by tag), then by digest ``manifest.json``, the signature
+    file and carried trust files, each checked against its digest and size limit; not verified.
+    A failed request (unreachable, truncated, bytes not matching their digest) is retried as
+    :func:`retrying` says; ``progress`` hears of each retry.
+
+    Returns:
+        the artifact, the manifest bytes, the signature bytes, {``trust/N.root.json[.sig]``: bytes}.
+    Raises:
+        FormatError / LimitError: not a ferry bundle. VerificationError: a blob that does not
+        match its digest. RegistryError: the registry failed or does not hold ``ref``.
+    """
+    def manifest() -> tuple[bytes, str, str]:
+        try:
+            return client.get_manifest(ref.repository, ref.reference)
+        except RegistryError as exc:
+            if " not found" in str(exc):
+                raise VerificationError(f"bundle {ref}: not found in the registry") from None
+            raise
+
+    data, media_type, digest = retrying(manifest, stats, progress, f"bundle {ref}")
+    stats.requests += 1
+    stats.bytes_fetched += len(data)
+    stats.artifact_digest = digest
+    art = read_artifact(data, media_type, str(ref))
+
+    def blob(d: Descriptor) -> bytes:
+        return retrying(lambda: _blob(client, ref.repository, d, stats), stats, progress, f"bundle {ref}")
+
+    mbytes = blob(art.manifest)
+    sbytes = blob(art.signature)
+    trust_files = {name: blob(d) for name, d in sorted(art.trust.items())}
+    stats.manifest_digest = manifest_digest(mbytes)
+    return art, mbytes, sbytes, trust_files
+
+
+def fetch_signed(client: RegistryClient, ref: OciRef, base: Path, trust: Callable[[list[Path]], Trust],
+                 stats: FetchStats, progress: Progress | None = None) -> tuple[SignedManifest, BundleArtifact, Path]:
+    """Step 1: the OCI manifest, ``manifest.json`` and its signatures, verified; then the
+    folder laid out with sparse pack files.
+
+    Args:
+        client: the registry; ref: the bundle's reference; base: the folder under which the
+            bundle is assembled, in ``<base>/sha256-<hex of manifest.json>`` (made when missing,
+            reused to resume, whatever tag named it).
+        trust: given the volume folders (which hold any carried ``trust/`` files), the Trust
+            to verify against (the import's hook, :func:`importer.trust_store.trust_for_import`).
+    Returns:
+        the verified manifest, what the registry says about the bundle's blobs, and the folder.
+    Raises:
+        FormatError / LimitError: not a ferry bundle, over a limit. VerificationError: a blob
+        not matching its digest, signatures that do not meet the trust, a pack blob whose size
+        is not the signed one. RegistryError: the registry failed.
+    """
+    where = str(ref)
+    art, mbytes, sbytes, trust_files = signed_files(client, ref, stats, progress)
+    folder = Path(base) / stats.manifest_digest.replace(":", "-")
+    staging = folder.parent / (folder.name + ".signed")
+    staging.mkdir(parents=True, exist_ok=True)
+    for name, body in trust_files.items():
+        (staging / "trust").mkdir(exist_ok=True)
+        _write(staging / name, body)
+    try:
+        signed = open_manifest(mbytes, sbytes, trust([staging]))
+    except (VerificationError, FormatError) as exc:  # one-message types (PolicyError, LimitError included)
+        raise type(exc)(f"bundle {where}: {exc}") from None
+    finally:
+        _rmtree_quiet(staging)
+    m = signed.manifest
+    for pack in m.packs:
+        blob = art.packs.get(pack.name)
+        if blob is None:
+            raise VerificationError(f"bundle {where}: pack {pack.name} of the signed manifest is not in the artifact")
+        if blob.size != pack.size:
+            raise VerificationError(f"bundle {where}: pack {pack.name} is {blob.size} bytes in the registry, the "
+                                    f"signed manifest says {pack.size}")
+    vols = volume_folders(folder, m)
+    for n, vol in vols.items():
+        (vol / PACKS_DIR).mkdir(parents=True, exist_ok=True)
+        for name, body in trust_files.items():
+            (vol / "trust").mkdir(exist_ok=True)
+            _write(vol / name, body)
+        _write(vol / SIGNATURE_NAME, sbytes)
+        for pack in m.packs:
+            if pack.volume == n:
+                path = vol / PACKS_DIR / pack.name
+                with open(path, "ab") as f:  # sparse: holes read as zeros and fail their chunk check
+                    if f.tell() != pack.size:
+                        f.truncate(pack.size)
+        _write(vol / MANIFEST_NAME, mbytes)  # last: the volume is whole once its manifest is there
+    return signed, art, folder
+
+
+def _rmtree_quiet(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _verified_here(fd: int, c: Chunk) -> bool:
+    """Whether the folder already holds chunk ``c`` whole and valid (an earlier run's)."""
+    assert c.offset is not None and c.stored is not None
+    data = os.pread(fd, c.stored, c.offset)
+    if len(data) != c.stored or not any(data[:4]):
+        return False
+    try:
+        decompress_chunk(data, chunk_id=c.id, size=c.size)
+    except ChunkError:
+        return False
+    return True
+
+
+def coalesce(chunks: list[Chunk], gap: int = COALESCE_GAP, limit: int = MAX_RANGE) -> list[list[Chunk]]:
+    """Chunks of one pack grouped into ranges to fetch: sorted by offset; the next chunk joins
+    the current range when it starts at most ``gap`` bytes after its end and the range stays
+    within ``limit`` bytes (a single chunk larger than ``limit`` is a range of its own)."""
+    out: list[list[Chunk]] = []
+    for c in sorted(chunks, key=lambda c: c.offset or 0):
+        assert c.offset is not None and c.stored is not None
+        if out:
+            cur = out[-1]
+            first, last = cur[0], cur[-1]
+            assert first.offset is not None and last.offset is not None and last.stored is not None
+            end = last.offset + last.stored
+            if c.offset - end <= gap and c.offset + c.stored - first.offset <= limit:
+                cur.append(c)
+                continue
+        out.append([c])
+    return out
+
+
+def fetch_chunks(client: RegistryClient, repo: str, art: BundleArtifact, m: Manifest, folder: Path,
+                 needed: Iterable[str], stats: FetchStats, progress: Progress, *, limit: RateLimit | None = None,
+                 attempts: int = ATTEMPTS, backoff: float = FIRST_BACKOFF,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+    """Step 2: bring the carried chunks ``needed`` into the folder's sparse packs.
+
+    Args:
+        client, repo: the registry and repository; art: the artifact's blobs (pack name -> blob).
+        m: the verified manifest; folder: the folder :func:`fetch_signed` laid out.
+        needed: chunk ids the import needs and the site does not hold (not carried ones are skipped).
+        stats: updated with what was fetched. progress: reports the bytes.
+        limit: the ``--limit-rate`` cap. attempts, backoff, sleep: the retry policy (exponential).
+    Raises:
+        RegistryError (exit 2): the registry failed the same range ``attempts`` times (truncated
+        answers, lies about Range, unreachable), or a pack blob is not there at all.
+        ChunkError (exit 1): the registry served bytes that do not match the signed chunk ids
+        ``attempts`` times. Chunks verified before the failure stay in the folder.
+    """
+    ids = set(needed)
+    by_pack: dict[int, list[Chunk]] = {}
+    for c in m.chunks:
+        if c.id in ids and c.carried:
+            assert c.pack is not None
+            by_pack.setdefault(c.pack, []).append(c)
+    stats.chunks_needed = sum(len(v) for v in by_pack.values())
+    vols = volume_folders(folder, m)
+    total = sum(c.stored or 0 for v in by_pack.values() for c in v)
+    with progress.task(f"fetch {stats.reference}", total or None) as task:
+        for index, chunks in sorted(by_pack.items()):
+            pack = m.packs[index]
+            blob = art.packs[pack.name]
+            path = vols[pack.volume] / PACKS_DIR / pack.name
+            fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+            try:
+                todo = []
+                for c in chunks:
+                    if _verified_here(fd, c):
+                        stats.chunks_already += 1
+                        task.advance(c.stored or 0)
+                    else:
+                        todo.append(c)
+                for group in coalesce(todo):
+                    _fetch_group(client, repo, blob, pack.name, group, fd, stats, task.advance, limit,
+                                 attempts, backoff, sleep, progress)
+                # no fsync: the folder is a cache that is read back at once and removed once
+                # imported; after a crash every chunk is verified again before it counts
+            finally:
+                os.close(fd)
+
+
+def _fetch_group(client: RegistryClient, repo: str, blob: Descriptor, pack_name: str, group: list[Chunk], fd: int,
+                 stats: FetchStats, advance: Callable[[int], None], limit: RateLimit | None, attempts: int,
+                 backoff: float, sleep: Callable[[float], None], progress: Progress) -> None:
+    left = list(group)
+    wait = backoff
+    for attempt in range(1, attempts + 1):
+        start = left[0].offset or 0
+        last = left[-1]
+        assert last.offset is not None and last.stored is not None
+        length = last.offset + last.stored - start
+        try:
+            stats.requests += 1
+            buf = bytearray()
+            pos = start  # file offset of buf[0]
+            for piece in client.read_range(repo, blob.digest, start, length):
+                stats.bytes_fetched += len(piece)
+                if limit is not None:
+                    limit.take(len(piece))
+                buf += piece
+                while left:
+                    c = left[0]
+                    assert c.offset is not None and c.stored is not None
+                    end = c.offset + c.stored
+                    if end - pos > len(buf):
+                        break
+                    stored = bytes(buf[c.offset - pos:end - pos])
+                    decompress_chunk(stored, chunk_id=c.id, size=c.size)  # verified before written
+                    os.pwrite(fd, stored, c.offset)
+                    stats.chunks_fetched += 1
+                    advance(c.stored)
+                    left.pop(0)
+                    del buf[:end - pos]
+                    pos = end
+                if left:  # drop a gap before the next chunk
+                    nxt = left[0].offset or 0
+                    if nxt > pos and len(buf) >= nxt - pos:
+                        del buf[:nxt - pos]
+                        pos = nxt
+            return
+        except (RegistryError, ChunkError) as exc:
+            if not left:
+                return
+            if attempt == attempts:
+                what = (f"registry {client.host}: pack {pack_name} ({blob.digest}): gave up after {attempts} "
+                        f"attempts: {exc}")
+                if isinstance(exc, ChunkError):
+                    raise ChunkError(exc.chunk_id, exc.why, f"{what}; bytes that do not match a signed chunk id "
+                                     "were not written") from None
+                raise RegistryError(what) from None
+            stats.retries += 1
+            progress.warn(f"registry {client.host}: pack {pack_name}: {exc}; retrying in {wait:g}s "
+                          f"(attempt {attempt + 1} of {attempts})")
+            sleep(wait)
+            wait *= 2
+
+
+def fetch_bundle(ref: OciRef, base: Path, trust: Callable[[list[Path]], Trust], needed: Callable[[Manifest], set[str]],
+                 progress: Progress, *, insecure: frozenset[str] = frozenset(), rate: int | None = None,
+                 client: RegistryClient | None = None, attempts: int = ATTEMPTS,
+                 backoff: float = FIRST_BACKOFF) -> Fetched:
+    """Assemble the bundle ``ref`` under ``base``: signatures verified first, then the chunks
+    ``needed(manifest)`` names (steps 1 and 2 of the module docstring).
+
+    Args:
+        ref: ``oci://HOST/REPO:TAG``. base: see :func:`fetch_signed`. trust: the Trust hook.
+        needed: given the verified manifest, the chunk ids to fetch (the site's missing ones).
+        progress: reports. insecure: ``--insecure-registry`` hosts. rate: ``--limit-rate`` bytes/s.
+        client: a registry client to use (tests count its requests); else one for ``ref.host``.
+    Returns:
+        the folder to read as a medium, the verified manifest, and what it cost.
+    Raises:
+        as :func:`fetch_signed` and :func:`fetch_chunks`.
+    """
+    own = client is None
+    client = client or RegistryClient(ref.host, insecure_registries=insecure)
+    stats = FetchStats(reference=str(ref))
+    try:
+        signed, art, folder = fetch_signed(client, ref, base, trust, stats, progress)
+        fetch_chunks(client, ref.repository, art, signed.manifest, folder, needed(signed.manifest), stats, progress,
+                     limit=RateLimit(rate), attempts=attempts, backoff=backoff)
+    finally:
+        if own:
+            client.close()
+    return Fetched(folder, signed, stats)

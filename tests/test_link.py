@@ -1,0 +1,300 @@
+"""Bundles over a link (issue #18): push to the real registry fixture, import from it fetching
+only what the site lacks, resume after kill -9, and the faults a link brings (through a
+loopback proxy in front of the real registry)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from importer.link import FetchStats, coalesce, fetch_bundle, parse_rate
+from manifests.errors import UsageError, VerificationError
+from manifests.link import OciRef, parse_oci_ref, read_artifact
+from manifests.model import Chunk
+from manifests.progress import Silent
+from manifests.trust import load_trust
+from tests.support.common import REPO, assert_clean_failure, run_ferry
+from tests.support.export import MiB, make_model, urandom_model, write_safetensors, write_spec
+from tests.support.linkproxy import Proxy
+from transport.registry import RegistryClient
+
+# --------------------------------------------------------------------------- pure parts
+
+_NAME = st.from_regex(r"[a-z0-9]{1,8}(/[a-z0-9]{1,8}){0,2}", fullmatch=True)
+_TAG = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+
+
+@given(host=st.sampled_from(["127.0.0.1:5000", "registry.hub", "reg.example.org:443", "localhost"]),
+       repo=_NAME, tag=_TAG)
+def test_oci_references_round_trip(host: str, repo: str, tag: str) -> None:
+    ref = parse_oci_ref(f"oci://{host}/{repo}:{tag}")
+    assert ref == OciRef(host, repo, tag, None)
+    assert parse_oci_ref(str(ref)) == ref
+
+
+@given(st.text(max_size=40))
+def test_oci_reference_parser_never_crashes(text: str) -> None:
+    try:
+        parse_oci_ref("oci://" + text)
+    except UsageError:
+        pass
+
+
+@pytest.mark.parametrize("bad", ["registry/repo:1", "oci://", "oci://host", "oci://host/Repo:1",
+                                 "oci://host/repo", "oci://host/repo:bad tag", "oci://ho st/repo:1",
+                                 "oci://host/repo@sha256:00"])
+def test_bad_oci_references_are_usage_errors(bad: str) -> None:
+    with pytest.raises(UsageError):
+        parse_oci_ref(bad)
+
+
+def test_channel_reference_needs_no_tag() -> None:
+    assert parse_oci_ref("oci://host:5000/ferry/edge", need_tag=False) == OciRef("host:5000", "ferry/edge")
+
+
+@given(st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(1, 1 << 16)), min_size=1, max_size=40),
+       st.integers(0, 1 << 16), st.integers(1 << 16, 1 << 21))
+@settings(max_examples=200)
+def test_coalesced_ranges_cover_every_chunk_within_the_limits(spans: list[tuple[int, int]], gap: int,
+                                                              limit: int) -> None:
+    chunks, at = [], 0
+    for i, (skip, stored) in enumerate(spans):  # non-overlapping frames, as in a pack
+        at += skip
+        chunks.append(Chunk(id=f"{i:064x}", size=stored, stored=stored, pack=0, offset=at))
+        at += stored
+    groups = coalesce(list(reversed(chunks)), gap=gap, limit=limit)
+    assert [c for g in groups for c in g] == chunks  # all of them, once, in pack order
+    for g in groups:
+        span = g[-1].offset + g[-1].stored - g[0].offset
+        assert len(g) == 1 or span <= limit
+        for a, b in zip(g, g[1:]):
+            assert b.offset - (a.offset + a.stored) <= gap
+    for a, b in zip(groups, groups[1:]):  # split only where the gap or the limit says so
+        gap_between = b[0].offset - (a[-1].offset + a[-1].stored)
+        assert gap_between > gap or b[0].offset + b[0].stored - a[0].offset > limit
+
+
+@pytest.mark.parametrize("text, rate", [("500K", 500 << 10), ("10M", 10 << 20), ("1G", 1 << 30), ("4096", 4096),
+                                        ("2MiB/s", 2 << 20)])
+def test_limit_rate_units(text: str, rate: int) -> None:
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["", "fast", "10", "-5M", "1.5M"])
+def test_bad_limit_rates_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_rate(text)
+
+
+def test_an_oci_manifest_that_is_not_a_bundle_is_refused() -> None:
+    from manifests.errors import FormatError
+    from manifests.oci import OCI_MANIFEST
+
+    image = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                   "digest": "sha256:" + "0" * 64, "size": 2}, "layers": []}).encode()
+    with pytest.raises(FormatError, match="not a ferry bundle"):
+        read_artifact(image, OCI_MANIFEST, "oci://h/r:1")
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _export(tmp: Path, name: str, model: Path, version: str, keys, *extra: object) -> Path:  # noqa: ANN001
+    spec = write_spec(tmp / f"{name}.yaml", [("m", version, str(model))])
+    out = tmp / name
+    r = run_ferry("export", spec, "--out", out, "--key", keys.key, "--state", tmp / "hub", *extra)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _import_json(ref: str, state: Path, keys, *extra: object) -> tuple[int, dict, str]:  # noqa: ANN001
+    r = run_ferry("import", ref, "--trust", keys.pub, "--state", state, "--json", *extra)
+    doc = json.loads(r.stdout) if r.stdout.strip() else {}
+    return r.returncode, doc, r.stderr
+
+
+def _model_bytes(state: Path) -> bytes:
+    files = sorted((state / "models" / "m").rglob("model.safetensors"))
+    assert files, list((state / "models").rglob("*"))
+    return files[-1].read_bytes()
+
+
+def test_push_import_next_version_fetches_only_new_chunks(tmp_path: Path, registry, hub_keys) -> None:  # noqa: ANN001
+    from tests.support.export import tensors
+
+    v1 = tensors(8, 1 * MiB, seed=1)
+    write_safetensors(tmp_path / "src1" / "model.safetensors", v1)
+    b1 = _export(tmp_path, "b1", tmp_path / "src1", "1.0.0", hub_keys)
+    ref1 = f"oci://{registry.host}/link/e2e:1"
+    r = run_ferry("push", b1, ref1, "--json")
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)
+    assert first["uploaded"] == 3 and first["skipped"] == 0  # manifest, signature file, one pack
+    r = run_ferry("push", b1, ref1, "--json")
+    assert json.loads(r.stdout)["uploaded"] == 0  # the registry holds every blob: nothing is sent
+
+    # inspect and verify read the registry
+    r = run_ferry("inspect", ref1, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["bundles"][0]["bundle"]["sequence"] == 1
+    r = run_ferry("verify", ref1, "--trust", hub_keys.pub)
+    assert r.returncode == 0, r.stderr
+
+    edge = tmp_path / "edge"
+    code, doc, err = _import_json(ref1, edge, hub_keys)
+    assert code == 0, err
+    fetched1 = doc["bundles"][0]["fetched"]
+    assert fetched1["chunksFetched"] == fetched1["chunksNeeded"] > 0
+    assert _model_bytes(edge) == (tmp_path / "src1" / "model.safetensors").read_bytes()
+    assert not any((edge / "link").iterdir())  # the assembled folder is gone once imported
+
+    # the next version: one tensor of eight changed
+    v2 = list(v1)
+    v2[3] = (v2[3][0], os.urandom(MiB))
+    write_safetensors(tmp_path / "src2" / "model.safetensors", v2)
+    b2 = _export(tmp_path, "b2", tmp_path / "src2", "1.1.0", hub_keys)
+    ref2 = f"oci://{registry.host}/link/e2e:2"
+    assert run_ferry("push", b2, ref2).returncode == 0
+    code, doc, err = _import_json(ref2, edge, hub_keys)
+    assert code == 0, err
+    fetched2 = doc["bundles"][0]["fetched"]
+    stored2 = sum(f.stat().st_size for f in (b2 / "packs").iterdir())
+    assert 0 < fetched2["chunksFetched"] < fetched1["chunksFetched"]
+    assert fetched2["bytesFetched"] < stored2 / 4, (fetched2, stored2)  # about 1 MiB of 8 MiB, plus the manifest
+    assert _model_bytes(edge) == (tmp_path / "src2" / "model.safetensors").read_bytes()
+
+    # the same bundle again: nothing but the manifest and signatures travel
+    code, doc, err = _import_json(ref2, edge, hub_keys)
+    assert code == 0 and doc["bundles"][0]["status"] == "repeat"
+    assert doc["bundles"][0]["fetched"]["chunksFetched"] == 0
+
+
+def test_signatures_are_verified_before_any_pack_is_fetched(tmp_path: Path, registry, hub_keys,  # noqa: ANN001
+                                                            other_keys) -> None:  # noqa: ANN001
+    b = _export(tmp_path, "b", make_model(tmp_path / "src", count=2, size=256 * 1024), "1.0.0", hub_keys)
+    ref = parse_oci_ref(f"oci://{registry.host}/link/untrusted:1")
+    assert run_ferry("push", b, str(ref)).returncode == 0
+    client = RegistryClient(registry.host)
+    with pytest.raises(VerificationError, match="not trusted"):
+        fetch_bundle(ref, tmp_path / "link", lambda _d: load_trust([other_keys.pub]),
+                     lambda m: {c.id for c in m.chunks}, Silent(), client=client)
+    assert client.calls == {"GET": 3}  # the OCI manifest, manifest.json and its signature file; no pack
+    r = run_ferry("import", str(ref), "--trust", other_keys.pub, "--state", tmp_path / "edge")
+    assert_clean_failure(r, code=1, contains="not trusted")
+    assert not (tmp_path / "edge" / "models").exists()
+
+
+def test_import_resumes_after_kill_9_without_fetching_verified_chunks_again(tmp_path: Path, registry,  # noqa: ANN001
+                                                                          hub_keys) -> None:  # noqa: ANN001
+    b = _export(tmp_path, "b", urandom_model(tmp_path / "src", 16), "1.0.0", hub_keys)
+    ref = f"oci://{registry.host}/link/resume:1"
+    assert run_ferry("push", b, ref).returncode == 0
+    edge = tmp_path / "edge"
+    env = {k: v for k, v in os.environ.items() if k != "FERRY_DEBUG"}
+    proc = subprocess.Popen([sys.executable, "-m", "ferry", "import", ref, "--trust", str(hub_keys.pub), "--state",
+                             str(edge), "--limit-rate", "2M"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        written = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            packs = list((edge / "link").glob("sha256-*/packs/*")) if (edge / "link").is_dir() else []
+            if packs:
+                data = packs[0].read_bytes()
+                written = sum(1 for i in range(0, len(data), 1 << 16) if any(data[i:i + (1 << 16)]))
+                if written >= 64:  # at least 4 MiB of 16 verified and written
+                    break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the import ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert written >= 64
+    code, doc, err = _import_json(ref, edge, hub_keys)
+    assert code == 0, err
+    f = doc["bundles"][0]["fetched"]
+    assert f["chunksAlready"] > 0 and f["chunksFetched"] + f["chunksAlready"] == f["chunksNeeded"]
+    stored = sum(p.stat().st_size for p in (b / "packs").iterdir())
+    assert f["bytesFetched"] <= stored - 3 * MiB, f  # what was verified before the kill was not fetched again
+    assert _model_bytes(edge) == (tmp_path / "src" / "model.safetensors").read_bytes()
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@pytest.fixture
+def proxied(tmp_path: Path, registry, hub_keys):  # noqa: ANN001, ANN201
+    """A bundle pushed to the registry, and a fault proxy in front of it."""
+    b = _export(tmp_path, "b", make_model(tmp_path / "src", count=6, size=512 * 1024), "1.0.0", hub_keys)
+    repo = f"link/faults-{tmp_path.name[-12:].lower().replace('_', '-')}"
+    r = run_ferry("push", b, f"oci://{registry.host}/{repo}:1", "--json")
+    assert r.returncode == 0, r.stderr
+    client = RegistryClient(registry.host)
+    data, mt, _ = client.get_manifest(repo, "1")
+    art = read_artifact(data, mt, "test")
+    proxy = Proxy(registry.host)
+    proxy.pack_digests = {d.digest for d in art.packs.values()}
+    yield proxy, f"oci://{proxy.host}/{repo}:1", tmp_path
+    proxy.stop()
+
+
+def _nothing_applied(edge: Path) -> None:
+    assert not (edge / "models").exists() or not any((edge / "models").rglob("*.safetensors"))
+
+
+def test_a_truncated_answer_is_retried(proxied, hub_keys) -> None:  # noqa: ANN001
+    proxy, ref, tmp = proxied
+    proxy.set("truncate", times=1)
+    code, doc, err = _import_json(ref, tmp / "edge", hub_keys)
+    assert code == 0, err
+    assert doc["bundles"][0]["fetched"]["retries"] == 1
+    assert "truncated" in err or "connection" in err.lower() or "short" in err
+
+
+def test_a_registry_that_ignores_range_still_works(proxied, hub_keys) -> None:  # noqa: ANN001
+    proxy, ref, tmp = proxied
+    proxy.set("ignore-range")
+    code, doc, err = _import_json(ref, tmp / "edge", hub_keys)
+    assert code == 0, err
+    assert _model_bytes(tmp / "edge") == (tmp / "src" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("fault, code, words", [
+    ("corrupt", 1, "do not match a signed chunk id"),
+    ("lie-range", 1, "do not match a signed chunk id"),
+    ("truncate", 2, "connection lost"),
+    ("no-packs", 2, "not found"),
+])
+def test_faults_that_persist_are_refused_with_one_line_and_nothing_applied(proxied, hub_keys, fault: str, code: int,  # noqa: ANN001
+                                                                           words: str) -> None:
+    proxy, ref, tmp = proxied
+    proxy.set(fault)
+    r = run_ferry("import", ref, "--trust", hub_keys.pub, "--state", tmp / "edge")
+    assert r.returncode == code, r.stderr
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("ferry: error")]
+    assert len(errors) == 1 and words in errors[0] and "gave up after" in errors[0], r.stderr
+    _nothing_applied(tmp / "edge")
+
+
+def test_a_tag_that_moves_between_requests_is_read_once(proxied, registry, hub_keys) -> None:  # noqa: ANN001
+    proxy, ref, tmp = proxied
+    b2 = _export(tmp, "b2", make_model(tmp / "src2", count=2, size=128 * 1024, seed=7), "2.0.0", hub_keys)
+    repo = ref.split("/", 3)[3].rsplit(":", 1)[0]
+    assert run_ferry("push", b2, f"oci://{registry.host}/{repo}:2").returncode == 0
+    proxy.other_tag = "2"
+    proxy.set("flip-tag")
+    code, doc, err = _import_json(ref, tmp / "edge", hub_keys)
+    assert code == 0, err
+    manifests = [p for m, p, _ in proxy.requests if "/manifests/" in p]
+    assert len(manifests) == 1  # the tag is resolved once; everything after is by digest
+    assert _model_bytes(tmp / "edge") == (tmp / "src" / "model.safetensors").read_bytes()
