@@ -4,9 +4,13 @@ Content-defined chunking (FastCDC 2020 via ``pyfastcdc``) finds the same cut poi
 same bytes wherever they sit in a file, so a new model version shares every unchanged chunk
 with the old one. For safetensors files we also cut where each tensor's data begins: a
 changed tensor then changes only the chunks inside it, never a neighbour's, which is what
-keeps a delta bundle for "10% of the tensors changed" near 10%. Tiny tensors (norms, biases)
-are coalesced with their neighbours so that no forced piece is smaller than the minimum
-chunk size. GGUF files (llama.cpp) get the same treatment from their binary header.
+keeps a delta bundle for "10% of the tensors changed" near 10%. Every tensor of at least
+:data:`MIN_PIECE` (64 KiB, the chunk size of Hugging Face's Xet storage) is a piece of its own,
+whatever the FastCDC minimum, so a changed 512 KiB tensor is one 512 KiB chunk and drags no
+neighbour along; runs of smaller tensors (norms, biases) are grouped into pieces of about
+64 KiB, and a lone small tensor between two large ones is a piece of its own. The chunk count
+thus grows by at most the tensor count, never with the model's size (docs/bundle-format.md,
+section 4). GGUF files (llama.cpp) get the same treatment from their binary header.
 
 Headers come from files the operator chose but may be malformed: anything odd about one
 means content-defined chunking only, never an error (a file that looks like a model but isn't
@@ -31,6 +35,8 @@ MiB = 1 << 20
 MIN_CHUNK = 1 * MiB
 AVG_CHUNK = 4 * MiB
 MAX_CHUNK = min(16 * MiB, limits.MAX_CHUNK_SIZE)
+#: Smallest piece a run of small tensors is grouped into (see :func:`coalesce`).
+MIN_PIECE = 64 * 1024
 #: Most tensor-boundary cut hints one file may give. Boundaries are an optimisation (a delta
 #: stays proportional to what changed); a file with more tensors than this is chunked by
 #: content alone, so that no header makes the exporter hold a Python object per tensor.
@@ -189,17 +195,34 @@ def gguf_cuts(head: bytes, size: int) -> list[int] | None:
     return sorted(c for c in {data, *(data + o for o in offsets)} if 0 < c < size)
 
 
-def coalesce(cuts: list[int], size: int, min_gap: int = MIN_CHUNK) -> list[tuple[int, int]]:
-    """Split ``[0, size)`` at ``cuts``, dropping cuts that would leave a piece under ``min_gap``
-    (tiny tensors join the next piece). Returns (start, end) pieces covering the whole."""
+def coalesce(cuts: list[int], size: int, min_gap: int = MIN_PIECE) -> list[tuple[int, int]]:
+    """Split ``[0, size)`` at tensor boundaries into the pieces that are chunked independently.
+
+    A cut is dropped only when both the bytes since the last kept cut and the bytes up to the
+    next given cut are under ``min_gap``: a run of small tensors is grouped into pieces of about
+    ``min_gap``, while a tensor of ``min_gap`` bytes or more always begins and ends a piece (it
+    never shares a chunk with a neighbour), and a lone small tensor between two large ones is a
+    piece of its own.
+
+    Args:
+        cuts: byte offsets where tensors begin (any order; those outside ``(0, size)`` ignored).
+        size: the file's size in bytes.
+        min_gap: bytes; the size runs of small tensors are grouped up to.
+    Returns:
+        (start, end) byte ranges, in order, covering ``[0, size)`` exactly (one empty piece
+        for an empty file). Every piece but the last is followed by one of at least
+        ``min_gap`` bytes or is itself that long, so there are at most
+        ``2 * size // min_gap + 2`` pieces.
+    """
+    points = sorted({c for c in cuts if 0 < c < size})
+    points.append(size)
     pieces: list[tuple[int, int]] = []
     start = 0
-    for cut in sorted(set(cuts)):
-        if cut - start >= min_gap and size - cut >= 1:
+    for cut, nxt in zip(points, points[1:]):
+        if cut - start >= min_gap or nxt - cut >= min_gap:
             pieces.append((start, cut))
             start = cut
-    if size > start or not pieces:
-        pieces.append((start, size))
+    pieces.append((start, size))
     return pieces
 
 

@@ -141,13 +141,31 @@ def stored_estimate(size: int, allocated: int) -> int:
     return min(size, allocated + 2 * chunker.MAX_CHUNK) if allocated < size else size
 
 
-def manifest_reserve(files: int, raw_bytes: int, path_bytes: int) -> int:
+def chunk_bound(raw_bytes: int, pieces: int) -> int:
+    """Most chunks the chunker can cut from ``raw_bytes`` bytes split into ``pieces`` pieces.
+
+    Each piece (:func:`bundler.chunker.segments`; one per streamed blob) is cut by FastCDC
+    into chunks of at least ``MIN_CHUNK`` bytes but its last: at most
+    ``len // MIN_CHUNK + 1`` chunks. Summed, at most ``raw_bytes // MIN_CHUNK + pieces``; this
+    returns twice the first term, for slack.
+    """
+    return 2 * raw_bytes // chunker.MIN_CHUNK + pieces
+
+
+def manifest_reserve(files: int, raw_bytes: int, path_bytes: int, pieces: int | None = None) -> int:
     """An upper bound on manifest + signature bytes, reserved on every volume.
 
-    Chunks per file are at most 2 * size / MIN_CHUNK + 2 (a forced piece of at least the
-    minimum, plus a short tail); each costs at most ~200 bytes listed and ~70 per reference.
+    Args:
+        files: files and blobs in the bundle.
+        raw_bytes: their bytes together.
+        path_bytes: their paths' UTF-8 bytes together.
+        pieces: the pieces they are cut in (:func:`bundler.chunker.segments`), ``2 * files``
+            when not given.
+    Returns:
+        Bytes: each chunk (:func:`chunk_bound`) costs at most ~200 bytes listed and ~70 per
+        reference.
     """
-    chunks = 2 * raw_bytes // chunker.MIN_CHUNK + 2 * files
+    chunks = chunk_bound(raw_bytes, 2 * files if pieces is None else pieces + files)
     return 64 * 1024 + chunks * 280 + files * 400 + path_bytes + limits.MAX_SIGNATURES * 200
 
 
@@ -188,7 +206,7 @@ def fingerprint(spec_bytes: bytes, receipt_bytes: bytes | None, max_volume_size:
         "since": sha256_digest(receipt_bytes) if receipt_bytes is not None else None,
         "maxVolumeSize": max_volume_size,
         "packSize": PACK_SIZE,
-        "chunker": [chunker.MIN_CHUNK, chunker.AVG_CHUNK, chunker.MAX_CHUNK],
+        "chunker": [chunker.MIN_CHUNK, chunker.AVG_CHUNK, chunker.MAX_CHUNK, chunker.MIN_PIECE],
     }
     if self_install is not None:
         doc["selfInstall"] = [self_install.python, self_install.platform]
@@ -588,7 +606,8 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
 
     files = [f for a in artifacts for f in a.files]
     raw_total = sum(f.size for f in files)
-    reserve = manifest_reserve(len(files), raw_total, sum(len((f.path or "").encode()) for f in files))
+    pieces = sum(len(chunker.segments(f.local_path, f.size)) if f.local_path is not None else 1 for f in files)
+    reserve = manifest_reserve(len(files), raw_total, sum(len((f.path or "").encode()) for f in files), pieces)
     budget: int | None = None
     if opts.max_volume_size is not None:
         budget = opts.max_volume_size - reserve
@@ -612,7 +631,7 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
             raise FerryError(f"--out {out} holds an unfinished export of another spec or other options; "
                              f"rerun the same command, or give another folder")
         try:
-            result = _export_locked(spec, opts, out, journal, state, artifacts, files, raw_total, reserve,
+            result = _export_locked(spec, opts, out, journal, state, artifacts, files, raw_total, reserve, pieces,
                                     budget, held, base, keys, fp, previous, progress, staging)
         except KeyboardInterrupt:
             raise Interrupted(_interrupted_message(out, journal)) from None
@@ -649,7 +668,7 @@ def _interrupted_message(out: Path, journal: Journal) -> str:
 
 
 def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal, state: HubState,
-                   artifacts: list[SourceArtifact], files: list[SourceFile], raw_total: int, reserve: int,
+                   artifacts: list[SourceArtifact], files: list[SourceFile], raw_total: int, reserve: int, pieces: int,
                    budget: int | None, held: frozenset[str], base: Base | None, keys: list[Any], fp: str,
                    previous: tuple[JournalHeader, list[FinishedPack]] | None, progress: Any,
                    staging: Path | None) -> ExportResult:
@@ -669,7 +688,7 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
             need_raw += estimate
         else:
             need_raw += f.size
-    frames = need_raw + need_raw // 1024 + 64 * (2 * need_raw // chunker.MIN_CHUNK + 2 * len(files))
+    frames = need_raw + need_raw // 1024 + 64 * chunk_bound(need_raw, pieces + len(files))
     volumes_guess = 1 if budget is None else max(1, -(-frames // budget))
     need = max(0, frames - done) + reserve * volumes_guess
     check_space(need, free_bytes(out), out,
