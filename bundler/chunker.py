@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 import pyfastcdc
 
-from manifests import limits
+from manifests import budget, limits
 
 MiB = 1 << 20
 MIN_CHUNK = 1 * MiB
@@ -42,12 +42,14 @@ MIN_PIECE = 64 * 1024
 #: content alone, so that no header makes the exporter hold a Python object per tensor.
 #: 65,536 covers every published checkpoint shard (hundreds to a few thousand tensors each).
 MAX_CUT_HINTS = 65_536
-#: Largest safetensors header parsed for boundaries (the format allows 100 MB). Parsing one
-#: costs about ten times its size in Python objects; 8 MiB bounds that near 80 MiB, under
-#: the exporter's 256 MiB bound (docs/spec.md, *Memory*). Larger headers: content cuts only.
-MAX_SAFETENSORS_HEADER = 8 * MiB
+#: Largest safetensors header parsed for boundaries (the format allows 100 MB) at the default
+#: memory budget: its share of the budget (:func:`manifests.budget.export_sizes`, about 7 MiB,
+#: parsed into about ten times that in Python objects). Larger headers: content cuts only.
+MAX_SAFETENSORS_HEADER = budget.export_sizes().max_header
 #: How much of a GGUF file is read for its header, step by step until it fits: vocabularies
-#: make headers a few MiB; past the last step the file is chunked by content alone.
+#: make headers a few MiB; past the last step (or the header's share of the memory budget,
+#: ten times the safetensors header cap: about 37 MiB at the default) the file is chunked by
+#: content alone.
 GGUF_HEADER_READS = (4 * MiB, 16 * MiB, 64 * MiB)
 GGUF_MAGIC = b"GGUF"
 
@@ -226,22 +228,33 @@ def coalesce(cuts: list[int], size: int, min_gap: int = MIN_PIECE) -> list[tuple
     return pieces
 
 
-def segments(path: Path, size: int) -> list[tuple[int, int]]:
-    """The pieces of a local file that are chunked independently (see the module docstring)."""
+def segments(path: Path, size: int, max_header: int | None = None) -> list[tuple[int, int]]:
+    """The pieces of a local file that are chunked independently (see the module docstring).
+
+    Args:
+        path: the file; size: its size in bytes.
+        max_header: largest safetensors header parsed, in bytes (default
+            :data:`MAX_SAFETENSORS_HEADER`; ``--memory-budget`` lowers it).
+    Returns:
+        (start, end) byte ranges covering the file (:func:`coalesce`); the whole file as one
+        piece when it is not a model file or its header cannot be used.
+    """
     try:
         with open(path, "rb") as f:
             head = f.read(8)
-            cuts = _gguf_file_cuts(f, size) if head[:4] == GGUF_MAGIC else _safetensors_file_cuts(f, head, size)
+            limit = MAX_SAFETENSORS_HEADER if max_header is None else max_header
+            cuts = (_gguf_file_cuts(f, size, limit * budget.HEADER_PARSE_FACTOR) if head[:4] == GGUF_MAGIC
+                    else _safetensors_file_cuts(f, head, size, limit))
     except (OSError, ValueError, struct.error, RecursionError):
         return [(0, size)]
     return coalesce(cuts, size)
 
 
-def _safetensors_file_cuts(f: BinaryIO, head: bytes, size: int) -> list[int]:
+def _safetensors_file_cuts(f: BinaryIO, head: bytes, size: int, max_header: int) -> list[int]:
     if len(head) < 8:
         return []
     (header_len,) = struct.unpack("<Q", head)
-    if not 2 <= header_len <= min(MAX_SAFETENSORS_HEADER, size - 8):
+    if not 2 <= header_len <= min(max_header, size - 8):
         return []
     text = f.read(header_len)
     if text[:1] != b"{" or text.count(b'"data_offsets"') > MAX_CUT_HINTS:
@@ -249,10 +262,11 @@ def _safetensors_file_cuts(f: BinaryIO, head: bytes, size: int) -> list[int]:
     return safetensors_cuts(header_len, json.loads(text), size)
 
 
-def _gguf_file_cuts(f: BinaryIO, size: int) -> list[int]:
+def _gguf_file_cuts(f: BinaryIO, size: int, most: int) -> list[int]:
     """Read the header in growing steps, each read whole, until it parses (so memory never
-    exceeds the largest step)."""
-    for want in GGUF_HEADER_READS:
+    exceeds the largest step, and no step exceeds ``most`` bytes: the header's share of the
+    memory budget, as a safetensors header's parse)."""
+    for want in [s for s in GGUF_HEADER_READS if s < most] + [most] if most < GGUF_HEADER_READS[-1] else GGUF_HEADER_READS:
         f.seek(0)
         cuts = gguf_cuts(f.read(min(want, size)), size)
         if cuts is not None:

@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
                                                        "manylinux2014_x86_64 (default: this hub's)."),
         expires: str = typer.Option(None, "--expires", metavar="DURATION",
                                     help="Sign an expiry into the bundle (e.g. 30d, 12h): edges refuse it after that."),
+        memory_budget: str = typer.Option(None, "--memory-budget", metavar="SIZE",
+                                          help="Keep buffers and threads within this much memory (default 256MiB, "
+                                               "at least 192MiB), e.g. 200MiB on a small hub."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Write a signed, chunked, resumable bundle from a bundle spec (hub side)."""
@@ -65,6 +68,7 @@ def register(app: typer.Typer) -> None:
             max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
             since=since, platform=platform, insecure_registries=frozenset(insecure_registry),
             self_install=target,
+            **({"memory_budget": parse_size(memory_budget, what="--memory-budget")} if memory_budget else {}),
         )
         result = export(opts, ui)
         if json_out:
