@@ -11,7 +11,8 @@ not depend on the core count (the pool is sized from the budget and the usable c
 Shapes (``--shapes``, default all):
   tiny-600k    600,000 one-element F16 tensors (a 46 MB header)
   tiny-1250k   1,250,000 one-element F16 tensors (a 97 MB header, near the format's 100 MB cap)
-  wide-64k     65,536 tensors of 16 KiB (at the cut-hint cap: boundaries are used)
+  wide-64k     65,536 tensors of 16 KiB (at the cut-hint cap; its 5 MB header is over the default
+               budget's header share, so content cuts)
   big-1g       one 1 GiB tensor (random bytes)
 
 Usage: python bench/rss_bench.py [--shapes tiny-600k,big-1g] [--memory-budget MiB] [--dir /tmp/ferry-rss] [--keep]

@@ -43,12 +43,12 @@ MIN_PIECE = 64 * 1024
 #: 65,536 covers every published checkpoint shard (hundreds to a few thousand tensors each).
 MAX_CUT_HINTS = 65_536
 #: Largest safetensors header parsed for boundaries (the format allows 100 MB) at the default
-#: memory budget: its share of the budget (:func:`manifests.budget.export_sizes`, about 7 MiB,
+#: memory budget: its share of the budget (:func:`manifests.budget.export_sizes`, about 2.8 MiB,
 #: parsed into about ten times that in Python objects). Larger headers: content cuts only.
 MAX_SAFETENSORS_HEADER = budget.export_sizes().max_header
 #: How much of a GGUF file is read for its header, step by step until it fits: vocabularies
 #: make headers a few MiB; past the last step (or the header's share of the memory budget,
-#: ten times the safetensors header cap: about 37 MiB at the default) the file is chunked by
+#: ten times the safetensors header cap: about 28 MiB at the default) the file is chunked by
 #: content alone.
 GGUF_HEADER_READS = (4 * MiB, 16 * MiB, 64 * MiB)
 GGUF_MAGIC = b"GGUF"

@@ -166,3 +166,18 @@ def test_import_killed_at_50_percent_rereads_nothing_it_verified_and_kept(tmp_pa
     assert read.bytes <= len(data) - 256 * 1024 * len(durable)
     installed = [p for p in (state / "models" / "big").rglob("weights.bin")]
     assert installed and installed[0].read_bytes() == data
+
+
+def test_import_killed_before_its_ledger_had_a_schema_starts_afresh(tmp_path: Path, hub_keys: KeyPair) -> None:
+    """A first import killed between creating EDGE/state.db and writing its schema leaves an
+    empty database: the rerun treats it as no state yet instead of failing on a missing table."""
+    from tests.support.common import run_ferry
+
+    data = os.urandom(300_000)
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", {"w.bin": data})])
+    state = tmp_path / "edge"
+    state.mkdir()
+    (state / "state.db").touch()
+    r = run_ferry("import", tmp_path / "b", "--trust", hub_keys.pub, "--state", state)
+    assert r.returncode == 0, r.stderr
+    assert [p.read_bytes() for p in (state / "models" / "m").rglob("w.bin")] == [data]
