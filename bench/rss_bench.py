@@ -1,16 +1,21 @@
-"""Peak RSS of ``ferry export`` on legal but extreme safetensors files (issue 11, item 6).
+"""Peak RSS of ``ferry export`` and ``ferry import`` on legal but extreme safetensors files
+(issue 11, item 6; issue 19, goal 2).
 
 Each shape is one safetensors file in a model folder, exported by the real CLI in a child
-process; the child's peak resident set (``wait4`` rusage, ``ru_maxrss``) is printed beside the
-bound docs/spec.md promises (256 MiB). Not a timed test: it prints figures.
+process and the bundle then imported into a fresh edge state; each child's peak resident set
+(``wait4`` rusage, ``ru_maxrss``) is printed beside the bound: the memory budget
+(``--memory-budget``, default 256 MiB, ``manifests.budget``), passed to both commands. Not a
+timed test: it prints figures. ``taskset -c 0-1 python bench/rss_bench.py`` shows the peak does
+not depend on the core count (the pool is sized from the budget and the usable cores).
 
 Shapes (``--shapes``, default all):
   tiny-600k    600,000 one-element F16 tensors (a 46 MB header)
   tiny-1250k   1,250,000 one-element F16 tensors (a 97 MB header, near the format's 100 MB cap)
-  wide-64k     65,536 tensors of 16 KiB (at the cut-hint cap: boundaries are used)
+  wide-64k     65,536 tensors of 16 KiB (at the cut-hint cap; its 5 MB header is over the default
+               budget's header share, so content cuts)
   big-1g       one 1 GiB tensor (random bytes)
 
-Usage: python bench/rss_bench.py [--shapes tiny-600k,big-1g] [--dir /tmp/ferry-rss] [--keep]
+Usage: python bench/rss_bench.py [--shapes tiny-600k,big-1g] [--memory-budget MiB] [--dir /tmp/ferry-rss] [--keep]
 """
 
 from __future__ import annotations
@@ -59,19 +64,9 @@ SHAPES = {
 }
 
 
-def run_export(root: Path, name: str) -> tuple[int, int]:
-    """(peak RSS bytes, exit status) of one ``ferry export``."""
-    spec = root / f"{name}.yaml"
-    spec.write_text("apiVersion: ferry/v1\nkind: Bundle\nmetadata: {name: rss}\n"
-                    f"spec:\n  models:\n    - name: {name}\n      version: \"1.0.0\"\n      path: {root / name}\n")
-    keys = root / "keys"
-    if not (keys / "hub.key").exists():
-        subprocess.run([sys.executable, "-m", "ferry", "keys", "generate", "hub", "--out", keys], check=True,
-                       capture_output=True)
-    out = root / f"{name}-out"
-    shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.Popen([sys.executable, "-m", "ferry", "export", spec, "--out", out, "--key",
-                             keys / "hub.key", "--state", root / "hub"],
+def run_rss(args: list[object]) -> tuple[int, int]:
+    """(peak RSS bytes, exit status) of one ferry command run in a child process."""
+    proc = subprocess.Popen([sys.executable, "-m", "ferry", *map(str, args)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -81,12 +76,35 @@ def run_export(root: Path, name: str) -> tuple[int, int]:
     return usage.ru_maxrss * 1024, proc.returncode
 
 
+def run_export(root: Path, name: str, budget: int) -> tuple[int, int, int, int]:
+    """(peak RSS bytes, exit status) of one ``ferry export``, then of ``ferry import`` of it."""
+    spec = root / f"{name}.yaml"
+    spec.write_text("apiVersion: ferry/v1\nkind: Bundle\nmetadata: {name: rss}\n"
+                    f"spec:\n  models:\n    - name: {name}\n      version: \"1.0.0\"\n      path: {root / name}\n")
+    keys = root / "keys"
+    if not (keys / "hub.key").exists():
+        subprocess.run([sys.executable, "-m", "ferry", "keys", "generate", "hub", "--out", keys], check=True,
+                       capture_output=True)
+    out = root / f"{name}-out"
+    shutil.rmtree(out, ignore_errors=True)
+    limit = ["--memory-budget", f"{budget // MiB}MiB"]
+    rss, code = run_rss(["export", spec, "--out", out, "--key", keys / "hub.key", "--state", root / "hub", *limit])
+    edge = root / f"{name}-edge"
+    shutil.rmtree(edge, ignore_errors=True)
+    irss, icode = run_rss(["import", out, "--trust", keys / "hub.pub", "--state", edge, *limit]) if code == 0 else (0, -1)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(edge, ignore_errors=True)
+    return rss, code, irss, icode
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--memory-budget", type=int, default=BOUND // MiB, help="MiB, given to export and import")
     args = ap.parse_args()
+    bound = args.memory_budget * MiB
     root = args.dir or Path(tempfile.mkdtemp(prefix="ferry-rss-"))
     root.mkdir(parents=True, exist_ok=True)
     results = []
@@ -102,11 +120,14 @@ def main() -> None:
             writer.start()
             writer.join()
             total = (folder / "model.safetensors").stat().st_size
-            rss, code = run_export(root, name)
+            rss, code, irss, icode = run_export(root, name, bound)
             results.append({"shape": name, "tensors": count, "fileBytes": total, "peakRssMiB": round(rss / MiB, 1),
-                            "boundMiB": BOUND // MiB, "withinBound": rss <= BOUND, "exit": code})
-            print(f"{name:12} {count:>9,} tensors {total / MiB:8.1f} MiB file  peak RSS {rss / MiB:6.1f} MiB "
-                  f"(bound {BOUND // MiB} MiB){'' if code == 0 else f'  export exit {code}'}", flush=True)
+                            "importPeakRssMiB": round(irss / MiB, 1), "boundMiB": bound // MiB,
+                            "withinBound": max(rss, irss) <= bound, "exit": code, "importExit": icode})
+            print(f"{name:12} {count:>9,} tensors {total / MiB:8.1f} MiB file  peak RSS export {rss / MiB:6.1f} MiB, "
+                  f"import {irss / MiB:6.1f} MiB (bound {bound // MiB} MiB)"
+                  f"{'' if code == 0 else f'  export exit {code}'}{'' if icode == 0 else f'  import exit {icode}'}",
+                  flush=True)
             shutil.rmtree(folder)
     finally:
         if not args.keep:

@@ -4,9 +4,13 @@ Content-defined chunking (FastCDC 2020 via ``pyfastcdc``) finds the same cut poi
 same bytes wherever they sit in a file, so a new model version shares every unchanged chunk
 with the old one. For safetensors files we also cut where each tensor's data begins: a
 changed tensor then changes only the chunks inside it, never a neighbour's, which is what
-keeps a delta bundle for "10% of the tensors changed" near 10%. Tiny tensors (norms, biases)
-are coalesced with their neighbours so that no forced piece is smaller than the minimum
-chunk size. GGUF files (llama.cpp) get the same treatment from their binary header.
+keeps a delta bundle for "10% of the tensors changed" near 10%. Every tensor of at least
+:data:`MIN_PIECE` (64 KiB, the chunk size of Hugging Face's Xet storage) is a piece of its own,
+whatever the FastCDC minimum, so a changed 512 KiB tensor is one 512 KiB chunk and drags no
+neighbour along; runs of smaller tensors (norms, biases) are grouped into pieces of about
+64 KiB, and a lone small tensor between two large ones is a piece of its own. The chunk count
+thus grows by at most the tensor count, never with the model's size (docs/bundle-format.md,
+section 4). GGUF files (llama.cpp) get the same treatment from their binary header.
 
 Headers come from files the operator chose but may be malformed: anything odd about one
 means content-defined chunking only, never an error (a file that looks like a model but isn't
@@ -25,23 +29,27 @@ from typing import BinaryIO
 
 import pyfastcdc
 
-from manifests import limits
+from manifests import budget, limits
 
 MiB = 1 << 20
 MIN_CHUNK = 1 * MiB
 AVG_CHUNK = 4 * MiB
 MAX_CHUNK = min(16 * MiB, limits.MAX_CHUNK_SIZE)
+#: Smallest piece a run of small tensors is grouped into (see :func:`coalesce`).
+MIN_PIECE = 64 * 1024
 #: Most tensor-boundary cut hints one file may give. Boundaries are an optimisation (a delta
 #: stays proportional to what changed); a file with more tensors than this is chunked by
 #: content alone, so that no header makes the exporter hold a Python object per tensor.
 #: 65,536 covers every published checkpoint shard (hundreds to a few thousand tensors each).
 MAX_CUT_HINTS = 65_536
-#: Largest safetensors header parsed for boundaries (the format allows 100 MB). Parsing one
-#: costs about ten times its size in Python objects; 8 MiB bounds that near 80 MiB, under
-#: the exporter's 256 MiB bound (docs/spec.md, *Memory*). Larger headers: content cuts only.
-MAX_SAFETENSORS_HEADER = 8 * MiB
+#: Largest safetensors header parsed for boundaries (the format allows 100 MB) at the default
+#: memory budget: its share of the budget (:func:`manifests.budget.export_sizes`, about 2.8 MiB,
+#: parsed into about ten times that in Python objects). Larger headers: content cuts only.
+MAX_SAFETENSORS_HEADER = budget.export_sizes().max_header
 #: How much of a GGUF file is read for its header, step by step until it fits: vocabularies
-#: make headers a few MiB; past the last step the file is chunked by content alone.
+#: make headers a few MiB; past the last step (or the header's share of the memory budget,
+#: ten times the safetensors header cap: about 28 MiB at the default) the file is chunked by
+#: content alone.
 GGUF_HEADER_READS = (4 * MiB, 16 * MiB, 64 * MiB)
 GGUF_MAGIC = b"GGUF"
 
@@ -189,36 +197,64 @@ def gguf_cuts(head: bytes, size: int) -> list[int] | None:
     return sorted(c for c in {data, *(data + o for o in offsets)} if 0 < c < size)
 
 
-def coalesce(cuts: list[int], size: int, min_gap: int = MIN_CHUNK) -> list[tuple[int, int]]:
-    """Split ``[0, size)`` at ``cuts``, dropping cuts that would leave a piece under ``min_gap``
-    (tiny tensors join the next piece). Returns (start, end) pieces covering the whole."""
+def coalesce(cuts: list[int], size: int, min_gap: int = MIN_PIECE) -> list[tuple[int, int]]:
+    """Split ``[0, size)`` at tensor boundaries into the pieces that are chunked independently.
+
+    A cut is dropped only when both the bytes since the last kept cut and the bytes up to the
+    next given cut are under ``min_gap``: a run of small tensors is grouped into pieces of about
+    ``min_gap``, while a tensor of ``min_gap`` bytes or more always begins and ends a piece (it
+    never shares a chunk with a neighbour), and a lone small tensor between two large ones is a
+    piece of its own.
+
+    Args:
+        cuts: byte offsets where tensors begin (any order; those outside ``(0, size)`` ignored).
+        size: the file's size in bytes.
+        min_gap: bytes; the size runs of small tensors are grouped up to.
+    Returns:
+        (start, end) byte ranges, in order, covering ``[0, size)`` exactly (one empty piece
+        for an empty file). Every piece but the last is followed by one of at least
+        ``min_gap`` bytes or is itself that long, so there are at most
+        ``2 * size // min_gap + 2`` pieces.
+    """
+    points = sorted({c for c in cuts if 0 < c < size})
+    points.append(size)
     pieces: list[tuple[int, int]] = []
     start = 0
-    for cut in sorted(set(cuts)):
-        if cut - start >= min_gap and size - cut >= 1:
+    for cut, nxt in zip(points, points[1:]):
+        if cut - start >= min_gap or nxt - cut >= min_gap:
             pieces.append((start, cut))
             start = cut
-    if size > start or not pieces:
-        pieces.append((start, size))
+    pieces.append((start, size))
     return pieces
 
 
-def segments(path: Path, size: int) -> list[tuple[int, int]]:
-    """The pieces of a local file that are chunked independently (see the module docstring)."""
+def segments(path: Path, size: int, max_header: int | None = None) -> list[tuple[int, int]]:
+    """The pieces of a local file that are chunked independently (see the module docstring).
+
+    Args:
+        path: the file; size: its size in bytes.
+        max_header: largest safetensors header parsed, in bytes (default
+            :data:`MAX_SAFETENSORS_HEADER`; ``--memory-budget`` lowers it).
+    Returns:
+        (start, end) byte ranges covering the file (:func:`coalesce`); the whole file as one
+        piece when it is not a model file or its header cannot be used.
+    """
     try:
         with open(path, "rb") as f:
             head = f.read(8)
-            cuts = _gguf_file_cuts(f, size) if head[:4] == GGUF_MAGIC else _safetensors_file_cuts(f, head, size)
+            limit = MAX_SAFETENSORS_HEADER if max_header is None else max_header
+            cuts = (_gguf_file_cuts(f, size, limit * budget.HEADER_PARSE_FACTOR) if head[:4] == GGUF_MAGIC
+                    else _safetensors_file_cuts(f, head, size, limit))
     except (OSError, ValueError, struct.error, RecursionError):
         return [(0, size)]
     return coalesce(cuts, size)
 
 
-def _safetensors_file_cuts(f: BinaryIO, head: bytes, size: int) -> list[int]:
+def _safetensors_file_cuts(f: BinaryIO, head: bytes, size: int, max_header: int) -> list[int]:
     if len(head) < 8:
         return []
     (header_len,) = struct.unpack("<Q", head)
-    if not 2 <= header_len <= min(MAX_SAFETENSORS_HEADER, size - 8):
+    if not 2 <= header_len <= min(max_header, size - 8):
         return []
     text = f.read(header_len)
     if text[:1] != b"{" or text.count(b'"data_offsets"') > MAX_CUT_HINTS:
@@ -226,10 +262,11 @@ def _safetensors_file_cuts(f: BinaryIO, head: bytes, size: int) -> list[int]:
     return safetensors_cuts(header_len, json.loads(text), size)
 
 
-def _gguf_file_cuts(f: BinaryIO, size: int) -> list[int]:
+def _gguf_file_cuts(f: BinaryIO, size: int, most: int) -> list[int]:
     """Read the header in growing steps, each read whole, until it parses (so memory never
-    exceeds the largest step)."""
-    for want in GGUF_HEADER_READS:
+    exceeds the largest step, and no step exceeds ``most`` bytes: the header's share of the
+    memory budget, as a safetensors header's parse)."""
+    for want in [s for s in GGUF_HEADER_READS if s < most] + [most] if most < GGUF_HEADER_READS[-1] else GGUF_HEADER_READS:
         f.seek(0)
         cuts = gguf_cuts(f.read(min(want, size)), size)
         if cuts is not None:

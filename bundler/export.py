@@ -34,7 +34,7 @@ from typing import Any
 
 import blake3 as _blake3
 
-from manifests import __version__, canonical, limits
+from manifests import __version__, budget as memory, canonical, limits
 from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PREFIX, read_bounded, volume_dir_name
 from manifests.chunks import compress_chunk, compressor
 from manifests.digest import Hasher, manifest_digest
@@ -55,12 +55,6 @@ from .packs import (JOURNAL_DIR, MEDIUM_LOCK, PACK_SIZE, FinishedPack, Journal, 
 from .sources import SourceArtifact, SourceFile
 from .spec import Spec, load_spec
 
-#: The pool's memory budget: raw bytes handed to it and not yet written (plus one chunk and
-#: its frame). The cutting thread waits once it is spent, however many worker threads there
-#: are, so in-flight memory does not grow with the number of cores (docs/spec.md, *Speed and memory*).
-MAX_IN_FLIGHT = 32 * 1024 * 1024
-
-
 @dataclass(frozen=True)
 class ExportOptions:
     spec: Path
@@ -74,6 +68,7 @@ class ExportOptions:
     self_install: Target | None = None  # add ferry's own wheels for this edge Python/platform
     ask: Callable[[str], bytes | None] | None = None  # terminal passphrase prompt, for encrypted keys
     expires: timedelta | None = None  # signed validity from creation (bundle.expires, format 1.1)
+    memory_budget: int = memory.MEMORY_BUDGET  # bytes; buffers and threads are sized from it (manifests.budget)
 
 
 @dataclass
@@ -141,13 +136,31 @@ def stored_estimate(size: int, allocated: int) -> int:
     return min(size, allocated + 2 * chunker.MAX_CHUNK) if allocated < size else size
 
 
-def manifest_reserve(files: int, raw_bytes: int, path_bytes: int) -> int:
+def chunk_bound(raw_bytes: int, pieces: int) -> int:
+    """Most chunks the chunker can cut from ``raw_bytes`` bytes split into ``pieces`` pieces.
+
+    Each piece (:func:`bundler.chunker.segments`; one per streamed blob) is cut by FastCDC
+    into chunks of at least ``MIN_CHUNK`` bytes but its last: at most
+    ``len // MIN_CHUNK + 1`` chunks. Summed, at most ``raw_bytes // MIN_CHUNK + pieces``; this
+    returns twice the first term, for slack.
+    """
+    return 2 * raw_bytes // chunker.MIN_CHUNK + pieces
+
+
+def manifest_reserve(files: int, raw_bytes: int, path_bytes: int, pieces: int | None = None) -> int:
     """An upper bound on manifest + signature bytes, reserved on every volume.
 
-    Chunks per file are at most 2 * size / MIN_CHUNK + 2 (a forced piece of at least the
-    minimum, plus a short tail); each costs at most ~200 bytes listed and ~70 per reference.
+    Args:
+        files: files and blobs in the bundle.
+        raw_bytes: their bytes together.
+        path_bytes: their paths' UTF-8 bytes together.
+        pieces: the pieces they are cut in (:func:`bundler.chunker.segments`), ``2 * files``
+            when not given.
+    Returns:
+        Bytes: each chunk (:func:`chunk_bound`) costs at most ~200 bytes listed and ~70 per
+        reference.
     """
-    chunks = 2 * raw_bytes // chunker.MIN_CHUNK + 2 * files
+    chunks = chunk_bound(raw_bytes, 2 * files if pieces is None else pieces + files)
     return 64 * 1024 + chunks * 280 + files * 400 + path_bytes + limits.MAX_SIGNATURES * 200
 
 
@@ -158,14 +171,15 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(p).free
 
 
-def tune_malloc() -> None:
+def tune_malloc(trim: int) -> None:
     """Keep chunk-sized buffers in the heap instead of a fresh mmap per buffer.
 
     glibc serves allocations over 128 KiB with mmap and returns them with munmap, so every
     4 MiB chunk, frame and read buffer would be page-faulted and zeroed anew: about a third
     of the export's system time. Raising the mmap threshold to its maximum (32 MiB) and the
-    trim threshold lets freed buffers be reused; memory stays bounded by what is in flight.
-    Best effort: other C libraries are left alone.
+    trim threshold lets freed buffers be reused. Free heap kept past what is in flight is at
+    most ``trim`` bytes (:attr:`manifests.budget.ExportSizes.trim`, a share of the memory
+    budget). Best effort: other C libraries are left alone.
     """
     try:
         import ctypes
@@ -173,7 +187,7 @@ def tune_malloc() -> None:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
         libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-        libc.mallopt(m_trim_threshold, 128 * 1024 * 1024)
+        libc.mallopt(m_trim_threshold, trim)
     except (OSError, AttributeError):
         pass
 
@@ -188,7 +202,7 @@ def fingerprint(spec_bytes: bytes, receipt_bytes: bytes | None, max_volume_size:
         "since": sha256_digest(receipt_bytes) if receipt_bytes is not None else None,
         "maxVolumeSize": max_volume_size,
         "packSize": PACK_SIZE,
-        "chunker": [chunker.MIN_CHUNK, chunker.AVG_CHUNK, chunker.MAX_CHUNK],
+        "chunker": [chunker.MIN_CHUNK, chunker.AVG_CHUNK, chunker.MAX_CHUNK, chunker.MIN_PIECE],
     }
     if self_install is not None:
         doc["selfInstall"] = [self_install.python, self_install.platform]
@@ -294,12 +308,15 @@ class _Run:
     """One export run's mutable state: the pool, the pack writer, what is placed where."""
 
     def __init__(self, writer: PackWriter, state: HubState, held: frozenset[str],
-                 placed: dict[str, tuple[str, Placed]]) -> None:
+                 placed: dict[str, tuple[str, Placed]], sizes: memory.ExportSizes) -> None:
         self.writer = writer
         self.state = state
         self.held = held
         self.placed = placed  # chunk id -> (pack name, placement)
-        self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="ferry-chunk")
+        self.sizes = sizes
+        # The cutting thread waits once sizes.in_flight raw bytes are in the pool, however many
+        # workers there are: in-flight memory does not grow with the number of cores.
+        self.pool = ThreadPoolExecutor(max_workers=sizes.workers, thread_name_prefix="ferry-chunk")
         self.inflight: deque[tuple[Future[tuple[str, int, bytes | None]], _EntryBuild, int]] = deque()
         self.inflight_bytes = 0
         self.written = 0
@@ -316,7 +333,7 @@ class _Run:
         build.pending += 1
         self.inflight.append((fut, build, index))
         self.inflight_bytes += size
-        while self.inflight_bytes > MAX_IN_FLIGHT:
+        while self.inflight_bytes > self.sizes.in_flight:
             self.handle_one()
 
     def known(self, build: _EntryBuild, cid: str, size: int) -> None:
@@ -399,7 +416,7 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBui
     try:
         with sf.open() as f:
             if sf.local_path is not None:
-                chunks = chunker.cut_file(f, chunker.segments(sf.local_path, sf.size))
+                chunks = chunker.cut_file(f, chunker.segments(sf.local_path, sf.size, run.sizes.max_header))
                 pieces: Iterator[memoryview] = (data for _, data in chunks)
             else:
                 pieces = chunker.cut_stream(f)
@@ -407,7 +424,9 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBui
                 hasher.update(data)
                 if hasher.size > sf.size:
                     break
-                run.submit(build, len(data), data=data)
+                # A copy: a view would keep its whole cutting window alive while it is in flight
+                # (up to four windows at once); the copy costs a memcpy, far less than zstd.
+                run.submit(build, len(data), data=bytes(data))
                 task.advance(len(data))
                 overall.advance(len(data))
     except OSError as exc:
@@ -556,7 +575,8 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
             there failed (naming that folder: ``medium`` or ``state``).
         Interrupted: Ctrl-C; finished packs are kept (journaled) and the same command resumes.
     """
-    tune_malloc()
+    tune_malloc(memory.export_sizes(opts.memory_budget).trim)
+    memory.check(opts.memory_budget)  # before anything is read: a budget too small is a usage error
     spec = load_spec(opts.spec)
     spec_bytes = opts.spec.read_bytes()
     if not opts.keys:
@@ -588,7 +608,10 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
 
     files = [f for a in artifacts for f in a.files]
     raw_total = sum(f.size for f in files)
-    reserve = manifest_reserve(len(files), raw_total, sum(len((f.path or "").encode()) for f in files))
+    sizes = memory.export_sizes(opts.memory_budget, memory.usable_cpus())
+    pieces = sum(len(chunker.segments(f.local_path, f.size, sizes.max_header)) if f.local_path is not None else 1
+                 for f in files)
+    reserve = manifest_reserve(len(files), raw_total, sum(len((f.path or "").encode()) for f in files), pieces)
     budget: int | None = None
     if opts.max_volume_size is not None:
         budget = opts.max_volume_size - reserve
@@ -612,7 +635,7 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
             raise FerryError(f"--out {out} holds an unfinished export of another spec or other options; "
                              f"rerun the same command, or give another folder")
         try:
-            result = _export_locked(spec, opts, out, journal, state, artifacts, files, raw_total, reserve,
+            result = _export_locked(spec, opts, out, journal, state, artifacts, files, raw_total, reserve, pieces,
                                     budget, held, base, keys, fp, previous, progress, staging)
         except KeyboardInterrupt:
             raise Interrupted(_interrupted_message(out, journal)) from None
@@ -649,7 +672,7 @@ def _interrupted_message(out: Path, journal: Journal) -> str:
 
 
 def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal, state: HubState,
-                   artifacts: list[SourceArtifact], files: list[SourceFile], raw_total: int, reserve: int,
+                   artifacts: list[SourceArtifact], files: list[SourceFile], raw_total: int, reserve: int, pieces: int,
                    budget: int | None, held: frozenset[str], base: Base | None, keys: list[Any], fp: str,
                    previous: tuple[JournalHeader, list[FinishedPack]] | None, progress: Any,
                    staging: Path | None) -> ExportResult:
@@ -669,7 +692,7 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
             need_raw += estimate
         else:
             need_raw += f.size
-    frames = need_raw + need_raw // 1024 + 64 * (2 * need_raw // chunker.MIN_CHUNK + 2 * len(files))
+    frames = need_raw + need_raw // 1024 + 64 * chunk_bound(need_raw, pieces + len(files))
     volumes_guess = 1 if budget is None else max(1, -(-frames // budget))
     need = max(0, frames - done) + reserve * volumes_guess
     check_space(need, free_bytes(out), out,
@@ -694,7 +717,8 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
         for c in p.chunks:
             placed.setdefault(c.id, (p.name, c))
     last = kept[-1] if kept else None
-    writer = PackWriter(out, volume_budget=budget, on_finish=journal.record,
+    sizes = memory.export_sizes(opts.memory_budget, memory.usable_cpus())
+    writer = PackWriter(out, volume_budget=budget, on_finish=journal.record, max_queued=sizes.queued,
                         first_number=(pack_number(last.name) or 0) + 1 if last else 1,
                         volume=last.volume if last else 1,
                         volume_used=sum(p.size for p in kept if last and p.volume == last.volume))
@@ -706,7 +730,7 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
         finished.append(p)
 
     writer.on_finish = on_finish
-    run = _Run(writer, state, held, placed)
+    run = _Run(writer, state, held, placed, sizes)
     builds: list[tuple[SourceArtifact, list[_EntryBuild]]] = []
     try:
         with progress.task("export", raw_total) as overall:

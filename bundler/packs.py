@@ -65,20 +65,19 @@ class PackWriter:
 
     Placement is decided at once on the caller's thread; the writes run in order on an I/O
     thread and each finished pack's fsync, rename and report on a sync thread, so the disk
-    works while the next chunks are cut and compressed. At most :data:`MAX_QUEUED` bytes
-    wait for the disk.
+    works while the next chunks are cut and compressed. At most ``max_queued`` bytes wait for
+    the disk (the export's share of the memory budget, :func:`manifests.budget.export_sizes`).
     """
-
-    MAX_QUEUED = 24 * 1024 * 1024
 
     def __init__(self, out: Path, *, volume_budget: int | None, on_finish: Callable[[FinishedPack], None],
                  pack_size: int = PACK_SIZE, first_number: int = 1, volume: int = 1,
-                 volume_used: int = 0) -> None:
+                 volume_used: int = 0, max_queued: int = 24 * 1024 * 1024) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.out = out
         self.budget = volume_budget
         self.on_finish = on_finish
+        self.max_queued = max_queued
         self.pack_size = pack_size
         self.number = first_number
         self.volume = volume
@@ -121,7 +120,7 @@ class PackWriter:
     def _submit(self, nbytes: int, fn: Callable[..., None], *args: Any) -> None:
         self._queue.append((self._io.submit(fn, *args), nbytes))
         self._queued += nbytes
-        while self._queue and (self._queued > self.MAX_QUEUED or self._queue[0][0].done()):
+        while self._queue and (self._queued > self.max_queued or self._queue[0][0].done()):
             fut, n = self._queue.pop(0)
             self._queued -= n
             fut.result()  # raises the I/O thread's error here

@@ -7,12 +7,12 @@ for OCI blobs, its sha256 digest) as the bytes stream past. Memory stays at one 
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
+from manifests.budget import MEMORY_BUDGET, ImportSizes, import_sizes, usable_cpus
 from manifests.chunks import decompress_chunk
 from manifests.digest import Hasher
 from manifests.errors import FerryError, VerificationError
@@ -58,12 +58,12 @@ class StoreThenPacks:
 
     :meth:`entry_source` reads ahead: while the caller hashes and writes one chunk, the next
     few are decompressed and checked against their ids in worker threads (zstd and BLAKE3
-    release the GIL). The window bounds memory: at most ``READ_AHEAD`` chunks in flight."""
+    release the GIL). The window bounds memory: at most ``sizes.read_ahead`` chunks in flight,
+    on ``sizes.workers`` threads (:func:`manifests.budget.import_sizes`)."""
 
-    READ_AHEAD = 3
-
-    def __init__(self, store: ChunkStore, reader: PackReader) -> None:
+    def __init__(self, store: ChunkStore, reader: PackReader, sizes: ImportSizes | None = None) -> None:
         self.store, self.reader = store, reader
+        self.sizes = sizes or import_sizes(MEMORY_BUDGET, usable_cpus())
         self._pool: ThreadPoolExecutor | None = None
 
     def read_chunk(self, chunk: Chunk) -> bytes:
@@ -85,7 +85,7 @@ class StoreThenPacks:
             done.set_exception(exc)
             return done
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)),
+            self._pool = ThreadPoolExecutor(max_workers=self.sizes.workers,
                                             thread_name_prefix="ferry-chunk")
         return self._pool.submit(decompress_chunk, stored, chunk_id=chunk.id, size=chunk.size)
 
@@ -123,7 +123,7 @@ class ReadAhead:
         self._fill()
 
     def _fill(self) -> None:
-        while self._todo and len(self._inflight) < StoreThenPacks.READ_AHEAD:
+        while self._todo and len(self._inflight) < self._source.sizes.read_ahead:
             c = self._todo.popleft()
             self._inflight.append((c.id, self._source.start(c)))
 

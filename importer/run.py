@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from manifests.budget import MEMORY_BUDGET, check as check_budget, import_sizes, usable_cpus
 from manifests.bundle import SignedManifest
 from manifests.errors import FerryError, UsageError, VerificationError
 from manifests.link import OciRef
@@ -72,6 +73,7 @@ class ImportOptions:
     #: bundles to read from a registry (``oci://HOST/REPO:TAG``), and ``--limit-rate`` in bytes/s
     links: list[OciRef] = field(default_factory=list)
     limit_rate: int | None = None
+    memory_budget: int = MEMORY_BUDGET  # bytes; read-ahead and threads are sized from it (manifests.budget)
 
 
 @dataclass
@@ -185,6 +187,7 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
         site's policy refused. IncompleteError (exit 3): volumes are missing. UsageError,
         PlaceError, RegistryError, ClusterError (exit 2): options, I/O, targets.
     """
+    check_budget(opts.memory_budget)
     if opts.allow_downgrade and not (opts.reason and opts.reason.strip()):
         raise UsageError("--allow-downgrade needs --reason TEXT: say why, it goes into the audit trail")
     if opts.reason and not opts.allow_downgrade:
@@ -463,7 +466,7 @@ class _BundleRun:
         """Each step of the plan, in its order; a manifest set is checked once more against
         what became of the images and models before it (one may have failed meanwhile)."""
         results = {r.unit: r for r in self.result.artifacts}
-        source = StoreThenPacks(self.ctx.store, reader)
+        source = StoreThenPacks(self.ctx.store, reader, import_sizes(self.opts.memory_budget, usable_cpus()))
         try:
             for step in plan.steps:
                 r = results[step.key]

@@ -220,6 +220,14 @@ class EdgeState:
         except BaseException:
             os.close(root_fd)
             raise
+        try:
+            made = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is not None
+        except sqlite3.DatabaseError:
+            made = True  # a damaged ledger: let the query that needs it say so
+        if not made:  # a first import killed between creating the file and its schema: no state yet
+            db.close()
+            os.close(root_fd)
+            return None
         return cls(root, db, root_fd, None)
 
     @classmethod

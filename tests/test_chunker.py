@@ -16,12 +16,37 @@ from tests.support.export import MiB, tensors, write_safetensors
 
 @given(st.lists(st.integers(min_value=0, max_value=10**7), max_size=40), st.integers(min_value=0, max_value=10**7),
        st.integers(min_value=1, max_value=10**6))
-def test_coalesce_covers_file_and_respects_minimum(cuts: list[int], size: int, min_gap: int) -> None:
-    pieces = chunker.coalesce([c for c in cuts if c <= size], size, min_gap)
+def test_coalesce_covers_file_and_keeps_every_large_tensor_apart(cuts: list[int], size: int, min_gap: int) -> None:
+    pieces = chunker.coalesce(cuts, size, min_gap)
     assert pieces[0][0] == 0 and pieces[-1][1] == size
     for (a, b), (c, _) in zip(pieces, pieces[1:]):
-        assert b == c and b - a >= min_gap
-    assert all(b >= a for a, b in pieces)
+        assert b == c and a < b
+    assert len(pieces) <= 2 * size // min_gap + 2
+    bounds = {b for _, b in pieces}
+    given_cuts = sorted({c for c in cuts if 0 < c < size}) + [size]
+    starts = [0] + given_cuts
+    for begin, end in zip(starts, given_cuts):
+        if end - begin >= min_gap:  # a large tensor begins and ends a piece: no neighbour shares its chunks
+            assert (begin == 0 or begin in bounds) and end in bounds
+    for cut in given_cuts[:-1]:
+        if cut not in bounds:  # a dropped cut lies inside a run of small tensors
+            before = max(b for b in [0, *bounds] if b < cut)
+            after = min(c for c in given_cuts if c > cut)
+            assert cut - before < min_gap and after - cut < min_gap
+
+
+def test_small_tensors_between_large_ones_are_pieces_of_their_own() -> None:
+    K = 1024
+    cuts = [100, 100 + 512 * K, 100 + 512 * K + 4 * K, 100 + 1028 * K, 100 + 1029 * K, 100 + 1030 * K]
+    size = 100 + 2000 * K
+    assert chunker.coalesce(cuts, size) == [
+        (0, 100),  # the header
+        (100, 100 + 512 * K),  # a 512 KiB tensor alone, whatever the FastCDC minimum (1 MiB)
+        (100 + 512 * K, 100 + 516 * K),  # a 4 KiB norm between two large tensors
+        (100 + 516 * K, 100 + 1028 * K),
+        (100 + 1028 * K, 100 + 1030 * K),  # two 1 KiB tensors: one run, one piece
+        (100 + 1030 * K, 100 + 2000 * K),
+    ]
 
 
 def test_safetensors_cuts_at_each_tensor() -> None:
@@ -134,7 +159,7 @@ def test_gguf_cuts_fall_on_tensor_starts(tmp_path: Path) -> None:
     assert {a for a, _ in pieces[1:]} <= set(starts)
     big = [s for s, (_, t) in zip(starts, tensors) if len(t) >= MiB]
     for a, b in pieces:  # a piece never holds two large tensors: they never share a chunk
-        assert sum(a <= s < b for s in big) == 1
+        assert sum(a <= s < b for s in big) == 1 or b - a < chunker.MIN_PIECE  # or it is a run of tiny ones
     assert b"".join(_chunks(path)) == data
 
 
@@ -146,7 +171,7 @@ def test_changed_gguf_tensor_changes_only_its_chunks(tmp_path: Path) -> None:
     (tmp_path / "v2.gguf").write_bytes(gguf_bytes(changed)[0])
     v1, v2 = set(_chunks(tmp_path / "v1.gguf")), _chunks(tmp_path / "v2.gguf")
     new = [c for c in v2 if c not in v1]
-    # Only the changed tensor (and the tiny tensors coalesced in front of it) is new.
+    # Only the changed tensor (and any run of tiny tensors grouped in front of it) is new.
     assert 2 * MiB <= sum(map(len, new)) <= 2 * MiB + 4096
 
 

@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
         push: str = typer.Option(None, "--push", metavar="oci://HOST/REPO[:TAG]",
                                  help="Then push the bundle to this registry, under TAG or, for a channel repository "
                                       "without a tag, under its sequence number (what `ferry watch` polls for)."),
+        memory_budget: str = typer.Option(None, "--memory-budget", metavar="SIZE",
+                                          help="Keep buffers and threads within this much memory (default 256MiB, "
+                                               "at least 192MiB), e.g. 200MiB on a small hub."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Write a signed, chunked, resumable bundle from a bundle spec (hub side)."""
@@ -71,6 +74,7 @@ def register(app: typer.Typer) -> None:
             max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
             since=since, platform=platform, insecure_registries=frozenset(insecure_registry),
             self_install=target,
+            **({"memory_budget": parse_size(memory_budget, what="--memory-budget")} if memory_budget else {}),
         )
         result = export(opts, ui)
         pushed = None

@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
                                     "sets wait for the images and models they need)."),
         limit_rate: Optional[str] = typer.Option(None, "--limit-rate", metavar="RATE", help="Cap the bandwidth "
                                                  "used to read oci:// bundles, bytes per second (500K, 10M, 1G)."),
+        memory_budget: Optional[str] = typer.Option(None, "--memory-budget", metavar="SIZE",
+                                                    help="Keep read-ahead buffers and threads within this much memory "
+                                                         "(default 256MiB, at least 192MiB), e.g. 200MiB on a small edge."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     ) -> None:
         """Verify bundles and apply them to the edge (models, images, manifests).
@@ -49,6 +52,7 @@ def register(app: typer.Typer) -> None:
         from importer.run import ImportOptions, run_import
         from manifests.errors import EXIT_INCOMPLETE
 
+        from bundler.spec import parse_size
         from importer.policy import parse_max_age
         from manifests.errors import UsageError
         from manifests.oci import check_registry_host
@@ -68,7 +72,8 @@ def register(app: typer.Typer) -> None:
                              kubeconfig=kubeconfig, context=context, dry_run=dry_run,
                              allow_downgrade=allow_downgrade, reason=reason, keep=keep, note=note,
                              max_age=parse_max_age(max_age) if max_age else None, atomic=atomic,
-                             no_prune=no_prune)
+                             no_prune=no_prune,
+                             **({"memory_budget": parse_size(memory_budget, what="--memory-budget")} if memory_budget else {}))
         try:
             report = run_import(opts, ui)
         except KeyboardInterrupt:

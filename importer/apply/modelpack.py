@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 
 from manifests.errors import FerryError, FormatError, PlaceError, VerificationError
 from manifests.model import REPOSITORY_RE, TAG_RE
-from manifests.modelpack import (MODELCAR_TAG_SUFFIX, SAFETENSORS_HEADER_MAX, TAR_END, ModelFacts, ModelFile,
+from manifests.budget import MIN_MEMORY_BUDGET, import_sizes
+from manifests.modelpack import (MODELCAR_TAG_SUFFIX, TAR_END, ModelFacts, ModelFile,
                                  model_format, modelcar_config, modelcar_entries, modelcar_layer_size,
                                  modelcar_manifest, modelpack_config, modelpack_manifest,
                                  safetensors_facts, safetensors_header_length, tar_header, tar_padding)
@@ -130,12 +131,19 @@ def scan_model(folder: Path) -> tuple[list[ModelFile], ModelFacts]:
     return sorted(files, key=lambda f: f.path), facts
 
 
+#: Largest safetensors header parsed for the parameter count and precision: the importer's
+#: header share at the lowest memory budget (:func:`manifests.budget.import_sizes`), so every
+#: ``--memory-budget`` holds. A larger header (the format allows 100 MB, about 1 GB parsed)
+#: tells nothing: the published config leaves both out.
+FACTS_HEADER_MAX = import_sizes(MIN_MEMORY_BUDGET).max_header
+
+
 def _safetensors(head: bytes, path: Path) -> tuple[int, str | None]:
-    """Facts from one safetensors file; an unreadable header tells nothing (not an error:
-    publishing does not depend on it)."""
+    """Facts from one safetensors file; an unreadable header, or one over
+    :data:`FACTS_HEADER_MAX`, tells nothing (not an error: publishing does not depend on it)."""
     try:
         length = safetensors_header_length(head)
-        if length > SAFETENSORS_HEADER_MAX:
+        if length > FACTS_HEADER_MAX:
             return 0, None
         header = head[8:8 + length]
         if len(header) < length:
