@@ -469,8 +469,11 @@ class _BundleRun:
 
     def _image_refs(self, targets: dict[str, Any], results: dict[tuple[str, str], ArtifactResult]) -> dict[str, str]:
         """Image reference as a workload writes it -> the pinned edge reference, for every
-        image of this bundle that is now at the edge."""
-        refs: dict[str, str] = {}
+        image at the edge: each image tag the ledger holds (``repository:tag`` -> the
+        reference recorded when it was applied, so a set that names an image an earlier
+        bundle brought is pinned too), then this bundle's images (applied or already there)."""
+        refs: dict[str, str] = {row.name: row.ref for row in self.state.installed_rows()
+                                if row.kind == "image" and row.ref}
         by_key = {a.key: a for a in self.m.artifacts}
         for key, r in results.items():
             if r.kind != "image" or r.status not in (Status.APPLIED, Status.SAME):
