@@ -274,6 +274,13 @@ def recover(state: EdgeState, store: ChunkStore, audit: Any, progress: Progress)
 # --------------------------------------------------------------------------- planning
 
 
+def _place(ctx: Context, kind: str) -> str:
+    """Where the apply target of ``kind`` keeps what it holds, as messages name it."""
+    if kind == "image":
+        return f"the site registry {ctx.registry}" if ctx.registry else "the edge's OCI layout (EDGE/oci)"
+    return ""
+
+
 def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: PackReader, *,
                 stale: str = "", atomic: bool = False) -> BundlePlan:
     """Ask each target what it lacks (only for artifacts the version rule applies), read what the
@@ -296,7 +303,7 @@ def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifes
         target = targets[a.kind]
         try:
             entries = target.needs(a)
-            needs[a.key] = Needs(tuple(entries), target.bytes_to_write(a, entries))
+            needs[a.key] = Needs(tuple(entries), target.bytes_to_write(a, entries), place=_place(ctx, a.kind))
         except FerryError as exc:
             needs[a.key] = Needs(problem=str(exc))
     ids = {cid for n in needs.values() for e in n.entries for cid in e.chunks}

@@ -79,6 +79,8 @@ def register(app: typer.Typer) -> None:
             f"{human_bytes(result.stored_bytes)} stored in {len(m.packs)} pack(s); "
             f"{carried} of {len(m.chunks)} chunk(s) carried"
             + (f", delta against receipt of {m.base.site}" if m.base else ""))
+        for gone in result.left_out:
+            say(f"  {gone.describe()}")
         say(f"  manifest {result.digest}")
         say(f"  hub state {result.state}" + (" (the default)" if state is None else ""))
         if result.self_install:
