@@ -262,3 +262,26 @@ def test_a_later_set_is_pinned_to_an_image_an_earlier_bundle_brought(hub_keys: K
     assert daemonset["metadata"]["annotations"]["ferry.io/version"] == "1.1.0"
     image = daemonset["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image.startswith("registry.example:5000/team/sentiment-server@sha256:")
+
+
+def test_kubestellar_placement_reads_a_lists_items(tmp_path: Path) -> None:
+    """A BindingPolicy and the objects it selects, all inside one List: the WEC gets exactly
+    the selected items, each in its own GitOps file; the policy itself is not applied."""
+    from importer.site import Site
+    from importer.state import EdgeState
+    from importer.wec import apply_placed
+
+    policy = {"apiVersion": "control.kubestellar.io/v1alpha1", "kind": "BindingPolicy",
+              "metadata": {"name": "edge"},
+              "spec": {"clusterSelectors": [{"matchLabels": {"location-group": "edge"}}],
+                       "downsync": [{"objectSelectors": [{"matchLabels": {"app": "a"}}]}]}}
+    chosen = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "ops",
+                                                                      "labels": {"app": "a"}}}
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "ops"}}
+    art, read = make_set({"all.yaml": as_list([policy, chosen, other])})
+    with EdgeState.open(tmp_path / "edge") as state:
+        result = apply_placed(art, read, ManifestTarget(tmp_path / "out", None, None), state=state,  # type: ignore[arg-type]
+                              site=Site("wec-1", wec=True, labels={"location-group": "edge"}),
+                              image_refs={}, origin=ORIGIN)
+    assert result.applied == ["ConfigMap ops/a"]
+    assert [p.name for p in (tmp_path / "out" / "sentiment-app").iterdir()] == ["0001-configmap-a.yaml"]
