@@ -37,7 +37,7 @@ import blake3 as _blake3
 from manifests import __version__, budget as memory, canonical, limits
 from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PREFIX, read_bounded, volume_dir_name
 from manifests.chunks import compress_chunk, compressor
-from manifests.digest import Hasher, manifest_digest
+from manifests.digest import Hasher, blake3_hex, manifest_digest
 from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
 from manifests.errors import FerryError, Interrupted, PlaceError, SpecError, UsageError
 from manifests.keys import KeyRef, load_signing_keys
@@ -84,6 +84,7 @@ class ExportResult:
     state: Path
     warnings: list[str] = field(default_factory=list)
     self_install: dict[str, Any] | None = None  # folder, wheels, sums (sha256 of SHA256SUMS), target
+    left_out: list[LeftOut] = field(default_factory=list)  # what a delta did not carry, and why
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
@@ -104,8 +105,41 @@ class ExportResult:
             "state": str(self.state),
             "selfInstall": self.self_install,
             "base": m.base.to_dict() if m.base else None,
+            "leftOut": [x.to_json() for x in self.left_out],
             "warnings": self.warnings,
         }
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """One reason a delta bundle did not carry some of its bytes (``ExportResult.left_out``).
+
+    ``reason`` is ``installed`` (the receipt lists the same unit, version and content
+    installed: the edge skips it), ``site-blobs`` (OCI blobs the receipt says the site's
+    registry or layout holds, by digest) or ``site-chunks`` (chunks the site's chunk store
+    holds); ``entries`` files or blobs and ``chunks`` chunks (``raw_bytes`` bytes) were left
+    out for it; ``artifacts`` names the artifacts concerned (``kind name``)."""
+
+    reason: str
+    entries: int
+    chunks: int
+    raw_bytes: int
+    artifacts: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reason": self.reason, "entries": self.entries, "chunks": self.chunks, "rawBytes": self.raw_bytes,
+                "artifacts": list(self.artifacts)}
+
+    def describe(self) -> str:
+        """One line for the text summary."""
+        from manifests.progress import human_bytes
+
+        why = {"installed": "the site has these installed at the same version and content",
+               "site-blobs": "the site's registry or OCI layout holds these blobs (by digest)",
+               "site-chunks": "the site's chunk store holds these chunks"}[self.reason]
+        what = f"{self.entries} blob(s)" if self.reason == "site-blobs" else (
+            f"{self.entries} file(s)" if self.reason == "installed" else f"{self.chunks} chunk(s)")
+        return f"left out {what}, {human_bytes(self.raw_bytes)} raw, of {', '.join(self.artifacts)}: {why}"
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -270,6 +304,12 @@ def _cctx() -> Any:
     return c
 
 
+def _held_whole(cid: str) -> bool:
+    """The skip test for a file or blob the edge holds whole: none of its chunks is stored
+    (one that another entry needs is stored for that entry)."""
+    return True
+
+
 def _chunk_work(data: bytes | memoryview | None, read: Callable[[], bytes] | None, expect: str | None,
                 skip: Callable[[str], bool]) -> tuple[str, int, bytes | None]:
     """In a pool thread: (read,) hash, and compress unless the chunk need not be stored."""
@@ -295,6 +335,7 @@ class _EntryBuild:
     key: FileKey | None = None
     in_cache: bool = False  # its chunk list is in the hub cache (read from it, or remembered)
     pending: int = 0  # chunks handed to the pool and not yet back
+    held: str | None = None  # why the edge holds this whole file or blob (LeftOut.reason), or None
     cut_done: bool = False
 
     def entry(self) -> Entry:
@@ -320,6 +361,7 @@ class _Run:
         self.inflight: deque[tuple[Future[tuple[str, int, bytes | None]], _EntryBuild, int]] = deque()
         self.inflight_bytes = 0
         self.written = 0
+        self.held_whole: set[str] = set()  # chunks of files and blobs the edge holds whole (not stored)
 
     def skip(self, cid: str) -> bool:
         return cid in self.held or cid in self.placed
@@ -329,7 +371,7 @@ class _Run:
         index = len(build.ids)
         build.ids.append(None)
         build.sizes.append(size)
-        fut = self.pool.submit(_chunk_work, data, read, expect, self.skip)
+        fut = self.pool.submit(_chunk_work, data, read, expect, _held_whole if build.held else self.skip)
         build.pending += 1
         self.inflight.append((fut, build, index))
         self.inflight_bytes += size
@@ -355,6 +397,8 @@ class _Run:
         build.pending -= 1
         if build.cut_done and not build.pending:
             self.finished_cutting(build)
+        if frame is None and build.held:
+            self.held_whole.add(cid)
         if frame is not None and cid not in self.placed and cid not in self.held:
             with writing_medium(self.writer.out):
                 self.placed[cid] = self.writer.append(cid, size, frame)
@@ -388,9 +432,9 @@ def _read_exact(path: Path, offset: int, size: int) -> Callable[[], bytes]:
     return read
 
 
-def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBuild:
+def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | None = None) -> _EntryBuild:
     """Submit every chunk of one file or blob; returns its entry (ids filled as work ends)."""
-    build = _EntryBuild(source=sf)
+    build = _EntryBuild(source=sf, held=held)
     if sf.local_path is not None:
         try:
             build.key = FileKey.of(sf.local_path)
@@ -403,7 +447,9 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any) -> _EntryBui
             build.blake3, build.in_cache = cached.blake3, True
             offset = 0
             for cid, size in cached.chunks:
-                if run.skip(cid):
+                if run.skip(cid) or held:
+                    if held and not run.skip(cid):
+                        run.held_whole.add(cid)
                     run.known(build, cid, size)
                 else:
                     run.submit(build, size, read=_read_exact(sf.local_path, offset, size), expect=cid)
@@ -584,6 +630,7 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
     keys = load_signing_keys(opts.keys, ask=opts.ask)
 
     receipt_bytes: bytes | None = None
+    receipt: Receipt | None = None
     held: frozenset[str] = frozenset()
     base: Base | None = None
     if opts.since is not None:
@@ -636,7 +683,7 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
                              f"rerun the same command, or give another folder")
         try:
             result = _export_locked(spec, opts, out, journal, state, artifacts, files, raw_total, reserve, pieces,
-                                    budget, held, base, keys, fp, previous, progress, staging)
+                                    budget, held, base, keys, fp, previous, progress, staging, receipt)
         except KeyboardInterrupt:
             raise Interrupted(_interrupted_message(out, journal)) from None
         result.warnings = warnings
@@ -675,7 +722,7 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
                    artifacts: list[SourceArtifact], files: list[SourceFile], raw_total: int, reserve: int, pieces: int,
                    budget: int | None, held: frozenset[str], base: Base | None, keys: list[Any], fp: str,
                    previous: tuple[JournalHeader, list[FinishedPack]] | None, progress: Any,
-                   staging: Path | None) -> ExportResult:
+                   staging: Path | None, receipt: Receipt | None = None) -> ExportResult:
     """The export proper, with the hub state and the medium locked."""
     volumes_mode = opts.max_volume_size is not None
     # Free space: an upper bound of what is left to write (see docs/spec.md).
@@ -736,9 +783,12 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
         with progress.task("export", raw_total) as overall:
             for a in artifacts:
                 entries: list[_EntryBuild] = []
+                installed = receipt is not None and _installed_at_site(a, receipt)
                 with progress.task(f"{a.kind} {a.name} {a.version}", sum(f.size for f in a.files)) as task:
                     for sf in a.files:
-                        entries.append(_chunk_file(run, sf, task, overall))
+                        why = "installed" if installed else (
+                            "site-blobs" if receipt is not None and receipt.held_blob(sf.digest) else None)
+                        entries.append(_chunk_file(run, sf, task, overall, why))
                 builds.append((a, entries))
             run.drain()
         with writing_medium(out):
@@ -749,7 +799,7 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
     finally:
         run.close()
 
-    manifest = _manifest(spec, header, builds, finished, placed, held, base, opts.expires)
+    manifest = _manifest(spec, header, builds, finished, placed, held | run.held_whole, base, opts.expires)
     self_install = None
     if staging is not None and opts.self_install is not None:  # before the manifest: a finished bundle is whole
         plain = copy_to_medium(staging, out)
@@ -762,7 +812,54 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
     stored = sum(c.stored or 0 for c in manifest.chunks)
     return ExportResult(manifest=manifest, digest=result[0], out=out, volume_dirs=result[1],
                         raw_bytes=raw_total, stored_bytes=stored, written_bytes=run.written,
-                        reused_packs=len(kept), state=state.root, self_install=self_install)
+                        reused_packs=len(kept), state=state.root, self_install=self_install,
+                        left_out=left_out(manifest, builds) if base is not None else [])
+
+
+def _installed_at_site(a: SourceArtifact, receipt: Receipt) -> bool:
+    """Whether the receipt lists this manifest set installed with the same version and
+    content (``Receipt.holds_artifact``): the edge skips it, so a delta carries none of its
+    files. Asked only of manifest sets, whose bytes are in memory (bounded by
+    MAX_KUBE_SET_BYTES) so that their content digest is known before they are chunked; models
+    and images are left out chunk by chunk and blob by blob."""
+    if a.kind != "manifests":
+        return False
+    from manifests.digest import artifact_content_digest
+
+    pairs = []
+    for f in a.files:
+        with f.open() as stream:
+            pairs.append((f.path or "", blake3_hex(stream.read())))
+    return receipt.holds_artifact(a.kind, a.name, a.version, artifact_content_digest(pairs))
+
+
+def left_out(manifest: Manifest, builds: list[tuple[SourceArtifact, list[_EntryBuild]]]) -> list[LeftOut]:
+    """What a delta bundle did not carry, grouped by why (:class:`LeftOut`): whole files and
+    blobs first (installed units, blobs the site holds), then the other chunks the receipt
+    lists. A chunk is counted once, under the first reason that left it out."""
+    carried = {c.id for c in manifest.chunks if c.carried}
+    sizes = {c.id: c.size for c in manifest.chunks}
+    seen: set[str] = set()
+    out = []
+    for reason in ("installed", "site-blobs", None):
+        entries, chunk_ids, names = 0, [], []
+        for a, builds_of in builds:
+            hit = False
+            for b in builds_of:
+                if b.held != reason:
+                    continue
+                new = [c for c in b.ids if c is not None and c not in carried and c not in seen]
+                if reason is not None or new:
+                    entries += 1 if reason is not None else 0
+                    hit = True
+                seen.update(new)
+                chunk_ids.extend(new)
+            if hit:
+                names.append(f"{a.kind} {a.name}")
+        if chunk_ids or entries:
+            out.append(LeftOut(reason or "site-chunks", entries, len(set(chunk_ids)),
+                               sum(sizes[c] for c in set(chunk_ids)), tuple(dict.fromkeys(names))))
+    return out
 
 
 def _manifest(spec: Spec, header: JournalHeader, builds: list[tuple[SourceArtifact, list[_EntryBuild]]],

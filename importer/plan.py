@@ -78,11 +78,14 @@ class Needs:
         entries: the files or blobs that must be read from chunks and written.
         edge_bytes: bytes those entries take under EDGE (0 when they go to a registry or cluster).
         problem: why the target could not be asked (the artifact then fails), or None.
+        place: where the target keeps what it holds, for messages (``the site registry
+            HOST``, ``the edge's OCI layout``); "" when it has no such place.
     """
 
     entries: tuple[Entry, ...] = ()
     edge_bytes: int = 0
     problem: str | None = None
+    place: str = ""
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,15 @@ def _chunk_step(manifest: Manifest, a: Artifact, d: Decision, was: str | None, p
             else:
                 volumes.add(pack.volume)
     common = dict(entries=entries, chunks=tuple(ids), bytes=size, edge_bytes=needs.edge_bytes)
+    blob = next((e for e in entries if e.digest is not None and set(e.chunks) & set(absent)), None)
+    if blob is not None:
+        others = {e.digest for e in entries if e.digest is not None and set(e.chunks) & set(absent)} - {blob.digest}
+        more = f" (and {len(others)} more blob(s))" if others else ""
+        return Step(a, d, was, Status.FAILED,
+                    _label(a, f"blob {blob.digest}{more} is missing: {needs.place or 'the site'} does not hold it "
+                              "(HEAD) and this delta bundle left it out, as the receipt it was made against said "
+                              "the site held it; restore the blob or export without --since"),
+                    **common)  # type: ignore[arg-type]
     if absent:
         more = f" (and {len(absent) - 1} more) is" if len(absent) > 1 else " is"
         return Step(a, d, was, Status.FAILED,

@@ -319,6 +319,13 @@ def recover(state: EdgeState, store: ChunkStore, audit: Any, progress: Progress)
 # --------------------------------------------------------------------------- planning
 
 
+def _place(ctx: Context, kind: str) -> str:
+    """Where the apply target of ``kind`` keeps what it holds, as messages name it."""
+    if kind == "image":
+        return f"the site registry {ctx.registry}" if ctx.registry else "the edge's OCI layout (EDGE/oci)"
+    return ""
+
+
 def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: PackReader, *,
                 stale: str = "", atomic: bool = False) -> BundlePlan:
     """Ask each target what it lacks (only for artifacts the version rule applies), read what the
@@ -341,7 +348,7 @@ def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifes
         target = targets[a.kind]
         try:
             entries = target.needs(a)
-            needs[a.key] = Needs(tuple(entries), target.bytes_to_write(a, entries))
+            needs[a.key] = Needs(tuple(entries), target.bytes_to_write(a, entries), place=_place(ctx, a.kind))
         except FerryError as exc:
             needs[a.key] = Needs(problem=str(exc))
     ids = {cid for n in needs.values() for e in n.entries for cid in e.chunks}
@@ -514,8 +521,11 @@ class _BundleRun:
 
     def _image_refs(self, targets: dict[str, Any], results: dict[tuple[str, str], ArtifactResult]) -> dict[str, str]:
         """Image reference as a workload writes it -> the pinned edge reference, for every
-        image of this bundle that is now at the edge."""
-        refs: dict[str, str] = {}
+        image at the edge: each image tag the ledger holds (``repository:tag`` -> the
+        reference recorded when it was applied, so a set that names an image an earlier
+        bundle brought is pinned too), then this bundle's images (applied or already there)."""
+        refs: dict[str, str] = {row.name: row.ref for row in self.state.installed_rows()
+                                if row.kind == "image" and row.ref}
         by_key = {a.key: a for a in self.m.artifacts}
         for key, r in results.items():
             if r.kind != "image" or r.status not in (Status.APPLIED, Status.SAME):

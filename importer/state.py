@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS locations (
     size INTEGER NOT NULL, zstd INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (chunk, dir, file, offset));
 CREATE INDEX IF NOT EXISTS locations_dir ON locations (dir);
+-- OCI blobs and image manifests the site holds, by digest, and where ('registry HOST' or
+-- 'layout'): recorded when an image is applied, listed in receipts (delta exports leave them out)
+CREATE TABLE IF NOT EXISTS oci_blobs (
+    digest TEXT NOT NULL, place TEXT NOT NULL, PRIMARY KEY (digest, place));
 -- files completely written (fsynced) into a model's staging folder: skipped on resume
 CREATE TABLE IF NOT EXISTS staged (
     dir TEXT NOT NULL, file TEXT NOT NULL, blake3 TEXT NOT NULL, PRIMARY KEY (dir, file));
@@ -313,6 +317,16 @@ class EdgeState:
         """version -> content digest of every version present on disk."""
         return dict(self.db.execute("SELECT version, content FROM versions WHERE kind=? AND name=?", (kind, name)))
 
+    def held_blobs(self) -> list[str]:
+        """Digests (``sha256:<hex>``) of the OCI blobs and manifests the site's registry or
+        layout holds, sorted, unique (none for a state that predates the record, or that a
+        read-only open finds without the table)."""
+        try:
+            rows = self.db.execute("SELECT DISTINCT digest FROM oci_blobs ORDER BY digest")
+        except sqlite3.OperationalError:
+            return []
+        return [r[0] for r in rows]
+
     def channels(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT channel, sequence FROM channels ORDER BY channel"))
 
@@ -396,6 +410,12 @@ def migrate_image_rows_to_tags(db: sqlite3.Connection, layout_index: Path) -> No
         tags = sorted(n[len(name) + 1:] for n in names.get(digest or "", []) if n.startswith(name + ":"))
         tag = version if version in tags or not tags else tags[0]
         db.execute("UPDATE installed SET name=? WHERE kind='image' AND name=?", (f"{name}:{tag}", name))
+
+
+def record_blobs(db: sqlite3.Connection, digests: list[str], place: str) -> None:
+    """Record that ``place`` (``registry HOST[:PORT]`` or ``layout``) now holds ``digests``
+    (OCI blobs and manifests, ``sha256:<hex>``), inside the caller's transaction."""
+    db.executemany("INSERT OR IGNORE INTO oci_blobs VALUES (?, ?)", [(d, place) for d in digests])
 
 
 def set_installed(db: sqlite3.Connection, *, kind: str, name: str, version: str, content: str,

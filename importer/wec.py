@@ -161,7 +161,8 @@ def place(objects: list[KubeObject], site: Site, default_namespace: str) -> tupl
     chosen = []
     for obj, decision in zip(objects, placement.decisions):
         if decision.selected:
-            chosen.append(KubeObject(body=placement.bodies[decision.ref.key], file=obj.file, index=obj.index))
+            chosen.append(KubeObject(body=placement.bodies[decision.ref.key], file=obj.file, index=obj.index,
+                                      item=obj.item))
     return placement, chosen
 
 
@@ -177,12 +178,14 @@ def _inventory_object(row: AppliedObject) -> KubeObject:
 
 def apply_placed(artifact: Artifact, read_entry: Callable[[Entry], Iterator[bytes]], target: kube.ManifestTarget,
                  *, state: EdgeState, site: Site, image_refs: dict[str, str], origin: dict[str, str],
-                 allow_downgrade: bool = False, no_prune: bool = False, dry_run: bool = False) -> WecResult:
+                 registry: str | None = None, allow_downgrade: bool = False, no_prune: bool = False,
+                 dry_run: bool = False) -> WecResult:
     """Apply one manifest set to the site's WEC (see the module docstring).
 
     Args:
-        artifact, read_entry, image_refs, origin, allow_downgrade: as for
-            :func:`importer.apply.kube.apply_manifests`.
+        artifact, read_entry, image_refs, origin, registry, allow_downgrade: as for
+            :func:`importer.apply.kube.apply_manifests` (every image is proved pinned,
+            :func:`importer.apply.kube.check_pinned`, before anything is applied or written).
         target: the cluster or GitOps folder; without a kubeconfig, the WEC's recorded
             kubeconfig and context (``ferry site set --kubeconfig --context``) are used.
         state: the open edge state (the inventory is read from it and, unless ``dry_run``, written).
@@ -205,11 +208,12 @@ def apply_placed(artifact: Artifact, read_entry: Callable[[Entry], Iterator[byte
     objects = kube.load_objects(artifact, read_entry)
     previous = read_inventory(state, artifact.name)
     if target.kubeconfig is None:
-        return _to_folder(artifact, objects, target, state, site, previous, image_refs, origin, no_prune, dry_run)
+        return _to_folder(artifact, objects, target, state, site, previous, image_refs, origin, no_prune, dry_run,
+                          registry)
     cluster = kube._Cluster(target)
     try:
         placement, chosen = place(objects, site, cluster.default_namespace)
-        objects = kube.prepare(chosen, image_refs, kube.annotations_for(artifact, origin))
+        objects = kube.prepare(chosen, image_refs, kube.annotations_for(artifact, origin), registry=registry)
         result = WecResult(artifact.name, placement)
         decisions = {d.ref.key: d for d in placement.decisions} if placement else {}
         keys = []
@@ -294,9 +298,9 @@ def _delete(cluster: Any, row: AppliedObject, uid: str | None, resource_version:
 
 def _to_folder(artifact: Artifact, objects: list[KubeObject], target: kube.ManifestTarget, state: EdgeState,
                site: Site, previous: list[AppliedObject], image_refs: dict[str, str], origin: dict[str, str],
-               no_prune: bool, dry_run: bool) -> WecResult:
+               no_prune: bool, dry_run: bool, registry: str | None) -> WecResult:
     placement, chosen = place(objects, site, "default")
-    objects = kube.prepare(chosen, image_refs, kube.annotations_for(artifact, origin))
+    objects = kube.prepare(chosen, image_refs, kube.annotations_for(artifact, origin), registry=registry)
     decisions = {d.ref.key: d for d in placement.decisions} if placement else {}
     result = WecResult(artifact.name, placement)
     keys = [_key(obj, "default", bool(obj.namespace)) for obj in objects]

@@ -112,6 +112,12 @@ class KubeObject:
     body: dict[str, Any]
     file: str  # the file's path within the set
     index: int  # 1-based document number within the file
+    item: int | None = None  # 0-based position in the ``items`` of the List it was read from
+
+    @property
+    def where(self) -> str:
+        """Where the object was read: ``a.yaml document 2`` or ``a.yaml document 2 items[3]``."""
+        return f"{self.file} document {self.index}" + (f" items[{self.item}]" if self.item is not None else "")
 
     @property
     def api_version(self) -> str:
@@ -167,8 +173,48 @@ def check_object(doc: Any, where: str) -> dict[str, Any]:
     return doc
 
 
+def is_list(doc: dict[str, Any]) -> bool:
+    """Whether a document is a list of objects: ``kind: List`` (``v1``, as ``kubectl get -o yaml``
+    writes), or any ``*List`` kind (``DeploymentList``, ``ConfigMapList``) that has ``items``.
+
+    Rule: apimachinery ``meta.IsListType`` / kubectl's resource builder, which reads such a
+    document as its items (``k8s.io/cli-runtime/pkg/resource``, ``FlattenListVisitor``).
+    """
+    kind = doc.get("kind")
+    return isinstance(kind, str) and (kind == "List" or (kind.endswith("List") and "items" in doc))
+
+
+def _read_objects(doc: Any, where: str, file: str, index: int) -> list[KubeObject]:
+    """The objects one document holds: itself, or a list's items (each checked as an object).
+
+    A list needs no ``metadata.name`` (it is not an object the API server stores). Refused,
+    each in one line naming the document (and item): ``items`` that is not a sequence, an
+    item that is not a Kubernetes object, and a list inside a list (kubectl flattens those,
+    but no published manifest needs one and two levels of wrapping hide what a set holds).
+    The number of items is bounded by :data:`manifests.limits.MAX_KUBE_NODES`, checked on
+    the whole document before this runs.
+    """
+    if not (isinstance(doc, dict) and is_list(doc)):
+        return [KubeObject(check_object(doc, where), file, index)]
+    kind, api_version = doc["kind"], doc.get("apiVersion")
+    if not isinstance(api_version, str) or not API_VERSION_RE.match(api_version):
+        raise FormatError(f"{where}: {kind} apiVersion {api_version!r} is not like v1 or apps/v1")
+    items = doc.get("items")
+    if not isinstance(items, list):
+        shown = "missing" if items is None else f"a {type(items).__name__}"
+        raise FormatError(f"{where}: {kind} items must be a list of objects ({shown})")
+    objects = []
+    for i, item in enumerate(items):
+        at = f"{where} items[{i}]"
+        if isinstance(item, dict) and is_list(item):
+            raise FormatError(f"{at}: a {item['kind']} inside a {kind}; list its items directly")
+        objects.append(KubeObject(check_object(item, at), file, index, i))
+    return objects
+
+
 def parse_documents(data: bytes, file: str, label: str | None = None) -> list[KubeObject]:
-    """Every Kubernetes object in one YAML file; empty documents are skipped.
+    """Every Kubernetes object in one YAML file; empty documents are skipped, and a list
+    document (:func:`is_list`) stands for its items, in order.
 
     ``file`` is the path within the set; ``label`` (default ``file``) names it in errors,
     which read like ``kubestellar/app.yaml document 2: not a Kubernetes object (no kind)``.
@@ -188,7 +234,7 @@ def parse_documents(data: bytes, file: str, label: str | None = None) -> list[Ku
                 continue
             where = f"{label} document {index}"
             _json_shape(doc, where)
-            objects.append(KubeObject(check_object(doc, where), file, index))
+            objects.extend(_read_objects(doc, where, file, index))
     except yaml.YAMLError as err:
         raise FormatError(f"{label} document {index + 1}: {_yaml_problem(err)}") from None
     except RecursionError:
@@ -203,8 +249,7 @@ def check_unique(objects: list[KubeObject], where: str) -> None:
         key = (obj.group, obj.kind, obj.namespace, obj.name)
         if key in seen:
             first = seen[key]
-            raise FormatError(f"{where}: {obj.id} appears twice ({first.file} document {first.index} "
-                             f"and {obj.file} document {obj.index})")
+            raise FormatError(f"{where}: {obj.id} appears twice ({first.where} and {obj.where})")
         seen[key] = obj
 
 
@@ -221,13 +266,13 @@ def pod_specs(obj: KubeObject) -> Iterator[dict[str, Any]]:
         if node is None:
             return
         if not isinstance(node, dict):
-            raise FormatError(f"{obj.file} document {obj.index}: {obj.id}: "
+            raise FormatError(f"{obj.where}: {obj.id}: "
                              f"{'.'.join(path[:i]) or 'object'} is not a mapping")
         node = node.get(key)
     if node is None:
         return
     if not isinstance(node, dict):
-        raise FormatError(f"{obj.file} document {obj.index}: {obj.id}: {'.'.join(path)} is not a mapping")
+        raise FormatError(f"{obj.where}: {obj.id}: {'.'.join(path)} is not a mapping")
     yield node
 
 
@@ -239,19 +284,41 @@ def containers(obj: KubeObject) -> Iterator[tuple[str, dict[str, Any]]]:
             if items is None:
                 continue
             if not isinstance(items, list) or not all(isinstance(c, dict) for c in items):
-                raise FormatError(f"{obj.file} document {obj.index}: {obj.id}: {field} must be a list of containers")
+                raise FormatError(f"{obj.where}: {obj.id}: {field} must be a list of containers")
             for i, container in enumerate(items):
                 yield f"{field}[{i}]", container
 
 
+def image_slots(obj: KubeObject) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """Every place a workload names an image, as (label, mapping, key): ``mapping[key]`` is
+    the reference. Containers, initContainers and ephemeralContainers (``image``), and image
+    volumes (``volumes[i].image.reference``, Kubernetes 1.31+, KEP-4639). The one list of
+    image fields the hub records and the edge rewrites and checks."""
+    yield from ((label, container, "image") for label, container in containers(obj))
+    for spec in pod_specs(obj):
+        volumes = spec.get("volumes")
+        if volumes is None:
+            continue
+        if not isinstance(volumes, list) or not all(isinstance(v, dict) for v in volumes):
+            raise FormatError(f"{obj.where}: {obj.id}: volumes must be a list of volumes")
+        for i, volume in enumerate(volumes):
+            source = volume.get("image")
+            if source is None:
+                continue
+            if not isinstance(source, dict):
+                raise FormatError(f"{obj.where}: {obj.id}: volumes[{i}].image is not a mapping")
+            yield f"volumes[{i}].image", source, "reference"
+
+
 def workload_images(obj: KubeObject) -> list[str]:
-    """Image references a workload's containers name, in order, each checked to parse."""
+    """Image references a workload's containers and image volumes name (:func:`image_slots`),
+    in order, each checked to parse."""
     refs = []
-    for label, container in containers(obj):
-        image = container.get("image")
+    for label, holder, key in image_slots(obj):
+        image = holder.get(key)
         if image is None:
             continue
-        where = f"{obj.file} document {obj.index}: {obj.id}: {label}.image"
+        where = f"{obj.where}: {obj.id}: {label}.{key}"
         if not isinstance(image, str):
             raise FormatError(f"{where} is not a string")
         try:

@@ -277,6 +277,9 @@ class SetObject(Protocol):
     @property
     def index(self) -> int: ...
 
+    @property
+    def where(self) -> str: ...
+
 
 def guess_resource(kind: str) -> str:
     """apimachinery ``UnsafeGuessKindToResource``: ``NetworkPolicy`` -> ``networkpolicies``."""
@@ -352,7 +355,7 @@ def _labels(body: dict[str, Any]) -> dict[str, str]:
 
 
 def _where(obj: SetObject) -> str:
-    return f"{obj.file} document {obj.index}"
+    return obj.where
 
 
 # --------------------------------------------------------------------------- policies

@@ -132,8 +132,10 @@ def test_bidi_and_invisible_controls_are_refused_in_a_signed_manifest(bidi: str)
 
 
 @settings(max_examples=300)
-@given(st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp")), min_size=1, max_size=20))
+@given(st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Cn", "Zl", "Zp")), min_size=1, max_size=20))
 def test_printable_text_is_never_refused_as_forbidden(text: str) -> None:
+    # Unassigned code points (Cn) are not printable text: U+2065 lies in the forbidden range
+    # U+2060-206F on purpose (an explicit list, the same whatever Unicode version a reader has).
     assert forbidden_char(text) is None
 
 

@@ -20,7 +20,7 @@ from importer.state import EdgeState
 from manifests.bundle import PACKS_DIR
 from manifests.digest import blake3_hex
 from manifests.model import Manifest
-from tests.support.bundles import model, write_bundle, Spec
+from tests.support.bundles import Spec, image, model, write_bundle
 from tests.support.common import KeyPair, assert_clean_failure, run_ferry
 
 
@@ -437,9 +437,14 @@ spec:
 """
 
 
+#: The image DEPLOYMENT names (the edge refuses a set whose images it cannot pin).
+WEB_IMAGE = image("team/web", "1.0.0", [b"web layer"], tag="1.0.0")
+
+
 def test_manifest_set_written_for_gitops(tmp_path: Path, hub_keys: KeyPair) -> None:
-    write_bundle(tmp_path / "b", [hub_keys.key], [Spec("manifests", "web-app", "1.0.0",
-                                                       files={"deploy.yaml": DEPLOYMENT})])
+    # The image travels in the first bundle only: the second set is pinned to what the ledger holds.
+    write_bundle(tmp_path / "b", [hub_keys.key], [WEB_IMAGE, Spec("manifests", "web-app", "1.0.0",
+                                                                  files={"deploy.yaml": DEPLOYMENT})])
     state = tmp_path / "edge"
     r = imp(hub_keys, state, tmp_path / "b")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -452,7 +457,8 @@ def test_manifest_set_written_for_gitops(tmp_path: Path, hub_keys: KeyPair) -> N
                                                         files={"deploy.yaml": DEPLOYMENT})], sequence=2)
     r = imp(hub_keys, state, tmp_path / "b2", extra=("--manifests-dir", str(gitops)))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "ferry.io/version: 1.1.0" in "".join(p.read_text() for p in (gitops / "web-app").rglob("*.yaml"))
+    text = "".join(p.read_text() for p in (gitops / "web-app").rglob("*.yaml"))
+    assert "ferry.io/version: 1.1.0" in text and "image: team/web@sha256:" in text
 
 
 NAMESPACE = b"""apiVersion: v1
@@ -463,8 +469,8 @@ metadata:
 
 
 def test_manifest_set_server_side_applied_with_kubeconfig(tmp_path: Path, hub_keys: KeyPair, fakekube) -> None:  # noqa: ANN001
-    write_bundle(tmp_path / "b", [hub_keys.key], [Spec("manifests", "web-app", "1.0.0",
-                                                       files={"ns.yaml": NAMESPACE, "deploy.yaml": DEPLOYMENT})])
+    write_bundle(tmp_path / "b", [hub_keys.key], [WEB_IMAGE, Spec("manifests", "web-app", "1.0.0",
+                                                                  files={"ns.yaml": NAMESPACE, "deploy.yaml": DEPLOYMENT})])
     state = tmp_path / "edge"
     kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig")
     r = imp(hub_keys, state, tmp_path / "b", extra=("--kubeconfig", str(kubeconfig), "--context", "wds1"))
@@ -542,3 +548,16 @@ def test_max_age_refuses_a_withheld_bundle(tmp_path: Path, hub_keys: KeyPair) ->
     assert installed_files(state, "m", "1.0.0") == files
     assert_clean_failure(imp(hub_keys, state, tmp_path / "b", extra=("--max-age", "soon")), code=2,
                          contains="not a duration")
+
+
+def test_an_import_killed_before_the_ledger_was_initialised_reruns(tmp_path: Path, hub_keys: KeyPair) -> None:
+    """A kill between creating state.db and its first commit leaves an empty database; the
+    next import (whose trust step reads the ledger read-only first) must simply run."""
+    import sqlite3
+
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", {"w.bin": b"weights"})])
+    state = tmp_path / "edge"
+    state.mkdir()
+    sqlite3.connect(state / "state.db").close()
+    r = imp(hub_keys, state, tmp_path / "b")
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -22,6 +22,7 @@ from tests.support.fakekube import APPLY_PATCH, FakeKube
 
 DIGEST = "sha256:" + "5" * 64
 PINNED = f"edge.local:5000/team/sentiment@{DIGEST}"
+SIDECAR = "edge.local:5000/library/busybox@sha256:" + "6" * 64
 
 APP = b"""\
 apiVersion: v1
@@ -59,7 +60,7 @@ spec:
 """
 
 ORIGIN = {"bundle": "edge-ai", "bundle-id": "b-0007", "channel": "stable", "sequence": "7"}
-IMAGES = {"registry.example:5000/team/sentiment:1.2.0": PINNED}
+IMAGES = {"registry.example:5000/team/sentiment:1.2.0": PINNED, "busybox:1.36": SIDECAR}
 
 
 def make_set(files: dict[str, bytes], *, name: str = "sentiment-app",
@@ -116,7 +117,7 @@ spec:
       - name: server
         image: {PINNED}
       - name: sidecar
-        image: busybox:1.36
+        image: {SIDECAR}
 """
 
 
@@ -261,7 +262,7 @@ def test_cluster_apply_order_and_requests(fakekube: FakeKube, tmp_path: Path) ->
     ]
     deployment = fakekube.get_object("apps/v1", "Deployment", "sentiment-server", "sentiment")
     assert deployment is not None
-    assert [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [PINNED, "busybox:1.36"]
+    assert [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [PINNED, SIDECAR]
     assert deployment["metadata"]["managedFields"][0]["manager"] == "ferry"
     # discovery was refreshed after the CRDs, before the BindingPolicy was looked up
     paths = [(r.method, r.path) for r in fakekube.requests]

@@ -93,7 +93,10 @@ def export(tmp: Path, version: str, keys: KeyPair, *, with_service: bool) -> Pat
     (folder / "policies.yaml").write_text(POLICIES)
     (folder / "app.yaml").write_text(app(version, with_service=with_service))
     spec = tmp / f"bundle-{version}.yaml"
+    # The workload's image travels with the set (the edge refuses a set whose images it cannot pin).
+    layout = Path(__file__).parent.parent / "samples" / "images" / "sentiment-server"
     spec.write_text("apiVersion: ferry/v1\nkind: Bundle\nmetadata: {name: shop, channel: stable}\nspec:\n"
+                    f"  images:\n    - ref: registry.example:5000/team/web:1.0\n      layout: {layout}\n      version: 1.0.0\n"
                     f"  manifests:\n    - name: shop\n      version: {version}\n      path: {folder}\n")
     out = tmp / f"usb-{version}"
     result = run_ferry("export", spec, "--out", out, "--key", keys.key, "--state", tmp / "hub")
@@ -238,7 +241,10 @@ def test_a_malformed_policy_refuses_the_set_before_anything_is_applied(hub_keys:
     (folder / "policy.yaml").write_text(POLICIES.split("---")[0].replace("operator: DoesNotExist",
                                                                          "operator: Missing"))
     spec = tmp_path / "bundle.yaml"
+    # The workload's image travels with the set (the edge refuses a set whose images it cannot pin).
+    layout = Path(__file__).parent.parent / "samples" / "images" / "sentiment-server"
     spec.write_text("apiVersion: ferry/v1\nkind: Bundle\nmetadata: {name: shop, channel: stable}\nspec:\n"
+                    f"  images:\n    - ref: registry.example:5000/team/web:1.0\n      layout: {layout}\n      version: 1.0.0\n"
                     f"  manifests:\n    - name: shop\n      version: 1.0.0\n      path: {folder}\n")
     assert run_ferry("export", spec, "--out", tmp_path / "usb", "--key", hub_keys.key,
                      "--state", tmp_path / "hub").returncode == 0

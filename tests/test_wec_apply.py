@@ -49,6 +49,9 @@ apiVersion: v1
 kind: ConfigMap
 metadata: {name: elsewhere, namespace: a}
 """
+#: The sample set's one image, as the edge pins it (test_kube_apply covers the pinning itself).
+SAMPLE_IMAGE = {"registry.example:5000/team/sentiment-server:1.2.0":
+                "registry.example:5000/team/sentiment-server@sha256:" + "5" * 64}
 EDGE = Site("wec-1", wec=True, labels={"location-group": "edge"})
 
 
@@ -58,7 +61,7 @@ def test_the_sample_set_is_selected_whole_at_an_edge_wec(tmp_path: Path) -> None
     art, read = make_set(files)
     with EdgeState.open(tmp_path / "edge") as state:
         result = apply_placed(art, read, ManifestTarget(tmp_path / "out", None, None), state=state, site=EDGE,
-                              image_refs={}, origin=ORIGIN)
+                              image_refs=SAMPLE_IMAGE, origin=ORIGIN)
         assert sorted(result.applied) == ["Deployment.apps sentiment/sentiment", "Namespace sentiment",
                                           "Service sentiment/sentiment"]
         assert [p.name for p in sorted((tmp_path / "out" / "sentiment-app").iterdir())] == [

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         max_volume_size: str = typer.Option(None, "--max-volume-size",
                                             help="Split into OUT/vol-001, vol-002, ... of at most this size "
                                                  "(e.g. 32GiB, 64GB)."),
-        since: Path = typer.Option(None, "--since", help="The edge's receipt: leave out chunks the edge holds."),
+        since: Path = typer.Option(None, "--since", help="The edge's receipt: leave out what the site holds (chunks, OCI blobs by digest, installed sets)."),
         platform: str = typer.Option(None, "--platform", help="Image platform to pick from an index, "
                                      "e.g. linux/amd64."),
         insecure_registry: list[str] = typer.Option([], "--insecure-registry",
@@ -98,6 +98,8 @@ def register(app: typer.Typer) -> None:
             f"{human_bytes(result.stored_bytes)} stored in {len(m.packs)} pack(s); "
             f"{carried} of {len(m.chunks)} chunk(s) carried"
             + (f", delta against receipt of {m.base.site}" if m.base else ""))
+        for gone in result.left_out:
+            say(f"  {gone.describe()}")
         say(f"  manifest {result.digest}")
         say(f"  hub state {result.state}" + (" (the default)" if state is None else ""))
         if pushed is not None:

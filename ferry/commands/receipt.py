@@ -11,12 +11,13 @@ from ferry.ui import write_output
 
 
 def build_receipt(state_dir: Path) -> bytes:
-    """Canonical receipt bytes: chunk ids held, installed artifacts and versions, channels."""
+    """Canonical receipt bytes: chunk ids held, OCI blobs held (registry or layout, by
+    digest), installed artifacts with versions and content digests, channels."""
     from importer.state import EdgeState
     from importer.store import ChunkStore
     from manifests.errors import PlaceError
     from manifests.model import utc_now
-    from manifests.receipt import InstalledArtifact, Receipt
+    from manifests.receipt import CONTENT_RE, InstalledArtifact, Receipt
 
     state = EdgeState.open_readonly(state_dir)
     if state is None:
@@ -26,8 +27,11 @@ def build_receipt(state_dir: Path) -> bytes:
             site=state.site,
             created=utc_now(),
             chunks=tuple(ChunkStore(state).all_ids()),
-            artifacts=tuple(InstalledArtifact(r.kind, r.name, r.version) for r in state.installed_rows()),
+            artifacts=tuple(InstalledArtifact(r.kind, r.name, r.version,
+                                              r.content if CONTENT_RE.match(r.content) else None)
+                            for r in state.installed_rows()),
             channels=tuple(state.channels().items()),
+            blobs=tuple(state.held_blobs()),
         )
     finally:
         state.close()
@@ -41,7 +45,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Receipt file to write (FILE.sig beside it with --key)."),
         key: Optional[Path] = typer.Option(None, "--key", help="The edge's private key, to sign the receipt."),
     ) -> None:
-        """Write the edge's inventory (chunks held, versions, channels) for delta exports at the hub."""
+        """Write the edge's inventory (chunks and OCI blobs held, versions, channels) for delta exports at the hub."""
         from manifests.keys import load_private
         from manifests.signing import RECEIPT_PAYLOAD_TYPE, SIGNATURE_SUFFIX, sign
 
@@ -53,7 +57,8 @@ def register(app: typer.Typer) -> None:
 
         r = Receipt.from_bytes(data)
         typer.echo(f"receipt of site {r.site}: {len(r.artifacts)} artifact(s), {len(r.chunks)} chunk id(s) held, "
-                   f"{len(r.channels)} channel(s); {human_bytes(len(data))}", err=True)
+                   f"{len(r.blobs)} OCI blob(s) held, {len(r.channels)} channel(s); {human_bytes(len(data))}",
+                   err=True)
         if private is not None:
             sig = sign(data, [private], payload_type=RECEIPT_PAYLOAD_TYPE).to_bytes()
             write_output(out.with_name(out.name + SIGNATURE_SUFFIX), sig, "--out")

@@ -338,7 +338,17 @@ class EdgeImages:
     def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
         ref = apply_image(artifact, read_entry, self.target)
         self._index_layout_blobs(artifact, job)
+        self._record_blobs(artifact)
         return Applied(ref=ref)
+
+    def _record_blobs(self, artifact: Artifact) -> None:
+        """Every blob and manifest of the image is now in the registry or layout: the
+        receipt lists them (by digest), so a delta leaves them out."""
+        from ..state import record_blobs
+
+        place = f"registry {self.ctx.registry}" if self.ctx.registry else "layout"
+        with self.ctx.state.transaction() as db:
+            record_blobs(db, [e.digest for e in artifact.entries if e.digest is not None], place)
 
     def _index_layout_blobs(self, artifact: Artifact, job: Job) -> None:
         """OCI layout blobs are exact bytes: they serve as the chunk store like model files."""

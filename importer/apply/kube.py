@@ -28,11 +28,11 @@ from typing import Any
 
 import yaml
 
-from manifests.kube import KubeObject, check_unique, containers, names_image, parse_documents
+from manifests.kube import KubeObject, check_unique, image_slots, names_image, parse_documents
 from manifests.limits import MAX_KUBE_FILE_BYTES as MAX_FILE_BYTES
 from manifests.limits import MAX_KUBE_SET_BYTES as MAX_SET_BYTES
 from manifests.durable import fsync_dir
-from manifests.errors import FerryError, PlaceError
+from manifests.errors import FerryError, PlaceError, VerificationError
 from manifests.model import NAME_RE, Artifact, BundleInfo, Entry
 from manifests.oci import parse_reference
 from manifests.version import compare_versions
@@ -113,18 +113,68 @@ def annotations_for(artifact: Artifact, origin: dict[str, str]) -> dict[str, str
     return out
 
 
-def prepare(objects: list[KubeObject], image_refs: dict[str, str], annotations: dict[str, str]) -> list[KubeObject]:
-    """Rewrite carried workload images (:func:`resolve_image`) and add ``annotations``,
-    in apply order: Namespaces, then CustomResourceDefinitions, then the rest as written."""
+def prepare(objects: list[KubeObject], image_refs: dict[str, str], annotations: dict[str, str], *,
+            registry: str | None = None) -> list[KubeObject]:
+    """Rewrite workload images (:func:`resolve_image`), prove every one pinned
+    (:func:`check_pinned`), and add ``annotations``, in apply order: Namespaces, then
+    CustomResourceDefinitions, then the rest as written.
+
+    Args:
+        objects: the set's objects (list items already expanded by :mod:`manifests.kube`).
+        image_refs: workload reference -> pinned edge reference (images at the edge).
+        annotations: the ``ferry.io/*`` annotations (:func:`annotations_for`).
+        registry: the site registry (``host[:port][/prefix]``, ``import --registry``), or None
+            when images wait in the edge's OCI layout.
+
+    Raises:
+        VerificationError: an image is left that is not pinned at the edge; nothing is changed
+            in the cluster or folder (the check runs before anything is applied or written).
+    """
     for obj in objects:
-        for _label, container in containers(obj):
-            image = container.get("image")
+        for _label, holder, key in image_slots(obj):
+            image = holder.get(key)
             pinned = resolve_image(image, image_refs) if isinstance(image, str) else None
             if pinned is not None:
-                container["image"] = pinned
+                holder[key] = pinned
         meta = obj.body["metadata"]
         meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+    check_pinned(objects, set(image_refs.values()), registry)
     return sorted(objects, key=_apply_rank)
+
+
+def is_pinned(ref: str, pinned: set[str], registry: str | None) -> bool:
+    """Whether a workload image reference is pinned at this edge: one the edge pinned itself
+    (a value of the import's image map), or, with a site registry, any reference to that
+    registry by digest (``REGISTRY/repo@sha256:...``). Without a registry the layout holds
+    the images, so only the edge's own pinned references qualify."""
+    if ref in pinned:
+        return True
+    if registry is None:
+        return False
+    try:
+        parsed = parse_reference(ref)
+    except FerryError:
+        return False
+    return parsed.digest is not None and ref.startswith(registry.rstrip("/") + "/")
+
+
+def check_pinned(objects: list[KubeObject], pinned: set[str], registry: str | None) -> None:
+    """Refuse the set unless every image of every object (:func:`manifests.kube.image_slots`:
+    containers, initContainers, ephemeralContainers, image volumes) is pinned at the edge
+    (:func:`is_pinned`): a pod must never pull from a registry the air gap cannot reach, nor
+    by a tag that could move. Raises :class:`manifests.errors.VerificationError` naming the
+    first such image, its object and where it was read."""
+    for obj in objects:
+        for label, holder, key in image_slots(obj):
+            image = holder.get(key)
+            if image is None:
+                continue
+            if not isinstance(image, str) or not is_pinned(image, pinned, registry):
+                where = f"the site registry {registry}" if registry else "the edge's OCI layout"
+                raise VerificationError(
+                    f"{obj.where}: {obj.id}: {label}.{key} {str(image)[:120]!r} is not pinned at this edge "
+                    f"(no image of that name is in {where}); bring the image in this bundle or an earlier one; "
+                    f"nothing of the set was applied")
 
 
 def _apply_rank(obj: KubeObject) -> int:
@@ -387,7 +437,7 @@ def apply_to_cluster(target: ManifestTarget, set_name: str, version: str, object
 
 def apply_manifests(artifact: Artifact, read_entry: Callable[[Entry], Iterator[bytes]], target: ManifestTarget, *,
                     image_refs: dict[str, str], origin: dict[str, str],
-                    allow_downgrade: bool = False) -> ManifestResult:
+                    allow_downgrade: bool = False, registry: str | None = None) -> ManifestResult:
     """Apply one manifest set to ``target`` (see the module docstring).
 
     ``image_refs`` maps a workload's image reference to its pinned edge reference
@@ -398,7 +448,8 @@ def apply_manifests(artifact: Artifact, read_entry: Callable[[Entry], Iterator[b
         raise FerryError(f"manifest set name {artifact.name!r} is not allowed")
     if target.gitops_dir is None and target.kubeconfig is None:
         raise FerryError(f"manifest set {artifact.name!r}: no target (give a kubeconfig or a manifests folder)")
-    objects = prepare(load_objects(artifact, read_entry), image_refs, annotations_for(artifact, origin))
+    objects = prepare(load_objects(artifact, read_entry), image_refs, annotations_for(artifact, origin),
+                      registry=registry)
     result = ManifestResult(artifact.name)
     if target.kubeconfig is not None:
         result.applied, result.skipped = apply_to_cluster(target, artifact.name, artifact.version, objects,
@@ -456,11 +507,11 @@ class ManifestSets:
             from ..wec import apply_placed
 
             placed = apply_placed(artifact, read_entry, target, state=ctx.state, site=site,
-                                  image_refs=job.image_refs, origin=job.origin,
+                                  image_refs=job.image_refs, origin=job.origin, registry=ctx.registry,
                                   allow_downgrade=ctx.allow_downgrade, no_prune=ctx.no_prune)
             return Applied(note=placed.summary())
         result = apply_manifests(artifact, read_entry, target, image_refs=job.image_refs, origin=job.origin,
-                                 allow_downgrade=ctx.allow_downgrade)
+                                 allow_downgrade=ctx.allow_downgrade, registry=ctx.registry)
         note = ("; left alone (newer on the cluster): " + ", ".join(o for o, _ in result.skipped)
                 if result.skipped else "")
         return Applied(note=note)
