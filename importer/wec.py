@@ -60,6 +60,13 @@ class WecResult:
     pruned: list[str] = field(default_factory=list)
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)  # object id -> .status
     written: Path | None = None
+    #: createOnly objects found on the WEC while planning (object ids): left as they are
+    exists: list[str] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Lines to warn about (a BindingPolicy that selects no object of the set)."""
+        return list(self.placement.warnings) if self.placement is not None else []
 
     def summary(self) -> str:
         """A clause for the artifact's reason: what placement and pruning did."""
@@ -77,13 +84,27 @@ class WecResult:
         return "".join(f"; {p}" for p in parts)
 
     def plan_lines(self) -> list[str]:
-        """Per object: selected or not and why; then what pruning does."""
-        lines = []
+        """The plan, made before the first change: per object of the set (set order) ``apply``,
+        ``keep`` (createOnly, already on the WEC) or ``skip``, by which policy and clause; then
+        per object of the previous version what pruning does (:meth:`PrunePlan.lines`).
+        ``import --dry-run``, ``verify --state`` and the import itself print these lines."""
+        lines = [f"warning: {w}" for w in self.warnings]
         if self.placement is not None:
             for d in self.placement.decisions:
                 flag = " (createOnly)" if d.create_only else ""
-                lines.append(f"{'apply' if d.selected else 'skip '} {d.ref.id}{flag}: {d.why}")
+                if d.selected and d.ref.id in self.exists:
+                    lines.append(f"keep  {d.ref.id}{flag}: {d.why}; it exists on the WEC, not updated")
+                else:
+                    lines.append(f"{'apply' if d.selected else 'skip '} {d.ref.id}{flag}: {d.why}")
         return lines + (self.prune.lines() if self.prune else [])
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as ``--json`` shows it: ``placement`` (:meth:`manifests.placement.Placement.to_json`,
+        null for a set without BindingPolicy or Binding), ``existsOnWec`` (createOnly objects left
+        as they are), ``prune`` (:meth:`PrunePlan.to_json`) and ``lines`` (:meth:`plan_lines`)."""
+        return {"set": self.set_name, "placement": self.placement.to_json() if self.placement else None,
+                "existsOnWec": list(self.exists), "warnings": self.warnings, "prune": self.prune.to_json() if self.prune else None,
+                "lines": self.plan_lines()}
 
 
 # --------------------------------------------------------------------------- the edge state
@@ -221,6 +242,7 @@ def apply_placed(artifact: Artifact, read_entry: Callable[[Entry], Iterator[byte
         to_apply = []
         for obj, key in zip(objects, keys):
             if key in create_only and cluster.get(obj) is not None:
+                result.exists.append(decisions[key].ref.id)
                 result.skipped.append((obj.id, "createOnly: it exists on the WEC, not updated"))
             else:
                 to_apply.append(obj)

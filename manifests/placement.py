@@ -42,10 +42,11 @@ commit whose CRDs the tests use; the files named below did not change in between
 Where ferry is stricter than KubeStellar (it cannot write status or conditions back to a hub
 it cannot reach, so a problem must stop the import with one line instead): a malformed selector,
 an unparsable ``remove`` path, a path that would remove ``apiVersion``, ``kind``,
-``metadata`` or ``metadata.name``, a BindingPolicy with no ``clusterSelectors`` or whose
-clauses select no object of the set, a Binding naming an object the set does not hold, and a
-policy that selects this WEC and an object of a kind KubeStellar never propagates: each raises
-:class:`~manifests.errors.PlacementError`.
+``metadata`` or ``metadata.name``, a BindingPolicy with no ``clusterSelectors``, a Binding
+naming an object the set does not hold, and a policy that selects this WEC and an object of a
+kind KubeStellar never propagates: each raises :class:`~manifests.errors.PlacementError`. A
+BindingPolicy whose clauses select no object of the set is a warning line
+(:attr:`Placement.warnings`), not an error: the other policies of the set still apply.
 """
 
 from __future__ import annotations
@@ -649,6 +650,9 @@ class Placement:
     policies: list[tuple[str, bool]] = field(default_factory=list)  # (policy label, selects this site)
     decisions: list[Decision] = field(default_factory=list)
     bodies: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)  # key -> transformed
+    #: one line each: a BindingPolicy whose clauses select no object of the set (not an error:
+    #: KubeStellar reports nothing for it either, and the other policies still apply)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def selected(self) -> list[Decision]:
@@ -656,7 +660,7 @@ class Placement:
 
     def to_json(self) -> dict[str, Any]:
         return {"site": self.site, "policies": [{"policy": p, "selectsSite": s} for p, s in self.policies],
-                "objects": [d.to_json() for d in self.decisions]}
+                "objects": [d.to_json() for d in self.decisions], "warnings": list(self.warnings)}
 
 
 def has_policies(objects: Sequence[SetObject]) -> bool:
@@ -678,9 +682,9 @@ def evaluate(objects: Sequence[SetObject], site_name: str, site_labels: Mapping[
         A :class:`Placement`: one :class:`Decision` per object, and for each selected object its
         body after KubeStellar's removals and the set's CustomTransforms (deep copies).
     Raises:
-        PlacementError: see the module docstring (malformed control objects, a policy that
-            selects no object, a Binding naming an object the set lacks, a policy selecting a
-            kind KubeStellar never propagates for this WEC).
+        PlacementError: see the module docstring (malformed control objects, a Binding naming
+            an object the set lacks, a policy selecting a kind KubeStellar never propagates for
+            this WEC). A policy that selects no object is a warning (``Placement.warnings``).
     """
     refs = object_refs(objects, default_namespace)
     policies: list[Policy] = []
@@ -765,7 +769,8 @@ def evaluate(objects: Sequence[SetObject], site_name: str, site_labels: Mapping[
                     what = f"{resource}{'.' + group if group else ''} {ns + '/' if ns else ''}{name}"
                     raise PlacementError(f"{p.where}: names {what}, which the set does not hold")
         elif p.label not in selected_any:
-            raise PlacementError(f"{p.where}: its downsync clauses select no object of the set")
+            placement.warnings.append(f"{p.where}: its downsync clauses select no object of the set "
+                                      "(nothing of the set goes anywhere by it)")
     return placement
 
 

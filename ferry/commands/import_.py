@@ -116,6 +116,8 @@ def _print(ui: object, report: object, registry: str | None) -> None:
             out.print("  " + artifact_line(a.kind, a.name, a.version, a.installed, a.status, a.action, a.bytes,
                                            a.reason, None, human_bytes)
                       + (_where(a.ref, registry) if a.ref else ""), markup=False)
+            for line in a.placement:  # a manifest set at a KubeStellar WEC: per object (importer.wec)
+                out.print("    " + line, markup=False)
         if report.dry_run and b.status is BundleStatus.PLANNED:  # type: ignore[attr-defined]
             out.print(f"  bytes to write under the state: {human_bytes(b.bytes_to_write)}; "
                       "nothing was changed (dry run)", markup=False)

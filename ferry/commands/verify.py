@@ -58,6 +58,11 @@ def _print(report: Report, ui: UI) -> None:
                                    else f"{e(word)}: {e(a.plan.reason)}")
                 table.add_row(*row)
             out.print(table)
+            for a in b.artifacts:  # a manifest set at a KubeStellar WEC: per object (importer.wec)
+                if a.plan is not None and a.plan.placement:
+                    out.print(f"{a.kind} {a.name} {a.version}: placement at this WEC", markup=False)
+                    for line in a.plan.placement:
+                        out.print("  " + line, markup=False)
         for c in b.failures:
             out.print(f"[red]✗[/] {e(c.name)}: {e(c.reason)}")
     if report.verdict == "pass":

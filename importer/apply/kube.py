@@ -439,7 +439,7 @@ class ManifestSets:
     def bytes_to_write(self, artifact: Artifact, entries: list[Entry]) -> int:
         return sum(e.size for e in entries) if self.under_edge else 0
 
-    def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
+    def _target(self) -> ManifestTarget:
         ctx = self.ctx
         if ctx.kubeconfig is not None:
             target = ManifestTarget(None, ctx.kubeconfig, ctx.context)
@@ -449,6 +449,29 @@ class ManifestSets:
             target = ManifestTarget(Path(MANIFESTS_DIR), None, None, root=ctx.edge)
         else:
             raise FerryError("no edge state to write manifest sets under")
+        return target
+
+    def preview(self, artifact: Artifact, read_entry: ReadEntry, image_refs: dict[str, str],
+                origin: dict[str, str]) -> Applied | None:
+        """The plan :meth:`apply` would carry out at a KubeStellar WEC, made by the same call with
+        ``dry_run=True`` (:func:`importer.wec.apply_placed`: reads only, GETs against a cluster);
+        None when the site has no WEC identity (the set is applied whole). For ``import
+        --dry-run`` and ``verify --state``. Raises FerryError as :meth:`apply` does."""
+        from ..site import read_site
+
+        site = read_site(self.ctx.state)
+        if not site.wec:
+            return None
+        from ..wec import apply_placed
+
+        placed = apply_placed(artifact, read_entry, self._target(), state=self.ctx.state, site=site,
+                              image_refs=image_refs, origin=origin, allow_downgrade=self.ctx.allow_downgrade,
+                              no_prune=self.ctx.no_prune, dry_run=True)
+        return Applied(plan=placed.plan_lines(), plan_json=placed.to_json(), warnings=placed.warnings)
+
+    def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
+        ctx = self.ctx
+        target = self._target()
         from ..site import read_site
 
         site = read_site(ctx.state)
@@ -458,7 +481,8 @@ class ManifestSets:
             placed = apply_placed(artifact, read_entry, target, state=ctx.state, site=site,
                                   image_refs=job.image_refs, origin=job.origin,
                                   allow_downgrade=ctx.allow_downgrade, no_prune=ctx.no_prune)
-            return Applied(note=placed.summary())
+            return Applied(note=placed.summary(), plan=placed.plan_lines(), plan_json=placed.to_json(),
+                           warnings=placed.warnings)
         result = apply_manifests(artifact, read_entry, target, image_refs=job.image_refs, origin=job.origin,
                                  allow_downgrade=ctx.allow_downgrade)
         note = ("; left alone (newer on the cluster): " + ", ".join(o for o, _ in result.skipped)
