@@ -92,6 +92,12 @@ CREATE TABLE IF NOT EXISTS kube_status (
     set_name TEXT NOT NULL, api_version TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL,
     name TEXT NOT NULL, status TEXT NOT NULL, collectors TEXT NOT NULL, at TEXT NOT NULL,
     PRIMARY KEY (set_name, api_version, kind, namespace, name));
+-- per applied object and StatusCollector, its result over this WEC's row (importer.wec,
+-- manifests.statuscollect: KubeStellar's NamedStatusCombination, JSON)
+CREATE TABLE IF NOT EXISTS kube_collected (
+    set_name TEXT NOT NULL, api_version TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL,
+    name TEXT NOT NULL, collector TEXT NOT NULL, result TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (set_name, api_version, kind, namespace, name, collector));
 """
 
 

@@ -2,7 +2,8 @@
 
 A manifest set may hold KubeStellar control objects (API group ``control.kubestellar.io``):
 ``BindingPolicy`` and ``Binding`` (what goes where), ``CustomTransform`` (what to strip on the
-way), ``StatusCollector`` (what status to return). On a site that has a WEC identity
+way), ``StatusCollector`` (what status to return; parsed here, CEL compiled, by
+:mod:`manifests.statuscollect`, and evaluated after apply). On a site that has a WEC identity
 (``ferry site set``), the import evaluates them here as KubeStellar's controllers would, and
 applies only the selected workload objects; control objects never go to a WEC.
 
@@ -653,6 +654,8 @@ class Placement:
     #: one line each: a BindingPolicy whose clauses select no object of the set (not an error:
     #: KubeStellar reports nothing for it either, and the other policies still apply)
     warnings: list[str] = field(default_factory=list)
+    #: the set's StatusCollectors by name (manifests.statuscollect.Collector), evaluated after apply
+    collectors: dict[str, Any] = field(default_factory=dict)
 
     @property
     def selected(self) -> list[Decision]:
@@ -689,6 +692,7 @@ def evaluate(objects: Sequence[SetObject], site_name: str, site_labels: Mapping[
     refs = object_refs(objects, default_namespace)
     policies: list[Policy] = []
     transforms: list[Transform] = []
+    known_collectors: dict[str, Any] = {}
     for obj, ref in zip(objects, refs):
         if ref.group != CONTROL_GROUP:
             continue
@@ -698,9 +702,13 @@ def evaluate(objects: Sequence[SetObject], site_name: str, site_labels: Mapping[
             policies.append(parse_binding(obj))
         elif ref.kind == "CustomTransform":
             transforms.append(parse_transform(obj))
+        elif ref.kind == "StatusCollector":
+            from manifests.statuscollect import parse_collector  # CEL is loaded only when a set needs it
+
+            known_collectors[ref.name] = parse_collector(obj.body, f"StatusCollector {ref.name} ({_where(obj)})")
     namespace_labels = {r.name: _labels(o.body) for o, r in zip(objects, refs)
                         if (r.group, r.kind) == ("", "Namespace")}
-    placement = Placement(site=site_name)
+    placement = Placement(site=site_name, collectors=known_collectors)
     chosen = {p.label: p.selects_site(site_name, site_labels) for p in policies}
     placement.policies = list(chosen.items())
     selected_any: set[str] = set()
@@ -771,6 +779,10 @@ def evaluate(objects: Sequence[SetObject], site_name: str, site_labels: Mapping[
         elif p.label not in selected_any:
             placement.warnings.append(f"{p.where}: its downsync clauses select no object of the set "
                                       "(nothing of the set goes anywhere by it)")
+    missing = sorted({c for d in placement.selected for c in d.status_collectors} - set(known_collectors))
+    if missing:
+        placement.warnings.append(f"statusCollectors {', '.join(missing)}: not in the set, so not evaluated at "
+                                  "this WEC (the whole .status is kept)")
     return placement
 
 
