@@ -32,7 +32,7 @@ from manifests.kube import KubeObject, check_unique, containers, names_image, pa
 from manifests.limits import MAX_KUBE_FILE_BYTES as MAX_FILE_BYTES
 from manifests.limits import MAX_KUBE_SET_BYTES as MAX_SET_BYTES
 from manifests.durable import fsync_dir
-from manifests.errors import FerryError, PlaceError
+from manifests.errors import ClusterError, FerryError, PlaceError
 from manifests.model import NAME_RE, Artifact, BundleInfo, Entry
 from manifests.oci import parse_reference
 from manifests.version import compare_versions
@@ -288,11 +288,11 @@ class _Cluster:
         try:
             return fn()
         except (DynamicApiError, ApiException) as err:
-            raise FerryError(f"{self.where} at {self.host}: {what}: {_api_message(err)}") from None
+            raise ClusterError(f"{self.where} at {self.host}: {what}: {_api_message(err)}") from None
         except (ResourceNotFoundError, ResourceNotUniqueError) as err:
-            raise FerryError(f"{self.where} at {self.host}: {what}: the server does not serve this kind ({err})") from None
+            raise ClusterError(f"{self.where} at {self.host}: {what}: the server does not serve this kind ({err})") from None
         except (HTTPError, OSError) as err:
-            raise FerryError(f"{self.where}: cannot reach {self.host}: {_connection_problem(err)}") from None
+            raise ClusterError(f"{self.where}: cannot reach {self.host}: {_connection_problem(err)}") from None
 
     def resource(self, obj: KubeObject) -> Any:
         return self._call(lambda: self.client.resources.get(api_version=obj.api_version, kind=obj.kind), obj.id)
