@@ -89,6 +89,7 @@ def register(app: typer.Typer) -> None:
         report_file: Path | None = typer.Option(None, "--report", metavar="FILE.json", help="Write the JSON report here."),
         html_file: Path | None = typer.Option(None, "--html", metavar="FILE.html", help="Write a printable HTML report here."),
         state: Path | None = typer.Option(None, "--state", metavar="EDGE", help="Also say what an import into this edge would do "
+                                          "(at a KubeStellar WEC, per object of each manifest set) "
                                           "(and, without --trust, verify against the signed policy it pins)."),
         sign_report: list[str] = typer.Option([], "--sign-report", metavar="KEY[:env=VAR|:fd=N|:file=PATH]",
                                               help="Sign the --report file with this key (FILE.json.sig beside it); repeatable."),
