@@ -317,11 +317,23 @@ class _Cluster:
         return self._call(fetch, f"reading {obj.id}")
 
     def apply(self, obj: KubeObject) -> dict[str, Any]:
+        """Server-side apply one object. A manifest that names ``metadata.resourceVersion`` (one
+        saved with ``kubectl get -o yaml``) applies only to that version of the object: the
+        server answers 409, and the line says to remove it at the hub (force does not override
+        it; Kubernetes API conventions, "Concurrency Control and Consistency")."""
         resource = self.resource(obj)
-        return self._call(lambda: resource.server_side_apply(
-            body=obj.body, name=obj.name, namespace=self.namespace(resource, obj),
-            field_manager=FIELD_MANAGER, force_conflicts=True, _request_timeout=REQUEST_TIMEOUT,
-        ).to_dict(), f"applying {obj.id}")
+        try:
+            return self._call(lambda: resource.server_side_apply(
+                body=obj.body, name=obj.name, namespace=self.namespace(resource, obj),
+                field_manager=FIELD_MANAGER, force_conflicts=True, _request_timeout=REQUEST_TIMEOUT,
+            ).to_dict(), f"applying {obj.id}")
+        except ClusterError as err:
+            version = (obj.body.get("metadata") or {}).get("resourceVersion")
+            if version is None or ": HTTP 409 " not in str(err):
+                raise
+            raise ClusterError(f"{err} (the manifest names metadata.resourceVersion {version}, so it applies only "
+                               "to that version of the object: remove resourceVersion from the manifest at the "
+                               "hub and export a new version)") from None
 
     def wait_established(self, crd: KubeObject) -> None:
         """Wait until the API server reports a just-applied CRD Established (served)."""
