@@ -102,12 +102,18 @@ class Plan:
     refused: bool
     #: importer.plan.Status: ready, same, refused, failed, waiting, held (report 1.1)
     status: str | None = None
+    #: a manifest set at a KubeStellar WEC: per object, apply/keep/skip and by which policy and
+    #: clause, then what pruning does (importer.wec.WecResult.plan_lines), and its JSON form
+    placement: tuple[str, ...] = ()
+    placement_detail: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"action": self.action, "reason": self.reason,
                              "installedVersion": self.installed_version, "refused": self.refused}
         if self.status is not None:
             d["status"] = self.status
+        if self.placement_detail is not None:
+            d["placement"] = self.placement_detail
         return d
 
 
@@ -313,6 +319,10 @@ def _bundle_html(b: BundleReport) -> str:
                 row.append(_status(not a.plan.refused, f"{a.plan.action}: {a.plan.reason}") if a.plan else "")
             rows.append(row)
         parts.append(_rows(header, rows))
+        for a in b.artifacts:
+            if a.plan is not None and a.plan.placement:
+                parts.append(f"<h3>{_e(a.kind)} {_e(a.name)} {_e(a.version)}: placement at this WEC</h3>")
+                parts.append("<pre>" + _e("\n".join(a.plan.placement)) + "</pre>")
         for a in b.artifacts:
             parts.append(f"<h3>{_e(a.kind)} {_e(a.name)} {_e(a.version)}: files and blobs</h3>")
             parts.append(_rows(["path or digest", "size (bytes)", "BLAKE3", "sha256", "status", "reason"],

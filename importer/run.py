@@ -93,6 +93,9 @@ class ArtifactResult:
     missing_files: list[str] = field(default_factory=list)
     #: the unit (:attr:`manifests.model.Artifact.key`) this result is for; not in the JSON
     unit: tuple[str, str] = ("", "")
+    #: a manifest set at a KubeStellar WEC: the plan's lines, per object (importer.wec), and its JSON
+    placement: list[str] = field(default_factory=list)
+    placement_json: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, step: Step) -> ArtifactResult:
@@ -104,7 +107,8 @@ class ArtifactResult:
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "version": self.version, "installed": self.installed,
                 "action": self.action, "status": self.status.value, "reason": self.reason, "bytes": self.bytes,
-                "ref": self.ref, "waitingVolumes": self.waiting_volumes, "missingFiles": self.missing_files}
+                "ref": self.ref, "waitingVolumes": self.waiting_volumes, "missingFiles": self.missing_files,
+                "placement": self.placement_json}
 
 
 @dataclass
@@ -357,6 +361,43 @@ def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifes
     return make_plan(manifest, installed, present, allow_downgrade=ctx.allow_downgrade, stale=stale, atomic=atomic)
 
 
+def preview_sets(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: PackReader,
+                 plan: BundlePlan) -> dict[tuple[str, str], Applied | FerryError]:
+    """What applying each ready manifest set of ``plan`` would do at a KubeStellar WEC, per object.
+
+    The one way ``import --dry-run`` and ``verify --state`` list placement: the set's files are
+    read (verified) from the site's store and the packs at hand, and the manifest target makes
+    its plan with the import's own call in dry-run mode (:meth:`importer.apply.kube.ManifestSets.preview`,
+    :func:`importer.wec.apply_placed`). Changes nothing.
+
+    Returns:
+        per artifact key, the plan (:class:`importer.apply.Applied` with ``plan``, ``plan_json``,
+        ``warnings``) or the FerryError the import would stop that set with (a malformed policy,
+        an object ferry does not own to prune); sets at a site without a WEC identity, and steps
+        that are not ready, are left out.
+    """
+    target = targets.get("manifests")
+    preview = getattr(target, "preview", None)
+    out: dict[tuple[str, str], Applied | FerryError] = {}
+    ready = [s for s in plan.steps if s.artifact.kind == "manifests" and s.status is Status.READY]
+    if preview is None or not ready:
+        return out
+    source = StoreThenPacks(ctx.store, reader)
+    try:
+        for step in ready:
+            try:
+                done = preview(step.artifact, source.reader_for(manifest, lambda n: None), {},
+                               origin_of(manifest.bundle))
+            except FerryError as exc:
+                out[step.key] = exc
+                continue
+            if done is not None:
+                out[step.key] = done
+    finally:
+        source.close()
+    return out
+
+
 # --------------------------------------------------------------------------- one bundle
 
 
@@ -442,9 +483,19 @@ class _BundleRun:
             result.bytes_to_write = plan.bytes_to_write
             result.reason = plan.still_needed()
             if self.opts.dry_run:
+                previews = preview_sets(self.ctx, targets, self.m, reader, plan)
                 for r in result.artifacts:
-                    if r.status is Status.READY:
-                        r.status = Status.PLANNED
+                    if r.status is not Status.READY:
+                        continue
+                    r.status = Status.PLANNED
+                    done = previews.get(r.unit)
+                    if isinstance(done, FerryError):
+                        r.status, r.action = Status.FAILED, "failed"
+                        r.reason = f"manifests {r.name!r}: {done}"
+                    elif done is not None:
+                        r.placement, r.placement_json = done.plan, done.plan_json
+                        for warning in done.warnings:
+                            self.progress.warn(f"manifests {r.name!r}: {warning}")
                 result.status = BundleStatus.PLANNED
                 return
             if not self._space_ok(plan.bytes_to_write):
@@ -516,6 +567,9 @@ class _BundleRun:
             return
         r.status, r.ref = Status.APPLIED, done.ref
         r.reason += done.note
+        r.placement, r.placement_json = done.plan, done.plan_json
+        for warning in done.warnings:
+            self.progress.warn(f"{a.kind} {a.name!r}: {warning}")
         if not done.recorded:
             self._record(decision, r.reason, r, after=a.version)
 

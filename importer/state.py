@@ -96,6 +96,12 @@ CREATE TABLE IF NOT EXISTS kube_status (
     set_name TEXT NOT NULL, api_version TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL,
     name TEXT NOT NULL, status TEXT NOT NULL, collectors TEXT NOT NULL, at TEXT NOT NULL,
     PRIMARY KEY (set_name, api_version, kind, namespace, name));
+-- per applied object and StatusCollector, its result over this WEC's row (importer.wec,
+-- manifests.statuscollect: KubeStellar's NamedStatusCombination, JSON)
+CREATE TABLE IF NOT EXISTS kube_collected (
+    set_name TEXT NOT NULL, api_version TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL,
+    name TEXT NOT NULL, collector TEXT NOT NULL, result TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (set_name, api_version, kind, namespace, name, collector));
 """
 
 
@@ -212,7 +218,9 @@ class EdgeState:
 
     @classmethod
     def open_readonly(cls, root: Path) -> EdgeState | None:
-        """The ledger for reading, without the lock (None when there is no state yet)."""
+        """The ledger for reading, without the lock (None when there is no state yet, including a
+        ledger file whose creation was interrupted before its schema was committed: the schema is
+        made in one transaction, so without its ``meta`` table nothing was ever recorded)."""
         root = Path(os.path.abspath(root))
         if not (root / DB_NAME).is_file():
             if root.exists() and not root.is_dir():
@@ -221,6 +229,10 @@ class EdgeState:
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             db = _connect(root / DB_NAME, readonly=True)
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is None:
+                db.close()
+                os.close(root_fd)
+                return None
         except BaseException:
             os.close(root_fd)
             raise

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from importer.content import stream_entry
 from importer.medium import BundleOnMedium, PackReader, find_bundles
@@ -112,7 +112,8 @@ def _check_entry(entry: Entry, manifest: Manifest, source: _CheckingSource) -> E
     return report(BAD, failure)  # every chunk fine, yet the whole does not match its digest
 
 
-def _check_artifact(a: Artifact, manifest: Manifest, source: _CheckingSource, step: Step | None) -> ArtifactReport:
+def _check_artifact(a: Artifact, manifest: Manifest, source: _CheckingSource, step: Step | None,
+                    preview: Any = None) -> ArtifactReport:
     entries = tuple(_check_entry(e, manifest, source) for e in a.entries)
     ids = list(dict.fromkeys(cid for e in a.entries for cid in e.chunks))
     counts = {OK: 0, BAD: 0, MISSING: 0, BASE: 0}
@@ -124,8 +125,13 @@ def _check_artifact(a: Artifact, manifest: Manifest, source: _CheckingSource, st
     digest = a.content_digest
     plan = None
     if step is not None:  # the import's own plan (importer.run.plan_bundle)
-        refused = step.status in (Status.REFUSED, Status.FAILED)
-        plan = Plan(step.decision.action, step.reason, step.installed, refused, step.status.value)
+        would, reason, lines, detail = step.status, step.reason, (), None
+        if isinstance(preview, FerryError):  # the import would stop this set (importer.run.preview_sets)
+            would, reason = Status.FAILED, f"manifests {a.name!r}: {preview}"
+        elif preview is not None:  # a manifest set at a KubeStellar WEC: per object (importer.wec)
+            lines, detail = tuple(preview.plan), preview.plan_json
+        refused = would in (Status.REFUSED, Status.FAILED)
+        plan = Plan(step.decision.action, reason, step.installed, refused, would.value, lines, detail)
     return ArtifactReport(
         kind=a.kind, name=a.name, version=a.version, size=a.size, content_digest=digest, status=status,
         chunks=ChunkCounts(total=len(ids), ok=counts[OK], bad=counts[BAD], missing=counts[MISSING],
@@ -176,8 +182,11 @@ _NOT_PARSED = ("not parsed: a manifest is read only after its signatures verify 
                "(ferry inspect shows its unverified claims)")
 
 
+Planner = Callable[[Manifest, PackReader], tuple[BundlePlan, Mapping[tuple[str, str], Any]]]
+
+
 def verify_bundle(found: BundleOnMedium, trust: Trust, *,
-                  planner: Callable[[Manifest, PackReader], BundlePlan] | None = None,
+                  planner: Planner | None = None,
                   progress: Progress | None = None) -> BundleReport:
     """Every check on one bundle; never raises for what the medium holds. With ``planner``
     (``verify --state``), each artifact also carries what an import would do: the import's
@@ -195,8 +204,13 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *,
         missing = reader.missing_volumes()
         damaged = reader.damaged_files()
         source = _CheckingSource(reader, task)
-        steps = {s.key: s for s in planner(manifest, reader).steps} if planner is not None else {}
-        artifacts = [_check_artifact(a, manifest, source, steps.get(a.key)) for a in manifest.artifacts]
+        steps: dict[tuple[str, str], Step] = {}
+        previews: Mapping[tuple[str, str], Any] = {}
+        if planner is not None:
+            bundle_plan, previews = planner(manifest, reader)
+            steps = {s.key: s for s in bundle_plan.steps}
+        artifacts = [_check_artifact(a, manifest, source, steps.get(a.key), previews.get(a.key))
+                     for a in manifest.artifacts]
     held = sum(1 for c in manifest.chunks if not c.carried)
     if damaged:  # a pack missing from a volume that is present: damage, not a volume to come
         checks.append(Check("packs", False, "; ".join(f"pack file {f} is missing from a volume that was given "
@@ -287,10 +301,13 @@ class _Planner:
         self.ctx = Context(state=self.state, store=self.store, edge=self.edge)
         self.targets = targets_for(self.ctx)
 
-    def __call__(self, manifest: Manifest, reader: PackReader) -> BundlePlan:
-        from importer.run import plan_bundle
+    def __call__(self, manifest: Manifest, reader: PackReader) -> tuple[BundlePlan, Mapping[tuple[str, str], Any]]:
+        """The import's plan, and for each ready manifest set at a KubeStellar WEC its per-object
+        plan (:func:`importer.run.preview_sets`, the call ``import --dry-run`` makes)."""
+        from importer.run import plan_bundle, preview_sets
 
-        return plan_bundle(self.ctx, self.targets, manifest, reader)
+        plan = plan_bundle(self.ctx, self.targets, manifest, reader)
+        return plan, preview_sets(self.ctx, self.targets, manifest, reader, plan)
 
     def __enter__(self) -> _Planner:
         return self

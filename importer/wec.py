@@ -35,7 +35,7 @@ from typing import Any
 from manifests.kube import KubeObject
 from manifests.errors import FerryError
 from manifests.model import NAME_RE, Artifact, Entry
-from manifests.placement import Placement, evaluate, has_policies
+from manifests.placement import Decision, Placement, evaluate, has_policies
 
 from .apply import kube
 from .pruning import AppliedObject, ObjectKey, PrunePlan, plan_prune
@@ -59,7 +59,16 @@ class WecResult:
     prune: PrunePlan | None = None
     pruned: list[str] = field(default_factory=list)
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)  # object id -> .status
+    #: object id -> its StatusCollector results (manifests.statuscollect.collect)
+    collected: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     written: Path | None = None
+    #: createOnly objects found on the WEC while planning (object ids): left as they are
+    exists: list[str] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Lines to warn about (a BindingPolicy that selects no object of the set)."""
+        return list(self.placement.warnings) if self.placement is not None else []
 
     def summary(self) -> str:
         """A clause for the artifact's reason: what placement and pruning did."""
@@ -77,13 +86,27 @@ class WecResult:
         return "".join(f"; {p}" for p in parts)
 
     def plan_lines(self) -> list[str]:
-        """Per object: selected or not and why; then what pruning does."""
-        lines = []
+        """The plan, made before the first change: per object of the set (set order) ``apply``,
+        ``keep`` (createOnly, already on the WEC) or ``skip``, by which policy and clause; then
+        per object of the previous version what pruning does (:meth:`PrunePlan.lines`).
+        ``import --dry-run``, ``verify --state`` and the import itself print these lines."""
+        lines = [f"warning: {w}" for w in self.warnings]
         if self.placement is not None:
             for d in self.placement.decisions:
                 flag = " (createOnly)" if d.create_only else ""
-                lines.append(f"{'apply' if d.selected else 'skip '} {d.ref.id}{flag}: {d.why}")
+                if d.selected and d.ref.id in self.exists:
+                    lines.append(f"keep  {d.ref.id}{flag}: {d.why}; it exists on the WEC, not updated")
+                else:
+                    lines.append(f"{'apply' if d.selected else 'skip '} {d.ref.id}{flag}: {d.why}")
         return lines + (self.prune.lines() if self.prune else [])
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as ``--json`` shows it: ``placement`` (:meth:`manifests.placement.Placement.to_json`,
+        null for a set without BindingPolicy or Binding), ``existsOnWec`` (createOnly objects left
+        as they are), ``prune`` (:meth:`PrunePlan.to_json`) and ``lines`` (:meth:`plan_lines`)."""
+        return {"set": self.set_name, "placement": self.placement.to_json() if self.placement else None,
+                "existsOnWec": list(self.exists), "warnings": self.warnings, "prune": self.prune.to_json() if self.prune else None,
+                "lines": self.plan_lines()}
 
 
 # --------------------------------------------------------------------------- the edge state
@@ -103,10 +126,14 @@ def read_inventory(state: EdgeState, set_name: str) -> list[AppliedObject]:
     return [AppliedObject(*r) for r in rows]
 
 
+#: per object id: (object, namespace, .status, StatusCollector names, their results)
+Statuses = dict[str, tuple[KubeObject, str, dict[str, Any], list[str], list[dict[str, Any]]]]
+
+
 def record(state: EdgeState, set_name: str, version: str, inventory: list[tuple[KubeObject, str, bool]],
-           statuses: dict[str, tuple[KubeObject, str, dict[str, Any], list[str]]] | None) -> None:
+           statuses: Statuses | None) -> None:
     """Replace the set's inventory (object, namespace, createOnly, in apply order) and, unless
-    ``statuses`` is None, its stored statuses."""
+    ``statuses`` is None, its stored statuses and StatusCollector results."""
     at = utc_now()
     with state.transaction() as db:
         db.execute("DELETE FROM kube_applied WHERE set_name=?", (set_name,))
@@ -117,10 +144,15 @@ def record(state: EdgeState, set_name: str, version: str, inventory: list[tuple[
         if statuses is None:
             return
         db.execute("DELETE FROM kube_status WHERE set_name=?", (set_name,))
-        for obj, namespace, status, collectors in statuses.values():
+        db.execute("DELETE FROM kube_collected WHERE set_name=?", (set_name,))
+        for obj, namespace, status, collectors, collected in statuses.values():
             db.execute("INSERT INTO kube_status VALUES (?,?,?,?,?,?,?,?)",
                        (set_name, obj.api_version, obj.kind, namespace, obj.name,
                         json.dumps(status, sort_keys=True), json.dumps(collectors), at))
+            for result in collected:
+                db.execute("INSERT INTO kube_collected VALUES (?,?,?,?,?,?,?,?)",
+                           (set_name, obj.api_version, obj.kind, namespace, obj.name, result["name"],
+                            json.dumps(result, sort_keys=True), at))
 
 
 def summarize_status(status: dict[str, Any]) -> str:
@@ -139,14 +171,36 @@ def read_object_status(state: EdgeState) -> list[dict[str, Any]]:
                                 "FROM kube_status ORDER BY set_name, kind, namespace, name").fetchall()
     except sqlite3.OperationalError:
         return []
+    collected: dict[tuple[str, str, str, str, str], list[dict[str, Any]]] = {}
+    try:
+        for *key, result in state.db.execute("SELECT set_name, api_version, kind, namespace, name, result "
+                                             "FROM kube_collected ORDER BY collector"):
+            collected.setdefault(tuple(key), []).append(json.loads(result))
+    except sqlite3.OperationalError:  # a state written before this table existed
+        pass
     out = []
     for set_name, api_version, kind, namespace, name, status, collectors, at in rows:
         obj = AppliedObject(api_version, kind, namespace, name, 0)
         parsed = json.loads(status)
         out.append({"set": set_name, "object": obj.id, "apiVersion": api_version, "kind": kind,
                     "namespace": namespace or None, "name": name, "status": parsed,
-                    "statusCollectors": json.loads(collectors), "at": at, "summary": summarize_status(parsed)})
+                    "statusCollectors": json.loads(collectors), "at": at, "summary": summarize_status(parsed),
+                    "collected": collected.get((set_name, api_version, kind, namespace, name), [])})
     return out
+
+
+def collected_line(result: dict[str, Any]) -> str:
+    """One StatusCollector result for a person: ``count-wecs: count=1`` (rows joined by ``; ``)."""
+    def shown(v: dict[str, Any]) -> str:
+        field = {"String": "string", "Number": "float", "Bool": "bool", "Object": "object", "Array": "array"}
+        raw = v.get(field.get(v.get("type", ""), ""), "null")
+        return raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True)
+
+    rows = ["; ".join(", ".join(f"{c}={shown(v)}" for c, v in zip(result["columnNames"], row["columns"]))
+                      for row in result.get("rows", []))]
+    text = f"{result['name']}: {rows[0] or '(no rows)'}"
+    return text + (f" ({len(result['errors'])} expression error(s): {result['errors'][0]})"
+                   if result.get("errors") else "")
 
 
 # --------------------------------------------------------------------------- placement
@@ -213,6 +267,7 @@ def apply_placed(artifact: Artifact, read_entry: Callable[[Entry], Iterator[byte
     cluster = kube._Cluster(target)
     try:
         placement, chosen = place(objects, site, cluster.default_namespace)
+        originals = ({d.ref.key: o.body for o, d in zip(objects, placement.decisions)} if placement else {})
         objects = kube.prepare(chosen, image_refs, kube.annotations_for(artifact, origin), registry=registry)
         result = WecResult(artifact.name, placement)
         decisions = {d.ref.key: d for d in placement.decisions} if placement else {}
@@ -225,6 +280,7 @@ def apply_placed(artifact: Artifact, read_entry: Callable[[Entry], Iterator[byte
         to_apply = []
         for obj, key in zip(objects, keys):
             if key in create_only and cluster.get(obj) is not None:
+                result.exists.append(decisions[key].ref.id)
                 result.skipped.append((obj.id, "createOnly: it exists on the WEC, not updated"))
             else:
                 to_apply.append(obj)
@@ -250,15 +306,18 @@ def apply_placed(artifact: Artifact, read_entry: Callable[[Entry], Iterator[byte
         for deletion in result.prune.delete:
             if _delete(cluster, deletion.obj, deletion.uid, deletion.resource_version):
                 result.pruned.append(deletion.obj.id)
-        statuses = {}
+        statuses: Statuses = {}
         for obj, key in zip(objects, keys):
             current = cluster.get(obj)
             status = (current or {}).get("status")
             if isinstance(status, dict) and status:
                 d = decisions.get(key)
                 collectors = list(d.status_collectors) + (["singleton"] if d and d.singleton_status else []) if d else []
-                statuses[obj.id] = (obj, key[2], status, collectors)
+                collected = _collect(placement, d, originals.get(key, obj.body), status, site.name,
+                                     ((current or {}).get("metadata") or {}).get("generation"))
+                statuses[obj.id] = (obj, key[2], status, collectors, collected)
                 result.statuses[obj.id] = status
+                result.collected[obj.id] = collected
     finally:
         cluster.close()
     inventory = [(obj, key[2], key in create_only) for obj, key in zip(objects, keys)]
@@ -266,6 +325,22 @@ def apply_placed(artifact: Artifact, read_entry: Callable[[Entry], Iterator[byte
     inventory += [(_inventory_object(row), row.namespace, False) for row in previous if row.key in kept]
     record(state, artifact.name, artifact.version, inventory, statuses)
     return result
+
+
+def _collect(placement: Placement | None, decision: Decision | None, obj: dict[str, Any], status: dict[str, Any],
+             wec: str, generation: object) -> list[dict[str, Any]]:
+    """The results of the StatusCollectors the object's clauses name, over this WEC's row
+    (:func:`manifests.statuscollect.collect`); [] when none, or none is in the set."""
+    if placement is None or decision is None:
+        return []
+    named = [placement.collectors[n] for n in decision.status_collectors if n in placement.collectors]
+    if not named:
+        return []
+    from manifests.statuscollect import activation, collect
+
+    row = activation(wec=wec, obj=obj, status=status, at=utc_now(),
+                     generation=generation if isinstance(generation, int) and not isinstance(generation, bool) else 0)
+    return [collect(c, [row]) for c in named]
 
 
 def _is_new_kind(obj: KubeObject, objects: list[KubeObject]) -> bool:

@@ -124,6 +124,6 @@ class ClusterError(FerryError):
 
 
 class PlacementError(FerryError):
-    """A manifest set's KubeStellar control objects (BindingPolicy, Binding, CustomTransform)
-    are malformed, select nothing, or ask for what the site cannot do (exit 2). Raised while the
+    """A manifest set's KubeStellar control objects (BindingPolicy, Binding, CustomTransform,
+    StatusCollector) are malformed or ask for what the site cannot do (exit 2). Raised while the
     placement is computed, before the first object is applied (:mod:`manifests.placement`)."""

@@ -2,7 +2,8 @@
 
 A manifest set may hold KubeStellar control objects (API group ``control.kubestellar.io``):
 ``BindingPolicy`` and ``Binding`` (what goes where), ``CustomTransform`` (what to strip on the
-way), ``StatusCollector`` (what status to return). On a site that has a WEC identity
+way), ``StatusCollector`` (what status to return; parsed here, CEL compiled, by
+:mod:`manifests.statuscollect`, and evaluated after apply). On a site that has a WEC identity
 (``ferry site set``), the import evaluates them here as KubeStellar's controllers would, and
 applies only the selected workload objects; control objects never go to a WEC.
 
@@ -42,10 +43,11 @@ commit whose CRDs the tests use; the files named below did not change in between
 Where ferry is stricter than KubeStellar (it cannot write status or conditions back to a hub
 it cannot reach, so a problem must stop the import with one line instead): a malformed selector,
 an unparsable ``remove`` path, a path that would remove ``apiVersion``, ``kind``,
-``metadata`` or ``metadata.name``, a BindingPolicy with no ``clusterSelectors`` or whose
-clauses select no object of the set, a Binding naming an object the set does not hold, and a
-policy that selects this WEC and an object of a kind KubeStellar never propagates: each raises
-:class:`~manifests.errors.PlacementError`.
+``metadata`` or ``metadata.name``, a BindingPolicy with no ``clusterSelectors``, a Binding
+naming an object the set does not hold, and a policy that selects this WEC and an object of a
+kind KubeStellar never propagates: each raises :class:`~manifests.errors.PlacementError`. A
+BindingPolicy whose clauses select no object of the set is a warning line
+(:attr:`Placement.warnings`), not an error: the other policies of the set still apply.
 """
 
 from __future__ import annotations
@@ -652,6 +654,11 @@ class Placement:
     policies: list[tuple[str, bool]] = field(default_factory=list)  # (policy label, selects this site)
     decisions: list[Decision] = field(default_factory=list)
     bodies: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)  # key -> transformed
+    #: one line each: a BindingPolicy whose clauses select no object of the set (not an error:
+    #: KubeStellar reports nothing for it either, and the other policies still apply)
+    warnings: list[str] = field(default_factory=list)
+    #: the set's StatusCollectors by name (manifests.statuscollect.Collector), evaluated after apply
+    collectors: dict[str, Any] = field(default_factory=dict)
 
     @property
     def selected(self) -> list[Decision]:
@@ -659,7 +666,7 @@ class Placement:
 
     def to_json(self) -> dict[str, Any]:
         return {"site": self.site, "policies": [{"policy": p, "selectsSite": s} for p, s in self.policies],
-                "objects": [d.to_json() for d in self.decisions]}
+                "objects": [d.to_json() for d in self.decisions], "warnings": list(self.warnings)}
 
 
 def has_policies(objects: Sequence[SetObject]) -> bool:
@@ -681,13 +688,14 @@ def evaluate(objects: Sequence[SetObject], site_name: str, site_labels: Mapping[
         A :class:`Placement`: one :class:`Decision` per object, and for each selected object its
         body after KubeStellar's removals and the set's CustomTransforms (deep copies).
     Raises:
-        PlacementError: see the module docstring (malformed control objects, a policy that
-            selects no object, a Binding naming an object the set lacks, a policy selecting a
-            kind KubeStellar never propagates for this WEC).
+        PlacementError: see the module docstring (malformed control objects, a Binding naming
+            an object the set lacks, a policy selecting a kind KubeStellar never propagates for
+            this WEC). A policy that selects no object is a warning (``Placement.warnings``).
     """
     refs = object_refs(objects, default_namespace)
     policies: list[Policy] = []
     transforms: list[Transform] = []
+    known_collectors: dict[str, Any] = {}
     for obj, ref in zip(objects, refs):
         if ref.group != CONTROL_GROUP:
             continue
@@ -697,9 +705,13 @@ def evaluate(objects: Sequence[SetObject], site_name: str, site_labels: Mapping[
             policies.append(parse_binding(obj))
         elif ref.kind == "CustomTransform":
             transforms.append(parse_transform(obj))
+        elif ref.kind == "StatusCollector":
+            from manifests.statuscollect import parse_collector  # CEL is loaded only when a set needs it
+
+            known_collectors[ref.name] = parse_collector(obj.body, f"StatusCollector {ref.name} ({_where(obj)})")
     namespace_labels = {r.name: _labels(o.body) for o, r in zip(objects, refs)
                         if (r.group, r.kind) == ("", "Namespace")}
-    placement = Placement(site=site_name)
+    placement = Placement(site=site_name, collectors=known_collectors)
     chosen = {p.label: p.selects_site(site_name, site_labels) for p in policies}
     placement.policies = list(chosen.items())
     selected_any: set[str] = set()
@@ -768,7 +780,12 @@ def evaluate(objects: Sequence[SetObject], site_name: str, site_labels: Mapping[
                     what = f"{resource}{'.' + group if group else ''} {ns + '/' if ns else ''}{name}"
                     raise PlacementError(f"{p.where}: names {what}, which the set does not hold")
         elif p.label not in selected_any:
-            raise PlacementError(f"{p.where}: its downsync clauses select no object of the set")
+            placement.warnings.append(f"{p.where}: its downsync clauses select no object of the set "
+                                      "(nothing of the set goes anywhere by it)")
+    missing = sorted({c for d in placement.selected for c in d.status_collectors} - set(known_collectors))
+    if missing:
+        placement.warnings.append(f"statusCollectors {', '.join(missing)}: not in the set, so not evaluated at "
+                                  "this WEC (the whole .status is kept)")
     return placement
 
 

@@ -331,10 +331,16 @@ def test_kinds_ks_never_propagates_are_refused_when_selected_for_this_wec() -> N
     assert d["Event prod/e"].role == "never" and not d["Event prod/e"].selected
 
 
-def test_a_policy_selecting_no_object_is_refused() -> None:
-    with pytest.raises(PlacementError, match=r"BindingPolicy p \(f0.yaml document 1\): its downsync clauses "
-                                             "select no object of the set"):
-        evaluate(objs(_policy("objectNames: [nothing-by-this-name]"), WORKLOADS), "c", {})
+def test_a_policy_selecting_no_object_is_a_warning_and_the_others_still_apply() -> None:
+    """Issue #16 "Bad input": a policy that selects nothing gives one warning line, not an error."""
+    nothing = _policy("objectNames: [nothing-by-this-name]")
+    placement = evaluate(objs(nothing, WORKLOADS), "c", {})
+    assert placement.warnings == ["BindingPolicy p (f0.yaml document 1): its downsync clauses select no object "
+                                  "of the set (nothing of the set goes anywhere by it)"]
+    assert placement.selected == [] and placement.to_json()["warnings"] == placement.warnings
+    other = _policy("objectSelectors: [{matchLabels: {app: x}}]").replace(b"name: p", b"name: q")
+    both = evaluate(objs(nothing, other, WORKLOADS), "c", {})
+    assert len(both.warnings) == 1 and both.selected
 
 
 @pytest.mark.parametrize("clause, message", [

@@ -170,3 +170,23 @@ def test_disk_full_while_writing_stops_cleanly_and_resumes(tmp_path: Path, hub_k
     r = run_ferry("import", tmp_path / "b", "--trust", hub_keys.pub, "--state", state)
     assert r.returncode == 0, r.stderr
     assert (state / "models" / "m" / "current" / "w.bin").read_bytes() == big["w.bin"]
+
+
+def test_a_ledger_whose_creation_was_killed_reads_as_no_state(tmp_path: Path, hub_keys: KeyPair) -> None:
+    """kill -9 while the first import creates the state: sqlite made the file, the schema's
+    transaction never committed. Readers see no state (not an internal error) and the next
+    import creates the schema and completes (tests/test_images_e2e.py kills at random moments)."""
+    import sqlite3
+
+    from importer.state import DB_NAME
+
+    state = tmp_path / "edge"
+    state.mkdir()
+    sqlite3.connect(state / DB_NAME).close()  # the file, no tables
+    assert EdgeState.open_readonly(state) is None and read_installed(state) == {}
+    shown = run_ferry("status", "--state", state)
+    assert shown.returncode == 2 and "no ferry edge state here" in shown.stderr
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", FILES)])
+    done = run_ferry("import", tmp_path / "b", "--trust", hub_keys.pub, "--state", state)
+    assert done.returncode == 0, done.stderr
+    assert set(read_installed(state)) == {("model", "m")}

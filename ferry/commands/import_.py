@@ -24,7 +24,8 @@ def register(app: typer.Typer) -> None:
         manifests_dir: Optional[Path] = typer.Option(None, "--manifests-dir", help="Write manifest sets to DIR/<set>/ for a GitOps agent (default EDGE/manifests; not with --kubeconfig)."),
         kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Server-side apply manifest sets into this cluster."),
         context: Optional[str] = typer.Option(None, "--context", help="Context in --kubeconfig."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing (at a KubeStellar WEC: per object, "
+                                     "selected or not, by which policy and clause, and what would be pruned)."),
         no_prune: bool = typer.Option(False, "--no-prune", help="On a KubeStellar WEC (ferry site set), keep objects "
                                       "that a newer manifest set no longer selects instead of deleting them."),
         allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Install older versions (needs --reason)."),
@@ -137,6 +138,8 @@ def _print(ui: object, report: object, registry: str | None) -> None:
             out.print("  " + artifact_line(a.kind, a.name, a.version, a.installed, a.status, a.action, a.bytes,
                                            a.reason, None, human_bytes)
                       + (_where(a.ref, registry) if a.ref else ""), markup=False)
+            for line in a.placement:  # a manifest set at a KubeStellar WEC: per object (importer.wec)
+                out.print("    " + line, markup=False)
         if report.dry_run and b.status is BundleStatus.PLANNED:  # type: ignore[attr-defined]
             out.print(f"  bytes to write under the state: {human_bytes(b.bytes_to_write)}; "
                       "nothing was changed (dry run)", markup=False)

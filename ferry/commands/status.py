@@ -128,6 +128,10 @@ def register(app: typer.Typer) -> None:
             out.print(f"watch: last result at {w['at']}: {w['outcome']}", markup=False, highlight=False)
         for o in doc["objectStatus"]:
             out.print(f"status of {o['object']} (set {o['set']}, read {o['at']}): {o['summary']}")
+            from importer.wec import collected_line
+
+            for result in o.get("collected", []):  # StatusCollectors over this WEC's row
+                out.print(f"  collected {collected_line(result)}", markup=False)
         s = doc["store"]
         out.print(f"chunk store: {s['chunks']} chunks, {human_bytes(s['indexedBytes'])} in installed files, "
                   f"{human_bytes(s['spillBytes'])} in the spill store ({s['spillChunks']} chunks)")

@@ -58,6 +58,11 @@ def _print(report: Report, ui: UI) -> None:
                                    else f"{e(word)}: {e(a.plan.reason)}")
                 table.add_row(*row)
             out.print(table)
+            for a in b.artifacts:  # a manifest set at a KubeStellar WEC: per object (importer.wec)
+                if a.plan is not None and a.plan.placement:
+                    out.print(f"{a.kind} {a.name} {a.version}: placement at this WEC", markup=False)
+                    for line in a.plan.placement:
+                        out.print("  " + line, markup=False)
         for c in b.failures:
             out.print(f"[red]✗[/] {e(c.name)}: {e(c.reason)}")
     if report.verdict == "pass":
@@ -85,6 +90,7 @@ def register(app: typer.Typer) -> None:
         report_file: Path | None = typer.Option(None, "--report", metavar="FILE.json", help="Write the JSON report here."),
         html_file: Path | None = typer.Option(None, "--html", metavar="FILE.html", help="Write a printable HTML report here."),
         state: Path | None = typer.Option(None, "--state", metavar="EDGE", help="Also say what an import into this edge would do "
+                                          "(at a KubeStellar WEC, per object of each manifest set) "
                                           "(and, without --trust, verify against the signed policy it pins)."),
         insecure_registry: list[str] = typer.Option([], "--insecure-registry", help="Registry host to reach with "
                                                     "HTTPS without certificate checks, else plain HTTP (repeatable)."),

@@ -90,6 +90,11 @@ class Applied:
     ref: str | None = None
     note: str = ""
     recorded: bool = False
+    #: a manifest set at a KubeStellar WEC: the plan's lines (importer.wec.WecResult.plan_lines),
+    #: its JSON form, and warnings to show (a policy selecting nothing); empty for other targets
+    plan: list[str] = field(default_factory=list)
+    plan_json: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 class ApplyTarget(Protocol):

@@ -31,8 +31,7 @@ import yaml
 from manifests.kube import KubeObject, check_unique, image_slots, names_image, parse_documents
 from manifests.limits import MAX_KUBE_FILE_BYTES as MAX_FILE_BYTES
 from manifests.limits import MAX_KUBE_SET_BYTES as MAX_SET_BYTES
-from manifests.durable import fsync_dir
-from manifests.errors import FerryError, PlaceError, VerificationError
+from manifests.errors import ClusterError, FerryError, PlaceError, VerificationError
 from manifests.model import NAME_RE, Artifact, BundleInfo, Entry
 from manifests.oci import parse_reference
 from manifests.version import compare_versions
@@ -338,11 +337,11 @@ class _Cluster:
         try:
             return fn()
         except (DynamicApiError, ApiException) as err:
-            raise FerryError(f"{self.where} at {self.host}: {what}: {_api_message(err)}") from None
+            raise ClusterError(f"{self.where} at {self.host}: {what}: {_api_message(err)}") from None
         except (ResourceNotFoundError, ResourceNotUniqueError) as err:
-            raise FerryError(f"{self.where} at {self.host}: {what}: the server does not serve this kind ({err})") from None
+            raise ClusterError(f"{self.where} at {self.host}: {what}: the server does not serve this kind ({err})") from None
         except (HTTPError, OSError) as err:
-            raise FerryError(f"{self.where}: cannot reach {self.host}: {_connection_problem(err)}") from None
+            raise ClusterError(f"{self.where}: cannot reach {self.host}: {_connection_problem(err)}") from None
 
     def resource(self, obj: KubeObject) -> Any:
         return self._call(lambda: self.client.resources.get(api_version=obj.api_version, kind=obj.kind), obj.id)
@@ -367,11 +366,23 @@ class _Cluster:
         return self._call(fetch, f"reading {obj.id}")
 
     def apply(self, obj: KubeObject) -> dict[str, Any]:
+        """Server-side apply one object. A manifest that names ``metadata.resourceVersion`` (one
+        saved with ``kubectl get -o yaml``) applies only to that version of the object: the
+        server answers 409, and the line says to remove it at the hub (force does not override
+        it; Kubernetes API conventions, "Concurrency Control and Consistency")."""
         resource = self.resource(obj)
-        return self._call(lambda: resource.server_side_apply(
-            body=obj.body, name=obj.name, namespace=self.namespace(resource, obj),
-            field_manager=FIELD_MANAGER, force_conflicts=True, _request_timeout=REQUEST_TIMEOUT,
-        ).to_dict(), f"applying {obj.id}")
+        try:
+            return self._call(lambda: resource.server_side_apply(
+                body=obj.body, name=obj.name, namespace=self.namespace(resource, obj),
+                field_manager=FIELD_MANAGER, force_conflicts=True, _request_timeout=REQUEST_TIMEOUT,
+            ).to_dict(), f"applying {obj.id}")
+        except ClusterError as err:
+            version = (obj.body.get("metadata") or {}).get("resourceVersion")
+            if version is None or ": HTTP 409 " not in str(err):
+                raise
+            raise ClusterError(f"{err} (the manifest names metadata.resourceVersion {version}, so it applies only "
+                               "to that version of the object: remove resourceVersion from the manifest at the "
+                               "hub and export a new version)") from None
 
     def wait_established(self, crd: KubeObject) -> None:
         """Wait until the API server reports a just-applied CRD Established (served)."""
@@ -490,7 +501,7 @@ class ManifestSets:
     def bytes_to_write(self, artifact: Artifact, entries: list[Entry]) -> int:
         return sum(e.size for e in entries) if self.under_edge else 0
 
-    def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
+    def _target(self) -> ManifestTarget:
         ctx = self.ctx
         if ctx.kubeconfig is not None:
             target = ManifestTarget(None, ctx.kubeconfig, ctx.context)
@@ -500,6 +511,29 @@ class ManifestSets:
             target = ManifestTarget(Path(MANIFESTS_DIR), None, None, root=ctx.edge)
         else:
             raise FerryError("no edge state to write manifest sets under")
+        return target
+
+    def preview(self, artifact: Artifact, read_entry: ReadEntry, image_refs: dict[str, str],
+                origin: dict[str, str]) -> Applied | None:
+        """The plan :meth:`apply` would carry out at a KubeStellar WEC, made by the same call with
+        ``dry_run=True`` (:func:`importer.wec.apply_placed`: reads only, GETs against a cluster);
+        None when the site has no WEC identity (the set is applied whole). For ``import
+        --dry-run`` and ``verify --state``. Raises FerryError as :meth:`apply` does."""
+        from ..site import read_site
+
+        site = read_site(self.ctx.state)
+        if not site.wec:
+            return None
+        from ..wec import apply_placed
+
+        placed = apply_placed(artifact, read_entry, self._target(), state=self.ctx.state, site=site,
+                              image_refs=image_refs, origin=origin, allow_downgrade=self.ctx.allow_downgrade,
+                              no_prune=self.ctx.no_prune, dry_run=True)
+        return Applied(plan=placed.plan_lines(), plan_json=placed.to_json(), warnings=placed.warnings)
+
+    def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
+        ctx = self.ctx
+        target = self._target()
         from ..site import read_site
 
         site = read_site(ctx.state)
@@ -509,7 +543,8 @@ class ManifestSets:
             placed = apply_placed(artifact, read_entry, target, state=ctx.state, site=site,
                                   image_refs=job.image_refs, origin=job.origin, registry=ctx.registry,
                                   allow_downgrade=ctx.allow_downgrade, no_prune=ctx.no_prune)
-            return Applied(note=placed.summary())
+            return Applied(note=placed.summary(), plan=placed.plan_lines(), plan_json=placed.to_json(),
+                           warnings=placed.warnings)
         result = apply_manifests(artifact, read_entry, target, image_refs=job.image_refs, origin=job.origin,
                                  allow_downgrade=ctx.allow_downgrade, registry=ctx.registry)
         note = ("; left alone (newer on the cluster): " + ", ".join(o for o, _ in result.skipped)

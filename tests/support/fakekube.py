@@ -5,7 +5,8 @@ enough of the API for the kubernetes Python client's DynamicClient — ``/versio
 discovery (``/api``, ``/apis``, ``/api/v1``, ``/apis/<group>/<version>``), GET of one
 object (with the ``.status`` a test set with :meth:`FakeKube.set_status`), DELETE of one
 object with ``preconditions`` (uid, resourceVersion; 409 when they do not hold), and server-side apply (PATCH with ``application/apply-patch+yaml``: create or
-merge, ``fieldManager`` required, ``force`` recorded, 409 on a conflict without force).
+merge, ``fieldManager`` required, ``force`` recorded, 409 on a conflict without force, 409 when
+the patch names a ``metadata.resourceVersion`` the object no longer has).
 Namespaced objects need their Namespace to exist, as on a real server. Applying a
 CustomResourceDefinition makes its kind served (and Established); custom resources are
 checked against the CRD's ``openAPIV3Schema`` (422 when invalid), as a real server does.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -95,6 +96,9 @@ class FakeKube:
         self.lock = threading.Lock()
         self._generation = 0
         self.server: ThreadingHTTPServer | None = None
+        #: called with (method, path) before each request is served, outside the lock: a test's
+        #: way to change an object between two requests of one run (another writer on the cluster)
+        self.before: Callable[[str, str], None] | None = None
 
     # ---- lifecycle
 
@@ -196,6 +200,8 @@ class FakeKube:
     def handle(self, method: str, raw_path: str, content_type: str | None, raw: bytes) -> tuple[int, Any]:
         split = urlsplit(raw_path)
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        if self.before is not None:
+            self.before(method, split.path)
         body = None
         if raw:
             try:
@@ -298,6 +304,13 @@ class FakeKube:
         key = (rt.group_version, rt.plural, namespace, name)
         current = self.objects.get(key)
         managers = [m["manager"] for m in (current or {}).get("metadata", {}).get("managedFields", [])]
+        wanted = meta.get("resourceVersion")
+        if current is not None and wanted is not None and str(wanted) != current["metadata"].get("resourceVersion"):
+            # optimistic concurrency: a patch naming a resourceVersion applies only to that version
+            what = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
+            return self._status(409, "Conflict", f'Operation cannot be fulfilled on {what} "{name}": the object has '
+                                                 "been modified; please apply your changes to the latest version "
+                                                 "and try again")
         if current is not None and not force and any(m != manager for m in managers):
             return self._status(409, "Conflict", f"Apply failed with conflicts with {managers[0]!r} (use force)")
         self._generation += 1
