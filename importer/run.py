@@ -361,6 +361,27 @@ def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifes
     return make_plan(manifest, installed, present, allow_downgrade=ctx.allow_downgrade, stale=stale, atomic=atomic)
 
 
+def edge_image_refs(state: EdgeState, manifest: Manifest, targets: dict[str, Any],
+                    placed: dict[tuple[str, str], str | None]) -> dict[str, str]:
+    """Image reference as a workload writes it -> the pinned edge reference, for every image
+    at the edge: each image tag the ledger holds (``repository:tag`` -> the reference recorded
+    when it was applied, so a set that names an image an earlier bundle brought is pinned too),
+    then this bundle's images in ``placed`` (artifact key -> the reference its apply returned,
+    or None for the one :func:`importer.apply.images.pinned_ref` gives). The one rule the import
+    and its dry run (:func:`preview_sets`) pin workloads by."""
+    refs: dict[str, str] = {row.name: row.ref for row in state.installed_rows()
+                            if row.kind == "image" and row.ref}
+    for a in manifest.artifacts:
+        if a.kind != "image" or a.key not in placed:
+            continue
+        assert a.image is not None
+        ref = placed[a.key] or targets["image"].pinned_ref(a)
+        refs[f"{a.image.repository}:{a.image.tag}"] = ref
+        if a.image.source:
+            refs[a.image.source] = ref
+    return refs
+
+
 def preview_sets(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: PackReader,
                  plan: BundlePlan) -> dict[tuple[str, str], Applied | FerryError]:
     """What applying each ready manifest set of ``plan`` would do at a KubeStellar WEC, per object.
@@ -382,11 +403,16 @@ def preview_sets(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manife
     ready = [s for s in plan.steps if s.artifact.kind == "manifests" and s.status is Status.READY]
     if preview is None or not ready:
         return out
+    # the images this bundle would place (or already has) pin the workloads, as in the import
+    placed: dict[tuple[str, str], str | None] = {
+        s.key: None for s in plan.steps
+        if s.artifact.kind == "image" and s.status in (Status.READY, Status.PLANNED, Status.SAME)}
+    refs = edge_image_refs(ctx.state, manifest, targets, placed)
     source = StoreThenPacks(ctx.store, reader)
     try:
         for step in ready:
             try:
-                done = preview(step.artifact, source.reader_for(manifest, lambda n: None), {},
+                done = preview(step.artifact, source.reader_for(manifest, lambda n: None), refs,
                                origin_of(manifest.bundle))
             except FerryError as exc:
                 out[step.key] = exc
@@ -574,23 +600,9 @@ class _BundleRun:
             self._record(decision, r.reason, r, after=a.version)
 
     def _image_refs(self, targets: dict[str, Any], results: dict[tuple[str, str], ArtifactResult]) -> dict[str, str]:
-        """Image reference as a workload writes it -> the pinned edge reference, for every
-        image at the edge: each image tag the ledger holds (``repository:tag`` -> the
-        reference recorded when it was applied, so a set that names an image an earlier
-        bundle brought is pinned too), then this bundle's images (applied or already there)."""
-        refs: dict[str, str] = {row.name: row.ref for row in self.state.installed_rows()
-                                if row.kind == "image" and row.ref}
-        by_key = {a.key: a for a in self.m.artifacts}
-        for key, r in results.items():
-            if r.kind != "image" or r.status not in (Status.APPLIED, Status.SAME):
-                continue
-            a = by_key[key]
-            assert a.image is not None
-            ref = r.ref or targets["image"].pinned_ref(a)
-            refs[f"{a.image.repository}:{a.image.tag}"] = ref
-            if a.image.source:
-                refs[a.image.source] = ref
-        return refs
+        placed = {key: r.ref for key, r in results.items()
+                  if r.kind == "image" and r.status in (Status.APPLIED, Status.SAME)}
+        return edge_image_refs(self.state, self.m, targets, placed)
 
     def _space_ok(self, needed: int) -> bool:
         free = shutil.disk_usage(self.state.root).free

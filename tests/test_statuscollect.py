@@ -223,14 +223,18 @@ spec:
 """
 
 
+#: the set's workload image, pinned as the edge pins an image it holds (the edge refuses an unpinned one)
+PINNED = {"registry.example:5000/team/web:1.0": "registry.example:5000/team/web@sha256:" + "ab" * 32}
+
+
 def test_collectors_are_evaluated_after_apply_and_kept_in_the_edge_state(fakekube: FakeKube, tmp_path: Path) -> None:
     target = ManifestTarget(None, fakekube.kubeconfig(tmp_path / "k", context="wec-1"), "wec-1")
     with EdgeState.open(tmp_path / "edge") as state:
         art, read = make_set({"s.yaml": SET}, name="app")
-        apply_placed(art, read, target, state=state, site=EDGE, image_refs={}, origin=ORIGIN)
+        apply_placed(art, read, target, state=state, site=EDGE, image_refs=PINNED, origin=ORIGIN)
         fakekube.set_status("apps/v1", "Deployment", "web", "shop", {"availableReplicas": 1, "replicas": 3})
         art, read = make_set({"s.yaml": SET}, name="app", version="1.3.0")
-        result = apply_placed(art, read, target, state=state, site=EDGE, image_refs={}, origin=ORIGIN)
+        result = apply_placed(art, read, target, state=state, site=EDGE, image_refs=PINNED, origin=ORIGIN)
         assert result.warnings == ["statusCollectors elsewhere: not in the set, so not evaluated at this WEC "
                                    "(the whole .status is kept)"]
         [web] = read_object_status(state)
