@@ -1,0 +1,228 @@
+"""``ferry aggregate``: federated averaging of the model updates sites returned, streaming.
+
+FedAvg (McMahan et al., 2017, "Communication-Efficient Learning of Deep Networks from
+Decentralized Data", algorithm 1): the new weights are the mean of the sites' weights, each
+weighted by its number of training examples. Computed tensor by tensor over safetensors files
+(format: https://huggingface.co/docs/safetensors, "Format"), so memory is bounded by the
+largest tensor (an accumulator and one read buffer), never the model: each tensor is read
+from every update in turn, accumulated in float64, and written in the tensors' own dtype.
+
+Robust option: a coordinate-wise trimmed mean (Yin et al., 2018, "Byzantine-Robust Distributed
+Learning", section 3) drops the ``trim`` largest and smallest values of each coordinate before
+an unweighted mean; it holds every site's copy of one tensor at once (memory: sites x largest
+tensor).
+
+Everything is checked before a byte is written: every update's base, tensor names, shapes
+and dtypes agree (and with the base model's when given); a NaN or infinity refuses the update
+that holds it. The output is written to a temporary file and renamed only when whole.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from manifests.durable import fsync_dir, make_dirs, write_atomic
+from manifests.errors import FormatError, PlaceError, UsageError
+
+#: safetensors dtypes ferry averages, and their numpy types (BF16 has no numpy type: refused).
+DTYPES: dict[str, Any] = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
+MAX_HEADER = 100 * 1024 * 1024
+WEIGHTS_NAME = "model.safetensors"
+PROVENANCE_NAME = "provenance.json"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # absolute file offset of the data
+    end: int
+
+
+def read_header(path: Path) -> dict[str, Tensor]:
+    """Tensors of a safetensors file by name (``__metadata__`` left out).
+
+    Args:
+        path: the file.
+    Returns:
+        name -> dtype, shape and absolute byte range.
+    Raises:
+        FormatError: not a safetensors file, or a tensor whose byte range does not match its
+        dtype and shape. PlaceError: the file cannot be read.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                raise FormatError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(MAX_HEADER, size - 8):
+                raise FormatError(f"{path}: safetensors header length {n} is impossible")
+            doc = json.loads(f.read(n))
+    except OSError as exc:
+        raise PlaceError("source", str(path), f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise FormatError(f"{path}: safetensors header is not JSON") from None
+    if not isinstance(doc, dict):
+        raise FormatError(f"{path}: safetensors header is not an object")
+    out: dict[str, Tensor] = {}
+    for name, t in doc.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (b, e) = t["dtype"], tuple(int(d) for d in t["shape"]), t["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise FormatError(f"{path}: tensor {name!r} lacks dtype, shape or data_offsets") from None
+        if dtype not in DTYPES:
+            raise FormatError(f"{path}: tensor {name!r} has dtype {dtype}; ferry aggregates F16, F32 and F64")
+        if e - b != math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize or not 0 <= b <= e or 8 + n + e > size:
+            raise FormatError(f"{path}: tensor {name!r}: its bytes do not match its dtype and shape")
+        out[name] = Tensor(dtype, shape, 8 + n + b, 8 + n + e)
+    return out
+
+
+def check_alike(headers: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
+    """The common layout of several files, refusing any difference in names, shapes or dtypes.
+
+    Args:
+        headers: label (a site, or "base") -> its tensors.
+    Returns:
+        The first file's tensors.
+    Raises:
+        FormatError: naming the label and the first tensor that differs.
+    """
+    labels = list(headers)
+    first = headers[labels[0]]
+    for label in labels[1:]:
+        other = headers[label]
+        if set(other) != set(first):
+            diff = sorted(set(other) ^ set(first))[0]
+            raise FormatError(f"update of {label}: tensor {diff!r} is not in every update (tensor names differ)")
+        for name, t in first.items():
+            o = other[name]
+            if o.shape != t.shape:
+                raise FormatError(f"update of {label}: tensor {name!r} has shape {list(o.shape)}, not {list(t.shape)}")
+            if o.dtype != t.dtype:
+                raise FormatError(f"update of {label}: tensor {name!r} is {o.dtype}, not {t.dtype}")
+    return first
+
+
+def _read(f: BinaryIO, t: Tensor) -> np.ndarray:
+    f.seek(t.begin)
+    buf = bytearray(t.end - t.begin)
+    view = memoryview(buf)
+    got = 0
+    while got < len(buf):
+        k = f.readinto(view[got:])
+        if not k:
+            raise FormatError(f"{getattr(f, 'name', 'update')}: truncated")
+        got += k
+    return np.frombuffer(buf, dtype=DTYPES[t.dtype])
+
+
+def aggregate(updates: list[tuple[str, Path, int]], out_file: Path, *, base_file: Path | None = None,
+              trim: int = 0, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write the weighted mean of ``updates`` to ``out_file`` (safetensors), tensor by tensor.
+
+    Args:
+        updates: (label, safetensors path, example count >= 1) per site; at least one.
+        out_file: the file to write (replaced atomically when whole).
+        base_file: the base version's weights, whose layout every update must have (optional).
+        trim: 0 for FedAvg; k >= 1 for the coordinate-wise trimmed mean dropping k values each side
+            (needs more than 2k updates).
+        metadata: strings for the header's ``__metadata__``.
+    Returns:
+        ``{"tensors", "bytes", "method"}`` (bytes: the file's size).
+    Raises:
+        UsageError: no updates, or too few for ``trim``. FormatError: layouts differ, a NaN or
+        infinity (naming the update and tensor). PlaceError: reading or writing failed.
+    """
+    if not updates:
+        raise UsageError("no model updates to aggregate")
+    if trim < 0 or (trim and len(updates) <= 2 * trim):
+        raise UsageError(f"--trim {trim} needs more than {2 * trim} updates; there are {len(updates)}")
+    headers = {label: read_header(path) for label, path, _ in updates}
+    if base_file is not None:
+        headers = {"the base model": read_header(base_file), **headers}
+    layout = check_alike(headers)
+    names = sorted(layout, key=lambda k: layout[k].begin)
+    weights = np.array([w for _, _, w in updates], dtype=np.float64)
+    weights /= weights.sum()
+
+    header: dict[str, Any] = {}
+    offset = 0
+    for name in names:
+        t = layout[name]
+        header[name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + t.end - t.begin]}
+        offset += t.end - t.begin
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    make_dirs(out_file.parent)
+    tmp = out_file.with_name(f".{out_file.name}.tmp")
+    files = [open(path, "rb") for _, path, _ in updates]
+    try:
+        with open(tmp, "wb") as out:
+            out.write(struct.pack("<Q", len(head)) + head)
+            for name in names:
+                t = layout[name]
+                dtype = DTYPES[t.dtype]
+                if trim:
+                    stack = np.stack([_finite(_read(f, t), updates[i][0], name) for i, f in enumerate(files)])
+                    stack.sort(axis=0)
+                    result = stack[trim:len(files) - trim].astype(np.float64).mean(axis=0)
+                else:
+                    acc = np.zeros(math.prod(t.shape), dtype=np.float64)
+                    for i, f in enumerate(files):
+                        acc += weights[i] * _finite(_read(f, t), updates[i][0], name)
+                    result = acc
+                out.write(result.astype(dtype).tobytes())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, out_file)
+        fsync_dir(out_file.parent)
+    except OSError as exc:
+        raise PlaceError("medium", str(out_file), f"--out {out_file.parent}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        for f in files:
+            f.close()
+        if tmp.exists():
+            tmp.unlink()
+    return {"tensors": len(names), "bytes": out_file.stat().st_size,
+            "method": f"trimmed-mean:{trim}" if trim else "fedavg"}
+
+
+def check_finite(path: Path, label: str) -> int:
+    """Refuse a safetensors file holding NaN or infinity, reading one tensor at a time.
+
+    Returns:
+        The number of tensors. Raises: FormatError naming ``label`` and the tensor.
+    """
+    layout = read_header(path)
+    with open(path, "rb") as f:
+        for name, t in layout.items():
+            _finite(_read(f, t), label, name)
+    return len(layout)
+
+
+def _finite(x: np.ndarray, label: str, name: str) -> np.ndarray:
+    if not np.isfinite(x).all():
+        raise FormatError(f"update of {label}: tensor {name!r} holds NaN or infinity; refused")
+    return x
+
+
+def write_provenance(folder: Path, doc: dict[str, Any]) -> Path:
+    """``folder/provenance.json``: which sites, return bundles, keys and weights made this version."""
+    path = folder / PROVENANCE_NAME
+    write_atomic(path, json.dumps(doc, sort_keys=True, indent=1).encode(), "medium")
+    return path
