@@ -25,7 +25,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
@@ -116,13 +116,13 @@ def check_alike(headers: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
     return first
 
 
-def _read(f: BinaryIO, t: Tensor) -> np.ndarray:
+def _read(f: IO[bytes], t: Tensor) -> np.ndarray:
     f.seek(t.begin)
     buf = bytearray(t.end - t.begin)
     view = memoryview(buf)
     got = 0
     while got < len(buf):
-        k = f.readinto(view[got:])
+        k = f.readinto(view[got:])  # type: ignore[attr-defined]
         if not k:
             raise FormatError(f"{getattr(f, 'name', 'update')}: truncated")
         got += k
@@ -150,10 +150,12 @@ def aggregate(updates: list[tuple[str, Path, int]], out_file: Path, *, base_file
         raise UsageError("no model updates to aggregate")
     if trim < 0 or (trim and len(updates) <= 2 * trim):
         raise UsageError(f"--trim {trim} needs more than {2 * trim} updates; there are {len(updates)}")
-    headers = {label: read_header(path) for label, path, _ in updates}
+    per = [read_header(path) for _, path, _ in updates]  # each file's own offsets
+    headers = {label: h for (label, _, _), h in zip(updates, per)}
     if base_file is not None:
         headers = {"the base model": read_header(base_file), **headers}
-    layout = check_alike(headers)
+    check_alike(headers)
+    layout = per[0]
     names = sorted(layout, key=lambda k: layout[k].begin)
     weights = np.array([w for _, _, w in updates], dtype=np.float64)
     weights /= weights.sum()
@@ -178,13 +180,13 @@ def aggregate(updates: list[tuple[str, Path, int]], out_file: Path, *, base_file
                 t = layout[name]
                 dtype = DTYPES[t.dtype]
                 if trim:
-                    stack = np.stack([_finite(_read(f, t), updates[i][0], name) for i, f in enumerate(files)])
+                    stack = np.stack([_finite(_read(f, per[i][name]), updates[i][0], name) for i, f in enumerate(files)])
                     stack.sort(axis=0)
                     result = stack[trim:len(files) - trim].astype(np.float64).mean(axis=0)
                 else:
                     acc = np.zeros(math.prod(t.shape), dtype=np.float64)
                     for i, f in enumerate(files):
-                        acc += weights[i] * _finite(_read(f, t), updates[i][0], name)
+                        acc += weights[i] * _finite(_read(f, per[i][name]), updates[i][0], name)
                     result = acc
                 out.write(result.astype(dtype).tobytes())
             out.flush()

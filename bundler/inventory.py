@@ -207,14 +207,35 @@ class Inventory:
             doc["sites"][site] = rec
         return keep
 
+    def receipt_file(self, site: str) -> Path:
+        """The receipt carried by ``site``'s last return bundle (for ``export --since-site``).
+
+        Raises:
+            UsageError: the site is unknown or sent no return bundle yet.
+        """
+        rec = self.read()["sites"].get(site)
+        if rec is None:
+            raise UsageError(f"--since-site {site}: no such site in the hub inventory {self.root} (ferry sites)")
+        if not rec.get("lastSequence"):
+            raise UsageError(f"--since-site {site}: the site has sent no return bundle yet; give --since RECEIPT")
+        return self.root / site / str(rec["lastSequence"]) / "report" / "receipt.json"
+
     def pending_updates(self, model: str, base: str) -> list[dict[str, Any]]:
-        """Updates of ``model`` trained from ``base``, one per site (``site`` added), by site name."""
+        """Updates of ``model`` trained from ``base`` not yet aggregated, one per site (``site`` added), by site name."""
         out = []
         for name, rec in sorted(self.read()["sites"].items()):
             for u in rec.get("updates", []):
-                if u["model"] == model and u["base"] == base:
+                if u["model"] == model and u["base"] == base and not u.get("aggregatedInto"):
                     out.append({**u, "site": name})
         return out
+
+    def mark_aggregated(self, updates: list[dict[str, Any]], version: str) -> None:
+        """Mark ``updates`` (as :meth:`pending_updates` gave them) as aggregated into ``version``."""
+        with self.locked() as doc:
+            for u in updates:
+                for mine in doc["sites"].get(u["site"], {}).get("updates", []):
+                    if mine["model"] == u["model"] and mine["bundle"] == u["bundle"]:
+                        mine["aggregatedInto"] = version
 
 
 def _new_site() -> dict[str, Any]:
@@ -229,8 +250,9 @@ def _check_continuity(site: str, last: dict[str, Any] | None, audit: AuditSlice)
     last_seq = -1 if last is None else int(last["seq"])
     last_hash = GENESIS if last is None else str(last["hash"])
     if audit.first_seq > last_seq + 1:
+        had = "has received none yet" if last_seq < 0 else f"last received entry {last_seq}"
         raise PolicyError(f"return bundle of site {site}: its audit trail starts at entry {audit.first_seq}, "
-                          f"but the hub last received entry {last_seq}: entries {last_seq + 1} to "
+                          f"but the hub {had}: entries {last_seq + 1} to "
                           f"{audit.first_seq - 1} are missing (export again with --audit-from {last_seq + 1})")
     if audit.first_seq == last_seq + 1:
         if audit.first_prev != last_hash:

@@ -241,7 +241,7 @@ def drift_report(site: DriftSummary, reference: DriftSummary, threshold: float =
         ``[{"feature", "psi" (float or None), "flag" (bool), "note"}]`` sorted by feature;
         ``note`` says why a feature was not compared (absent from the reference, other edges).
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in sorted(site.features):
         ref = reference.features.get(name)
         if ref is None:

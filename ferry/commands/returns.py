@@ -92,7 +92,7 @@ def _audit_slice(data: bytes, ret: Any) -> Any:
     from manifests import canonical
     from manifests.errors import FormatError
 
-    entries = []
+    entries: list[dict[str, Any]] = []
     for i, line in enumerate(data.splitlines()):
         entry = check_entry_shape(canonical.decode(line, what=f"audit entry {i} of the return bundle"),
                                   f"audit entry {i} of the return bundle")
@@ -278,7 +278,8 @@ def sites_document(hub: Path, models: Path | None, threshold: float) -> dict[str
             "objectStatus": status.get("objectStatus"),
             "edgeRefusals": status.get("refusals", []),
             "refusals": [r for r in refusals if r.get("site") == name],
-            "pendingUpdates": rec.get("updates", []),
+            "pendingUpdates": [u for u in rec.get("updates", []) if not u.get("aggregatedInto")],
+            "aggregatedUpdates": [u for u in rec.get("updates", []) if u.get("aggregatedInto")],
             "drift": drift,
             "driftAlerts": [f"{d['model']} {d['version']} {x['feature']} PSI {x['psi']:.3f}"
                             for d in drift for x in d.get("features", []) if x.get("flag")],
@@ -351,6 +352,7 @@ def aggregate_cmd(model: str, base: str, version: str, out: Path, hub: Path, mod
                              "weight": f"{u['examples']}/{total}", "metrics": u.get("metrics", {})}
                             for u in updates]}
     write_provenance(out, provenance)
+    Inventory(hub).mark_aggregated(updates, version)
     return {"out": str(out), **result, "sites": [u["site"] for u in updates], "examples": total}
 
 
