@@ -4,13 +4,13 @@ FedAvg (McMahan et al., 2017, "Communication-Efficient Learning of Deep Networks
 Decentralized Data", algorithm 1): the new weights are the mean of the sites' weights, each
 weighted by its number of training examples. Computed tensor by tensor over safetensors files
 (format: https://huggingface.co/docs/safetensors, "Format"), so memory is bounded by the
-largest tensor (an accumulator and one read buffer), never the model: each tensor is read
-from every update in turn, accumulated in float64, and written in the tensors' own dtype.
+largest tensor, never the model: each tensor is read block by block (:data:`BLOCK` elements)
+from every update in turn, accumulated in float64, and written in the tensors' own dtype, so
+the working set is in fact a fixed ~80 MiB.
 
 Robust option: a coordinate-wise trimmed mean (Yin et al., 2018, "Byzantine-Robust Distributed
 Learning", section 3) drops the ``trim`` largest and smallest values of each coordinate before
-an unweighted mean; it holds every site's copy of one tensor at once (memory: sites x largest
-tensor).
+an unweighted mean; it holds every site's copy of one block at once (memory: sites x block).
 
 Everything is checked before a byte is written: every update's base, tensor names, shapes
 and dtypes agree (and with the base model's when given); a NaN or infinity refuses the update
@@ -36,6 +36,10 @@ from manifests.errors import FormatError, PlaceError, UsageError
 DTYPES: dict[str, Any] = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
 MAX_HEADER = 100 * 1024 * 1024
 WEIGHTS_NAME = "model.safetensors"
+#: Elements of a tensor averaged at once: 4 Mi elements is 32 MiB of float64 accumulator, so the
+#: working set (accumulator, one converted term, one read buffer) stays near 80 MiB whatever the
+#: tensor's size (a trimmed mean holds one block per site).
+BLOCK = 4 * 1024 * 1024
 PROVENANCE_NAME = "provenance.json"
 
 
@@ -116,9 +120,13 @@ def check_alike(headers: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
     return first
 
 
-def _read(f: IO[bytes], t: Tensor) -> np.ndarray:
-    f.seek(t.begin)
-    buf = bytearray(t.end - t.begin)
+def _read(f: IO[bytes], t: Tensor, first: int = 0, count: int | None = None) -> np.ndarray:
+    """Elements ``first`` to ``first + count`` of tensor ``t`` (all of it by default), as its dtype."""
+    itemsize = np.dtype(DTYPES[t.dtype]).itemsize
+    total = (t.end - t.begin) // itemsize
+    count = total - first if count is None else count
+    f.seek(t.begin + first * itemsize)
+    buf = bytearray(count * itemsize)
     view = memoryview(buf)
     got = 0
     while got < len(buf):
@@ -179,16 +187,22 @@ def aggregate(updates: list[tuple[str, Path, int]], out_file: Path, *, base_file
             for name in names:
                 t = layout[name]
                 dtype = DTYPES[t.dtype]
-                if trim:
-                    stack = np.stack([_finite(_read(f, per[i][name]), updates[i][0], name) for i, f in enumerate(files)])
-                    stack.sort(axis=0)
-                    result = stack[trim:len(files) - trim].astype(np.float64).mean(axis=0)
-                else:
-                    acc = np.zeros(math.prod(t.shape), dtype=np.float64)
-                    for i, f in enumerate(files):
-                        acc += weights[i] * _finite(_read(f, per[i][name]), updates[i][0], name)
-                    result = acc
-                out.write(result.astype(dtype).tobytes())
+                size = math.prod(t.shape)
+                for first in range(0, size, BLOCK):  # a block of elements at a time: memory is bounded
+                    count = min(BLOCK, size - first)
+                    parts = (_finite(_read(f, per[i][name], first, count), updates[i][0], name)
+                             for i, f in enumerate(files))
+                    if trim:
+                        stack = np.stack([p.astype(np.float64) for p in parts])
+                        stack.sort(axis=0)
+                        result = stack[trim:len(files) - trim].mean(axis=0)
+                    else:
+                        result = np.zeros(count, dtype=np.float64)
+                        for i, part in enumerate(parts):
+                            term = part.astype(np.float64)
+                            term *= weights[i]
+                            result += term
+                    out.write(result.astype(dtype).tobytes())
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, out_file)
@@ -205,7 +219,7 @@ def aggregate(updates: list[tuple[str, Path, int]], out_file: Path, *, base_file
 
 
 def check_finite(path: Path, label: str) -> int:
-    """Refuse a safetensors file holding NaN or infinity, reading one tensor at a time.
+    """Refuse a safetensors file holding NaN or infinity, reading a block of a tensor at a time.
 
     Returns:
         The number of tensors. Raises: FormatError naming ``label`` and the tensor.
@@ -213,7 +227,9 @@ def check_finite(path: Path, label: str) -> int:
     layout = read_header(path)
     with open(path, "rb") as f:
         for name, t in layout.items():
-            _finite(_read(f, t), label, name)
+            size = math.prod(t.shape)
+            for first in range(0, size, BLOCK):
+                _finite(_read(f, t, first, min(BLOCK, size - first)), label, name)
     return len(layout)
 
 

@@ -164,3 +164,18 @@ def test_mismatched_updates_and_nan_are_refused_and_nothing_is_written(tmp_path:
         aggregate(ups, tmp_path / "out.safetensors")
     assert not list(tmp_path.glob("*out.safetensors*"))
     assert set(read_header(tmp_path / "s0.safetensors")) == {"w", "b", "d"}
+
+
+def test_tensors_larger_than_a_block_average_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bundler.aggregate as ag
+
+    ts = sites(tmp_path, 3, seed=7)
+    ups = [(f"s{i}", tmp_path / f"s{i}.safetensors", i + 1) for i in range(3)]
+    aggregate(ups, tmp_path / "whole.safetensors")
+    monkeypatch.setattr(ag, "BLOCK", 7)  # every tensor spans several blocks, the last one partial
+    aggregate(ups, tmp_path / "blocks.safetensors")
+    assert (tmp_path / "whole.safetensors").read_bytes() == (tmp_path / "blocks.safetensors").read_bytes()
+    aggregate([(n, p, 1) for n, p, _ in ups], tmp_path / "median.safetensors", trim=1)
+    got = read_tensors(tmp_path / "median.safetensors")
+    for name in ts[0]:  # a trimmed mean of three dropping one each side is the median
+        np.testing.assert_array_equal(got[name], np.median(np.stack([t[name] for t in ts]), axis=0).astype(ts[0][name].dtype))
