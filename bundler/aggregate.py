@@ -6,7 +6,7 @@ weighted by its number of training examples. Computed tensor by tensor over safe
 (format: https://huggingface.co/docs/safetensors, "Format"), so memory is bounded by the
 largest tensor, never the model: each tensor is read block by block (:data:`BLOCK` elements)
 from every update in turn, accumulated in float64, and written in the tensors' own dtype, so
-the working set is in fact a fixed ~80 MiB.
+the working set is in fact a few MiB.
 
 Robust option: a coordinate-wise trimmed mean (Yin et al., 2018, "Byzantine-Robust Distributed
 Learning", section 3) drops the ``trim`` largest and smallest values of each coordinate before
@@ -36,10 +36,10 @@ from manifests.errors import FormatError, PlaceError, UsageError
 DTYPES: dict[str, Any] = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
 MAX_HEADER = 100 * 1024 * 1024
 WEIGHTS_NAME = "model.safetensors"
-#: Elements of a tensor averaged at once: 4 Mi elements is 32 MiB of float64 accumulator, so the
-#: working set (accumulator, one converted term, one read buffer) stays near 80 MiB whatever the
-#: tensor's size (a trimmed mean holds one block per site).
-BLOCK = 4 * 1024 * 1024
+#: Elements of a tensor averaged at once: 256 Ki elements is 2 MiB of float64 accumulator (it
+#: stays in the CPU cache); the working set (accumulator, one term, a read buffer per update)
+#: is a few MiB whatever the tensor's size (a trimmed mean holds one block per site).
+BLOCK = 256 * 1024
 PROVENANCE_NAME = "provenance.json"
 
 
@@ -120,21 +120,25 @@ def check_alike(headers: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
     return first
 
 
-def _read(f: IO[bytes], t: Tensor, first: int = 0, count: int | None = None) -> np.ndarray:
-    """Elements ``first`` to ``first + count`` of tensor ``t`` (all of it by default), as its dtype."""
+def _read(f: IO[bytes], t: Tensor, first: int = 0, count: int | None = None,
+          buf: bytearray | None = None) -> np.ndarray:
+    """Elements ``first`` to ``first + count`` of tensor ``t`` (all of it by default), as its dtype,
+    read into ``buf`` when given (reused between blocks: no allocation per read)."""
     itemsize = np.dtype(DTYPES[t.dtype]).itemsize
     total = (t.end - t.begin) // itemsize
     count = total - first if count is None else count
+    need = count * itemsize
     f.seek(t.begin + first * itemsize)
-    buf = bytearray(count * itemsize)
-    view = memoryview(buf)
+    if buf is None or len(buf) < need:
+        buf = bytearray(need)
+    view = memoryview(buf)[:need]
     got = 0
-    while got < len(buf):
+    while got < need:
         k = f.readinto(view[got:])  # type: ignore[attr-defined]
         if not k:
             raise FormatError(f"{getattr(f, 'name', 'update')}: truncated")
         got += k
-    return np.frombuffer(buf, dtype=DTYPES[t.dtype])
+    return np.frombuffer(buf, dtype=DTYPES[t.dtype], count=count)
 
 
 def aggregate(updates: list[tuple[str, Path, int]], out_file: Path, *, base_file: Path | None = None,
@@ -181,6 +185,9 @@ def aggregate(updates: list[tuple[str, Path, int]], out_file: Path, *, base_file
     make_dirs(out_file.parent)
     tmp = out_file.with_name(f".{out_file.name}.tmp")
     files = [open(path, "rb") for _, path, _ in updates]
+    bufs = [bytearray(BLOCK * 8) for _ in files]  # one read buffer per update, reused for every block
+    acc, scratch = np.empty(BLOCK, dtype=np.float64), np.empty(BLOCK, dtype=np.float64)
+    wide32 = np.empty(BLOCK, dtype=np.float32)
     try:
         with open(tmp, "wb") as out:
             out.write(struct.pack("<Q", len(head)) + head)
@@ -190,17 +197,23 @@ def aggregate(updates: list[tuple[str, Path, int]], out_file: Path, *, base_file
                 size = math.prod(t.shape)
                 for first in range(0, size, BLOCK):  # a block of elements at a time: memory is bounded
                     count = min(BLOCK, size - first)
-                    parts = (_finite(_read(f, per[i][name], first, count), updates[i][0], name)
+                    parts = (_finite(_read(f, per[i][name], first, count, bufs[i]), updates[i][0], name)
                              for i, f in enumerate(files))
                     if trim:
                         stack = np.stack([p.astype(np.float64) for p in parts])
                         stack.sort(axis=0)
                         result = stack[trim:len(files) - trim].mean(axis=0)
                     else:
-                        result = np.zeros(count, dtype=np.float64)
+                        result = acc[:count]
+                        result.fill(0.0)
+                        term = scratch[:count]
+                        wide = wide32[:count]
                         for i, part in enumerate(parts):
-                            term = part.astype(np.float64)
-                            term *= weights[i]
+                            if part.dtype == np.float16:  # widen first: numpy's f16 arithmetic is slow
+                                np.copyto(wide, part)
+                                np.multiply(wide, weights[i], out=term)  # exact f32 -> f64, then the product
+                            else:
+                                np.multiply(part, weights[i], out=term)
                             result += term
                     out.write(result.astype(dtype).tobytes())
             out.flush()
@@ -234,7 +247,12 @@ def check_finite(path: Path, label: str) -> int:
 
 
 def _finite(x: np.ndarray, label: str, name: str) -> np.ndarray:
-    if not np.isfinite(x).all():
+    """``x`` if every value is finite; else FormatError naming the update and tensor."""
+    if x.dtype == np.float16:  # an all-ones exponent is infinity or NaN (IEEE 754 binary16)
+        finite = bool(((x.view(np.uint16) & 0x7C00) != 0x7C00).all())
+    else:
+        finite = bool(np.isfinite(x).all())
+    if not finite:
         raise FormatError(f"update of {label}: tensor {name!r} holds NaN or infinity; refused")
     return x
 
