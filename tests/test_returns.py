@@ -229,6 +229,17 @@ def test_bad_return_bundles_are_refused_and_leave_the_inventory_unchanged(tmp_pa
     assert len(a["refusals"]) == 6 and a["lastSequence"] == 7 and a["pendingUpdates"][0]["sequence"] == 7
     assert len(doc["unattributedRefusals"]) == 3  # signatures refused: no site is trusted to have sent them
 
+    # a return bundle lost on the way: the next one does not continue the trail the hub holds
+    ok("import", tmp_path / "usb1", "--trust", w.pub("hub"), "--state", edge)  # new audit entries
+    export("lost", good)
+    ok("import", tmp_path / "usb1", "--trust", w.pub("hub"), "--state", edge)
+    refused(export("after-lost", good), "are missing", 1)
+    # carried again from where the hub's record ends (entries it holds overlap, identical): accepted
+    held = json.loads(w.inventory())["sites"]["site-a"]["audit"]["seq"]
+    ok("return", "import", export("resent", good, "site-a", "--audit-from", str(held - 1)), "--hub", w.hub,
+       "--models", w.models)
+    assert json.loads(w.inventory())["sites"]["site-a"]["audit"]["seq"] > held
+
 
 def test_a_malformed_drift_file_is_refused_at_the_edge(tmp_path: Path) -> None:
     (tmp_path / "d.json").write_text('{"format":"ferry-drift","formatVersion":"1.0","model":"m","version":"1.0.0",'

@@ -217,11 +217,12 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
                     if models is not None and (models / u.model / u.base / "model.safetensors").is_file():
                         check_alike({"the base model": read_header(models / u.model / u.base / "model.safetensors"),
                                      label: read_header(file)})
+                carried_report = {e.path for e in report.entries}
+                for name in ret.metrics + ret.drift:  # only files the signed manifest lists (no ../)
+                    if name not in carried_report:
+                        raise FormatError(f"{path}: return.json names {name}, which the bundle does not carry")
                 for d in ret.drift:
                     parse_drift(small(d), f"drift summary {d} of site {site}")
-                for name in ret.metrics + ret.drift:
-                    if not (rep / name).is_file():
-                        raise FormatError(f"{path}: return.json names {name}, which the bundle does not carry")
                 kept = inv.record_return(site=site, keyid=signer, sequence=m.bundle.sequence, digest=signed.digest,
                                          when=utc_now(), ret=ret, audit=audit, files=incoming,
                                          receipt=json.loads(receipt.to_bytes()), status=status,
