@@ -45,7 +45,7 @@ from manifests.locking import FolderLock, acquire
 from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack, apply_rank, utc_now
 from manifests.progress import Progress
 from manifests.receipt import Receipt, receipt_digest
-from manifests.signing import sign
+from manifests.signing import MANIFEST_PAYLOAD_TYPE, sign
 
 from . import chunker
 from .hubstate import FileKey, HubState
@@ -69,6 +69,7 @@ class ExportOptions:
     ask: Callable[[str], bytes | None] | None = None  # terminal passphrase prompt, for encrypted keys
     expires: timedelta | None = None  # signed validity from creation (bundle.expires, format 1.1)
     memory_budget: int = memory.MEMORY_BUDGET  # bytes; buffers and threads are sized from it (manifests.budget)
+    payload_type: str = MANIFEST_PAYLOAD_TYPE  # RETURN_PAYLOAD_TYPE for a site's return bundle (format §13)
 
 
 @dataclass
@@ -807,7 +808,7 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
                         "sha256sums": sha256_file(plain / SUMS_NAME), "target": opts.self_install.describe()}
     with writing_medium(out):
         result = _write_manifests(out, manifest, keys, opts.max_volume_size, volumes_mode, finished,
-                                  _policy_files(opts.state))
+                                  _policy_files(opts.state), opts.payload_type)
         journal.remove()
     stored = sum(c.stored or 0 for c in manifest.chunks)
     return ExportResult(manifest=manifest, digest=result[0], out=out, volume_dirs=result[1],
@@ -914,10 +915,11 @@ def _policy_files(state: Path) -> list[tuple[str, bytes]]:
 
 def _write_manifests(out: Path, manifest: Manifest, keys: list[Any], max_volume_size: int | None,
                      volumes_mode: bool, finished: list[FinishedPack],
-                     policy_files: list[tuple[str, bytes]] = []) -> tuple[str, list[Path]]:
+                     policy_files: list[tuple[str, bytes]] = [],
+                     payload_type: str = MANIFEST_PAYLOAD_TYPE) -> tuple[str, list[Path]]:
     """Trust policy files, signature then manifest, into every volume: the last writes of an export."""
     data = manifest.to_bytes()
-    sig = sign(data, keys).to_bytes()
+    sig = sign(data, keys, payload_type).to_bytes()
     roots = []
     for v in range(1, manifest.volumes + 1):
         root = _volume_root(out, v, volumes_mode)

@@ -20,6 +20,7 @@ from manifests.chunks import decompress_chunk
 from manifests.digest import manifest_digest
 from manifests.errors import ChunkError, FerryError, PlaceError, VerificationError
 from manifests.model import Chunk, Manifest
+from manifests.signing import MANIFEST_PAYLOAD_TYPE
 from manifests.trust import Trust
 
 
@@ -33,7 +34,7 @@ class BundleOnMedium:
     volume_dirs: list[Path] = field(default_factory=list)
     signature_files: list[bytes] = field(default_factory=list)  # every distinct one the volumes carry
 
-    def open(self, trust: Trust) -> SignedManifest:
+    def open(self, trust: Trust, payload_type: str = MANIFEST_PAYLOAD_TYPE) -> SignedManifest:
         """Verify and parse the manifest with the first signature file that passes.
 
         Volumes of one bundle normally carry the same signature file; if they differ (a volume
@@ -43,7 +44,7 @@ class BundleOnMedium:
         first: FerryError | None = None
         for candidate in self.signature_files or [self.signature_bytes]:
             try:
-                signed = open_manifest(self.manifest_bytes, candidate, trust)
+                signed = open_manifest(self.manifest_bytes, candidate, trust, payload_type)
             except FerryError as exc:
                 first = first or exc
                 continue

@@ -50,7 +50,8 @@ class SignedManifest:
     verdict: Verdict
 
 
-def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -> SignedManifest:
+def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust,
+                  payload_type: str = MANIFEST_PAYLOAD_TYPE) -> SignedManifest:
     """Verify, then parse. Pure: the verification order of docs/bundle-format.md.
 
     1. the signature file is parsed (size limit, canonical JSON);
@@ -65,6 +66,8 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -
         manifest_bytes: the exact bytes of ``manifest.json`` (at most MAX_MANIFEST_BYTES).
         signature_bytes: the exact bytes of ``manifest.json.sig``.
         trust: the site's trust policy (keys, their channels, the threshold).
+        payload_type: the DSSE payload type the signatures must bind (section 5): a hub-bound
+            manifest by default, ``RETURN_PAYLOAD_TYPE`` for a return bundle (section 13).
     Returns:
         the parsed manifest, its digest (``sha256:<64 hex>`` of ``manifest_bytes``) and the verdict.
     Raises:
@@ -73,11 +76,11 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust) -
     """
     sigfile = SignatureFile.from_bytes(signature_bytes)
     trusted = "trusted key id(s): " + ", ".join(sorted(trust.keys))
-    first = verify(manifest_bytes, sigfile, trust, channel=None, payload_type=MANIFEST_PAYLOAD_TYPE)
+    first = verify(manifest_bytes, sigfile, trust, channel=None, payload_type=payload_type)
     if not first.ok:
         raise VerificationError(f"manifest signatures: {first.summary}; {trusted}")
     manifest = Manifest.from_bytes(manifest_bytes)
-    verdict = verify(manifest_bytes, sigfile, trust, channel=manifest.bundle.channel)
+    verdict = verify(manifest_bytes, sigfile, trust, channel=manifest.bundle.channel, payload_type=payload_type)
     if not verdict.ok:
         raise VerificationError(f"manifest signatures of bundle {manifest.bundle.name} {manifest.bundle.id}: "
                                 f"{verdict.summary}; {trusted}")

@@ -33,6 +33,8 @@ RECEIPT_PAYLOAD_TYPE = "application/vnd.ferry.receipt.v1+json"
 AUDIT_PAYLOAD_TYPE = "application/vnd.ferry.audit.v1+json"
 TRUST_PAYLOAD_TYPE = "application/vnd.ferry.trust.v1+json"
 REPORT_PAYLOAD_TYPE = "application/vnd.ferry.verify-report.v1+json"
+#: A return bundle, site -> hub (docs/bundle-format.md §13): never verifies as a hub-bound manifest.
+RETURN_PAYLOAD_TYPE = "application/vnd.ferry.return.v1+json"
 
 SIGNATURE_SUFFIX = ".sig"
 

@@ -23,6 +23,9 @@ def register(app: typer.Typer) -> None:
                                             help="Split into OUT/vol-001, vol-002, ... of at most this size "
                                                  "(e.g. 32GiB, 64GB)."),
         since: Path = typer.Option(None, "--since", help="The edge's receipt: leave out what the site holds (chunks, OCI blobs by digest, installed sets)."),
+        since_site: str = typer.Option(None, "--since-site", metavar="SITE",
+                                       help="Like --since, with the receipt of SITE's last return bundle recorded in "
+                                            "the hub inventory (--state; ferry return import)."),
         platform: str = typer.Option(None, "--platform", help="Image platform to pick from an index, "
                                      "e.g. linux/amd64."),
         insecure_registry: list[str] = typer.Option([], "--insecure-registry",
@@ -68,6 +71,12 @@ def register(app: typer.Typer) -> None:
         if state is None:  # sequence numbers live there: another hub state restarts them at 1
             ui.warn(f"no --state given: using the default hub state {hub_state}; give the same --state "
                     "to every export of a channel, or the edge refuses its sequence numbers as stale")
+        if since_site is not None:
+            if since is not None:
+                raise UsageError("give --since or --since-site, not both")
+            from bundler.inventory import Inventory
+
+            since = Inventory(hub_state).receipt_file(since_site)
         opts = ExportOptions(
             expires=parse_max_age(expires, option="--expires") if expires else None,
             spec=spec, out=out, keys=tuple(key_refs(key)), ask=ask_terminal, state=hub_state,

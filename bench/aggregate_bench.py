@@ -1,0 +1,104 @@
+"""``ferry aggregate``'s FedAvg against reading the same files once (issue 17, "Speed and memory").
+
+Writes ``--sites`` (default 8) update files of an fp16 safetensors model of ``--size-mib``
+(default 1024; the issue's figure) split into tensors of ``--tensor-mib`` (default 64), then,
+side by side and twice each (the faster run counts, caches warm for both):
+
+* ``cat`` of all the update files to /dev/null (the peer: reading every update once);
+* :func:`bundler.aggregate.aggregate` on them in a child process (weighted by example counts),
+  with that child's peak RSS (``ru_maxrss``).
+
+Prints the ratio (target <= 1.5) and the peak RSS beside the bound (256 MiB + the largest
+tensor). Not a timed test: it prints figures. Needs ``sites x size`` free disk plus one model.
+
+Usage: python bench/aggregate_bench.py [--size-mib 1024] [--tensor-mib 64] [--sites 8] [--dir DIR] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MiB = 1 << 20
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_update(path: Path, size: int, tensor: int, seed: int) -> None:
+    """An fp16 safetensors file of ``size`` bytes in tensors of ``tensor`` bytes, values ~N(0, 1)."""
+    count = max(1, size // tensor)
+    header: dict[str, object] = {}
+    for i in range(count):
+        header[f"layer.{i}.weight"] = {"dtype": "F16", "shape": [tensor // 2], "data_offsets": [i * tensor, (i + 1) * tensor]}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for _ in range(count):
+            f.write(rng.standard_normal(tensor // 2, dtype=np.float32).astype(np.float16).tobytes())
+
+
+CHILD = """
+import sys, resource, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from bundler.aggregate import aggregate
+files = {files!r}
+t = time.perf_counter()
+aggregate([(f"site-{{i}}", Path(p), 100 * (i + 1)) for i, p in enumerate(files)], Path({out!r}))
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--tensor-mib", type=int, default=64)
+    ap.add_argument("--sites", type=int, default=8)
+    ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    work = Path(args.dir or tempfile.mkdtemp(prefix="ferry-agg-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        files = []
+        for i in range(args.sites):
+            p = work / f"site-{i}.safetensors"
+            if not p.exists():
+                write_update(p, args.size_mib * MiB, args.tensor_mib * MiB, i)
+            files.append(str(p))
+        cat_s, agg_s, rss = [], [], 0
+        for _ in range(2):
+            t = time.perf_counter()
+            subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
+            cat_s.append(time.perf_counter() - t)
+            out = work / "out.safetensors"
+            r = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), files=files, out=str(out))],
+                               capture_output=True, text=True, check=True)
+            seconds, peak = r.stdout.split()
+            agg_s.append(float(seconds))
+            rss = max(rss, int(peak))
+            out.unlink()
+        bound = 256 * MiB + args.tensor_mib * MiB
+        print(f"{args.sites} updates of a {args.size_mib} MiB fp16 model ({args.tensor_mib} MiB tensors)")
+        print(f"cat to /dev/null: {min(cat_s):.2f} s   ferry aggregate (FedAvg): {min(agg_s):.2f} s   "
+              f"ratio {min(agg_s) / min(cat_s):.2f} (target <= 1.5)")
+        print(f"aggregate peak RSS {rss / MiB:.0f} MiB (bound 256 MiB + largest tensor = {bound / MiB:.0f} MiB)")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""The return path (issue #17): site -> hub return bundles, the hub inventory, FedAvg, drift.
+
+End to end on the real CLI: two simulated sites import the hub's sample bundle, "train" (a
+deterministic change to every tensor of the sample model), export return bundles; the hub
+imports both, aggregates, and every tensor of the new version equals the weighted mean numpy
+computes here independently; the next hub export carries it to both sites. Then every bad
+input of the issue is refused with one line, the hub inventory unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support.common import assert_clean_failure, run_ferry
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_MODEL = ROOT / "samples" / "models" / "sentiment"
+NP = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
+
+
+def read_tensors(path: Path) -> dict[str, np.ndarray]:
+    """An independent safetensors reader (header, then each tensor's bytes), for checking."""
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = t["data_offsets"]
+        out[name] = np.frombuffer(data[8 + n + b:8 + n + e], dtype=NP[t["dtype"]]).reshape(t["shape"])
+    return out
+
+
+def write_tensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    header: dict[str, object] = {}
+    offset = 0
+    blobs = []
+    names = {np.dtype(np.float16): "F16", np.dtype(np.float32): "F32", np.dtype(np.float64): "F64"}
+    for name, a in tensors.items():
+        raw = np.ascontiguousarray(a).tobytes()
+        header[name] = {"dtype": names[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+        blobs.append(raw)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+
+
+def train(path: Path, site: int) -> dict[str, np.ndarray]:
+    """A site's 'training': a deterministic change of every tensor of the sample model."""
+    tensors = {k: (v.astype(np.float64) * (1 + 0.1 * site) + 0.01 * site).astype(v.dtype)
+               for k, v in read_tensors(SAMPLE_MODEL / "model.safetensors").items()}
+    write_tensors(path, tensors)
+    return tensors
+
+
+def drift(path: Path, counts: list[int], version: str = "1.2.0") -> Path:
+    path.write_text(json.dumps({"format": "ferry-drift", "formatVersion": "1.0", "model": "sentiment",
+                                "version": version, "features": {"length": {"edges": [0, 10, 50, 200, 1000],
+                                                                            "counts": counts}}}))
+    return path
+
+
+def return_spec(path: Path, update: Path | None, examples: int = 100, base: str = "1.2.0",
+                drift_file: Path | None = None, metrics: Path | None = None) -> Path:
+    lines = ["apiVersion: ferry/v1", "kind: Return", "spec:"]
+    if update is not None:
+        lines += ["  updates:", "    - model: sentiment", f"      base: \"{base}\"", f"      path: {update}",
+                  f"      examples: {examples}", "      metrics: {loss: 0.25, accuracy: 0.9}"]
+    if drift_file is not None:
+        lines += [f"  drift: [{drift_file}]"]
+    if metrics is not None:
+        lines += [f"  metrics: {metrics}"]
+    if len(lines) == 3:
+        lines += ["  updates: []"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class World:
+    root: Path
+    hub: Path
+    models: Path
+    keys: Path
+    edges: dict[str, Path]
+
+    def key(self, name: str) -> Path:
+        return self.keys / f"{name}.key"
+
+    def pub(self, name: str) -> Path:
+        return self.keys / f"{name}.pub"
+
+    def inventory(self) -> bytes:
+        return (self.hub / "sites" / "inventory.json").read_bytes()
+
+
+def ok(*args: object) -> str:
+    r = run_ferry(*args)
+    assert r.returncode == 0, f"ferry {' '.join(map(str, args))}\n{r.stderr}"
+    return r.stdout
+
+
+def make_world(tmp: Path, sites: tuple[str, ...]) -> World:
+    keys = tmp / "keys"
+    for name in ("hub",) + sites + ("stranger",):
+        ok("keys", "generate", name, "--out", keys)
+    w = World(tmp, tmp / "hub", tmp / "models", keys, {})
+    ok("export", ROOT / "samples" / "bundle.yaml", "--out", tmp / "usb1", "--key", w.key("hub"), "--state", w.hub)
+    for name in sites:
+        edge = tmp / f"edge-{name}"
+        ok("import", tmp / "usb1", "--trust", w.pub("hub"), "--state", edge)
+        ok("site", "set", "--state", edge, "--name", name)
+        ok("sites", "add", name, "--key", w.pub(name), "--hub", w.hub)
+        w.edges[name] = edge
+    shutil.copytree(SAMPLE_MODEL, w.models / "sentiment" / "1.2.0")
+    return w
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return make_world(tmp_path_factory.mktemp("returns"), ("site-01", "site-02"))
+
+
+def test_two_sites_return_updates_the_hub_aggregates_and_ships_the_mean(world: World) -> None:
+    w = world
+    trained = {}
+    examples = {"site-01": 100, "site-02": 300}
+    for i, site in enumerate(("site-01", "site-02"), start=1):
+        trained[site] = train(w.root / f"{site}.safetensors", i)
+        spec = return_spec(w.root / f"{site}-return.yaml", w.root / f"{site}.safetensors", examples[site],
+                           drift_file=drift(w.root / f"{site}-drift.json", [10, 80, 30, 5] if i == 1 else [900, 5, 5, 1]))
+        ok("return", "export", "--state", w.edges[site], "--spec", spec, "--out", w.root / f"ret-{site}",
+           "--key", w.key(site))
+        ok("return", "import", w.root / f"ret-{site}", "--hub", w.hub, "--models", w.models)
+
+    # drift: a reference shipped with 1.2.0; site-02's inputs moved, site-01's did not
+    drift(w.models / "sentiment" / "1.2.0" / "drift-reference.json", [12, 78, 32, 4])
+    doc = json.loads(ok("sites", "--hub", w.hub, "--models", w.models, "--json", "--html", w.root / "sites.html"))
+    by = {s["site"]: s for s in doc["sites"]}
+    assert by["site-01"]["driftAlerts"] == [] and len(by["site-02"]["driftAlerts"]) == 1
+    assert by["site-02"]["lastSequence"] == 1 and by["site-02"]["lastContact"]
+    assert {"kind": "model", "name": "sentiment", "version": "1.2.0"} in by["site-01"]["runs"]
+    assert [u["examples"] for u in by["site-02"]["pendingUpdates"]] == [300]
+    assert "site-02" in (w.root / "sites.html").read_text()
+
+    out = w.models / "sentiment" / "1.3.0"
+    ok("aggregate", "sentiment", "--base", "1.2.0", "--version", "1.3.0", "--out", out, "--hub", w.hub,
+       "--models", w.models)
+    got = read_tensors(out / "model.safetensors")
+    assert set(got) == set(trained["site-01"])
+    for name, value in got.items():
+        a, b = trained["site-01"][name], trained["site-02"][name]
+        mean = ((100 * a.astype(np.float64) + 300 * b.astype(np.float64)) / 400).astype(a.dtype)
+        assert value.dtype == a.dtype and value.shape == a.shape
+        np.testing.assert_array_equal(value, mean, err_msg=name)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert [(s["site"], s["examples"]) for s in prov["sites"]] == [("site-01", 100), ("site-02", 300)]
+    assert (out / "config.json").read_bytes() == (SAMPLE_MODEL / "config.json").read_bytes()
+    assert json.loads(ok("sites", "--hub", w.hub, "--json"))["sites"][0]["pendingUpdates"] == []
+
+    # the next hub export carries 1.3.0 (with its provenance) to both sites, as a delta per site
+    spec = w.root / "next.yaml"
+    spec.write_text("apiVersion: ferry/v1\nkind: Bundle\nmetadata: {name: edge-ai, channel: stable}\n"
+                    f"spec:\n  models:\n    - name: sentiment\n      version: 1.3.0\n      path: {out}\n")
+    for site, edge in w.edges.items():
+        ok("export", spec, "--out", w.root / f"next-{site}", "--key", w.key("hub"), "--state", w.hub,
+           "--since-site", site)
+        ok("import", w.root / f"next-{site}", "--trust", w.pub("hub"), "--state", edge)
+        status = json.loads(ok("status", "--state", edge, "--json"))
+        assert {(a["name"], a["version"]) for a in status["installed"] if a["kind"] == "model"} == {("sentiment", "1.3.0")}
+        shipped = list(edge.rglob("provenance.json"))
+        assert shipped and json.loads(shipped[0].read_text())["version"] == "1.3.0"
+
+
+def test_bad_return_bundles_are_refused_and_leave_the_inventory_unchanged(tmp_path: Path) -> None:
+    w = make_world(tmp_path, ("site-a", "site-b"))
+    edge = w.edges["site-a"]
+    train(tmp_path / "upd.safetensors", 1)
+    good = return_spec(tmp_path / "good.yaml", tmp_path / "upd.safetensors")
+
+    def export(name: str, spec: Path, key: str = "site-a", *extra: object) -> Path:
+        ok("return", "export", "--state", edge, "--spec", spec, "--out", tmp_path / name, "--key", w.key(key), *extra)
+        return tmp_path / name
+
+    def refused(bundle: Path, contains: str, code: int | None = None, *extra: object) -> None:
+        before = w.inventory() if (w.hub / "sites" / "inventory.json").exists() else None
+        r = run_ferry("return", "import", bundle, "--hub", w.hub, "--models", w.models, *extra)
+        assert_clean_failure(r, code=code, contains=contains)
+        after = w.inventory() if (w.hub / "sites" / "inventory.json").exists() else None
+        assert before == after
+
+    # signed by another site's key (site-b's key, channel site-a), or an unknown key
+    refused(export("other-key", good, "site-b"), "signature", 1)
+    refused(export("stranger", good, "stranger"), "signature", 1)
+    # an audit trail that does not start where the hub's record ends (nothing received yet: entry 0)
+    refused(export("gap", good, "site-a", "--audit-from", "2"), "missing", 1)
+    # a base version the hub never shipped, NaN values, wrong shapes
+    refused(export("base", return_spec(tmp_path / "b.yaml", tmp_path / "upd.safetensors", base="9.9.9")),
+            "never shipped", 1)
+    bad = read_tensors(tmp_path / "upd.safetensors")
+    nan = {k: v.copy() for k, v in bad.items()}
+    nan["classifier.bias"][0] = np.nan
+    write_tensors(tmp_path / "nan.safetensors", nan)
+    refused(export("nan", return_spec(tmp_path / "n.yaml", tmp_path / "nan.safetensors")), "NaN", 2)
+    shape = dict(bad)
+    shape["classifier.bias"] = np.zeros(3, dtype=np.float32)
+    write_tensors(tmp_path / "shape.safetensors", shape)
+    refused(export("shape", return_spec(tmp_path / "s.yaml", tmp_path / "shape.safetensors")), "shape", 2)
+    # a hub-bound bundle is no return bundle, and a return bundle is no hub-bound bundle
+    refused(tmp_path / "usb1", "signature", 1)
+    ok_bundle = export("ok", return_spec(tmp_path / "ok.yaml", tmp_path / "upd.safetensors"), "site-a", "--audit-from", "0")
+    assert_clean_failure(run_ferry("import", ok_bundle, "--trust", w.pub("site-a"), "--state", edge), code=1,
+                         contains="application/vnd.ferry.return.v1+json")
+    ok("return", "import", ok_bundle, "--hub", w.hub, "--models", w.models)
+    # a replay, and an older bundle of the same site
+    refused(ok_bundle, "replay", 1)
+    refused(tmp_path / "base", "older", 1)  # sequence 4 < 7: refused before its base is even looked at
+    doc = json.loads(ok("sites", "--hub", w.hub, "--json"))
+    a = next(s for s in doc["sites"] if s["site"] == "site-a")
+    assert len(a["refusals"]) == 6 and a["lastSequence"] == 7 and a["pendingUpdates"][0]["sequence"] == 7
+    assert len(doc["unattributedRefusals"]) == 3  # signatures refused: no site is trusted to have sent them
+
+    # a return bundle lost on the way: the next one does not continue the trail the hub holds
+    ok("import", tmp_path / "usb1", "--trust", w.pub("hub"), "--state", edge)  # new audit entries
+    export("lost", good)
+    ok("import", tmp_path / "usb1", "--trust", w.pub("hub"), "--state", edge)
+    refused(export("after-lost", good), "are missing", 1)
+    # carried again from where the hub's record ends (entries it holds overlap, identical): accepted
+    held = json.loads(w.inventory())["sites"]["site-a"]["audit"]["seq"]
+    ok("return", "import", export("resent", good, "site-a", "--audit-from", str(held - 1)), "--hub", w.hub,
+       "--models", w.models)
+    assert json.loads(w.inventory())["sites"]["site-a"]["audit"]["seq"] > held
+
+
+def test_a_malformed_drift_file_is_refused_at_the_edge(tmp_path: Path) -> None:
+    (tmp_path / "d.json").write_text('{"format":"ferry-drift","formatVersion":"1.0","model":"m","version":"1.0.0",'
+                                     '"features":{"x":{"edges":[0,1,1],"counts":[1,2]}}}')
+    spec = return_spec(tmp_path / "r.yaml", None, drift_file=tmp_path / "d.json")
+    state = tmp_path / "edge"
+    r = run_ferry("return", "export", "--state", state, "--spec", spec, "--out", tmp_path / "o", "--key", tmp_path / "k")
+    assert_clean_failure(r, code=2, contains="strictly increasing")

@@ -1,0 +1,181 @@
+"""Pure parts of the return path: drift summaries and PSI (Hypothesis), return.json, and the
+streaming aggregator against numpy (FedAvg, trimmed mean, refusals)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bundler.aggregate import aggregate, read_header
+from manifests.errors import FormatError, LimitError, UsageError
+from manifests.returns import (Histogram, ModelUpdate, ReturnDoc, drift_report, parse_drift, psi)
+from tests.test_returns import read_tensors, write_tensors
+
+edges_st = st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=2, max_size=12, unique=True).map(sorted)
+
+
+@st.composite
+def histograms(draw: st.DrawFn, edges: list[float] | None = None) -> dict:
+    e = edges if edges is not None else draw(edges_st)
+    counts = draw(st.lists(st.integers(0, 10**6), min_size=len(e) - 1, max_size=len(e) - 1).filter(lambda c: sum(c) > 0))
+    return {"edges": e, "counts": counts}
+
+
+def doc(features: dict) -> bytes:
+    return json.dumps({"format": "ferry-drift", "formatVersion": "1.0", "model": "m", "version": "1.0.0",
+                       "features": features}).encode()
+
+
+@given(histograms())
+def test_a_valid_drift_summary_parses_back_to_its_values(h: dict) -> None:
+    parsed = parse_drift(doc({"f": h}))
+    assert parsed.features["f"] == Histogram(tuple(float(x) for x in h["edges"]), tuple(h["counts"]))
+
+
+@given(histograms(), st.data())
+def test_psi_is_zero_on_itself_and_never_negative(h: dict, data: st.DataObject) -> None:
+    a = parse_drift(doc({"f": h})).features["f"]
+    b = parse_drift(doc({"f": data.draw(histograms(h["edges"]))})).features["f"]
+    assert psi(a, a) == 0.0
+    value = psi(a, b)
+    assert value is not None and value >= 0 and math.isfinite(value)
+
+
+@pytest.mark.parametrize("features,why", [
+    ({"f": {"edges": [0, 1], "counts": [0]}}, "not all zero"),
+    ({"f": {"edges": [0, 1, 1], "counts": [1, 1]}}, "strictly increasing"),
+    ({"f": {"edges": [0, 1], "counts": [1, 2]}}, "edges"),
+    ({"f": {"edges": [0, 1], "counts": [-1]}}, "whole numbers"),
+    ({"f": {"edges": [0, 1], "counts": [1], "x": 1}}, "edges, counts"),
+    ({"bad name!": {"edges": [0, 1], "counts": [1]}}, "name"),
+    ({}, "non-empty"),
+])
+def test_malformed_drift_summaries_are_refused(features: dict, why: str) -> None:
+    with pytest.raises(FormatError, match=why):
+        parse_drift(doc(features))
+
+
+def test_infinite_edges_and_huge_files_are_refused() -> None:
+    with pytest.raises(FormatError):
+        parse_drift(doc({"f": {"edges": [0, 1], "counts": [1]}}).replace(b"[0, 1]", b"[0, Infinity]"))
+    with pytest.raises(LimitError):
+        parse_drift(b" " * (4 * 1024 * 1024 + 1))
+    with pytest.raises(LimitError):
+        parse_drift(doc({f"f{i}": {"edges": [0, 1], "counts": [1]} for i in range(1001)}))
+
+
+def test_drift_report_flags_a_shift_and_says_when_bins_differ() -> None:
+    ref = parse_drift(doc({"a": {"edges": [0, 1, 2], "counts": [50, 50]}, "b": {"edges": [0, 1, 2], "counts": [5, 5]}}))
+    site = parse_drift(doc({"a": {"edges": [0, 1, 2], "counts": [95, 5]}, "b": {"edges": [0, 3, 4], "counts": [5, 5]},
+                            "c": {"edges": [0, 1], "counts": [1]}}))
+    rows = {r["feature"]: r for r in drift_report(site, ref)}
+    assert rows["a"]["flag"] and rows["a"]["psi"] == pytest.approx(0.45 * math.log(0.95 / 0.5) + -0.45 * math.log(0.05 / 0.5))
+    assert rows["b"]["psi"] is None and not rows["b"]["flag"] and "edges" in rows["b"]["note"]
+    assert rows["c"]["note"] == "not in the reference"
+
+
+@given(st.lists(st.tuples(st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True), st.integers(1, 10**9)),
+                max_size=4, unique_by=lambda t: t[0]), st.integers(0, 1000), st.integers(0, 1000))
+def test_return_json_round_trips(updates: list, first: int, count: int) -> None:
+    d = ReturnDoc(site="site-01", created="2026-12-01T00:00:00Z", audit_from=first, audit_count=count,
+                  updates=tuple(ModelUpdate(m, "1.2.0", n, {"loss": 0.5}) for m, n in updates),
+                  metrics=("metrics/a.prom",), drift=("drift/x.json",))
+    assert ReturnDoc.from_bytes(d.to_bytes()) == d
+
+
+@pytest.mark.parametrize("patch,why", [
+    ({"format": "ferry-bundle"}, "not a ferry-return"),
+    ({"formatVersion": "2.0"}, "not supported"),
+    ({"site": "../x"}, "site"),
+    ({"updates": [{"model": "m", "base": "1.0.0", "examples": 0}]}, "examples"),
+    ({"updates": [{"model": "m", "base": "one", "examples": 1}]}, "version"),
+    ({"audit": {"from": -1, "count": 0}}, "audit"),
+])
+def test_bad_return_documents_are_refused(patch: dict, why: str) -> None:
+    base = json.loads(ReturnDoc("s", "2026-12-01T00:00:00Z", 0, 0).to_bytes())
+    with pytest.raises(FormatError, match=why):
+        ReturnDoc.from_bytes(json.dumps({**base, **patch}).encode())
+
+
+# --------------------------------------------------------------------------- the aggregator
+
+
+def sites(tmp: Path, n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        t = {"w": rng.standard_normal((33, 17)).astype(np.float16),
+             "b": rng.standard_normal(17).astype(np.float32),
+             "d": rng.standard_normal((2, 3, 4)).astype(np.float64)}
+        write_tensors(tmp / f"s{i}.safetensors", t)
+        out.append(t)
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(weights=st.lists(st.integers(1, 10**6), min_size=1, max_size=5), seed=st.integers(0, 2**32 - 1))
+def test_fedavg_is_the_example_weighted_mean_in_each_dtype(weights: list[int], seed: int, tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp = tmp_path_factory.mktemp("agg")
+    ts = sites(tmp, len(weights), seed)
+    aggregate([(f"s{i}", tmp / f"s{i}.safetensors", w) for i, w in enumerate(weights)], tmp / "out.safetensors")
+    got = read_tensors(tmp / "out.safetensors")
+    for name in ts[0]:
+        stack = np.stack([t[name].astype(np.float64) for t in ts])
+        want = np.average(stack, axis=0, weights=np.array(weights, dtype=np.float64)).astype(ts[0][name].dtype)
+        np.testing.assert_allclose(got[name].astype(np.float64), want.astype(np.float64),
+                                   rtol=np.finfo(ts[0][name].dtype).eps * 2,
+                                   atol=np.finfo(ts[0][name].dtype).eps * 4 * float(np.abs(stack).max()))
+        assert got[name].dtype == ts[0][name].dtype
+
+
+def test_trimmed_mean_ignores_a_poisoned_site(tmp_path: Path) -> None:
+    ts = sites(tmp_path, 4)
+    poisoned = {k: (v.astype(np.float64) * 0 + 1000).astype(v.dtype) for k, v in ts[0].items()}
+    write_tensors(tmp_path / "s0.safetensors", poisoned)
+    ups = [(f"s{i}", tmp_path / f"s{i}.safetensors", 1) for i in range(4)]
+    aggregate(ups, tmp_path / "trim.safetensors", trim=1)
+    got = read_tensors(tmp_path / "trim.safetensors")
+    assert float(np.abs(got["b"]).max()) < 10  # the 1000s are trimmed away
+    with pytest.raises(UsageError, match="more than 2"):
+        aggregate(ups[:2], tmp_path / "x.safetensors", trim=1)
+
+
+def test_mismatched_updates_and_nan_are_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    ts = sites(tmp_path, 2)
+    ups = [("s0", tmp_path / "s0.safetensors", 1), ("s1", tmp_path / "s1.safetensors", 1)]
+    for change, why in [({"b": np.zeros(18, dtype=np.float32)}, "shape"),
+                        ({"b": ts[1]["b"].astype(np.float64)}, "is F64, not F32"),
+                        ({"extra": np.zeros(1, dtype=np.float32)}, "names differ")]:
+        write_tensors(tmp_path / "s1.safetensors", {**ts[1], **change})
+        with pytest.raises(FormatError, match=why):
+            aggregate(ups, tmp_path / "out.safetensors")
+        assert not (tmp_path / "out.safetensors").exists()
+    bad = dict(ts[1])
+    bad["d"] = ts[1]["d"].copy()
+    bad["d"][1, 2, 3] = np.inf
+    write_tensors(tmp_path / "s1.safetensors", bad)
+    with pytest.raises(FormatError, match="s1: tensor 'd' holds NaN or infinity"):
+        aggregate(ups, tmp_path / "out.safetensors")
+    assert not list(tmp_path.glob("*out.safetensors*"))
+    assert set(read_header(tmp_path / "s0.safetensors")) == {"w", "b", "d"}
+
+
+def test_tensors_larger_than_a_block_average_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bundler.aggregate as ag
+
+    ts = sites(tmp_path, 3, seed=7)
+    ups = [(f"s{i}", tmp_path / f"s{i}.safetensors", i + 1) for i in range(3)]
+    aggregate(ups, tmp_path / "whole.safetensors")
+    monkeypatch.setattr(ag, "BLOCK", 7)  # every tensor spans several blocks, the last one partial
+    aggregate(ups, tmp_path / "blocks.safetensors")
+    assert (tmp_path / "whole.safetensors").read_bytes() == (tmp_path / "blocks.safetensors").read_bytes()
+    aggregate([(n, p, 1) for n, p, _ in ups], tmp_path / "median.safetensors", trim=1)
+    got = read_tensors(tmp_path / "median.safetensors")
+    for name in ts[0]:  # a trimmed mean of three dropping one each side is the median
+        np.testing.assert_array_equal(got[name], np.median(np.stack([t[name] for t in ts]), axis=0).astype(ts[0][name].dtype))
