@@ -44,10 +44,10 @@ def _root(
 
 
 def _register() -> None:
-    from ferry.commands import (audit, export, import_, inspect, keys, receipt, serve, sign, site, status, trust,
+    from ferry.commands import (audit, export, import_, inspect, keys, profile, receipt, serve, sign, site, status, trust,
                                 verify)
 
-    for module in (keys, trust, export, sign, inspect, verify, import_, status, site, receipt, serve, audit):
+    for module in (keys, trust, export, profile, sign, inspect, verify, import_, status, site, receipt, serve, audit):
         module.register(app)
 
 

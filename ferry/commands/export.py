@@ -38,6 +38,12 @@ def register(app: typer.Typer) -> None:
                                                        "manylinux2014_x86_64 (default: this hub's)."),
         expires: str = typer.Option(None, "--expires", metavar="DURATION",
                                     help="Sign an expiry into the bundle (e.g. 30d, 12h): edges refuse it after that."),
+        site: str = typer.Option(None, "--site", help="Choose each model's variant for this site, by the profile "
+                                 "the hub state keeps for it (ferry profile add)."),
+        profile: Path = typer.Option(None, "--profile", help="Choose each model's variant for the site this profile "
+                                     "file describes (YAML/JSON, kind SiteProfile)."),
+        max_bytes: str = typer.Option(None, "--max-bytes", help="Byte budget for choosing variants (e.g. 2GiB); "
+                                      "default: the profile's link budget."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Write a signed, chunked, resumable bundle from a bundle spec (hub side)."""
@@ -59,7 +65,22 @@ def register(app: typer.Typer) -> None:
         if state is None:  # sequence numbers live there: another hub state restarts them at 1
             ui.warn(f"no --state given: using the default hub state {hub_state}; give the same --state "
                     "to every export of a channel, or the edge refuses its sequence numbers as stale")
+        if site and profile:
+            raise UsageError("give --site or --profile, not both")
+        resources = None
+        if profile is not None:
+            from bundler.profiles import load_profile
+
+            site, resources = load_profile(profile)
+        elif site is not None:
+            from bundler.profiles import stored_profile
+
+            resources = stored_profile(hub_state, site)
+        budget = parse_size(max_bytes, what="--max-bytes") if max_bytes else None
+        if budget is None and resources is not None and resources.link is not None:
+            budget = resources.link[0]
         opts = ExportOptions(
+            site=resources, site_name=site, max_bytes=budget,
             expires=parse_max_age(expires, option="--expires") if expires else None,
             spec=spec, out=out, keys=tuple(key_refs(key)), ask=ask_terminal, state=hub_state,
             max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
@@ -79,6 +100,8 @@ def register(app: typer.Typer) -> None:
             f"{human_bytes(result.stored_bytes)} stored in {len(m.packs)} pack(s); "
             f"{carried} of {len(m.chunks)} chunk(s) carried"
             + (f", delta against receipt of {m.base.site}" if m.base else ""))
+        for c in result.choices:
+            say(f"  {c.describe()}")
         say(f"  manifest {result.digest}")
         say(f"  hub state {result.state}" + (" (the default)" if state is None else ""))
         if result.self_install:
