@@ -85,17 +85,20 @@ def gguf_kind(head: bytes, size: int) -> str | None:
                 file_type = cur.u32()
             else:
                 cur.value(kind)
-        if file_type is not None:
-            return GGUF_FILE_TYPES.get(file_type)
         elements: dict[int, int] = {}
         for _ in range(tensor_count):
             cur.string()
-            dims = [cur.u64() for _ in range(min(cur.u32(), 8))]
+            n_dims = cur.u32()
+            if n_dims > 4:  # GGML_MAX_DIMS
+                return None
+            dims = [cur.u64() for _ in range(n_dims)]
             ggml = cur.u32()
             cur.u64()
             elements[ggml] = elements.get(ggml, 0) + math.prod(dims)
     except (_Short, _Malformed):
-        return None
+        return None  # the whole header (tensor infos too) must be read for the file to say anything
+    if file_type is not None:
+        return GGUF_FILE_TYPES.get(file_type)
     if not elements:
         return None
     return GGML_TYPES.get(max(elements.items(), key=lambda kv: (kv[1], -kv[0]))[0])
