@@ -94,6 +94,7 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
     self_install: dict[str, Any] | None = None  # folder, wheels, sums (sha256 of SHA256SUMS), target
     choices: list[Choice] = field(default_factory=list)  # the variant chosen per model, and why
+    variant_deltas: list[str] = field(default_factory=list)  # what a delta carries per model variant
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
@@ -106,6 +107,7 @@ class ExportResult:
                            "entries": len(a.entries), "variant": a.variant.to_dict() if a.variant else None}
                           for a in m.artifacts],
             "variants": [c.to_json() for c in self.choices],
+            "variantDeltas": self.variant_deltas,
             "chunks": len(m.chunks),
             "carriedChunks": sum(1 for c in m.chunks if c.carried),
             "packs": len(m.packs),
@@ -262,6 +264,36 @@ def _variant_source(spec: Spec, i: int, j: int, m: ModelItem, v: VariantItem) ->
                              accelerator=v.accelerator, precision=precision, quantization=quantization,
                              quality=v.quality)
     return source.variant, source
+
+
+def variant_deltas(manifest: Manifest, receipt: Receipt) -> list[str]:
+    """What a delta bundle carries for each model variant, against what the receipt says the
+    site runs (docs/spec.md, *Variants*, "Switching"): another variant of the same version
+    carries what differs (usually everything: other weights are other bytes), another version
+    of the same variant only its changed chunks.
+
+    Returns:
+        one line per model artifact with a variant that the receipt also lists.
+    """
+    runs = {a.name: a for a in receipt.artifacts if a.kind == "model"}
+    lines: list[str] = []
+    for a in manifest.artifacts:
+        have = runs.get(a.name)
+        if a.variant is None or have is None:
+            continue
+        ids = {cid for e in a.entries for cid in e.chunks}
+        carried = sum(1 for cid in ids if manifest.chunk(cid).carried)
+        counts = f"{carried} of {len(ids)} chunk(s) carried"
+        if have.version == a.version and have.variant != a.variant.name:
+            lines.append(f"model {a.name} {a.version}: variant {have.variant or '(none)'} -> {a.variant.name} of the "
+                         f"same version: carries what differs, {counts} (other weights are other bytes: "
+                         "usually everything)")
+        elif have.variant == a.variant.name and have.version != a.version:
+            lines.append(f"model {a.name} variant {a.variant.name}: {have.version} -> {a.version}: only changed "
+                         f"chunks, {counts}")
+        else:
+            lines.append(f"model {a.name} {a.version} variant {a.variant.name}: {counts}")
+    return lines
 
 
 def uncarried_image_warnings(artifacts: list[SourceArtifact]) -> list[str]:
@@ -603,6 +635,7 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
     keys = load_signing_keys(opts.keys, ask=opts.ask)
 
     receipt_bytes: bytes | None = None
+    receipt: Receipt | None = None
     held: frozenset[str] = frozenset()
     base: Base | None = None
     if opts.since is not None:
@@ -661,6 +694,7 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
             raise Interrupted(_interrupted_message(out, journal)) from None
         result.warnings = warnings
         result.choices = choices
+        result.variant_deltas = variant_deltas(result.manifest, receipt) if receipt is not None else []
         return result
     except BaseException:
         if medium is not None and not journal.path.exists():  # nothing of this run to resume: no trace

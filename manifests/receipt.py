@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .variants import VARIANT_NAME_RE
 from . import canonical, limits
 from .digest import is_chunk_id, sha256_digest
 from .errors import FormatError, LimitError
@@ -28,6 +29,7 @@ class InstalledArtifact:
     kind: str
     name: str
     version: str
+    variant: str | None = None  # the model variant installed (optional field; manifests.variants)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class Receipt:
             "site": self.site,
             "created": self.created,
             "chunks": sorted(set(self.chunks)),
-            "artifacts": [{"kind": a.kind, "name": a.name, "version": a.version}
+            "artifacts": [{"kind": a.kind, "name": a.name, "version": a.version,
+                           **({"variant": a.variant} if a.variant else {})}
                           for a in sorted(self.artifacts, key=lambda a: (a.kind, a.name))],
             "channels": dict(sorted(self.channels)),
         })
@@ -77,7 +80,10 @@ class Receipt:
                     or not all(isinstance(a.get(k), str) and len(a[k]) <= limits.MAX_NAME_LEN
                                for k in ("name", "version"))):
                 raise FormatError("receipt artifacts must have kind, name and version")
-            artifacts.append(InstalledArtifact(a["kind"], a["name"], a["version"]))
+            variant = a.get("variant")
+            if variant is not None and (not isinstance(variant, str) or not VARIANT_NAME_RE.match(variant)):
+                raise FormatError("receipt artifact variant must be a variant name")
+            artifacts.append(InstalledArtifact(a["kind"], a["name"], a["version"], variant))
         chans = d.get("channels", {})
         if not isinstance(chans, dict) or not all(
                 NAME_RE.match(k) and isinstance(v, int) and not isinstance(v, bool) and v >= 0

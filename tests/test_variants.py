@@ -375,3 +375,23 @@ def test_variant_records_round_trip(v, precision, quantization, quality):
 
     v = replace(v, precision=precision, quantization=quantization, quality=tuple(sorted(quality.items())))
     assert Variant.from_dict(json.loads(json.dumps(v.to_dict())), "variant") == v
+
+
+def test_delta_summaries_say_what_a_variant_switch_and_a_version_carry(variants, hub_keys, tmp_path):
+    edge = tmp_path / "edge"
+    small = tmp_path / "small.yaml"
+    small.write_text("apiVersion: ferry/v1\nkind: SiteProfile\nmetadata: {name: s}\nspec: {memory: 2GiB, accelerator: none}\n")
+    _export(variants, hub_keys, tmp_path / "int8", "--profile", small)
+    assert _import(tmp_path / "int8", hub_keys, edge)[0] == 0
+    receipt = tmp_path / "receipt.json"
+    assert run_ferry("receipt", "--state", edge, "--out", receipt).returncode == 0
+    assert json.loads(receipt.read_text())["artifacts"][0]["variant"] == "int8"
+    switch = _export(variants, hub_keys, tmp_path / "fp16", "--max-bytes", "400KiB", "--since", receipt)
+    [line] = switch["variantDeltas"]
+    assert "variant int8 -> fp16 of the same version: carries what differs" in line
+    carried = switch["carriedChunks"]
+    assert carried >= 1 and f"{carried} of {switch['chunks']} chunk(s) carried" in line
+    newer = _export(variants, hub_keys, tmp_path / "new", "--profile", small, "--since", receipt, version="1.3.0")
+    [line] = newer["variantDeltas"]
+    assert "variant int8: 1.2.0 -> 1.3.0: only changed chunks, 0 of" in line  # the same bytes: nothing to carry
+    assert newer["carriedChunks"] == 0

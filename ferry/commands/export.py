@@ -102,6 +102,8 @@ def register(app: typer.Typer) -> None:
             + (f", delta against receipt of {m.base.site}" if m.base else ""))
         for c in result.choices:
             say(f"  {c.describe()}")
+        for line in result.variant_deltas:
+            say(f"  delta: {line}")
         say(f"  manifest {result.digest}")
         say(f"  hub state {result.state}" + (" (the default)" if state is None else ""))
         if result.self_install:

@@ -26,7 +26,7 @@ def build_receipt(state_dir: Path) -> bytes:
             site=state.site,
             created=utc_now(),
             chunks=tuple(ChunkStore(state).all_ids()),
-            artifacts=tuple(InstalledArtifact(r.kind, r.name, r.version) for r in state.installed_rows()),
+            artifacts=tuple(InstalledArtifact(r.kind, r.name, r.version, r.variant) for r in state.installed_rows()),
             channels=tuple(state.channels().items()),
         )
     finally:
