@@ -283,7 +283,9 @@ def make_plan(manifest: Manifest, installed: Mapping[tuple[str, str], Installed]
         present: chunks held, packs and volumes at hand, and what each target lacks.
         allow_downgrade: the operator's ``--allow-downgrade``.
         stale: text appended to the reasons of artifacts that do not apply, when the bundle is
-            stale on its channel (:func:`importer.policy.bundle_freshness`); "" otherwise.
+            stale on its channel (:func:`importer.policy.bundle_freshness`); "" otherwise. A
+            stale bundle applies only what is newer: its variant ``switch`` is refused unless
+            ``allow_downgrade``.
         atomic: ``--atomic``: apply all of the bundle or nothing.
 
     Returns:
@@ -294,6 +296,9 @@ def make_plan(manifest: Manifest, installed: Mapping[tuple[str, str], Installed]
     steps: list[Step] = []
     for a in order(manifest.artifacts):
         d = verdicts[a.key]
+        if stale and d.action == "switch" and not allow_downgrade:  # a replayed old bundle never flips the variant
+            d = Decision("conflict", f"{d.reason}: refused from a stale bundle; switch back on purpose with "
+                                     "--allow-downgrade --reason, or export a new bundle")
         before = installed.get(a.key)
         was = before.version if before else None
         if not d.applies:

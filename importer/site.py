@@ -184,7 +184,8 @@ def set_site(state_dir: Path, *, name: str | None, labels: Sequence[str] | None,
                 db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                            (key, value))
         audit.append("site-changed", f"site identity: {before.describe() if before.wec else before.name + ' (no WEC identity)'}"
-                                     f" -> {after.describe() if after.wec else after.name + ' (no WEC identity)'}; "
-                                     f"resources: {before.resources.describe()} -> {after.resources.describe()}", bundle=None, manifest_digest=None, signers=[],
+                                     f" -> {after.describe() if after.wec else after.name + ' (no WEC identity)'}"
+                                     + (f"; resources: {before.resources.describe()} -> {after.resources.describe()}"
+                                        if after.resources != before.resources else ""), bundle=None, manifest_digest=None, signers=[],
                      artifact=None, version_before=None, version_after=None, note=note)
     return before, after

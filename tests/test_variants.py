@@ -219,6 +219,25 @@ def test_allow_variant_installs_what_the_site_cannot_run(variants, hub_keys, tmp
     assert _import(tmp_path / "fp16", hub_keys, edge)[1]["action"] == "unfit"
     code, a, _ = _import(tmp_path / "fp16", hub_keys, edge, "--allow-variant")
     assert code == 0 and "installed anyway (--allow-variant)" in a["reason"]
+    trail = [json.loads(line) for line in (edge / "audit" / "trail.jsonl").read_text().splitlines()]
+    assert "resources: not recorded -> memory 1.0 GiB" in trail[0]["reason"]
+    assert "--allow-variant" in trail[-1]["reason"]
+
+
+def test_a_stale_bundle_never_switches_the_variant_back(variants, hub_keys, tmp_path):
+    edge = tmp_path / "edge"
+    small = tmp_path / "small.yaml"
+    small.write_text("apiVersion: ferry/v1\nkind: SiteProfile\nmetadata: {name: s}\nspec: {memory: 2GiB, accelerator: none}\n")
+    _export(variants, hub_keys, tmp_path / "int8", "--profile", small)  # sequence 1
+    _export(variants, hub_keys, tmp_path / "fp16", "--max-bytes", "400KiB")  # sequence 2
+    assert _import(tmp_path / "fp16", hub_keys, edge)[0] == 0
+    code, a, _ = _import(tmp_path / "int8", hub_keys, edge)  # replayed, older sequence
+    assert code == 1 and a["action"] == "conflict" and "stale bundle" in a["reason"]
+    assert _status_model(edge)["variant"] == "fp16"
+    code, a, _ = _import(tmp_path / "int8", hub_keys, edge, "--allow-downgrade", "--reason", "less memory now")
+    assert code == 0 and _status_model(edge)["variant"] == "int8"
+    shown = run_ferry("inspect", tmp_path / "int8").stdout
+    assert "variant int8 (int8, " in shown and "needs 1.0 GiB memory, no accelerator" in shown
 
 
 # --------------------------------------------------------------------------- the spec
