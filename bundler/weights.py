@@ -9,19 +9,25 @@ never just believed (docs/spec.md, *Variants*, "What ferry reads from the files"
 - **GGUF** (ggml's ``docs/gguf.md``, v2/v3): ``general.file_type`` (llama.cpp's ``llama_ftype``,
   e.g. 15 = ``q4_k_m``), else the ggml type of most tensor elements. Float files (``f32``,
   ``f16``, ``bf16``) give a precision, the rest a quantization.
-- **ONNX** and other formats are not read: their declaration is taken as given.
+- **ONNX** (``onnx.proto``, protobuf wire format): the ``data_type`` of the graph's
+  initializers (``ModelProto.graph`` = 7, ``GraphProto.initializer`` = 5, ``TensorProto.dims``
+  = 1, ``data_type`` = 2); the precision is the type of most elements. Tensor data is skipped
+  by seeking, never read.
+- Other formats are not read: their declaration is taken as given.
 
 Headers are read bounded (safetensors: :data:`manifests.modelpack.SAFETENSORS_HEADER_MAX`,
-GGUF: :data:`bundler.chunker.GGUF_HEADER_READS`); a header that does not parse says nothing.
+GGUF: :data:`bundler.chunker.GGUF_HEADER_READS`, ONNX: at most :data:`ONNX_MAX_FIELDS` fields
+visited); a header that does not parse says nothing.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from manifests.errors import FormatError, PlaceError, SpecError
 from manifests.modelpack import SAFETENSORS_HEADER_MAX, safetensors_facts, safetensors_header_length
@@ -46,6 +52,98 @@ GGML_TYPES = {
 #: GGUF float types as ModelPack precision names (manifests.modelpack uses the same words).
 _GGUF_FLOATS = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "f64": "fp64"}
 _FILE_TYPE_KEY = b"general.file_type"
+#: ONNX ``TensorProto.DataType`` -> precision (onnx.proto; float8 kinds are all ``fp8``).
+ONNX_TYPES = {1: "fp32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+              10: "fp16", 11: "fp64", 12: "uint32", 13: "uint64", 16: "bf16", 17: "fp8", 18: "fp8", 19: "fp8",
+              20: "fp8", 21: "uint4", 22: "int4"}
+#: The most protobuf fields an ONNX read visits before it gives up (saying nothing).
+ONNX_MAX_FIELDS = 1_000_000
+
+
+class _Wire:
+    """Protobuf wire-format reader over a seekable stream, bounded by ``end`` and a field budget."""
+
+    def __init__(self, f: BinaryIO, budget: int) -> None:
+        self.f, self.budget = f, budget
+
+    def varint(self) -> int:
+        value = 0
+        for shift in range(0, 70, 7):
+            b = self.f.read(1)
+            if not b:
+                raise _Malformed
+            value |= (b[0] & 0x7F) << shift
+            if b[0] < 0x80:
+                return value
+        raise _Malformed
+
+    def fields(self, end: int) -> Iterator[tuple[int, int, int]]:
+        """(field number, wire type, value or length) up to ``end``; a length-delimited field's
+        bytes start at the stream's position and the caller skips or descends into them."""
+        while self.f.tell() < end:
+            self.budget -= 1
+            if self.budget < 0:
+                raise _Malformed
+            key = self.varint()
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                yield number, wire, self.varint()
+            elif wire == 1 or wire == 5:
+                self.f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+            elif wire == 2:
+                n = self.varint()
+                start = self.f.tell()
+                if start + n > end:
+                    raise _Malformed
+                yield number, wire, n
+                self.f.seek(start + n)
+            else:
+                raise _Malformed
+            if self.f.tell() > end:
+                raise _Malformed
+
+
+def onnx_precision(f: BinaryIO, size: int) -> str | None:
+    """The precision of an ONNX model: the data type holding the most initializer elements.
+
+    Args:
+        f: the ``.onnx`` file, seekable, at any position.
+        size: its size in bytes.
+    Returns:
+        a name from :data:`ONNX_TYPES`; None when the file does not parse as a ModelProto
+        within :data:`ONNX_MAX_FIELDS` fields, has no initializers (external weights are still
+        listed as initializers, so they count), or uses an unknown type.
+    """
+    wire = _Wire(f, ONNX_MAX_FIELDS)
+    elements: dict[int, int] = {}
+    try:
+        f.seek(0)
+        for number, kind, n in wire.fields(size):
+            if number != 7 or kind != 2:  # ModelProto.graph
+                continue
+            graph_end = f.tell() + n
+            for g_number, g_kind, g_n in wire.fields(graph_end):
+                if g_number != 5 or g_kind != 2:  # GraphProto.initializer
+                    continue
+                dims: list[int] = []
+                data_type = 0
+                for t_number, t_kind, t_value in wire.fields(f.tell() + g_n):
+                    if t_number == 1 and t_kind == 0:
+                        dims.append(t_value)
+                    elif t_number == 1 and t_kind == 2:  # packed dims
+                        packed_end = f.tell() + t_value
+                        while f.tell() < packed_end:
+                            dims.append(wire.varint())
+                        if f.tell() != packed_end:
+                            raise _Malformed
+                    elif t_number == 2 and t_kind == 0:
+                        data_type = t_value
+                elements[data_type] = elements.get(data_type, 0) + math.prod(dims)
+    except (_Malformed, OSError, ValueError):
+        return None
+    if not elements:
+        return None
+    return ONNX_TYPES.get(max(elements.items(), key=lambda kv: (kv[1], -kv[0]))[0])
 
 
 @dataclass(frozen=True)
@@ -132,7 +230,8 @@ def weight_facts(files: Iterable[tuple[str, Path]]) -> WeightFacts:
     Args:
         files: (path inside the model, local file) pairs.
     Returns:
-        the :class:`WeightFacts`; safetensors files vote by parameter count, GGUF files by file.
+        the :class:`WeightFacts`; safetensors files vote by parameter count, GGUF and ONNX
+        files by file.
     Raises:
         PlaceError: a weight file cannot be read (names the source).
     """
@@ -151,6 +250,12 @@ def weight_facts(files: Iterable[tuple[str, Path]]) -> WeightFacts:
                 kind = _read_gguf(local, os.stat(local).st_size)
                 if kind:
                     quant[kind] = quant.get(kind, 0) + 1
+                    read.append(rel)
+            elif low.endswith(".onnx"):
+                with open(local, "rb") as f:
+                    onnx = onnx_precision(f, os.fstat(f.fileno()).st_size)
+                if onnx:
+                    params[onnx] = params.get(onnx, 0) + 1
                     read.append(rel)
         except OSError as exc:
             raise PlaceError("source", str(local), f"{local}: cannot read ({exc.strerror or exc})") from None
@@ -188,6 +293,6 @@ def check_declaration(where: str, precision: str | None, quantization: str | Non
                         f"{facts.quantization}")
     result = (facts.precision or precision, facts.quantization or quantization)
     if result == (None, None):
-        raise SpecError(f"{where}: give precision or quantization (ferry reads them only from safetensors "
-                        "and GGUF headers)")
+        raise SpecError(f"{where}: give precision or quantization (ferry reads them only from safetensors, "
+                        "GGUF and ONNX files)")
     return result

@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bundler.spec import parse_spec
-from bundler.weights import GGML_TYPES, GGUF_FILE_TYPES, check_declaration, gguf_kind, weight_facts
+from bundler.weights import (GGML_TYPES, GGUF_FILE_TYPES, ONNX_TYPES, check_declaration, gguf_kind, onnx_precision,
+                             weight_facts)
 from manifests.errors import PolicyError, SpecError, UsageError
 from manifests.units import parse_link
 from manifests.variants import Resources, Variant, choose, fit_problem
@@ -335,13 +336,80 @@ def test_gguf_files_fill_quantization_and_are_checked(tmp_path):
     assert weight_facts([("m.gguf", f)]).precision == "fp16"
 
 
-def test_formats_ferry_cannot_read_need_a_declaration(tmp_path):
+def test_files_that_say_nothing_need_a_declaration(tmp_path):
+    for name, data in (("model.onnx", b"\x08\x07onnx"), ("model.pt", b"PK\x03\x04")):
+        f = tmp_path / name
+        f.write_bytes(data)
+        facts = weight_facts([(name, f)])
+        assert check_declaration("w", "fp16", None, facts) == ("fp16", None)
+        with pytest.raises(SpecError, match="give precision or quantization"):
+            check_declaration("w", None, None, facts)
+
+
+def _pb_varint(n: int) -> bytes:
+    out = b""
+    while True:
+        out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            return out
+
+
+def _pb(number: int, value: int | bytes) -> bytes:
+    if isinstance(value, int):
+        return _pb_varint(number << 3) + _pb_varint(value)
+    return _pb_varint(number << 3 | 2) + _pb_varint(len(value)) + value
+
+
+def onnx_model(initializers: list[tuple[int, list[int], bool]]) -> bytes:
+    """An ONNX ModelProto (onnx.proto): a node and initializers of (data_type, dims, packed dims)."""
+    node = _pb(1, b"x") + _pb(2, b"y") + _pb(4, b"MatMul")
+    graph = _pb(1, node) + _pb(2, b"g")
+    for data_type, dims, packed in initializers:
+        count = 1
+        for d in dims:
+            count *= d
+        tensor = (_pb(1, b"".join(_pb_varint(d) for d in dims)) if packed and dims else
+                  b"".join(_pb(1, d) for d in dims))
+        tensor += _pb(2, data_type) + _pb(8, b"w") + _pb(9, b"\0" * min(count, 64))
+        graph += _pb(5, tensor)
+    return _pb(1, 8) + _pb(2, b"pytorch") + _pb(7, graph) + _pb(8, _pb(2, 17))
+
+
+@given(st.lists(st.tuples(st.sampled_from(sorted(ONNX_TYPES)), st.lists(st.integers(1, 300), max_size=3),
+                          st.booleans()), min_size=1, max_size=6))
+def test_onnx_precision_is_the_type_of_most_initializer_elements(initializers):
+    import io
+
+    data = onnx_model(initializers)
+    totals: dict[int, int] = {}
+    for t, dims, _ in initializers:
+        n = 1
+        for d in dims:
+            n *= d
+        totals[t] = totals.get(t, 0) + n
+    top = max(totals.values())
+    assert onnx_precision(io.BytesIO(data), len(data)) in {ONNX_TYPES[t] for t, n in totals.items() if n == top}
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400))
+def test_onnx_reader_never_fails_on_any_bytes(data):
+    import io
+
+    assert onnx_precision(io.BytesIO(data), len(data)) in {None, *ONNX_TYPES.values()}
+    whole = onnx_model([(10, [4, 4], True)])
+    cut = whole[:len(whole) - 3]
+    assert onnx_precision(io.BytesIO(cut), len(cut)) is None
+
+
+def test_an_onnx_variant_is_checked_against_its_initializers(tmp_path):
     f = tmp_path / "model.onnx"
-    f.write_bytes(b"\x08\x07onnx")
+    f.write_bytes(onnx_model([(10, [64, 64], True), (1, [64], False)]))
     facts = weight_facts([("model.onnx", f)])
-    assert check_declaration("w", "fp16", None, facts) == ("fp16", None)
-    with pytest.raises(SpecError, match="give precision or quantization"):
-        check_declaration("w", None, None, facts)
+    assert facts.precision == "fp16"
+    with pytest.raises(SpecError, match="precision 'int8' contradicts the files: model.onnx hold fp16 weights"):
+        check_declaration("w", "int8", None, facts)
 
 
 # --------------------------------------------------------------------------- units and the rule
