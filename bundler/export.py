@@ -39,7 +39,7 @@ from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PR
 from manifests.chunks import compress_chunk, compressor
 from manifests.digest import Hasher, manifest_digest
 from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
-from manifests.errors import FerryError, Interrupted, PlaceError, SpecError, UsageError
+from manifests.errors import FerryError, Interrupted, PlaceError, PolicyError, SpecError, UsageError
 from manifests.keys import KeyRef, load_signing_keys
 from manifests.locking import FolderLock, acquire
 from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack, apply_rank, utc_now
@@ -240,6 +240,13 @@ def build_sources(spec: Spec, opts: ExportOptions, progress: Progress,
             artifacts.append(dict((v.name, a) for v, a in vs)[c.variant.name])
         if choices is not None:
             choices.extend(chosen)
+    total = sum(f.size for a in artifacts for f in a.files)
+    if opts.max_bytes is not None and total > opts.max_bytes:  # choose() keeps to it; a spec without variants may not
+        from manifests.progress import human_bytes
+
+        raise PolicyError(f"{spec.file}: the bundle is {human_bytes(total)} raw, over the byte budget of "
+                          f"{human_bytes(opts.max_bytes)} (--max-bytes or the profile's link); list smaller "
+                          "variants or carry less")
     seen: set[tuple[str, str, str | None]] = set()
     for a in artifacts:  # the same unit twice (importer.policy.unit): an image by repository and tag
         once = (a.kind, a.name, a.image.tag if a.image is not None else None)

@@ -166,6 +166,13 @@ def test_a_byte_budget_forces_the_smaller_variant(variants, hub_keys, tmp_path):
                      "--state", tmp_path / "hub", "--max-bytes", "10KiB")
     assert_clean_failure(done, code=1, contains="no variant fits the byte budget")
     assert not (tmp_path / "c").exists()
+    # a model without variants is bound by the budget too
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(f"apiVersion: ferry/v1\nkind: Bundle\nmetadata: {{name: p}}\nspec:\n  models:\n"
+                     f"    - {{name: m, version: 1.0.0, path: {SAMPLE}}}\n")
+    done = run_ferry("export", plain, "--out", tmp_path / "d", "--key", hub_keys.key, "--state", tmp_path / "hub",
+                     "--max-bytes", "100KB")
+    assert_clean_failure(done, code=1, contains="over the byte budget of 97.7 KiB")
 
 
 def test_profiles_kept_at_the_hub_and_a_site_that_runs_nothing(variants, hub_keys, tmp_path):
