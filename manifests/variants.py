@@ -245,7 +245,9 @@ def choose(models: Sequence[tuple[str, Sequence[Variant]]], site: Resources | No
                               f"({human_bytes(spent)} taken by the rest of the bundle"
                               f"{', ' + human_bytes(later) + ' kept for later models' if later else ''}): "
                               + "; ".join(f"{n} {w}" for n, w in passed))
-        if not passed:
+        if site is None and budget is None:
+            reason = "the best variant (no --site, --profile or --max-bytes to choose for)"
+        elif not passed:
             reason = "the best variant, and it fits" + (" the site" if site else "") + \
                 (" and the budget" if budget is not None else "")
         else:

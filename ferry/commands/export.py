@@ -42,8 +42,8 @@ def register(app: typer.Typer) -> None:
                                  "the hub state keeps for it (ferry profile add)."),
         profile: Path = typer.Option(None, "--profile", help="Choose each model's variant for the site this profile "
                                      "file describes (YAML/JSON, kind SiteProfile)."),
-        max_bytes: str = typer.Option(None, "--max-bytes", help="Byte budget for choosing variants (e.g. 2GiB); "
-                                      "default: the profile's link budget."),
+        max_bytes: str = typer.Option(None, "--max-bytes", help="Byte budget of the bundle's raw bytes (e.g. 2GiB): each "
+                                      "model's variant is chosen to fit; default: the profile's link budget."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Write a signed, chunked, resumable bundle from a bundle spec (hub side)."""
