@@ -489,3 +489,26 @@ def test_delta_summaries_say_what_a_variant_switch_and_a_version_carry(variants,
     [line] = newer["variantDeltas"]
     assert "variant int8: 1.2.0 -> 1.3.0: only changed chunks, 0 of" in line  # the same bytes: nothing to carry
     assert newer["carriedChunks"] == 0
+
+
+def test_a_schema_2_state_gains_the_variant_column(variants, hub_keys, tmp_path):
+    """A ledger written before variants (schema 2, no installed.variant) is read as it is and
+    migrated by the next import (docs/edge-state.md, *Schema versions*)."""
+    import sqlite3
+
+    edge = tmp_path / "edge"
+    _export(variants, hub_keys, tmp_path / "int8", "--max-bytes", "200KiB")
+    _export(variants, hub_keys, tmp_path / "fp16", "--max-bytes", "400KiB")
+    assert _import(tmp_path / "int8", hub_keys, edge)[0] == 0
+    db = sqlite3.connect(edge / "state.db")
+    with db:  # the ledger as schema 2 wrote it
+        db.execute("ALTER TABLE installed DROP COLUMN variant")
+        db.execute("UPDATE meta SET value='2' WHERE key='schema'")
+    db.close()
+    assert _status_model(edge)["variant"] is None  # read-only: shown as it is
+    code, a, _ = _import(tmp_path / "fp16", hub_keys, edge)
+    assert code == 0 and a["action"] == "switch" and "(none) -> fp16" in a["reason"]
+    assert _status_model(edge)["variant"] == "fp16"
+    db = sqlite3.connect(edge / "state.db")
+    assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "3"
+    db.close()
