@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -191,6 +192,8 @@ def _last_seen(state_dir: Path) -> datetime | None:
         return None
     try:
         times = list(state.newest_created().values())
+    except sqlite3.OperationalError:  # a ledger created but never initialised (an import killed at once)
+        return None
     finally:
         state.close()
     return max((parse_time(t) for t in times), default=None)
