@@ -51,9 +51,11 @@ def register(app: typer.Typer) -> None:
         note: Optional[str] = typer.Option(None, "--note", help="Free text for the audit entry."),
         json_out: bool = typer.Option(False, "--json", help="Print the new identity as JSON."),
     ) -> None:
-        """Make this site a KubeStellar WEC (imports then apply only what the sets' BindingPolicies select for
-        it), and/or record its resources (--memory, --accelerator, --link: imports refuse a model variant it
-        cannot run; giving only these does not make it a WEC).
+        """Make this site a KubeStellar WEC, and/or record its resources (memory, accelerator, link).
+
+        With a name, labels or a kubeconfig, imports apply only what the sets' BindingPolicies select
+        for it. With --memory, --accelerator, --link, imports refuse a model variant it cannot run
+        (giving only these does not make it a WEC).
 
         The change is recorded in the audit trail. Exit 2 for a bad label, name, kubeconfig, context or size."""
         from importer.site import set_site
