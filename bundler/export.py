@@ -34,18 +34,19 @@ from typing import Any
 
 import blake3 as _blake3
 
-from manifests import __version__, budget as memory, canonical, limits
+from manifests import VARIANTS_FORMAT_VERSION, __version__, budget as memory, canonical, limits
 from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PREFIX, read_bounded, volume_dir_name
 from manifests.chunks import compress_chunk, compressor
 from manifests.digest import Hasher, blake3_hex, manifest_digest
 from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
-from manifests.errors import FerryError, Interrupted, PlaceError, SpecError, UsageError
+from manifests.errors import FerryError, Interrupted, PlaceError, PolicyError, SpecError, UsageError
 from manifests.keys import KeyRef, load_signing_keys
 from manifests.locking import FolderLock, acquire
 from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack, apply_rank, utc_now
 from manifests.progress import Progress
 from manifests.receipt import Receipt, receipt_digest
 from manifests.signing import MANIFEST_PAYLOAD_TYPE, sign
+from manifests.variants import Choice, Resources, Variant, choose
 
 from . import chunker
 from .hubstate import FileKey, HubState
@@ -53,7 +54,7 @@ from .selfinstall import ARTIFACT_NAME, SUMS_NAME, Target, copy_to_medium, sha25
 from .packs import (JOURNAL_DIR, MEDIUM_LOCK, PACK_SIZE, FinishedPack, Journal, JournalHeader, PackWriter, Placed,
                     pack_intact, pack_number)
 from .sources import SourceArtifact, SourceFile
-from .spec import Spec, load_spec
+from .spec import ModelItem, Spec, VariantItem, load_spec
 
 @dataclass(frozen=True)
 class ExportOptions:
@@ -70,6 +71,9 @@ class ExportOptions:
     expires: timedelta | None = None  # signed validity from creation (bundle.expires, format 1.1)
     memory_budget: int = memory.MEMORY_BUDGET  # bytes; buffers and threads are sized from it (manifests.budget)
     payload_type: str = MANIFEST_PAYLOAD_TYPE  # RETURN_PAYLOAD_TYPE for a site's return bundle (format §13)
+    site: Resources | None = None  # the site's resources (--site/--profile): choose model variants
+    site_name: str | None = None
+    max_bytes: int | None = None  # byte budget for choosing variants (--max-bytes, else the profile's link)
 
 
 @dataclass
@@ -86,6 +90,8 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
     self_install: dict[str, Any] | None = None  # folder, wheels, sums (sha256 of SHA256SUMS), target
     left_out: list[LeftOut] = field(default_factory=list)  # what a delta did not carry, and why
+    choices: list[Choice] = field(default_factory=list)  # the variant chosen per model, and why
+    variant_deltas: list[str] = field(default_factory=list)  # what a delta carries per model variant
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
@@ -95,7 +101,10 @@ class ExportResult:
             "out": str(self.out),
             "volumes": [str(v) for v in self.volume_dirs],
             "artifacts": [{"kind": a.kind, "name": a.name, "version": a.version, "size": a.size,
-                           "entries": len(a.entries)} for a in m.artifacts],
+                           "entries": len(a.entries), "variant": a.variant.to_dict() if a.variant else None}
+                          for a in m.artifacts],
+            "variants": [c.to_json() for c in self.choices],
+            "variantDeltas": self.variant_deltas,
             "chunks": len(m.chunks),
             "carriedChunks": sum(1 for c in m.chunks if c.carried),
             "packs": len(m.packs),
@@ -228,7 +237,7 @@ def tune_malloc(trim: int) -> None:
 
 
 def fingerprint(spec_bytes: bytes, receipt_bytes: bytes | None, max_volume_size: int | None,
-                self_install: Target | None = None) -> str:
+                self_install: Target | None = None, variants: dict[str, str] | None = None) -> str:
     """What a resumed run must share with the first one for its packs to be reused."""
     from manifests.digest import sha256_digest
 
@@ -241,14 +250,20 @@ def fingerprint(spec_bytes: bytes, receipt_bytes: bytes | None, max_volume_size:
     }
     if self_install is not None:
         doc["selfInstall"] = [self_install.python, self_install.platform]
+    if variants:  # another site's choice is another bundle
+        doc["variants"] = variants
     return sha256_digest(canonical.encode(doc))
 
 
 # --------------------------------------------------------------------------- sources
 
 
-def build_sources(spec: Spec, opts: ExportOptions, progress: Progress) -> list[SourceArtifact]:
-    """Every artifact of the spec, checked (paths, symlinks, registries) before any write."""
+def build_sources(spec: Spec, opts: ExportOptions, progress: Progress,
+                  choices: list[Choice] | None = None) -> list[SourceArtifact]:
+    """Every artifact of the spec, checked (paths, symlinks, registries) before any write.
+
+    A model with variants carries the one :func:`manifests.variants.choose` picks for
+    ``opts.site`` and ``opts.max_bytes`` (appended to ``choices`` when given)."""
     from .sources.models import model_source
 
     artifacts: list[SourceArtifact] = []
@@ -257,12 +272,30 @@ def build_sources(spec: Spec, opts: ExportOptions, progress: Progress) -> list[S
 
         artifacts.append(image_source(img.ref, layout=img.layout, version=img.version, platform=opts.platform,
                                       insecure_registries=opts.insecure_registries, progress=progress))
-    for m in spec.models:
-        artifacts.append(model_source(m.name, m.version, m.path))
+    offered: list[tuple[ModelItem, list[tuple[Variant, SourceArtifact]]]] = []
+    for i, m in enumerate(spec.models):
+        if not m.variants:
+            artifacts.append(model_source(m.name, m.version, m.path))
+        else:
+            offered.append((m, [_variant_source(spec, i, j, m, v) for j, v in enumerate(m.variants)]))
     for ms in spec.manifests:
         from .sources.kube import manifests_source
 
         artifacts.append(manifests_source(ms.name, ms.version, ms.path))
+    if offered:
+        fixed = sum(f.size for a in artifacts for f in a.files)
+        chosen = choose([(m.name, [v for v, _ in vs]) for m, vs in offered], opts.site, opts.max_bytes, fixed)
+        for (m, vs), c in zip(offered, chosen):
+            artifacts.append(dict((v.name, a) for v, a in vs)[c.variant.name])
+        if choices is not None:
+            choices.extend(chosen)
+    total = sum(f.size for a in artifacts for f in a.files)
+    if opts.max_bytes is not None and total > opts.max_bytes:  # choose() keeps to it; a spec without variants may not
+        from manifests.progress import human_bytes
+
+        raise PolicyError(f"{spec.file}: the bundle is {human_bytes(total)} raw, over the byte budget of "
+                          f"{human_bytes(opts.max_bytes)} (--max-bytes or the profile's link); list smaller "
+                          "variants or carry less")
     seen: set[tuple[str, str, str | None]] = set()
     for a in artifacts:  # the same unit twice (importer.policy.unit): an image by repository and tag
         once = (a.kind, a.name, a.image.tag if a.image is not None else None)
@@ -272,6 +305,51 @@ def build_sources(spec: Spec, opts: ExportOptions, progress: Progress) -> list[S
         seen.add(once)
     artifacts.sort(key=lambda a: apply_rank(a.kind))  # the edge's apply order
     return artifacts
+
+
+def _variant_source(spec: Spec, i: int, j: int, m: ModelItem, v: VariantItem) -> tuple[Variant, SourceArtifact]:
+    """One variant's files and its manifest record, its declaration checked against the files."""
+    from .sources.models import model_source
+    from .weights import check_declaration, weight_facts
+
+    source = model_source(m.name, m.version, v.path)
+    facts = weight_facts((f.path or "", f.local_path) for f in source.files if f.local_path is not None)
+    precision, quantization = check_declaration(f"{spec.file}: spec.models[{i}].variants[{j}]", v.precision,
+                                                v.quantization, facts)
+    source.variant = Variant(name=v.name, size=sum(f.size for f in source.files), min_memory=v.min_memory,
+                             accelerator=v.accelerator, precision=precision, quantization=quantization,
+                             quality=v.quality)
+    return source.variant, source
+
+
+def variant_deltas(manifest: Manifest, receipt: Receipt) -> list[str]:
+    """What a delta bundle carries for each model variant, against what the receipt says the
+    site runs (docs/spec.md, *Variants*, "Switching"): another variant of the same version
+    carries what differs (usually everything: other weights are other bytes), another version
+    of the same variant only its changed chunks.
+
+    Returns:
+        one line per model artifact with a variant that the receipt also lists.
+    """
+    runs = {a.name: a for a in receipt.artifacts if a.kind == "model"}
+    lines: list[str] = []
+    for a in manifest.artifacts:
+        have = runs.get(a.name)
+        if a.variant is None or have is None:
+            continue
+        ids = {cid for e in a.entries for cid in e.chunks}
+        carried = sum(1 for cid in ids if manifest.chunk(cid).carried)
+        counts = f"{carried} of {len(ids)} chunk(s) carried"
+        if have.version == a.version and have.variant != a.variant.name:
+            lines.append(f"model {a.name} {a.version}: variant {have.variant or '(none)'} -> {a.variant.name} of the "
+                         f"same version: carries what differs, {counts} (other weights are other bytes: "
+                         "usually everything)")
+        elif have.variant == a.variant.name and have.version != a.version:
+            lines.append(f"model {a.name} variant {a.variant.name}: {have.version} -> {a.version}: only changed "
+                         f"chunks, {counts}")
+        else:
+            lines.append(f"model {a.name} {a.version} variant {a.variant.name}: {counts}")
+    return lines
 
 
 def uncarried_image_warnings(artifacts: list[SourceArtifact]) -> list[str]:
@@ -644,7 +722,10 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
     journal = Journal(out)
     _check_out_folder(out, journal)
 
-    artifacts = build_sources(spec, opts, progress)
+    choices: list[Choice] = []
+    artifacts = build_sources(spec, opts, progress, choices)
+    for c in choices:
+        progress.info(c.describe())
     if staging is not None:
         from .sources.models import model_source
 
@@ -670,7 +751,8 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
             raise UsageError(f"--max-volume-size must be at least {human_bytes(smallest)} for this bundle "
                              f"(a chunk of up to {human_bytes(limits.MAX_STORED_CHUNK_SIZE)} plus the manifest)")
 
-    fp = fingerprint(spec_bytes, receipt_bytes, opts.max_volume_size, opts.self_install)
+    fp = fingerprint(spec_bytes, receipt_bytes, opts.max_volume_size, opts.self_install,
+                     {c.model: c.variant.name for c in choices})
     state = HubState(opts.state)
     medium: FolderLock | None = None
     created = not out.exists()
@@ -688,6 +770,8 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
         except KeyboardInterrupt:
             raise Interrupted(_interrupted_message(out, journal)) from None
         result.warnings = warnings
+        result.choices = choices
+        result.variant_deltas = variant_deltas(result.manifest, receipt) if receipt is not None else []
         return result
     except BaseException:
         if medium is not None and not journal.path.exists():  # nothing of this run to resume: no trace
@@ -875,7 +959,7 @@ def _manifest(spec: Spec, header: JournalHeader, builds: list[tuple[SourceArtifa
             for cid, size in zip(b.ids, b.sizes):
                 sizes[cid] = size  # type: ignore[index]
         artifacts.append(Artifact(kind=a.kind, name=a.name, version=a.version, entries=built,
-                                  image=a.image, images=tuple(a.images)))
+                                  image=a.image, images=tuple(a.images), variant=a.variant))
     chunks = []
     for cid in sorted(sizes):
         where = placed.get(cid)
@@ -892,7 +976,8 @@ def _manifest(spec: Spec, header: JournalHeader, builds: list[tuple[SourceArtifa
                           created=header.created, producer=f"ferry {__version__}",
                           expires=_expiry(header.created, expires)),
         artifacts=tuple(artifacts), chunks=tuple(chunks), packs=packs,
-        volumes=max([p.volume for p in finished] or [1]), base=base)
+        volumes=max([p.volume for p in finished] or [1]), base=base,
+        **({"format_version": VARIANTS_FORMAT_VERSION} if any(a.variant for a in artifacts) else {}))
 
 
 def _expiry(created: str, valid: timedelta | None) -> str | None:

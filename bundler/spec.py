@@ -18,6 +18,7 @@ import yaml
 from manifests.bundle import read_bounded
 from manifests.errors import FerryError, SpecError, UsageError
 from manifests.model import NAME_RE
+from manifests.units import parse_size  # noqa: F401 - the unit rule's home; bundler.spec.parse_size kept
 from manifests.version import parse_version
 
 from .sources.hfcache import HF_SCHEME, resolve_hf
@@ -27,36 +28,32 @@ KIND = "Bundle"
 DEFAULT_CHANNEL = "stable"
 MAX_SPEC_BYTES = 4 * 1024 * 1024
 
-_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-    "t": 1000**4, "tb": 1000**4,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
-}
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
+@dataclass(frozen=True)
+class VariantItem:
+    """One variant of a model as the spec declares it (docs/spec.md, *Variants*).
 
+    ``min_memory`` in bytes; ``precision``/``quantization`` as declared (None: read from the
+    files, :mod:`bundler.weights`); ``quality`` (benchmark, figure as decimal text) pairs.
+    """
 
-def parse_size(text: str, *, what: str = "size") -> int:
-    """Bytes in ``text`` such as ``32GiB``, ``500MB`` or ``4096`` (KiB/MiB/GiB are powers of
-    1024, KB/MB/GB of 1000, as on the label of a USB stick)."""
-    m = _SIZE_RE.match(text or "")
-    unit = m.group(2).lower() if m else ""
-    if not m or unit not in _UNITS:
-        raise UsageError(f"{what} {text!r} is not a size like 32GiB, 500MB or 4096")
-    # Decimal arithmetic on the text avoids float rounding for values like 1.5GiB.
-    whole, _, frac = m.group(1).partition(".")
-    scale = _UNITS[unit]
-    value = int(whole) * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
-    if value <= 0:
-        raise UsageError(f"{what} {text!r} must be more than 0 bytes")
-    return value
+    name: str
+    path: Path
+    min_memory: int
+    accelerator: str
+    precision: str | None = None
+    quantization: str | None = None
+    quality: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class ModelItem:
+    """A model version: one ``path``, or ``variants`` listed best quality first (then ``path``
+    is the first variant's)."""
+
     name: str
     version: str
     path: Path
+    variants: tuple[VariantItem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,13 +164,13 @@ class _Reader:
             raise self.fail(f"{where}.{key}", f"{text!r} is not a folder")
         return path
 
-    def items(self, spec: dict[str, Any], key: str) -> list[tuple[str, Any]]:
+    def items(self, spec: dict[str, Any], key: str, where: str = "spec") -> list[tuple[str, Any]]:
         value = spec.get(key)
         if value is None:
             return []
         if not isinstance(value, list):
-            raise self.fail(f"spec.{key}", "must be a list")
-        return [(f"spec.{key}[{i}]", item) for i, item in enumerate(value)]
+            raise self.fail(f"{where}.{key}", "must be a list")
+        return [(f"{where}.{key}[{i}]", item) for i, item in enumerate(value)]
 
 
 def _abspath(path: Path) -> str:
@@ -207,9 +204,19 @@ def parse_spec(text: str | bytes, file: Path) -> Spec:
 
     models: list[ModelItem] = []
     for where, item in r.items(spec, "models"):
-        d = r.mapping(item, where, ("name", "version", "path"), ("name", "version", "path"))
-        models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where),
-                                r.path(d, "path", where, hf=True)))
+        d = r.mapping(item, where, ("name", "version", "path", "variants"), ("name", "version"))
+        if (d.get("path") is None) == (d.get("variants") is None):
+            raise r.fail(where, "needs either path or variants (a list), not both")
+        if d.get("variants") is None:
+            models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where),
+                                    r.path(d, "path", where, hf=True)))
+            continue
+        variants = tuple(_variant(r, v, w) for w, v in r.items(d, "variants", where))
+        if not variants:
+            raise r.fail(f"{where}.variants", "is empty")
+        _no_duplicates(r, "models", [v.name for v in variants], "name", f"{where}.variants")
+        models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where), variants[0].path,
+                                variants))
     images: list[ImageItem] = []
     for where, item in r.items(spec, "images"):
         d = r.mapping(item, where, ("ref", "layout", "version"), ("ref",))
@@ -233,12 +240,52 @@ def parse_spec(text: str | bytes, file: Path) -> Spec:
                 manifests=tuple(manifests))
 
 
-def _no_duplicates(r: _Reader, key: str, values: list[str], field: str) -> None:
+def _no_duplicates(r: _Reader, key: str, values: list[str], field: str, where: str | None = None) -> None:
     seen: dict[str, int] = {}
+    where = where or f"spec.{key}"
     for i, value in enumerate(values):
         if value in seen:
-            raise r.fail(f"spec.{key}[{i}].{field}", f"{value!r} is listed twice (also spec.{key}[{seen[value]}])")
+            raise r.fail(f"{where}[{i}].{field}", f"{value!r} is listed twice (also {where}[{seen[value]}])")
         seen[value] = i
+
+
+_VARIANT_FIELDS = ("name", "path", "minMemory", "accelerator", "precision", "quantization", "quality")
+
+
+def _variant(r: _Reader, item: Any, where: str) -> VariantItem:
+    """One entry of ``variants:`` (docs/spec.md, *Variants*)."""
+    from manifests.variants import FIGURE_RE, MAX_FIGURES, SCHEME_RE, VARIANT_NAME_RE, parse_accelerator
+
+    d = r.mapping(item, where, _VARIANT_FIELDS, ("name", "path", "minMemory"))
+    name = r.string(d, "name", where)
+    if not VARIANT_NAME_RE.match(name):
+        raise r.fail(f"{where}.name", f"{name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+    try:
+        memory = parse_size(str(d["minMemory"]), what="is")
+    except UsageError as exc:
+        raise r.fail(f"{where}.minMemory", str(exc)[3:]) from None
+    try:
+        accelerator = parse_accelerator(str(d.get("accelerator", "none")), what="is")
+    except UsageError as exc:
+        raise r.fail(f"{where}.accelerator", str(exc)[3:]) from None
+    schemes: dict[str, str | None] = {}
+    for key in ("precision", "quantization"):
+        value = d.get(key)
+        if value is not None and (not isinstance(value, str) or not SCHEME_RE.match(value)):
+            raise r.fail(f"{where}.{key}", f"{value!r} must be a word such as fp16, int8 or q4_k_m")
+        schemes[key] = value.lower() if isinstance(value, str) else None
+    quality = d.get("quality") or {}
+    if not isinstance(quality, dict) or len(quality) > MAX_FIGURES:
+        raise r.fail(f"{where}.quality", f"must be a mapping of benchmark: figure (at most {MAX_FIGURES})")
+    figures: list[tuple[str, str]] = []
+    for bench, figure in quality.items():
+        text = str(figure) if isinstance(figure, (int, float, str)) and not isinstance(figure, bool) else ""
+        if not isinstance(bench, str) or not VARIANT_NAME_RE.match(bench) or not FIGURE_RE.match(text):
+            raise r.fail(f"{where}.quality", f"{bench!r}: {figure!r} must be a benchmark name and a decimal figure")
+        figures.append((bench, text))
+    return VariantItem(name=name, path=r.path(d, "path", where, hf=True), min_memory=memory,
+                       accelerator=accelerator, precision=schemes["precision"], quantization=schemes["quantization"],
+                       quality=tuple(sorted(figures)))
 
 
 def load_spec(path: Path) -> Spec:

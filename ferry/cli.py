@@ -44,11 +44,11 @@ def _root(
 
 
 def _register() -> None:
-    from ferry.commands import (audit, export, import_, inspect, keys, push, receipt, returns, serve, sign, site,
-                                status, trust, verify, watch)
+    from ferry.commands import (audit, export, import_, inspect, keys, profile, push, receipt, returns, serve, sign,
+                                site, status, trust, verify, watch)
 
-    for module in (keys, trust, export, sign, push, inspect, verify, import_, status, site, receipt, serve, watch, audit,
-                   returns):
+    for module in (keys, trust, export, profile, sign, push, inspect, verify, import_, status, site, receipt, serve,
+                   watch, audit, returns):
         module.register(app)
 
 

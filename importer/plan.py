@@ -32,6 +32,8 @@ from typing import Any
 from manifests.bundle import pack_file
 from manifests.model import Artifact, Entry, Manifest, apply_rank
 
+from manifests.variants import Resources, fit_problem
+
 from .policy import Decision, Installed, decide
 
 
@@ -220,10 +222,26 @@ def order(artifacts: tuple[Artifact, ...] | list[Artifact]) -> list[Artifact]:
 
 
 def decisions(manifest: Manifest, installed: Mapping[tuple[str, str], Installed], *,
-              allow_downgrade: bool = False) -> dict[tuple[str, str], Decision]:
-    """The version rule's verdict for every artifact: which ones a target must be asked about."""
-    return {a.key: decide(installed.get(a.key), a.version, a.content_digest, allow_downgrade=allow_downgrade)
-            for a in manifest.artifacts}
+              allow_downgrade: bool = False, site: Resources | None = None,
+              allow_variant: bool = False) -> dict[tuple[str, str], Decision]:
+    """The version rule's verdict for every artifact: which ones a target must be asked about.
+
+    A model variant that the version rule would apply but the site cannot run
+    (:func:`manifests.variants.fit_problem` against the resources ``ferry site set`` recorded)
+    is ``unfit`` (refused) unless ``allow_variant`` (``--allow-variant``)."""
+    out: dict[tuple[str, str], Decision] = {}
+    for a in manifest.artifacts:
+        d = decide(installed.get(a.key), a.version, a.content_digest, allow_downgrade=allow_downgrade,
+                   variant=a.variant.name if a.variant else None)
+        problem = fit_problem(a.variant, site) if d.applies and a.variant and site else None
+        if problem and not allow_variant:
+            d = Decision("unfit", f"variant {a.variant.name} {problem} (resources from `ferry site set`); "  # type: ignore[union-attr]
+                                  "import it anyway with --allow-variant")
+        elif problem:
+            d = Decision(d.action, f"{d.reason}; variant {a.variant.name} {problem}, "  # type: ignore[union-attr]
+                                   "installed anyway (--allow-variant)")
+        out[a.key] = d
+    return out
 
 
 def needed_by(manifest: Manifest, artifact: Artifact) -> list[tuple[str, str]]:
@@ -258,7 +276,8 @@ def holding(manifest: Manifest, artifact: Artifact, statuses: Mapping[tuple[str,
 
 
 def make_plan(manifest: Manifest, installed: Mapping[tuple[str, str], Installed], present: Present, *,
-              allow_downgrade: bool = False, stale: str = "", atomic: bool = False) -> BundlePlan:
+              allow_downgrade: bool = False, stale: str = "", atomic: bool = False,
+              site: Resources | None = None, allow_variant: bool = False) -> BundlePlan:
     """The plan for one verified bundle (see the module docstring for the rules).
 
     Args:
@@ -267,16 +286,22 @@ def make_plan(manifest: Manifest, installed: Mapping[tuple[str, str], Installed]
         present: chunks held, packs and volumes at hand, and what each target lacks.
         allow_downgrade: the operator's ``--allow-downgrade``.
         stale: text appended to the reasons of artifacts that do not apply, when the bundle is
-            stale on its channel (:func:`importer.policy.bundle_freshness`); "" otherwise.
+            stale on its channel (:func:`importer.policy.bundle_freshness`); "" otherwise. A
+            stale bundle applies only what is newer: its variant ``switch`` is refused unless
+            ``allow_downgrade``.
         atomic: ``--atomic``: apply all of the bundle or nothing.
 
     Returns:
         A :class:`BundlePlan`. Raises nothing: every problem becomes a step's status.
     """
-    verdicts = decisions(manifest, installed, allow_downgrade=allow_downgrade)
+    verdicts = decisions(manifest, installed, allow_downgrade=allow_downgrade, site=site,
+                         allow_variant=allow_variant)
     steps: list[Step] = []
     for a in order(manifest.artifacts):
         d = verdicts[a.key]
+        if stale and d.action == "switch" and not allow_downgrade:  # a replayed old bundle never flips the variant
+            d = Decision("conflict", f"{d.reason}: refused from a stale bundle; switch back on purpose with "
+                                     "--allow-downgrade --reason, or export a new bundle")
         before = installed.get(a.key)
         was = before.version if before else None
         if not d.applies:

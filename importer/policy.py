@@ -19,11 +19,11 @@ from manifests.errors import FerryError, UsageError
 from manifests.model import Artifact
 from manifests.version import compare_versions, parse_version, precedence_rule
 
-Action = Literal["new", "same", "newer", "older", "conflict", "downgrade"]
-#: Actions that install the incoming version.
-APPLIES: frozenset[str] = frozenset({"new", "newer", "downgrade"})
-#: Actions that refuse it (the import exits non-zero).
-REFUSES: frozenset[str] = frozenset({"older", "conflict"})
+Action = Literal["new", "same", "newer", "older", "conflict", "downgrade", "switch", "unfit"]
+#: Actions that install the incoming version (``switch``: another variant of the installed version).
+APPLIES: frozenset[str] = frozenset({"new", "newer", "downgrade", "switch"})
+#: Actions that refuse it (the import exits non-zero; ``unfit``: a variant the site cannot run).
+REFUSES: frozenset[str] = frozenset({"older", "conflict", "unfit"})
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Installed:
 
     version: str
     content: str  # manifests.digest.artifact_content_digest of what was installed
+    variant: str | None = None  # the model variant installed (manifests.variants), None without variants
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def _advice(have: str) -> str:
 
 
 def decide(installed: Installed | None, version: str, content: str, *,
-           allow_downgrade: bool = False) -> Decision:
+           allow_downgrade: bool = False, variant: str | None = None) -> Decision:
     """Whether an incoming version of one unit (:func:`unit`) may replace what is installed.
 
     Precedence is SemVer 2.0.0 (semver.org §11); every refusal names the clause that decided
@@ -86,7 +87,9 @@ def decide(installed: Installed | None, version: str, content: str, *,
 
     - nothing installed: ``new``;
     - same version string, same content: ``same`` (idempotent, nothing to do);
-    - same version string, different content: ``conflict``, always (a version names one content);
+    - same version string, different content: ``conflict``, always (a version names one content),
+      except another *variant* of that version (``variant`` differs from the installed one):
+      ``switch``, not a downgrade (variants of one version share it; docs/spec.md, *Variants*);
     - same precedence, different build metadata (``1.2.0`` installed, ``1.2.0+build.2``
       incoming; §10: build metadata does not order versions) and different content: a
       rebuild. ``conflict`` by default; with ``allow_downgrade`` (the operator's explicit,
@@ -99,6 +102,7 @@ def decide(installed: Installed | None, version: str, content: str, *,
         version: the incoming semantic version (text).
         content: the incoming content digest (``manifests.digest.artifact_content_digest``).
         allow_downgrade: the operator's ``--allow-downgrade`` (given with a reason).
+        variant: the incoming model variant's name, None for an artifact without variants.
     Returns:
         The :class:`Decision` with a one-line reason.
     Raises:
@@ -112,6 +116,9 @@ def decide(installed: Installed | None, version: str, content: str, *,
         if content == installed.content:
             return Decision("same", f"{version} already installed" if version == have
                             else f"{have} is installed with the same content")
+        if version == have and variant is not None and variant != installed.variant:
+            return Decision("switch", f"variant {installed.variant or '(none)'} -> {variant} of {version} "
+                                      "(another variant of the same version, not a downgrade)")
         if version == have:
             return Decision("conflict", f"{version} is installed with different content: a version names one "
                                         f"content; {_advice(have)}")

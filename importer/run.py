@@ -64,6 +64,7 @@ class ImportOptions:
     context: str | None = None
     dry_run: bool = False
     allow_downgrade: bool = False
+    allow_variant: bool = False
     reason: str | None = None
     keep: int | None = None
     note: str | None = None
@@ -227,7 +228,7 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
         ctx = Context(state=state, store=store, edge=edge, registry=opts.registry,
                       insecure_registries=opts.insecure_registries, manifests_dir=opts.manifests_dir,
                       kubeconfig=opts.kubeconfig, context=opts.context, allow_downgrade=opts.allow_downgrade,
-                      no_prune=opts.no_prune, audit=audit)
+                      no_prune=opts.no_prune, audit=audit, allow_variant=opts.allow_variant)
         verified: list[tuple[SignedManifest, BundleOnMedium, BundleResult]] = []
         for medium in found:
             result = BundleResult(digest=medium.digest, volumes=[str(v) for v in medium.volume_dirs])
@@ -343,8 +344,12 @@ def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifes
         manifest: the verified manifest. reader: the packs of the volumes given.
         stale, atomic: as :func:`importer.plan.make_plan`.
     """
+    from .site import read_site
+
     installed = ctx.state.installed()
-    verdicts = decisions(manifest, installed, allow_downgrade=ctx.allow_downgrade)
+    site = read_site(ctx.state).resources  # what `ferry site set` recorded: a variant must fit it
+    verdicts = decisions(manifest, installed, allow_downgrade=ctx.allow_downgrade, site=site,
+                         allow_variant=ctx.allow_variant)
     needs: dict[tuple[str, str], Needs] = {}
     for a in manifest.artifacts:
         if not verdicts[a.key].applies:
@@ -358,7 +363,8 @@ def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifes
     ids = {cid for n in needs.values() for e in n.entries for cid in e.chunks}
     present = Present(held=frozenset(ctx.store.held(ids)), packs=reader.packs_at_hand(),
                       volumes=reader.volumes_at_hand(), needs=needs)
-    return make_plan(manifest, installed, present, allow_downgrade=ctx.allow_downgrade, stale=stale, atomic=atomic)
+    return make_plan(manifest, installed, present, allow_downgrade=ctx.allow_downgrade, stale=stale, atomic=atomic,
+                     site=site, allow_variant=ctx.allow_variant)
 
 
 def edge_image_refs(state: EdgeState, manifest: Manifest, targets: dict[str, Any],

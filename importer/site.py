@@ -24,6 +24,8 @@ from typing import Any
 from manifests.errors import UsageError
 from manifests.model import NAME_RE
 from manifests.placement import label_key_problem, label_value_problem
+from manifests.units import parse_link, parse_size
+from manifests.variants import Resources, parse_accelerator
 
 from .state import EdgeState
 
@@ -37,10 +39,11 @@ class Site:
     labels: dict[str, str] = field(default_factory=dict)
     kubeconfig: str | None = None
     context: str | None = None
+    resources: Resources = field(default_factory=Resources)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "wec": self.wec, "labels": dict(sorted(self.labels.items())),
-                "kubeconfig": self.kubeconfig, "context": self.context}
+                "kubeconfig": self.kubeconfig, "context": self.context, "resources": self.resources.to_json()}
 
     def describe(self) -> str:
         """``wec-12 {location-group=edge, zone=north} (kubeconfig ~/wec.yaml, context wec-12)``."""
@@ -79,8 +82,13 @@ def read_site(state: EdgeState) -> Site:
     """The identity recorded in an open edge state (read-only opens work too)."""
     meta = dict(state.db.execute("SELECT key, value FROM meta WHERE key = 'site' OR key LIKE 'site.%'"))
     labels = json.loads(meta["site.labels"]) if "site.labels" in meta else {}
+    link = meta.get("site.link")
+    per, _, size = (link or "").partition(":")
+    resources = Resources(memory=int(meta["site.memory"]) if "site.memory" in meta else None,
+                          accelerator=meta.get("site.accelerator"),
+                          link=(int(size), per) if link else None)
     return Site(name=meta.get("site", "edge"), wec=meta.get("site.wec") == "1", labels=labels,
-                kubeconfig=meta.get("site.kubeconfig"), context=meta.get("site.context"))
+                kubeconfig=meta.get("site.kubeconfig"), context=meta.get("site.context"), resources=resources)
 
 
 def _context_names(kubeconfig: Path) -> list[str]:
@@ -95,8 +103,13 @@ def _context_names(kubeconfig: Path) -> list[str]:
 
 
 def set_site(state_dir: Path, *, name: str | None, labels: Sequence[str] | None, kubeconfig: Path | None,
-             context: str | None, note: str | None = None) -> tuple[Site, Site]:
-    """Record the site's WEC identity under the import lock, and audit the change.
+             context: str | None, note: str | None = None, memory: str | None = None,
+             accelerator: str | None = None, link: str | None = None) -> tuple[Site, Site]:
+    """Record the site's WEC identity and resources under the import lock, and audit the change.
+
+    The resources (docs/edge-state.md, *Site resources*) are what the import checks a model
+    variant against (:func:`manifests.variants.fit_problem`); giving only resources does not
+    make the site a WEC.
 
     Args:
         state_dir: the edge state folder (created when missing).
@@ -105,13 +118,22 @@ def set_site(state_dir: Path, *, name: str | None, labels: Sequence[str] | None,
         labels: ``KEY=VALUE`` strings that *replace* the site's labels; None keeps them.
         kubeconfig, context: where the WEC's API server is (both, or neither).
         note: free text for the audit entry.
+        memory: ``16GiB`` (IEC or SI units, :func:`manifests.units.parse_size`); None keeps it.
+        accelerator: ``none`` or the accelerator kind; None keeps it.
+        link: ``10GB/month`` (:func:`manifests.units.parse_link`); None keeps it.
     Returns:
         (before, after).
     Raises:
-        UsageError: a bad name, label, kubeconfig or context (nothing changes).
+        UsageError: a bad name, label, kubeconfig, context, memory, accelerator or link (nothing changes).
         FerryError: the state is locked by an import, or the audit trail is not whole.
     """
     new_labels = parse_labels(labels) if labels is not None else None
+    new_memory = parse_size(memory, what="--memory") if memory is not None else None
+    new_accelerator = parse_accelerator(accelerator) if accelerator is not None else None
+    new_link = parse_link(link) if link is not None else None
+    # giving only resources does not make the site a WEC (placement would start to apply)
+    only_resources = (memory, accelerator, link) != (None, None, None) and \
+        (name, labels, kubeconfig) == (None, None, None)
     if context and kubeconfig is None:
         raise UsageError("--context needs --kubeconfig")
     if kubeconfig is not None:
@@ -134,14 +156,25 @@ def set_site(state_dir: Path, *, name: str | None, labels: Sequence[str] | None,
             raise UsageError(f"audit trail under {state_dir} is not whole ({check.summary}); the site identity "
                              "was not changed: run `ferry audit verify --state`")
         before = read_site(state)
-        after = Site(name=name or before.name, wec=True,
+        old = before.resources
+        resources = Resources(memory=new_memory if new_memory is not None else old.memory,
+                              accelerator=new_accelerator if new_accelerator is not None else old.accelerator,
+                              link=new_link if new_link is not None else old.link)
+        after = Site(name=name or before.name, wec=before.wec or not only_resources,
                      labels=new_labels if new_labels is not None else before.labels,
                      kubeconfig=str(kubeconfig) if kubeconfig is not None else before.kubeconfig,
-                     context=context if kubeconfig is not None else before.context)
+                     context=context if kubeconfig is not None else before.context, resources=resources)
         if after == before:
             return before, after
         with state.transaction() as db:
-            rows = {"site": after.name, "site.wec": "1", "site.labels": json.dumps(after.labels, sort_keys=True)}
+            rows = {"site": after.name, "site.wec": "1" if after.wec else "0",
+                    "site.labels": json.dumps(after.labels, sort_keys=True)}
+            res = after.resources
+            for key, value in (("site.memory", str(res.memory) if res.memory is not None else None),
+                               ("site.accelerator", res.accelerator),
+                               ("site.link", f"{res.link[1]}:{res.link[0]}" if res.link else None)):
+                if value is not None:
+                    rows[key] = value
             for key, value in (("site.kubeconfig", after.kubeconfig), ("site.context", after.context)):
                 if value is None:
                     db.execute("DELETE FROM meta WHERE key=?", (key,))
@@ -151,6 +184,8 @@ def set_site(state_dir: Path, *, name: str | None, labels: Sequence[str] | None,
                 db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                            (key, value))
         audit.append("site-changed", f"site identity: {before.describe() if before.wec else before.name + ' (no WEC identity)'}"
-                                     f" -> {after.describe()}", bundle=None, manifest_digest=None, signers=[],
+                                     f" -> {after.describe() if after.wec else after.name + ' (no WEC identity)'}"
+                                     + (f"; resources: {before.resources.describe()} -> {after.resources.describe()}"
+                                        if after.resources != before.resources else ""), bundle=None, manifest_digest=None, signers=[],
                      artifact=None, version_before=None, version_after=None, note=note)
     return before, after

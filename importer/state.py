@@ -48,15 +48,16 @@ MODELS_DIR = "models"
 OCI_DIR = "oci"
 MANIFESTS_DIR = "manifests"
 SPILL_DIR = "store/spill"
-#: 1: image rows keyed by repository; 2: by ``repository:tag`` (importer.policy.unit).
-SCHEMA_VERSION = 2
+#: 1: image rows keyed by repository; 2: by ``repository:tag`` (importer.policy.unit);
+#: 3: ``installed.variant``, the model variant installed (manifests.variants).
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- what is installed now, per artifact
 CREATE TABLE IF NOT EXISTS installed (
     kind TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, content TEXT NOT NULL,
-    bundle_id TEXT NOT NULL, manifest TEXT NOT NULL, at TEXT NOT NULL, ref TEXT,
+    bundle_id TEXT NOT NULL, manifest TEXT NOT NULL, at TEXT NOT NULL, ref TEXT, variant TEXT,
     PRIMARY KEY (kind, name));
 -- model versions present on disk (current and kept ones)
 CREATE TABLE IF NOT EXISTS versions (
@@ -175,6 +176,10 @@ class InstalledRow:
     manifest: str
     at: str
     ref: str | None  # pinned image reference, when known
+    variant: str | None = None  # the model variant installed (schema 3)
+
+
+_ROW_FIELDS = frozenset(InstalledRow.__dataclass_fields__)
 
 
 class EdgeState:
@@ -285,8 +290,12 @@ class EdgeState:
                 self.db.execute("INSERT INTO meta VALUES ('created', ?)", (utc_now(),))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise PlaceError("state", str(self.root), f"--state {self.root} was written by a newer ferry (schema {row[0]}); upgrade ferry")
-            elif int(row[0]) < 2:
-                migrate_image_rows_to_tags(self.db, self.root / OCI_DIR / "index.json")
+            elif int(row[0]) < SCHEMA_VERSION:
+                if int(row[0]) < 2:
+                    migrate_image_rows_to_tags(self.db, self.root / OCI_DIR / "index.json")
+                columns = [r[1] for r in self.db.execute("PRAGMA table_info(installed)")]
+                if "variant" not in columns:  # schema 2 -> 3
+                    self.db.execute("ALTER TABLE installed ADD COLUMN variant TEXT")
                 self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
         os.fsync(self.root_fd)
 
@@ -319,11 +328,13 @@ class EdgeState:
 
     def installed_rows(self) -> list[InstalledRow]:
         rows = self.db.execute(
-            "SELECT kind, name, version, content, bundle_id, manifest, at, ref FROM installed ORDER BY kind, name")
-        return [InstalledRow(*r) for r in rows]
+            "SELECT * FROM installed ORDER BY kind, name")
+        cols = [d[0] for d in rows.description]
+        return [InstalledRow(**{k: v for k, v in zip(cols, r) if k in _ROW_FIELDS}) for r in rows]
 
     def installed(self) -> dict[tuple[str, str], Installed]:
-        return {(r.kind, r.name): Installed(version=r.version, content=r.content) for r in self.installed_rows()}
+        return {(r.kind, r.name): Installed(version=r.version, content=r.content, variant=r.variant)
+                for r in self.installed_rows()}
 
     def kept_versions(self, kind: str, name: str) -> dict[str, str]:
         """version -> content digest of every version present on disk."""
@@ -431,10 +442,10 @@ def record_blobs(db: sqlite3.Connection, digests: list[str], place: str) -> None
 
 
 def set_installed(db: sqlite3.Connection, *, kind: str, name: str, version: str, content: str,
-                  bundle_id: str, manifest: str, ref: str | None = None) -> None:
-    """Inside a transaction: ``version`` is now what the site runs for (kind, name)."""
-    db.execute("INSERT OR REPLACE INTO installed VALUES (?,?,?,?,?,?,?,?)",
-               (kind, name, version, content, bundle_id, manifest, utc_now(), ref))
+                  bundle_id: str, manifest: str, ref: str | None = None, variant: str | None = None) -> None:
+    """Inside a transaction: ``version`` (of model ``variant``) is now what the site runs for (kind, name)."""
+    db.execute("INSERT OR REPLACE INTO installed (kind, name, version, content, bundle_id, manifest, at, ref, variant) "
+               "VALUES (?,?,?,?,?,?,?,?,?)", (kind, name, version, content, bundle_id, manifest, utc_now(), ref, variant))
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:

@@ -23,6 +23,7 @@ from .digest import is_chunk_id, is_oci_digest
 from .errors import FormatError, LimitError
 from .paths import check_path, check_tree
 from .text import UTC_TIME_RE, forbidden_char, parse_utc
+from .variants import Variant
 from .version import parse_version
 
 ArtifactKind = Literal["model", "image", "manifests"]
@@ -219,6 +220,8 @@ class Artifact:
     :attr:`key` identifies it across bundles (an image by repository and tag);
     ``version`` is a semantic version and decides downgrades. ``entries`` are files (model, manifests) or blobs (image).
     ``images`` lists the image references a manifest set's workloads name.
+    ``variant`` (models only, format 1.2) names the variant of the model version carried
+    (:mod:`manifests.variants`); variants of one version share the version and the key.
     """
 
     kind: ArtifactKind
@@ -227,6 +230,7 @@ class Artifact:
     entries: tuple[Entry, ...]
     image: ImageInfo | None = None
     images: tuple[str, ...] = ()
+    variant: Variant | None = None
 
     @property
     def size(self) -> int:
@@ -258,6 +262,8 @@ class Artifact:
             d["image"] = self.image.to_dict()
         if self.images:
             d["images"] = list(self.images)
+        if self.variant is not None:
+            d["variant"] = self.variant.to_dict()
         return d
 
     @classmethod
@@ -279,7 +285,11 @@ class Artifact:
             if not isinstance(ref, str) or not 0 < len(ref) <= limits.MAX_TEXT_LEN or forbidden_char(ref):
                 raise FormatError(f"{where}.images[{i}] must be a non-empty string of at most "
                                   f"{limits.MAX_TEXT_LEN} characters without control or format characters")
-        return cls(kind=kind, name=name, version=version, entries=entries, image=image, images=images)
+        variant = Variant.from_dict(d["variant"], f"{where}.variant") if d.get("variant") is not None else None
+        if variant is not None and kind != "model":
+            raise FormatError(f"{where} has a variant but is a {kind} (only models have variants)")
+        return cls(kind=kind, name=name, version=version, entries=entries, image=image, images=images,
+                   variant=variant)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .variants import VARIANT_NAME_RE
 from . import canonical, limits
 from .digest import is_chunk_id, sha256_digest
 from .errors import FormatError, LimitError
@@ -39,6 +40,7 @@ class InstalledArtifact:
     name: str
     version: str
     content: str | None = None
+    variant: str | None = None  # the model variant installed (optional field; manifests.variants)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Receipt:
             "blobs": sorted(set(self.blobs)),
             "artifacts": [{"kind": a.kind, "name": a.name, "version": a.version}
                           | ({"content": a.content} if a.content is not None else {})
+                          | ({"variant": a.variant} if a.variant else {})
                           for a in sorted(self.artifacts, key=lambda a: (a.kind, a.name))],
             "channels": dict(sorted(self.channels)),
         })
@@ -97,7 +100,10 @@ class Receipt:
             content = a.get("content")
             if content is not None and (not isinstance(content, str) or not CONTENT_RE.match(content)):
                 raise FormatError("receipt artifact content must be a blake3: content digest")
-            artifacts.append(InstalledArtifact(a["kind"], a["name"], a["version"], content))
+            variant = a.get("variant")
+            if variant is not None and (not isinstance(variant, str) or not VARIANT_NAME_RE.match(variant)):
+                raise FormatError("receipt artifact variant must be a variant name")
+            artifacts.append(InstalledArtifact(a["kind"], a["name"], a["version"], content, variant))
         chans = d.get("channels", {})
         if not isinstance(chans, dict) or not all(
                 NAME_RE.match(k) and isinstance(v, int) and not isinstance(v, bool) and v >= 0

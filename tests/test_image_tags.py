@@ -117,5 +117,5 @@ def test_schema_1_state_is_migrated_to_tag_keys(registry, app_tags, hub_keys, tm
     status = json.loads(run_ferry("status", "--state", edge, "--json").stdout)
     assert sorted(a["name"] for a in status["installed"]) == ["team/app:1.0.1", "team/app:1.1.0"]
     db = sqlite3.connect(edge / "state.db")
-    assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
+    assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "3"  # 1 -> 2 -> 3 (#20: variant)
     db.close()

@@ -190,3 +190,17 @@ def test_a_ledger_whose_creation_was_killed_reads_as_no_state(tmp_path: Path, hu
     done = run_ferry("import", tmp_path / "b", "--trust", hub_keys.pub, "--state", state)
     assert done.returncode == 0, done.stderr
     assert set(read_installed(state)) == {("model", "m")}
+
+
+def test_an_import_killed_before_the_ledger_had_tables_is_redone(hub_keys: KeyPair, tmp_path: Path) -> None:
+    """kill -9 right after sqlite created ``state.db`` leaves a file without tables: the next
+    import (whose trust hook reads the ledger first) initialises it and goes on."""
+    import sqlite3
+
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", FILES)])
+    edge = tmp_path / "edge"
+    edge.mkdir()
+    sqlite3.connect(edge / "state.db").close()
+    done = run_ferry("import", tmp_path / "b", "--trust", hub_keys.pub, "--state", edge)
+    assert done.returncode == 0, done.stderr
+    assert read_installed(edge)[("model", "m")].version == "1.0.0"

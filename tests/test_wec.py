@@ -224,7 +224,8 @@ def test_site_changes_are_audited_and_the_name_defaults_to_the_context(fakekube:
     assert run_ferry("site", "set", "--state", state, "--label", "location-group=core").returncode == 0
     shown = json.loads(run_ferry("site", "show", "--state", state, "--json").stdout)
     assert shown == {"name": "wec-12", "wec": True, "labels": {"location-group": "core"},
-                     "kubeconfig": str(kubeconfig.absolute()), "context": "wec-12"}
+                     "kubeconfig": str(kubeconfig.absolute()), "context": "wec-12",
+                     "resources": {"memory": None, "accelerator": None, "link": None}}  # none recorded (issue #20)
     trail = [json.loads(line) for line in (state / "audit" / "trail.jsonl").read_text().splitlines()]
     assert [e["decision"] for e in trail] == ["site-changed", "site-changed"]  # the no-op is not recorded
     assert trail[1]["reason"].endswith("wec-12 {location-group=edge} (kubeconfig " + str(kubeconfig.absolute())

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from manifests.model import ArtifactKind, ImageInfo
+from manifests.variants import Variant
 
 
 @dataclass
@@ -43,3 +44,4 @@ class SourceArtifact:
     image: ImageInfo | None = None
     images: tuple[str, ...] = ()  # image references named by a manifest set's workloads
     warnings: list[str] = field(default_factory=list)
+    variant: Variant | None = None  # the variant of a model version carried (manifests.variants)

@@ -47,6 +47,12 @@ def register(app: typer.Typer) -> None:
         memory_budget: str = typer.Option(None, "--memory-budget", metavar="SIZE",
                                           help="Keep buffers and threads within this much memory (default 256MiB, "
                                                "at least 192MiB), e.g. 200MiB on a small hub."),
+        site: str = typer.Option(None, "--site", help="Choose each model's variant for this site, by the profile "
+                                 "the hub state keeps for it (ferry profile add)."),
+        profile: Path = typer.Option(None, "--profile", help="Choose each model's variant for the site this profile "
+                                     "file describes (YAML/JSON, kind SiteProfile)."),
+        max_bytes: str = typer.Option(None, "--max-bytes", help="Byte budget of the bundle's raw bytes (e.g. 2GiB): each "
+                                      "model's variant is chosen to fit; default: the profile's link budget."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Write a signed, chunked, resumable bundle from a bundle spec (hub side)."""
@@ -77,7 +83,22 @@ def register(app: typer.Typer) -> None:
             from bundler.inventory import Inventory
 
             since = Inventory(hub_state).receipt_file(since_site)
+        if site and profile:
+            raise UsageError("give --site or --profile, not both")
+        resources = None
+        if profile is not None:
+            from bundler.profiles import load_profile
+
+            site, resources = load_profile(profile)
+        elif site is not None:
+            from bundler.profiles import stored_profile
+
+            resources = stored_profile(hub_state, site)
+        budget = parse_size(max_bytes, what="--max-bytes") if max_bytes else None
+        if budget is None and resources is not None and resources.link is not None:
+            budget = resources.link[0]
         opts = ExportOptions(
+            site=resources, site_name=site, max_bytes=budget,
             expires=parse_max_age(expires, option="--expires") if expires else None,
             spec=spec, out=out, keys=tuple(key_refs(key)), ask=ask_terminal, state=hub_state,
             max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
@@ -109,6 +130,10 @@ def register(app: typer.Typer) -> None:
             + (f", delta against receipt of {m.base.site}" if m.base else ""))
         for gone in result.left_out:
             say(f"  {gone.describe()}")
+        for c in result.choices:
+            say(f"  {c.describe()}")
+        for line in result.variant_deltas:
+            say(f"  delta: {line}")
         say(f"  manifest {result.digest}")
         say(f"  hub state {result.state}" + (" (the default)" if state is None else ""))
         if pushed is not None:

@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         no_prune: bool = typer.Option(False, "--no-prune", help="On a KubeStellar WEC (ferry site set), keep objects "
                                       "that a newer manifest set no longer selects instead of deleting them."),
         allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Install older versions (needs --reason)."),
+        allow_variant: bool = typer.Option(False, "--allow-variant", help="Install a model variant the site's "
+                                           "resources (ferry site set --memory/--accelerator) cannot run."),
         reason: Optional[str] = typer.Option(None, "--reason", help="Why a downgrade is allowed (goes into the audit trail)."),
         keep: Optional[int] = typer.Option(None, "--keep", help="Keep at most N versions of each model (never removes current)."),
         note: Optional[str] = typer.Option(None, "--note", help="Operator's note recorded with every audit entry."),
@@ -71,7 +73,7 @@ def register(app: typer.Typer) -> None:
         opts = ImportOptions(paths=[Path(p) for p in paths if not is_oci_ref(p)], links=links, limit_rate=rate, trust=trust, state=state, registry=registry,
                              insecure_registries=frozenset(insecure_registry), manifests_dir=manifests_dir,
                              kubeconfig=kubeconfig, context=context, dry_run=dry_run,
-                             allow_downgrade=allow_downgrade, reason=reason, keep=keep, note=note,
+                             allow_downgrade=allow_downgrade, allow_variant=allow_variant, reason=reason, keep=keep, note=note,
                              max_age=parse_max_age(max_age) if max_age else None, atomic=atomic,
                              no_prune=no_prune,
                              **({"memory_budget": parse_size(memory_budget, what="--memory-budget")} if memory_budget else {}))

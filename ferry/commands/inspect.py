@@ -45,6 +45,7 @@ def describe(bundle: Any) -> dict[str, Any]:
             "entries": len(a.entries), "chunks": sum(len(e.chunks) for e in a.entries),
             **({"image": f"{a.image.repository}:{a.image.tag}@{a.image.manifest}"} if a.image else {}),
             **({"images": list(a.images)} if a.images else {}),
+            **({"variant": a.variant.to_dict()} if a.variant else {}),
         } for a in m.artifacts],
         "chunks": len(m.chunks),
         "carriedChunks": sum(1 for c in m.chunks if c.carried),
@@ -120,6 +121,10 @@ def register(app: typer.Typer) -> None:
                           f"{a['chunks']} chunk ref(s){extra}")
                 for ref in a.get("images", []):
                     say(f"            uses image {ref}")
+                if "variant" in a:
+                    from manifests.variants import Variant
+
+                    say(f"            variant {Variant.from_dict(a['variant'], 'variant').describe()}")
             say(f"  chunks: {d['chunks']} ({d['carriedChunks']} carried), {human_bytes(d['rawBytes'])} raw, "
                       f"{human_bytes(d['storedBytes'])} stored")
             say(f"  packs: {d['packs']} ({d['packsPresent']} present here); volumes: {d['volumes']} "

@@ -28,7 +28,7 @@ def build_receipt(state_dir: Path) -> bytes:
             created=utc_now(),
             chunks=tuple(ChunkStore(state).all_ids()),
             artifacts=tuple(InstalledArtifact(r.kind, r.name, r.version,
-                                              r.content if CONTENT_RE.match(r.content) else None)
+                                              r.content if CONTENT_RE.match(r.content) else None, r.variant)
                             for r in state.installed_rows()),
             channels=tuple(state.channels().items()),
             blobs=tuple(state.held_blobs()),

@@ -20,6 +20,11 @@ def _show(doc: dict, json_out: bool) -> None:
     ui.out.print(f"labels: {labels}")
     if doc["kubeconfig"]:
         ui.out.print(f"cluster: kubeconfig {doc['kubeconfig']}, context {doc['context']}")
+    from manifests.variants import Resources
+
+    r = doc["resources"]
+    res = Resources(r["memory"], r["accelerator"], (r["link"]["bytes"], r["link"]["per"]) if r["link"] else None)
+    ui.out.print(f"resources: {res.describe()}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -37,15 +42,26 @@ def register(app: typer.Typer) -> None:
                                                   "that BindingPolicy clusterSelectors match (replaces them all)."),
         kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Kubeconfig of the WEC's API server."),
         context: Optional[str] = typer.Option(None, "--context", help="The WEC's context in --kubeconfig."),
+        memory: Optional[str] = typer.Option(None, "--memory", help="Memory a model may use, e.g. 16GiB or 16GB "
+                                             "(import refuses a variant that needs more)."),
+        accelerator: Optional[str] = typer.Option(None, "--accelerator", help="none, or the accelerator kind "
+                                                  "(gpu, nvidia-l4 ...) variants name."),
+        link: Optional[str] = typer.Option(None, "--link", help="What the link carries, e.g. 10GB/month "
+                                           "(per day, week or month), for the hub's profile."),
         note: Optional[str] = typer.Option(None, "--note", help="Free text for the audit entry."),
         json_out: bool = typer.Option(False, "--json", help="Print the new identity as JSON."),
     ) -> None:
-        """Make this site a KubeStellar WEC: imports then apply only what the sets' BindingPolicies select for it.
+        """Make this site a KubeStellar WEC, and/or record its resources (memory, accelerator, link).
 
-        The change is recorded in the audit trail. Exit 2 for a bad label, name, kubeconfig or context."""
+        With a name, labels or a kubeconfig, imports apply only what the sets' BindingPolicies select
+        for it. With --memory, --accelerator, --link, imports refuse a model variant it cannot run
+        (giving only these does not make it a WEC).
+
+        The change is recorded in the audit trail. Exit 2 for a bad label, name, kubeconfig, context or size."""
         from importer.site import set_site
 
-        before, after = set_site(state, name=name, labels=label, kubeconfig=kubeconfig, context=context, note=note)
+        before, after = set_site(state, name=name, labels=label, kubeconfig=kubeconfig, context=context, note=note,
+                                 memory=memory, accelerator=accelerator, link=link)
         if not json_out and before == after:
             typer.echo("site identity unchanged", err=True)
         _show(after.to_json(), json_out)

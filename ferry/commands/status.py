@@ -29,7 +29,8 @@ def status_document(state_dir: Path) -> dict:
             "objectStatus": read_object_status(state),
             "installed": [{"kind": r.kind, "name": r.name, "version": r.version, "content": r.content,
                            "bundleId": r.bundle_id, "manifestDigest": r.manifest, "installedAt": r.at,
-                           "ref": r.ref, "versionsOnDisk": kept.get((r.kind, r.name), [])} for r in rows],
+                           "ref": r.ref, "versionsOnDisk": kept.get((r.kind, r.name), []),
+                           "variant": r.variant} for r in rows],
             "channels": state.channels(),
             "newestBundleCreated": state.newest_created(),
             "bundles": state.bundles(),
@@ -109,11 +110,19 @@ def register(app: typer.Typer) -> None:
             labels = ", ".join(f"{k}={v}" for k, v in ident["labels"].items()) or "none"
             where = f"; cluster {ident['kubeconfig']}, context {ident['context']}" if ident["kubeconfig"] else ""
             out.print(f"KubeStellar WEC {ident['name']}: labels {labels}{where}")
+        res = ident["resources"]
+        if any(res.values()):
+            from manifests.variants import Resources
+
+            link = (res["link"]["bytes"], res["link"]["per"]) if res["link"] else None
+            out.print(f"site resources: {Resources(res['memory'], res['accelerator'], link).describe()}",
+                      markup=False, highlight=False)
         table = Table(show_edge=False, pad_edge=False)
         for col in ("kind", "name", "version", "on disk", "bundle", "installed at", "ref"):
             table.add_column(col, overflow="fold")  # wrap, never cut with an ellipsis
         for a in doc["installed"]:
-            table.add_row(a["kind"], a["name"], a["version"], _on_disk(a, doc),
+            version = f"{a['version']} (variant {a['variant']})" if a["variant"] else a["version"]
+            table.add_row(a["kind"], a["name"], version, _on_disk(a, doc),
                           a["bundleId"], a["installedAt"], a["ref"] or "-")
         out.print(table if doc["installed"] else "nothing installed yet")
         for channel, seq in doc["channels"].items():

@@ -43,6 +43,7 @@ class Context:
         manifests_dir: ``--manifests-dir`` or None (``EDGE/manifests`` unless ``kubeconfig``).
         kubeconfig, context: ``--kubeconfig`` and ``--context`` for a cluster.
         allow_downgrade: ``--allow-downgrade``.
+        allow_variant: ``--allow-variant`` (install a model variant the site's recorded resources cannot run).
         no_prune: ``--no-prune`` (a KubeStellar WEC keeps objects a newer set no longer selects).
         audit: the audit trail (:class:`importer.audit.AuditTrail`), or None in a dry run.
     """
@@ -57,6 +58,7 @@ class Context:
     context: str | None = None
     allow_downgrade: bool = False
     no_prune: bool = False
+    allow_variant: bool = False
     audit: Any = None
 
 

@@ -22,7 +22,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ from manifests.modelpack import (MODELCAR_TAG_SUFFIX, TAR_END, ModelFacts, Model
                                  modelcar_manifest, modelpack_config, modelpack_manifest,
                                  safetensors_facts, safetensors_header_length, tar_header, tar_padding)
 from manifests.oci import OCI_MANIFEST
+from manifests.variants import Variant
 
 from ..fsroot import FsRoot
 from .images import Layout
@@ -184,7 +185,7 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
 
 def publish_model(folder: Path, name: str, version: str, *, layout: Path | None = None,
                   client: RegistryClient | None = None, modelcar: bool = True,
-                  architecture: str = "amd64") -> Published:
+                  architecture: str = "amd64", variant: Variant | None = None) -> Published:
     """Publish one model version folder as a ModelPack artifact (and a modelcar image).
 
     Args:
@@ -194,6 +195,9 @@ def publish_model(folder: Path, name: str, version: str, *, layout: Path | None 
         client: a registry client (:class:`transport.registry.RegistryClient`); exactly one.
         modelcar: also publish the modelcar image under ``<version>-modelcar``.
         architecture: the modelcar config's architecture (the image holds no binaries).
+        variant: the model variant installed (the bundle's record, :mod:`manifests.variants`):
+            its precision and quantization fill the config's fields (the hub checked them
+            against the files); None: what :func:`scan_model` reads.
     Returns:
         :class:`Published`.
     Raises:
@@ -204,6 +208,9 @@ def publish_model(folder: Path, name: str, version: str, *, layout: Path | None 
         raise FerryError("publish a model into exactly one of an OCI layout or a registry")
     repo, tag = repository_for(name), tag_for(version)
     files, facts = scan_model(folder)
+    if variant is not None:
+        facts = replace(facts, precision=variant.precision or facts.precision,
+                        quantization=variant.quantization or facts.quantization)
     config = modelpack_config(name, version, files, facts)
     config_digest = _sha(config)
     manifest = modelpack_manifest(config, config_digest, files)
@@ -345,7 +352,8 @@ def _place_stream(layout: Layout, digest: str | None, chunks: Iterator[bytes]) -
 
 
 def publish_installed(state_root: Path, name: str, version: str, *, registry: str | None,
-                      insecure_registries: frozenset[str] = frozenset()) -> tuple[Published, str]:
+                      insecure_registries: frozenset[str] = frozenset(),
+                      variant: Variant | None = None) -> tuple[Published, str]:
     """Publish an installed model version (``EDGE/models/<name>/<version>``) where the import
     puts images: the site registry when ``registry`` is given, else the layout ``EDGE/oci``.
 
@@ -362,7 +370,7 @@ def publish_installed(state_root: Path, name: str, version: str, *, registry: st
         from .images import ImageTarget, client_for
 
         client = client_for(ImageTarget(registry, None, insecure_registries))
-        published = publish_model(folder, name, version, client=client)
+        published = publish_model(folder, name, version, client=client, variant=variant)
         return published, f"{registry}/{published.repository}@{published.digest}"
-    published = publish_model(folder, name, version, layout=state_root / OCI_DIR)
+    published = publish_model(folder, name, version, layout=state_root / OCI_DIR, variant=variant)
     return published, f"{published.repository}@{published.digest}"

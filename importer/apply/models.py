@@ -252,8 +252,9 @@ def publish_model(state: EdgeState, name: str, version: str, *, staged: bool) ->
 
 
 def commit_model(db: sqlite3.Connection, *, name: str, version: str, content: str, bundle_id: str,
-                 manifest: str, staged: bool) -> None:
-    """Inside a transaction, after :func:`publish_model`: the ledger follows the files."""
+                 manifest: str, staged: bool, variant: str | None = None) -> None:
+    """Inside a transaction, after :func:`publish_model`: the ledger follows the files
+    (``variant``: the name of the variant now installed, None for a model without variants)."""
     sdir, vdir = staging_dir(name, version), version_dir(name, version)
     if staged:  # the folder was (re)placed: old locations under its name no longer hold
         db.execute("DELETE FROM locations WHERE dir=?", (vdir,))
@@ -261,7 +262,7 @@ def commit_model(db: sqlite3.Connection, *, name: str, version: str, content: st
         db.execute("DELETE FROM staged WHERE dir=?", (sdir,))
     db.execute("INSERT OR REPLACE INTO versions VALUES ('model', ?, ?, ?, datetime('now'))", (name, version, content))
     set_installed(db, kind="model", name=name, version=version, content=content, bundle_id=bundle_id,
-                  manifest=manifest)
+                  manifest=manifest, variant=variant)
 
 
 def prune_models(state: EdgeState, store: ChunkStore, name: str, keep: int) -> list[str]:
@@ -351,7 +352,8 @@ def finish_model(state: EdgeState, store: ChunkStore, audit: Any, jid: int, payl
         payload = {**payload, "committed": True}
         with state.transaction() as db:
             commit_model(db, name=payload["name"], version=payload["version"], content=payload["content"],
-                         bundle_id=payload["bundleId"], manifest=payload["manifest"], staged=payload["staged"])
+                         bundle_id=payload["bundleId"], manifest=payload["manifest"], staged=payload["staged"],
+                         variant=payload.get("variant"))
             db.execute("UPDATE journal SET payload=? WHERE id=?", (json.dumps(payload, sort_keys=True), jid))
     if audit is not None and payload.get("audit"):
         a = payload["audit"]
@@ -387,7 +389,8 @@ class ModelTarget:
                 discard_staging(state, store, artifact.name, artifact.version)
                 raise
         payload = {"op": "model", "name": artifact.name, "version": artifact.version, "content": job.content,
-                   "staged": staged, "bundleId": job.bundle_id, "manifest": job.manifest_digest, "audit": job.audit}
+                   "staged": staged, "bundleId": job.bundle_id, "manifest": job.manifest_digest, "audit": job.audit,
+                   "variant": artifact.variant.name if artifact.variant else None}
         jid = state.add_journal(payload)
         finish_model(state, store, self.ctx.audit, jid, payload)
         ref, note = self._publish(artifact)
@@ -403,7 +406,8 @@ class ModelTarget:
         try:
             _, ref = publish_installed(self.ctx.state.root, artifact.name, artifact.version,
                                                registry=self.ctx.registry,
-                                               insecure_registries=self.ctx.insecure_registries)
+                                               insecure_registries=self.ctx.insecure_registries,
+                                               variant=artifact.variant)
         except (FerryError, OSError) as exc:
             return None, f"; installed, but not published as an OCI artifact: {exc}"
         with self.ctx.state.transaction() as db:
