@@ -469,7 +469,9 @@ class _BundleRun:
 
     def _image_refs(self, targets: dict[str, Any], results: dict[tuple[str, str], ArtifactResult]) -> dict[str, str]:
         """Image reference as a workload writes it -> the pinned edge reference, for every
-        image of this bundle that is now at the edge."""
+        image of this bundle that is now at the edge, and every model version the site has
+        published where this import puts images (``models/<name>:<tag>``,
+        :func:`importer.apply.modelpack.model_refs`)."""
         refs: dict[str, str] = {}
         by_key = {a.key: a for a in self.m.artifacts}
         for key, r in results.items():
@@ -481,6 +483,9 @@ class _BundleRun:
             refs[f"{a.image.repository}:{a.image.tag}"] = ref
             if a.image.source:
                 refs[a.image.source] = ref
+        from .apply.modelpack import model_refs
+
+        refs.update(model_refs(self.state.published(self.ctx.registry or "")))
         return refs
 
     def _space_ok(self, needed: int) -> bool:

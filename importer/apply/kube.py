@@ -28,12 +28,13 @@ from typing import Any
 
 import yaml
 
-from manifests.kube import KubeObject, check_unique, containers, names_image, parse_documents
+from manifests.kube import KubeObject, check_unique, model_name, names_image, parse_documents, reference_slots
 from manifests.limits import MAX_KUBE_FILE_BYTES as MAX_FILE_BYTES
 from manifests.limits import MAX_KUBE_SET_BYTES as MAX_SET_BYTES
 from manifests.durable import fsync_dir
-from manifests.errors import FerryError, PlaceError
+from manifests.errors import FerryError, PlaceError, PolicyError
 from manifests.model import NAME_RE, Artifact, BundleInfo, Entry
+from manifests.modelpack import MODELCAR_TAG_SUFFIX
 from manifests.oci import parse_reference
 from manifests.version import compare_versions
 
@@ -101,6 +102,17 @@ def resolve_image(ref: str, image_refs: dict[str, str]) -> str | None:
     return None
 
 
+def with_written_host(written: str, pinned: str) -> str:
+    """A model pinned in the embedded layout has no registry host (``models/<name>@sha256:...``);
+    when the workload wrote one (``ferry.site:5000/models/<name>:<version>``: the address its
+    nodes reach ``ferry serve`` at), keep it. Any other pinned reference is returned as is."""
+    if model_name(pinned) is None:
+        return pinned
+    first, sep, _ = written.partition("/")
+    has_host = sep and ("." in first or ":" in first or first == "localhost")
+    return f"{first}/{pinned}" if has_host else pinned
+
+
 def annotations_for(artifact: Artifact, origin: dict[str, str]) -> dict[str, str]:
     """The ``ferry.io/*`` annotations for every object of ``artifact``."""
     out = {}
@@ -114,14 +126,40 @@ def annotations_for(artifact: Artifact, origin: dict[str, str]) -> dict[str, str
 
 
 def prepare(objects: list[KubeObject], image_refs: dict[str, str], annotations: dict[str, str]) -> list[KubeObject]:
-    """Rewrite carried workload images (:func:`resolve_image`) and add ``annotations``,
-    in apply order: Namespaces, then CustomResourceDefinitions, then the rest as written."""
+    """Pin every reference the edge holds and add ``annotations``, in apply order: Namespaces,
+    then CustomResourceDefinitions, then the rest as written.
+
+    Args:
+        objects: the set's objects (changed in place).
+        image_refs: a reference as a workload writes it -> the pinned edge reference (the
+            bundle's images and, under ``models/<name>:<tag>`` keys, the site's published models:
+            :func:`importer.apply.modelpack.model_refs`).
+        annotations: the ``ferry.io/*`` annotations (:func:`annotations_for`).
+
+    Every slot of :func:`manifests.kube.reference_slots` (container images, image volumes,
+    KServe ``oci://`` storage URIs) is rewritten by the one rule :func:`resolve_image`; a
+    carried image's reference is pinned, any other image is left as written.
+
+    Raises:
+        PolicyError: a slot names a model by its hub-side name (:func:`manifests.kube.model_name`)
+            that the site has not published: nothing may reach a node unpinned (issue #14, item 2).
+            Raised before anything is applied or written.
+    """
     for obj in objects:
-        for _label, container in containers(obj):
-            image = container.get("image")
-            pinned = resolve_image(image, image_refs) if isinstance(image, str) else None
+        for slot in reference_slots(obj):
+            ref = slot.reference()
+            if ref is None:
+                continue
+            pinned = resolve_image(ref, image_refs)
             if pinned is not None:
-                container["image"] = pinned
+                slot.set(with_written_host(ref, pinned))
+            elif model_name(ref) is not None:
+                held = sorted({k for k in image_refs if model_name(k) is not None and "@" not in k
+                               and not k.endswith(MODELCAR_TAG_SUFFIX)})
+                raise PolicyError(f"{obj.file} document {obj.index}: {obj.id}: {slot.label} names model {ref!r}, "
+                                  f"which this site has not published (it holds "
+                                  f"{', '.join(held[:5]) + (' ...' if len(held) > 5 else '') if held else 'no model'}); "
+                                  f"nothing of the set was applied")
         meta = obj.body["metadata"]
         meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
     return sorted(objects, key=_apply_rank)

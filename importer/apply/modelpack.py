@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 
 from manifests.errors import FerryError, FormatError, PlaceError, VerificationError
-from manifests.model import REPOSITORY_RE, TAG_RE
+from manifests.model import REPOSITORY_RE, TAG_RE, utc_now
 from manifests.modelpack import (MODELCAR_TAG_SUFFIX, SAFETENSORS_HEADER_MAX, TAR_END, ModelFacts, ModelFile,
                                  model_format, modelcar_config, modelcar_entries, modelcar_layer_size,
                                  modelcar_manifest, modelpack_config, modelpack_manifest,
@@ -36,6 +36,7 @@ from manifests.modelpack import (MODELCAR_TAG_SUFFIX, SAFETENSORS_HEADER_MAX, TA
 from manifests.oci import OCI_MANIFEST
 
 from ..fsroot import FsRoot
+from ..state import PublishedRow
 from .images import Layout
 
 if TYPE_CHECKING:
@@ -331,6 +332,42 @@ def _place_stream(layout: Layout, digest: str | None, chunks: Iterator[bytes]) -
     if digest is None:
         fs.rename(rel, layout.path(got))
     return got
+
+
+# --------------------------------------------------------------------------- pinning workloads
+
+
+def pinned_model_ref(row: PublishedRow, *, modelcar: bool = True) -> str:
+    """The digest-pinned reference of a published model version: the modelcar image (what
+    image volumes, KServe modelcars and containers mount) unless ``modelcar`` is False or none
+    was published, else the ModelPack manifest. ``HOST/models/<name>@sha256:...`` in a
+    registry; ``models/<name>@sha256:...`` (the hub-side name, pinned) in ``EDGE/oci``."""
+    digest = row.modelcar_digest if modelcar and row.modelcar_digest else row.digest
+    return f"{row.place}/{row.repository}@{digest}" if row.place else f"{row.repository}@{digest}"
+
+
+def model_refs(rows: list[PublishedRow]) -> dict[str, str]:
+    """What a workload may write -> the pinned reference, for every published model version in
+    ``rows`` (one place): ``models/<name>:<tag>`` and ``models/<name>:<tag>-modelcar`` pin to the
+    modelcar (:func:`pinned_model_ref`); ``models/<name>@<digest>`` of either form pins to
+    itself at the site. :func:`importer.apply.kube.prepare` applies these by the images' rule."""
+    refs: dict[str, str] = {}
+    for row in rows:
+        pinned = pinned_model_ref(row)
+        refs[f"{row.repository}:{row.tag}"] = pinned
+        if row.modelcar_tag:
+            refs[f"{row.repository}:{row.modelcar_tag}"] = pinned
+        refs[f"{row.repository}@{row.digest}"] = pinned_model_ref(row, modelcar=False)
+        if row.modelcar_digest:
+            refs[f"{row.repository}@{row.modelcar_digest}"] = pinned
+    return refs
+
+
+def published_row(published: Published, name: str, version: str, place: str) -> PublishedRow:
+    """The ledger row (:func:`importer.state.record_published`) for one publish."""
+    return PublishedRow(name=name, version=version, place=place, repository=published.repository,
+                        tag=published.tag, digest=published.digest, modelcar_tag=published.modelcar_tag,
+                        modelcar_digest=published.modelcar_digest, at=utc_now())
 
 
 # --------------------------------------------------------------------------- the import's hook

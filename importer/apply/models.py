@@ -398,15 +398,18 @@ class ModelTarget:
         a ModelPack artifact and a modelcar image (:mod:`importer.apply.modelpack`, issue #14),
         and record the pinned reference as the model's ``ref``. A failure is a note: the model
         itself is installed and its folder serves as before."""
-        from .modelpack import publish_installed
+        from ..state import record_published
+        from .modelpack import publish_installed, published_row
 
         try:
-            _, ref = publish_installed(self.ctx.state.root, artifact.name, artifact.version,
+            published, ref = publish_installed(self.ctx.state.root, artifact.name, artifact.version,
                                                registry=self.ctx.registry,
                                                insecure_registries=self.ctx.insecure_registries)
         except (FerryError, OSError) as exc:
             return None, f"; installed, but not published as an OCI artifact: {exc}"
+        row = published_row(published, artifact.name, artifact.version, self.ctx.registry or "")
         with self.ctx.state.transaction() as db:
             db.execute("UPDATE installed SET ref=? WHERE kind='model' AND name=?", (ref, artifact.name))
+            record_published(db, row)
         return ref, ""  # the ref (shown as "-> ref" and in status) says where it was published
 
