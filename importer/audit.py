@@ -26,7 +26,10 @@ operator allowed it; the note carries the operator's reason), ``trust-pinned`` a
 ``trust-updated`` (the site's signed trust policy was pinned or replaced: ``artifact`` names the
 policy, ``versionBefore``/``versionAfter`` its versions, ``signers`` who signed the new one;
 importer.trust_store). A refused policy update is a ``refused`` entry, ``site-changed`` (``ferry site set``
-changed the site's WEC name, labels or cluster; the reason shows before and after).
+changed the site's WEC name, labels or cluster; the reason shows before and after),
+``published`` (a model version published as OCI artifacts: the reason names the place, the
+repository, and each tag with its digest; importer.apply.modelpack) and ``unpublished`` (those
+artifacts removed when ``--keep N`` pruned the version; the reason names what was removed).
 
 Crash safety. An append writes the line and fsyncs the trail, *then* replaces the head
 atomically. A crash in between leaves one of two states, both recognised and healed by the next
@@ -67,7 +70,7 @@ GENESIS = "sha256:" + "0" * 64
 
 #: Every decision an entry may record (see the module docstring).
 DECISIONS: tuple[str, ...] = ("applied", "skipped", "refused", "downgrade-forced", "trust-pinned", "trust-updated",
-                             "site-changed")
+                             "site-changed", "published", "unpublished")
 
 #: Why a trail failed verification, in :attr:`AuditCheck.reason`.
 #: ``edited``: an entry's bytes no longer match its hash, it does not link to the entry before,

@@ -405,7 +405,8 @@ class _BundleRun:
             if self.opts.keep:
                 for r in result.artifacts:
                     if r.kind == "model" and r.status is Status.APPLIED:
-                        model_store.prune_models(self.state, self.ctx.store, r.name, self.opts.keep)
+                        doomed = model_store.prune_models(self.state, self.ctx.store, r.name, self.opts.keep)
+                        self._unpublish(r, doomed)
         statuses = {r.status for r in result.artifacts}
         if statuses & {Status.WAITING, Status.FAILED, Status.HELD}:
             result.status = BundleStatus.PARTIAL
@@ -466,6 +467,29 @@ class _BundleRun:
         r.reason += done.note
         if not done.recorded:
             self._record(decision, r.reason, r, after=a.version)
+
+    def _unpublish(self, r: ArtifactResult, doomed: list[str]) -> None:
+        """Remove the published artifacts of the versions ``--keep N`` just pruned
+        (:func:`importer.apply.modelpack.unpublish`), drop their ledger rows, audit each as
+        ``unpublished``; what stays published is added to the model's reason."""
+        from .apply.modelpack import unpublish, where_published
+        from .state import forget_published
+
+        rows = self.state.published()
+        mine = [p for p in rows if p.name == r.name and p.version in doomed]
+        if not mine:
+            return
+        gone, notes = unpublish(self.state.root, mine, [p for p in rows if p not in mine],
+                                registry=self.ctx.registry, insecure_registries=self.ctx.insecure_registries)
+        with self.state.transaction() as db:
+            for p in gone:
+                forget_published(db, p)
+        for p in gone:
+            _audit(self.ctx.audit, "unpublished", f"version {p.version} pruned (--keep {self.opts.keep}): removed "
+                   f"{where_published(p)}", self.info, self.signed.digest, self.signers,
+                   {"kind": "model", "name": p.name, "version": p.version}, p.version, None, None)
+        if notes:
+            r.reason += "; " + "; ".join(notes)
 
     def _image_refs(self, targets: dict[str, Any], results: dict[tuple[str, str], ArtifactResult]) -> dict[str, str]:
         """Image reference as a workload writes it -> the pinned edge reference, for every

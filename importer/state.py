@@ -444,6 +444,11 @@ def record_published(db: sqlite3.Connection, row: PublishedRow) -> None:
                 row.modelcar_digest, row.at))
 
 
+def forget_published(db: sqlite3.Connection, row: PublishedRow) -> None:
+    """Inside a transaction: ``row``'s artifacts are gone (pruned)."""
+    db.execute("DELETE FROM published WHERE name=? AND version=? AND place=?", (row.name, row.version, row.place))
+
+
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     for p in (path, path.with_name(path.name + "-journal")):
         if p.is_symlink():  # sqlite would follow it

@@ -375,7 +375,14 @@ class ModelTarget:
         return files_to_write(self.ctx.state, artifact)
 
     def bytes_to_write(self, artifact: Artifact, entries: list[Entry]) -> int:
-        return sum(e.size for e in entries)
+        """The files to write, plus what publishing into ``EDGE/oci`` adds when a new version
+        is written (no ``--registry``; :func:`importer.apply.modelpack.layout_bytes`)."""
+        written = sum(e.size for e in entries)
+        if not entries or self.ctx.registry:
+            return written
+        from .modelpack import layout_bytes
+
+        return written + layout_bytes(self.ctx.state.root, artifact)
 
     def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
         state, store = self.ctx.state, self.ctx.store
@@ -390,16 +397,17 @@ class ModelTarget:
                    "staged": staged, "bundleId": job.bundle_id, "manifest": job.manifest_digest, "audit": job.audit}
         jid = state.add_journal(payload)
         finish_model(state, store, self.ctx.audit, jid, payload)
-        ref, note = self._publish(artifact)
+        ref, note = self._publish(artifact, job)
         return Applied(ref=ref, note=note, recorded=True)
 
-    def _publish(self, artifact: Artifact) -> tuple[str | None, str]:
+    def _publish(self, artifact: Artifact, job: Job) -> tuple[str | None, str]:
         """Publish the installed version where images go (``--registry``, else ``EDGE/oci``) as
         a ModelPack artifact and a modelcar image (:mod:`importer.apply.modelpack`, issue #14),
         and record the pinned reference as the model's ``ref``. A failure is a note: the model
-        itself is installed and its folder serves as before."""
+        itself is installed and its folder serves as before. The ledger's ``published`` table and
+        a ``published`` audit entry say where (repository, tags, digests)."""
         from ..state import record_published
-        from .modelpack import publish_installed, published_row
+        from .modelpack import publish_installed, published_row, where_published
 
         try:
             published, ref = publish_installed(self.ctx.state.root, artifact.name, artifact.version,
@@ -411,5 +419,10 @@ class ModelTarget:
         with self.ctx.state.transaction() as db:
             db.execute("UPDATE installed SET ref=? WHERE kind='model' AND name=?", (ref, artifact.name))
             record_published(db, row)
+        a = job.audit
+        if self.ctx.audit is not None and a:
+            self.ctx.audit.append("published", f"published {where_published(row)}", bundle=a["bundle"],
+                                  manifest_digest=a["manifestDigest"], signers=a["signers"], artifact=a["artifact"],
+                                  version_before=None, version_after=artifact.version)
         return ref, ""  # the ref (shown as "-> ref" and in status) says where it was published
 
