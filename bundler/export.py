@@ -55,6 +55,8 @@ from .packs import (JOURNAL_DIR, MEDIUM_LOCK, PACK_SIZE, FinishedPack, Journal, 
 from .sources import SourceArtifact, SourceFile
 from .spec import Spec, load_spec
 
+#: Under the hub state: models read from a registry, one folder per manifest digest.
+OCI_MODELS_DIR = "oci-models"
 #: The pool's memory budget: raw bytes handed to it and not yet written (plus one chunk and
 #: its frame). The cutting thread waits once it is spent, however many worker threads there
 #: are, so in-flight memory does not grow with the number of cores (docs/spec.md, *Speed and memory*).
@@ -209,7 +211,14 @@ def build_sources(spec: Spec, opts: ExportOptions, progress: Progress) -> list[S
         artifacts.append(image_source(img.ref, layout=img.layout, version=img.version, platform=opts.platform,
                                       insecure_registries=opts.insecure_registries, progress=progress))
     for m in spec.models:
-        artifacts.append(model_source(m.name, m.version, m.path))
+        if m.ref is not None:
+            from .sources.oci_models import oci_model_source
+
+            artifacts.append(oci_model_source(m.name, m.version, m.ref, cache=opts.state / OCI_MODELS_DIR,
+                                              insecure_registries=opts.insecure_registries))
+        else:
+            assert m.path is not None
+            artifacts.append(model_source(m.name, m.version, m.path))
     for ms in spec.manifests:
         from .sources.kube import manifests_source
 

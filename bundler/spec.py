@@ -54,9 +54,13 @@ def parse_size(text: str, *, what: str = "size") -> int:
 
 @dataclass(frozen=True)
 class ModelItem:
+    """A spec model: files at ``path`` on the hub, or (``ref``) a ModelPack artifact or KitOps
+    ModelKit in a registry (:mod:`bundler.sources.oci_models`); exactly one is set."""
+
     name: str
     version: str
-    path: Path
+    path: Path | None = None
+    ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -207,9 +211,16 @@ def parse_spec(text: str | bytes, file: Path) -> Spec:
 
     models: list[ModelItem] = []
     for where, item in r.items(spec, "models"):
-        d = r.mapping(item, where, ("name", "version", "path"), ("name", "version", "path"))
-        models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where),
-                                r.path(d, "path", where, hf=True)))
+        d = r.mapping(item, where, ("name", "version", "path", "ref"), ("name", "version"))
+        if (d.get("path") is None) == (d.get("ref") is None):
+            raise r.fail(where, "give exactly one of path (files on the hub) and ref (a ModelPack artifact "
+                                "or KitOps ModelKit in a registry, HOST/REPO:TAG or HOST/REPO@sha256:...)")
+        if d.get("ref") is not None:
+            models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where),
+                                    ref=r.string(d, "ref", where).strip()))
+        else:
+            models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where),
+                                    path=r.path(d, "path", where, hf=True)))
     images: list[ImageItem] = []
     for where, item in r.items(spec, "images"):
         d = r.mapping(item, where, ("ref", "layout", "version"), ("ref",))
