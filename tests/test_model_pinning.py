@@ -182,3 +182,16 @@ def test_no_model_is_refused_when_none_is_named(tmp_path: Path) -> None:
     art, read = make_set({"w.yaml": b"---".join(WORKLOADS.split(b"---")[-1:])})
     result = apply_manifests(art, read, ManifestTarget(tmp_path, None, None), image_refs={}, origin=ORIGIN)
     assert result.applied and os.listdir(tmp_path / "sentiment-app")
+
+
+def test_the_hub_warns_about_models_a_workload_names_only_when_not_carried() -> None:
+    from bundler.export import uncarried_image_warnings
+    from bundler.sources import SourceArtifact
+
+    artifacts = [SourceArtifact(kind="model", name="Sentiment", version="1.2.0", files=[]),
+                 SourceArtifact(kind="manifests", name="app", version="1.0.0", files=[],
+                                images=("models/sentiment:1.2.0-modelcar", "models/sentiment:1.2.0",
+                                        "models/other:1", "busybox:1.36"))]
+    assert uncarried_image_warnings(artifacts) == [
+        "manifests 'app' name model 'models/other:1', which this bundle does not carry (the site must hold it already)",
+        "manifests 'app' name image 'busybox:1.36', which this bundle does not carry"]
