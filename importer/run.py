@@ -434,6 +434,8 @@ class _BundleRun:
                         self._apply(step, r, targets, source, results)
                 elif r.status is Status.SAME:
                     self._record("skipped", r.reason, r, after=r.version)
+                    if step.artifact.kind == "model":
+                        self._publish_held(step, r, targets)
                 elif r.status in (Status.REFUSED, Status.FAILED):
                     self._record("refused", r.reason, r)
         finally:
@@ -467,6 +469,22 @@ class _BundleRun:
         r.reason += done.note
         if not done.recorded:
             self._record(decision, r.reason, r, after=a.version)
+
+    def _publish_held(self, step: Step, r: ArtifactResult, targets: dict[str, Any]) -> None:
+        """A model version the site already holds but has not published where this import puts
+        images (installed before publishing existed, left unpublished by a crash or a failed
+        publish, or imported without ``--registry`` before): publish it now, before the
+        manifest sets that may name it (issue #14)."""
+        a = step.artifact
+        place = self.ctx.registry or ""
+        if any(p.name == a.name and p.version == a.version for p in self.state.published(place)):
+            return
+        job = Job(manifest=self.m, content=step.content, bundle_id=self.m.bundle.id,
+                  manifest_digest=self.signed.digest, origin=origin_of(self.m.bundle),
+                  audit=self._entry("published", "", r, after=a.version))
+        ref, note = targets["model"].publish(a, job)
+        r.ref = ref or r.ref
+        r.reason += note
 
     def _unpublish(self, r: ArtifactResult, doomed: list[str]) -> None:
         """Remove the published artifacts of the versions ``--keep N`` just pruned

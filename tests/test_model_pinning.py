@@ -195,3 +195,39 @@ def test_the_hub_warns_about_models_a_workload_names_only_when_not_carried() -> 
     assert uncarried_image_warnings(artifacts) == [
         "manifests 'app' name model 'models/other:1', which this bundle does not carry (the site must hold it already)",
         "manifests 'app' name image 'busybox:1.36', which this bundle does not carry"]
+
+
+def test_a_held_but_unpublished_model_is_published_by_the_next_bundle(tmp_path: Path, hub_keys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A model installed but not published (here: the publish failed) is published when a later
+    bundle carries the same version, before that bundle's workloads are pinned to it."""
+    import importer.apply.modelpack as modelpack
+    from importer.run import ImportOptions, run_import
+    from importer.state import EdgeState
+    from manifests.errors import FerryError
+    from manifests.progress import Silent
+    from tests.support.bundles import Spec, model, write_bundle
+    from tests.support.common import run_ferry
+
+    files = {"w.bin": b"w" * 100_000}
+    write_bundle(tmp_path / "b1", [hub_keys.key], [model("tiny", "1.0.0", files)], sequence=1)
+    state = tmp_path / "edge"
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise FerryError("registry down")
+
+    monkeypatch.setattr(modelpack, "publish_installed", fail)
+    run_import(ImportOptions(paths=[tmp_path / "b1"], trust=[hub_keys.pub], state=state), Silent())
+    monkeypatch.undo()
+    with EdgeState.open(state) as s:
+        assert s.published() == []
+    deployment = WORKLOADS.split(b"---")[1].replace(b"models/sentiment", b"models/tiny").replace(b"1.2.0", b"1.0.0")
+    deployment = deployment.replace(b"registry.example:5000/team/sentiment:1.0.0", b"busybox:1.36")
+    write_bundle(tmp_path / "b2", [hub_keys.key], [model("tiny", "1.0.0", files),
+                                                   Spec("manifests", "app", "1.0.0", files={"d.yaml": deployment})],
+                 sequence=2)
+    r = run_ferry("import", tmp_path / "b2", "--trust", hub_keys.pub, "--state", state)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with EdgeState.open(state) as s:
+        (row,) = s.published()
+    (text,) = [p.read_text() for p in (state / "manifests" / "app").glob("*deployment*")]
+    assert f"reference: models/tiny@{row.modelcar_digest}" in text

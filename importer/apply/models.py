@@ -397,10 +397,10 @@ class ModelTarget:
                    "staged": staged, "bundleId": job.bundle_id, "manifest": job.manifest_digest, "audit": job.audit}
         jid = state.add_journal(payload)
         finish_model(state, store, self.ctx.audit, jid, payload)
-        ref, note = self._publish(artifact, job)
+        ref, note = self.publish(artifact, job)
         return Applied(ref=ref, note=note, recorded=True)
 
-    def _publish(self, artifact: Artifact, job: Job) -> tuple[str | None, str]:
+    def publish(self, artifact: Artifact, job: Job) -> tuple[str | None, str]:
         """Publish the installed version where images go (``--registry``, else ``EDGE/oci``) as
         a ModelPack artifact and a modelcar image (:mod:`importer.apply.modelpack`, issue #14),
         and record the pinned reference as the model's ``ref``. A failure is a note: the model
