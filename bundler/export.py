@@ -56,6 +56,10 @@ from .packs import (JOURNAL_DIR, MEDIUM_LOCK, PACK_SIZE, FinishedPack, Journal, 
 from .sources import SourceArtifact, SourceFile
 from .spec import ModelItem, Spec, VariantItem, load_spec
 
+#: Under the hub state: models read from a registry, one folder per manifest digest.
+OCI_MODELS_DIR = "oci-models"
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     spec: Path
@@ -274,10 +278,16 @@ def build_sources(spec: Spec, opts: ExportOptions, progress: Progress,
                                       insecure_registries=opts.insecure_registries, progress=progress))
     offered: list[tuple[ModelItem, list[tuple[Variant, SourceArtifact]]]] = []
     for i, m in enumerate(spec.models):
-        if not m.variants:
-            artifacts.append(model_source(m.name, m.version, m.path))
-        else:
+        if m.variants:
             offered.append((m, [_variant_source(spec, i, j, m, v) for j, v in enumerate(m.variants)]))
+        elif m.ref is not None:
+            from .sources.oci_models import oci_model_source
+
+            artifacts.append(oci_model_source(m.name, m.version, m.ref, cache=opts.state / OCI_MODELS_DIR,
+                                              insecure_registries=opts.insecure_registries))
+        else:
+            assert m.path is not None
+            artifacts.append(model_source(m.name, m.version, m.path))
     for ms in spec.manifests:
         from .sources.kube import manifests_source
 
@@ -353,15 +363,29 @@ def variant_deltas(manifest: Manifest, receipt: Receipt) -> list[str]:
 
 
 def uncarried_image_warnings(artifacts: list[SourceArtifact]) -> list[str]:
+    """Warnings for workload images a manifest set names that the bundle does not carry.
+
+    A container image that is a model's hub-side name (``models/<name>:<version>``, a modelcar:
+    :func:`manifests.kube.model_name`) is not an image the hub pulls: the edge pins it to the
+    model it publishes, so it is warned about only when the bundle carries no such model
+    version (the site must then hold it already, or the set is refused there)."""
+    from manifests.kube import image_is_carried, model_name
+    from manifests.modelpack import MODELCAR_TAG_SUFFIX
+
     carried = [a.image for a in artifacts if a.kind == "image" and a.image is not None]
+    models = {(a.name.lower(), a.version.replace("+", "_")) for a in artifacts if a.kind == "model"}
     out: list[str] = []
     for a in artifacts:
         if a.kind != "manifests" or not a.images:
             continue
-        from manifests.kube import image_is_carried
-
         for ref in a.images:
-            if not image_is_carried(ref, carried):
+            named = model_name(ref)
+            if named is not None:
+                name, tag, _digest = named
+                if tag is None or (name, tag.removesuffix(MODELCAR_TAG_SUFFIX)) not in models:
+                    out.append(f"manifests {a.name!r} name model {ref!r}, which this bundle does not carry "
+                               "(the site must hold it already)")
+            elif not image_is_carried(ref, carried):
                 out.append(f"manifests {a.name!r} name image {ref!r}, which this bundle does not carry")
     return out
 

@@ -47,12 +47,14 @@ class VariantItem:
 
 @dataclass(frozen=True)
 class ModelItem:
-    """A model version: one ``path``, or ``variants`` listed best quality first (then ``path``
-    is the first variant's)."""
+    """A spec model: files at ``path`` on the hub, or (``ref``) a ModelPack artifact or KitOps
+    ModelKit in a registry (:mod:`bundler.sources.oci_models`), or ``variants`` listed best
+    quality first (then ``path`` is the first variant's); exactly one is given in the spec."""
 
     name: str
     version: str
-    path: Path
+    path: Path | None = None
+    ref: str | None = None
     variants: tuple[VariantItem, ...] = ()
 
 
@@ -204,19 +206,25 @@ def parse_spec(text: str | bytes, file: Path) -> Spec:
 
     models: list[ModelItem] = []
     for where, item in r.items(spec, "models"):
-        d = r.mapping(item, where, ("name", "version", "path", "variants"), ("name", "version"))
-        if (d.get("path") is None) == (d.get("variants") is None):
-            raise r.fail(where, "needs either path or variants (a list), not both")
-        if d.get("variants") is None:
+        d = r.mapping(item, where, ("name", "version", "path", "ref", "variants"), ("name", "version"))
+        if sum(d.get(k) is not None for k in ("path", "ref", "variants")) != 1:
+            raise r.fail(where, "give exactly one of path (files on the hub), ref (a ModelPack artifact "
+                                "or KitOps ModelKit in a registry, HOST/REPO:TAG or HOST/REPO@sha256:...) "
+                                "and variants (a list)")
+        if d.get("ref") is not None:
             models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where),
-                                    r.path(d, "path", where, hf=True)))
+                                    ref=r.string(d, "ref", where).strip()))
+            continue
+        if d.get("path") is not None:
+            models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where),
+                                    path=r.path(d, "path", where, hf=True)))
             continue
         variants = tuple(_variant(r, v, w) for w, v in r.items(d, "variants", where))
         if not variants:
             raise r.fail(f"{where}.variants", "is empty")
         _no_duplicates(r, "models", [v.name for v in variants], "name", f"{where}.variants")
-        models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where), variants[0].path,
-                                variants))
+        models.append(ModelItem(r.name(d, "name", where), r.version(d, "version", where), path=variants[0].path,
+                                variants=variants))
     images: list[ImageItem] = []
     for where, item in r.items(spec, "images"):
         d = r.mapping(item, where, ("ref", "layout", "version"), ("ref",))

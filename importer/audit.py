@@ -28,7 +28,10 @@ policy, ``versionBefore``/``versionAfter`` its versions, ``signers`` who signed 
 importer.trust_store). A refused policy update is a ``refused`` entry, ``site-changed`` (``ferry site set``
 changed the site's WEC name, labels or cluster; the reason shows before and after), ``watch``
 (``ferry watch`` picked a bundle up, waits for one to settle or complete, or backs off from a
-failing registry; the reason says which and names the folder or reference; importer.watch).
+failing registry; the reason says which and names the folder or reference; importer.watch),
+``published`` (a model version published as OCI artifacts: the reason names the place, the
+repository, and each tag with its digest; importer.apply.modelpack) and ``unpublished`` (those
+artifacts removed when ``--keep N`` pruned the version; the reason names what was removed).
 
 Crash safety. An append writes the line and fsyncs the trail, *then* replaces the head
 atomically. A crash in between leaves one of two states, both recognised and healed by the next
@@ -69,7 +72,7 @@ GENESIS = "sha256:" + "0" * 64
 
 #: Every decision an entry may record (see the module docstring).
 DECISIONS: tuple[str, ...] = ("applied", "skipped", "refused", "downgrade-forced", "trust-pinned", "trust-updated",
-                             "site-changed", "watch")
+                             "site-changed", "watch", "published", "unpublished")
 
 #: Why a trail failed verification, in :attr:`AuditCheck.reason`.
 #: ``edited``: an entry's bytes no longer match its hash, it does not link to the entry before,

@@ -368,13 +368,18 @@ def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifes
 
 
 def edge_image_refs(state: EdgeState, manifest: Manifest, targets: dict[str, Any],
-                    placed: dict[tuple[str, str], str | None]) -> dict[str, str]:
+                    placed: dict[tuple[str, str], str | None], registry: str | None,
+                    pending_models: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
     """Image reference as a workload writes it -> the pinned edge reference, for every image
     at the edge: each image tag the ledger holds (``repository:tag`` -> the reference recorded
     when it was applied, so a set that names an image an earlier bundle brought is pinned too),
     then this bundle's images in ``placed`` (artifact key -> the reference its apply returned,
-    or None for the one :func:`importer.apply.images.pinned_ref` gives). The one rule the import
-    and its dry run (:func:`preview_sets`) pin workloads by."""
+    or None for the one :func:`importer.apply.images.pinned_ref` gives), and every model version
+    the site has published where this import puts images (``models/<name>:<tag>``,
+    :func:`importer.apply.modelpack.model_refs`). The one rule the import and its dry run
+    (:func:`preview_sets`) pin workloads by. A dry run passes ``pending_models`` ((name, version)
+    the bundle would install and publish): their digests are known only once published, so they
+    map to a reference that says so (never written anywhere: a dry run writes nothing)."""
     refs: dict[str, str] = {row.name: row.ref for row in state.installed_rows()
                             if row.kind == "image" and row.ref}
     for a in manifest.artifacts:
@@ -385,6 +390,17 @@ def edge_image_refs(state: EdgeState, manifest: Manifest, targets: dict[str, Any
         refs[f"{a.image.repository}:{a.image.tag}"] = ref
         if a.image.source:
             refs[a.image.source] = ref
+    from .apply.modelpack import MODELCAR_TAG_SUFFIX, model_refs, repository_for, tag_for
+
+    refs.update(model_refs(state.published(registry or "")))
+    for name, version in pending_models:
+        try:
+            repo, tag = repository_for(name), tag_for(version)
+        except FerryError:
+            continue  # the import itself will say why this model cannot be published
+        pending = f"{repo}@(published by this import)"
+        refs.setdefault(f"{repo}:{tag}", pending)
+        refs.setdefault(f"{repo}:{tag}{MODELCAR_TAG_SUFFIX}", pending)
     return refs
 
 
@@ -413,7 +429,9 @@ def preview_sets(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manife
     placed: dict[tuple[str, str], str | None] = {
         s.key: None for s in plan.steps
         if s.artifact.kind == "image" and s.status in (Status.READY, Status.PLANNED, Status.SAME)}
-    refs = edge_image_refs(ctx.state, manifest, targets, placed)
+    pending = tuple((s.artifact.name, s.artifact.version) for s in plan.steps
+                    if s.artifact.kind == "model" and s.status in (Status.READY, Status.PLANNED))
+    refs = edge_image_refs(ctx.state, manifest, targets, placed, ctx.registry, pending)
     source = StoreThenPacks(ctx.store, reader)
     try:
         for step in ready:
@@ -540,7 +558,8 @@ class _BundleRun:
             if self.opts.keep:
                 for r in result.artifacts:
                     if r.kind == "model" and r.status is Status.APPLIED:
-                        model_store.prune_models(self.state, self.ctx.store, r.name, self.opts.keep)
+                        doomed = model_store.prune_models(self.state, self.ctx.store, r.name, self.opts.keep)
+                        self._unpublish(r, doomed)
         statuses = {r.status for r in result.artifacts}
         if statuses & {Status.WAITING, Status.FAILED, Status.HELD}:
             result.status = BundleStatus.PARTIAL
@@ -568,6 +587,8 @@ class _BundleRun:
                         self._apply(step, r, targets, source, results)
                 elif r.status is Status.SAME:
                     self._record("skipped", r.reason, r, after=r.version)
+                    if step.artifact.kind == "model":
+                        self._publish_held(step, r, targets)
                 elif r.status in (Status.REFUSED, Status.FAILED):
                     self._record("refused", r.reason, r)
         finally:
@@ -605,10 +626,49 @@ class _BundleRun:
         if not done.recorded:
             self._record(decision, r.reason, r, after=a.version)
 
+    def _publish_held(self, step: Step, r: ArtifactResult, targets: dict[str, Any]) -> None:
+        """A model version the site already holds but has not published where this import puts
+        images (installed before publishing existed, left unpublished by a crash or a failed
+        publish, or imported without ``--registry`` before): publish it now, before the
+        manifest sets that may name it (issue #14)."""
+        a = step.artifact
+        place = self.ctx.registry or ""
+        if any(p.name == a.name and p.version == a.version for p in self.state.published(place)):
+            return
+        job = Job(manifest=self.m, content=step.content, bundle_id=self.m.bundle.id,
+                  manifest_digest=self.signed.digest, origin=origin_of(self.m.bundle),
+                  audit=self._entry("published", "", r, after=a.version))
+        ref, note = targets["model"].publish(a, job)
+        r.ref = ref or r.ref
+        r.reason += note
+
+    def _unpublish(self, r: ArtifactResult, doomed: list[str]) -> None:
+        """Remove the published artifacts of the versions ``--keep N`` just pruned
+        (:func:`importer.apply.modelpack.unpublish`), drop their ledger rows, audit each as
+        ``unpublished``; what stays published is added to the model's reason."""
+        from .apply.modelpack import unpublish, where_published
+        from .state import forget_published
+
+        rows = self.state.published()
+        mine = [p for p in rows if p.name == r.name and p.version in doomed]
+        if not mine:
+            return
+        gone, notes = unpublish(self.state.root, mine, [p for p in rows if p not in mine],
+                                registry=self.ctx.registry, insecure_registries=self.ctx.insecure_registries)
+        with self.state.transaction() as db:
+            for p in gone:
+                forget_published(db, p)
+        for p in gone:
+            _audit(self.ctx.audit, "unpublished", f"version {p.version} pruned (--keep {self.opts.keep}): removed "
+                   f"{where_published(p)}", self.info, self.signed.digest, self.signers,
+                   {"kind": "model", "name": p.name, "version": p.version}, p.version, None, None)
+        if notes:
+            r.reason += "; " + "; ".join(notes)
+
     def _image_refs(self, targets: dict[str, Any], results: dict[tuple[str, str], ArtifactResult]) -> dict[str, str]:
         placed = {key: r.ref for key, r in results.items()
                   if r.kind == "image" and r.status in (Status.APPLIED, Status.SAME)}
-        return edge_image_refs(self.state, self.m, targets, placed)
+        return edge_image_refs(self.state, self.m, targets, placed, self.ctx.registry)
 
     def _space_ok(self, needed: int) -> bool:
         free = shutil.disk_usage(self.state.root).free

@@ -103,6 +103,12 @@ CREATE TABLE IF NOT EXISTS kube_collected (
     set_name TEXT NOT NULL, api_version TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL,
     name TEXT NOT NULL, collector TEXT NOT NULL, result TEXT NOT NULL, at TEXT NOT NULL,
     PRIMARY KEY (set_name, api_version, kind, namespace, name, collector));
+-- model versions published as OCI artifacts (issue #14): place is the registry HOST[:PORT],
+-- or "" for the embedded layout EDGE/oci; the ModelPack manifest and the modelcar image
+CREATE TABLE IF NOT EXISTS published (
+    name TEXT NOT NULL, version TEXT NOT NULL, place TEXT NOT NULL, repository TEXT NOT NULL,
+    tag TEXT NOT NULL, digest TEXT NOT NULL, modelcar_tag TEXT, modelcar_digest TEXT, at TEXT NOT NULL,
+    PRIMARY KEY (name, version, place));
 """
 
 
@@ -180,6 +186,24 @@ class InstalledRow:
 
 
 _ROW_FIELDS = frozenset(InstalledRow.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    """A model version published as OCI artifacts (:mod:`importer.apply.modelpack`): ``place``
+    is the registry ``HOST[:PORT]``, or "" for the embedded layout ``EDGE/oci``; ``repository``
+    ``models/<name>``; the ModelPack manifest's ``tag`` and ``digest``; the modelcar image's
+    ``modelcar_tag`` and ``modelcar_digest`` (None when it was not published)."""
+
+    name: str
+    version: str
+    place: str
+    repository: str
+    tag: str
+    digest: str
+    modelcar_tag: str | None
+    modelcar_digest: str | None
+    at: str
 
 
 class EdgeState:
@@ -336,6 +360,21 @@ class EdgeState:
         return {(r.kind, r.name): Installed(version=r.version, content=r.content, variant=r.variant)
                 for r in self.installed_rows()}
 
+    def published(self, place: str | None = None) -> list[PublishedRow]:
+        """Model versions published as OCI artifacts, by name and version; only those at
+        ``place`` (a registry host, "" for ``EDGE/oci``) when given. A state written before
+        the table existed, opened read-only, has none."""
+        sql = ("SELECT name, version, place, repository, tag, digest, modelcar_tag, modelcar_digest, at "
+               "FROM published")
+        args: tuple[str, ...] = ()
+        if place is not None:
+            sql, args = sql + " WHERE place=?", (place,)
+        try:
+            rows = self.db.execute(sql + " ORDER BY name, version, place", args).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [PublishedRow(*r) for r in rows]
+
     def kept_versions(self, kind: str, name: str) -> dict[str, str]:
         """version -> content digest of every version present on disk."""
         return dict(self.db.execute("SELECT version, content FROM versions WHERE kind=? AND name=?", (kind, name)))
@@ -446,6 +485,19 @@ def set_installed(db: sqlite3.Connection, *, kind: str, name: str, version: str,
     """Inside a transaction: ``version`` (of model ``variant``) is now what the site runs for (kind, name)."""
     db.execute("INSERT OR REPLACE INTO installed (kind, name, version, content, bundle_id, manifest, at, ref, variant) "
                "VALUES (?,?,?,?,?,?,?,?,?)", (kind, name, version, content, bundle_id, manifest, utc_now(), ref, variant))
+
+
+def record_published(db: sqlite3.Connection, row: PublishedRow) -> None:
+    """Inside a transaction: ``row`` says where a model version is now published (replacing
+    what an earlier publish of the same version at the same place recorded)."""
+    db.execute("INSERT OR REPLACE INTO published VALUES (?,?,?,?,?,?,?,?,?)",
+               (row.name, row.version, row.place, row.repository, row.tag, row.digest, row.modelcar_tag,
+                row.modelcar_digest, row.at))
+
+
+def forget_published(db: sqlite3.Connection, row: PublishedRow) -> None:
+    """Inside a transaction: ``row``'s artifacts are gone (pruned)."""
+    db.execute("DELETE FROM published WHERE name=? AND version=? AND place=?", (row.name, row.version, row.place))
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:

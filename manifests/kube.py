@@ -289,36 +289,15 @@ def containers(obj: KubeObject) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield f"{field}[{i}]", container
 
 
-def image_slots(obj: KubeObject) -> Iterator[tuple[str, dict[str, Any], str]]:
-    """Every place a workload names an image, as (label, mapping, key): ``mapping[key]`` is
-    the reference. Containers, initContainers and ephemeralContainers (``image``), and image
-    volumes (``volumes[i].image.reference``, Kubernetes 1.31+, KEP-4639). The one list of
-    image fields the hub records and the edge rewrites and checks."""
-    yield from ((label, container, "image") for label, container in containers(obj))
-    for spec in pod_specs(obj):
-        volumes = spec.get("volumes")
-        if volumes is None:
-            continue
-        if not isinstance(volumes, list) or not all(isinstance(v, dict) for v in volumes):
-            raise FormatError(f"{obj.where}: {obj.id}: volumes must be a list of volumes")
-        for i, volume in enumerate(volumes):
-            source = volume.get("image")
-            if source is None:
-                continue
-            if not isinstance(source, dict):
-                raise FormatError(f"{obj.where}: {obj.id}: volumes[{i}].image is not a mapping")
-            yield f"volumes[{i}].image", source, "reference"
-
-
 def workload_images(obj: KubeObject) -> list[str]:
-    """Image references a workload's containers and image volumes name (:func:`image_slots`),
-    in order, each checked to parse."""
+    """Image references a workload's containers and image volumes name (the slots of
+    :func:`reference_slots` other than KServe storage URIs), in order, each checked to parse."""
     refs = []
-    for label, holder, key in image_slots(obj):
-        image = holder.get(key)
-        if image is None:
+    for slot in reference_slots(obj):
+        image = slot.holder.get(slot.key)
+        if image is None or slot.scheme:
             continue
-        where = f"{obj.where}: {obj.id}: {label}.{key}"
+        where = f"{obj.where}: {obj.id}: {slot.label}"
         if not isinstance(image, str):
             raise FormatError(f"{where} is not a string")
         try:
@@ -365,3 +344,91 @@ def carried_image(ref: str, carried: list[ImageInfo]) -> ImageInfo | None:
 def image_is_carried(ref: str, carried: list[ImageInfo]) -> bool:
     """Whether the bundle carries the image ``ref`` names (see :func:`carried_image`)."""
     return carried_image(ref, carried) is not None
+
+
+# --------------------------------------------------------------------------- references to pin
+
+#: The repository prefix of a model's hub-side name, ``models/<name>:<version>`` (issue #14).
+MODEL_REPOSITORY_PREFIX = "models/"
+#: KServe's scheme for OCI storage (modelcars): ``storageUri: oci://REFERENCE``.
+OCI_URI_SCHEME = "oci://"
+_INFERENCE_SERVICE = ("serving.kserve.io", "InferenceService")
+
+
+@dataclass(frozen=True)
+class ReferenceSlot:
+    """One place in an object that names an image or a model by reference.
+
+    ``holder[key]`` is the value; ``scheme`` is the prefix the value carries before the
+    reference (``oci://`` for KServe, "" otherwise); ``label`` says where it is
+    (``containers[0].image``, ``volumes[1].image.reference``, ``spec.predictor.model.storageUri``).
+    """
+
+    label: str
+    holder: dict[str, Any]
+    key: str
+    scheme: str = ""
+
+    def reference(self) -> str | None:
+        """The reference held here, without the scheme; None when the slot holds none (absent,
+        not a string, or a ``storageUri`` of another scheme such as ``s3://`` or ``pvc://``)."""
+        value = self.holder.get(self.key)
+        if not isinstance(value, str) or not value.startswith(self.scheme):
+            return None
+        return value[len(self.scheme):]
+
+    def set(self, reference: str) -> None:
+        """Replace the reference, keeping the scheme."""
+        self.holder[self.key] = self.scheme + reference
+
+
+def reference_slots(obj: KubeObject) -> Iterator[ReferenceSlot]:
+    """Every place of ``obj`` that names an image or a model (issue #14, item 2), in order; the
+    one list of reference fields the hub records and the edge rewrites and checks:
+
+    - each container's ``image`` (:func:`containers`);
+    - each pod-spec volume's ``image.reference`` (Kubernetes image volumes, ``volumes[].image``);
+    - for a KServe ``InferenceService`` (``serving.kserve.io``), every ``storageUri`` directly
+      under ``spec.predictor``: ``spec.predictor.model.storageUri`` (v1beta1) and the older
+      ``spec.predictor.<framework>.storageUri`` (``sklearn``, ``pytorch``, ...), read only
+      when it is ``oci://REFERENCE``.
+
+    Raises:
+        FormatError: a pod template, container list or ``volumes`` is not the shape Kubernetes requires.
+    """
+    for label, container in containers(obj):
+        yield ReferenceSlot(f"{label}.image", container, "image")
+    for spec in pod_specs(obj):
+        volumes = spec.get("volumes")
+        if volumes is None:
+            continue
+        if not isinstance(volumes, list) or not all(isinstance(v, dict) for v in volumes):
+            raise FormatError(f"{obj.where}: {obj.id}: volumes must be a list of volumes")
+        for i, volume in enumerate(volumes):
+            image = volume.get("image")
+            if image is None:
+                continue
+            if not isinstance(image, dict):
+                raise FormatError(f"{obj.where}: {obj.id}: volumes[{i}].image is not a mapping")
+            yield ReferenceSlot(f"volumes[{i}].image.reference", image, "reference")
+    if (obj.group, obj.kind) == _INFERENCE_SERVICE:
+        top = obj.body.get("spec")
+        predictor = top.get("predictor") if isinstance(top, dict) else None
+        if isinstance(predictor, dict):
+            for name, part in predictor.items():
+                if isinstance(part, dict) and "storageUri" in part:
+                    yield ReferenceSlot(f"spec.predictor.{name}.storageUri", part, "storageUri", OCI_URI_SCHEME)
+
+
+def model_name(ref: str) -> tuple[str, str | None, str | None] | None:
+    """``(name, tag, digest)`` when ``ref`` is a model's hub-side name, ``models/<name>:<version>``
+    (or ``@sha256:...``; no registry host written), else None. Such a reference must be pinned
+    at the edge or refused: it never reaches a node as written (issue #14, item 2)."""
+    try:
+        parsed = parse_reference(ref)
+    except FerryError:
+        return None
+    first = ref.partition("/")[0]
+    if "." in first or ":" in first or first == "localhost" or not parsed.repository.startswith(MODEL_REPOSITORY_PREFIX):
+        return None
+    return parsed.repository[len(MODEL_REPOSITORY_PREFIX):], parsed.tag, parsed.digest

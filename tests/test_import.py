@@ -105,9 +105,14 @@ def test_fresh_import_installs_exact_files_and_current(tmp_path: Path, hub_keys:
     assert (current / "model.safetensors").read_bytes() == FILES_V1["model.safetensors"]
     # no staging leftovers
     assert sorted(p.name for p in (state / "models" / "sentiment").iterdir()) == ["1.0.0", "current"]
-    [entry] = audit_entries(state)
+    entry, published = audit_entries(state)
     assert entry["decision"] == "applied" and entry["versionAfter"] == "1.0.0"
     assert entry["signers"] == [hub_keys.keyid]
+    # then where it was published (issue 14, item 5): the layout, both tags with their digests
+    [row] = EdgeState.open_readonly(state).published()  # type: ignore[union-attr]
+    assert published["decision"] == "published" and published["artifact"] == entry["artifact"]
+    assert published["reason"] == (f"published models/sentiment:1.0.0 {row.digest} and "
+                                   f"models/sentiment:1.0.0-modelcar {row.modelcar_digest} in EDGE/oci")
 
 
 def test_reimport_is_a_noop_that_reads_no_pack(tmp_path: Path, hub_keys: KeyPair) -> None:
@@ -165,7 +170,8 @@ def test_downgrade_refused_then_forced_with_reason(tmp_path: Path, hub_keys: Key
     assert r.returncode == 0, r.stderr
     assert os.readlink(state / "models" / "sentiment" / "current") == "1.0.0"
     assert installed_files(state, "sentiment", "1.0.0") == FILES_V1
-    last = audit_entries(state)[-1]
+    last, published = audit_entries(state)[-2:]  # the decision, then where the version was published
+    assert published["decision"] == "published" and published["versionAfter"] == "1.0.0"
     assert last["decision"] == "downgrade-forced"
     assert "2.0.0 misclassifies" in last["note"] and "ticket 42" in last["note"]
     assert (last["versionBefore"], last["versionAfter"]) == ("2.0.0", "1.0.0")
@@ -317,7 +323,13 @@ def test_dry_run_changes_nothing(tmp_path: Path, hub_keys: KeyPair) -> None:
     assert not state.exists()  # not even created
     art = doc["bundles"][0]["artifacts"][0]
     assert (art["action"], art["status"]) == ("new", "planned")
-    assert doc["bundles"][0]["bytesToWrite"] == sum(len(v) for v in FILES_V1.values())
+    # the files, plus publishing into EDGE/oci: the modelcar's tar (a copy) and small blobs;
+    # the ModelPack layers are hard links (same file system)
+    from manifests.modelpack import ModelFile, modelcar_layer_size
+
+    files = sum(len(v) for v in FILES_V1.values())
+    car = modelcar_layer_size([ModelFile(k, len(v), "") for k, v in FILES_V1.items()])
+    assert files + car < doc["bundles"][0]["bytesToWrite"] <= files + car + 16384
     assert imp(hub_keys, state, tmp_path / "b1").returncode == 0
     before = tree(state)
     r = imp(hub_keys, state, tmp_path / "b2", extra=("--dry-run",))
@@ -521,7 +533,7 @@ def test_forced_downgrade_to_a_kept_version_only_moves_current(tmp_path: Path, h
     assert os.readlink(state / "models" / "m" / "current") == "1.0.0"
     assert (state / "models" / "m" / "1.0.0" / "model.safetensors").stat().st_ino == inode  # not rewritten
     assert installed_files(state, "m", "1.0.0") == FILES_V1
-    assert audit_entries(state)[-1]["decision"] == "downgrade-forced"
+    assert [e["decision"] for e in audit_entries(state)[-2:]] == ["downgrade-forced", "published"]
 
 
 def test_bad_registry_host_is_refused_before_anything_applies(tmp_path: Path, hub_keys: KeyPair) -> None:

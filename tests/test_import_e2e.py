@@ -27,6 +27,21 @@ spec:
       containers:
         - name: app
           image: {image}
+          volumeMounts: [{{name: model, mountPath: /srv/model, readOnly: true}}]
+      volumes:
+        - name: model
+          image: {{reference: "models/tiny:1.0.0", pullPolicy: IfNotPresent}}
+---
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: tiny
+  namespace: demo
+spec:
+  predictor:
+    model:
+      modelFormat: {{name: pytorch}}
+      storageUri: oci://models/tiny:1.0.0
 """
 
 
@@ -87,6 +102,11 @@ def test_export_then_import_into_edge_registry(tmp_path: Path, hub_bundle: dict,
     assert arts["model"]["ref"] == f"{edge_registry.host}/models/tiny@{model_digest}"
     assert json.loads(raw)["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"
     assert edge_registry.inspect("models/tiny:1.0.0-modelcar")["Layers"]
+    # workloads naming the model by its hub-side name are pinned to the modelcar (issue 14, item 2)
+    car = edge_registry.inspect("models/tiny:1.0.0-modelcar")["Digest"]
+    volume, isvc = _model_refs_written(state / "manifests" / "app")
+    assert volume == f"{edge_registry.host}/models/tiny@{car}"
+    assert isvc == f"oci://{edge_registry.host}/models/tiny@{car}"
 
     again = run_ferry("import", hub_bundle["bundle"], "--trust", hub_keys.pub, "--state", state,
                       "--registry", edge_registry.host, "--json")
@@ -124,11 +144,24 @@ def test_export_then_import_into_oci_layout(tmp_path: Path, hub_bundle: dict, hu
                    capture_output=True, check=True, timeout=120)
     for f in model.iterdir():
         assert (tmp_path / "unpacked" / "rootfs" / "models" / f.name).read_bytes() == f.read_bytes()
+    # workloads are pinned to the modelcar's digest in the layout
+    car = json.loads(subprocess.run(["skopeo", "inspect", f"oci:{state / 'oci'}:models/tiny:1.0.0-modelcar"],
+                                    capture_output=True, text=True, check=True).stdout)["Digest"]
+    assert _model_refs_written(state / "manifests" / "app") == (f"models/tiny@{car}", f"oci://models/tiny@{car}")
     # layout blobs are exact bytes: they serve as chunk store (the receipt lists their chunks)
     run_ferry("receipt", "--state", state, "--out", tmp_path / "r.json").check_returncode()
     manifest = json.loads((hub_bundle["bundle"] / "manifest.json").read_bytes())
     receipt = json.loads((tmp_path / "r.json").read_bytes())
     assert set(receipt["chunks"]) == {c["id"] for c in manifest["chunks"]} - _manifest_set_chunks(manifest)
+
+
+def _model_refs_written(folder: Path) -> tuple[str, str]:
+    """The image volume's reference and the InferenceService's storageUri in the GitOps folder."""
+    import yaml
+
+    docs = {d["kind"]: d for p in sorted(folder.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())}
+    volume = docs["Deployment"]["spec"]["template"]["spec"]["volumes"][0]["image"]["reference"]
+    return volume, docs["InferenceService"]["spec"]["predictor"]["model"]["storageUri"]
 
 
 def _manifest_set_chunks(manifest: dict) -> set[str]:

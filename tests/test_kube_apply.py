@@ -397,12 +397,14 @@ def test_sample_set_round_trip_into_a_fake_wds(fakekube: FakeKube, tmp_path: Pat
     files = {f.path or "": f.open().read() for f in source.files}
     art, read = make_set(files)
     (ref,) = source.images
+    car = f"edge.local:5000/models/sentiment@sha256:{'c' * 64}"
     result = apply_manifests(art, read, ManifestTarget(tmp_path / "gitops", fakekube.kubeconfig(tmp_path / "kc"), None),
-                             image_refs={ref: PINNED}, origin=ORIGIN)
+                             image_refs={ref: PINNED, "models/sentiment:1.2.0": car}, origin=ORIGIN)
     assert result.applied[0] == "Namespace sentiment" and len(result.applied) == 4
     deployment = fakekube.get_object("apps/v1", "Deployment", "sentiment", "sentiment")
     assert deployment is not None
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == PINNED
+    assert deployment["spec"]["template"]["spec"]["volumes"][0]["image"]["reference"] == car
     policy = fakekube.get_object("control.kubestellar.io/v1alpha1", "BindingPolicy", "sentiment")
     assert policy is not None and policy["spec"]["clusterSelectors"] == [{"matchLabels": {"location-group": "edge"}}]
     written = {p.name: yaml.safe_load(p.read_text()) for p in (tmp_path / "gitops" / "sentiment-app").iterdir()}

@@ -19,12 +19,15 @@ IMAGE_REF = "registry.example:5000/team/sentiment-server:1.2.0"
 
 
 def _spec(tmp: Path, version: str, *, image: bool = True) -> Path:
-    """A spec for the sample set (at ``version``) and, optionally, the sample image."""
+    """A spec for the sample set (at ``version``), the sample model its image volume names
+    (``models/sentiment:1.2.0``) and, optionally, the sample image."""
     manifests = tmp / f"set-{version}"
     shutil.copytree(SAMPLES / "kubestellar" / "sentiment", manifests)
     images = f"  images:\n    - ref: {IMAGE_REF}\n      layout: {SAMPLES / 'images' / 'sentiment-server'}\n" if image else ""
     spec = tmp / f"bundle-{version}.yaml"
     spec.write_text("apiVersion: ferry/v1\nkind: Bundle\nmetadata: {name: edge-ai, channel: stable}\nspec:\n"
+                    f"  models:\n    - name: sentiment\n      version: 1.2.0\n"
+                    f"      path: {SAMPLES / 'models' / 'sentiment'}\n"
                     f"{images}  manifests:\n    - name: sentiment-app\n      version: {version}\n"
                     f"      path: {manifests}\n")
     return spec
@@ -64,6 +67,9 @@ def test_import_applies_the_sample_set_to_a_wds(bundles: dict[str, Path], hub_ke
     assert deployment is not None
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == \
         f"{edge_registry.host}/team/sentiment-server@{digest}"
+    car = edge_registry.inspect("models/sentiment:1.2.0-modelcar")["Digest"]  # the image volume: the modelcar
+    assert deployment["spec"]["template"]["spec"]["volumes"][0]["image"]["reference"] == \
+        f"{edge_registry.host}/models/sentiment@{car}"
     annotations = deployment["metadata"]["annotations"]
     assert annotations["ferry.io/set"] == "sentiment-app" and annotations["ferry.io/version"] == "1.2.0"
     assert annotations["ferry.io/bundle"] == "edge-ai" and annotations["ferry.io/channel"] == "stable"

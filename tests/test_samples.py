@@ -185,12 +185,17 @@ def test_workloads_fit_the_kubernetes_object_models() -> None:
         kubernetes_model(broken)
 
 
-def test_deployment_runs_the_bundled_image_on_the_model_store() -> None:
+def test_deployment_runs_the_bundled_image_on_the_published_model() -> None:
     spec = yaml.safe_load((SAMPLES / "bundle.yaml").read_text())["spec"]
     (deployment,) = [d for d in manifest_docs() if d["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     assert [c["image"] for c in pod["containers"]] == [spec["images"][0]["ref"]]
-    assert pod["volumes"][0]["hostPath"]["path"] == "/var/lib/ferry/models/sentiment/current"
+    model = spec["models"][0]
+    assert pod["volumes"][0]["image"]["reference"] == f"models/{model['name']}:{model['version']}"
+    assert "hostPath" not in pod["volumes"][0]
+    mount = pod["containers"][0]["volumeMounts"][0]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["MODEL_DIR"] == mount["mountPath"] + "/models"  # the modelcar holds the files under /models/
 
 
 def test_binding_policy_selects_edge_wecs_and_the_workload() -> None:

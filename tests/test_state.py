@@ -67,9 +67,12 @@ def test_crash_inside_a_journaled_publish_is_finished_once(where: str, tmp_path:
     assert os.readlink(root / "current") == "1.0.0"
     assert sorted(p.name for p in root.iterdir()) == ["1.0.0", "current"]
     assert read_installed(state)[("model", "m")].version == "1.0.0"
-    # one "applied" (by the recovery), then the bundle's own decision: already there
+    # one "applied" (by the recovery), then the bundle's own decision: already there; and the
+    # version, which the crash left unpublished, is published now (issue 14)
     assert decisions(state).count("applied") == 1
-    assert decisions(state)[-1] == "skipped"
+    assert decisions(state)[-2:] == ["skipped", "published"]
+    with EdgeState.open(state) as s2:
+        assert [(p.name, p.version) for p in s2.published()] == [("m", "1.0.0")]
     assert run_ferry("audit", "verify", "--state", state).returncode == 0
 
 

@@ -65,8 +65,9 @@ def test_exported_bundle_verifies_and_state_plan_matches_the_import(hub: Path, h
     shown = run_ferry("audit", "show", "--state", edge, "--json")
     entries = [json.loads(line) for line in shown.stdout.splitlines()]
     decisions = [e["decision"] for e in entries]
-    assert decisions[0] == "applied" and "refused" in decisions and decisions[-1] == "downgrade-forced"
-    assert entries[-1]["versionBefore"] == "1.0.0" and entries[-1]["versionAfter"] == "0.9.0"
+    # the forced decision, then where that version was published (issue 14)
+    assert decisions[0] == "applied" and "refused" in decisions and decisions[-2:] == ["downgrade-forced", "published"]
+    assert entries[-2]["versionBefore"] == "1.0.0" and entries[-2]["versionAfter"] == "0.9.0"
     assert all(e["manifestDigest"].startswith("sha256:") and e["signers"] == [hub_keys.keyid]
                for e in entries if e["decision"] in ("applied", "downgrade-forced"))
     assert run_ferry("audit", "verify", "--state", edge).returncode == 0

@@ -52,6 +52,9 @@ metadata: {name: elsewhere, namespace: a}
 #: The sample set's one image, as the edge pins it (test_kube_apply covers the pinning itself).
 SAMPLE_IMAGE = {"registry.example:5000/team/sentiment-server:1.2.0":
                 "registry.example:5000/team/sentiment-server@sha256:" + "5" * 64}
+#: The sample Deployment's image volume names the model; the site has published it.
+SAMPLE_MODEL = {"models/sentiment:1.2.0": "models/sentiment@sha256:" + "c" * 64}
+SAMPLE_REFS = {**SAMPLE_IMAGE, **SAMPLE_MODEL}
 EDGE = Site("wec-1", wec=True, labels={"location-group": "edge"})
 
 
@@ -61,7 +64,7 @@ def test_the_sample_set_is_selected_whole_at_an_edge_wec(tmp_path: Path) -> None
     art, read = make_set(files)
     with EdgeState.open(tmp_path / "edge") as state:
         result = apply_placed(art, read, ManifestTarget(tmp_path / "out", None, None), state=state, site=EDGE,
-                              image_refs=SAMPLE_IMAGE, origin=ORIGIN)
+                              image_refs=SAMPLE_REFS, origin=ORIGIN)
         assert sorted(result.applied) == ["Deployment.apps sentiment/sentiment", "Namespace sentiment",
                                           "Service sentiment/sentiment"]
         assert [p.name for p in sorted((tmp_path / "out" / "sentiment-app").iterdir())] == [
@@ -69,7 +72,7 @@ def test_the_sample_set_is_selected_whole_at_an_edge_wec(tmp_path: Path) -> None
         core = Site("wec-2", wec=True, labels={"location-group": "core"})
         art, read = make_set(files, version="1.3.0")
         result = apply_placed(art, read, ManifestTarget(tmp_path / "out", None, None), state=state, site=core,
-                              image_refs={}, origin=ORIGIN)
+                              image_refs=SAMPLE_REFS, origin=ORIGIN)
         assert result.applied == [] and sorted(result.pruned) == ["Deployment.apps sentiment/sentiment",
                                                                   "Service sentiment/sentiment"]
         assert list((tmp_path / "out" / "sentiment-app").iterdir()) == []
@@ -79,7 +82,7 @@ def test_gitops_folder_of_a_wec_holds_only_selected_objects(tmp_path: Path) -> N
     art, read = make_set({"p.yaml": POLICY, "o.yaml": OBJECTS}, name="app")
     with EdgeState.open(tmp_path / "edge") as state:
         result = apply_placed(art, read, ManifestTarget(tmp_path / "out", None, None), state=state, site=EDGE,
-                              image_refs={}, origin=ORIGIN)
+                              image_refs=SAMPLE_REFS, origin=ORIGIN)
         written = {p.name: yaml.safe_load(p.read_text()) for p in (tmp_path / "out" / "app").iterdir()}
         assert sorted(written) == ["0001-namespace-a.yaml", "0002-configmap-one.yaml", "0003-configmap-seed.yaml"]
         assert written["0003-configmap-seed.yaml"]["metadata"]["annotations"][FLUX_SSA_ANNOTATION] == "IfNotPresent"

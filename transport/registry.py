@@ -559,6 +559,28 @@ class RegistryClient:
                                     f"not {digest}; it rewrote the bytes")
         return digest
 
+    def delete_manifest(self, repo: str, digest: str) -> bool:
+        """Delete manifest ``repo@digest`` and so every tag naming it (distribution spec,
+        "Deleting tags/manifests"; the registry collects unreferenced blobs itself).
+
+        Returns:
+            True when deleted, False when the registry held no such manifest.
+        Raises:
+            RegistryError: the registry does not allow deletes (405, or ``UNSUPPORTED``), or refused.
+        """
+        resp = self.request("DELETE", f"/v2/{repo}/manifests/{digest}", repo=repo, push=True)
+        if resp.status_code in (200, 202):
+            resp.close()
+            return True
+        if resp.status_code == 404:
+            resp.close()
+            return False
+        if resp.status_code == 405:
+            resp.close()
+            raise RegistryError(f"registry {self.host} does not allow deletes (405 for {repo}@{digest}; "
+                                "docker-registry needs storage.delete.enabled)")
+        raise self.fail(resp, f"deleting manifest {repo}@{digest}")
+
 
 def _with_query(url: str, **params: str) -> str:
     return url + ("&" if "?" in url else "?") + urlencode(params)

@@ -31,6 +31,10 @@ def status_document(state_dir: Path) -> dict:
                            "bundleId": r.bundle_id, "manifestDigest": r.manifest, "installedAt": r.at,
                            "ref": r.ref, "versionsOnDisk": kept.get((r.kind, r.name), []),
                            "variant": r.variant} for r in rows],
+            "published": [{"name": p.name, "version": p.version, "place": p.place or "EDGE/oci",
+                           "repository": p.repository, "tag": p.tag, "digest": p.digest,
+                           "modelcarTag": p.modelcar_tag, "modelcarDigest": p.modelcar_digest, "publishedAt": p.at}
+                          for p in state.published()],
             "channels": state.channels(),
             "newestBundleCreated": state.newest_created(),
             "bundles": state.bundles(),
@@ -125,6 +129,10 @@ def register(app: typer.Typer) -> None:
             table.add_row(a["kind"], a["name"], version, _on_disk(a, doc),
                           a["bundleId"], a["installedAt"], a["ref"] or "-")
         out.print(table if doc["installed"] else "nothing installed yet")
+        for p in doc["published"]:
+            car = f" and :{p['modelcarTag']} {p['modelcarDigest']}" if p["modelcarDigest"] else ""
+            out.print(f"model {p['name']} {p['version']} published in {p['place']}: "
+                      f"{p['repository']}:{p['tag']} {p['digest']}{car}")
         for channel, seq in doc["channels"].items():
             created = doc["newestBundleCreated"].get(channel)
             age = f", newest bundle created {created} ({_age(created)})" if created else ""

@@ -278,6 +278,50 @@ class Layout:
                 if d.is_manifest:
                     pending.append((d.digest, d.media_type, d.size))
 
+    def reachable(self, tops: list[dict]) -> set[str]:
+        """Every digest the index entries ``tops`` reach: their manifests, child manifests,
+        configs and layers. Raises FerryError (PlaceError, FormatError) when a manifest on the
+        way cannot be read or parsed: then what it references is unknown."""
+        pending = [(d["digest"], d.get("mediaType")) for d in tops]
+        seen: set[str] = set()
+        while pending:
+            digest, media_type = pending.pop()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            try:
+                data = self._fs().read(self.path(digest), MAX_MANIFEST_BYTES)
+            except FileNotFoundError:
+                continue  # nothing to keep for a blob that is gone
+            doc = parse_manifest(data, media_type, where=f"manifest {digest}")
+            for d in doc.blobs:
+                seen.add(d.digest)
+            pending.extend((d.digest, d.media_type) for d in doc.manifests)
+        return seen
+
+    def untag(self, names: set[str]) -> list[str]:
+        """Remove the index entries named ``names`` (``org.opencontainers.image.ref.name``),
+        then every blob only they reached; a blob any remaining entry reaches stays.
+
+        Returns:
+            The digests of the blobs removed.
+        Raises:
+            FerryError: the index or a manifest cannot be read (nothing is changed then).
+        """
+        entries = self.read_index()
+        gone = [d for d in entries if (d.get("annotations") or {}).get(REF_NAME_ANNOTATION) in names]
+        if not gone:
+            return []
+        kept = [d for d in entries if d not in gone]
+        doomed = self.reachable(gone) - self.reachable(kept)
+        self._fs().write_atomic(self._at("index.json"), _index_bytes(kept))
+        removed = []
+        for digest in sorted(doomed):
+            if self._fs().lstat(self.path(digest)) is not None:
+                self._fs().rmtree(self.path(digest))
+                removed.append(digest)
+        return removed
+
     def read_index(self) -> list[dict]:
         data = self._fs().read(self._at("index.json"), MAX_MANIFEST_BYTES)
         parse_manifest(data, OCI_INDEX, where=self._fs().where(self._at("index.json")))  # refuse a broken index first

@@ -28,11 +28,12 @@ from typing import Any
 
 import yaml
 
-from manifests.kube import KubeObject, check_unique, image_slots, names_image, parse_documents
+from manifests.kube import KubeObject, check_unique, model_name, names_image, parse_documents, reference_slots
 from manifests.limits import MAX_KUBE_FILE_BYTES as MAX_FILE_BYTES
 from manifests.limits import MAX_KUBE_SET_BYTES as MAX_SET_BYTES
-from manifests.errors import ClusterError, FerryError, PlaceError, VerificationError
+from manifests.errors import ClusterError, FerryError, PlaceError, PolicyError, VerificationError
 from manifests.model import NAME_RE, Artifact, BundleInfo, Entry
+from manifests.modelpack import MODELCAR_TAG_SUFFIX
 from manifests.oci import parse_reference
 from manifests.version import compare_versions
 
@@ -100,6 +101,17 @@ def resolve_image(ref: str, image_refs: dict[str, str]) -> str | None:
     return None
 
 
+def with_written_host(written: str, pinned: str) -> str:
+    """A model pinned in the embedded layout has no registry host (``models/<name>@sha256:...``);
+    when the workload wrote one (``ferry.site:5000/models/<name>:<version>``: the address its
+    nodes reach ``ferry serve`` at), keep it. Any other pinned reference is returned as is."""
+    if model_name(pinned) is None:
+        return pinned
+    first, sep, _ = written.partition("/")
+    has_host = sep and ("." in first or ":" in first or first == "localhost")
+    return f"{first}/{pinned}" if has_host else pinned
+
+
 def annotations_for(artifact: Artifact, origin: dict[str, str]) -> dict[str, str]:
     """The ``ferry.io/*`` annotations for every object of ``artifact``."""
     out = {}
@@ -114,30 +126,50 @@ def annotations_for(artifact: Artifact, origin: dict[str, str]) -> dict[str, str
 
 def prepare(objects: list[KubeObject], image_refs: dict[str, str], annotations: dict[str, str], *,
             registry: str | None = None) -> list[KubeObject]:
-    """Rewrite workload images (:func:`resolve_image`), prove every one pinned
-    (:func:`check_pinned`), and add ``annotations``, in apply order: Namespaces, then
-    CustomResourceDefinitions, then the rest as written.
+    """Pin every reference the edge holds, prove every one pinned (:func:`check_pinned`), and
+    add ``annotations``, in apply order: Namespaces, then CustomResourceDefinitions, then the
+    rest as written.
 
     Args:
-        objects: the set's objects (list items already expanded by :mod:`manifests.kube`).
-        image_refs: workload reference -> pinned edge reference (images at the edge).
+        objects: the set's objects (list items already expanded by :mod:`manifests.kube`;
+            changed in place).
+        image_refs: a reference as a workload writes it -> the pinned edge reference (the
+            images at the edge and, under ``models/<name>:<tag>`` keys, the site's published
+            models: :func:`importer.apply.modelpack.model_refs`).
         annotations: the ``ferry.io/*`` annotations (:func:`annotations_for`).
         registry: the site registry (``host[:port][/prefix]``, ``import --registry``), or None
             when images wait in the edge's OCI layout.
 
+    Every slot of :func:`manifests.kube.reference_slots` (container images, image volumes,
+    KServe ``oci://`` storage URIs) is rewritten by the one rule :func:`resolve_image`.
+
     Raises:
-        VerificationError: an image is left that is not pinned at the edge; nothing is changed
-            in the cluster or folder (the check runs before anything is applied or written).
+        PolicyError: a slot names a model by its hub-side name (:func:`manifests.kube.model_name`)
+            that the site has not published (issue #14, item 2).
+        VerificationError: any other reference is left that is not pinned at the edge.
+        Both are raised before anything is applied or written.
     """
+    pinned_here = set(image_refs.values())
     for obj in objects:
-        for _label, holder, key in image_slots(obj):
-            image = holder.get(key)
-            pinned = resolve_image(image, image_refs) if isinstance(image, str) else None
+        for slot in reference_slots(obj):
+            ref = slot.reference()
+            if ref is None:
+                continue
+            pinned = resolve_image(ref, image_refs)
             if pinned is not None:
-                holder[key] = pinned
+                written = with_written_host(ref, pinned)
+                slot.set(written)
+                pinned_here.add(written)
+            elif model_name(ref) is not None:
+                held = sorted({k for k in image_refs if model_name(k) is not None and "@" not in k
+                               and not k.endswith(MODELCAR_TAG_SUFFIX)})
+                raise PolicyError(f"{obj.where}: {obj.id}: {slot.label} names model {ref!r}, "
+                                  f"which this site has not published (it holds "
+                                  f"{', '.join(held[:5]) + (' ...' if len(held) > 5 else '') if held else 'no model'}); "
+                                  f"nothing of the set was applied")
         meta = obj.body["metadata"]
         meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
-    check_pinned(objects, set(image_refs.values()), registry)
+    check_pinned(objects, pinned_here, registry)
     return sorted(objects, key=_apply_rank)
 
 
@@ -158,20 +190,21 @@ def is_pinned(ref: str, pinned: set[str], registry: str | None) -> bool:
 
 
 def check_pinned(objects: list[KubeObject], pinned: set[str], registry: str | None) -> None:
-    """Refuse the set unless every image of every object (:func:`manifests.kube.image_slots`:
-    containers, initContainers, ephemeralContainers, image volumes) is pinned at the edge
+    """Refuse the set unless every reference of every object (:func:`manifests.kube.reference_slots`:
+    containers, initContainers, ephemeralContainers, image volumes, KServe ``oci://`` storage) is pinned at the edge
     (:func:`is_pinned`): a pod must never pull from a registry the air gap cannot reach, nor
     by a tag that could move. Raises :class:`manifests.errors.VerificationError` naming the
     first such image, its object and where it was read."""
     for obj in objects:
-        for label, holder, key in image_slots(obj):
-            image = holder.get(key)
-            if image is None:
-                continue
-            if not isinstance(image, str) or not is_pinned(image, pinned, registry):
+        for slot in reference_slots(obj):
+            image = slot.holder.get(slot.key)
+            if image is None or (isinstance(image, str) and slot.scheme and not image.startswith(slot.scheme)):
+                continue  # absent, or a storageUri of another scheme (s3://, pvc://)
+            ref = slot.reference()
+            if ref is None or not is_pinned(ref, pinned, registry):
                 where = f"the site registry {registry}" if registry else "the edge's OCI layout"
                 raise VerificationError(
-                    f"{obj.where}: {obj.id}: {label}.{key} {str(image)[:120]!r} is not pinned at this edge "
+                    f"{obj.where}: {obj.id}: {slot.label} {str(image)[:120]!r} is not pinned at this edge "
                     f"(no image of that name is in {where}); bring the image in this bundle or an earlier one; "
                     f"nothing of the set was applied")
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 
 from manifests.errors import FerryError, FormatError, PlaceError, VerificationError
-from manifests.model import REPOSITORY_RE, TAG_RE
+from manifests.model import REPOSITORY_RE, TAG_RE, Artifact, utc_now
 from manifests.budget import MIN_MEMORY_BUDGET, import_sizes
 from manifests.modelpack import (MODELCAR_TAG_SUFFIX, TAR_END, ModelFacts, ModelFile,
                                  model_format, modelcar_config, modelcar_entries, modelcar_layer_size,
@@ -38,6 +38,7 @@ from manifests.oci import OCI_MANIFEST
 from manifests.variants import Variant
 
 from ..fsroot import FsRoot
+from ..state import PublishedRow
 from .images import Layout
 
 if TYPE_CHECKING:
@@ -348,6 +349,82 @@ def _place_stream(layout: Layout, digest: str | None, chunks: Iterator[bytes]) -
     return got
 
 
+# --------------------------------------------------------------------------- free space
+
+
+#: Bound on the small blobs a publish adds besides the layers (two configs, two manifests):
+#: this much, plus twice (path + 512) bytes per file (a layer descriptor and a diff id).
+SMALL_BLOBS_BYTES = 8192
+
+
+def layout_bytes(state_root: Path, artifact: Artifact) -> int:
+    """Bytes publishing ``artifact`` into ``EDGE/oci`` adds to the disk (the free-space plan):
+    the modelcar's tar layer (:func:`manifests.modelpack.modelcar_layer_size`, exact), the
+    small blobs, and the raw layers only when they cannot be hard links (``EDGE/oci`` on
+    another file system than ``EDGE/models``); zero extra for them otherwise."""
+    from importer.state import MODELS_DIR, OCI_DIR
+
+    files = [ModelFile(e.path or "", e.size, "") for e in artifact.entries]
+    total = sum(f.size for f in files)
+    try:
+        car = modelcar_layer_size(files)
+    except FerryError:
+        car = total + 1024 * (len(files) + 2)  # the publish refuses such paths anyway
+    devices = set()
+    for sub in (OCI_DIR, MODELS_DIR):
+        try:
+            devices.add(os.stat(state_root / sub).st_dev)
+        except OSError:
+            pass
+    small = SMALL_BLOBS_BYTES + 2 * sum(len(f.path.encode()) + 512 for f in files)
+    return car + small + (total if len(devices) > 1 else 0)
+
+
+# --------------------------------------------------------------------------- pinning workloads
+
+
+def pinned_model_ref(row: PublishedRow, *, modelcar: bool = True) -> str:
+    """The digest-pinned reference of a published model version: the modelcar image (what
+    image volumes, KServe modelcars and containers mount) unless ``modelcar`` is False or none
+    was published, else the ModelPack manifest. ``HOST/models/<name>@sha256:...`` in a
+    registry; ``models/<name>@sha256:...`` (the hub-side name, pinned) in ``EDGE/oci``."""
+    digest = row.modelcar_digest if modelcar and row.modelcar_digest else row.digest
+    return f"{row.place}/{row.repository}@{digest}" if row.place else f"{row.repository}@{digest}"
+
+
+def model_refs(rows: list[PublishedRow]) -> dict[str, str]:
+    """What a workload may write -> the pinned reference, for every published model version in
+    ``rows`` (one place): ``models/<name>:<tag>`` and ``models/<name>:<tag>-modelcar`` pin to the
+    modelcar (:func:`pinned_model_ref`); ``models/<name>@<digest>`` of either form pins to
+    itself at the site. :func:`importer.apply.kube.prepare` applies these by the images' rule."""
+    refs: dict[str, str] = {}
+    for row in rows:
+        pinned = pinned_model_ref(row)
+        refs[f"{row.repository}:{row.tag}"] = pinned
+        if row.modelcar_tag:
+            refs[f"{row.repository}:{row.modelcar_tag}"] = pinned
+        refs[f"{row.repository}@{row.digest}"] = pinned_model_ref(row, modelcar=False)
+        if row.modelcar_digest:
+            refs[f"{row.repository}@{row.modelcar_digest}"] = pinned
+    return refs
+
+
+def where_published(row: PublishedRow) -> str:
+    """One line for status and the audit trail: ``models/m:1.0 sha256:… and models/m:1.0-modelcar
+    sha256:… in HOST`` (or ``in EDGE/oci``)."""
+    forms = [f"{row.repository}:{row.tag} {row.digest}"]
+    if row.modelcar_tag and row.modelcar_digest:
+        forms.append(f"{row.repository}:{row.modelcar_tag} {row.modelcar_digest}")
+    return f"{' and '.join(forms)} in {row.place or 'EDGE/oci'}"
+
+
+def published_row(published: Published, name: str, version: str, place: str) -> PublishedRow:
+    """The ledger row (:func:`importer.state.record_published`) for one publish."""
+    return PublishedRow(name=name, version=version, place=place, repository=published.repository,
+                        tag=published.tag, digest=published.digest, modelcar_tag=published.modelcar_tag,
+                        modelcar_digest=published.modelcar_digest, at=utc_now())
+
+
 # --------------------------------------------------------------------------- the import's hook
 
 
@@ -374,3 +451,62 @@ def publish_installed(state_root: Path, name: str, version: str, *, registry: st
         return published, f"{registry}/{published.repository}@{published.digest}"
     published = publish_model(folder, name, version, layout=state_root / OCI_DIR, variant=variant)
     return published, f"{published.repository}@{published.digest}"
+
+
+# --------------------------------------------------------------------------- pruning
+
+
+def unpublish(state_root: Path, doomed: list[PublishedRow], kept: list[PublishedRow], *, registry: str | None,
+              insecure_registries: frozenset[str] = frozenset()) -> tuple[list[PublishedRow], list[str]]:
+    """Remove the published artifacts of pruned model versions (``--keep N``, issue #14 item 5).
+
+    Args:
+        state_root: EDGE.
+        doomed: the ledger rows (:meth:`importer.state.EdgeState.published`) of the versions pruned.
+        kept: every other row: a digest one of them names is never deleted.
+        registry: this import's registry (``HOST[:PORT]``), or None.
+        insecure_registries: as for :func:`importer.apply.images.client_for`.
+
+    In ``EDGE/oci`` the two tags go from ``index.json`` and then every blob only they reached
+    (:meth:`importer.apply.images.Layout.untag`: a raw layer still named by a kept version's
+    ModelPack manifest stays). In the registry the two manifests are deleted by digest (their
+    tags with them; the registry's own garbage collection frees the blobs). A row at another
+    registry, or at a registry that does not allow deletes, stays published, and a note says so.
+
+    Returns:
+        (the rows whose artifacts are gone, to drop from the ledger; notes, one per row left).
+    Raises:
+        Nothing: a failure becomes a note (pruning a model's files never waits on a registry).
+    """
+    gone: list[PublishedRow] = []
+    notes: list[str] = []
+    in_layout = [r for r in doomed if not r.place]
+    if in_layout:
+        from importer.state import OCI_DIR
+
+        names = {f"{r.repository}:{t}" for r in in_layout for t in (r.tag, r.modelcar_tag) if t}
+        try:
+            if os.path.isdir(state_root / OCI_DIR):
+                with FsRoot.open(state_root / OCI_DIR) as fs:
+                    Layout(fs, "").untag(names)
+            gone.extend(in_layout)
+        except (FerryError, OSError) as exc:
+            notes.append(f"{', '.join(sorted(names))} stay in {state_root / OCI_DIR}: {exc}")
+    at_registry = [r for r in doomed if r.place and r.place == registry]
+    if at_registry:
+        from .images import ImageTarget, client_for
+
+        held = {(r.repository, d) for r in kept if r.place == registry for d in (r.digest, r.modelcar_digest) if d}
+        client = client_for(ImageTarget(registry, None, insecure_registries))
+        for r in at_registry:
+            try:
+                for d in (r.modelcar_digest, r.digest):
+                    if d and (r.repository, d) not in held:
+                        client.delete_manifest(r.repository, d)
+                gone.append(r)
+            except FerryError as exc:
+                notes.append(f"{r.repository}:{r.tag} stays published in {r.place}: {exc}")
+    for r in doomed:
+        if r.place and r.place != registry:
+            notes.append(f"{r.repository}:{r.tag} stays published in {r.place} (not this import's registry)")
+    return gone, notes

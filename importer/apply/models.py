@@ -377,7 +377,14 @@ class ModelTarget:
         return files_to_write(self.ctx.state, artifact)
 
     def bytes_to_write(self, artifact: Artifact, entries: list[Entry]) -> int:
-        return sum(e.size for e in entries)
+        """The files to write, plus what publishing into ``EDGE/oci`` adds when a new version
+        is written (no ``--registry``; :func:`importer.apply.modelpack.layout_bytes`)."""
+        written = sum(e.size for e in entries)
+        if not entries or self.ctx.registry:
+            return written
+        from .modelpack import layout_bytes
+
+        return written + layout_bytes(self.ctx.state.root, artifact)
 
     def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
         state, store = self.ctx.state, self.ctx.store
@@ -393,24 +400,33 @@ class ModelTarget:
                    "variant": artifact.variant.name if artifact.variant else None}
         jid = state.add_journal(payload)
         finish_model(state, store, self.ctx.audit, jid, payload)
-        ref, note = self._publish(artifact)
+        ref, note = self.publish(artifact, job)
         return Applied(ref=ref, note=note, recorded=True)
 
-    def _publish(self, artifact: Artifact) -> tuple[str | None, str]:
+    def publish(self, artifact: Artifact, job: Job) -> tuple[str | None, str]:
         """Publish the installed version where images go (``--registry``, else ``EDGE/oci``) as
         a ModelPack artifact and a modelcar image (:mod:`importer.apply.modelpack`, issue #14),
         and record the pinned reference as the model's ``ref``. A failure is a note: the model
-        itself is installed and its folder serves as before."""
-        from .modelpack import publish_installed
+        itself is installed and its folder serves as before. The ledger's ``published`` table and
+        a ``published`` audit entry say where (repository, tags, digests)."""
+        from ..state import record_published
+        from .modelpack import publish_installed, published_row, where_published
 
         try:
-            _, ref = publish_installed(self.ctx.state.root, artifact.name, artifact.version,
+            published, ref = publish_installed(self.ctx.state.root, artifact.name, artifact.version,
                                                registry=self.ctx.registry,
                                                insecure_registries=self.ctx.insecure_registries,
                                                variant=artifact.variant)
         except (FerryError, OSError) as exc:
             return None, f"; installed, but not published as an OCI artifact: {exc}"
+        row = published_row(published, artifact.name, artifact.version, self.ctx.registry or "")
         with self.ctx.state.transaction() as db:
             db.execute("UPDATE installed SET ref=? WHERE kind='model' AND name=?", (ref, artifact.name))
+            record_published(db, row)
+        a = job.audit
+        if self.ctx.audit is not None and a:
+            self.ctx.audit.append("published", f"published {where_published(row)}", bundle=a["bundle"],
+                                  manifest_digest=a["manifestDigest"], signers=a["signers"], artifact=a["artifact"],
+                                  version_before=None, version_after=artifact.version)
         return ref, ""  # the ref (shown as "-> ref" and in status) says where it was published
 

@@ -87,10 +87,10 @@ def _htpasswd(path: Path, user: str, password: str) -> None:
 
 
 def start_registry(root: Path, login: tuple[str, str] | None = None,
-                   token: TokenServer | None = None) -> Registry:
+                   token: TokenServer | None = None, *, delete: bool = True) -> Registry:
     """Start docker-registry on a free 127.0.0.1 port, storing under ``root``; with
     ``login`` (user, password) it demands HTTP Basic auth (htpasswd); with ``token``, Bearer
-    tokens from that token server."""
+    tokens from that token server; ``delete`` False refuses deletes (405), its default."""
     auth = ""
     if token is not None:
         auth = (f"auth:\n  token:\n    realm: {token.url}\n    service: {token.service}\n"
@@ -104,7 +104,7 @@ def start_registry(root: Path, login: tuple[str, str] | None = None,
         config.write_text(
             "version: 0.1\n"
             "log:\n  level: error\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: {str(delete).lower()}\n"
             f"http:\n  addr: 127.0.0.1:{port}\n" + auth)
         log = open(root / "registry.log", "ab")
         proc = subprocess.Popen([DOCKER_REGISTRY, "serve", str(config)], stdout=log, stderr=log,
