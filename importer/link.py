@@ -279,8 +279,10 @@ def _rmtree_quiet(path: Path) -> None:
 def _verified_here(fd: int, c: Chunk) -> bool:
     """Whether the folder already holds chunk ``c`` whole and valid (an earlier run's)."""
     assert c.offset is not None and c.stored is not None
+    if not any(os.pread(fd, 4, c.offset)):  # a hole (never fetched): no need to read the rest
+        return False
     data = os.pread(fd, c.stored, c.offset)
-    if len(data) != c.stored or not any(data[:4]):
+    if len(data) != c.stored:
         return False
     try:
         decompress_chunk(data, chunk_id=c.id, size=c.size)
@@ -370,31 +372,38 @@ def _fetch_group(client: RegistryClient, repo: str, blob: Descriptor, pack_name:
         length = last.offset + last.stored - start
         try:
             stats.requests += 1
+            # buf[head:] holds the bytes from file offset pos on; consumed bytes are dropped only
+            # when the next piece arrives (one compaction per piece, not one per chunk)
             buf = bytearray()
-            pos = start  # file offset of buf[0]
+            head = 0
+            pos = start
             for piece in client.read_range(repo, blob.digest, start, length):
                 stats.bytes_fetched += len(piece)
                 if limit is not None:
                     limit.take(len(piece))
+                if head:
+                    del buf[:head]
+                    head = 0
                 buf += piece
                 while left:
                     c = left[0]
                     assert c.offset is not None and c.stored is not None
                     end = c.offset + c.stored
-                    if end - pos > len(buf):
+                    if end - pos > len(buf) - head:
                         break
-                    stored = bytes(buf[c.offset - pos:end - pos])
+                    at = head + c.offset - pos
+                    stored = bytes(buf[at:at + c.stored])
                     decompress_chunk(stored, chunk_id=c.id, size=c.size)  # verified before written
                     os.pwrite(fd, stored, c.offset)
                     stats.chunks_fetched += 1
                     advance(c.stored)
                     left.pop(0)
-                    del buf[:end - pos]
+                    head = at + c.stored
                     pos = end
                 if left:  # drop a gap before the next chunk
                     nxt = left[0].offset or 0
-                    if nxt > pos and len(buf) >= nxt - pos:
-                        del buf[:nxt - pos]
+                    if nxt > pos and len(buf) - head >= nxt - pos:
+                        head += nxt - pos
                         pos = nxt
             return
         except (RegistryError, ChunkError) as exc:
