@@ -2,16 +2,18 @@
 
 Writes ``--sites`` (default 8) update files of an fp16 safetensors model of ``--size-mib``
 (default 1024; the issue's figure) split into tensors of ``--tensor-mib`` (default 64), then,
-side by side and twice each (the faster run counts, caches warm for both):
+side by side, alternating, ``--runs`` times each (default 3; the median counts, the spread
+is printed; a first untimed cat warms the page cache for both):
 
 * ``cat`` of all the update files to /dev/null (the peer: reading every update once);
 * :func:`bundler.aggregate.aggregate` on them in a child process (weighted by example counts),
-  with that child's peak RSS (``ru_maxrss``).
+  with that child's peak RSS (``VmHWM`` of /proc/self/status: ``ru_maxrss`` survives exec and
+  would report the parent's peak from writing the files).
 
 Prints the ratio (target <= 1.5) and the peak RSS beside the bound (256 MiB + the largest
 tensor). Not a timed test: it prints figures. Needs ``sites x size`` free disk plus one model.
 
-Usage: python bench/aggregate_bench.py [--size-mib 1024] [--tensor-mib 64] [--sites 8] [--dir DIR] [--keep]
+Usage: python bench/aggregate_bench.py [--size-mib 1024] [--tensor-mib 64] [--sites 8] [--runs 3] [--dir DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -50,14 +53,15 @@ def write_update(path: Path, size: int, tensor: int, seed: int) -> None:
 
 
 CHILD = """
-import sys, resource, time
+import sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from bundler.aggregate import aggregate
 files = {files!r}
 t = time.perf_counter()
 aggregate([(f"site-{{i}}", Path(p), 100 * (i + 1)) for i, p in enumerate(files)], Path({out!r}))
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(time.perf_counter() - t, hwm * 1024)
 """
 
 
@@ -67,6 +71,7 @@ def main() -> None:
     ap.add_argument("--tensor-mib", type=int, default=64)
     ap.add_argument("--sites", type=int, default=8)
     ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="ferry-agg-bench-"))
@@ -79,7 +84,8 @@ def main() -> None:
                 write_update(p, args.size_mib * MiB, args.tensor_mib * MiB, i)
             files.append(str(p))
         cat_s, agg_s, rss = [], [], 0
-        for _ in range(2):
+        subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)  # warm the cache
+        for _ in range(args.runs):
             t = time.perf_counter()
             subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
             cat_s.append(time.perf_counter() - t)
@@ -92,8 +98,11 @@ def main() -> None:
             out.unlink()
         bound = 256 * MiB + args.tensor_mib * MiB
         print(f"{args.sites} updates of a {args.size_mib} MiB fp16 model ({args.tensor_mib} MiB tensors)")
-        print(f"cat to /dev/null: {min(cat_s):.2f} s   ferry aggregate (FedAvg): {min(agg_s):.2f} s   "
-              f"ratio {min(agg_s) / min(cat_s):.2f} (target <= 1.5)")
+        cat_m, agg_m = statistics.median(cat_s), statistics.median(agg_s)
+        ratios = sorted(a / c for a, c in zip(agg_s, cat_s))
+        print(f"cat to /dev/null: median {cat_m:.2f} s ({min(cat_s):.2f}-{max(cat_s):.2f})   "
+              f"ferry aggregate (FedAvg): median {agg_m:.2f} s ({min(agg_s):.2f}-{max(agg_s):.2f})")
+        print(f"ratio of medians {agg_m / cat_m:.2f}, per pair {ratios[0]:.2f}-{ratios[-1]:.2f} (target <= 1.5)")
         print(f"aggregate peak RSS {rss / MiB:.0f} MiB (bound 256 MiB + largest tensor = {bound / MiB:.0f} MiB)")
     finally:
         if not args.keep:

@@ -159,7 +159,8 @@ def test_two_sites_return_updates_the_hub_aggregates_and_ships_the_mean(world: W
     assert set(got) == set(trained["site-01"])
     for name, value in got.items():
         a, b = trained["site-01"][name], trained["site-02"][name]
-        mean = ((100 * a.astype(np.float64) + 300 * b.astype(np.float64)) / 400).astype(a.dtype)
+        wide = np.float64 if a.dtype == np.float64 else np.float32  # the aggregator's accumulation dtype
+        mean = (a.astype(wide) * wide(100 / 400) + b.astype(wide) * wide(300 / 400)).astype(a.dtype)
         assert value.dtype == a.dtype and value.shape == a.shape
         np.testing.assert_array_equal(value, mean, err_msg=name)
     prov = json.loads((out / "provenance.json").read_text())

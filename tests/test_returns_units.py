@@ -126,9 +126,16 @@ def test_fedavg_is_the_example_weighted_mean_in_each_dtype(weights: list[int], s
     aggregate([(f"s{i}", tmp / f"s{i}.safetensors", w) for i, w in enumerate(weights)], tmp / "out.safetensors")
     got = read_tensors(tmp / "out.safetensors")
     for name in ts[0]:
-        stack = np.stack([t[name].astype(np.float64) for t in ts])
-        want = np.average(stack, axis=0, weights=np.array(weights, dtype=np.float64)).astype(ts[0][name].dtype)
-        np.testing.assert_allclose(got[name].astype(np.float64), want.astype(np.float64),
+        # independently: float32 sums (float64 for F64) of x_i * (n_i / sum n), in site order
+        wide = np.float64 if ts[0][name].dtype == np.float64 else np.float32
+        w = np.array(weights, dtype=np.float64) / sum(weights)
+        want = np.zeros(ts[0][name].shape, dtype=wide)
+        for t, wi in zip(ts, w):
+            want += t[name].astype(wide) * wide(wi)
+        np.testing.assert_array_equal(got[name], want.astype(ts[0][name].dtype), err_msg=name)
+        stack = np.stack([t[name].astype(np.float64) for t in ts])  # and within rounding of the exact mean
+        exact = np.average(stack, axis=0, weights=np.array(weights, dtype=np.float64))
+        np.testing.assert_allclose(got[name].astype(np.float64), exact,
                                    rtol=np.finfo(ts[0][name].dtype).eps * 2,
                                    atol=np.finfo(ts[0][name].dtype).eps * 4 * float(np.abs(stack).max()))
         assert got[name].dtype == ts[0][name].dtype
@@ -161,6 +168,13 @@ def test_mismatched_updates_and_nan_are_refused_and_nothing_is_written(tmp_path:
     bad["d"][1, 2, 3] = np.inf
     write_tensors(tmp_path / "s1.safetensors", bad)
     with pytest.raises(FormatError, match="s1: tensor 'd' holds NaN or infinity"):
+        aggregate(ups, tmp_path / "out.safetensors")
+    assert not list(tmp_path.glob("*out.safetensors*"))
+    bad = dict(ts[1])  # fp16 goes through the weighted table: a NaN there is refused by name too
+    bad["w"] = ts[1]["w"].copy()
+    bad["w"][32, 16] = np.nan
+    write_tensors(tmp_path / "s1.safetensors", bad)
+    with pytest.raises(FormatError, match="s1: tensor 'w' holds NaN or infinity"):
         aggregate(ups, tmp_path / "out.safetensors")
     assert not list(tmp_path.glob("*out.safetensors*"))
     assert set(read_header(tmp_path / "s0.safetensors")) == {"w", "b", "d"}
