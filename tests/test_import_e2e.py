@@ -99,11 +99,13 @@ def test_export_then_import_into_edge_registry(tmp_path: Path, hub_bundle: dict,
     # the model is published to the site registry too (issue 14): ModelPack form and modelcar
     raw = edge_registry.raw_manifest("models/tiny:1.0.0")
     model_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-    assert arts["model"]["ref"] == f"{edge_registry.host}/models/tiny@{model_digest}"
     assert json.loads(raw)["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"
     assert edge_registry.inspect("models/tiny:1.0.0-modelcar")["Layers"]
-    # workloads naming the model by its hub-side name are pinned to the modelcar (issue 14, item 2)
+    assert model_digest in "".join(e["reason"] for e in _audit(state) if e["decision"] == "published")
+    # workloads naming the model by its hub-side name are pinned to the modelcar (issue 14, item 2),
+    # and the import reports that reference as the model's
     car = edge_registry.inspect("models/tiny:1.0.0-modelcar")["Digest"]
+    assert arts["model"]["ref"] == f"{edge_registry.host}/models/tiny@{car}"
     volume, isvc = _model_refs_written(state / "manifests" / "app")
     assert volume == f"{edge_registry.host}/models/tiny@{car}"
     assert isvc == f"oci://{edge_registry.host}/models/tiny@{car}"
@@ -170,3 +172,8 @@ def _manifest_set_chunks(manifest: dict) -> set[str]:
               for c in e["chunks"]}
     return {c for a in manifest["artifacts"] if a["kind"] == "manifests" for e in a["files"]
             for c in e["chunks"]} - others
+
+
+def _audit(state: Path) -> list[dict]:  # type: ignore[type-arg]
+    """The edge's audit trail entries."""
+    return [json.loads(line) for line in (state / "audit" / "trail.jsonl").read_text().splitlines()]

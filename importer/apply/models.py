@@ -406,20 +406,22 @@ class ModelTarget:
     def publish(self, artifact: Artifact, job: Job) -> tuple[str | None, str]:
         """Publish the installed version where images go (``--registry``, else ``EDGE/oci``) as
         a ModelPack artifact and a modelcar image (:mod:`importer.apply.modelpack`, issue #14),
-        and record the pinned reference as the model's ``ref``. A failure is a note: the model
+        and record the reference workloads are pinned to (the modelcar,
+        :func:`importer.apply.modelpack.pinned_model_ref`) as the model's ``ref``. A failure is a note: the model
         itself is installed and its folder serves as before. The ledger's ``published`` table and
         a ``published`` audit entry say where (repository, tags, digests)."""
         from ..state import record_published
-        from .modelpack import publish_installed, published_row, where_published
+        from .modelpack import pinned_model_ref, publish_installed, published_row, where_published
 
         try:
-            published, ref = publish_installed(self.ctx.state.root, artifact.name, artifact.version,
+            published, _ = publish_installed(self.ctx.state.root, artifact.name, artifact.version,
                                                registry=self.ctx.registry,
                                                insecure_registries=self.ctx.insecure_registries,
                                                variant=artifact.variant)
         except (FerryError, OSError) as exc:
             return None, f"; installed, but not published as an OCI artifact: {exc}"
         row = published_row(published, artifact.name, artifact.version, self.ctx.registry or "")
+        ref = pinned_model_ref(row)  # what workloads are pinned to: the modelcar (importer.apply.kube.prepare)
         with self.ctx.state.transaction() as db:
             db.execute("UPDATE installed SET ref=? WHERE kind='model' AND name=?", (ref, artifact.name))
             record_published(db, row)
