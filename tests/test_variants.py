@@ -653,6 +653,7 @@ def test_a_modelpack_config_of_any_bytes_is_read_or_refused_in_one_line(data):
         assert str(exc).startswith("model 'm': ") and "\n" not in str(exc)
     else:
         assert all(v is None or v == v.lower() and v.strip() == v for v in said)
-    for bad in (b"[]", b"{", b'{"config": 3}', b'{"config": {"precision": 16}}', b'{"config": {"precision": "fp 16"}}'):
+    for bad in (b"[]", b"{", b'{"config": 3}', b'{"config": {"precision": 16}}', b'{"config": {"precision": "fp 16"}}',
+                b'{"config": {"precision": "fp16\\n"}}', b"[" * 100000):
         with pytest.raises(SpecError, match="model 'm'"):
             modelpack_stated(bad, "model 'm'")

@@ -83,13 +83,6 @@ def layer_form(media_type: str) -> str | None:
     return suffix if suffix in ("raw", "tar", "tar+gzip", "tar+zstd") else None
 
 
-def oci_model_source(name: str, version: str, ref: str, *, cache: Path,
-                     insecure_registries: frozenset[str] = frozenset()) -> SourceArtifact:
-    """One model artifact from a ModelPack artifact or KitOps ModelKit in a registry: the
-    artifact of :func:`oci_model`, without the facts."""
-    return oci_model(name, version, ref, cache=cache, insecure_registries=insecure_registries)[0]
-
-
 def oci_model(name: str, version: str, ref: str, *, cache: Path,
               insecure_registries: frozenset[str] = frozenset()) -> tuple[SourceArtifact, WeightFacts]:
     """One model from a ModelPack artifact or KitOps ModelKit in a registry, and what it is.
@@ -159,7 +152,7 @@ def modelpack_stated(config: bytes, where: str) -> tuple[str | None, str | None]
     """
     try:
         doc = json.loads(config)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise SpecError(f"{where}: the ModelPack config is not JSON") from None
     inner = doc.get("config") if isinstance(doc, dict) else None
     if not isinstance(doc, dict) or not isinstance(inner, (dict, type(None))):
@@ -167,7 +160,7 @@ def modelpack_stated(config: bytes, where: str) -> tuple[str | None, str | None]
     said: list[str | None] = []
     for key in ("precision", "quantization"):
         value = (inner or {}).get(key)
-        if value is not None and (not isinstance(value, str) or not SCHEME_RE.match(value)):
+        if value is not None and (not isinstance(value, str) or not SCHEME_RE.fullmatch(value)):
             raise SpecError(f"{where}: the ModelPack config's config.{key} {value!r} is not a word such as "
                             "fp16, int8 or q4_k_m")
         said.append(value.lower() if value is not None else None)
