@@ -196,6 +196,8 @@ def parse_spec(text: str | bytes, file: Path) -> Spec:
         raise SpecError(f"{file}: not valid YAML{where}: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{file}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (ValueError, OverflowError) as exc:  # a scalar PyYAML cannot build: a timestamp of year 0
+        raise SpecError(f"{file}: not valid YAML: {exc}") from None
     if doc is None:
         raise SpecError(f"{file}: the spec is empty")
     top = r.mapping(doc, "", ("apiVersion", "kind", "metadata", "spec"), ("apiVersion", "kind", "metadata", "spec"))
