@@ -279,12 +279,12 @@ def build_sources(spec: Spec, opts: ExportOptions, progress: Progress,
     offered: list[tuple[ModelItem, list[tuple[Variant, SourceArtifact]]]] = []
     for i, m in enumerate(spec.models):
         if m.variants:
-            offered.append((m, [_variant_source(spec, i, j, m, v) for j, v in enumerate(m.variants)]))
+            offered.append((m, [_variant_source(spec, opts, i, j, m, v) for j, v in enumerate(m.variants)]))
         elif m.ref is not None:
-            from .sources.oci_models import oci_model_source
+            from .sources.oci_models import oci_model
 
-            artifacts.append(oci_model_source(m.name, m.version, m.ref, cache=opts.state / OCI_MODELS_DIR,
-                                              insecure_registries=opts.insecure_registries))
+            artifacts.append(oci_model(m.name, m.version, m.ref, cache=opts.state / OCI_MODELS_DIR,
+                                       insecure_registries=opts.insecure_registries)[0])
         else:
             assert m.path is not None
             artifacts.append(model_source(m.name, m.version, m.path))
@@ -317,13 +317,23 @@ def build_sources(spec: Spec, opts: ExportOptions, progress: Progress,
     return artifacts
 
 
-def _variant_source(spec: Spec, i: int, j: int, m: ModelItem, v: VariantItem) -> tuple[Variant, SourceArtifact]:
-    """One variant's files and its manifest record, its declaration checked against the files."""
+def _variant_source(spec: Spec, opts: ExportOptions, i: int, j: int, m: ModelItem,
+                    v: VariantItem) -> tuple[Variant, SourceArtifact]:
+    """One variant's files (a folder, or a ModelPack/ModelKit ``ref`` fetched and unpacked as a
+    model's ``ref`` is) and its manifest record: its declaration checked against the files
+    (and a ModelPack config's statement), its size measured (docs/spec.md, *Variants*)."""
     from .sources.models import model_source
     from .weights import check_declaration, weight_facts
 
-    source = model_source(m.name, m.version, v.path)
-    facts = weight_facts((f.path or "", f.local_path) for f in source.files if f.local_path is not None)
+    if v.ref is not None:
+        from .sources.oci_models import oci_model
+
+        source, facts = oci_model(m.name, m.version, v.ref, cache=opts.state / OCI_MODELS_DIR,
+                                  insecure_registries=opts.insecure_registries)
+    else:
+        assert v.path is not None
+        source = model_source(m.name, m.version, v.path)
+        facts = weight_facts((f.path or "", f.local_path) for f in source.files if f.local_path is not None)
     precision, quantization = check_declaration(f"{spec.file}: spec.models[{i}].variants[{j}]", v.precision,
                                                 v.quantization, facts)
     source.variant = Variant(name=v.name, size=sum(f.size for f in source.files), min_memory=v.min_memory,

@@ -32,24 +32,28 @@ MAX_SPEC_BYTES = 4 * 1024 * 1024
 class VariantItem:
     """One variant of a model as the spec declares it (docs/spec.md, *Variants*).
 
-    ``min_memory`` in bytes; ``precision``/``quantization`` as declared (None: read from the
+    Its files are at ``path`` on the hub or (``ref``, ``HOST/REPO:TAG`` or
+    ``HOST/REPO@sha256:...``) a ModelPack artifact or KitOps ModelKit in a registry, exactly one
+    given; ``min_memory`` in bytes; ``precision``/``quantization`` as declared (None: read from the
     files, :mod:`bundler.weights`); ``quality`` (benchmark, figure as decimal text) pairs.
     """
 
     name: str
-    path: Path
+    path: Path | None
     min_memory: int
     accelerator: str
     precision: str | None = None
     quantization: str | None = None
     quality: tuple[tuple[str, str], ...] = ()
+    ref: str | None = None
 
 
 @dataclass(frozen=True)
 class ModelItem:
     """A spec model: files at ``path`` on the hub, or (``ref``) a ModelPack artifact or KitOps
     ModelKit in a registry (:mod:`bundler.sources.oci_models`), or ``variants`` listed best
-    quality first (then ``path`` is the first variant's); exactly one is given in the spec."""
+    quality first (then ``path`` is the first variant's, None when that one is a ``ref``);
+    exactly one is given in the spec."""
 
     name: str
     version: str
@@ -192,6 +196,8 @@ def parse_spec(text: str | bytes, file: Path) -> Spec:
         raise SpecError(f"{file}: not valid YAML{where}: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{file}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (ValueError, OverflowError) as exc:  # a scalar PyYAML cannot build: a timestamp of year 0
+        raise SpecError(f"{file}: not valid YAML: {exc}") from None
     if doc is None:
         raise SpecError(f"{file}: the spec is empty")
     top = r.mapping(doc, "", ("apiVersion", "kind", "metadata", "spec"), ("apiVersion", "kind", "metadata", "spec"))
@@ -257,14 +263,17 @@ def _no_duplicates(r: _Reader, key: str, values: list[str], field: str, where: s
         seen[value] = i
 
 
-_VARIANT_FIELDS = ("name", "path", "minMemory", "accelerator", "precision", "quantization", "quality")
+_VARIANT_FIELDS = ("name", "path", "ref", "minMemory", "accelerator", "precision", "quantization", "quality")
 
 
 def _variant(r: _Reader, item: Any, where: str) -> VariantItem:
     """One entry of ``variants:`` (docs/spec.md, *Variants*)."""
     from manifests.variants import FIGURE_RE, MAX_FIGURES, SCHEME_RE, VARIANT_NAME_RE, parse_accelerator
 
-    d = r.mapping(item, where, _VARIANT_FIELDS, ("name", "path", "minMemory"))
+    d = r.mapping(item, where, _VARIANT_FIELDS, ("name", "minMemory"))
+    if (d.get("path") is None) == (d.get("ref") is None):
+        raise r.fail(where, "give exactly one of path (files on the hub) and ref (a ModelPack artifact or KitOps "
+                            "ModelKit in a registry, HOST/REPO:TAG or HOST/REPO@sha256:...)")
     name = r.string(d, "name", where)
     if not VARIANT_NAME_RE.match(name):
         raise r.fail(f"{where}.name", f"{name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
@@ -291,9 +300,10 @@ def _variant(r: _Reader, item: Any, where: str) -> VariantItem:
         if not isinstance(bench, str) or not VARIANT_NAME_RE.match(bench) or not FIGURE_RE.match(text):
             raise r.fail(f"{where}.quality", f"{bench!r}: {figure!r} must be a benchmark name and a decimal figure")
         figures.append((bench, text))
-    return VariantItem(name=name, path=r.path(d, "path", where, hf=True), min_memory=memory,
-                       accelerator=accelerator, precision=schemes["precision"], quantization=schemes["quantization"],
-                       quality=tuple(sorted(figures)))
+    return VariantItem(name=name, path=r.path(d, "path", where, hf=True) if d.get("path") is not None else None,
+                       ref=r.string(d, "ref", where).strip() if d.get("ref") is not None else None,
+                       min_memory=memory, accelerator=accelerator, precision=schemes["precision"],
+                       quantization=schemes["quantization"], quality=tuple(sorted(figures)))
 
 
 def load_spec(path: Path) -> Spec:

@@ -270,9 +270,37 @@ def weight_facts(files: Iterable[tuple[str, Path]]) -> WeightFacts:
     return WeightFacts(precision=precision, quantization=quantization, read=tuple(read))
 
 
+def check_against_files(where: str, precision: str | None, quantization: str | None,
+                        facts: WeightFacts) -> tuple[str | None, str | None]:
+    """A statement of precision and quantization (a spec variant's, a ModelPack config's),
+    checked against what the files say (docs/spec.md, *Variants*: "a declaration the files
+    contradict is refused").
+
+    Args:
+        where: the field named in errors (``SPEC: spec.models[0].variants[1]``, or
+            ``model 'm' (REF): the ModelPack config``).
+        precision, quantization: as stated (lower case), None when not given.
+        facts: what :func:`weight_facts` read (``read`` names where the facts came from).
+    Returns:
+        (precision, quantization): the files' word where they tell, else the statement; either
+        may be None.
+    Raises:
+        SpecError: the files contradict the statement (naming both).
+    """
+    files = ", ".join(facts.read[:3]) + (" ..." if len(facts.read) > 3 else "")
+    if precision is not None and facts.precision is not None and precision != facts.precision:
+        raise SpecError(f"{where}.precision {precision!r} contradicts the files: {files} hold "
+                        f"{facts.precision} weights")
+    if quantization is not None and facts.quantization is not None and quantization != facts.quantization:
+        raise SpecError(f"{where}.quantization {quantization!r} contradicts the files: {files} are "
+                        f"{facts.quantization}")
+    return facts.precision or precision, facts.quantization or quantization
+
+
 def check_declaration(where: str, precision: str | None, quantization: str | None,
                       facts: WeightFacts) -> tuple[str | None, str | None]:
-    """The variant's precision and quantization: the declaration, checked against the files.
+    """The variant's precision and quantization: the declaration, checked against the files
+    (:func:`check_against_files`), and at least one of them known (docs/spec.md, *Variants*).
 
     Args:
         where: the spec field named in errors (``SPEC: spec.models[0].variants[1]``).
@@ -284,14 +312,7 @@ def check_declaration(where: str, precision: str | None, quantization: str | Non
         SpecError: the files contradict the declaration (naming both), or neither the
             declaration nor the files say anything.
     """
-    files = ", ".join(facts.read[:3]) + (" ..." if len(facts.read) > 3 else "")
-    if precision is not None and facts.precision is not None and precision != facts.precision:
-        raise SpecError(f"{where}.precision {precision!r} contradicts the files: {files} hold "
-                        f"{facts.precision} weights")
-    if quantization is not None and facts.quantization is not None and quantization != facts.quantization:
-        raise SpecError(f"{where}.quantization {quantization!r} contradicts the files: {files} are "
-                        f"{facts.quantization}")
-    result = (facts.precision or precision, facts.quantization or quantization)
+    result = check_against_files(where, precision, quantization, facts)
     if result == (None, None):
         raise SpecError(f"{where}: give precision or quantization (ferry reads them only from safetensors, "
                         "GGUF and ONNX files)")

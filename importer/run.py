@@ -473,7 +473,8 @@ class _BundleRun:
         art = None
         if r is not None:
             a = next(x for x in self.m.artifacts if x.key == r.unit)
-            art = {"kind": a.kind, "name": a.name, "version": a.version, "content": a.content_digest}
+            art = {"kind": a.kind, "name": a.name, "version": a.version, "content": a.content_digest,
+                   **({"variant": a.variant.name} if a.variant else {})}  # which variant a model runs
         return {"decision": decision, "reason": reason, "bundle": self.info, "manifestDigest": self.signed.digest,
                 "signers": self.signers, "artifact": art, "versionBefore": r.installed if r else None,
                 "versionAfter": after, "note": self._note(decision)}

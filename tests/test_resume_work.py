@@ -119,7 +119,8 @@ def test_export_killed_at_60_percent_redoes_only_the_unfinished_part(tmp_path: P
 
 def _durable_chunks(state: Path) -> set[str]:
     """Chunks the edge recorded as written and fsynced in a part file (its checkpoints)."""
-    # read-write: after a kill -9 sqlite may need to recover the write-ahead log to read at all
+    # read-write: after kill -9 the WAL may need recovery, which a mode=ro connection cannot do
+    # ("attempt to write a readonly database", seen once in the whole suite); this only reads
     db = sqlite3.connect(state / "state.db")
     try:
         return {row[0] for row in db.execute("SELECT chunk FROM locations WHERE file LIKE '%.part%'")}

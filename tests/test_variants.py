@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bundler.sources.oci_models import modelpack_stated
 from bundler.spec import parse_spec
 from bundler.weights import (GGML_TYPES, GGUF_FILE_TYPES, ONNX_TYPES, check_declaration, gguf_kind, onnx_precision,
                              weight_facts)
 from manifests.errors import PolicyError, SpecError, UsageError
 from manifests.units import parse_link
 from manifests.variants import Resources, Variant, choose, fit_problem
+from importer.apply.modelpack import publish_model
 from tests.support.common import assert_clean_failure, run_ferry
+from transport.registry import RegistryClient
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "models" / "sentiment"
 GiB = 1024**3
@@ -229,8 +233,8 @@ def test_allow_variant_installs_what_the_site_cannot_run(variants, hub_keys, tmp
     assert code == 0 and "installed anyway (--allow-variant)" in a["reason"]
     trail = [json.loads(line) for line in (edge / "audit" / "trail.jsonl").read_text().splitlines()]
     assert "resources: not recorded -> memory 1.0 GiB" in trail[0]["reason"]
-    # the import's own entry (a "published" entry for the model's OCI artifacts follows it)
-    assert "--allow-variant" in [e for e in trail if e["decision"] != "published"][-1]["reason"]
+    installed = [e for e in trail if e["decision"] not in ("published", "refused") and e["artifact"]][-1]
+    assert "--allow-variant" in installed["reason"] and installed["artifact"]["variant"] == "fp16"
 
 
 def test_a_stale_bundle_never_switches_the_variant_back(variants, hub_keys, tmp_path):
@@ -280,7 +284,7 @@ def test_bad_variant_fields_name_the_field(tmp_path, variant, problem):
 def test_path_and_variants_together_are_refused(tmp_path):
     text = (f"apiVersion: ferry/v1\nkind: Bundle\nmetadata: {{name: b}}\nspec:\n  models:\n    - name: m\n"
             f"      version: 1.0.0\n      path: {SAMPLE}\n      variants: [{{name: a, path: {SAMPLE}, minMemory: 1GiB}}]\n")
-    with pytest.raises(SpecError, match="exactly one of path .*and variants"):
+    with pytest.raises(SpecError, match="give exactly one of path .* and variants"):
         parse_spec(text, tmp_path / "s.yaml")
 
 
@@ -513,3 +517,143 @@ def test_a_schema_2_state_gains_the_variant_column(variants, hub_keys, tmp_path)
     db = sqlite3.connect(edge / "state.db")
     assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "3"
     db.close()
+
+
+# --------------------------------------------------------------------------- variants from a registry
+
+
+def _config_facts(raw: bytes) -> dict:
+    """``config`` of a ModelPack config blob that skopeo read (``inspect --config --raw``)."""
+    return json.loads(raw)["config"]
+
+
+def _skopeo_config(ref: str) -> bytes:
+    return subprocess.run(["skopeo", "inspect", "--config", "--raw", "--tls-verify=false", ref], check=True,
+                          capture_output=True, timeout=60).stdout
+
+
+def _registry_spec(tmp_path: Path, variants: Path, *entries: str) -> Path:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("apiVersion: ferry/v1\nkind: Bundle\nmetadata: {name: edge-ai}\nspec:\n  models:\n"
+                    "    - name: sentiment\n      version: 1.2.0\n      variants:\n"
+                    + "".join(f"        - {e}\n" for e in entries))
+    return spec
+
+
+def test_a_variant_from_a_registry_is_read_checked_and_chosen_by_budget(variants, hub_keys, registry, edge_registry,
+                                                                         tmp_path):
+    client = RegistryClient(registry.host)
+    int8 = publish_model(variants / "int8", "sentiment", "1.2.0", client=client, modelcar=False)
+    assert _config_facts(_skopeo_config(f"docker://{registry.host}/models/sentiment@{int8.digest}"))["precision"] == "int8"
+    spec = _registry_spec(tmp_path, variants,
+                          f"{{name: fp32, path: {variants}/fp32, precision: fp32, minMemory: 8GiB, accelerator: gpu}}",
+                          f"{{name: int8, ref: '{registry.host}/models/sentiment:1.2.0', minMemory: 1GiB}}")
+    fp32_bytes = sum(p.stat().st_size for p in (variants / "fp32").rglob("*") if p.is_file())
+    int8_bytes = sum(p.stat().st_size for p in (variants / "int8").rglob("*") if p.is_file())
+
+    def export(out: str, *extra: object) -> dict:
+        done = run_ferry("export", spec, "--out", tmp_path / out, "--key", hub_keys.key, "--state", tmp_path / "hub",
+                         "--json", "--profile", variants / "gpu-site.yaml", *extra)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert export("full")["artifacts"][0]["variant"]["name"] == "fp32"  # the best fits the GPU site's memory
+    doc = export("usb", "--max-bytes", str(fp32_bytes - 1))  # the budget forces the registry's int8
+    v = doc["artifacts"][0]["variant"]
+    assert (v["name"], v["precision"], v["size"]) == ("int8", "int8", int8_bytes)  # read and measured, not declared
+    assert doc["variants"][0]["passedOver"][0]["variant"] == "fp32"
+
+    edge = tmp_path / "edge"
+    done = run_ferry("import", tmp_path / "usb", "--trust", hub_keys.pub, "--state", edge, "--json")
+    assert done.returncode == 0, done.stderr
+    assert (edge / "models" / "sentiment" / "current" / "model.safetensors").read_bytes() == \
+        (variants / "int8" / "model.safetensors").read_bytes()
+    assert _status_model(edge)["variant"] == "int8"
+    trail = [json.loads(line) for line in (edge / "audit" / "trail.jsonl").read_text().splitlines()]
+    assert {e["decision"]: e["artifact"]["variant"] for e in trail if e["artifact"]} == {"applied": "int8",
+                                                                                      "published": "int8"}
+    # the ModelPack config ferry publishes says the variant's precision: in EDGE/oci and in a site registry
+    assert _config_facts(_skopeo_config(f"oci:{edge / 'oci'}:models/sentiment:1.2.0"))["precision"] == "int8"
+    site = tmp_path / "site"
+    done = run_ferry("import", tmp_path / "full", "--trust", hub_keys.pub, "--state", site,
+                     "--registry", edge_registry.host)
+    assert done.returncode == 0, done.stderr
+    assert _config_facts(_skopeo_config(f"docker://{edge_registry.host}/models/sentiment:1.2.0"))["precision"] == "fp32"
+
+
+def test_a_registry_variant_the_files_or_its_config_contradict_is_refused(variants, hub_keys, registry, tmp_path):
+    client = RegistryClient(registry.host)
+    lying = publish_model(variants / "int8", "sentiment-lying", "1.2.0", client=client, modelcar=False,
+                          variant=Variant(name="x", size=1, min_memory=1, accelerator="none", precision="fp32"))
+    raw = _skopeo_config(f"docker://{registry.host}/models/sentiment-lying@{lying.digest}")
+    assert _config_facts(raw)["precision"] == "fp32"  # a config that says fp32 over int8 files
+    spec = _registry_spec(tmp_path, variants,
+                          f"{{name: small, ref: '{registry.host}/models/sentiment-lying@{lying.digest}', minMemory: 1GiB}}")
+    done = run_ferry("export", spec, "--out", tmp_path / "a", "--key", hub_keys.key, "--state", tmp_path / "hub")
+    assert_clean_failure(done, code=2, contains="the ModelPack config's config.precision 'fp32' contradicts the files: "
+                                                "model.safetensors hold int8 weights")
+    assert not (tmp_path / "a").exists()
+    honest = publish_model(variants / "int8", "sentiment-int8", "1.2.0", client=client, modelcar=False)
+    spec = _registry_spec(tmp_path, variants, f"{{name: small, ref: '{registry.host}/models/sentiment-int8@"
+                                              f"{honest.digest}', precision: fp16, minMemory: 1GiB}}")
+    done = run_ferry("export", spec, "--out", tmp_path / "b", "--key", hub_keys.key, "--state", tmp_path / "hub")
+    assert_clean_failure(done, code=2, contains="spec.models[0].variants[0].precision 'fp16' contradicts the files: "
+                                                "model.safetensors hold int8 weights")
+
+
+def test_a_modelpack_config_speaks_for_files_that_say_nothing(variants, hub_keys, registry, tmp_path):
+    folder = tmp_path / "pickle"
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(b"not a format ferry reads" * 100)
+    client = RegistryClient(registry.host)
+    stated = publish_model(folder, "pickled", "1.0.0", client=client, modelcar=False,
+                           variant=Variant(name="x", size=1, min_memory=1, accelerator="none", quantization="awq"))
+    bare = publish_model(folder, "pickled-bare", "1.0.0", client=client, modelcar=False)
+    spec = _registry_spec(tmp_path, variants,
+                          f"{{name: awq, ref: '{registry.host}/models/pickled@{stated.digest}', minMemory: 1GiB}}")
+    done = run_ferry("export", spec, "--out", tmp_path / "a", "--key", hub_keys.key, "--state", tmp_path / "hub",
+                     "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["artifacts"][0]["variant"]["quantization"] == "awq"
+    spec = _registry_spec(tmp_path, variants,
+                          f"{{name: awq, ref: '{registry.host}/models/pickled-bare@{bare.digest}', minMemory: 1GiB}}")
+    done = run_ferry("export", spec, "--out", tmp_path / "b", "--key", hub_keys.key, "--state", tmp_path / "hub")
+    assert_clean_failure(done, code=2, contains="spec.models[0].variants[0]: give precision or quantization")
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ("path: P, ref: 'localhost:5000/m:1'", "give exactly one of path"),
+    ("minMemory: 1GiB", "give exactly one of path"),
+])
+def test_a_variant_names_exactly_one_of_path_and_ref(tmp_path, fields, problem):
+    entry = "{name: a, " + fields.replace("P", str(SAMPLE)) + (", minMemory: 1GiB}" if "minMemory" not in fields else "}")
+    with pytest.raises(SpecError, match=problem):
+        parse_spec(_spec(tmp_path, f"        - {entry}\n"), tmp_path / "s.yaml")
+
+
+_WORD = st.from_regex(r"[A-Za-z][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+
+
+@given(st.one_of(st.none(), _WORD), st.one_of(st.none(), _WORD),
+       st.dictionaries(st.sampled_from(["format", "paramSize", "architecture"]), st.text(max_size=8), max_size=3))
+@settings(max_examples=200, deadline=None)
+def test_a_modelpack_config_states_its_words_lower_cased(precision, quantization, extra):
+    config = {"descriptor": {"name": "m"}, "config": {**extra, "precision": precision, "quantization": quantization}}
+    said = modelpack_stated(json.dumps(config).encode(), "model 'm'")
+    assert said == (precision and precision.lower(), quantization and quantization.lower())
+
+
+@given(st.one_of(st.binary(max_size=64), st.text(max_size=20).map(lambda t: json.dumps({"config": {"precision": t}})
+                                                                    .encode())))
+@settings(max_examples=300, deadline=None)
+def test_a_modelpack_config_of_any_bytes_is_read_or_refused_in_one_line(data):
+    try:
+        said = modelpack_stated(data, "model 'm'")
+    except SpecError as exc:
+        assert str(exc).startswith("model 'm': ") and "\n" not in str(exc)
+    else:
+        assert all(v is None or v == v.lower() and v.strip() == v for v in said)
+    for bad in (b"[]", b"{", b'{"config": 3}', b'{"config": {"precision": 16}}', b'{"config": {"precision": "fp 16"}}',
+                b'{"config": {"precision": "fp16\\n"}}', b"[" * 100000):
+        with pytest.raises(SpecError, match="model 'm'"):
+            modelpack_stated(bad, "model 'm'")

@@ -18,7 +18,10 @@ Which artifacts (by the config's media type, or the manifest's ``artifactType``)
   ``application/vnd.kitops.modelkit.<model|modelpart|dataset|code|docs|prompts>.v1.tar`` (or
   ``+gzip``, ``+zstd``): tar archives of the Kitfile's paths, relative to its folder.
 
-The configs are not carried (ferry's own publish at the edge writes a new ModelPack config).
+The configs are not carried (ferry's own publish at the edge writes a new ModelPack config),
+but a ModelPack config's ``config.precision`` and ``config.quantization`` are read and checked
+against the unpacked files (:func:`bundler.weights.check_against_files`): a config the files
+contradict is refused; where the files say nothing the config's word stands.
 Tar members must be regular files or folders at paths the bundle allows
 (:func:`manifests.paths.check_path`); links, devices, absolute paths and ``..`` are refused,
 and so is a path two layers both write.
@@ -43,10 +46,12 @@ from typing import IO, Any, BinaryIO
 
 import zstandard
 
-from manifests.errors import FerryError, FormatError, PlaceError, SpecError
+from manifests.errors import FerryError, FormatError, LimitError, PlaceError, SpecError
 from manifests.oci import Descriptor, parse_manifest, parse_reference
 from manifests.paths import check_path
+from manifests.variants import SCHEME_RE
 
+from ..weights import WeightFacts, check_against_files, weight_facts
 from . import SourceArtifact
 from .models import model_files
 
@@ -55,6 +60,8 @@ MODELPACK_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
 KITOPS_CONFIG = "application/vnd.kitops.modelkit.config.v1+json"
 FILEPATH_ANNOTATION = "org.cncf.model.filepath"
 _READ = 1 << 20
+#: Largest ModelPack config read (its facts are a few fields; model-spec puts no bound on it).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 def artifact_kind(config_media_type: str | None, artifact_type: str | None) -> str | None:
@@ -76,9 +83,9 @@ def layer_form(media_type: str) -> str | None:
     return suffix if suffix in ("raw", "tar", "tar+gzip", "tar+zstd") else None
 
 
-def oci_model_source(name: str, version: str, ref: str, *, cache: Path,
-                     insecure_registries: frozenset[str] = frozenset()) -> SourceArtifact:
-    """One model artifact from a ModelPack artifact or KitOps ModelKit in a registry.
+def oci_model(name: str, version: str, ref: str, *, cache: Path,
+              insecure_registries: frozenset[str] = frozenset()) -> tuple[SourceArtifact, WeightFacts]:
+    """One model from a ModelPack artifact or KitOps ModelKit in a registry, and what it is.
 
     Args:
         name, version: the model's name and version in the bundle.
@@ -86,10 +93,14 @@ def oci_model_source(name: str, version: str, ref: str, *, cache: Path,
         cache: the folder under the hub state where fetched models are kept (``STATE/oci-models``).
         insecure_registries: hosts spoken to over plain HTTP or unverified TLS, as for images.
     Returns:
-        The model's files as a :class:`SourceArtifact` (kind ``model``).
+        (the model's files as a :class:`SourceArtifact` of kind ``model``, its precision and
+        quantization: the files' word (:func:`bundler.weights.weight_facts`) where they tell,
+        else the ModelPack config's; ``read`` names the files, or ``the ModelPack config``).
     Raises:
         SpecError: ``ref`` is not a reference, or names something that is not a ModelPack
-            artifact or a ModelKit (an image, an index, an unknown layer type).
+            artifact or a ModelKit (an image, an index, an unknown layer type), or its ModelPack
+            config is not JSON, or states a precision or quantization the files contradict.
+        LimitError: the config is over :data:`MAX_CONFIG_BYTES`.
         RegistryError, VerificationError: the registry failed, or a manifest or blob does not
             match its digest (nothing is kept then).
         PlaceError: a tar member is a link, a device or an unsafe path; the cache cannot be written.
@@ -116,10 +127,58 @@ def oci_model_source(name: str, version: str, ref: str, *, cache: Path,
         if layer_form(layer.media_type) is None:
             raise SpecError(f"{where}: layer {layer.digest} has media type {layer.media_type!r}, "
                             "not a ModelPack or ModelKit layer")
+    stated: tuple[str | None, str | None] = (None, None)
+    if doc.config is not None and doc.config.media_type == MODELPACK_CONFIG:
+        stated = modelpack_stated(_read_config(source, doc.config, where), where)
     folder = cache / top.digest.split(":", 1)[1]
     if not folder.is_dir():
         _fetch(source, doc.layers, folder, where)
-    return SourceArtifact(kind="model", name=name, version=version, files=model_files(folder))
+    files = model_files(folder)
+    facts = weight_facts((f.path or "", f.local_path) for f in files if f.local_path is not None)
+    precision, quantization = check_against_files(f"{where}: the ModelPack config's config", *stated, facts)
+    said = facts.read if (precision, quantization) == (facts.precision, facts.quantization) \
+        else facts.read + ("the ModelPack config",)
+    return (SourceArtifact(kind="model", name=name, version=version, files=files),
+            WeightFacts(precision=precision, quantization=quantization, read=said))
+
+
+def modelpack_stated(config: bytes, where: str) -> tuple[str | None, str | None]:
+    """The ``config.precision`` and ``config.quantization`` a ModelPack config blob states
+    (modelpack/model-spec ``docs/config.md``), lower-cased; None where it states none.
+
+    Raises:
+        SpecError: the blob is not a JSON object, or a field is not a word as a spec variant's
+            (:data:`manifests.variants.SCHEME_RE`), naming ``where``.
+    """
+    try:
+        doc = json.loads(config)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise SpecError(f"{where}: the ModelPack config is not JSON") from None
+    inner = doc.get("config") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or not isinstance(inner, (dict, type(None))):
+        raise SpecError(f"{where}: the ModelPack config is not a JSON object with a config object")
+    said: list[str | None] = []
+    for key in ("precision", "quantization"):
+        value = (inner or {}).get(key)
+        if value is not None and (not isinstance(value, str) or not SCHEME_RE.fullmatch(value)):
+            raise SpecError(f"{where}: the ModelPack config's config.{key} {value!r} is not a word such as "
+                            "fp16, int8 or q4_k_m")
+        said.append(value.lower() if value is not None else None)
+    return said[0], said[1]
+
+
+def _read_config(source: Any, config: Descriptor, where: str) -> bytes:
+    """The config blob, bounded, its digest checked as it streams to the end."""
+    if config.size > MAX_CONFIG_BYTES:
+        raise LimitError(f"{where}: the ModelPack config is {config.size} bytes, over {MAX_CONFIG_BYTES}")
+    stream = source.open(config)
+    try:
+        data = b"".join(iter(lambda: stream.read(_READ), b""))  # to the end: the digest is checked there
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    return data
 
 
 def _fetch(source: Any, layers: tuple[Descriptor, ...], folder: Path, where: str) -> None:
