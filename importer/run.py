@@ -36,7 +36,7 @@ from .apply import Applied, ApplyTarget, Context, Job, targets_for
 from .trust_store import trust_for_import
 from .apply import models as model_store
 from .apply.kube import origin_of
-from .content import StoreThenPacks
+from .content import CarriedChunks, StoreThenPacks
 from .fsroot import FsRoot
 from .medium import BundleOnMedium, PackReader, find_bundles
 from .plan import (BundlePlan, BundleStatus, Needs, Present, Status, Step, decisions, holding,
@@ -331,7 +331,7 @@ def _place(ctx: Context, kind: str) -> str:
     return ""
 
 
-def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: PackReader, *,
+def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: CarriedChunks, *,
                 stale: str = "", atomic: bool = False) -> BundlePlan:
     """Ask each target what it lacks (only for artifacts the version rule applies), read what the
     site holds and what the volumes at hand carry, then :func:`importer.plan.make_plan`.
@@ -341,7 +341,8 @@ def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifes
 
     Args:
         ctx: the import's context (state may be read-only). targets: :func:`importer.apply.targets_for`.
-        manifest: the verified manifest. reader: the packs of the volumes given.
+        manifest: the verified manifest. reader: where the carried chunks are read (the packs of
+            the volumes given).
         stale, atomic: as :func:`importer.plan.make_plan`.
     """
     from .site import read_site
@@ -404,7 +405,7 @@ def edge_image_refs(state: EdgeState, manifest: Manifest, targets: dict[str, Any
     return refs
 
 
-def preview_sets(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: PackReader,
+def preview_sets(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: CarriedChunks,
                  plan: BundlePlan) -> dict[tuple[str, str], Applied | FerryError]:
     """What applying each ready manifest set of ``plan`` would do at a KubeStellar WEC, per object.
 
@@ -571,7 +572,7 @@ class _BundleRun:
         self.state.record_bundle(digest=self.signed.digest, bundle_id=b.id, name=b.name, channel=b.channel,
                                  sequence=b.sequence, status=result.status.value, created=b.created)
 
-    def _carry_out(self, plan: BundlePlan, reader: PackReader, targets: dict[str, ApplyTarget]) -> None:
+    def _carry_out(self, plan: BundlePlan, reader: CarriedChunks, targets: dict[str, ApplyTarget]) -> None:
         """Each step of the plan, in its order; a manifest set is checked once more against
         what became of the images and models before it (one may have failed meanwhile)."""
         results = {r.unit: r for r in self.result.artifacts}
@@ -683,7 +684,7 @@ class _BundleRun:
         self._record("refused", self.result.reason, None)
         return False
 
-    def _spill(self, plan: BundlePlan, reader: PackReader) -> None:
+    def _spill(self, plan: BundlePlan, reader: CarriedChunks) -> None:
         """Keep the chunks waiting (and held) artifacts need, verified, for the run that brings the rest."""
         bad: dict[str, str] = {}
         for cid in plan.spill:
