@@ -1,24 +1,23 @@
 """Reading a bundle from a registry (``oci://``): signatures first, then only the chunks the site lacks.
 
-The bundle's OCI artifact (docs/bundle-format.md section 12) is brought into a local folder
-laid out as on a medium, so that everything after it (verification, planning, applying) is
-the medium's code, unchanged:
+The bundle's OCI artifact (docs/bundle-format.md section 12):
 
 1. the OCI manifest is fetched once, by tag, and everything after it by digest (a tag that
    moves meanwhile changes nothing); then ``manifest.json`` (the config blob) and the
    signature file, each checked against its digest and against the format's size limits,
-   and the signatures verified against the site's trust **before any pack byte is fetched**;
-2. pack files are made as sparse files of their signed size; the chunks the site needs and
-   does not hold are read from the registry by HTTP Range requests into the pack blobs,
-   adjacent ones coalesced into one request, each chunk verified against its signed id
-   (as on a medium) before it is written at its offset;
-3. a chunk already in the folder that verifies is never fetched again: after a dropped
-   connection or a kill -9 the same command resumes from what was verified.
+   and the signatures verified against the site's trust **before any pack byte is fetched**
+   (:func:`fetch_signed`); these small files go to a temporary folder, read like a medium's;
+2. ``ferry import``: :class:`RegistryPacks` hands the import each chunk it asks for that the
+   site lacks, fetched by HTTP Range requests into the pack blobs, neighbours coalesced into
+   one request read ahead of the writer, each chunk verified against its signed id (as on a
+   medium) as it arrives; the apply targets write it once, and what survives a kill -9 is
+   what the store recorded (the model staging's checkpoints);
+3. ``ferry verify``: :func:`fetch_chunks` assembles every chunk into sparse pack files in a
+   temporary folder, which is then verified as a medium.
 
 Failures are retried with exponential backoff (a truncated answer, a refused connection,
 bytes that do not match their chunk id); after the last attempt the error is one line
-naming the registry, the pack and why. Nothing is applied from this module: the import
-reads the folder like any medium and verifies every chunk again as it applies.
+naming the registry, the pack and why. The import verifies every chunk again as it applies.
 """
 
 from __future__ import annotations
@@ -214,7 +213,7 @@ def signed_files(client: RegistryClient, ref: OciRef, stats: FetchStats,
 def fetch_signed(client: RegistryClient, ref: OciRef, base: Path, trust: Callable[[list[Path]], Trust],
                  stats: FetchStats, progress: Progress | None = None) -> tuple[SignedManifest, BundleArtifact, Path]:
     """Step 1: the OCI manifest, ``manifest.json`` and its signatures, verified; then the
-    folder laid out with sparse pack files.
+    folder laid out with the signed files and empty ``packs/`` folders.
 
     Args:
         client: the registry; ref: the bundle's reference; base: the folder under which the
@@ -306,7 +305,7 @@ def fetch_chunks(client: RegistryClient, repo: str, art: BundleArtifact, m: Mani
                  needed: Iterable[str], stats: FetchStats, progress: Progress, *, limit: RateLimit | None = None,
                  attempts: int = ATTEMPTS, backoff: float = FIRST_BACKOFF,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-    """Step 2: bring the carried chunks ``needed`` into the folder's sparse packs.
+    """Step 3 (verify): bring the carried chunks ``needed`` into sparse pack files in the folder.
 
     Args:
         client, repo: the registry and repository; art: the artifact's blobs (pack name -> blob).
