@@ -45,6 +45,10 @@ from transport.registry import RegistryClient
 COALESCE_GAP = 256 * 1024
 #: The most bytes one Range request asks for.
 MAX_RANGE = 64 * 1024 * 1024
+#: The most bytes one request of an import reads ahead (:class:`RegistryPacks`): a range's chunks
+#: are handed over once the range has arrived, so this bounds how long the writer waits for the
+#: first of them and what a kill -9 loses beyond the store's last checkpoint.
+IMPORT_RANGE = 8 * 1024 * 1024
 #: Attempts per range before giving up, and the first wait between them (doubled each time).
 ATTEMPTS = 4
 FIRST_BACKOFF = 0.5

@@ -587,10 +587,10 @@ class _BundleRun:
             return PackReader(self.m, self.medium.volume_dirs)
         from manifests.budget import ONE_CHUNK
 
-        from .link import MAX_RANGE
+        from .link import IMPORT_RANGE
 
         sizes = import_sizes(self.opts.memory_budget, usable_cpus())
-        return self.link.reader(self.progress, min(MAX_RANGE, max(ONE_CHUNK, sizes.read_ahead * ONE_CHUNK) // 2))
+        return self.link.reader(self.progress, min(IMPORT_RANGE, max(ONE_CHUNK, sizes.read_ahead * ONE_CHUNK) // 2))
 
     def _want(self, plan: BundlePlan, reader: Any) -> None:
         """Tell the registry reader which chunks this run reads (ready steps and the spill) and
