@@ -19,7 +19,6 @@ from manifests.errors import FerryError, VerificationError
 from manifests.model import Chunk, Entry, Manifest
 
 if TYPE_CHECKING:
-    from .medium import PackReader
     from .store import ChunkStore
 
 
@@ -27,6 +26,31 @@ class ChunkSource(Protocol):
     """Anything that returns a chunk's raw bytes, already checked against ``chunk.id``."""
 
     def read_chunk(self, chunk: Chunk) -> bytes: ...
+
+
+class CarriedChunks(Protocol):
+    """Where an import finds the chunks a bundle carries: all that planning (:func:`importer.run.plan_bundle`)
+    and applying (:class:`StoreThenPacks`, the spill) ask of it. Implemented by the medium's
+    :class:`importer.medium.PackReader`; a registry reader that fetches by Range into memory is
+    the planned second one (issue #18: import from a registry without writing the data twice)."""
+
+    def packs_at_hand(self) -> frozenset[int]:
+        """Indexes (into ``manifest.packs``) of the packs whose chunks can be read."""
+        ...
+
+    def volumes_at_hand(self) -> frozenset[int]:
+        """Numbers of the volumes given (docs/bundle-format.md section 1)."""
+        ...
+
+    def missing_volumes(self) -> list[int]:
+        """Volumes neither given nor found, for 'insert volume N' messages."""
+        ...
+
+    def read_stored(self, chunk: Chunk) -> bytes:
+        """The stored (zstd frame) bytes of a carried chunk, ``chunk.stored`` of them, not yet
+        checked against its id (the caller decompresses and verifies). Raises ChunkError when
+        the chunk cannot be read (its pack or volume missing, truncated)."""
+        ...
 
 
 def entry_label(entry: Entry) -> str:
@@ -61,7 +85,7 @@ class StoreThenPacks:
     release the GIL). The window bounds memory: at most ``sizes.read_ahead`` chunks in flight,
     on ``sizes.workers`` threads (:func:`manifests.budget.import_sizes`)."""
 
-    def __init__(self, store: ChunkStore, reader: PackReader, sizes: ImportSizes | None = None) -> None:
+    def __init__(self, store: ChunkStore, reader: CarriedChunks, sizes: ImportSizes | None = None) -> None:
         self.store, self.reader = store, reader
         self.sizes = sizes or import_sizes(MEMORY_BUDGET, usable_cpus())
         self._pool: ThreadPoolExecutor | None = None

@@ -1,24 +1,23 @@
 """Reading a bundle from a registry (``oci://``): signatures first, then only the chunks the site lacks.
 
-The bundle's OCI artifact (docs/bundle-format.md section 12) is brought into a local folder
-laid out as on a medium, so that everything after it (verification, planning, applying) is
-the medium's code, unchanged:
+The bundle's OCI artifact (docs/bundle-format.md section 12):
 
 1. the OCI manifest is fetched once, by tag, and everything after it by digest (a tag that
    moves meanwhile changes nothing); then ``manifest.json`` (the config blob) and the
    signature file, each checked against its digest and against the format's size limits,
-   and the signatures verified against the site's trust **before any pack byte is fetched**;
-2. pack files are made as sparse files of their signed size; the chunks the site needs and
-   does not hold are read from the registry by HTTP Range requests into the pack blobs,
-   adjacent ones coalesced into one request, each chunk verified against its signed id
-   (as on a medium) before it is written at its offset;
-3. a chunk already in the folder that verifies is never fetched again: after a dropped
-   connection or a kill -9 the same command resumes from what was verified.
+   and the signatures verified against the site's trust **before any pack byte is fetched**
+   (:func:`fetch_signed`); these small files go to a temporary folder, read like a medium's;
+2. ``ferry import``: :class:`RegistryPacks` hands the import each chunk it asks for that the
+   site lacks, fetched by HTTP Range requests into the pack blobs, neighbours coalesced into
+   one request read ahead of the writer, each chunk verified against its signed id (as on a
+   medium) as it arrives; the apply targets write it once, and what survives a kill -9 is
+   what the store recorded (the model staging's checkpoints);
+3. ``ferry verify``: :func:`fetch_chunks` assembles every chunk into sparse pack files in a
+   temporary folder, which is then verified as a medium.
 
 Failures are retried with exponential backoff (a truncated answer, a refused connection,
 bytes that do not match their chunk id); after the last attempt the error is one line
-naming the registry, the pack and why. Nothing is applied from this module: the import
-reads the folder like any medium and verifies every chunk again as it applies.
+naming the registry, the pack and why. The import verifies every chunk again as it applies.
 """
 
 from __future__ import annotations
@@ -46,11 +45,13 @@ from transport.registry import RegistryClient
 COALESCE_GAP = 256 * 1024
 #: The most bytes one Range request asks for.
 MAX_RANGE = 64 * 1024 * 1024
+#: The most bytes one request of an import reads ahead (:class:`RegistryPacks`): a range's chunks
+#: are handed over once the range has arrived, so this bounds how long the writer waits for the
+#: first of them and what a kill -9 loses beyond the store's last checkpoint.
+IMPORT_RANGE = 8 * 1024 * 1024
 #: Attempts per range before giving up, and the first wait between them (doubled each time).
 ATTEMPTS = 4
 FIRST_BACKOFF = 0.5
-#: The folder under the edge state where bundles read from a registry are assembled.
-LINK_DIR = "link"
 
 
 def parse_rate(text: str) -> int:
@@ -216,7 +217,7 @@ def signed_files(client: RegistryClient, ref: OciRef, stats: FetchStats,
 def fetch_signed(client: RegistryClient, ref: OciRef, base: Path, trust: Callable[[list[Path]], Trust],
                  stats: FetchStats, progress: Progress | None = None) -> tuple[SignedManifest, BundleArtifact, Path]:
     """Step 1: the OCI manifest, ``manifest.json`` and its signatures, verified; then the
-    folder laid out with sparse pack files.
+    folder laid out with the signed files and empty ``packs/`` folders.
 
     Args:
         client: the registry; ref: the bundle's reference; base: the folder under which the
@@ -260,12 +261,6 @@ def fetch_signed(client: RegistryClient, ref: OciRef, base: Path, trust: Callabl
             (vol / "trust").mkdir(exist_ok=True)
             _write(vol / name, body)
         _write(vol / SIGNATURE_NAME, sbytes)
-        for pack in m.packs:
-            if pack.volume == n:
-                path = vol / PACKS_DIR / pack.name
-                with open(path, "ab") as f:  # sparse: holes read as zeros and fail their chunk check
-                    if f.tell() != pack.size:
-                        f.truncate(pack.size)
         _write(vol / MANIFEST_NAME, mbytes)  # last: the volume is whole once its manifest is there
     return signed, art, folder
 
@@ -314,7 +309,7 @@ def fetch_chunks(client: RegistryClient, repo: str, art: BundleArtifact, m: Mani
                  needed: Iterable[str], stats: FetchStats, progress: Progress, *, limit: RateLimit | None = None,
                  attempts: int = ATTEMPTS, backoff: float = FIRST_BACKOFF,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-    """Step 2: bring the carried chunks ``needed`` into the folder's sparse packs.
+    """Step 3 (verify): bring the carried chunks ``needed`` into sparse pack files in the folder.
 
     Args:
         client, repo: the registry and repository; art: the artifact's blobs (pack name -> blob).
@@ -336,6 +331,10 @@ def fetch_chunks(client: RegistryClient, repo: str, art: BundleArtifact, m: Mani
             by_pack.setdefault(c.pack, []).append(c)
     stats.chunks_needed = sum(len(v) for v in by_pack.values())
     vols = volume_folders(folder, m)
+    for pack in m.packs:
+        with open(vols[pack.volume] / PACKS_DIR / pack.name, "ab") as f:  # sparse: holes fail their chunk check
+            if f.tell() != pack.size:
+                f.truncate(pack.size)
     total = sum(c.stored or 0 for v in by_pack.values() for c in v)
     with progress.task(f"fetch {stats.reference}", total or None) as task:
         for index, chunks in sorted(by_pack.items()):
@@ -352,16 +351,21 @@ def fetch_chunks(client: RegistryClient, repo: str, art: BundleArtifact, m: Mani
                     else:
                         todo.append(c)
                 for group in coalesce(todo):
-                    _fetch_group(client, repo, blob, pack.name, group, fd, stats, task.advance, limit,
-                                 attempts, backoff, sleep, progress)
+                    _fetch_group(client, repo, blob, pack.name, group, lambda c, b: _pwrite(fd, b, c),
+                                 stats, task.advance, limit, attempts, backoff, sleep, progress)
                 # no fsync: the folder is a cache that is read back at once and removed once
                 # imported; after a crash every chunk is verified again before it counts
             finally:
                 os.close(fd)
 
 
-def _fetch_group(client: RegistryClient, repo: str, blob: Descriptor, pack_name: str, group: list[Chunk], fd: int,
-                 stats: FetchStats, advance: Callable[[int], None], limit: RateLimit | None, attempts: int,
+def _pwrite(fd: int, stored: bytes, c: Chunk) -> None:
+    assert c.offset is not None
+    os.pwrite(fd, stored, c.offset)
+
+
+def _fetch_group(client: RegistryClient, repo: str, blob: Descriptor, pack_name: str, group: list[Chunk],
+                 put: Callable[[Chunk, bytes], None], stats: FetchStats, advance: Callable[[int], None], limit: RateLimit | None, attempts: int,
                  backoff: float, sleep: Callable[[float], None], progress: Progress) -> None:
     left = list(group)
     wait = backoff
@@ -393,8 +397,8 @@ def _fetch_group(client: RegistryClient, repo: str, blob: Descriptor, pack_name:
                         break
                     at = head + c.offset - pos
                     stored = bytes(buf[at:at + c.stored])
-                    decompress_chunk(stored, chunk_id=c.id, size=c.size)  # verified before written
-                    os.pwrite(fd, stored, c.offset)
+                    decompress_chunk(stored, chunk_id=c.id, size=c.size)  # verified before kept
+                    put(c, stored)
                     stats.chunks_fetched += 1
                     advance(c.stored)
                     left.pop(0)
@@ -451,3 +455,154 @@ def fetch_bundle(ref: OciRef, base: Path, trust: Callable[[list[Path]], Trust], 
         if own:
             client.close()
     return Fetched(folder, signed, stats)
+
+
+class RegistryPacks:
+    """The chunks a bundle carries, read from its pack blobs in a registry as the import asks
+    for them (an :class:`importer.content.CarriedChunks`, beside the medium's PackReader):
+    nothing is written outside the apply targets, so the data is written once.
+
+    A chunk asked for and not yet here starts one coalesced Range request (:func:`coalesce`)
+    from it over the chunks after it in its pack that the import wants (:meth:`want`) and has
+    not read yet, at most ``ahead`` bytes: the read-ahead, whose bytes are all this object holds.
+    Each chunk is verified against its signed id as it arrives (a bad answer is retried as
+    :func:`fetch_chunks` says). What survives a kill -9 is what the store recorded (the model
+    staging's checkpoints, :data:`importer.apply.models.CHECKPOINT_BYTES`): the next run's plan
+    counts those chunks as held and they are not fetched again.
+
+    Args:
+        client, repo: the registry and repository; art: the artifact's blobs.
+        m: the verified manifest; stats: updated with what was fetched; progress: hears of retries.
+        limit: the ``--limit-rate`` cap. ahead: bytes one request may cover (sized by the
+            caller from :func:`manifests.budget.import_sizes`). attempts, backoff, sleep: the
+            retry policy.
+    """
+
+    def __init__(self, client: RegistryClient, repo: str, art: BundleArtifact, m: Manifest, stats: FetchStats,
+                 progress: Progress, *, limit: RateLimit | None = None, ahead: int = MAX_RANGE,
+                 attempts: int = ATTEMPTS, backoff: float = FIRST_BACKOFF,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.client, self.repo, self.art, self.manifest = client, repo, art, m
+        self.stats, self.progress, self.limit, self.ahead = stats, progress, limit, ahead
+        self.attempts, self.backoff, self.sleep = attempts, backoff, sleep
+        self._by_pack: dict[int, list[Chunk]] = {}
+        for c in m.chunks:
+            if c.carried and c.pack is not None:
+                self._by_pack.setdefault(c.pack, []).append(c)
+        self._index: dict[str, int] = {}
+        for chunks in self._by_pack.values():
+            chunks.sort(key=lambda c: c.offset or 0)
+            self._index.update((c.id, i) for i, c in enumerate(chunks))
+        self._wanted: set[str] = set()
+        self._read: set[str] = set()
+        self._got: dict[str, bytes] = {}
+        #: the error that ended fetching (after its retries); every later read raises it again
+        self.failure: RegistryError | ChunkError | None = None
+
+    def want(self, ids: Iterable[str]) -> None:
+        """The chunks the import will read from here (needed, not held): the only ones read ahead."""
+        self._wanted = set(ids)
+
+    def packs_at_hand(self) -> frozenset[int]:
+        """Every pack: the registry holds them all (checked against the signed sizes)."""
+        return frozenset(range(len(self.manifest.packs)))
+
+    def volumes_at_hand(self) -> frozenset[int]:
+        return frozenset(range(1, self.manifest.volumes + 1))
+
+    def missing_volumes(self) -> list[int]:
+        return []
+
+    def read_stored(self, chunk: Chunk) -> bytes:
+        """The stored bytes of carried ``chunk``, verified against its id as they arrived.
+
+        Raises:
+            RegistryError (exit 2): the registry failed the range ``attempts`` times.
+            ChunkError (exit 1): it served bytes that do not match signed chunk ids, or the chunk is not carried.
+        """
+        if self.failure is not None:
+            raise self.failure
+        data = self._got.pop(chunk.id, None)
+        if data is not None:
+            self._read.add(chunk.id)
+            return data
+        if chunk.pack is None or chunk.id not in self._index:
+            raise ChunkError(chunk.id, "missing", f"chunk {chunk.id} is not carried in this bundle")
+        chunks = self._by_pack[chunk.pack]
+        assert chunk.offset is not None
+        group = [chunk]
+        for c in chunks[self._index[chunk.id] + 1:]:
+            assert c.offset is not None
+            if c.offset - chunk.offset > self.ahead:
+                break
+            if c.id in self._wanted and c.id not in self._read and c.id != chunk.id:
+                group.append(c)
+        group = coalesce(group, limit=self.ahead)[0]
+        self._got = {}  # what an earlier request brought and nobody read is dropped: memory stays at one range
+        pack = self.manifest.packs[chunk.pack]
+        try:
+            _fetch_group(self.client, self.repo, self.art.packs[pack.name], pack.name, group,
+                         lambda c, b: self._got.__setitem__(c.id, b), self.stats, lambda n: None, self.limit,
+                         self.attempts, self.backoff, self.sleep, self.progress)
+        except (RegistryError, ChunkError) as exc:
+            self.failure = exc
+            raise
+        self._read.add(chunk.id)
+        return self._got.pop(chunk.id)
+
+    def close(self) -> None:
+        self._got = {}
+
+    def __enter__(self) -> RegistryPacks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class Linked:
+    """A bundle in a registry whose signatures verified: its signed files (manifest, signature
+    file, carried trust files; no pack) in ``folder``, read like a medium's, and its chunks read
+    through :meth:`reader` as the import asks for them."""
+
+    folder: Path
+    base: Path  # the temporary folder ``folder`` lies in, removed by :meth:`close`
+    signed: SignedManifest
+    stats: FetchStats
+    art: BundleArtifact
+    client: RegistryClient
+    ref: OciRef
+    limit: RateLimit
+
+    def reader(self, progress: Progress, ahead: int) -> RegistryPacks:
+        """The bundle's chunks (:class:`RegistryPacks`), ``ahead`` bytes per request at most."""
+        return RegistryPacks(self.client, self.ref.repository, self.art, self.signed.manifest, self.stats, progress,
+                             limit=self.limit, ahead=ahead)
+
+    def close(self) -> None:
+        """Close the connection and remove the folder of signed files."""
+        self.client.close()
+        _rmtree_quiet(self.base)
+
+
+def open_link(ref: OciRef, trust: Callable[[list[Path]], Trust], progress: Progress, *,
+              insecure: frozenset[str] = frozenset(), rate: int | None = None) -> Linked:
+    """Step 1 for an import: the bundle ``ref``'s signatures verified (:func:`fetch_signed`,
+    no pack byte fetched), its signed files in a temporary folder; the caller closes it.
+
+    Raises:
+        as :func:`fetch_signed`.
+    """
+    import tempfile
+
+    client = RegistryClient(ref.host, insecure_registries=insecure)
+    stats = FetchStats(reference=str(ref))
+    base = Path(tempfile.mkdtemp(prefix="ferry-link-"))
+    try:
+        signed, art, folder = fetch_signed(client, ref, base, trust, stats, progress)
+    except BaseException:
+        client.close()
+        _rmtree_quiet(base)
+        raise
+    return Linked(folder, base, signed, stats, art, client, ref, RateLimit(rate))

@@ -36,7 +36,7 @@ from .apply import Applied, ApplyTarget, Context, Job, targets_for
 from .trust_store import trust_for_import
 from .apply import models as model_store
 from .apply.kube import origin_of
-from .content import StoreThenPacks
+from .content import CarriedChunks, StoreThenPacks
 from .fsroot import FsRoot
 from .medium import BundleOnMedium, PackReader, find_bundles
 from .plan import (BundlePlan, BundleStatus, Needs, Present, Status, Step, decisions, holding,
@@ -202,8 +202,25 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
     if opts.context and not opts.kubeconfig:
         raise UsageError("--context needs --kubeconfig")
     report = ImportReport(state=str(opts.state), dry_run=opts.dry_run)
-    fetched = [_from_registry(opts, ref, progress) for ref in opts.links]  # signatures first, then chunks
-    paths = list(opts.paths) + [f.folder for f in fetched]
+    linked: list[Any] = []
+    try:
+        for ref in opts.links:  # signatures verified first; chunks only as the import reads them
+            linked.append(_from_registry(opts, ref, progress))
+        _import_found(opts, progress, report, linked)
+    finally:
+        for link in linked:
+            link.close()
+    for link in linked:
+        for result in report.bundles:
+            if result.digest == link.signed.digest:
+                result.fetched = link.stats.to_json()
+                result.volumes = [link.stats.reference]
+    return report
+
+
+def _import_found(opts: ImportOptions, progress: Progress, report: ImportReport, linked: list[Any]) -> None:
+    """The bundles under ``opts.paths`` and in ``linked`` (:class:`importer.link.Linked`), into ``report``."""
+    paths = list(opts.paths) + [link.folder for link in linked]
     found = find_bundles(paths, skipped=report.warnings) if paths else []  # junk beside a bundle never stops it
     for warning in report.warnings:
         progress.warn(warning)
@@ -240,13 +257,17 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
                 _audit(audit, "refused", str(exc), None, medium.digest, [], None, None, None, opts.note)
                 continue
             verified.append((signed, medium, result))
+        links = {link.signed.digest: link for link in linked}
         verified.sort(key=lambda t: (t[0].manifest.bundle.channel, t[0].manifest.bundle.sequence))
         for signed, medium, result in verified:
+            run = _BundleRun(opts, ctx, progress, signed, medium, result, links.get(medium.digest))
             try:
-                _BundleRun(opts, ctx, progress, signed, medium, result).run()
+                run.run()
             except model_store.NoSpace:
                 raise
             except FerryError as exc:  # one bundle's failure never stops the others
+                if run.fetch_failure is not None:  # the registry failed: one line, as before anything was applied
+                    raise run.fetch_failure from None
                 result.status, result.reason = BundleStatus.REFUSED, str(exc)
                 try:
                     _audit(audit, "refused", str(exc), None, medium.digest, [], None, None, None, opts.note)
@@ -259,41 +280,19 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
             edge.close()
         store.close()
         state.close()
-    for f in fetched:
-        for result in report.bundles:
-            if result.digest == f.signed.digest:
-                result.fetched = f.stats.to_json()
-                result.volumes = [f.stats.reference]
-                if result.status is not BundleStatus.PARTIAL:  # kept only to resume
-                    shutil.rmtree(f.folder, ignore_errors=True)
-    return report
 
 
 def _from_registry(opts: ImportOptions, ref: OciRef, progress: Progress) -> Any:
-    """Assemble the bundle ``ref`` under ``STATE/link/`` (a temporary folder for a dry run, which
-    fetches no chunk): its signatures verified first, then only the chunks that artifacts the
-    version rule lets through need and the site does not hold (:mod:`importer.link`)."""
-    import tempfile
-
-    from .link import LINK_DIR, fetch_bundle
+    """The bundle ``ref`` with its signatures verified against the import's trust before any
+    pack byte is fetched (:func:`importer.link.open_link`); its chunks are fetched only as the
+    import reads them, those the site holds never (:class:`importer.link.RegistryPacks`)."""
+    from .link import open_link
 
     def trust(volume_dirs: list[Path]) -> Any:
         holder = BundleOnMedium(b"", b"", "", volume_dirs=volume_dirs)
         return trust_for_import(list(opts.trust), opts.state, [holder], dry_run=True, note=opts.note)
 
-    def needed(m: Manifest) -> set[str]:
-        if opts.dry_run:
-            return set()
-        state = EdgeState.open_for_plan(opts.state)
-        try:
-            verdicts = decisions(m, state.installed(), allow_downgrade=opts.allow_downgrade)
-            ids = {cid for a in m.artifacts if verdicts[a.key].applies for e in a.entries for cid in e.chunks}
-            return ids - ChunkStore(state).held(ids)
-        finally:
-            state.close()
-
-    base = Path(tempfile.mkdtemp(prefix="ferry-link-")) if opts.dry_run else Path(opts.state) / LINK_DIR
-    return fetch_bundle(ref, base, trust, needed, progress, insecure=opts.insecure_registries, rate=opts.limit_rate)
+    return open_link(ref, trust, progress, insecure=opts.insecure_registries, rate=opts.limit_rate)
 
 
 def _audit_trail(state_dir: Path) -> Any:
@@ -331,7 +330,7 @@ def _place(ctx: Context, kind: str) -> str:
     return ""
 
 
-def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: PackReader, *,
+def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: CarriedChunks, *,
                 stale: str = "", atomic: bool = False) -> BundlePlan:
     """Ask each target what it lacks (only for artifacts the version rule applies), read what the
     site holds and what the volumes at hand carry, then :func:`importer.plan.make_plan`.
@@ -341,7 +340,8 @@ def plan_bundle(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifes
 
     Args:
         ctx: the import's context (state may be read-only). targets: :func:`importer.apply.targets_for`.
-        manifest: the verified manifest. reader: the packs of the volumes given.
+        manifest: the verified manifest. reader: where the carried chunks are read (the packs of
+            the volumes given).
         stale, atomic: as :func:`importer.plan.make_plan`.
     """
     from .site import read_site
@@ -404,7 +404,7 @@ def edge_image_refs(state: EdgeState, manifest: Manifest, targets: dict[str, Any
     return refs
 
 
-def preview_sets(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: PackReader,
+def preview_sets(ctx: Context, targets: dict[str, ApplyTarget], manifest: Manifest, reader: CarriedChunks,
                  plan: BundlePlan) -> dict[tuple[str, str], Applied | FerryError]:
     """What applying each ready manifest set of ``plan`` would do at a KubeStellar WEC, per object.
 
@@ -455,9 +455,13 @@ class _BundleRun:
     """Gate one verified bundle, plan it, and carry the plan out."""
 
     def __init__(self, opts: ImportOptions, ctx: Context, progress: Progress, signed: SignedManifest,
-                 medium: BundleOnMedium, result: BundleResult) -> None:
+                 medium: BundleOnMedium, result: BundleResult, link: Any = None) -> None:
         self.opts, self.ctx, self.state, self.progress = opts, ctx, ctx.state, progress
         self.signed, self.m, self.medium, self.result = signed, signed.manifest, medium, result
+        #: for a bundle in a registry, its :class:`importer.link.Linked`: chunks are read from there
+        self.link = link
+        #: the registry's failure that ended reading it (raised out of the import as one line)
+        self.fetch_failure: FerryError | None = None
         b = self.m.bundle
         self.info = {"name": b.name, "id": b.id, "channel": b.channel, "sequence": b.sequence}
         self.signers = [s.keyid for s in signed.verdict.signers if s.counted]
@@ -526,7 +530,7 @@ class _BundleRun:
             return
         result = self.result
         targets = targets_for(self.ctx)
-        with PackReader(self.m, self.medium.volume_dirs) as reader:
+        with self._reader() as reader:
             plan = plan_bundle(self.ctx, targets, self.m, reader, stale=stale, atomic=self.opts.atomic)
             result.artifacts = [ArtifactResult.of(s) for s in plan.steps]
             result.missing_volumes = reader.missing_volumes()
@@ -554,7 +558,12 @@ class _BundleRun:
                     if r.status is Status.READY:
                         r.status, r.reason = Status.REFUSED, "not enough free space (see the bundle)"
                 return
+            if self.link is not None:
+                self._want(plan, reader)
             self._carry_out(plan, reader, targets)
+            self.fetch_failure = getattr(reader, "failure", None)
+            if self.fetch_failure is not None:
+                raise self.fetch_failure
             self._spill(plan, reader)
             if self.opts.keep:
                 for r in result.artifacts:
@@ -572,7 +581,30 @@ class _BundleRun:
         self.state.record_bundle(digest=self.signed.digest, bundle_id=b.id, name=b.name, channel=b.channel,
                                  sequence=b.sequence, status=result.status.value, created=b.created)
 
-    def _carry_out(self, plan: BundlePlan, reader: PackReader, targets: dict[str, ApplyTarget]) -> None:
+    def _reader(self) -> Any:
+        """Where this bundle's chunks are read: the medium's packs, or the registry (read ahead
+        by coalesced Range requests sized from the memory budget, :mod:`importer.link`)."""
+        if self.link is None:
+            return PackReader(self.m, self.medium.volume_dirs)
+        from manifests.budget import ONE_CHUNK
+
+        from .link import IMPORT_RANGE
+
+        sizes = import_sizes(self.opts.memory_budget, usable_cpus())
+        return self.link.reader(self.progress, min(IMPORT_RANGE, max(ONE_CHUNK, sizes.read_ahead * ONE_CHUNK) // 2))
+
+    def _want(self, plan: BundlePlan, reader: Any) -> None:
+        """Tell the registry reader which chunks this run reads (ready steps and the spill) and
+        the site lacks: only those are fetched. Chunks an interrupted run recorded (its
+        checkpoints) are held, so they count as already there."""
+        ids = {cid for s in plan.steps if s.status is Status.READY for e in s.entries for cid in e.chunks}
+        carried = {cid for cid in ids | set(plan.spill) if self.m.chunk(cid).carried}
+        held = self.ctx.store.held(carried)
+        stats = self.link.stats
+        stats.chunks_needed, stats.chunks_already = len(carried), len(held)
+        reader.want(carried - held)
+
+    def _carry_out(self, plan: BundlePlan, reader: CarriedChunks, targets: dict[str, ApplyTarget]) -> None:
         """Each step of the plan, in its order; a manifest set is checked once more against
         what became of the images and models before it (one may have failed meanwhile)."""
         results = {r.unit: r for r in self.result.artifacts}
@@ -684,7 +716,7 @@ class _BundleRun:
         self._record("refused", self.result.reason, None)
         return False
 
-    def _spill(self, plan: BundlePlan, reader: PackReader) -> None:
+    def _spill(self, plan: BundlePlan, reader: CarriedChunks) -> None:
         """Keep the chunks waiting (and held) artifacts need, verified, for the run that brings the rest."""
         bad: dict[str, str] = {}
         for cid in plan.spill:

@@ -205,7 +205,7 @@ def test_a_held_but_unpublished_model_is_published_by_the_next_bundle(tmp_path: 
     from importer.state import EdgeState
     from manifests.errors import FerryError
     from manifests.progress import Silent
-    from tests.support.bundles import Spec, model, write_bundle
+    from tests.support.bundles import Spec, image, model, write_bundle
     from tests.support.common import run_ferry
 
     files = {"w.bin": b"w" * 100_000}
@@ -221,9 +221,10 @@ def test_a_held_but_unpublished_model_is_published_by_the_next_bundle(tmp_path: 
     with EdgeState.open(state) as s:
         assert s.published() == []
     deployment = WORKLOADS.split(b"---")[1].replace(b"models/sentiment", b"models/tiny").replace(b"1.2.0", b"1.0.0")
-    # the container runs the modelcar too: no image outside this bundle (an unpinned one is refused)
-    deployment = deployment.replace(b"registry.example:5000/team/sentiment:1.0.0", b"models/tiny:1.0.0")
+    deployment = deployment.replace(b"registry.example:5000/team/sentiment:1.0.0", b"busybox:1.36")
+    # the container's image travels too: the edge pins every workload image (issue #11)
     write_bundle(tmp_path / "b2", [hub_keys.key], [model("tiny", "1.0.0", files),
+                                                   image("busybox", "1.36.0", [b"layer"], tag="1.36"),
                                                    Spec("manifests", "app", "1.0.0", files={"d.yaml": deployment})],
                  sequence=2)
     r = run_ferry("import", tmp_path / "b2", "--trust", hub_keys.pub, "--state", state)

@@ -132,9 +132,10 @@ def _print(ui: object, report: object, registry: str | None) -> None:
         out.print(f"{head}: {verb}" + (f": {b.reason}" if b.reason else ""), markup=False)
         if b.fetched:
             f = b.fetched
-            out.print(f"  fetched {f['chunksFetched']} of {f['chunksNeeded']} chunk(s) the site lacked from "
+            out.print(f"  fetched {f['chunksFetched']} of {f['chunksNeeded']} chunk(s) needed from "
                       f"{f['reference']} ({human_bytes(f['bytesFetched'])} in {f['requests']} request(s)"
-                      + (f", {f['chunksAlready']} verified from an earlier run" if f['chunksAlready'] else "")
+                      + (f", {f['chunksAlready']} held already, an interrupted run's included" if f['chunksAlready']
+                         else "")
                       + (f", {f['retries']} retried" if f['retries'] else "") + ")", markup=False)
         for a in b.artifacts:
             out.print("  " + artifact_line(a.kind, a.name, a.version, a.installed, a.status, a.action, a.bytes,
