@@ -124,6 +124,11 @@ def _known_bases(models: Path | None) -> set[tuple[str, str]] | None:
 def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) -> dict[str, Any]:
     """``ferry return import``: verify a return bundle against the site keys and record it.
 
+    Then the site's recorded resources (``status.json`` ``siteIdentity.resources``) become its
+    profile in ``HUB/profiles/`` unless one was given by hand (``bundler.profiles.profile_from_return``;
+    docs/spec.md, *Site profiles*); the result's ``profile.kept`` says which. A hub state that
+    cannot be written then is a PlaceError, the bundle already recorded.
+
     Raises:
         VerificationError: unknown key, another site's key, a bad chunk. PolicyError: replay,
         audit discontinuity, unknown base. FormatError: a malformed document or update.
@@ -235,11 +240,11 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
                                          known_base=_known_bases(models))
             finally:
                 shutil.rmtree(incoming, ignore_errors=True)
-        profile = profile_from_return(hub, site, resources)
     except FerryError as exc:
         if not isinstance(exc, IncompleteError):
             inv.record_refusal(site, utc_now(), str(exc))
         raise
+    profile = profile_from_return(hub, site, resources)  # recorded already: a write failure here is no refusal
     return {"site": site, "sequence": m.bundle.sequence, "digest": signed.digest, "signer": signer,
             "kept": str(kept), "updates": [u.to_dict() for u in ret.updates],
             "audit": {"from": ret.audit_from, "count": ret.audit_count}, "drift": list(ret.drift),
@@ -399,7 +404,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Verify a site's return bundle against its key and record it in the hub inventory (hub side).
 
-        The site's recorded resources (ferry site set --memory/--accelerator/--link) become its
+        The site's recorded resources (ferry site set --memory, --accelerator, --link) become its
         profile in HUB/profiles/ for export --site, unless one was given by hand (ferry profile add wins)."""
         from ferry.ui import UI
 
