@@ -13,8 +13,11 @@ NAME``), one file per site under ``HUB/profiles/<name>.json``::
       accelerator: none       # or the accelerator kind: gpu, nvidia-l4 ...
       link: 10GB/month        # optional: the byte budget of one bundle for this site
 
-This store is deliberately small and separate: the hub's site inventory built from return
-bundles (issue #17) can write the same documents.
+``ferry return import`` writes the same document from the resources a site recorded (``ferry
+site set --memory/--accelerator/--link``, carried in its return bundle's ``status.json``), with
+``metadata.source: return``, unless the site's profile was given by hand (``ferry profile add``
+stores ``source: hand``): a hand-given profile wins until it is removed (docs/spec.md, *Site
+profiles*).
 """
 
 from __future__ import annotations
@@ -36,10 +39,14 @@ from manifests.variants import Resources, parse_accelerator
 KIND = "SiteProfile"
 PROFILES_DIR = "profiles"
 MAX_PROFILE_BYTES = 64 * 1024
+#: ``metadata.source`` of a kept profile: given by hand (``ferry profile add``) or written from a return bundle.
+SOURCE_HAND = "hand"
+SOURCE_RETURN = "return"
+SOURCES = (SOURCE_HAND, SOURCE_RETURN)
 
 
 def parse_profile(text: str | bytes, file: Path) -> tuple[str, Resources]:
-    """A site profile document into (site name, resources).
+    """A site profile document into (site name, resources) (``metadata.source`` is read by :func:`profile_source`).
 
     Args:
         text: the YAML or JSON text.
@@ -60,10 +67,12 @@ def parse_profile(text: str | bytes, file: Path) -> tuple[str, Resources]:
     if unknown:
         raise SpecError(f"{file}: {sorted(map(str, unknown))[0]} is not a known field")
     meta, spec = doc.get("metadata"), doc.get("spec")
-    if not isinstance(meta, dict) or set(meta) - {"name"} or not isinstance(meta.get("name"), str) \
+    if not isinstance(meta, dict) or set(meta) - {"name", "source"} or not isinstance(meta.get("name"), str) \
             or not NAME_RE.match(meta["name"]):
         raise SpecError(f"{file}: metadata.name must be the site's name (letters, digits, '.', '_', '-'), "
-                        "and the only field of metadata")
+                        "and metadata holds only name and source")
+    if meta.get("source", SOURCE_HAND) not in SOURCES:
+        raise SpecError(f"{file}: metadata.source must be {' or '.join(SOURCES)}")
     if not isinstance(spec, dict):
         raise SpecError(f"{file}: spec must be a mapping with memory, accelerator and optionally link")
     unknown = set(spec) - {"memory", "accelerator", "link"}
@@ -82,12 +91,59 @@ def parse_profile(text: str | bytes, file: Path) -> tuple[str, Resources]:
     return meta["name"], Resources(memory=memory, accelerator=accelerator, link=link)
 
 
-def profile_document(name: str, res: Resources) -> dict[str, Any]:
-    """The document :func:`parse_profile` reads, for ``name`` and ``res`` (sizes in bytes)."""
+def profile_document(name: str, res: Resources, source: str = SOURCE_HAND) -> dict[str, Any]:
+    """The document :func:`parse_profile` reads, for ``name`` and ``res`` (sizes in bytes), kept from ``source``."""
     spec: dict[str, Any] = {"memory": str(res.memory), "accelerator": res.accelerator}
     if res.link is not None:
         spec["link"] = f"{res.link[0]}/{res.link[1]}"
-    return {"apiVersion": "ferry/v1", "kind": KIND, "metadata": {"name": name}, "spec": spec}
+    return {"apiVersion": "ferry/v1", "kind": KIND, "metadata": {"name": name, "source": source}, "spec": spec}
+
+
+def _keep(state: Path, name: str, res: Resources, source: str) -> None:
+    folder = Path(state) / PROFILES_DIR
+    try:
+        make_dirs(folder)
+        write_atomic(folder / f"{name}.json", json.dumps(profile_document(name, res, source), sort_keys=True).encode())
+    except OSError as exc:
+        raise PlaceError("state", str(folder), f"hub state {folder}: cannot write ({exc.strerror or exc})") from None
+
+
+def profile_source(state: Path, site: str) -> str | None:
+    """Where the kept profile of ``site`` came from: ``hand``, ``return``, or None when none is kept.
+
+    A kept file without ``metadata.source`` (written before sources were kept) counts as ``hand``.
+
+    Raises:
+        SpecError: the kept file does not parse.
+    """
+    path = Path(state) / PROFILES_DIR / f"{site}.json"
+    if not NAME_RE.match(site) or not path.is_file():
+        return None
+    load_profile(path)  # refuses a file that is no profile
+    meta = json.loads(read_bounded(path, MAX_PROFILE_BYTES, "site profile", place="state")).get("metadata", {})
+    return str(meta.get("source", SOURCE_HAND))
+
+
+def profile_from_return(state: Path, site: str, res: Resources) -> str:
+    """Keep the profile a site's return bundle reported, unless one was given by hand.
+
+    Args:
+        state: the hub state folder. site: the site's name (the return bundle's channel).
+        res: the resources its ``status.json`` carried (``siteIdentity.resources``; bytes).
+    Returns:
+        What happened, for the operator: ``"kept"`` (written or replaced), ``"hand"`` (a
+        hand-given profile is kept and wins), ``"unrecorded"`` (the site recorded no memory or
+        no accelerator, which a profile needs: nothing written).
+    Raises:
+        PlaceError: the hub state cannot be written. SpecError: the kept file does not parse.
+    Source: docs/spec.md, *Site profiles* (issue #20 item 2).
+    """
+    if profile_source(state, site) == SOURCE_HAND:
+        return "hand"
+    if res.memory is None or res.accelerator is None:
+        return "unrecorded"
+    _keep(state, site, res, SOURCE_RETURN)
+    return "kept"
 
 
 def load_profile(path: Path) -> tuple[str, Resources]:
@@ -100,7 +156,9 @@ def load_profile(path: Path) -> tuple[str, Resources]:
 
 
 def add_profile(state: Path, path: Path) -> tuple[str, Resources]:
-    """Keep the profile at ``path`` in the hub state (replacing that site's earlier one).
+    """Keep the profile at ``path`` in the hub state (replacing that site's earlier one), as given by hand.
+
+    A hand-given profile wins over what the site's return bundles report (:func:`profile_from_return`).
 
     Returns:
         (site name, resources).
@@ -108,12 +166,7 @@ def add_profile(state: Path, path: Path) -> tuple[str, Resources]:
         SpecError: the profile is refused. PlaceError: the hub state cannot be written.
     """
     name, res = load_profile(path)
-    folder = Path(state) / PROFILES_DIR
-    try:
-        make_dirs(folder)
-        write_atomic(folder / f"{name}.json", json.dumps(profile_document(name, res), sort_keys=True).encode())
-    except OSError as exc:
-        raise PlaceError("state", str(folder), f"hub state {folder}: cannot write ({exc.strerror or exc})") from None
+    _keep(state, name, res, SOURCE_HAND)
     return name, res
 
 

@@ -46,11 +46,13 @@ SUITE_VERSION = "1.0.0"
 
 MANIFEST_TYPE = "application/vnd.ferry.manifest.v1+json"
 RECEIPT_TYPE = "application/vnd.ferry.receipt.v1+json"
+RETURN_TYPE = "application/vnd.ferry.return.v1+json"
+SITE = "site-01"  # the site of the return-bundle cases (section 13); its key is keys/site-01.pub
 CREATED = "2026-11-23T12:00:00Z"
 MiB = 1024 * 1024
 MAX_CHUNK = 16 * MiB
 
-KEY_NAMES = ("hub-a", "hub-b", "hub-c", "stranger")
+KEY_NAMES = ("hub-a", "hub-b", "hub-c", "stranger", SITE)
 
 
 # --------------------------------------------------------------------------- keys and signatures (section 5)
@@ -277,6 +279,7 @@ class Case:
     trust: list[tuple[str, list[str] | None]] = field(default_factory=lambda: [("hub-a", None)])
     threshold: int = 1
     given: str = ""  # a sub-path of the bundle handed to the reader (e.g. "vol-001")
+    reader: str = "hub-bound"  # which reader it is handed to: "hub-bound" (--reader) or "return" (--return-reader)
 
 
 def _edit(fn: Callable[[Bundle], object], seed: int = 1) -> Callable[[], Bundle]:
@@ -553,6 +556,70 @@ def one_volume_of_three() -> Bundle:
     return b
 
 
+# --------------------------------------------------------------------------- return bundles (section 13)
+
+
+def safetensors(tensors: dict[str, list[float]]) -> bytes:
+    """A safetensors file of 1-D F32 tensors: 8-byte little-endian header length, JSON header
+    (padded with spaces to a multiple of 8), then the tensors' bytes back to back."""
+    header: dict[str, Any] = {}
+    data = bytearray()
+    for name, values in tensors.items():
+        raw = struct.pack(f"<{len(values)}f", *values)
+        header[name] = {"dtype": "F32", "shape": [len(values)], "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + bytes(data)
+
+
+def return_doc(**changes: Any) -> dict[str, Any]:
+    """``return.json`` of the site's first return bundle (13.1): one update, one metrics file, one drift summary."""
+    doc: dict[str, Any] = {
+        "format": "ferry-return", "formatVersion": "1.0", "site": SITE, "created": CREATED,
+        "audit": {"from": 0, "count": 0},
+        "updates": [{"model": "model-a", "base": "1.0.0", "examples": 1200, "metrics": {"loss": 0.31}}],
+        "metrics": ["metrics/serving.prom"], "drift": ["drift/model-a.json"]}
+    doc.update(changes)
+    return doc
+
+
+def drift_doc(**features: Any) -> dict[str, Any]:
+    """A drift summary (13.2) of model-a 1.0.0: two features."""
+    return {"format": "ferry-drift", "formatVersion": "1.0", "model": "model-a", "version": "1.0.0",
+            "features": features or {"length": {"edges": [0, 10, 50, 200, 1000], "counts": [120, 800, 300, 12]},
+                                     "score": {"edges": [-1.5, 0, 1.5], "counts": [7, 0]}}}
+
+
+def return_bundle(doc: dict[str, Any] | None = None, drift: dict[str, Any] | None = None, *,
+                  payload_type: str = RETURN_TYPE) -> Bundle:
+    """A return bundle of site-01, sequence 1 (section 13): the ``ferry-return`` report artifact
+    (return.json, receipt.json, status.json, an empty audit.jsonl, a metrics file, a drift
+    summary) and one model update ``model-a`` ``1.0.0+site.site-01``; signed by the site's key."""
+    b = Builder(20)
+    receipt = rfc8785.dumps({"format": "ferry-receipt", "formatVersion": "1.1", "site": SITE, "created": CREATED,
+                             "chunks": [], "blobs": [], "artifacts": [], "channels": {"stable": 1}})
+    status = {"site": SITE, "installed": [{"kind": "model", "name": "model-a", "version": "1.0.0"}],
+              "channels": {"stable": 1}}
+    b.model("ferry-return", "1.0.0", {
+        "return.json": json.dumps(doc if doc is not None else return_doc(), indent=1).encode(),
+        "receipt.json": receipt,
+        "status.json": json.dumps(status, indent=1).encode(),
+        "audit.jsonl": b"",
+        "metrics/serving.prom": b"# TYPE requests counter\nrequests_total 1027\n# EOF\n",
+        "drift/model-a.json": json.dumps(drift if drift is not None else drift_doc()).encode()})
+    b.model("model-a", f"1.0.0+site.{SITE}", {"model.safetensors": safetensors(
+        {"dense.weight": [0.25, -0.5, 1.0, 2.0], "dense.bias": [0.125]})})
+    bundle = b.bundle(name=f"return-{SITE}", id=f"return-{SITE}-0001", channel=SITE)
+    bundle.signers = [SITE]
+    bundle.payload_type = payload_type
+    return bundle
+
+
+#: The trust of the return cases: the site's key, allowed on the site's channel only (13.1).
+SITE_TRUST: list[tuple[str, list[str] | None]] = [(SITE, [SITE])]
+
+
 CASES: list[Case] = [
     # ---- valid bundles
     Case("valid-single", "1", "one volume, one model of three files", "accept", lambda: standard()),
@@ -701,6 +768,31 @@ CASES: list[Case] = [
     Case("7-volumes", "7", "1000 volumes", "reject", _edit(_set("volumes", 1000))),
     Case("7-pack-size", "7", "a pack of 4 GiB", "reject", _edit(_set("packs.0.size", 4 * 1024 ** 3))),
     Case("7-artifacts", "7", "10,001 artifacts", "reject", lambda: _many_artifacts(10_001)),
+    # ---- 13 return bundles (site -> hub), handed to the return reader unless said otherwise
+    Case("valid-return", "13", "a site's first return bundle: report, receipt, status, metrics, drift, one "
+         "model update", "accept", return_bundle, trust=SITE_TRUST, reader="return"),
+    Case("13-return-as-hub-bound", "13", "a valid return bundle handed to a hub-bound reader (payload type "
+         "bound by DSSE)", "reject", return_bundle, trust=SITE_TRUST),
+    Case("13-hub-bound-as-return", "13", "a return bundle signed with the hub-bound payload type", "reject",
+         lambda: return_bundle(payload_type=MANIFEST_TYPE), trust=SITE_TRUST, reader="return"),
+    Case("13-return-unknown-key", "13.1", "a return bundle signed by a key that is not the site's", "reject",
+         lambda: _with(return_bundle(), signers=["stranger"]), trust=SITE_TRUST, reader="return"),
+    Case("13.1-return-site", "13.1", "return.json names another site than bundle.channel", "reject",
+         lambda: return_bundle(return_doc(site="site-02")), trust=SITE_TRUST, reader="return"),
+    Case("13.1-return-examples", "13.1", "an update with examples 0", "reject",
+         lambda: return_bundle(return_doc(updates=[{"model": "model-a", "base": "1.0.0", "examples": 0}])),
+         trust=SITE_TRUST, reader="return"),
+    Case("13.1-return-format", "13.1", "return.json whose format is not ferry-return", "reject",
+         lambda: return_bundle(return_doc(format="ferry-receipt")), trust=SITE_TRUST, reader="return"),
+    Case("13.2-drift-edges", "13.2", "a drift summary whose edges do not increase", "reject",
+         lambda: return_bundle(drift=drift_doc(length={"edges": [0, 50, 10], "counts": [3, 4]})),
+         trust=SITE_TRUST, reader="return"),
+    Case("13.2-drift-bins", "13.2", "a drift summary with 3 counts for 3 edges", "reject",
+         lambda: return_bundle(drift=drift_doc(length={"edges": [0, 10, 50], "counts": [1, 2, 3]})),
+         trust=SITE_TRUST, reader="return"),
+    Case("13.2-drift-empty", "13.2", "a drift summary whose counts are all zero", "reject",
+         lambda: return_bundle(drift=drift_doc(length={"edges": [0, 10], "counts": [0]})),
+         trust=SITE_TRUST, reader="return"),
 ]
 
 
@@ -758,12 +850,13 @@ def generate(out: Path, only: set[str] | None = None) -> dict[str, Any]:
         (folder / "trust.json").write_bytes(json.dumps(policy, indent=2, sort_keys=True).encode() + b"\n")
         bundle = f"cases/{case.id}/bundle" + (f"/{case.given}" if case.given else "")
         cases.append({"id": case.id, "rule": case.rule, "title": case.title, "verdict": case.verdict,
-                      "bundle": bundle, "trust": f"cases/{case.id}/trust.json",
+                      "reader": case.reader, "bundle": bundle, "trust": f"cases/{case.id}/trust.json",
                       "trustKeys": [{"name": n, "keyid": keys[n], "channels": c} for n, c in case.trust],
                       "threshold": case.threshold})
     index = {"suite": "ferry-bundle-conformance", "suiteVersion": SUITE_VERSION, "formatVersion": SUITE_FORMAT_VERSION,
              "verdicts": {"accept": [0], "reject": [1, 2], "incomplete": [3]},
              "keys": {n: {"file": f"keys/{n}.pub", "keyid": keys[n]} for n in KEY_NAMES},
+             "returnSite": {"site": SITE, "key": f"keys/{SITE}.pub"},
              "cases": cases}
     (out / "index.json").write_bytes(json.dumps(index, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n")
     return index

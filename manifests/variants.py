@@ -22,6 +22,7 @@ from typing import Any
 from . import limits
 from .errors import FormatError, PolicyError, UsageError
 from .progress import human_bytes
+from .units import parse_link
 
 #: ``none`` (runs on CPUs) or an accelerator kind: ``gpu``, ``nvidia-a100``, ``npu`` ... A variant
 #: that needs an accelerator fits a site whose accelerator is that same word.
@@ -146,6 +147,34 @@ class Resources:
     def to_json(self) -> dict[str, Any]:
         return {"memory": self.memory, "accelerator": self.accelerator,
                 "link": {"bytes": self.link[0], "per": self.link[1]} if self.link else None}
+
+    @classmethod
+    def from_json(cls, doc: Any, what: str) -> Resources:
+        """The inverse of :meth:`to_json`: ``{"memory": bytes|null, "accelerator": str|null,
+        "link": {"bytes", "per"}|null}`` (a return bundle's ``status.json``, ``siteIdentity.resources``).
+
+        Raises:
+            FormatError: a field of the wrong shape (naming ``what``).
+        """
+        if not isinstance(doc, dict) or set(doc) - {"memory", "accelerator", "link"}:
+            raise FormatError(f"{what} must be {{memory, accelerator, link}}")
+        memory, accelerator, link = doc.get("memory"), doc.get("accelerator"), doc.get("link")
+        if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool) or not 0 < memory < 2**63):
+            raise FormatError(f"{what}.memory must be a number of bytes")
+        if accelerator is not None:
+            try:
+                accelerator = parse_accelerator(accelerator if isinstance(accelerator, str) else "",
+                                                what=f"{what}.accelerator")
+            except UsageError as exc:
+                raise FormatError(str(exc)) from None
+        if link is not None:
+            if not isinstance(link, dict) or set(link) != {"bytes", "per"}:
+                raise FormatError(f"{what}.link must be {{bytes, per}}")
+            try:
+                link = parse_link(f"{link['bytes']}/{link['per']}", what=f"{what}.link")
+            except UsageError as exc:
+                raise FormatError(str(exc)) from None
+        return cls(memory=memory, accelerator=accelerator, link=link)
 
     def describe(self) -> str:
         """``memory 16 GiB, accelerator none, link 10.0 GB/month`` (``not recorded`` when empty)."""

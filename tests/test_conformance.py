@@ -19,6 +19,9 @@ from conformance import generate as gen
 from conformance.run import EXPECTED, run_suite
 
 READER = f"{sys.executable} -m ferry verify {{bundle}} --trust {{trust}}"
+#: ferry's hub reading a return bundle (§13): a fresh hub state per case, the site's key registered.
+RETURN_READER = (f"{sys.executable} -m ferry sites add {{site}} --key {{key}} --hub {{work}} >/dev/null || exit 70; "
+                 f"{sys.executable} -m ferry return import {{bundle}} --hub {{work}}")
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +46,7 @@ def _tree(root: Path) -> dict[str, str]:
 
 
 def test_ferry_passes_every_case(suite: Path) -> None:
-    results = run_suite(suite, READER, jobs=2, timeout=120)
+    results = run_suite(suite, READER, return_reader=RETURN_READER, jobs=2, timeout=120)
     assert len(results) == len(gen.CASES)
     failed = [f"{r.id}: expected {r.verdict}, exit {r.exit}: {r.output.strip()[-300:]}" for r in results if not r.passed]
     assert not failed, "\n".join(failed)
@@ -62,6 +65,22 @@ def test_the_runner_fails_a_reader_that_accepts_everything_or_crashes(suite: Pat
     assert not any(r.passed for r in crashing)
 
 
+def test_return_cases_go_to_the_return_reader_and_are_left_out_without_one(suite: Path) -> None:
+    """§13: a hub-bound reader sees only hub-bound cases; a lenient return reader fails the refusals."""
+    ids = {"valid-single", "valid-return", "13-return-as-hub-bound", "13-hub-bound-as-return", "13.2-drift-edges"}
+    hub_only = {r.id for r in run_suite(suite, "exit 0 # {bundle} {trust}", only=ids)}
+    assert hub_only == {"valid-single", "13-return-as-hub-bound"}
+    lenient = {r.id: r.passed for r in run_suite(suite, "exit 2 # {bundle}", return_reader="exit 0 # {bundle} {site} {key} {work}",
+                                                  only=ids)}
+    assert lenient == {"valid-single": False, "13-return-as-hub-bound": True, "valid-return": True,
+                       "13-hub-bound-as-return": False, "13.2-drift-edges": False}
+    r = subprocess.run([sys.executable, "-m", "conformance.run", "--suite", str(suite), "--reader", READER,
+                        "--only", "valid-single", "--only", "valid-return"], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parent.parent)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 of 1 cases passed; 1 return-bundle case(s) skipped (no --return-reader)" in r.stdout
+
+
 def test_index_names_a_rule_and_verdict_for_every_case_and_covers_sections_6_and_7(suite: Path) -> None:
     index = json.loads((suite / "index.json").read_text(encoding="utf-8"))
     assert index["formatVersion"] == "1.0"
@@ -71,7 +90,9 @@ def test_index_names_a_rule_and_verdict_for_every_case_and_covers_sections_6_and
         assert c["verdict"] in EXPECTED and c["rule"]
         assert (suite / c["bundle"]).is_dir() and (suite / c["trust"]).is_file()
     rules = {c["rule"] for c in cases if c["verdict"] == "reject"}
-    assert {"6.1", "6.2", "6.4", "6.5", "6.6", "7", "2", "3.3", "3.4", "4", "5"} <= rules
+    assert {"6.1", "6.2", "6.4", "6.5", "6.6", "7", "2", "3.3", "3.4", "4", "5", "13", "13.1", "13.2"} <= rules
+    assert {c["reader"] for c in cases} == {"hub-bound", "return"}
+    assert (suite / index["returnSite"]["key"]).is_file()
     assert {c["verdict"] for c in cases} == {"accept", "reject", "incomplete"}
 
 

@@ -24,7 +24,7 @@ from bundler.sources.oci_models import modelpack_stated
 from bundler.spec import parse_spec
 from bundler.weights import (GGML_TYPES, GGUF_FILE_TYPES, ONNX_TYPES, check_declaration, gguf_kind, onnx_precision,
                              weight_facts)
-from manifests.errors import PolicyError, SpecError, UsageError
+from manifests.errors import FormatError, PolicyError, SpecError, UsageError
 from manifests.units import parse_link
 from manifests.variants import Resources, Variant, choose, fit_problem
 from importer.apply.modelpack import publish_model
@@ -186,7 +186,7 @@ def test_profiles_kept_at_the_hub_and_a_site_that_runs_nothing(variants, hub_key
     doc = _export(variants, hub_keys, tmp_path / "usb", "--site", "small-site")
     assert doc["artifacts"][0]["variant"]["name"] == "int8"
     listed = json.loads(run_ferry("profile", "list", "--state", hub, "--json").stdout)
-    assert listed == [{"site": "small-site", "memory": 2 * GiB, "accelerator": "none", "link": None}]
+    assert listed == [{"site": "small-site", "memory": 2 * GiB, "accelerator": "none", "link": None, "source": "hand"}]
     assert_clean_failure(run_ferry("export", variants / "spec-1.2.0.yaml", "--out", tmp_path / "x", "--key",
                                    hub_keys.key, "--state", hub, "--site", "nowhere"),
                          code=2, contains="keeps no profile for it (kept: small-site)")
@@ -199,6 +199,66 @@ def test_profiles_kept_at_the_hub_and_a_site_that_runs_nothing(variants, hub_key
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: ferry/v1\nkind: SiteProfile\nmetadata: {name: b}\nspec: {memory: 16GB/s, accelerator: none}\n")
     assert_clean_failure(run_ferry("profile", "add", bad, "--state", hub), code=2, contains="spec.memory")
+
+
+def test_return_bundles_keep_the_site_profile_unless_one_was_given_by_hand(variants, hub_keys, tmp_path):
+    """#20 item 2: the resources an edge records travel in its return bundles' status.json; the hub
+    keeps them as the site's profile (export --site chooses from it) unless a profile was given by hand."""
+    hub, edge, keys = tmp_path / "hub", tmp_path / "edge", tmp_path / "keys"
+    assert run_ferry("keys", "generate", "clinic", "--out", keys).returncode == 0
+    assert run_ferry("sites", "add", "clinic", "--key", keys / "clinic.pub", "--hub", hub).returncode == 0
+    spec = tmp_path / "return.yaml"
+    spec.write_text("apiVersion: ferry/v1\nkind: Return\nspec:\n  updates: []\n")
+
+    def site_returns(*resources: str) -> dict:
+        assert run_ferry("site", "set", "--state", edge, "--name", "clinic", *resources).returncode == 0
+        out = tmp_path / f"ret-{len(list(tmp_path.glob('ret-*')))}"
+        done = run_ferry("return", "export", "--state", edge, "--spec", spec, "--out", out, "--key", keys / "clinic.key")
+        assert done.returncode == 0, done.stderr
+        done = run_ferry("return", "import", out, "--hub", hub, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["profile"]
+
+    def chosen() -> str:
+        doc = _export(variants, hub_keys, tmp_path / f"usb-{len(list(tmp_path.glob('usb-*')))}", "--site", "clinic")
+        return doc["artifacts"][0]["variant"]["name"]
+
+    def listed() -> list:
+        return json.loads(run_ferry("profile", "list", "--state", hub, "--json").stdout)
+
+    assert site_returns("--memory", "2GiB", "--accelerator", "none")["kept"] == "kept"
+    assert listed() == [{"site": "clinic", "memory": 2 * GiB, "accelerator": "none", "link": None, "source": "return"}]
+    assert "clinic: memory 2.0 GiB, accelerator none (from its return bundles)" in \
+        run_ferry("profile", "list", "--state", hub).stdout
+    assert chosen() == "int8"
+    profile = site_returns("--memory", "32GiB", "--accelerator", "gpu", "--link", "100GB/month")
+    assert profile == {"kept": "kept", "resources": {"memory": 32 * GiB, "accelerator": "gpu",
+                                                     "link": {"bytes": 100 * 10**9, "per": "month"}}}
+    assert chosen() == "fp32"
+    hand = tmp_path / "clinic.yaml"  # the operator knows better: the hand-given profile wins
+    hand.write_text("apiVersion: ferry/v1\nkind: SiteProfile\nmetadata: {name: clinic}\n"
+                    "spec: {memory: 6GiB, accelerator: none}\n")
+    assert run_ferry("profile", "add", hand, "--state", hub).returncode == 0
+    done = run_ferry("return", "import", tmp_path / "ret-1", "--hub", hub)  # a replay changes nothing either
+    assert_clean_failure(done, code=1, contains="sequence")
+    assert site_returns()["kept"] == "hand"
+    assert listed()[0]["source"] == "hand" and listed()[0]["memory"] == 6 * GiB
+    assert chosen() == "fp16"
+    assert "(given by hand)" in run_ferry("profile", "list", "--state", hub).stdout
+
+
+@given(st.builds(Resources, memory=st.one_of(st.none(), st.integers(1, 2**62)),
+                 accelerator=st.sampled_from([None, "none", "gpu", "nvidia-l4"]),
+                 link=st.one_of(st.none(), st.tuples(st.integers(1, 10**15), st.sampled_from(["day", "week", "month"])))))
+def test_resources_round_trip_through_status_json(res):
+    assert Resources.from_json(json.loads(json.dumps(res.to_json())), "status.json") == res
+
+
+@pytest.mark.parametrize("doc", [[], {"memory": "16GiB"}, {"memory": -1}, {"memory": True}, {"accelerator": "Big GPU"},
+                                 {"link": {"bytes": 10}}, {"link": {"bytes": 10, "per": "year"}}, {"cpus": 4}])
+def test_malformed_resources_in_status_json_are_refused(doc):
+    with pytest.raises(FormatError, match="status.json"):
+        Resources.from_json(doc, "status.json")
 
 
 def test_switching_variants_is_not_a_downgrade_and_versions_stay_monotonic(variants, hub_keys, tmp_path):

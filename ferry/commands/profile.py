@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         state: Path = typer.Option(None, "--state", help="Hub state folder (default ~/.local/share/ferry)."),
         json_out: bool = typer.Option(False, "--json", help="Print the profile kept as JSON."),
     ) -> None:
-        """Keep a site's profile in the hub state (replacing its earlier one). Exit 2 for a bad profile."""
+        """Keep a site's profile in the hub state (replacing its earlier one); given by hand, it wins over what the site's return bundles report. Exit 2 for a bad profile."""
         from bundler.hubstate import default_state_dir
         from bundler.profiles import add_profile
         from ferry.ui import UI
@@ -35,17 +35,19 @@ def register(app: typer.Typer) -> None:
         state: Path = typer.Option(None, "--state", help="Hub state folder (default ~/.local/share/ferry)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
     ) -> None:
-        """List the site profiles the hub state keeps."""
+        """List the site profiles the hub state keeps, and where each came from (by hand, or from the site's return bundles)."""
         from bundler.hubstate import default_state_dir
-        from bundler.profiles import list_profiles
+        from bundler.profiles import SOURCE_HAND, list_profiles, profile_source
         from ferry.ui import UI
 
         ui = UI(json_mode=json_out)
-        kept = list_profiles(state or default_state_dir())
+        hub = state or default_state_dir()
+        kept = [(n, r, profile_source(hub, n) or SOURCE_HAND) for n, r in list_profiles(hub)]
         if json_out:
-            ui.emit([{"site": n, **r.to_json()} for n, r in kept])
+            ui.emit([{"site": n, **r.to_json(), "source": src} for n, r, src in kept])
             return
-        for n, r in kept:
-            ui.out.print(f"{n}: {r.describe()}", markup=False, highlight=False)
+        for n, r, src in kept:
+            how = "given by hand" if src == SOURCE_HAND else "from its return bundles"
+            ui.out.print(f"{n}: {r.describe()} ({how})", markup=False, highlight=False)
         if not kept:
             ui.out.print("no site profiles kept (ferry profile add FILE)")

@@ -124,6 +124,11 @@ def _known_bases(models: Path | None) -> set[tuple[str, str]] | None:
 def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) -> dict[str, Any]:
     """``ferry return import``: verify a return bundle against the site keys and record it.
 
+    Then the site's recorded resources (``status.json`` ``siteIdentity.resources``) become its
+    profile in ``HUB/profiles/`` unless one was given by hand (``bundler.profiles.profile_from_return``;
+    docs/spec.md, *Site profiles*); the result's ``profile.kept`` says which. A hub state that
+    cannot be written then is a PlaceError, the bundle already recorded.
+
     Raises:
         VerificationError: unknown key, another site's key, a bad chunk. PolicyError: replay,
         audit discontinuity, unknown base. FormatError: a malformed document or update.
@@ -132,6 +137,7 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
     """
     from bundler.aggregate import check_finite, check_alike, read_header
     from bundler.inventory import Inventory
+    from bundler.profiles import profile_from_return
     from importer.content import stream_entry
     from importer.medium import PackReader, find_bundles
     from manifests.errors import FerryError, FormatError, IncompleteError, UsageError
@@ -141,6 +147,7 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
     from manifests.returns import MAX_DOC_BYTES, RETURN_ARTIFACT, ReturnDoc, parse_drift
     from manifests.signing import RETURN_PAYLOAD_TYPE
     from manifests.trust import Trust, TrustedKey
+    from manifests.variants import Resources
 
     inv = Inventory(hub)
     keys = inv.site_keys()
@@ -200,6 +207,10 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
                     raise FormatError(f"{path}: status.json is not JSON") from None
                 if not isinstance(status, dict):
                     raise FormatError(f"{path}: status.json is not a JSON object")
+                ident = status.get("siteIdentity")
+                resources = Resources.from_json(ident.get("resources") if isinstance(ident, dict) else None,
+                                                f"{path}: status.json siteIdentity.resources") \
+                    if isinstance(ident, dict) and ident.get("resources") is not None else Resources()
                 audit_path = rep / "audit.jsonl"
                 audit = _audit_slice(audit_path.read_bytes() if audit_path.is_file() else b"", ret)
                 declared = {u.model for u in ret.updates}
@@ -233,9 +244,15 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
         if not isinstance(exc, IncompleteError):
             inv.record_refusal(site, utc_now(), str(exc))
         raise
+    profile = profile_from_return(hub, site, resources)  # recorded already: a write failure here is no refusal
     return {"site": site, "sequence": m.bundle.sequence, "digest": signed.digest, "signer": signer,
             "kept": str(kept), "updates": [u.to_dict() for u in ret.updates],
-            "audit": {"from": ret.audit_from, "count": ret.audit_count}, "drift": list(ret.drift)}
+            "audit": {"from": ret.audit_from, "count": ret.audit_count}, "drift": list(ret.drift),
+            "profile": {"resources": resources.to_json(), "kept": profile}}
+
+
+PROFILE_NOTES = {"kept": "site profile kept from it", "hand": "site profile given by hand kept (it wins)",
+                 "unrecorded": "no site profile (the site recorded no --memory/--accelerator)"}
 
 
 # --------------------------------------------------------------------------- hub: sites
@@ -385,7 +402,10 @@ def register(app: typer.Typer) -> None:
                                               "updates from a base not there are refused."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
-        """Verify a site's return bundle against its key and record it in the hub inventory (hub side)."""
+        """Verify a site's return bundle against its key and record it in the hub inventory (hub side).
+
+        The site's recorded resources (ferry site set --memory, --accelerator, --link) become its
+        profile in HUB/profiles/ for export --site, unless one was given by hand (ferry profile add wins)."""
         from ferry.ui import UI
 
         result = return_import(path, hub, models, json_out)
@@ -393,7 +413,8 @@ def register(app: typer.Typer) -> None:
             UI(json_mode=True).emit(result)
         else:
             typer.echo(f"site {result['site']} return sequence {result['sequence']}: recorded "
-                       f"({len(result['updates'])} model update(s), {result['audit']['count']} audit entries) in {hub}")
+                       f"({len(result['updates'])} model update(s), {result['audit']['count']} audit entries) in {hub}; "
+                       f"{PROFILE_NOTES[result['profile']['kept']]}")
 
     app.add_typer(return_app, name="return")
 
