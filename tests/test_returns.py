@@ -248,3 +248,29 @@ def test_a_malformed_drift_file_is_refused_at_the_edge(tmp_path: Path) -> None:
     state = tmp_path / "edge"
     r = run_ferry("return", "export", "--state", state, "--spec", spec, "--out", tmp_path / "o", "--key", tmp_path / "k")
     assert_clean_failure(r, code=2, contains="strictly increasing")
+
+
+@pytest.mark.parametrize("content", [b"loss: 0.31\n", b"", struct.pack("<Q", 1 << 40) + b"{}",
+                                     struct.pack("<Q", 2) + b"[]", struct.pack("<Q", 64) + b"{}"])
+def test_an_update_that_is_not_safetensors_is_refused_at_the_edge(tmp_path: Path, content: bytes) -> None:
+    # found trying the guide: a YAML file given as the update was carried, and the hub refused it only
+    # after the trip, naming its own staging copy
+    (tmp_path / "upd.safetensors").write_bytes(content)
+    spec = return_spec(tmp_path / "r.yaml", tmp_path / "upd.safetensors")
+    r = run_ferry("return", "export", "--state", tmp_path / "edge", "--spec", spec, "--out", tmp_path / "o",
+                  "--key", tmp_path / "k")
+    assert_clean_failure(r, code=2, contains="spec.updates[0].path")
+    assert "not a safetensors file" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_hub_refusal_of_an_update_names_the_return_bundle_not_its_staging_copy(tmp_path: Path) -> None:
+    w = make_world(tmp_path, ("site-a",))
+    train(tmp_path / "upd.safetensors", 1)
+    data = (tmp_path / "upd.safetensors").read_bytes()
+    (tmp_path / "short.safetensors").write_bytes(data[:-4])  # a header the edge reads; tensor bytes cut short
+    spec = return_spec(tmp_path / "r.yaml", tmp_path / "short.safetensors")
+    ok("return", "export", "--state", w.edges["site-a"], "--spec", spec, "--out", tmp_path / "ret",
+       "--key", w.key("site-a"))
+    r = run_ferry("return", "import", tmp_path / "ret", "--hub", w.hub, "--models", w.models)
+    assert_clean_failure(r, code=2, contains=f"{tmp_path / 'ret'}: update sentiment of site site-a:")
+    assert ".incoming" not in r.stderr

@@ -213,10 +213,14 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
                                           f"not {u.base}+site.{site}")
                     file = incoming / "updates" / f"{u.model}.safetensors"
                     label = f"site {site} ({u.model})"
-                    check_finite(file, label)
-                    if models is not None and (models / u.model / u.base / "model.safetensors").is_file():
-                        check_alike({"the base model": read_header(models / u.model / u.base / "model.safetensors"),
-                                     label: read_header(file)})
+                    try:
+                        check_finite(file, label)
+                        if models is not None and (models / u.model / u.base / "model.safetensors").is_file():
+                            check_alike({"the base model": read_header(models / u.model / u.base / "model.safetensors"),
+                                         label: read_header(file)})
+                    except FormatError as exc:  # name the return bundle, not the hub's staging copy
+                        why = str(exc).removeprefix(f"{file}: ")
+                        raise FormatError(f"{path}: update {u.model} of site {site}: {why}") from None
                 carried_report = {e.path for e in report.entries}
                 for name in ret.metrics + ret.drift:  # only files the signed manifest lists (no ../)
                     if name not in carried_report:
