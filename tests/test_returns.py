@@ -274,3 +274,26 @@ def test_a_hub_refusal_of_an_update_names_the_return_bundle_not_its_staging_copy
     r = run_ferry("return", "import", tmp_path / "ret", "--hub", w.hub, "--models", w.models)
     assert_clean_failure(r, code=2, contains=f"{tmp_path / 'ret'}: update sentiment of site site-a:")
     assert ".incoming" not in r.stderr
+
+
+def test_staging_left_by_a_killed_return_import_is_removed_by_the_next(tmp_path: Path) -> None:
+    # found by kill -9 during `ferry return import`: HUB/sites/.incoming-* (a copy of every update) stayed for good
+    import os
+    import subprocess
+
+    w = make_world(tmp_path, ("site-a",))
+    dead_pid = subprocess.Popen(["true"])  # a process that has exited: its pid names a killed import
+    dead_pid.wait()
+    sites = w.hub / "sites"
+    stale = sites / f".incoming-{dead_pid.pid}-0a0b0c0d0e0f"
+    live = sites / f".incoming-{os.getpid()}-0f0e0d0c0b0a"  # this test's process is alive: an import in progress
+    for folder in (stale, live):
+        (folder / "updates").mkdir(parents=True)
+        (folder / "updates" / "sentiment.safetensors").write_bytes(b"\0" * 1024)
+    train(tmp_path / "upd.safetensors", 1)
+    spec = return_spec(tmp_path / "r.yaml", tmp_path / "upd.safetensors")
+    ok("return", "export", "--state", w.edges["site-a"], "--spec", spec, "--out", tmp_path / "ret",
+       "--key", w.key("site-a"))
+    ok("return", "import", tmp_path / "ret", "--hub", w.hub, "--models", w.models)
+    assert not stale.exists() and live.is_dir()
+    assert [p.name for p in sites.glob(".incoming-*")] == [live.name]

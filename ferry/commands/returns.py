@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import secrets
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -168,7 +167,7 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
             report = arts.get(RETURN_ARTIFACT)
             if report is None or any(a.kind != "model" for a in m.artifacts):
                 raise FormatError(f"{path}: not a return bundle (no {RETURN_ARTIFACT} artifact)")
-            incoming = Inventory(hub).root / f".incoming-{secrets.token_hex(6)}"
+            incoming = inv.incoming()
             try:
                 for a in m.artifacts:
                     for e in a.entries:
