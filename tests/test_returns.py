@@ -297,3 +297,18 @@ def test_staging_left_by_a_killed_return_import_is_removed_by_the_next(tmp_path:
     ok("return", "import", tmp_path / "ret", "--hub", w.hub, "--models", w.models)
     assert not stale.exists() and live.is_dir()
     assert [p.name for p in sites.glob(".incoming-*")] == [live.name]
+
+
+def test_hub_commands_take_the_hub_state_as_export_does_and_refuse_a_missing_one(world: World) -> None:
+    # found following the guide: HUB is "the folder `ferry export --state` uses", but `ferry sites --state HUB`
+    # was "No such option", and a mistyped --hub listed "no sites registered" with exit 0
+    from tests.support.common import assert_clean_failure
+
+    assert ok("sites", "--state", world.hub, "--json") == ok("sites", "--hub", world.hub, "--json")
+    missing = world.root / "no-such-hub"
+    assert_clean_failure(run_ferry("sites", "--hub", missing), code=2, contains=f"--hub {missing}: no such hub state")
+    assert_clean_failure(run_ferry("profile", "list", "--state", missing), code=2,
+                         contains=f"--state {missing}: no such hub state")
+    assert_clean_failure(run_ferry("aggregate", "sentiment", "--base", "1.2.0", "--version", "9.0.0", "--out",
+                                   world.root / "agg", "--state", world.hub), code=2, contains="no pending updates")
+    assert not missing.exists()

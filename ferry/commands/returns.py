@@ -383,7 +383,7 @@ def register(app: typer.Typer) -> None:
     @return_app.command("import", epilog="Example: ferry return import /media/usb/return --hub /srv/ferry-hub --models /srv/models")
     def import_cmd(
         path: Path = typer.Argument(..., help="The return bundle (folder or volumes)."),
-        hub: Path = typer.Option(..., "--hub", help="The hub state folder (its sites/ inventory is updated)."),
+        hub: Path = typer.Option(..., "--hub", "--state", help="The hub state folder, as export --state (its sites/ inventory is updated)."),
         models: Optional[Path] = typer.Option(None, "--models", help="The hub's model library MODELS/NAME/VERSION/: "
                                               "updates from a base not there are refused."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -403,7 +403,7 @@ def register(app: typer.Typer) -> None:
     @sites_app.callback(invoke_without_command=True, epilog="Example: ferry sites --hub /srv/ferry-hub --models /srv/models --html sites.html")
     def sites_cmd(
         ctx: typer.Context,
-        hub: Optional[Path] = typer.Option(None, "--hub", help="The hub state folder."),
+        hub: Optional[Path] = typer.Option(None, "--hub", "--state", help="The hub state folder, as export --state."),
         models: Optional[Path] = typer.Option(None, "--models", help="Model library MODELS/NAME/VERSION/ holding "
                                               "drift-reference.json files (drift is computed against them)."),
         threshold: float = typer.Option(0.2, "--threshold", help="PSI at or above which a feature is flagged."),
@@ -418,6 +418,10 @@ def register(app: typer.Typer) -> None:
 
         if hub is None:
             raise UsageError("sites: give --hub HUB (see ferry sites --help)")
+        if not hub.is_dir():  # a mistyped folder is not a hub without sites
+            from manifests.errors import PlaceError
+
+            raise PlaceError("state", str(hub), f"--hub {hub}: no such hub state folder")
         if not threshold > 0:
             raise UsageError("--threshold must be more than 0")
         doc = sites_document(hub, models, threshold)
@@ -438,7 +442,7 @@ def register(app: typer.Typer) -> None:
     def add_cmd(
         name: str = typer.Argument(..., help="The site's name (its edge's ferry site name)."),
         key: Path = typer.Option(..., "--key", help="The site's public key (ferry keys generate NAME, at the edge)."),
-        hub: Path = typer.Option(..., "--hub", help="The hub state folder."),
+        hub: Path = typer.Option(..., "--hub", "--state", help="The hub state folder, as export --state."),
     ) -> None:
         """Register a site and its public key (one key per site) for return bundles."""
         from bundler.inventory import Inventory
@@ -457,7 +461,7 @@ def register(app: typer.Typer) -> None:
         base: str = typer.Option(..., "--base", help="The base version the sites trained from."),
         version: str = typer.Option(..., "--version", help="The new version to write."),
         out: Path = typer.Option(..., "--out", help="The new version folder (new or empty)."),
-        hub: Path = typer.Option(..., "--hub", help="The hub state folder (its sites/ inventory)."),
+        hub: Path = typer.Option(..., "--hub", "--state", help="The hub state folder, as export --state (its sites/ inventory)."),
         models: Optional[Path] = typer.Option(None, "--models", help="Model library MODELS/NAME/VERSION/: the base "
                                               "version's layout is checked and its other files copied."),
         trim: int = typer.Option(0, "--trim", help="Robust: coordinate-wise trimmed mean dropping K values each "
