@@ -396,7 +396,9 @@ def test_sample_set_round_trip_into_a_fake_wds(fakekube: FakeKube, tmp_path: Pat
     source = manifests_source("sentiment-app", "1.2.0", SAMPLES / "kubestellar" / "sentiment")
     files = {f.path or "": f.open().read() for f in source.files}
     art, read = make_set(files)
-    (ref,) = source.images
+    # the set names the server image and, since workloads are pinned to models, the model's reference
+    assert "models/sentiment:1.2.0" in source.images
+    (ref,) = [r for r in source.images if r != "models/sentiment:1.2.0"]
     car = f"edge.local:5000/models/sentiment@sha256:{'c' * 64}"
     result = apply_manifests(art, read, ManifestTarget(tmp_path / "gitops", fakekube.kubeconfig(tmp_path / "kc"), None),
                              image_refs={ref: PINNED, "models/sentiment:1.2.0": car}, origin=ORIGIN)
