@@ -221,7 +221,9 @@ def test_a_held_but_unpublished_model_is_published_by_the_next_bundle(tmp_path: 
     with EdgeState.open(state) as s:
         assert s.published() == []
     deployment = WORKLOADS.split(b"---")[1].replace(b"models/sentiment", b"models/tiny").replace(b"1.2.0", b"1.0.0")
-    deployment = deployment.replace(b"registry.example:5000/team/sentiment:1.0.0", b"busybox:1.36")
+    # the edge refuses a workload image it cannot pin (no such image here, not even by digest): the server
+    # runs the model's modelcar image, which the import publishes
+    deployment = deployment.replace(b"registry.example:5000/team/sentiment:1.0.0", b"models/tiny:1.0.0-modelcar")
     write_bundle(tmp_path / "b2", [hub_keys.key], [model("tiny", "1.0.0", files),
                                                    Spec("manifests", "app", "1.0.0", files={"d.yaml": deployment})],
                  sequence=2)
