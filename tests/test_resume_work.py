@@ -118,12 +118,23 @@ def test_export_killed_at_60_percent_redoes_only_the_unfinished_part(tmp_path: P
 
 
 def _durable_chunks(state: Path) -> set[str]:
-    """Chunks the edge recorded as written and fsynced in a part file (its checkpoints)."""
-    db = sqlite3.connect(f"file:{state / 'state.db'}?mode=ro", uri=True)
+    """Chunks the edge recorded as written and fsynced in a part file (its checkpoints).
+
+    Read from a copy of the database and its write-ahead log: after a kill -9 the log needs
+    recovery, which a read-only open of the edge's own files cannot do (and must not do)."""
+    import shutil
+    import tempfile
+
+    copy = Path(tempfile.mkdtemp())
+    for name in ("state.db", "state.db-wal"):
+        if (state / name).exists():
+            shutil.copyfile(state / name, copy / name)
+    db = sqlite3.connect(copy / "state.db")
     try:
         return {row[0] for row in db.execute("SELECT chunk FROM locations WHERE file LIKE '%.part%'")}
     finally:
         db.close()
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 def test_import_killed_at_50_percent_rereads_nothing_it_verified_and_kept(tmp_path: Path, hub_keys: KeyPair,
