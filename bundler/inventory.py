@@ -33,6 +33,19 @@ INVENTORY_FORMAT = "ferry-hub-inventory"
 SITES_DIR = "sites"
 INVENTORY_NAME = "inventory.json"
 REFUSALS_NAME = "refusals.jsonl"
+#: Staging folders of return bundles being checked: ``.incoming-PID-RANDOM`` under HUB/sites.
+INCOMING_PREFIX = ".incoming-"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (signal 0 checks without signalling)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,27 @@ class Inventory:
             write_atomic(self.path, json.dumps(doc, sort_keys=True, indent=1).encode(), "state")
         finally:
             lock.release()
+
+    def incoming(self) -> Path:
+        """A new, empty staging folder for the files of one return bundle being checked
+        (``HUB/sites/.incoming-PID-RANDOM``; the caller removes it). Staging folders a killed
+        ``ferry return import`` left behind (its process gone) are removed first, so a kill -9
+        costs no disk space for good; a live import's folder is left alone.
+
+        Returns:
+            The folder, created. Raises: PlaceError: ``HUB/sites`` cannot be written.
+        """
+        try:
+            make_dirs(self.root)
+            for old in self.root.glob(f"{INCOMING_PREFIX}*"):
+                pid = old.name[len(INCOMING_PREFIX):].split("-")[0]
+                if pid.isdigit() and not _alive(int(pid)):
+                    shutil.rmtree(old, ignore_errors=True)
+            folder = self.root / f"{INCOMING_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
+            folder.mkdir()
+        except OSError as exc:
+            raise PlaceError("state", str(self.root), f"--hub {self.root}: cannot write ({exc.strerror or exc})") from None
+        return folder
 
     def read(self) -> dict[str, Any]:
         """The inventory document (an empty one if none was written yet).

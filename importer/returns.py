@@ -11,6 +11,7 @@ remembers, in ``EDGE/return/sent.json``, the first audit entry the next return b
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ import yaml
 from manifests import canonical
 from manifests.bundle import read_bounded
 from manifests.durable import make_dirs, write_atomic
-from manifests.errors import FerryError, PlaceError, SpecError
+from manifests.errors import FerryError, FormatError, PlaceError, SpecError
 from manifests.model import NAME_RE, utc_now
+from manifests.modelpack import safetensors_facts, safetensors_header_length
 from manifests.returns import MAX_DOC_BYTES, ModelUpdate, ReturnDoc, parse_drift
 from manifests.version import parse_version
 
@@ -60,7 +62,8 @@ def load_return_spec(path: Path) -> ReturnSpec:
         malformed one is refused before anything is written).
     Raises:
         SpecError: not YAML, unknown or missing fields, a path that does not exist, a bad
-        version or example count, a malformed drift summary (naming file and field).
+        version or example count, an update file that is not safetensors, a malformed drift
+        summary (naming file and field).
     """
     data = read_bounded(path, MAX_SPEC_BYTES, "return spec", place="source")
     try:
@@ -125,6 +128,10 @@ def load_return_spec(path: Path) -> ReturnSpec:
         file = existing(d["path"], f"{where}.path")
         if not file.is_file():
             raise fail(f"{where}.path", "must be a safetensors file")
+        try:
+            _check_safetensors(file)
+        except FormatError as exc:
+            raise fail(f"{where}.path", f"{d['path']!r} is not a safetensors file: {exc}") from None
         updates.append(UpdateItem(ModelUpdate(model, base, examples, metrics), file))
     metrics_dir = existing(spec["metrics"], "spec.metrics") if spec.get("metrics") is not None else None
     if metrics_dir is not None and not metrics_dir.is_dir():
@@ -143,6 +150,28 @@ def load_return_spec(path: Path) -> ReturnSpec:
     if len({p.name for p in drift}) != len(drift):
         raise fail("spec.drift", "lists two files of the same name")
     return ReturnSpec(file=path, updates=tuple(updates), metrics=metrics_dir, drift=tuple(drift))
+
+
+def _check_safetensors(file: Path) -> None:
+    """Refuse an update file that is not safetensors before anything is written (the hub
+    would refuse it only after the return bundle travelled; docs/bundle-format.md section 13:
+    an update is the full trained weights as one safetensors file).
+
+    Args:
+        file: the update's weights file.
+    Raises:
+        FormatError: the 8-byte header length or the JSON header is not safetensors'.
+        PlaceError: the file cannot be read.
+    """
+    try:
+        with open(file, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            length = safetensors_header_length(f.read(8))
+            if length > size - 8:
+                raise FormatError(f"safetensors header of {length} bytes is longer than the file ({size} bytes)")
+            safetensors_facts(f.read(length))
+    except OSError as exc:
+        raise PlaceError("source", str(file), f"{file}: cannot read ({exc.strerror or exc})") from None
 
 
 def audit_from(state_dir: Path) -> int:

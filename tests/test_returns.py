@@ -249,3 +249,67 @@ def test_a_malformed_drift_file_is_refused_at_the_edge(tmp_path: Path) -> None:
     state = tmp_path / "edge"
     r = run_ferry("return", "export", "--state", state, "--spec", spec, "--out", tmp_path / "o", "--key", tmp_path / "k")
     assert_clean_failure(r, code=2, contains="strictly increasing")
+
+
+@pytest.mark.parametrize("content", [b"loss: 0.31\n", b"", struct.pack("<Q", 1 << 40) + b"{}",
+                                     struct.pack("<Q", 2) + b"[]", struct.pack("<Q", 64) + b"{}"])
+def test_an_update_that_is_not_safetensors_is_refused_at_the_edge(tmp_path: Path, content: bytes) -> None:
+    # found trying the guide: a YAML file given as the update was carried, and the hub refused it only
+    # after the trip, naming its own staging copy
+    (tmp_path / "upd.safetensors").write_bytes(content)
+    spec = return_spec(tmp_path / "r.yaml", tmp_path / "upd.safetensors")
+    r = run_ferry("return", "export", "--state", tmp_path / "edge", "--spec", spec, "--out", tmp_path / "o",
+                  "--key", tmp_path / "k")
+    assert_clean_failure(r, code=2, contains="spec.updates[0].path")
+    assert "not a safetensors file" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_hub_refusal_of_an_update_names_the_return_bundle_not_its_staging_copy(tmp_path: Path) -> None:
+    w = make_world(tmp_path, ("site-a",))
+    train(tmp_path / "upd.safetensors", 1)
+    data = (tmp_path / "upd.safetensors").read_bytes()
+    (tmp_path / "short.safetensors").write_bytes(data[:-4])  # a header the edge reads; tensor bytes cut short
+    spec = return_spec(tmp_path / "r.yaml", tmp_path / "short.safetensors")
+    ok("return", "export", "--state", w.edges["site-a"], "--spec", spec, "--out", tmp_path / "ret",
+       "--key", w.key("site-a"))
+    r = run_ferry("return", "import", tmp_path / "ret", "--hub", w.hub, "--models", w.models)
+    assert_clean_failure(r, code=2, contains=f"{tmp_path / 'ret'}: update sentiment of site site-a:")
+    assert ".incoming" not in r.stderr
+
+
+def test_staging_left_by_a_killed_return_import_is_removed_by_the_next(tmp_path: Path) -> None:
+    # found by kill -9 during `ferry return import`: HUB/sites/.incoming-* (a copy of every update) stayed for good
+    import os
+    import subprocess
+
+    w = make_world(tmp_path, ("site-a",))
+    dead_pid = subprocess.Popen(["true"])  # a process that has exited: its pid names a killed import
+    dead_pid.wait()
+    sites = w.hub / "sites"
+    stale = sites / f".incoming-{dead_pid.pid}-0a0b0c0d0e0f"
+    live = sites / f".incoming-{os.getpid()}-0f0e0d0c0b0a"  # this test's process is alive: an import in progress
+    for folder in (stale, live):
+        (folder / "updates").mkdir(parents=True)
+        (folder / "updates" / "sentiment.safetensors").write_bytes(b"\0" * 1024)
+    train(tmp_path / "upd.safetensors", 1)
+    spec = return_spec(tmp_path / "r.yaml", tmp_path / "upd.safetensors")
+    ok("return", "export", "--state", w.edges["site-a"], "--spec", spec, "--out", tmp_path / "ret",
+       "--key", w.key("site-a"))
+    ok("return", "import", tmp_path / "ret", "--hub", w.hub, "--models", w.models)
+    assert not stale.exists() and live.is_dir()
+    assert [p.name for p in sites.glob(".incoming-*")] == [live.name]
+
+
+def test_hub_commands_take_the_hub_state_as_export_does_and_refuse_a_missing_one(world: World) -> None:
+    # found following the guide: HUB is "the folder `ferry export --state` uses", but `ferry sites --state HUB`
+    # was "No such option", and a mistyped --hub listed "no sites registered" with exit 0
+    from tests.support.common import assert_clean_failure
+
+    assert ok("sites", "--state", world.hub, "--json") == ok("sites", "--hub", world.hub, "--json")
+    missing = world.root / "no-such-hub"
+    assert_clean_failure(run_ferry("sites", "--hub", missing), code=2, contains=f"--hub {missing}: no such hub state")
+    assert_clean_failure(run_ferry("profile", "list", "--state", missing), code=2,
+                         contains=f"--state {missing}: no such hub state")
+    assert_clean_failure(run_ferry("aggregate", "sentiment", "--base", "1.2.0", "--version", "9.0.0", "--out",
+                                   world.root / "agg", "--state", world.hub), code=2, contains="no pending updates")
+    assert not missing.exists()

@@ -144,6 +144,20 @@ def test_watch_refuses_bad_sources_with_one_line(tmp_path: Path, hub_keys) -> No
                                    tmp_path / "e", "--once"), code=2, contains="unreachable")
 
 
+def test_a_bad_trust_is_refused_before_the_drop_folder_is_looked_at(tmp_path: Path) -> None:
+    # found trying watch with a mistyped --trust: it first wrote "seen; waiting" entries for every
+    # entry of the drop folder into a new edge state's audit trail, then failed
+    from tests.support.common import assert_clean_failure
+
+    drop, state = tmp_path / "drop", tmp_path / "edge"
+    (drop / "junk").mkdir(parents=True)
+    (drop / "junk" / "manifest.json").write_text("{}")
+    assert_clean_failure(run_ferry("watch", drop, "--trust", tmp_path / "hub.pub", "--state", state, "--once"),
+                         code=2, contains=f"--trust {tmp_path / 'hub.pub'}")
+    assert_clean_failure(run_ferry("watch", drop, "--state", state, "--once"), code=2, contains="no --trust given")
+    assert not state.exists()
+
+
 def test_the_sample_deployment_and_cronjob_are_valid_kubernetes_objects() -> None:
     import yaml
     from kubernetes.client import ApiClient

@@ -129,7 +129,9 @@ def _print(ui: object, report: object, registry: str | None) -> None:
                 if info else f"bundle {b.digest}")
         verb = {"planned": "plan", "imported": "imported", "repeat": "already imported", "partial": "partial",
                 "settled": "imported with refusals", "refused": "REFUSED"}.get(b.status.value, b.status.value)
-        out.print(f"{head}: {verb}" + (f": {b.reason}" if b.reason else ""), markup=False)
+        said = b.reason if b.reason and b.reason.startswith(verb) else (  # "already imported; nothing to do"
+            f"{verb}: {b.reason}" if b.reason else verb)
+        out.print(f"{head}: {said}", markup=False)
         if b.fetched:
             f = b.fetched
             out.print(f"  fetched {f['chunksFetched']} of {f['chunksNeeded']} chunk(s) needed from "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import secrets
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -175,7 +174,7 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
             report = arts.get(RETURN_ARTIFACT)
             if report is None or any(a.kind != "model" for a in m.artifacts):
                 raise FormatError(f"{path}: not a return bundle (no {RETURN_ARTIFACT} artifact)")
-            incoming = Inventory(hub).root / f".incoming-{secrets.token_hex(6)}"
+            incoming = inv.incoming()
             try:
                 for a in m.artifacts:
                     for e in a.entries:
@@ -224,10 +223,14 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
                                           f"not {u.base}+site.{site}")
                     file = incoming / "updates" / f"{u.model}.safetensors"
                     label = f"site {site} ({u.model})"
-                    check_finite(file, label)
-                    if models is not None and (models / u.model / u.base / "model.safetensors").is_file():
-                        check_alike({"the base model": read_header(models / u.model / u.base / "model.safetensors"),
-                                     label: read_header(file)})
+                    try:
+                        check_finite(file, label)
+                        if models is not None and (models / u.model / u.base / "model.safetensors").is_file():
+                            check_alike({"the base model": read_header(models / u.model / u.base / "model.safetensors"),
+                                         label: read_header(file)})
+                    except FormatError as exc:  # name the return bundle, not the hub's staging copy
+                        why = str(exc).removeprefix(f"{file}: ")
+                        raise FormatError(f"{path}: update {u.model} of site {site}: {why}") from None
                 carried_report = {e.path for e in report.entries}
                 for name in ret.metrics + ret.drift:  # only files the signed manifest lists (no ../)
                     if name not in carried_report:
@@ -397,7 +400,7 @@ def register(app: typer.Typer) -> None:
     @return_app.command("import", epilog="Example: ferry return import /media/usb/return --hub /srv/ferry-hub --models /srv/models")
     def import_cmd(
         path: Path = typer.Argument(..., help="The return bundle (folder or volumes)."),
-        hub: Path = typer.Option(..., "--hub", help="The hub state folder (its sites/ inventory is updated)."),
+        hub: Path = typer.Option(..., "--hub", "--state", help="The hub state folder, as export --state (its sites/ inventory is updated)."),
         models: Optional[Path] = typer.Option(None, "--models", help="The hub's model library MODELS/NAME/VERSION/: "
                                               "updates from a base not there are refused."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -421,7 +424,7 @@ def register(app: typer.Typer) -> None:
     @sites_app.callback(invoke_without_command=True, epilog="Example: ferry sites --hub /srv/ferry-hub --models /srv/models --html sites.html")
     def sites_cmd(
         ctx: typer.Context,
-        hub: Optional[Path] = typer.Option(None, "--hub", help="The hub state folder."),
+        hub: Optional[Path] = typer.Option(None, "--hub", "--state", help="The hub state folder, as export --state."),
         models: Optional[Path] = typer.Option(None, "--models", help="Model library MODELS/NAME/VERSION/ holding "
                                               "drift-reference.json files (drift is computed against them)."),
         threshold: float = typer.Option(0.2, "--threshold", help="PSI at or above which a feature is flagged."),
@@ -436,6 +439,10 @@ def register(app: typer.Typer) -> None:
 
         if hub is None:
             raise UsageError("sites: give --hub HUB (see ferry sites --help)")
+        if not hub.is_dir():  # a mistyped folder is not a hub without sites
+            from manifests.errors import PlaceError
+
+            raise PlaceError("state", str(hub), f"--hub {hub}: no such hub state folder")
         if not threshold > 0:
             raise UsageError("--threshold must be more than 0")
         doc = sites_document(hub, models, threshold)
@@ -456,7 +463,7 @@ def register(app: typer.Typer) -> None:
     def add_cmd(
         name: str = typer.Argument(..., help="The site's name (its edge's ferry site name)."),
         key: Path = typer.Option(..., "--key", help="The site's public key (ferry keys generate NAME, at the edge)."),
-        hub: Path = typer.Option(..., "--hub", help="The hub state folder."),
+        hub: Path = typer.Option(..., "--hub", "--state", help="The hub state folder, as export --state."),
     ) -> None:
         """Register a site and its public key (one key per site) for return bundles."""
         from bundler.inventory import Inventory
@@ -475,7 +482,7 @@ def register(app: typer.Typer) -> None:
         base: str = typer.Option(..., "--base", help="The base version the sites trained from."),
         version: str = typer.Option(..., "--version", help="The new version to write."),
         out: Path = typer.Option(..., "--out", help="The new version folder (new or empty)."),
-        hub: Path = typer.Option(..., "--hub", help="The hub state folder (its sites/ inventory)."),
+        hub: Path = typer.Option(..., "--hub", "--state", help="The hub state folder, as export --state (its sites/ inventory)."),
         models: Optional[Path] = typer.Option(None, "--models", help="Model library MODELS/NAME/VERSION/: the base "
                                               "version's layout is checked and its other files copied."),
         trim: int = typer.Option(0, "--trim", help="Robust: coordinate-wise trimmed mean dropping K values each "

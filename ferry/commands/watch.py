@@ -62,6 +62,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"{source}: watch a channel repository (oci://HOST/REPO), not one tag")
         if state.exists() and not state.is_dir():
             raise UsageError(f"--state {state}: not a folder")
+        trust_for_import(list(trust), state, [], dry_run=True)  # a bad --trust: refused before anything is written
         state.mkdir(parents=True, exist_ok=True)  # the audit trail records waiting before the first import
         ui = UI(json_mode=False, quiet=not sys.stderr.isatty())
         opts = ImportOptions(paths=[], trust=trust, state=state, registry=registry,
