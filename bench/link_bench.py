@@ -16,7 +16,6 @@ random bytes. Both imports run ``--rounds`` times, alternating; the best time of
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -29,15 +28,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MiB = 1 << 20
-
-
-def _export_bench():  # noqa: ANN202 - the model generator and timing helpers live there; reuse them
-    spec = importlib.util.spec_from_file_location("export_bench", HERE / "export_bench.py")
-    if spec is None or spec.loader is None:
-        sys.exit("bench/export_bench.py is missing: it holds the model generator this bench uses")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def start_registry(root: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -67,7 +57,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
-    eb = _export_bench()
+    import export_bench as eb  # the model generator and timing helpers (bench/ is sys.path[0])
     work = a.dir
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
