@@ -6,9 +6,9 @@ field names, types, required fields, label patterns and the rule that each downs
 a selector, written from KubeStellar's ``pkg/crd/files/crds.yaml`` (commit 1c28a8a, see the
 README beside it). It lives in the project, so a fresh clone tests itself with nothing beside it.
 
-Where KubeStellar's own CRDs sit beside the checkout (``../shared/kubestellar/crds.yaml``, only
-where this project's CI runs), ``tests/test_kube_schema.py`` cross-checks that both agree; no test
-depends on that file alone.
+KubeStellar's own CRDs (``tests/support/kubestellar/crds.yaml``, ``pkg/crd/files/crds.yaml`` of
+the same commit, unchanged, Apache-2.0) are kept beside it, so ``tests/test_kube_schema.py``
+cross-checks that both agree in every checkout.
 
 Schemas are JSON Schema draft 4 (what Kubernetes' OpenAPI v3.0 ``openAPIV3Schema`` is, less the
 ``x-kubernetes-*`` extensions, which the validator ignores; ``nullable`` is honoured by allowing
@@ -25,11 +25,10 @@ from typing import Any
 
 import yaml
 
-from tests.support.common import REPO
 
 SCHEMA_FILE = Path(__file__).parent / "kubestellar" / "kubestellar.schema.json"
 EXAMPLES = Path(__file__).parent / "kubestellar" / "examples"
-SHARED_CRDS = REPO.parent / "shared" / "kubestellar" / "crds.yaml"
+UPSTREAM_CRDS = Path(__file__).parent / "kubestellar" / "crds.yaml"
 
 
 def _inline(node: Any, definitions: dict[str, Any]) -> Any:
