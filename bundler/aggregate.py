@@ -243,9 +243,10 @@ def aggregate(updates: list[tuple[str, Path, int]], out_file: Path, *, base_file
     head += b" " * (-len(head) % 8)
     make_dirs(out_file.parent)
     tmp = out_file.with_name(f".{out_file.name}.tmp")
-    files = [_open(path) for _, path, _ in updates]
+    files: list[IO[bytes]] = []
     labels = [label for label, _, _ in updates]
     try:
+        files += (_open(path) for _, path, _ in updates)  # in the try: a failed open closes the others
         with open(tmp, "wb") as out:
             out.write(struct.pack("<Q", len(head)) + head)
 
@@ -292,10 +293,11 @@ def update_norms(updates: list[tuple[str, Path, int]], base_file: Path | None = 
     """
     paths = [path for _, path, _ in updates] + ([base_file] if base_file is not None else [])
     per = [read_header(p) for p in paths]
-    files = [_open(p) for p in paths]
+    files: list[IO[bytes]] = []
     labels = [label for label, _, _ in updates] + ["the base model"]
     layout = per[0]
     try:
+        files += (_open(p) for p in paths)
         def work(task: tuple[str, int, int]) -> np.ndarray:
             name, first, count = task
             parts = [_window(f, p[name], first, count) for f, p in zip(files, per)]
