@@ -18,15 +18,18 @@ import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
 from manifests.durable import make_dirs, write_atomic
+from manifests.freshness import bundle_time_problem
 from manifests.errors import FormatError, PlaceError, PolicyError, UsageError, VerificationError
 from manifests.keys import key_id, parse_public
 from manifests.locking import acquire
 from manifests.model import NAME_RE
+from manifests.text import parse_utc_or_none
 from manifests.returns import GENESIS, ReturnDoc
 
 INVENTORY_FORMAT = "ferry-hub-inventory"
@@ -178,7 +181,7 @@ class Inventory:
 
     def record_return(self, *, site: str, keyid: str, sequence: int, digest: str, when: str, ret: ReturnDoc,
                       audit: AuditSlice, files: Path, receipt: dict[str, Any], status: dict[str, Any],
-                      known_base: set[tuple[str, str]] | None) -> Path:
+                      known_base: set[tuple[str, str]] | None, created: str | None = None) -> Path:
         """Check a verified return bundle against what the hub knows, then record it.
 
         Args:
@@ -189,6 +192,8 @@ class Inventory:
                 moved into ``HUB/sites/<site>/<sequence>``.
             receipt, status: the parsed receipt and status it carried.
             known_base: (model, version) pairs the hub holds; None to skip that check.
+            created: the manifest's signed ``bundle.created``, kept as the site's newest signed
+                time (:meth:`time_problem` uses it as a witness for clocks).
         Returns:
             The folder the files were kept in.
         Raises:
@@ -227,6 +232,8 @@ class Inventory:
             rec["lastContact"] = when
             rec["lastBundle"] = digest
             rec["reported"] = ret.created
+            if created is not None and (rec.get("lastCreated") is None or created > rec["lastCreated"]):
+                rec["lastCreated"] = created  # same fixed-width UTC form: text order is time order
             if audit.count:
                 rec["audit"] = {"seq": audit.last_seq, "hash": audit.last_hash}
             rec["receipt"] = receipt
@@ -240,6 +247,25 @@ class Inventory:
             rec["metrics"] = [str(keep / "report" / m) for m in ret.metrics]
             doc["sites"][site] = rec
         return keep
+
+    def time_problem(self, site: str, created: str, expires: str | None, now: datetime) -> str | None:
+        """Why a return bundle of ``site`` signed at ``created`` and valid until ``expires`` is not
+        acceptable at ``now``, or None: the edge's rule for hub bundles, the other way round
+        (docs/bundle-format.md §3.1 ``expires``, §13; manifests.freshness): refused from its
+        expiry on, and, when it has one, if signed more than 5 minutes ahead of the hub's clock;
+        the newest ``bundle.created`` the hub accepted from that site tells whose clock looks wrong.
+
+        Args:
+            site: the site the bundle's channel names; created, expires: its signed times
+                (``YYYY-MM-DDTHH:MM:SSZ``; expires None: it never expires); now: the hub's clock (UTC).
+        Returns:
+            The reason, for a PolicyError the caller raises naming the bundle, or None.
+        Raises:
+            PlaceError: the inventory is unreadable.
+        """
+        rec = self.read()["sites"].get(site) or {}
+        seen = parse_utc_or_none(str(rec["lastCreated"])) if rec.get("lastCreated") else None
+        return bundle_time_problem(created, expires, now, seen, writer="site", reader="hub")
 
     def receipt_file(self, site: str) -> Path:
         """The receipt carried by ``site``'s last return bundle (for ``export --since-site``).

@@ -20,7 +20,8 @@ SKEW = timedelta(minutes=5)
 
 
 def bundle_time_problem(created: str, expires: str | None, now: datetime,
-                        last_seen: datetime | None = None) -> str | None:
+                        last_seen: datetime | None = None, *, writer: str = "hub",
+                        reader: str = "site") -> str | None:
     """Why a bundle signed at ``created`` and valid until ``expires`` is not acceptable at
     ``now`` (UTC), or None.
 
@@ -29,6 +30,8 @@ def bundle_time_problem(created: str, expires: str | None, now: datetime,
             (``YYYY-MM-DDTHH:MM:SSZ``; ``expires`` None: the bundle never expires).
         now: the verifier's clock.
         last_seen: the newest signed time this site accepted before (None: unknown).
+        writer, reader: who signs and who reads, for the message: a hub-bound bundle by
+            default; ``writer="site", reader="hub"`` for a return bundle (docs/bundle-format.md §13).
     Only a bundle with an expiry is checked for a creation time in the future: it is the one
     whose validity window depends on the two clocks agreeing.
     """
@@ -38,12 +41,12 @@ def bundle_time_problem(created: str, expires: str | None, now: datetime,
     clock = f"this machine's clock says {format_time(now)}"
     if last_seen is not None and now + SKEW < last_seen:
         return (f"this machine's clock looks wrong: it says {format_time(now)}, before {format_time(last_seen)}, "
-                "a signed time this site already accepted; set the clock and try again")
+                f"a signed time this {reader} already accepted; set the clock and try again")
     if made > now + SKEW:
-        return (f"bundle was signed at {created}, {_span(made - now)} after {clock}: the hub's clock looks ahead "
-                "(this machine's is not behind anything it has accepted); check the hub's clock")
+        return (f"bundle was signed at {created}, {_span(made - now)} after {clock}: the {writer}'s clock looks ahead "
+                f"(this machine's is not behind anything it has accepted); check the {writer}'s clock")
     if now >= until:
-        return (f"bundle expired at {expires} ({_span(now - until)} ago; {clock}): ask the hub for a fresh bundle, "
+        return (f"bundle expired at {expires} ({_span(now - until)} ago; {clock}): ask the {writer} for a fresh bundle, "
                 "or fix this machine's clock if it is wrong")
     return None
 

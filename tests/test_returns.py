@@ -313,3 +313,90 @@ def test_hub_commands_take_the_hub_state_as_export_does_and_refuse_a_missing_one
     assert_clean_failure(run_ferry("aggregate", "sentiment", "--base", "1.2.0", "--version", "9.0.0", "--out",
                                    world.root / "agg", "--state", world.hub), code=2, contains="no pending updates")
     assert not missing.exists()
+
+
+def test_the_norm_screen_refuses_a_poisoned_site_by_name_and_marks_nothing(tmp_path: Path) -> None:
+    """Three sites train from 1.2.0; one moved 30 times further than the others (a broken or
+    poisoned site): --max-norm-ratio refuses it naming the site and its return bundle, writes no
+    version and leaves every update pending; the honest mean still goes through without it."""
+    w = make_world(tmp_path, ("site-1", "site-2", "site-3"))
+    digests = {}
+    for site, step in (("site-1", 1), ("site-2", 2), ("site-3", 30)):
+        train(tmp_path / f"{site}.safetensors", step)
+        ok("return", "export", "--state", w.edges[site], "--spec",
+           return_spec(tmp_path / f"{site}.yaml", tmp_path / f"{site}.safetensors"), "--out", tmp_path / site,
+           "--key", w.key(site))
+        digests[site] = json.loads(ok("return", "import", tmp_path / site, "--hub", w.hub, "--models", w.models,
+                                      "--json"))["digest"]
+    before = w.inventory()
+    out = w.models / "sentiment" / "1.3.0"
+    r = run_ferry("aggregate", "sentiment", "--base", "1.2.0", "--version", "1.3.0", "--out", out, "--hub", w.hub,
+                  "--models", w.models, "--max-norm-ratio", "5")
+    assert_clean_failure(r, code=1, contains=f"update of site site-3 (return bundle 1, {digests['site-3'][:19]}…): "
+                                             "the L2 norm of its update - base is")
+    assert "over --max-norm-ratio 5" in r.stderr and "site-1" not in r.stderr
+    assert w.inventory() == before and not (out / "model.safetensors").exists()
+    assert_clean_failure(run_ferry("aggregate", "sentiment", "--base", "1.2.0", "--version", "1.3.0", "--out", out,
+                                   "--hub", w.hub, "--models", w.models, "--max-norm-ratio", "0.5"),
+                         code=2, contains="--max-norm-ratio 0.5 must be a finite number of at least 1")
+    # a ratio the honest spread passes: every site's update is within 50x of the others'
+    done = json.loads(ok("aggregate", "sentiment", "--base", "1.2.0", "--version", "1.3.0", "--out", out,
+                         "--hub", w.hub, "--models", w.models, "--max-norm-ratio", "50", "--json"))
+    assert done["method"] == "fedavg" and done["sites"] == ["site-1", "site-2", "site-3"]
+    assert sorted(done["norms"].values())[-1] > 10 * sorted(done["norms"].values())[0]
+
+
+def _resign_return(bundle: Path, key: Path, **changes: str) -> None:
+    """Change the signed times of a return bundle, signed again with the site's key (as a site
+    with a wrong clock, or an old bundle, would have signed them)."""
+    import dataclasses
+
+    from manifests.bundle import MANIFEST_NAME, SIGNATURE_NAME
+    from manifests.keys import load_private
+    from manifests.model import Manifest
+    from manifests.signing import RETURN_PAYLOAD_TYPE, sign
+
+    m = Manifest.from_bytes((bundle / MANIFEST_NAME).read_bytes())
+    new = dataclasses.replace(m, bundle=dataclasses.replace(m.bundle, **changes)).to_bytes()
+    (bundle / MANIFEST_NAME).write_bytes(new)
+    (bundle / SIGNATURE_NAME).write_bytes(sign(new, [load_private(key)], RETURN_PAYLOAD_TYPE).to_bytes())
+
+
+def test_expired_and_future_dated_return_bundles_are_refused_at_the_hub(tmp_path: Path) -> None:
+    """The edge's rule for hub bundles, the other way round (docs/bundle-format.md §3.1, §13):
+    --expires signs an expiry; the hub refuses the bundle from then on, and one dated ahead of
+    its clock, naming the site, the bundle and whose clock looks wrong; the inventory unchanged."""
+    from datetime import datetime, timedelta, timezone
+
+    from manifests.bundle import MANIFEST_NAME
+    from manifests.model import Manifest
+    from manifests.root import format_time
+
+    w = make_world(tmp_path, ("site-a",))
+    spec = return_spec(tmp_path / "r.yaml", None)
+
+    def export(name: str) -> Path:
+        ok("return", "export", "--state", w.edges["site-a"], "--spec", spec, "--out", tmp_path / name,
+           "--key", w.key("site-a"), "--expires", "30d")
+        return tmp_path / name
+
+    old, future, fresh = export("old"), export("future"), export("fresh")
+    m = Manifest.from_bytes((fresh / MANIFEST_NAME).read_bytes())
+    assert m.bundle.expires is not None and m.bundle.expires > m.bundle.created
+    _resign_return(old, w.key("site-a"), created="2020-12-01T00:00:00Z", expires="2021-01-01T00:00:00Z")
+    now = datetime.now(timezone.utc)
+    _resign_return(future, w.key("site-a"), created=format_time(now + timedelta(days=2)),
+                   expires=format_time(now + timedelta(days=30)))
+    for bundle, says in ((old, "bundle expired at 2021-01-01T00:00:00Z"), (old, "ask the site for a fresh bundle"),
+                         (future, "the site's clock looks ahead")):
+        r = run_ferry("return", "import", bundle, "--hub", w.hub, "--json")
+        assert_clean_failure(r, code=1, contains=says)
+        assert f"{bundle}: return bundle of site site-a, sequence " in r.stderr
+        assert not (w.hub / "sites" / "inventory.json").exists() or \
+            json.loads(w.inventory())["sites"]["site-a"]["lastSequence"] == 0
+    ok("return", "import", fresh, "--hub", w.hub)
+    rec = json.loads(w.inventory())["sites"]["site-a"]
+    assert rec["lastSequence"] == m.bundle.sequence and rec["lastCreated"] == m.bundle.created
+    assert_clean_failure(run_ferry("return", "export", "--state", w.edges["site-a"], "--spec", spec, "--out",
+                                   tmp_path / "x", "--key", w.key("site-a"), "--expires", "soon"),
+                         code=2, contains="--expires 'soon' is not a duration")

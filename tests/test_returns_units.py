@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bundler.aggregate import aggregate, read_header
-from manifests.errors import FormatError, LimitError, UsageError
+import bundler.aggregate as ag
+from bundler.aggregate import aggregate, read_header, update_norms
+from manifests.errors import FormatError, LimitError, PolicyError, UsageError
 from manifests.returns import (Histogram, ModelUpdate, ReturnDoc, drift_report, parse_drift, psi)
 from tests.test_returns import read_tensors, write_tensors
 
@@ -193,3 +194,120 @@ def test_tensors_larger_than_a_block_average_the_same(tmp_path: Path, monkeypatc
     got = read_tensors(tmp_path / "median.safetensors")
     for name in ts[0]:  # a trimmed mean of three dropping one each side is the median
         np.testing.assert_array_equal(got[name], np.median(np.stack([t[name] for t in ts]), axis=0).astype(ts[0][name].dtype))
+
+
+# --------------------------------------------------------------------------- speed: widening, windows, threads
+
+EVERY_FINITE_HALF = np.concatenate([np.arange(0x7C00, dtype=np.uint16),
+                                    np.arange(0x8000, 0xFC00, dtype=np.uint16)]).view(np.float16)
+
+
+@settings(max_examples=30, deadline=None)
+@given(w=st.floats(min_value=2.0 ** -60, max_value=1.0, allow_subnormal=False))
+def test_the_bit_widening_is_numpys_cast_and_product_for_every_finite_half(w: float) -> None:
+    """Every finite fp16 value (subnormals, -0 and 65504 included) times any weight: bit for bit
+    ``x.astype(float32) * float32(w)``, the definition the mean is computed by."""
+    n = len(EVERY_FINITE_HALF)
+    got = ag._widen(EVERY_FINITE_HALF, w, np.empty(n, np.int32), np.empty(n, np.float32))
+    want = EVERY_FINITE_HALF.astype(np.float32) * np.float32(w)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def big_sites(tmp: Path, n: int, size: int, seed: int = 3) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        t = {"a": (rng.standard_normal(size) * 10.0 ** rng.integers(-6, 4, size)).astype(np.float16),
+             "b": rng.standard_normal(size // 3).astype(np.float32), "c": rng.standard_normal(5).astype(np.float64)}
+        write_tensors(tmp / f"s{i}.safetensors", t)
+        out.append(t)
+    return out
+
+
+@pytest.mark.parametrize("workers,budget", [(1, 64 << 20), (3, 64 << 20), (4, 1)])
+def test_windows_and_threads_never_change_a_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                workers: int, budget: int) -> None:
+    """However a tensor is cut into windows and blocks and whatever the number of threads, the
+    file is the numpy definition (float32 sums in update order), byte for byte; budget 1 forces
+    one block per window, so tensors span many mappings at offsets no page boundary aligns."""
+    ts = big_sites(tmp_path, 5, 10_001)
+    ups = [(f"s{i}", tmp_path / f"s{i}.safetensors", 7 * i + 1) for i in range(5)]
+    monkeypatch.setattr(ag, "BLOCK", 997)
+    monkeypatch.setattr(ag, "WINDOW_BLOCKS", 3)
+    monkeypatch.setattr(ag, "MAP_BUDGET", budget)
+    monkeypatch.setattr(ag, "_workers", lambda: workers)
+    aggregate(ups, tmp_path / "out.safetensors")
+    got = read_tensors(tmp_path / "out.safetensors")
+    w = np.array([n for _, _, n in ups], dtype=np.float64) / sum(n for _, _, n in ups)
+    for name in ts[0]:
+        wide = np.float64 if ts[0][name].dtype == np.float64 else np.float32
+        want = ts[0][name].astype(wide) * wide(w[0])
+        for t, wi in zip(ts[1:], w[1:]):
+            want = want + t[name].astype(wide) * wide(wi)
+        np.testing.assert_array_equal(got[name].view(np.uint8), want.astype(ts[0][name].dtype).view(np.uint8),
+                                      err_msg=name)
+
+
+def test_a_nan_in_a_late_window_of_an_fp16_tensor_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ts = big_sites(tmp_path, 3, 5000)
+    monkeypatch.setattr(ag, "BLOCK", 100)
+    monkeypatch.setattr(ag, "WINDOW_BLOCKS", 2)
+    for bad in (np.float16(np.nan), np.float16(-np.inf)):
+        t = dict(ts[2])
+        t["a"] = ts[2]["a"].copy()
+        t["a"][4321] = bad
+        write_tensors(tmp_path / "s2.safetensors", t)
+        with pytest.raises(FormatError, match="update of s2: tensor 'a' holds NaN or infinity"):
+            aggregate([(f"s{i}", tmp_path / f"s{i}.safetensors", 1) for i in range(3)], tmp_path / "out.safetensors")
+        assert not list(tmp_path.glob("*out.safetensors*"))
+
+
+# --------------------------------------------------------------------------- the norm screen
+
+
+def test_update_norms_are_the_l2_norms_of_the_update_or_of_its_difference_from_the_base(tmp_path: Path) -> None:
+    ts = big_sites(tmp_path, 3, 3000)
+    ups = [(f"s{i}", tmp_path / f"s{i}.safetensors", 1) for i in range(3)]
+    flat = [np.concatenate([t[k].astype(np.float64).ravel() for k in sorted(t)]) for t in ts]
+    got = update_norms(ups)
+    for i in range(3):
+        assert got[f"s{i}"] == pytest.approx(float(np.linalg.norm(flat[i])), rel=1e-12)
+    got = update_norms(ups[1:], tmp_path / "s0.safetensors")  # s0 as the base
+    for i in (1, 2):
+        assert got[f"s{i}"] == pytest.approx(float(np.linalg.norm(flat[i] - flat[0])), rel=1e-12)
+
+
+def test_max_norm_ratio_refuses_the_far_update_by_name_and_writes_nothing(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    base = {"w": rng.standard_normal((40, 30)).astype(np.float16), "b": rng.standard_normal(30).astype(np.float32)}
+    write_tensors(tmp_path / "base.safetensors", base)
+    steps = {"s0": 0.01, "s1": 0.012, "s2": 0.011, "bad": 0.5}  # how far each site moved from the base
+    for site, step in steps.items():
+        write_tensors(tmp_path / f"{site}.safetensors",
+                      {k: (v.astype(np.float64) + step * rng.standard_normal(v.shape)).astype(v.dtype) for k, v in base.items()})
+    ups = [(f"site {s} (return bundle 1)", tmp_path / f"{s}.safetensors", 10) for s in steps]
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(PolicyError, match=r"^update of site bad \(return bundle 1\): the L2 norm of its update - base is "
+                                          r"[0-9.]+, [0-9.]+ times the median of the others' .* over --max-norm-ratio 3"):
+        aggregate(ups, out, base_file=tmp_path / "base.safetensors", max_norm_ratio=3)
+    assert not list(tmp_path.glob("*out.safetensors*"))
+    result = aggregate(ups[:3], out, base_file=tmp_path / "base.safetensors", max_norm_ratio=3)  # the honest three pass
+    assert set(result["norms"]) == {u[0] for u in ups[:3]} and out.exists()
+    # without the base, every update's own norm is about the base's: nobody stands out, even the far one
+    assert aggregate(ups, out, max_norm_ratio=3)["method"] == "fedavg"
+
+
+def test_max_norm_ratio_needs_two_updates_and_a_ratio_of_at_least_one(tmp_path: Path) -> None:
+    sites(tmp_path, 2)
+    ups = [(f"s{i}", tmp_path / f"s{i}.safetensors", 1) for i in range(2)]
+    with pytest.raises(UsageError, match="needs 2 updates"):
+        aggregate(ups[:1], tmp_path / "out.safetensors", max_norm_ratio=2)
+    for bad in (0.5, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="at least 1"):
+            aggregate(ups, tmp_path / "out.safetensors", max_norm_ratio=bad)
+    identical = {"w": np.zeros(3, np.float32)}
+    write_tensors(tmp_path / "z0.safetensors", identical)
+    write_tensors(tmp_path / "z1.safetensors", {"w": np.ones(3, np.float32)})
+    with pytest.raises(PolicyError, match="update of z1: .* infinitely many times the median of the others' \\(0\\)"):
+        aggregate([("z0", tmp_path / "z0.safetensors", 1), ("z1", tmp_path / "z1.safetensors", 1)],
+                  tmp_path / "out.safetensors", max_norm_ratio=100)

@@ -14,6 +14,7 @@ import html
 import json
 import os
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,7 +30,7 @@ sites_app = typer.Typer(help="The hub's sites: keys, last contact, what they run
 
 
 def return_export(state: Path, spec_path: Path, out: Path, keys: list[str], max_volume_size: str | None,
-                  audit_from_seq: int | None, json_out: bool) -> None:
+                  audit_from_seq: int | None, json_out: bool, expires: str | None = None) -> None:
     """``ferry return export``: stage the site's report and updates, write them as a signed return bundle."""
     from bundler.export import ExportOptions, export
     from bundler.spec import parse_size
@@ -37,6 +38,7 @@ def return_export(state: Path, spec_path: Path, out: Path, keys: list[str], max_
     from ferry.commands.status import status_document
     from ferry.keyopts import ask_terminal, key_refs
     from ferry.ui import UI
+    from importer.policy import parse_max_age
     from importer.returns import RETURN_DIR, audit_from, load_return_spec, mark_sent, stage
     from manifests.errors import UsageError
     from manifests.returns import RETURN_ARTIFACT, RETURN_ARTIFACT_VERSION
@@ -66,7 +68,8 @@ def return_export(state: Path, spec_path: Path, out: Path, keys: list[str], max_
     opts = ExportOptions(spec=spec_file, out=out, keys=tuple(key_refs(keys)),
                          state=work / "writer",
                          max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
-                         ask=ask_terminal, payload_type=RETURN_PAYLOAD_TYPE)
+                         ask=ask_terminal, payload_type=RETURN_PAYLOAD_TYPE,
+                         expires=parse_max_age(expires, option="--expires") if expires else None)
     result = export(opts, ui)
     mark_sent(state, audit_next)
     shutil.rmtree(staging, ignore_errors=True)
@@ -123,6 +126,10 @@ def _known_bases(models: Path | None) -> set[tuple[str, str]] | None:
 def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) -> dict[str, Any]:
     """``ferry return import``: verify a return bundle against the site keys and record it.
 
+    A return bundle past its signed ``bundle.expires``, or signed with one and dated more than 5
+    minutes ahead of the hub's clock, is refused before its content is read
+    (:meth:`bundler.inventory.Inventory.time_problem`; docs/bundle-format.md §3.1, §13).
+
     Then the site's recorded resources (``status.json`` ``siteIdentity.resources``) become its
     profile in ``HUB/profiles/`` unless one was given by hand (``bundler.profiles.profile_from_return``;
     docs/spec.md, *Site profiles*); the result's ``profile.kept`` says which. A hub state that
@@ -131,7 +138,7 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
     Raises:
         VerificationError: unknown key, another site's key, a bad chunk. PolicyError: replay,
         audit discontinuity, unknown base. FormatError: a malformed document or update.
-        IncompleteError: volumes missing. The inventory is unchanged by every refusal
+        expired or future-dated return bundle. IncompleteError: volumes missing. The inventory is unchanged by every refusal
         (the refusal itself is logged in ``HUB/sites/refusals.jsonl``).
     """
     from bundler.aggregate import check_finite, check_alike, read_header
@@ -139,7 +146,7 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
     from bundler.profiles import profile_from_return
     from importer.content import stream_entry
     from importer.medium import PackReader, find_bundles
-    from manifests.errors import FerryError, FormatError, IncompleteError, UsageError
+    from manifests.errors import FerryError, FormatError, IncompleteError, PolicyError, UsageError
     from manifests.keys import parse_public
     from manifests.model import utc_now
     from manifests.receipt import Receipt
@@ -164,6 +171,9 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
         m = signed.manifest
         site = m.bundle.channel
         signer = next(s.keyid for s in signed.verdict.signers if s.counted)
+        problem = inv.time_problem(site, m.bundle.created, m.bundle.expires, datetime.now(timezone.utc))
+        if problem:  # before a byte of its content is read (an expired bundle may be large)
+            raise PolicyError(f"{path}: return bundle of site {site}, sequence {m.bundle.sequence}: {problem}")
         with PackReader(m, bundle.volume_dirs) as reader:
             if reader.damaged_files():
                 raise FormatError(f"{path}: pack file(s) missing from the volumes given: {', '.join(reader.damaged_files())}")
@@ -240,7 +250,7 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
                 kept = inv.record_return(site=site, keyid=signer, sequence=m.bundle.sequence, digest=signed.digest,
                                          when=utc_now(), ret=ret, audit=audit, files=incoming,
                                          receipt=json.loads(receipt.to_bytes()), status=status,
-                                         known_base=_known_bases(models))
+                                         known_base=_known_bases(models), created=m.bundle.created)
             finally:
                 shutil.rmtree(incoming, ignore_errors=True)
     except FerryError as exc:
@@ -335,8 +345,13 @@ def sites_html(doc: dict[str, Any]) -> str:
 
 
 def aggregate_cmd(model: str, base: str, version: str, out: Path, hub: Path, models: Path | None,
-                  trim: int) -> dict[str, Any]:
-    """``ferry aggregate``: FedAvg (or trimmed mean) of the pending updates of MODEL from BASE."""
+                  trim: int, max_norm_ratio: float | None = None) -> dict[str, Any]:
+    """``ferry aggregate``: FedAvg (or trimmed mean) of the pending updates of MODEL from BASE.
+
+    Each update is named in refusals by its site and return bundle (sequence and manifest
+    digest); ``max_norm_ratio`` refuses an update far from the others (bundler.aggregate).
+    Raises: UsageError, FormatError, PolicyError (the norm screen), PlaceError; the inventory
+    is marked only when the new version is written."""
     from bundler.aggregate import PROVENANCE_NAME, WEIGHTS_NAME, aggregate, write_provenance
     from bundler.inventory import Inventory
     from manifests.errors import UsageError
@@ -356,8 +371,9 @@ def aggregate_cmd(model: str, base: str, version: str, out: Path, hub: Path, mod
     base_file = None if base_dir is None else base_dir / WEIGHTS_NAME
     if base_file is not None and not base_file.is_file():
         raise UsageError(f"--models {models}: no {model}/{base}/{WEIGHTS_NAME} (the base version)")
-    result = aggregate([(f"site {u['site']}", Path(u["file"]), int(u["examples"])) for u in updates],
-                       out / WEIGHTS_NAME, base_file=base_file, trim=trim,
+    result = aggregate([(f"site {u['site']} (return bundle {u['sequence']}, {u['bundle'][:19]}…)", Path(u["file"]),
+                         int(u["examples"])) for u in updates],
+                       out / WEIGHTS_NAME, base_file=base_file, trim=trim, max_norm_ratio=max_norm_ratio,
                        metadata={"name": model, "version": version, "aggregatedFrom": base})
     if base_dir is not None:  # the rest of the model (config, tokenizer) comes from the base version
         for p in sorted(base_dir.rglob("*")):
@@ -392,10 +408,13 @@ def register(app: typer.Typer) -> None:
         max_volume_size: Optional[str] = typer.Option(None, "--max-volume-size", help="Split into volumes of at most this size."),
         audit_from_seq: Optional[int] = typer.Option(None, "--audit-from", help="Carry audit entries from this seq "
                                                      "(default: after the last return bundle; the hub names it when one got lost)."),
+        expires: Optional[str] = typer.Option(None, "--expires", metavar="DURATION",
+                                              help="Sign an expiry into the return bundle (e.g. 30d, 12h): the hub "
+                                                   "refuses it after that."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Write a signed return bundle (edge side): receipt, status, audit trail since the last one, model updates, metrics, drift."""
-        return_export(state, spec, out, key, max_volume_size, audit_from_seq, json_out)
+        return_export(state, spec, out, key, max_volume_size, audit_from_seq, json_out, expires)
 
     @return_app.command("import", epilog="Example: ferry return import /media/usb/return --hub /srv/ferry-hub --models /srv/models")
     def import_cmd(
@@ -487,12 +506,16 @@ def register(app: typer.Typer) -> None:
                                               "version's layout is checked and its other files copied."),
         trim: int = typer.Option(0, "--trim", help="Robust: coordinate-wise trimmed mean dropping K values each "
                                  "side (needs more than 2K sites); 0 is FedAvg weighted by example counts."),
+        max_norm_ratio: Optional[float] = typer.Option(None, "--max-norm-ratio", metavar="R", help="Robust: refuse "
+                                                       "(write nothing) if an update's L2 norm, of update - base with "
+                                                       "--models, else of the update, is more than R times the median "
+                                                       "of the others' (R >= 1; needs 2 sites or more)."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Average the model updates sites returned (FedAvg by example counts) into a new version folder with provenance."""
         from ferry.ui import UI
 
-        result = aggregate_cmd(model, base, version, out, hub, models, trim)
+        result = aggregate_cmd(model, base, version, out, hub, models, trim, max_norm_ratio)
         if json_out:
             UI(json_mode=True).emit(result)
         else:
