@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import struct
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import pyfastcdc
 
@@ -274,78 +276,219 @@ def _gguf_file_cuts(f: BinaryIO, size: int, most: int) -> list[int]:
     return []
 
 
-#: Bytes cut at a time. A chunk is accepted from a window only when the FastCDC decision
-#: for it (which looks at most MAX_CHUNK bytes ahead) lies wholly inside the window, so the
-#: cuts are exactly those of cutting the whole piece at once, with memory bounded. Just
-#: under 32 MiB, so that glibc (tuned by the exporter) reuses heap memory for it.
+#: Bytes cut at a time: one window, reused (never reallocated) for every piece of a file. A
+#: chunk is accepted from a window when it ends before the window does: FastCDC decides a cut
+#: from the bytes up to it alone (the gear hash is rolled forward from the chunk's start, and
+#: the mask in force at a position depends on the distance from that start, never on the
+#: bytes left), so a chunk that ends inside the window is exactly the chunk that cutting the
+#: whole piece at once gives; the one that ends at the window's end may have been cut short,
+#: and is cut again at the start of the next window (moved there, not read again). The window
+#: holds more than a largest chunk, so every window but a piece's last accepts at least one.
 WINDOW = 2 * MAX_CHUNK - 64 * 1024
+#: Bytes read from a source file at a time, on a reader thread ahead of the cutting thread.
+BLOCK = 4 * MiB
+#: Blocks in flight between the reader, the hashing thread and the cutting thread. Memory of
+#: cutting one file: WINDOW + BLOCKS * BLOCK, 48 MiB (``manifests.budget.WINDOWS`` allows 64).
+BLOCKS = 4
 
 
-def _accepted(window: bytes, last: bool) -> Iterator[memoryview]:
-    """The chunks of ``window`` that cutting the whole would also give (all of them if ``last``).
+class _Sink(Protocol):
+    def update(self, data: bytes | memoryview) -> None: ...
 
-    Chunks are views into ``window``: no copy, and the window lives as long as they do."""
-    for c in _cdc.cut_buf(memoryview(window)):
-        if not last and c.offset + MAX_CHUNK > len(window):
+
+def accepted(cdc: pyfastcdc.FastCDC, window: memoryview, last: bool) -> Iterator[memoryview]:
+    """The chunks of ``window`` that cutting its whole piece at once would also give.
+
+    Args:
+        cdc: the chunker (its min/avg/max sizes).
+        window: bytes of a piece, from a chunk boundary on.
+        last: whether the piece ends with ``window`` (then every chunk is accepted).
+    Returns:
+        Views into ``window``, in order: every chunk that ends before the window does (see
+        :data:`WINDOW` for why those are exact), all of them if ``last``.
+    """
+    end = len(window)
+    for c in cdc.cut_buf(window):
+        if not last and c.offset + c.length >= end:
             return
         yield c.data
 
 
-def _cut_at(fd: int, begin: int, end: int) -> Iterator[memoryview]:
-    """Chunks of bytes [begin, end) of a file, read window by window with pread: the bytes
-    after the last accepted chunk are simply read again with the next window."""
-    pos = begin
-    while pos < end:
-        want = min(WINDOW, end - pos)
-        window = os.pread(fd, want, pos)
-        if not window:
-            return
-        last = len(window) < want or pos + len(window) == end
-        for data in _accepted(window, last):
-            yield data
-            pos += len(data)
-        if last:
-            return
+Fill = Callable[[memoryview], int]
+
+
+def cut_pieces(fill: Fill, lengths: Iterable[int | None], cdc: pyfastcdc.FastCDC | None = None,
+               window: int = WINDOW) -> Iterator[memoryview]:
+    """Chunks of consecutive pieces of one byte source, each piece cut independently.
+
+    Args:
+        fill: copies the source's next bytes into the view it is given and returns how many
+            (0 at its end); the source is read once, front to back.
+        lengths: each piece's length in bytes, in order; ``None``: up to the source's end.
+        cdc: the chunker (default: ferry's, 1/4/16 MiB); window: bytes cut at a time, more
+            than ``cdc``'s largest chunk.
+    Returns:
+        Views into one reused window: each is valid until the next is asked for (copy it to
+        keep it). Stops early when the source ends before a piece does: the caller checks the
+        total.
+    """
+    cdc = cdc or _cdc
+    buf = bytearray(window)
+    view = memoryview(buf)
+    for length in lengths:
+        unread, filled = length, 0
+        while True:
+            want = window - filled if unread is None else min(window - filled, unread)
+            got = 0
+            while got < want:
+                n = fill(view[filled + got:filled + want])
+                if not n:
+                    break
+                got += n
+            filled += got
+            if unread is not None:
+                unread -= got
+            last = got < want or unread == 0
+            done = 0
+            for data in accepted(cdc, view[:filled], last):
+                yield data
+                done += len(data)
+            if got < want:
+                return  # the source ended
+            if last:
+                break
+            view[:filled - done] = view[done:filled]  # the cut-short tail moves to the front
+            filled -= done
+
+
+class _FileBlocks:
+    """Bytes ``[begin, end)`` of an open file, read block by block with ``pread`` on a reader
+    thread, handed in order to a hashing thread (``sink.update``: BLAKE3 and sha256 release
+    the GIL) and then to the caller's :meth:`fill`. ``BLOCKS`` buffers of ``BLOCK`` bytes
+    circulate, so memory is bounded whatever the file's size; a read error reaches the caller
+    as the ``OSError`` it was."""
+
+    _END = object()
+
+    def __init__(self, fd: int, begin: int, end: int, sink: _Sink | None) -> None:
+        self.fd, self.begin, self.end, self.sink = fd, begin, end, sink
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(BLOCKS):
+            self.free.put(bytearray(BLOCK))
+        self.hashing: queue.Queue[Any] = queue.Queue()
+        self.ready: queue.Queue[Any] = queue.Queue()
+        self.stop = threading.Event()
+        self.current: memoryview | None = None
+        self.current_buf: bytearray | None = None
+        self.pos = 0
+        self.ended = False
+        self.threads = [threading.Thread(target=self._read, name="ferry-read", daemon=True)]
+        if sink is not None:
+            self.threads.append(threading.Thread(target=self._hash, name="ferry-hash", daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def _read(self) -> None:
+        out = self.hashing if self.sink is not None else self.ready
+        try:
+            pos = self.begin
+            while pos < self.end and not self.stop.is_set():
+                try:
+                    buf = self.free.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                want = min(BLOCK, self.end - pos)
+                n = os.preadv(self.fd, [memoryview(buf)[:want]], pos)
+                out.put((buf, n))
+                if n < want:
+                    break
+                pos += n
+            out.put(self._END)
+        except BaseException as exc:  # handed to the caller, who raises it
+            out.put(exc)
+
+    def _hash(self) -> None:
+        assert self.sink is not None
+        while True:
+            item = self.hashing.get()
+            if isinstance(item, tuple) and not self.stop.is_set():
+                buf, n = item
+                try:
+                    self.sink.update(memoryview(buf)[:n])
+                except BaseException as exc:
+                    item = exc
+            self.ready.put(item)
+            if not isinstance(item, tuple):
+                return
+
+    def fill(self, view: memoryview) -> int:
+        """Copy the next bytes into ``view``; how many (0 at the end)."""
+        while self.current is None or self.pos >= len(self.current):
+            if self.current_buf is not None:
+                self.free.put(self.current_buf)
+                self.current = self.current_buf = None
+            if self.ended:
+                return 0
+            item = self.ready.get()
+            if isinstance(item, BaseException):
+                self.ended = True
+                raise item
+            if item is self._END:
+                self.ended = True
+                return 0
+            self.current_buf, n = item
+            self.current, self.pos = memoryview(self.current_buf)[:n], 0
+        n = min(len(view), len(self.current) - self.pos)
+        view[:n] = self.current[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+    def close(self) -> None:
+        """Stop the threads and wait for them: once this returns, every block read has been
+        given to ``sink`` (or reading stopped early)."""
+        self.stop.set()
+        for t in self.threads:
+            t.join()
 
 
 def cut_stream(stream: BinaryIO) -> Iterator[memoryview]:
-    """Chunks of a stream read to its end (content-defined cuts only)."""
-    carry = b""
-    while True:
-        want = WINDOW - len(carry)
-        parts, got = [carry], 0
-        while got < want:
-            data = stream.read(want - got)
-            if not data:
-                break
-            parts.append(data)
-            got += len(data)
-        last = got < want
-        window = b"".join(parts)
-        if not window:
-            return
-        accepted = 0
-        for chunk in _accepted(window, last):
-            yield chunk
-            accepted += len(chunk)
-        if last:
-            return
-        carry = window[accepted:]
+    """Chunks of a stream read to its end (content-defined cuts only); each view is valid
+    until the next is asked for."""
+    readinto = getattr(stream, "readinto", None)
+    if readinto is None:
+        def readinto(view: memoryview) -> int:
+            data = stream.read(len(view))
+            view[:len(data)] = data
+            return len(data)
+    return cut_pieces(readinto, [None])
 
 
-def cut_file(f: BinaryIO, pieces: list[tuple[int, int]]) -> Iterator[tuple[int, memoryview]]:
+def cut_file(f: BinaryIO, pieces: list[tuple[int, int]], sink: _Sink | None = None) -> Iterator[tuple[int, memoryview]]:
     """(offset, bytes) of each chunk of an open file, cutting each piece independently.
 
-    Stops early if the file is shorter than its pieces; the caller checks the total.
+    Args:
+        f: the file, open for reading (read with ``pread``: its position is not used).
+        pieces: consecutive (start, end) byte ranges (:func:`segments`).
+        sink: given every byte of the pieces once, in order, on a hashing thread (the
+            whole-file BLAKE3 and sha256, :class:`manifests.digest.Hasher`); when the
+            iterator is exhausted or closed, every byte read has been given.
+    Returns:
+        (offset in the file, view) per chunk; each view is valid until the next is asked for.
+        Stops early if the file is shorter than its pieces; the caller checks the total.
     """
-    fd = f.fileno()
-    for begin, end in pieces:
-        offset = begin
-        for data in _cut_at(fd, begin, end):
+    if not pieces:
+        return
+    for (_, end), (start, _) in zip(pieces, pieces[1:]):
+        if end != start:
+            raise ValueError("pieces must be consecutive")
+    blocks = _FileBlocks(f.fileno(), pieces[0][0], pieces[-1][1], sink)
+    try:
+        offset = pieces[0][0]
+        for data in cut_pieces(blocks.fill, [end - start for start, end in pieces]):
             yield offset, data
             offset += len(data)
-        if offset != end:
-            return
+    finally:
+        blocks.close()
 
 
 def read_range(path: Path, offset: int, length: int) -> bytes:

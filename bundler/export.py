@@ -25,9 +25,9 @@ import secrets
 import shutil
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -575,19 +575,19 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
     try:
         with sf.open() as f:
             if sf.local_path is not None:
-                chunks = chunker.cut_file(f, chunker.segments(sf.local_path, sf.size, run.sizes.max_header))
-                pieces: Iterator[memoryview] = (data for _, data in chunks)
+                # The whole-file hash runs on the reader's hashing thread, off this one.
+                chunks = chunker.cut_file(f, chunker.segments(sf.local_path, sf.size, run.sizes.max_header), hasher)
+                pieces: Generator[memoryview, None, None] = (data for _, data in chunks)
             else:
-                pieces = chunker.cut_stream(f)
-            for data in pieces:
-                hasher.update(data)
-                if hasher.size > sf.size:
-                    break
-                # A copy: a view would keep its whole cutting window alive while it is in flight
-                # (up to four windows at once); the copy costs a memcpy, far less than zstd.
-                run.submit(build, len(data), data=bytes(data))
-                task.advance(len(data))
-                overall.advance(len(data))
+                pieces = (_hashed(hasher, data) for data in chunker.cut_stream(f))
+            with closing(pieces):
+                for data in pieces:
+                    if hasher.size > sf.size:  # a stream longer than its blob's size (checked below)
+                        break
+                    # A copy: the view is into the cutting window, which the next chunk reuses.
+                    run.submit(build, len(data), data=bytes(data))
+                    task.advance(len(data))
+                    overall.advance(len(data))
     except OSError as exc:
         raise PlaceError("source", str(label), f"cannot read {label}: {exc.strerror or exc}") from None
     if hasher.size != sf.size:
@@ -597,6 +597,11 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
     build.blake3 = hasher.blake3
     run.finished_cutting(build)
     return build
+
+
+def _hashed(hasher: Hasher, data: memoryview) -> memoryview:
+    hasher.update(data)
+    return data
 
 
 # --------------------------------------------------------------------------- the medium

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 import random
 import struct
+import threading
 from pathlib import Path
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bundler import chunker
-from manifests import limits
+from manifests import budget, limits
+from manifests.digest import Hasher, blake3_hex
 from tests.support.export import MiB, tensors, write_safetensors
 
 
@@ -97,8 +103,85 @@ def test_windowed_cutting_equals_cutting_at_once(tmp_path: Path) -> None:
     path.write_bytes(data)
     with open(path, "rb") as f:
         assert [bytes(d) for d in chunker.cut_stream(f)] == whole
+    hasher = Hasher(threaded=False)
     with open(path, "rb") as f:
-        assert [bytes(d) for _, d in chunker.cut_file(f, [(0, len(data))])] == whole
+        assert [bytes(d) for _, d in chunker.cut_file(f, [(0, len(data))], hasher)] == whole
+    # the whole-file hash, computed on the reader's hashing thread, saw every byte once, in order
+    assert hasher.size == len(data) and hasher.blake3 == blake3_hex(data)
+
+
+def _content(seed: int, size: int) -> bytes:
+    """Random bytes with runs of zeros, so that cuts fall at the largest size as well as by content."""
+    rng = random.Random(seed)
+    out = bytearray()
+    while len(out) < size:
+        out += rng.randbytes(rng.randint(1, 3000)) if rng.random() < 0.7 else bytes(rng.randint(1, 3000))
+    return bytes(out[:size])
+
+
+SMALL_CDC = chunker.pyfastcdc.FastCDC(256, min_size=64, max_size=1024)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32), st.integers(0, 20000), st.lists(st.integers(0, 6000), max_size=6),
+       st.integers(1025, 4096), st.integers(1, 5000))
+def test_cutting_window_by_window_equals_cutting_each_piece_at_once(seed: int, size: int, splits: list[int],
+                                                                    window: int, read: int) -> None:
+    """The rule that lets a window's chunks through (every chunk ending before the window does)
+    gives exactly the cuts of each whole piece, whatever the window, the piece boundaries and
+    the sizes the source hands out: bundles keep their chunk ids, deltas their shared chunks."""
+    data = _content(seed, size)
+    bounds = sorted({min(s, size) for s in splits} | {0, size})
+    pieces = list(zip(bounds, bounds[1:])) or [(0, 0)]
+    expect = [bytes(c.data) for a, b in pieces for c in SMALL_CDC.cut_buf(data[a:b])]
+    pos = 0
+
+    def fill(view: memoryview) -> int:
+        nonlocal pos
+        n = min(len(view), read, size - pos)
+        view[:n] = data[pos:pos + n]
+        pos += n
+        return n
+
+    got = [bytes(d) for d in chunker.cut_pieces(fill, [b - a for a, b in pieces], SMALL_CDC, window)]
+    assert got == expect
+
+
+def test_a_source_shorter_than_its_pieces_stops_early() -> None:
+    data = _content(3, 5000)
+    source = io.BytesIO(data[:3000])
+    got = b"".join(bytes(d) for d in chunker.cut_pieces(source.readinto, [2000, 3000], SMALL_CDC, 2048))
+    assert got == data[:3000]
+
+
+def test_reading_ahead_stays_within_the_budgets_cutting_share() -> None:
+    assert chunker.WINDOW + chunker.BLOCKS * chunker.BLOCK <= budget.WINDOWS
+    assert chunker.WINDOW > chunker.MAX_CHUNK  # every window but a piece's last accepts a chunk
+
+
+def _reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name in ("ferry-read", "ferry-hash")]
+
+
+def test_a_read_error_reaches_the_caller_and_the_threads_end(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY)  # pread on a folder: EISDIR, on the reader thread
+    try:
+        with pytest.raises(OSError) as err, os.fdopen(os.dup(fd), "rb", closefd=True) as f:
+            list(chunker.cut_file(f, [(0, 10 * MiB)], Hasher(threaded=False)))
+        assert err.value.errno == errno.EISDIR
+    finally:
+        os.close(fd)
+    assert _reader_threads() == []
+
+
+def test_stopping_early_ends_the_reader(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(random.Random(4).randbytes(6 * chunker.BLOCK))
+    with open(path, "rb") as f:
+        chunks = chunker.cut_file(f, [(0, 6 * chunker.BLOCK)], Hasher(threaded=False))
+        assert len(next(chunks)[1]) >= chunker.MIN_CHUNK
+        chunks.close()
+    assert _reader_threads() == []
 
 
 # GGUF (llama.cpp): a real v3 file written by hand, as the format describes it.
