@@ -21,13 +21,13 @@ is still a file to carry). The pure parts (:func:`safetensors_cuts`, :func:`gguf
 from __future__ import annotations
 
 import json
+import mmap
 import os
-import queue
 import struct
-import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 import pyfastcdc
 
@@ -284,12 +284,8 @@ def _gguf_file_cuts(f: BinaryIO, size: int, most: int) -> list[int]:
 #: whole piece at once gives; the one that ends at the window's end may have been cut short,
 #: and is cut again at the start of the next window (moved there, not read again). The window
 #: holds more than a largest chunk, so every window but a piece's last accepts at least one.
+#: Just under 32 MiB, within ``manifests.budget.WINDOWS``.
 WINDOW = 2 * MAX_CHUNK - 64 * 1024
-#: Bytes read from a source file at a time, on a reader thread ahead of the cutting thread.
-BLOCK = 4 * MiB
-#: Blocks in flight between the reader, the hashing thread and the cutting thread. Memory of
-#: cutting one file: WINDOW + BLOCKS * BLOCK, 48 MiB (``manifests.budget.WINDOWS`` allows 64).
-BLOCKS = 4
 
 
 class _Sink(Protocol):
@@ -314,11 +310,13 @@ def accepted(cdc: pyfastcdc.FastCDC, window: memoryview, last: bool) -> Iterator
         yield c.data
 
 
-Fill = Callable[[memoryview], int]
+def _nothing() -> None:
+    return None
 
 
-def cut_pieces(fill: Fill, lengths: Iterable[int | None], cdc: pyfastcdc.FastCDC | None = None,
-               window: int = WINDOW) -> Iterator[memoryview]:
+def cut_pieces(fill: Callable[[memoryview], int], lengths: Iterable[int | None],
+               cdc: pyfastcdc.FastCDC | None = None, window: int = WINDOW,
+               settle: Callable[[], None] = _nothing) -> Iterator[memoryview]:
     """Chunks of consecutive pieces of one byte source, each piece cut independently.
 
     Args:
@@ -327,128 +325,79 @@ def cut_pieces(fill: Fill, lengths: Iterable[int | None], cdc: pyfastcdc.FastCDC
         lengths: each piece's length in bytes, in order; ``None``: up to the source's end.
         cdc: the chunker (default: ferry's, 1/4/16 MiB); window: bytes cut at a time, more
             than ``cdc``'s largest chunk.
+        settle: called before bytes that ``fill`` wrote are moved within the window (a
+            source that still reads them on another thread waits for it there).
     Returns:
         Views into one reused window: each is valid until the next is asked for (copy it to
         keep it). Stops early when the source ends before a piece does: the caller checks the
         total.
     """
     cdc = cdc or _cdc
-    buf = bytearray(window)
+    buf = mmap.mmap(-1, window)  # outside the C heap, where chunk-sized buffers come and go
     view = memoryview(buf)
-    for length in lengths:
-        unread, filled = length, 0
-        while True:
-            want = window - filled if unread is None else min(window - filled, unread)
-            got = 0
-            while got < want:
-                n = fill(view[filled + got:filled + want])
-                if not n:
+    try:
+        for length in lengths:
+            unread, filled = length, 0
+            while True:
+                want = window - filled if unread is None else min(window - filled, unread)
+                got = 0
+                while got < want:
+                    n = fill(view[filled + got:filled + want])
+                    if not n:
+                        break
+                    got += n
+                filled += got
+                if unread is not None:
+                    unread -= got
+                last = got < want or unread == 0
+                done = 0
+                for data in accepted(cdc, view[:filled], last):
+                    yield data
+                    done += len(data)
+                if got < want:
+                    return  # the source ended
+                if last:
                     break
-                got += n
-            filled += got
-            if unread is not None:
-                unread -= got
-            last = got < want or unread == 0
-            done = 0
-            for data in accepted(cdc, view[:filled], last):
-                yield data
-                done += len(data)
-            if got < want:
-                return  # the source ended
-            if last:
-                break
-            view[:filled - done] = view[done:filled]  # the cut-short tail moves to the front
-            filled -= done
+                settle()
+                view[:filled - done] = view[done:filled]  # the cut-short tail moves to the front
+                filled -= done
+    finally:
+        settle()
 
 
-class _FileBlocks:
-    """Bytes ``[begin, end)`` of an open file, read block by block with ``pread`` on a reader
-    thread, handed in order to a hashing thread (``sink.update``: BLAKE3 and sha256 release
-    the GIL) and then to the caller's :meth:`fill`. ``BLOCKS`` buffers of ``BLOCK`` bytes
-    circulate, so memory is bounded whatever the file's size; a read error reaches the caller
-    as the ``OSError`` it was."""
+class _FileSource:
+    """Bytes ``[begin, end)`` of an open file for :func:`cut_pieces`, read with ``pread``
+    straight into the window, the kernel asked to read the next window ahead meanwhile
+    (``POSIX_FADV_WILLNEED``), and handed to ``sink`` on a hashing thread while the window is
+    cut (BLAKE3 and sha256 release the GIL): the whole-file hash leaves the cutting thread."""
 
-    _END = object()
-
-    def __init__(self, fd: int, begin: int, end: int, sink: _Sink | None) -> None:
-        self.fd, self.begin, self.end, self.sink = fd, begin, end, sink
-        self.free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(BLOCKS):
-            self.free.put(bytearray(BLOCK))
-        self.hashing: queue.Queue[Any] = queue.Queue()
-        self.ready: queue.Queue[Any] = queue.Queue()
-        self.stop = threading.Event()
-        self.current: memoryview | None = None
-        self.current_buf: bytearray | None = None
-        self.pos = 0
-        self.ended = False
-        self.threads = [threading.Thread(target=self._read, name="ferry-read", daemon=True)]
-        if sink is not None:
-            self.threads.append(threading.Thread(target=self._hash, name="ferry-hash", daemon=True))
-        for t in self.threads:
-            t.start()
-
-    def _read(self) -> None:
-        out = self.hashing if self.sink is not None else self.ready
-        try:
-            pos = self.begin
-            while pos < self.end and not self.stop.is_set():
-                try:
-                    buf = self.free.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                want = min(BLOCK, self.end - pos)
-                n = os.preadv(self.fd, [memoryview(buf)[:want]], pos)
-                out.put((buf, n))
-                if n < want:
-                    break
-                pos += n
-            out.put(self._END)
-        except BaseException as exc:  # handed to the caller, who raises it
-            out.put(exc)
-
-    def _hash(self) -> None:
-        assert self.sink is not None
-        while True:
-            item = self.hashing.get()
-            if isinstance(item, tuple) and not self.stop.is_set():
-                buf, n = item
-                try:
-                    self.sink.update(memoryview(buf)[:n])
-                except BaseException as exc:
-                    item = exc
-            self.ready.put(item)
-            if not isinstance(item, tuple):
-                return
+    def __init__(self, fd: int, begin: int, end: int, sink: _Sink | None, thread: bool) -> None:
+        self.fd, self.pos, self.end, self.sink = fd, begin, end, sink
+        self.hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-hash") if sink and thread else None
+        self.pending: Future[None] | None = None
 
     def fill(self, view: memoryview) -> int:
-        """Copy the next bytes into ``view``; how many (0 at the end)."""
-        while self.current is None or self.pos >= len(self.current):
-            if self.current_buf is not None:
-                self.free.put(self.current_buf)
-                self.current = self.current_buf = None
-            if self.ended:
-                return 0
-            item = self.ready.get()
-            if isinstance(item, BaseException):
-                self.ended = True
-                raise item
-            if item is self._END:
-                self.ended = True
-                return 0
-            self.current_buf, n = item
-            self.current, self.pos = memoryview(self.current_buf)[:n], 0
-        n = min(len(view), len(self.current) - self.pos)
-        view[:n] = self.current[self.pos:self.pos + n]
+        self.settle()  # the hashing thread may still read the bytes about to be overwritten
+        n = os.preadv(self.fd, [view[:max(0, min(len(view), self.end - self.pos))]], self.pos)
         self.pos += n
+        if n and self.pos < self.end and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, self.pos, min(WINDOW, self.end - self.pos), os.POSIX_FADV_WILLNEED)
+        if n and self.hashing is not None:
+            assert self.sink is not None
+            self.pending = self.hashing.submit(self.sink.update, view[:n])
+        elif n and self.sink is not None:
+            self.sink.update(view[:n])
         return n
 
+    def settle(self) -> None:
+        """Wait until the sink has every byte read so far (re-raising its error)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
     def close(self) -> None:
-        """Stop the threads and wait for them: once this returns, every block read has been
-        given to ``sink`` (or reading stopped early)."""
-        self.stop.set()
-        for t in self.threads:
-            t.join()
+        if self.hashing is not None:
+            self.hashing.shutdown(wait=True)
 
 
 def cut_stream(stream: BinaryIO) -> Iterator[memoryview]:
@@ -463,15 +412,17 @@ def cut_stream(stream: BinaryIO) -> Iterator[memoryview]:
     return cut_pieces(readinto, [None])
 
 
-def cut_file(f: BinaryIO, pieces: list[tuple[int, int]], sink: _Sink | None = None) -> Iterator[tuple[int, memoryview]]:
+def cut_file(f: BinaryIO, pieces: list[tuple[int, int]], sink: _Sink | None = None,
+             hash_thread: bool = True) -> Iterator[tuple[int, memoryview]]:
     """(offset, bytes) of each chunk of an open file, cutting each piece independently.
 
     Args:
         f: the file, open for reading (read with ``pread``: its position is not used).
         pieces: consecutive (start, end) byte ranges (:func:`segments`).
-        sink: given every byte of the pieces once, in order, on a hashing thread (the
-            whole-file BLAKE3 and sha256, :class:`manifests.digest.Hasher`); when the
-            iterator is exhausted or closed, every byte read has been given.
+        sink: given every byte of the pieces once, in order (the whole-file BLAKE3 and
+            sha256, :class:`manifests.digest.Hasher`): on a hashing thread of its own with
+            ``hash_thread``, while the window is cut, else on the caller's; when the iterator
+            is exhausted or closed, every byte read has been given.
     Returns:
         (offset in the file, view) per chunk; each view is valid until the next is asked for.
         Stops early if the file is shorter than its pieces; the caller checks the total.
@@ -481,14 +432,14 @@ def cut_file(f: BinaryIO, pieces: list[tuple[int, int]], sink: _Sink | None = No
     for (_, end), (start, _) in zip(pieces, pieces[1:]):
         if end != start:
             raise ValueError("pieces must be consecutive")
-    blocks = _FileBlocks(f.fileno(), pieces[0][0], pieces[-1][1], sink)
+    source = _FileSource(f.fileno(), pieces[0][0], pieces[-1][1], sink, hash_thread)
     try:
         offset = pieces[0][0]
-        for data in cut_pieces(blocks.fill, [end - start for start, end in pieces]):
+        for data in cut_pieces(source.fill, [end - start for start, end in pieces], settle=source.settle):
             yield offset, data
             offset += len(data)
     finally:
-        blocks.close()
+        source.close()
 
 
 def read_range(path: Path, offset: int, length: int) -> bytes:

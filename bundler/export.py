@@ -4,9 +4,10 @@ The order of work is what makes the bundle trustworthy and resumable:
 
 1. Everything that can be refused is checked before the medium is touched: the spec, the
    keys, the receipt, every source (paths, symlinks, registries), and free space.
-2. Chunks are cut on the main thread and hashed and compressed by a small thread pool
-   (BLAKE3 and zstd release the GIL), with a bounded number of bytes in flight so memory
-   stays flat whatever the model size. A chunk seen before in this bundle, or held by the
+2. Chunks are cut on the main thread (:func:`bundler.chunker.cut_file`: one reused window,
+   the next one read ahead by the kernel, the whole-file hash on a thread of its own where
+   cores allow) and hashed and compressed by a small thread pool (BLAKE3 and zstd release the
+   GIL), with a bounded number of bytes in flight so memory stays flat whatever the model size. A chunk seen before in this bundle, or held by the
    edge (``--since``), is not stored again.
 3. Frames go into bounded packs (:mod:`bundler.packs`), written and fsynced on I/O threads;
    a finished pack is journaled once it is durable, so a rerun redoes at most the packs in
@@ -471,6 +472,10 @@ class _Run:
         # The cutting thread waits once sizes.in_flight raw bytes are in the pool, however many
         # workers there are: in-flight memory does not grow with the number of cores.
         self.pool = ThreadPoolExecutor(max_workers=sizes.workers, thread_name_prefix="ferry-chunk")
+        # The whole-file hash gets a thread of its own only where a core is left beside the pool
+        # and the cutting thread: on fewer cores it would take turns with them and add a
+        # hand-off per window (measured on 2 cores: no gain), so the cutting thread hashes.
+        self.hash_thread = memory.usable_cpus() >= sizes.workers + 2
         self.inflight: deque[tuple[Future[tuple[str, int, bytes | None]], _EntryBuild, int]] = deque()
         self.inflight_bytes = 0
         self.written = 0
@@ -576,7 +581,8 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
         with sf.open() as f:
             if sf.local_path is not None:
                 # The whole-file hash runs on the reader's hashing thread, off this one.
-                chunks = chunker.cut_file(f, chunker.segments(sf.local_path, sf.size, run.sizes.max_header), hasher)
+                chunks = chunker.cut_file(f, chunker.segments(sf.local_path, sf.size, run.sizes.max_header), hasher,
+                                          run.hash_thread)
                 pieces: Generator[memoryview, None, None] = (data for _, data in chunks)
             else:
                 pieces = (_hashed(hasher, data) for data in chunker.cut_stream(f))

@@ -154,34 +154,46 @@ def test_a_source_shorter_than_its_pieces_stops_early() -> None:
     assert got == data[:3000]
 
 
-def test_reading_ahead_stays_within_the_budgets_cutting_share() -> None:
-    assert chunker.WINDOW + chunker.BLOCKS * chunker.BLOCK <= budget.WINDOWS
-    assert chunker.WINDOW > chunker.MAX_CHUNK  # every window but a piece's last accepts a chunk
+def test_the_cutting_window_stays_within_the_budgets_share() -> None:
+    assert chunker.MAX_CHUNK < chunker.WINDOW <= budget.WINDOWS  # every window but a piece's last accepts a chunk
 
 
-def _reader_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name in ("ferry-read", "ferry-hash")]
+def _hashing_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("ferry-hash")]
 
 
-def test_a_read_error_reaches_the_caller_and_the_threads_end(tmp_path: Path) -> None:
-    fd = os.open(tmp_path, os.O_RDONLY)  # pread on a folder: EISDIR, on the reader thread
+def test_a_read_error_reaches_the_caller_and_the_hashing_thread_ends(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY)  # pread on a folder: EISDIR
     try:
         with pytest.raises(OSError) as err, os.fdopen(os.dup(fd), "rb", closefd=True) as f:
             list(chunker.cut_file(f, [(0, 10 * MiB)], Hasher(threaded=False)))
         assert err.value.errno == errno.EISDIR
     finally:
         os.close(fd)
-    assert _reader_threads() == []
+    assert _hashing_threads() == []
 
 
-def test_stopping_early_ends_the_reader(tmp_path: Path) -> None:
+class _Broken:
+    def update(self, data: bytes | memoryview) -> None:
+        raise MemoryError("sink failed")
+
+
+def test_an_error_on_the_hashing_thread_reaches_the_caller(tmp_path: Path) -> None:
     path = tmp_path / "big.bin"
-    path.write_bytes(random.Random(4).randbytes(6 * chunker.BLOCK))
+    path.write_bytes(random.Random(4).randbytes(2 * chunker.WINDOW))
+    with open(path, "rb") as f, pytest.raises(MemoryError, match="sink failed"):
+        list(chunker.cut_file(f, [(0, 2 * chunker.WINDOW)], _Broken()))
+    assert _hashing_threads() == []
+
+
+def test_stopping_early_ends_the_hashing_thread(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(random.Random(4).randbytes(2 * chunker.WINDOW))
     with open(path, "rb") as f:
-        chunks = chunker.cut_file(f, [(0, 6 * chunker.BLOCK)], Hasher(threaded=False))
+        chunks = chunker.cut_file(f, [(0, 2 * chunker.WINDOW)], Hasher(threaded=False))
         assert len(next(chunks)[1]) >= chunker.MIN_CHUNK
         chunks.close()
-    assert _reader_threads() == []
+    assert _hashing_threads() == []
 
 
 # GGUF (llama.cpp): a real v3 file written by hand, as the format describes it.
