@@ -276,15 +276,14 @@ def _gguf_file_cuts(f: BinaryIO, size: int, most: int) -> list[int]:
     return []
 
 
-#: Bytes cut at a time: one window, reused (never reallocated) for every piece of a file. A
-#: chunk is accepted from a window when it ends before the window does: FastCDC decides a cut
-#: from the bytes up to it alone (the gear hash is rolled forward from the chunk's start, and
-#: the mask in force at a position depends on the distance from that start, never on the
-#: bytes left), so a chunk that ends inside the window is exactly the chunk that cutting the
-#: whole piece at once gives; the one that ends at the window's end may have been cut short,
-#: and is cut again at the start of the next window (moved there, not read again). The window
-#: holds more than a largest chunk, so every window but a piece's last accepts at least one.
-#: Just under 32 MiB, within ``manifests.budget.WINDOWS``.
+#: Bytes of one cutting window. A chunk is accepted from a window when it ends before the
+#: window does: FastCDC decides a cut from the bytes up to it alone (the gear hash is rolled
+#: forward from the chunk's start, and the mask in force at a position depends on the distance
+#: from that start, never on the bytes left), so a chunk that ends inside the window is exactly
+#: the chunk that cutting the whole piece at once gives; the one that ends at the window's end
+#: may have been cut short, and is cut again at the start of the other window (copied there,
+#: not read again). A window holds more than a largest chunk, so every window but a piece's
+#: last accepts at least one. Just under 32 MiB: two of them are ``manifests.budget.WINDOWS``.
 WINDOW = 2 * MAX_CHUNK - 64 * 1024
 
 
@@ -314,62 +313,132 @@ def _nothing() -> None:
     return None
 
 
-def cut_pieces(fill: Callable[[memoryview], int], lengths: Iterable[int | None],
-               cdc: pyfastcdc.FastCDC | None = None, window: int = WINDOW,
-               settle: Callable[[], None] = _nothing) -> Iterator[memoryview]:
-    """Chunks of consecutive pieces of one byte source, each piece cut independently.
+def _no_views_kept(window: mmap.mmap) -> None:
+    return None
+
+
+class Cutter:
+    """Cuts pieces of files and streams into chunks in two cutting windows, used in turn and
+    kept for every piece of every file (anonymous maps of :data:`WINDOW` bytes, outside the C
+    heap: no chunk-sized allocation, no copy of a chunk, no page fault after the first use).
+
+    Chunks are handed out as views into a window, in order. Small pieces and files share a
+    window; a piece that does not fit what is left of one continues in the other, and before
+    a window is written again ``reuse(window)`` is called: the caller must then be done with
+    every view of that window it was given (the exporter waits for the pool's work on them).
+    The default ``reuse`` does nothing: a view is then valid until the next is asked for.
 
     Args:
-        fill: copies the source's next bytes into the view it is given and returns how many
-            (0 at its end); the source is read once, front to back.
-        lengths: each piece's length in bytes, in order; ``None``: up to the source's end.
-        cdc: the chunker (default: ferry's, 1/4/16 MiB); window: bytes cut at a time, more
+        reuse: called with a window (an ``mmap.mmap``, which is each view's ``.obj``) before
+            it is overwritten.
+        cdc: the chunker (default: ferry's, 1/4/16 MiB); window: bytes of each window, more
             than ``cdc``'s largest chunk.
-        settle: called before bytes that ``fill`` wrote are moved within the window (a
-            source that still reads them on another thread waits for it there).
-    Returns:
-        Views into one reused window: each is valid until the next is asked for (copy it to
-        keep it). Stops early when the source ends before a piece does: the caller checks the
-        total.
     """
-    cdc = cdc or _cdc
-    buf = mmap.mmap(-1, window)  # outside the C heap, where chunk-sized buffers come and go
-    view = memoryview(buf)
-    try:
-        for length in lengths:
-            unread, filled = length, 0
-            while True:
-                want = window - filled if unread is None else min(window - filled, unread)
-                got = 0
-                while got < want:
-                    n = fill(view[filled + got:filled + want])
-                    if not n:
+
+    def __init__(self, reuse: Callable[[mmap.mmap], None] = _no_views_kept,
+                 cdc: pyfastcdc.FastCDC | None = None, window: int = WINDOW) -> None:
+        self.reuse, self.cdc, self.window = reuse, cdc or _cdc, window
+        self.maps = (mmap.mmap(-1, window), mmap.mmap(-1, window))
+        self.views = tuple(memoryview(m) for m in self.maps)
+        self.current = 0  # the window being cut
+        self.base = 0  # where the next bytes go in it: what is before is handed out
+
+    def pieces(self, fill: Callable[[memoryview], int], lengths: Iterable[int | None],
+               settle: Callable[[], None] = _nothing) -> Iterator[memoryview]:
+        """Chunks of consecutive pieces of one byte source, each piece cut independently.
+
+        Args:
+            fill: copies the source's next bytes into the view it is given and returns how
+                many (0 at its end); the source is read once, front to back.
+            lengths: each piece's length in bytes, in order; ``None``: up to the source's end.
+            settle: called when the chunks are all cut (a source that reads what it gave on
+                another thread waits for it there).
+        Returns:
+            Views into the windows (see the class). Stops early when the source ends before a
+            piece does: the caller checks the total.
+        """
+        window = self.window
+        try:
+            for length in lengths:
+                unread, filled = length, 0  # the piece's bytes not yet cut: views[current][base:base + filled]
+                while True:
+                    need = window if unread is None else min(window, filled + unread)
+                    if window - self.base < need:  # continue in the other window, the uncut bytes first
+                        other = 1 - self.current
+                        self.reuse(self.maps[other])
+                        self.views[other][:filled] = self.views[self.current][self.base:self.base + filled]
+                        self.current, self.base = other, 0
+                    view, start = self.views[self.current], self.base
+                    want = window - start - filled if unread is None else min(window - start - filled, unread)
+                    got = 0
+                    while got < want:
+                        n = fill(view[start + filled + got:start + filled + want])
+                        if not n:
+                            break
+                        got += n
+                    filled += got
+                    if unread is not None:
+                        unread -= got
+                    last = got < want or unread == 0
+                    for data in accepted(self.cdc, view[start:start + filled], last):
+                        yield data
+                        self.base += len(data)
+                        filled -= len(data)
+                    if got < want:
+                        return  # the source ended
+                    if last:
                         break
-                    got += n
-                filled += got
-                if unread is not None:
-                    unread -= got
-                last = got < want or unread == 0
-                done = 0
-                for data in accepted(cdc, view[:filled], last):
-                    yield data
-                    done += len(data)
-                if got < want:
-                    return  # the source ended
-                if last:
-                    break
-                settle()
-                view[:filled - done] = view[done:filled]  # the cut-short tail moves to the front
-                filled -= done
-    finally:
-        settle()
+        finally:
+            settle()
+
+    def stream(self, stream: BinaryIO) -> Iterator[memoryview]:
+        """Chunks of a stream read to its end (content-defined cuts only)."""
+        readinto = getattr(stream, "readinto", None)
+        if readinto is None:
+            def readinto(view: memoryview) -> int:
+                data = stream.read(len(view))
+                view[:len(data)] = data
+                return len(data)
+        return self.pieces(readinto, [None])
+
+    def file(self, f: BinaryIO, pieces: list[tuple[int, int]], sink: _Sink | None = None,
+             hash_thread: bool = True) -> Iterator[tuple[int, memoryview]]:
+        """(offset, bytes) of each chunk of an open file, cutting each piece independently.
+
+        Args:
+            f: the file, open for reading (read with ``pread``: its position is not used).
+            pieces: consecutive (start, end) byte ranges (:func:`segments`).
+            sink: given every byte of the pieces once, in order (the whole-file BLAKE3 and
+                sha256, :class:`manifests.digest.Hasher`): on a hashing thread of its own with
+                ``hash_thread``, while the window is cut, else on the caller's; when the
+                iterator is exhausted or closed, every byte read has been given.
+        Returns:
+            (offset in the file, view) per chunk (see the class for how long a view is valid).
+            Stops early if the file is shorter than its pieces; the caller checks the total.
+        Raises:
+            ValueError: the pieces are not consecutive.
+            OSError: reading failed.
+        """
+        if not pieces:
+            return
+        for (_, end), (start, _) in zip(pieces, pieces[1:]):
+            if end != start:
+                raise ValueError("pieces must be consecutive")
+        source = _FileSource(f.fileno(), pieces[0][0], pieces[-1][1], sink, hash_thread)
+        try:
+            offset = pieces[0][0]
+            for data in self.pieces(source.fill, [end - start for start, end in pieces], source.settle):
+                yield offset, data
+                offset += len(data)
+        finally:
+            source.close()
 
 
 class _FileSource:
-    """Bytes ``[begin, end)`` of an open file for :func:`cut_pieces`, read with ``pread``
+    """Bytes ``[begin, end)`` of an open file for :meth:`Cutter.pieces`, read with ``pread``
     straight into the window, the kernel asked to read the next window ahead meanwhile
-    (``POSIX_FADV_WILLNEED``), and handed to ``sink`` on a hashing thread while the window is
-    cut (BLAKE3 and sha256 release the GIL): the whole-file hash leaves the cutting thread."""
+    (``POSIX_FADV_WILLNEED``), and handed to ``sink``: on a hashing thread (BLAKE3 and sha256
+    release the GIL) while the window is cut, which the next read waits for, or at once."""
 
     def __init__(self, fd: int, begin: int, end: int, sink: _Sink | None, thread: bool) -> None:
         self.fd, self.pos, self.end, self.sink = fd, begin, end, sink
@@ -377,7 +446,7 @@ class _FileSource:
         self.pending: Future[None] | None = None
 
     def fill(self, view: memoryview) -> int:
-        self.settle()  # the hashing thread may still read the bytes about to be overwritten
+        self.settle()  # in order, and before the window it reads can be overwritten
         n = os.preadv(self.fd, [view[:max(0, min(len(view), self.end - self.pos))]], self.pos)
         self.pos += n
         if n and self.pos < self.end and hasattr(os, "posix_fadvise"):
@@ -401,45 +470,16 @@ class _FileSource:
 
 
 def cut_stream(stream: BinaryIO) -> Iterator[memoryview]:
-    """Chunks of a stream read to its end (content-defined cuts only); each view is valid
-    until the next is asked for."""
-    readinto = getattr(stream, "readinto", None)
-    if readinto is None:
-        def readinto(view: memoryview) -> int:
-            data = stream.read(len(view))
-            view[:len(data)] = data
-            return len(data)
-    return cut_pieces(readinto, [None])
+    """Chunks of a stream read to its end (:meth:`Cutter.stream`, windows of its own); each
+    view is valid until the next is asked for."""
+    return Cutter().stream(stream)
 
 
 def cut_file(f: BinaryIO, pieces: list[tuple[int, int]], sink: _Sink | None = None,
              hash_thread: bool = True) -> Iterator[tuple[int, memoryview]]:
-    """(offset, bytes) of each chunk of an open file, cutting each piece independently.
-
-    Args:
-        f: the file, open for reading (read with ``pread``: its position is not used).
-        pieces: consecutive (start, end) byte ranges (:func:`segments`).
-        sink: given every byte of the pieces once, in order (the whole-file BLAKE3 and
-            sha256, :class:`manifests.digest.Hasher`): on a hashing thread of its own with
-            ``hash_thread``, while the window is cut, else on the caller's; when the iterator
-            is exhausted or closed, every byte read has been given.
-    Returns:
-        (offset in the file, view) per chunk; each view is valid until the next is asked for.
-        Stops early if the file is shorter than its pieces; the caller checks the total.
-    """
-    if not pieces:
-        return
-    for (_, end), (start, _) in zip(pieces, pieces[1:]):
-        if end != start:
-            raise ValueError("pieces must be consecutive")
-    source = _FileSource(f.fileno(), pieces[0][0], pieces[-1][1], sink, hash_thread)
-    try:
-        offset = pieces[0][0]
-        for data in cut_pieces(source.fill, [end - start for start, end in pieces], settle=source.settle):
-            yield offset, data
-            offset += len(data)
-    finally:
-        source.close()
+    """Chunks of an open file (:meth:`Cutter.file`, windows of its own); each view is valid
+    until the next is asked for."""
+    return Cutter().file(f, pieces, sink, hash_thread)
 
 
 def read_range(path: Path, offset: int, length: int) -> bytes:

@@ -476,7 +476,11 @@ class _Run:
         # and the cutting thread: on fewer cores it would take turns with them and add a
         # hand-off per window (measured on 2 cores: no gain), so the cutting thread hashes.
         self.hash_thread = memory.usable_cpus() >= sizes.workers + 2
-        self.inflight: deque[tuple[Future[tuple[str, int, bytes | None]], _EntryBuild, int]] = deque()
+        # Chunks go to the pool as views into the cutter's two windows, not copies; before a
+        # window is written again, the pool's work on it is waited for (reuse).
+        self.cutter = chunker.Cutter(self.reuse)
+        # (result, entry, index in it, the window its bytes are a view of or None)
+        self.inflight: deque[tuple[Future[tuple[str, int, bytes | None]], _EntryBuild, int, object]] = deque()
         self.inflight_bytes = 0
         self.written = 0
         self.held_whole: set[str] = set()  # chunks of files and blobs the edge holds whole (not stored)
@@ -491,7 +495,7 @@ class _Run:
         build.sizes.append(size)
         fut = self.pool.submit(_chunk_work, data, read, expect, _held_whole if build.held else self.skip)
         build.pending += 1
-        self.inflight.append((fut, build, index))
+        self.inflight.append((fut, build, index, data.obj if isinstance(data, memoryview) else None))
         self.inflight_bytes += size
         while self.inflight_bytes > self.sizes.in_flight:
             self.handle_one()
@@ -501,8 +505,13 @@ class _Run:
         build.ids.append(cid)
         build.sizes.append(size)
 
+    def reuse(self, window: object) -> None:
+        """Before the cutter writes ``window`` again: finish every chunk that is a view of it."""
+        while any(w is window for _, _, _, w in self.inflight):
+            self.handle_one()
+
     def handle_one(self) -> None:
-        fut, build, index = self.inflight.popleft()
+        fut, build, index, _ = self.inflight.popleft()
         try:
             cid, size, frame = fut.result()
         except _StaleCache:
@@ -536,7 +545,7 @@ class _Run:
             build.in_cache = True
 
     def close(self) -> None:
-        for fut, _, _ in self.inflight:
+        for fut, _, _, _ in self.inflight:
             fut.cancel()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -581,17 +590,16 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
         with sf.open() as f:
             if sf.local_path is not None:
                 # The whole-file hash runs on the reader's hashing thread, off this one.
-                chunks = chunker.cut_file(f, chunker.segments(sf.local_path, sf.size, run.sizes.max_header), hasher,
-                                          run.hash_thread)
+                chunks = run.cutter.file(f, chunker.segments(sf.local_path, sf.size, run.sizes.max_header), hasher,
+                                         run.hash_thread)
                 pieces: Generator[memoryview, None, None] = (data for _, data in chunks)
             else:
-                pieces = (_hashed(hasher, data) for data in chunker.cut_stream(f))
+                pieces = (_hashed(hasher, data) for data in run.cutter.stream(f))
             with closing(pieces):
                 for data in pieces:
                     if hasher.size > sf.size:  # a stream longer than its blob's size (checked below)
                         break
-                    # A copy: the view is into the cutting window, which the next chunk reuses.
-                    run.submit(build, len(data), data=bytes(data))
+                    run.submit(build, len(data), data=data)  # a view: see _Run.reuse
                     task.advance(len(data))
                     overall.advance(len(data))
     except OSError as exc:

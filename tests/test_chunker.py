@@ -143,19 +143,50 @@ def test_cutting_window_by_window_equals_cutting_each_piece_at_once(seed: int, s
         pos += n
         return n
 
-    got = [bytes(d) for d in chunker.cut_pieces(fill, [b - a for a, b in pieces], SMALL_CDC, window)]
+    got = [bytes(d) for d in chunker.Cutter(cdc=SMALL_CDC, window=window).pieces(fill, [b - a for a, b in pieces])]
     assert got == expect
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**32), st.integers(0, 5000), st.lists(st.integers(0, 5000), max_size=4)),
+                min_size=1, max_size=5), st.integers(1025, 3000))
+def test_views_stay_intact_until_their_window_is_given_back(sources: list[tuple[int, int, list[int]]],
+                                                            window: int) -> None:
+    """Chunks are handed out as views, not copies: no window is written while views of it may
+    be in use, i.e. before ``reuse`` is called with it; sources (files) one after another share
+    the two windows and still cut as each piece cut whole."""
+    held: list[tuple[memoryview, bytes]] = []
+
+    def reuse(buf: object) -> None:
+        for view, expect in held:
+            if view.obj is buf:
+                assert bytes(view) == expect
+        held[:] = [(v, e) for v, e in held if v.obj is not buf]
+
+    cutter = chunker.Cutter(reuse, cdc=SMALL_CDC, window=window)
+    for seed, size, splits in sources:
+        data = _content(seed, size)
+        bounds = sorted({min(s, size) for s in splits} | {0, size})
+        pieces = list(zip(bounds, bounds[1:])) or [(0, 0)]
+        source = io.BytesIO(data)
+        got = []
+        for view in cutter.pieces(source.readinto, [b - a for a, b in pieces]):
+            got.append(bytes(view))
+            held.append((view, got[-1]))
+        assert got == [bytes(c.data) for a, b in pieces for c in SMALL_CDC.cut_buf(data[a:b])]
+    reuse(None)
+    assert all(bytes(v) == e for v, e in held)
 
 
 def test_a_source_shorter_than_its_pieces_stops_early() -> None:
     data = _content(3, 5000)
     source = io.BytesIO(data[:3000])
-    got = b"".join(bytes(d) for d in chunker.cut_pieces(source.readinto, [2000, 3000], SMALL_CDC, 2048))
+    got = b"".join(bytes(d) for d in chunker.Cutter(cdc=SMALL_CDC, window=2048).pieces(source.readinto, [2000, 3000]))
     assert got == data[:3000]
 
 
-def test_the_cutting_window_stays_within_the_budgets_share() -> None:
-    assert chunker.MAX_CHUNK < chunker.WINDOW <= budget.WINDOWS  # every window but a piece's last accepts a chunk
+def test_the_cutting_windows_stay_within_the_budgets_share() -> None:
+    assert chunker.MAX_CHUNK < chunker.WINDOW and 2 * chunker.WINDOW <= budget.WINDOWS  # every window but a piece's last accepts a chunk
 
 
 def _hashing_threads() -> list[threading.Thread]:
