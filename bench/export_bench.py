@@ -154,6 +154,45 @@ def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def stage_rates(folder: Path) -> dict[str, float]:
+    """Single-threaded rates of the export's stages over a model folder's safetensors files, in
+    MB of source per CPU second of the thread doing it (RUSAGE_THREAD), page cache warm: the
+    cutting thread (read + FastCDC + the whole-file BLAKE3 on it, or with the hash on a thread of
+    its own as where cores allow) and one pool worker (chunk BLAKE3 + zstd -3). With W workers
+    the export cannot go faster than min(cutting thread, W x worker) nor than the disk."""
+    import resource
+
+    import blake3
+
+    from bundler import chunker
+    from manifests.chunks import compress_chunk, compressor
+    from manifests.digest import Hasher
+
+    files = sorted(folder.glob("*.safetensors"))
+    total = sum(f.stat().st_size for f in files)
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_THREAD)
+        return r.ru_utime + r.ru_stime
+
+    def cut(thread: bool, work: bool = False) -> float:
+        cutter, cctx, start = chunker.Cutter(), compressor(), cpu()
+        for path in files:
+            with open(path, "rb") as f:
+                for _, data in cutter.file(f, chunker.segments(path, path.stat().st_size), Hasher(threaded=False),
+                                           thread):
+                    if work:
+                        blake3.blake3(data, max_threads=1).digest()
+                        compress_chunk(data, cctx)
+        return cpu() - start
+
+    cut(False)  # warm the page cache
+    inline, threaded = cut(False), cut(True)
+    worker = cut(True, work=True) - threaded
+    return {"cut+hash": total / inline / 1e6, "cut (hash on its thread)": total / threaded / 1e6,
+            "worker": total / worker / 1e6}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=int(os.environ.get("FERRY_BENCH_MIB", "1024")))
@@ -172,6 +211,7 @@ def main() -> None:
         subprocess.run(ferry("keys", "generate", "hub", "--out", work / "keys"), check=True, capture_output=True)
         key = work / "keys" / "hub.key"
         s1, s2 = spec(work / "v1.yaml", work / "v1", "1.0.0"), spec(work / "v2.yaml", work / "v2", "1.1.0")
+        rates = stage_rates(work / "v1")
         subprocess.run(["sync"], check=True)
 
         # Alternate the two, a fresh output and hub state each time: the machine is shared, so
@@ -257,6 +297,8 @@ def main() -> None:
           "(goal <= 1.0x)")
     print(f"  CPU seconds (user+sys, median): ferry {statistics.median(CPU['ferry']):.2f}, tar|zstd "
           f"{statistics.median(CPU['tar']):.2f}: {statistics.median(CPU['ferry']) / statistics.median(CPU['tar']):.2f}x")
+    print("  stages, MB/s of one thread's CPU: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items())
+          + f"; the default budget's 4 workers together {4 * rates['worker']:.0f} (where 4 cores are free for them)")
     print(f"peak RSS of ferry export   : {rss / MiB:7.1f} MiB (goal <= 256 MiB)")
     print(f"delta v2 (10% tensors)     : {delta_bytes / MiB:7.1f} MiB = {100 * delta_bytes / full_bytes:.1f}% "
           f"of {full_bytes / MiB:.1f} MiB (goal <= 15%), {t_delta:.2f} s")
