@@ -469,19 +469,6 @@ class _FileSource:
             self.hashing.shutdown(wait=True)
 
 
-def cut_stream(stream: BinaryIO) -> Iterator[memoryview]:
-    """Chunks of a stream read to its end (:meth:`Cutter.stream`, windows of its own); each
-    view is valid until the next is asked for."""
-    return Cutter().stream(stream)
-
-
-def cut_file(f: BinaryIO, pieces: list[tuple[int, int]], sink: _Sink | None = None,
-             hash_thread: bool = True) -> Iterator[tuple[int, memoryview]]:
-    """Chunks of an open file (:meth:`Cutter.file`, windows of its own); each view is valid
-    until the next is asked for."""
-    return Cutter().file(f, pieces, sink, hash_thread)
-
-
 def read_range(path: Path, offset: int, length: int) -> bytes:
     """Exactly ``length`` bytes at ``offset`` (short if the file shrank)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))

@@ -4,11 +4,12 @@ The order of work is what makes the bundle trustworthy and resumable:
 
 1. Everything that can be refused is checked before the medium is touched: the spec, the
    keys, the receipt, every source (paths, symlinks, registries), and free space.
-2. Chunks are cut on the main thread (:func:`bundler.chunker.cut_file`: one reused window,
-   the next one read ahead by the kernel, the whole-file hash on a thread of its own where
-   cores allow) and hashed and compressed by a small thread pool (BLAKE3 and zstd release the
-   GIL), with a bounded number of bytes in flight so memory stays flat whatever the model size. A chunk seen before in this bundle, or held by the
-   edge (``--since``), is not stored again.
+2. Chunks are cut on the main thread (:class:`bundler.chunker.Cutter`: two windows kept for
+   the run, read into with the kernel reading ahead, the whole-file hash on a thread of its
+   own where cores allow) and handed, as views into a window, to a small pool that hashes and
+   compresses them (BLAKE3 and zstd release the GIL), with a bounded number of bytes in flight
+   so memory stays flat whatever the model size. A chunk seen before in this bundle, or held
+   by the edge (``--since``), is not stored again.
 3. Frames go into bounded packs (:mod:`bundler.packs`), written and fsynced on I/O threads;
    a finished pack is journaled once it is durable, so a rerun redoes at most the packs in
    flight (the one being written and the one being flushed).
@@ -589,7 +590,7 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
     try:
         with sf.open() as f:
             if sf.local_path is not None:
-                # The whole-file hash runs on the reader's hashing thread, off this one.
+                # The whole-file hash (hasher) is fed by the cutter: on its hashing thread where cores allow.
                 chunks = run.cutter.file(f, chunker.segments(sf.local_path, sf.size, run.sizes.max_header), hasher,
                                          run.hash_thread)
                 pieces: Generator[memoryview, None, None] = (data for _, data in chunks)

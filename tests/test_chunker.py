@@ -64,7 +64,7 @@ def test_safetensors_cuts_at_each_tensor() -> None:
 
 def _chunks(path: Path) -> list[bytes]:
     with open(path, "rb") as f:
-        return [bytes(data) for _, data in chunker.cut_file(f, chunker.segments(path, path.stat().st_size))]
+        return [bytes(data) for _, data in chunker.Cutter().file(f, chunker.segments(path, path.stat().st_size))]
 
 
 def test_chunks_rebuild_the_file_within_limits(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_plain_files_and_streams_are_chunked_by_content(tmp_path: Path) -> None:
     path.write_bytes(data)
     assert chunker.segments(path, len(data)) == [(0, len(data))]
     with open(path, "rb") as f:
-        assert b"".join(chunker.cut_stream(f)) == data
+        assert b"".join(bytes(d) for d in chunker.Cutter().stream(f)) == data
 
 
 
@@ -102,10 +102,10 @@ def test_windowed_cutting_equals_cutting_at_once(tmp_path: Path) -> None:
     path = tmp_path / "big.bin"
     path.write_bytes(data)
     with open(path, "rb") as f:
-        assert [bytes(d) for d in chunker.cut_stream(f)] == whole
+        assert [bytes(d) for d in chunker.Cutter().stream(f)] == whole
     hasher = Hasher(threaded=False)
     with open(path, "rb") as f:
-        assert [bytes(d) for _, d in chunker.cut_file(f, [(0, len(data))], hasher)] == whole
+        assert [bytes(d) for _, d in chunker.Cutter().file(f, [(0, len(data))], hasher)] == whole
     # the whole-file hash, computed on the reader's hashing thread, saw every byte once, in order
     assert hasher.size == len(data) and hasher.blake3 == blake3_hex(data)
 
@@ -197,7 +197,7 @@ def test_a_read_error_reaches_the_caller_and_the_hashing_thread_ends(tmp_path: P
     fd = os.open(tmp_path, os.O_RDONLY)  # pread on a folder: EISDIR
     try:
         with pytest.raises(OSError) as err, os.fdopen(os.dup(fd), "rb", closefd=True) as f:
-            list(chunker.cut_file(f, [(0, 10 * MiB)], Hasher(threaded=False)))
+            list(chunker.Cutter().file(f, [(0, 10 * MiB)], Hasher(threaded=False)))
         assert err.value.errno == errno.EISDIR
     finally:
         os.close(fd)
@@ -213,7 +213,7 @@ def test_an_error_on_the_hashing_thread_reaches_the_caller(tmp_path: Path) -> No
     path = tmp_path / "big.bin"
     path.write_bytes(random.Random(4).randbytes(2 * chunker.WINDOW))
     with open(path, "rb") as f, pytest.raises(MemoryError, match="sink failed"):
-        list(chunker.cut_file(f, [(0, 2 * chunker.WINDOW)], _Broken()))
+        list(chunker.Cutter().file(f, [(0, 2 * chunker.WINDOW)], _Broken()))
     assert _hashing_threads() == []
 
 
@@ -221,7 +221,7 @@ def test_stopping_early_ends_the_hashing_thread(tmp_path: Path) -> None:
     path = tmp_path / "big.bin"
     path.write_bytes(random.Random(4).randbytes(2 * chunker.WINDOW))
     with open(path, "rb") as f:
-        chunks = chunker.cut_file(f, [(0, 2 * chunker.WINDOW)], Hasher(threaded=False))
+        chunks = chunker.Cutter().file(f, [(0, 2 * chunker.WINDOW)], Hasher(threaded=False))
         assert len(next(chunks)[1]) >= chunker.MIN_CHUNK
         chunks.close()
     assert _hashing_threads() == []

@@ -254,7 +254,7 @@ def test_paths_that_look_like_markup_are_printed_as_text(tmp_path: Path, hub_key
 
 def test_the_bundle_does_not_depend_on_the_core_count(tmp_path: Path, hub_keys, monkeypatch) -> None:  # noqa: ANN001
     """Where cores are left beside the pool, the whole-file hash runs on a thread of its own
-    (bundler.chunker, cut_file): chunks, packs and entry hashes are the same bytes as on one core."""
+    (bundler.chunker, Cutter.file): chunks, packs and entry hashes are the same bytes as on one core."""
     from bundler import export as export_mod
     from manifests import budget
     from manifests.progress import Silent
