@@ -21,11 +21,13 @@ is still a file to carry). The pure parts (:func:`safetensors_cuts`, :func:`gguf
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import pyfastcdc
 
@@ -274,78 +276,197 @@ def _gguf_file_cuts(f: BinaryIO, size: int, most: int) -> list[int]:
     return []
 
 
-#: Bytes cut at a time. A chunk is accepted from a window only when the FastCDC decision
-#: for it (which looks at most MAX_CHUNK bytes ahead) lies wholly inside the window, so the
-#: cuts are exactly those of cutting the whole piece at once, with memory bounded. Just
-#: under 32 MiB, so that glibc (tuned by the exporter) reuses heap memory for it.
+#: Bytes of one cutting window. A chunk is accepted from a window when it ends before the
+#: window does: FastCDC decides a cut from the bytes up to it alone (the gear hash is rolled
+#: forward from the chunk's start, and the mask in force at a position depends on the distance
+#: from that start, never on the bytes left), so a chunk that ends inside the window is exactly
+#: the chunk that cutting the whole piece at once gives; the one that ends at the window's end
+#: may have been cut short, and is cut again at the start of the other window (copied there,
+#: not read again). A window holds more than a largest chunk, so every window but a piece's
+#: last accepts at least one. Just under 32 MiB: two of them are ``manifests.budget.WINDOWS``.
 WINDOW = 2 * MAX_CHUNK - 64 * 1024
 
 
-def _accepted(window: bytes, last: bool) -> Iterator[memoryview]:
-    """The chunks of ``window`` that cutting the whole would also give (all of them if ``last``).
+class _Sink(Protocol):
+    def update(self, data: bytes | memoryview) -> None: ...
 
-    Chunks are views into ``window``: no copy, and the window lives as long as they do."""
-    for c in _cdc.cut_buf(memoryview(window)):
-        if not last and c.offset + MAX_CHUNK > len(window):
+
+def accepted(cdc: pyfastcdc.FastCDC, window: memoryview, last: bool) -> Iterator[memoryview]:
+    """The chunks of ``window`` that cutting its whole piece at once would also give.
+
+    Args:
+        cdc: the chunker (its min/avg/max sizes).
+        window: bytes of a piece, from a chunk boundary on.
+        last: whether the piece ends with ``window`` (then every chunk is accepted).
+    Returns:
+        Views into ``window``, in order: every chunk that ends before the window does (see
+        :data:`WINDOW` for why those are exact), all of them if ``last``.
+    """
+    end = len(window)
+    for c in cdc.cut_buf(window):
+        if not last and c.offset + c.length >= end:
             return
         yield c.data
 
 
-def _cut_at(fd: int, begin: int, end: int) -> Iterator[memoryview]:
-    """Chunks of bytes [begin, end) of a file, read window by window with pread: the bytes
-    after the last accepted chunk are simply read again with the next window."""
-    pos = begin
-    while pos < end:
-        want = min(WINDOW, end - pos)
-        window = os.pread(fd, want, pos)
-        if not window:
-            return
-        last = len(window) < want or pos + len(window) == end
-        for data in _accepted(window, last):
-            yield data
-            pos += len(data)
-        if last:
-            return
+def _nothing() -> None:
+    return None
 
 
-def cut_stream(stream: BinaryIO) -> Iterator[memoryview]:
-    """Chunks of a stream read to its end (content-defined cuts only)."""
-    carry = b""
-    while True:
-        want = WINDOW - len(carry)
-        parts, got = [carry], 0
-        while got < want:
-            data = stream.read(want - got)
-            if not data:
-                break
-            parts.append(data)
-            got += len(data)
-        last = got < want
-        window = b"".join(parts)
-        if not window:
-            return
-        accepted = 0
-        for chunk in _accepted(window, last):
-            yield chunk
-            accepted += len(chunk)
-        if last:
-            return
-        carry = window[accepted:]
+def _no_views_kept(window: mmap.mmap) -> None:
+    return None
 
 
-def cut_file(f: BinaryIO, pieces: list[tuple[int, int]]) -> Iterator[tuple[int, memoryview]]:
-    """(offset, bytes) of each chunk of an open file, cutting each piece independently.
+class Cutter:
+    """Cuts pieces of files and streams into chunks in two cutting windows, used in turn and
+    kept for every piece of every file (anonymous maps of :data:`WINDOW` bytes, outside the C
+    heap: no chunk-sized allocation, no copy of a chunk, no page fault after the first use).
 
-    Stops early if the file is shorter than its pieces; the caller checks the total.
+    Chunks are handed out as views into a window, in order. Small pieces and files share a
+    window; a piece that does not fit what is left of one continues in the other, and before
+    a window is written again ``reuse(window)`` is called: the caller must then be done with
+    every view of that window it was given (the exporter waits for the pool's work on them).
+    The default ``reuse`` does nothing: a view is then valid until the next is asked for.
+
+    Args:
+        reuse: called with a window (an ``mmap.mmap``, which is each view's ``.obj``) before
+            it is overwritten.
+        cdc: the chunker (default: ferry's, 1/4/16 MiB); window: bytes of each window, more
+            than ``cdc``'s largest chunk.
     """
-    fd = f.fileno()
-    for begin, end in pieces:
-        offset = begin
-        for data in _cut_at(fd, begin, end):
-            yield offset, data
-            offset += len(data)
-        if offset != end:
+
+    def __init__(self, reuse: Callable[[mmap.mmap], None] = _no_views_kept,
+                 cdc: pyfastcdc.FastCDC | None = None, window: int = WINDOW) -> None:
+        self.reuse, self.cdc, self.window = reuse, cdc or _cdc, window
+        self.maps = (mmap.mmap(-1, window), mmap.mmap(-1, window))
+        self.views = tuple(memoryview(m) for m in self.maps)
+        self.current = 0  # the window being cut
+        self.base = 0  # where the next bytes go in it: what is before is handed out
+
+    def pieces(self, fill: Callable[[memoryview], int], lengths: Iterable[int | None],
+               settle: Callable[[], None] = _nothing) -> Iterator[memoryview]:
+        """Chunks of consecutive pieces of one byte source, each piece cut independently.
+
+        Args:
+            fill: copies the source's next bytes into the view it is given and returns how
+                many (0 at its end); the source is read once, front to back.
+            lengths: each piece's length in bytes, in order; ``None``: up to the source's end.
+            settle: called when the chunks are all cut (a source that reads what it gave on
+                another thread waits for it there).
+        Returns:
+            Views into the windows (see the class). Stops early when the source ends before a
+            piece does: the caller checks the total.
+        """
+        window = self.window
+        try:
+            for length in lengths:
+                unread, filled = length, 0  # the piece's bytes not yet cut: views[current][base:base + filled]
+                while True:
+                    need = window if unread is None else min(window, filled + unread)
+                    if window - self.base < need:  # continue in the other window, the uncut bytes first
+                        other = 1 - self.current
+                        self.reuse(self.maps[other])
+                        self.views[other][:filled] = self.views[self.current][self.base:self.base + filled]
+                        self.current, self.base = other, 0
+                    view, start = self.views[self.current], self.base
+                    want = window - start - filled if unread is None else min(window - start - filled, unread)
+                    got = 0
+                    while got < want:
+                        n = fill(view[start + filled + got:start + filled + want])
+                        if not n:
+                            break
+                        got += n
+                    filled += got
+                    if unread is not None:
+                        unread -= got
+                    last = got < want or unread == 0
+                    for data in accepted(self.cdc, view[start:start + filled], last):
+                        yield data
+                        self.base += len(data)
+                        filled -= len(data)
+                    if got < want:
+                        return  # the source ended
+                    if last:
+                        break
+        finally:
+            settle()
+
+    def stream(self, stream: BinaryIO) -> Iterator[memoryview]:
+        """Chunks of a stream read to its end (content-defined cuts only)."""
+        readinto = getattr(stream, "readinto", None)
+        if readinto is None:
+            def readinto(view: memoryview) -> int:
+                data = stream.read(len(view))
+                view[:len(data)] = data
+                return len(data)
+        return self.pieces(readinto, [None])
+
+    def file(self, f: BinaryIO, pieces: list[tuple[int, int]], sink: _Sink | None = None,
+             hash_thread: bool = True) -> Iterator[tuple[int, memoryview]]:
+        """(offset, bytes) of each chunk of an open file, cutting each piece independently.
+
+        Args:
+            f: the file, open for reading (read with ``pread``: its position is not used).
+            pieces: consecutive (start, end) byte ranges (:func:`segments`).
+            sink: given every byte of the pieces once, in order (the whole-file BLAKE3 and
+                sha256, :class:`manifests.digest.Hasher`): on a hashing thread of its own with
+                ``hash_thread``, while the window is cut, else on the caller's; when the
+                iterator is exhausted or closed, every byte read has been given.
+        Returns:
+            (offset in the file, view) per chunk (see the class for how long a view is valid).
+            Stops early if the file is shorter than its pieces; the caller checks the total.
+        Raises:
+            ValueError: the pieces are not consecutive.
+            OSError: reading failed.
+        """
+        if not pieces:
             return
+        for (_, end), (start, _) in zip(pieces, pieces[1:]):
+            if end != start:
+                raise ValueError("pieces must be consecutive")
+        source = _FileSource(f.fileno(), pieces[0][0], pieces[-1][1], sink, hash_thread)
+        try:
+            offset = pieces[0][0]
+            for data in self.pieces(source.fill, [end - start for start, end in pieces], source.settle):
+                yield offset, data
+                offset += len(data)
+        finally:
+            source.close()
+
+
+class _FileSource:
+    """Bytes ``[begin, end)`` of an open file for :meth:`Cutter.pieces`, read with ``pread``
+    straight into the window, the kernel asked to read the next window ahead meanwhile
+    (``POSIX_FADV_WILLNEED``), and handed to ``sink``: on a hashing thread (BLAKE3 and sha256
+    release the GIL) while the window is cut, which the next read waits for, or at once."""
+
+    def __init__(self, fd: int, begin: int, end: int, sink: _Sink | None, thread: bool) -> None:
+        self.fd, self.pos, self.end, self.sink = fd, begin, end, sink
+        self.hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-hash") if sink and thread else None
+        self.pending: Future[None] | None = None
+
+    def fill(self, view: memoryview) -> int:
+        self.settle()  # in order, and before the window it reads can be overwritten
+        n = os.preadv(self.fd, [view[:max(0, min(len(view), self.end - self.pos))]], self.pos)
+        self.pos += n
+        if n and self.pos < self.end and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, self.pos, min(WINDOW, self.end - self.pos), os.POSIX_FADV_WILLNEED)
+        if n and self.hashing is not None:
+            assert self.sink is not None
+            self.pending = self.hashing.submit(self.sink.update, view[:n])
+        elif n and self.sink is not None:
+            self.sink.update(view[:n])
+        return n
+
+    def settle(self) -> None:
+        """Wait until the sink has every byte read so far (re-raising its error)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def close(self) -> None:
+        if self.hashing is not None:
+            self.hashing.shutdown(wait=True)
 
 
 def read_range(path: Path, offset: int, length: int) -> bytes:

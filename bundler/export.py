@@ -4,10 +4,12 @@ The order of work is what makes the bundle trustworthy and resumable:
 
 1. Everything that can be refused is checked before the medium is touched: the spec, the
    keys, the receipt, every source (paths, symlinks, registries), and free space.
-2. Chunks are cut on the main thread and hashed and compressed by a small thread pool
-   (BLAKE3 and zstd release the GIL), with a bounded number of bytes in flight so memory
-   stays flat whatever the model size. A chunk seen before in this bundle, or held by the
-   edge (``--since``), is not stored again.
+2. Chunks are cut on the main thread (:class:`bundler.chunker.Cutter`: two windows kept for
+   the run, read into with the kernel reading ahead, the whole-file hash on a thread of its
+   own where cores allow) and handed, as views into a window, to a small pool that hashes and
+   compresses them (BLAKE3 and zstd release the GIL), with a bounded number of bytes in flight
+   so memory stays flat whatever the model size. A chunk seen before in this bundle, or held
+   by the edge (``--since``), is not stored again.
 3. Frames go into bounded packs (:mod:`bundler.packs`), written and fsynced on I/O threads;
    a finished pack is journaled once it is durable, so a rerun redoes at most the packs in
    flight (the one being written and the one being flushed).
@@ -25,9 +27,9 @@ import secrets
 import shutil
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -471,7 +473,15 @@ class _Run:
         # The cutting thread waits once sizes.in_flight raw bytes are in the pool, however many
         # workers there are: in-flight memory does not grow with the number of cores.
         self.pool = ThreadPoolExecutor(max_workers=sizes.workers, thread_name_prefix="ferry-chunk")
-        self.inflight: deque[tuple[Future[tuple[str, int, bytes | None]], _EntryBuild, int]] = deque()
+        # The whole-file hash gets a thread of its own only where a core is left beside the pool
+        # and the cutting thread: on fewer cores it would take turns with them and add a
+        # hand-off per window (measured on 2 cores: no gain), so the cutting thread hashes.
+        self.hash_thread = memory.usable_cpus() >= sizes.workers + 2
+        # Chunks go to the pool as views into the cutter's two windows, not copies; before a
+        # window is written again, the pool's work on it is waited for (reuse).
+        self.cutter = chunker.Cutter(self.reuse)
+        # (result, entry, index in it, the window its bytes are a view of or None)
+        self.inflight: deque[tuple[Future[tuple[str, int, bytes | None]], _EntryBuild, int, object]] = deque()
         self.inflight_bytes = 0
         self.written = 0
         self.held_whole: set[str] = set()  # chunks of files and blobs the edge holds whole (not stored)
@@ -486,7 +496,7 @@ class _Run:
         build.sizes.append(size)
         fut = self.pool.submit(_chunk_work, data, read, expect, _held_whole if build.held else self.skip)
         build.pending += 1
-        self.inflight.append((fut, build, index))
+        self.inflight.append((fut, build, index, data.obj if isinstance(data, memoryview) else None))
         self.inflight_bytes += size
         while self.inflight_bytes > self.sizes.in_flight:
             self.handle_one()
@@ -496,8 +506,13 @@ class _Run:
         build.ids.append(cid)
         build.sizes.append(size)
 
+    def reuse(self, window: object) -> None:
+        """Before the cutter writes ``window`` again: finish every chunk that is a view of it."""
+        while any(w is window for _, _, _, w in self.inflight):
+            self.handle_one()
+
     def handle_one(self) -> None:
-        fut, build, index = self.inflight.popleft()
+        fut, build, index, _ = self.inflight.popleft()
         try:
             cid, size, frame = fut.result()
         except _StaleCache:
@@ -531,7 +546,7 @@ class _Run:
             build.in_cache = True
 
     def close(self) -> None:
-        for fut, _, _ in self.inflight:
+        for fut, _, _, _ in self.inflight:
             fut.cancel()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -575,19 +590,19 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
     try:
         with sf.open() as f:
             if sf.local_path is not None:
-                chunks = chunker.cut_file(f, chunker.segments(sf.local_path, sf.size, run.sizes.max_header))
-                pieces: Iterator[memoryview] = (data for _, data in chunks)
+                # The whole-file hash (hasher) is fed by the cutter: on its hashing thread where cores allow.
+                chunks = run.cutter.file(f, chunker.segments(sf.local_path, sf.size, run.sizes.max_header), hasher,
+                                         run.hash_thread)
+                pieces: Generator[memoryview, None, None] = (data for _, data in chunks)
             else:
-                pieces = chunker.cut_stream(f)
-            for data in pieces:
-                hasher.update(data)
-                if hasher.size > sf.size:
-                    break
-                # A copy: a view would keep its whole cutting window alive while it is in flight
-                # (up to four windows at once); the copy costs a memcpy, far less than zstd.
-                run.submit(build, len(data), data=bytes(data))
-                task.advance(len(data))
-                overall.advance(len(data))
+                pieces = (_hashed(hasher, data) for data in run.cutter.stream(f))
+            with closing(pieces):
+                for data in pieces:
+                    if hasher.size > sf.size:  # a stream longer than its blob's size (checked below)
+                        break
+                    run.submit(build, len(data), data=data)  # a view: see _Run.reuse
+                    task.advance(len(data))
+                    overall.advance(len(data))
     except OSError as exc:
         raise PlaceError("source", str(label), f"cannot read {label}: {exc.strerror or exc}") from None
     if hasher.size != sf.size:
@@ -597,6 +612,11 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
     build.blake3 = hasher.blake3
     run.finished_cutting(build)
     return build
+
+
+def _hashed(hasher: Hasher, data: memoryview) -> memoryview:
+    hasher.update(data)
+    return data
 
 
 # --------------------------------------------------------------------------- the medium

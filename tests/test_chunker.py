@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 import random
 import struct
+import threading
 from pathlib import Path
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bundler import chunker
-from manifests import limits
+from manifests import budget, limits
+from manifests.digest import Hasher, blake3_hex
 from tests.support.export import MiB, tensors, write_safetensors
 
 
@@ -58,7 +64,7 @@ def test_safetensors_cuts_at_each_tensor() -> None:
 
 def _chunks(path: Path) -> list[bytes]:
     with open(path, "rb") as f:
-        return [bytes(data) for _, data in chunker.cut_file(f, chunker.segments(path, path.stat().st_size))]
+        return [bytes(data) for _, data in chunker.Cutter().file(f, chunker.segments(path, path.stat().st_size))]
 
 
 def test_chunks_rebuild_the_file_within_limits(tmp_path: Path) -> None:
@@ -86,7 +92,7 @@ def test_plain_files_and_streams_are_chunked_by_content(tmp_path: Path) -> None:
     path.write_bytes(data)
     assert chunker.segments(path, len(data)) == [(0, len(data))]
     with open(path, "rb") as f:
-        assert b"".join(chunker.cut_stream(f)) == data
+        assert b"".join(bytes(d) for d in chunker.Cutter().stream(f)) == data
 
 
 
@@ -96,9 +102,129 @@ def test_windowed_cutting_equals_cutting_at_once(tmp_path: Path) -> None:
     path = tmp_path / "big.bin"
     path.write_bytes(data)
     with open(path, "rb") as f:
-        assert [bytes(d) for d in chunker.cut_stream(f)] == whole
+        assert [bytes(d) for d in chunker.Cutter().stream(f)] == whole
+    hasher = Hasher(threaded=False)
     with open(path, "rb") as f:
-        assert [bytes(d) for _, d in chunker.cut_file(f, [(0, len(data))])] == whole
+        assert [bytes(d) for _, d in chunker.Cutter().file(f, [(0, len(data))], hasher)] == whole
+    # the whole-file hash, computed on the reader's hashing thread, saw every byte once, in order
+    assert hasher.size == len(data) and hasher.blake3 == blake3_hex(data)
+
+
+def _content(seed: int, size: int) -> bytes:
+    """Random bytes with runs of zeros, so that cuts fall at the largest size as well as by content."""
+    rng = random.Random(seed)
+    out = bytearray()
+    while len(out) < size:
+        out += rng.randbytes(rng.randint(1, 3000)) if rng.random() < 0.7 else bytes(rng.randint(1, 3000))
+    return bytes(out[:size])
+
+
+SMALL_CDC = chunker.pyfastcdc.FastCDC(256, min_size=64, max_size=1024)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32), st.integers(0, 20000), st.lists(st.integers(0, 6000), max_size=6),
+       st.integers(1025, 4096), st.integers(1, 5000))
+def test_cutting_window_by_window_equals_cutting_each_piece_at_once(seed: int, size: int, splits: list[int],
+                                                                    window: int, read: int) -> None:
+    """The rule that lets a window's chunks through (every chunk ending before the window does)
+    gives exactly the cuts of each whole piece, whatever the window, the piece boundaries and
+    the sizes the source hands out: bundles keep their chunk ids, deltas their shared chunks."""
+    data = _content(seed, size)
+    bounds = sorted({min(s, size) for s in splits} | {0, size})
+    pieces = list(zip(bounds, bounds[1:])) or [(0, 0)]
+    expect = [bytes(c.data) for a, b in pieces for c in SMALL_CDC.cut_buf(data[a:b])]
+    pos = 0
+
+    def fill(view: memoryview) -> int:
+        nonlocal pos
+        n = min(len(view), read, size - pos)
+        view[:n] = data[pos:pos + n]
+        pos += n
+        return n
+
+    got = [bytes(d) for d in chunker.Cutter(cdc=SMALL_CDC, window=window).pieces(fill, [b - a for a, b in pieces])]
+    assert got == expect
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**32), st.integers(0, 5000), st.lists(st.integers(0, 5000), max_size=4)),
+                min_size=1, max_size=5), st.integers(1025, 3000))
+def test_views_stay_intact_until_their_window_is_given_back(sources: list[tuple[int, int, list[int]]],
+                                                            window: int) -> None:
+    """Chunks are handed out as views, not copies: no window is written while views of it may
+    be in use, i.e. before ``reuse`` is called with it; sources (files) one after another share
+    the two windows and still cut as each piece cut whole."""
+    held: list[tuple[memoryview, bytes]] = []
+
+    def reuse(buf: object) -> None:
+        for view, expect in held:
+            if view.obj is buf:
+                assert bytes(view) == expect
+        held[:] = [(v, e) for v, e in held if v.obj is not buf]
+
+    cutter = chunker.Cutter(reuse, cdc=SMALL_CDC, window=window)
+    for seed, size, splits in sources:
+        data = _content(seed, size)
+        bounds = sorted({min(s, size) for s in splits} | {0, size})
+        pieces = list(zip(bounds, bounds[1:])) or [(0, 0)]
+        source = io.BytesIO(data)
+        got = []
+        for view in cutter.pieces(source.readinto, [b - a for a, b in pieces]):
+            got.append(bytes(view))
+            held.append((view, got[-1]))
+        assert got == [bytes(c.data) for a, b in pieces for c in SMALL_CDC.cut_buf(data[a:b])]
+    reuse(None)
+    assert all(bytes(v) == e for v, e in held)
+
+
+def test_a_source_shorter_than_its_pieces_stops_early() -> None:
+    data = _content(3, 5000)
+    source = io.BytesIO(data[:3000])
+    got = b"".join(bytes(d) for d in chunker.Cutter(cdc=SMALL_CDC, window=2048).pieces(source.readinto, [2000, 3000]))
+    assert got == data[:3000]
+
+
+def test_the_cutting_windows_stay_within_the_budgets_share() -> None:
+    assert chunker.MAX_CHUNK < chunker.WINDOW and 2 * chunker.WINDOW <= budget.WINDOWS  # every window but a piece's last accepts a chunk
+
+
+def _hashing_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("ferry-hash")]
+
+
+def test_a_read_error_reaches_the_caller_and_the_hashing_thread_ends(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY)  # pread on a folder: EISDIR
+    try:
+        with pytest.raises(OSError) as err, os.fdopen(os.dup(fd), "rb", closefd=True) as f:
+            list(chunker.Cutter().file(f, [(0, 10 * MiB)], Hasher(threaded=False)))
+        assert err.value.errno == errno.EISDIR
+    finally:
+        os.close(fd)
+    assert _hashing_threads() == []
+
+
+class _Broken:
+    def update(self, data: bytes | memoryview) -> None:
+        raise MemoryError("sink failed")
+
+
+def test_an_error_on_the_hashing_thread_reaches_the_caller(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(random.Random(4).randbytes(2 * chunker.WINDOW))
+    with open(path, "rb") as f, pytest.raises(MemoryError, match="sink failed"):
+        list(chunker.Cutter().file(f, [(0, 2 * chunker.WINDOW)], _Broken()))
+    assert _hashing_threads() == []
+
+
+def test_stopping_early_ends_the_hashing_thread(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(random.Random(4).randbytes(2 * chunker.WINDOW))
+    with open(path, "rb") as f:
+        chunks = chunker.Cutter().file(f, [(0, 2 * chunker.WINDOW)], Hasher(threaded=False))
+        assert len(next(chunks)[1]) >= chunker.MIN_CHUNK
+        chunks.close()
+    assert _hashing_threads() == []
 
 
 # GGUF (llama.cpp): a real v3 file written by hand, as the format describes it.

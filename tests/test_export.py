@@ -250,3 +250,27 @@ def test_paths_that_look_like_markup_are_printed_as_text(tmp_path: Path, hub_key
     assert r.returncode == 0, r.stderr
     assert "o[/]" in r.stdout
     read_back(tmp_path / "o[/]", hub_keys.pub)
+
+
+def test_the_bundle_does_not_depend_on_the_core_count(tmp_path: Path, hub_keys, monkeypatch) -> None:  # noqa: ANN001
+    """Where cores are left beside the pool, the whole-file hash runs on a thread of its own
+    (bundler.chunker, Cutter.file): chunks, packs and entry hashes are the same bytes as on one core."""
+    from bundler import export as export_mod
+    from manifests import budget
+    from manifests.progress import Silent
+
+    write_safetensors(tmp_path / "m" / "model.safetensors",
+                      tensors(3, 9 * MiB, seed=11) + [("norm", b"\x02" * 4096)] + tensors(2, 5 * MiB, seed=12))
+    spec = write_spec(tmp_path / "bundle.yaml", [("m", "1.0.0", "m")])
+    bundles = {}
+    for cpus in (1, 16):
+        monkeypatch.setattr(budget, "usable_cpus", lambda cpus=cpus: cpus)
+        out = tmp_path / f"out{cpus}"
+        result = export_mod.export(export_mod.ExportOptions(spec=spec, out=out, keys=(hub_keys.key,),
+                                                            state=tmp_path / f"state{cpus}"), Silent())
+        bundles[cpus] = (result.manifest, {p.name: p.read_bytes() for p in (out / "packs").iterdir()})
+    (one, packs_one), (many, packs_many) = bundles[1], bundles[16]
+    assert one.chunks == many.chunks and one.packs == many.packs and one.artifacts == many.artifacts
+    assert packs_one == packs_many
+    _, files = read_back(tmp_path / "out16", hub_keys.pub)
+    assert files["model/m/model.safetensors"] == (tmp_path / "m" / "model.safetensors").read_bytes()
