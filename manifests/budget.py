@@ -26,7 +26,8 @@ MIN_MEMORY_BUDGET = 192 * MiB
 #: page caches, measured at about 40 MiB resident on CPython 3.11; rounded up.
 RUNTIME = 48 * MiB
 #: The exporter's cutting windows: two largest chunks each (a FastCDC decision looks one chunk
-#: ahead), and two alive at once while the next is read (chunks leave them as copies).
+#: ahead), both kept for the whole run: one is cut while the kernel reads the next ahead, and
+#: chunks leave them as views that the hash/compress pool releases before the window is reused.
 WINDOWS = 2 * 2 * MAX_CHUNK_SIZE
 #: One chunk and its frame being handled on the cutting thread.
 ONE_CHUNK = MAX_CHUNK_SIZE + MAX_STORED_CHUNK_SIZE
