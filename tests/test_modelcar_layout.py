@@ -18,11 +18,14 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from importer.apply import modelpack
+from importer.run import ImportOptions, run_import
+from manifests.progress import Silent
 from importer.apply.modelpack import StagingHasher, modelcar_chunks, publish_model, scan_model
 from manifests.errors import FormatError
 from manifests.modelpack import (MODELCAR_ALIGN, TAR_END, ModelFile, aligned_file_header, modelcar_layer_size,
                                  modelcar_plan, pax_record)
-from tests.support.common import SAMPLES
+from tests.support.bundles import model as bundle_model, write_bundle
+from tests.support.common import SAMPLES, KeyPair
 
 SAMPLE = SAMPLES / "models" / "sentiment"
 
@@ -277,3 +280,46 @@ def test_on_xfs_the_modelcar_shares_the_model_stores_blocks(xfs: Path, tmp_path:
     root = work / "bundle" / "rootfs" / "models"
     assert {p: (root / p).read_bytes() for p, _ in _files(folder)} == \
         {p: (folder / p).read_bytes() for p, _ in _files(folder)}
+
+
+# --------------------------------------------------------------------------- at import
+
+
+def test_an_import_publishes_from_what_staging_hashed(tmp_path: Path, hub_keys: KeyPair,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real import (chunks of 64 KiB, a file with zero chunks written as holes, folders):
+    publishing gets every file's sha256 and the layer's from staging and reads no model file
+    for them, and what it publishes is right (each blob hashes to its name; skopeo and umoci
+    read the modelcar back as the files)."""
+    files = {"model.safetensors": os.urandom(200_000) + bytes(300_000) + os.urandom(7),
+             "sub/tokenizer.json": b'{"v": 1}', "README.md": b"# m\n", "a/b/c.bin": os.urandom(4096 * 3)}
+    write_bundle(tmp_path / "b", [hub_keys.key], [bundle_model("m", "1.0.0", files)])
+    seen: list[modelpack.StagedDigests | None] = []
+    real = modelpack.publish_model
+
+    def spy(*args: object, **kwargs: object) -> modelpack.Published:
+        seen.append(kwargs.get("digests"))  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    def no_reading(*args: object) -> Iterator[bytes]:
+        raise AssertionError("publishing read the files to hash the modelcar layer")
+
+    monkeypatch.setattr(modelpack, "publish_model", spy)
+    monkeypatch.setattr(modelpack, "modelcar_chunks", no_reading)
+    state = tmp_path / "edge"
+    run_import(ImportOptions(paths=[tmp_path / "b"], trust=[hub_keys.pub], state=state), Silent())
+    (digests,) = seen
+    assert digests is not None and digests.layer is not None
+    assert digests.files == {p: (len(b), "sha256:" + hashlib.sha256(b).hexdigest()) for p, b in files.items()}
+    blobs = state / "oci" / "blobs" / "sha256"
+    for blob in blobs.iterdir():
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    assert (blobs / digests.layer.split(":")[1]).is_file()
+    work = tmp_path / "work"
+    work.mkdir()
+    for cmd in (["skopeo", "copy", "--quiet", f"oci:{state / 'oci'}:models/m:1.0.0-modelcar", f"oci:{work / 'car'}:c"],
+                ["umoci", "unpack", "--rootless", "--image", f"{work / 'car'}:c", str(work / "bundle")]):
+        done = subprocess.run(cmd, capture_output=True, check=False)
+        assert done.returncode == 0, done.stderr.decode()
+    root = work / "bundle" / "rootfs" / "models"
+    assert {p: (root / p).read_bytes() for p in files} == files

@@ -13,7 +13,18 @@ compatibility form found by its ``-modelcar`` tag (and workloads pin either by d
 
 In a layout, raw layers are hard links to the model store's files where the file system
 allows (same device, links permitted), copies otherwise; so the ModelPack form stores no
-model byte twice. The modelcar's tar layer is necessarily a second copy of the bytes.
+model byte twice. The modelcar's tar layer puts each file's data on a 4 KiB boundary
+(:func:`manifests.modelpack.modelcar_plan`) and clones it from the model store's file
+(:func:`clone_range`, ``FICLONERANGE``) where the file system has reflinks (XFS, btrfs): then
+it too stores no model byte twice, only its headers and each file's last partial block.
+Elsewhere (ext4) the data is copied in the kernel (:func:`copy_range`, ``copy_file_range``),
+and only where that is refused through a buffer: a second copy of the bytes.
+
+Publishing at import reads no model file: each file's sha256 and the modelcar layer's are
+computed while staging writes the files (:class:`StagingHasher`, two worker threads fed the
+verified bytes), and handed over as :class:`StagedDigests`. Measured with
+``bench/publish_bench.py`` (1 GiB; bench/README.md, "Publishing"): see docs/models-oci.md,
+"Publishing cost".
 """
 
 from __future__ import annotations
@@ -222,7 +233,7 @@ class _Worker:
     items, each holding at most one chunk) bounds the memory it holds. A step that raises stops
     the worker: :attr:`failed` is then True and later steps are dropped."""
 
-    def __init__(self, name: str, depth: int = 2) -> None:
+    def __init__(self, name: str, depth: int = 1) -> None:
         self._q: queue.Queue[tuple[Callable[..., None], tuple[object, ...]] | None] = queue.Queue(depth)
         self.failed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -255,6 +266,11 @@ class StagingHasher:
     sizes (headers and padding are known up front). The layer's hash needs every file, in
     layer order (sorted by path, as bundles list them); a file skipped (already staged by an
     interrupted run) or out of order leaves it unknown, and publishing hashes the layer itself.
+
+    Memory: both workers are fed the same chunk objects through queues one item deep, so they
+    hold at most two chunks beside the one being written (32 MiB at ``MAX_CHUNK_SIZE``), taken
+    from the budget's share for the safetensors header that publishing parses only after
+    staging (:func:`manifests.budget.import_sizes`: 55 MiB at the lowest budget).
 
     Use: ``start(path)``, ``update(data)`` for each chunk, ``end(path, size)`` once the file's
     bytes verified; :meth:`close` (always, e.g. in ``finally``) returns the :class:`StagedDigests`.
@@ -675,10 +691,11 @@ SMALL_BLOBS_BYTES = 8192
 
 
 def layout_bytes(state_root: Path, artifact: Artifact) -> int:
-    """Bytes publishing ``artifact`` into ``EDGE/oci`` adds to the disk (the free-space plan):
-    the modelcar's tar layer (:func:`manifests.modelpack.modelcar_layer_size`, exact), the
-    small blobs, and the raw layers only when they cannot be hard links (``EDGE/oci`` on
-    another file system than ``EDGE/models``); zero extra for them otherwise."""
+    """Bytes publishing ``artifact`` into ``EDGE/oci`` may add to the disk (the free-space plan):
+    the modelcar's tar layer (:func:`manifests.modelpack.modelcar_layer_size`, exact, counted
+    in full although a file system with reflinks shares its data: whether it clones is known
+    only by trying), the small blobs, and the raw layers only when they cannot be hard links
+    (``EDGE/oci`` on another file system than ``EDGE/models``); zero extra for them otherwise."""
     from importer.state import MODELS_DIR, OCI_DIR
 
     files = [ModelFile(e.path or "", e.size, "") for e in artifact.entries]
