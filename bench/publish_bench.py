@@ -5,13 +5,13 @@ into a fresh EDGE state ``--rounds`` times each way, alternating which goes firs
 import`` as shipped (the model is published as a ModelPack artifact and a modelcar image into
 ``EDGE/oci``), and the same import with publishing switched off (``ModelTarget.publish``
 replaced by a no-op in the child process, and staging not asked for the sha256s publishing
-uses). Each run is timed with a ``sync`` after it (so
-that the data written counts). After each run with publishing, the bytes it wrote are
-counted as the data extents of ``EDGE/oci`` that are neither hard links of the model store's
-files nor shared with them by reflink (FIEMAP; a ``statvfs`` difference would count what
-others write to a shared disk). Prints the median and spread of
-each, the time added by publishing (goal: at most 10%) and those bytes (goal: no model bytes
-where hard links work).
+uses). Each run is timed with a ``sync`` after it (so that the data written counts), and its
+CPU seconds (user + system, the import process and its threads) are kept. After each run
+with publishing, the bytes it wrote are counted as the data extents of ``EDGE/oci`` that are
+neither hard links of the model store's files nor shared with them by reflink (FIEMAP; a
+``statvfs`` difference would count what others write to a shared disk). Prints the median
+and spread of each, the time added by publishing (goal: at most 10%) and those bytes (goal:
+no model bytes where hard links work).
 
 Put ``--edge`` on the file system to measure: on XFS or btrfs the modelcar's data is
 reflinked from the model store, elsewhere (ext4) it is copied (``copy_file_range``). On a
@@ -30,6 +30,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -83,6 +84,12 @@ def published_bytes(edge: Path) -> int:
     return total
 
 
+def timed(cmd: list[str]) -> float:
+    start = time.monotonic()
+    subprocess.run(cmd, check=True)
+    return time.monotonic() - start
+
+
 def fs_type(path: Path) -> str:
     done = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=False)
     return done.stdout.strip() or "?"
@@ -96,6 +103,8 @@ def main() -> None:
     ap.add_argument("--edge", type=Path, default=None, help="where the EDGE states go (default: under --dir)")
     a = ap.parse_args()
     import export_bench as eb  # the model generator and timing helpers (bench/ is sys.path[0])
+
+    eb.CPU.update({"with": [], "without": []})
 
     work = a.dir
     edge_root = a.edge or work / "edges"
@@ -119,7 +128,8 @@ def main() -> None:
             for what in (("with", "without") if r % 2 == 0 else ("without", "with")):
                 shutil.rmtree(edge, ignore_errors=True)
                 subprocess.run(["sync"], check=True)
-                t, _, rc = eb.run(["sh", "-c", 'exec "$@" && sync', "sh", *commands[what]], stdout=subprocess.DEVNULL)
+                t, _, rc = eb.run(commands[what], cpu=what, stdout=subprocess.DEVNULL)
+                t += timed(["sync"])
                 assert rc == 0, f"ferry import ({what} publishing) failed"
                 times[what].append(t)
                 if what == "with":
@@ -142,6 +152,9 @@ def main() -> None:
     print(f"ferry import, no publishing: {spread(times['without'])}   "
           f"({', '.join(f'{t:.2f}' for t in times['without'])})")
     print(f"  publishing adds {w - wo:+.2f} s = {100 * (w - wo) / wo:+.1f}% of the import (goal <= +10%)")
+    cw, cwo = statistics.median(eb.CPU["with"]), statistics.median(eb.CPU["without"])
+    print(f"  CPU seconds (user+sys, median): {cw:.2f} with, {cwo:.2f} without publishing: {cw - cwo:+.2f} s "
+          f"({100 * (cw - cwo) / cwo:+.1f}%)")
     print(f"  data publishing wrote beside the model (FIEMAP, not shared): {added / MiB:.2f} MiB "
           f"({100 * added / model_bytes:.2f}% of the model; goal: no model bytes where hard links work)")
 

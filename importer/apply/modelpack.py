@@ -428,6 +428,9 @@ def _publish_into(target: Layout, folder: Path, files: list[ModelFile], name: st
     linked = 0
     for f in files:
         linked += _place_file(target, folder / f.path, f)
+    if linked:
+        with target._fs().folder(target.blobs) as dfd:
+            os.fsync(dfd)
     _place_bytes(target, config)
     digest = _place_bytes(target, manifest)
     car_digest, cloned, copied = None, 0, 0
@@ -640,7 +643,8 @@ def _place_bytes(layout: Layout, data: bytes) -> str:
 
 def _place_file(layout: Layout, source: Path, f: ModelFile) -> int:
     """Hard-link ``source`` as blob ``f.digest`` (1), or copy it, checking its sha256 (0).
-    The link is made relative to the blobs folder's descriptor (no path is followed)."""
+    The link is made relative to the blobs folder's descriptor (no path is followed); the
+    caller fsyncs the folder once after all links (before any manifest names them)."""
     fs, name = layout._fs(), f.digest.split(":", 1)[1]
     if _present(layout, f.digest, f.size):
         st, src = fs.lstat(layout.path(f.digest)), source.stat()
@@ -653,8 +657,7 @@ def _place_file(layout: Layout, source: Path, f: ModelFile) -> int:
             linked = False
         else:
             os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-            os.fsync(dfd)
-            linked = True
+            linked = True  # made durable by the caller's one fsync of the folder
     if not linked:
         _place_stream(layout, f.digest, _file_chunks(source))
     return 1 if linked else 0
