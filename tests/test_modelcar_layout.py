@@ -221,24 +221,23 @@ def _staged(folder: Path) -> modelpack.StagedDigests:
     return hasher.close()
 
 
-def _can_mount_xfs() -> str | None:
+#: File systems with reflinks, and how to make one (Debian: xfsprogs, btrfs-progs).
+MKFS = {"xfs": ["mkfs.xfs", "-q", "-m", "reflink=1"], "btrfs": ["mkfs.btrfs", "-q"]}
+
+
+@pytest.fixture(params=sorted(MKFS))
+def reflink_fs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A fresh XFS or btrfs file system, loop-mounted under tmp_path (root only; skipped where
+    the test cannot make or mount one, e.g. a container without loop devices)."""
+    mkfs = MKFS[request.param]
     if os.geteuid() != 0:
-        return "not root: cannot loop-mount an XFS image"
-    if shutil.which("mkfs.xfs") is None:
-        return "mkfs.xfs missing (Debian package xfsprogs)"
-    return None
-
-
-@pytest.fixture
-def xfs(tmp_path: Path) -> Iterator[Path]:
-    """A fresh XFS file system with reflinks, loop-mounted under tmp_path (root only)."""
-    why = _can_mount_xfs()
-    if why:
-        pytest.skip(why)
-    image, mnt = tmp_path / "xfs.img", tmp_path / "xfs"
+        pytest.skip("not root: cannot loop-mount a file system image")
+    if shutil.which(mkfs[0]) is None:
+        pytest.skip(f"{mkfs[0]} missing (Debian packages xfsprogs, btrfs-progs)")
+    image, mnt = tmp_path / f"{request.param}.img", tmp_path / request.param
     with open(image, "wb") as f:
         f.truncate(512 << 20)
-    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True, capture_output=True)
+    subprocess.run([*mkfs, str(image)], check=True, capture_output=True)
     mnt.mkdir()
     done = subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], capture_output=True, check=False)
     if done.returncode != 0:
@@ -255,15 +254,15 @@ def _used(mnt: Path) -> int:
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
-def test_on_xfs_the_modelcar_shares_the_model_stores_blocks(xfs: Path, tmp_path: Path) -> None:
-    folder = xfs / "models" / "m" / "1.0.0"
+def test_with_reflinks_the_modelcar_shares_the_model_stores_blocks(reflink_fs: Path, tmp_path: Path) -> None:
+    folder = reflink_fs / "models" / "m" / "1.0.0"
     folder.parent.mkdir(parents=True)
     shutil.copytree(_model(tmp_path), folder)
     (folder / "model-2.safetensors").write_bytes(os.urandom(64 << 20))
     total = sum(n for _, n in _files(folder))
-    before = _used(xfs)
-    published = publish_model(folder, "m", "1.0.0", layout=xfs / "oci", digests=_staged(folder))
-    added = _used(xfs) - before
+    before = _used(reflink_fs)
+    published = publish_model(folder, "m", "1.0.0", layout=reflink_fs / "oci", digests=_staged(folder))
+    added = _used(reflink_fs) - before
     assert published.linked == len(_files(folder))
     unaligned = sum(n % MODELCAR_ALIGN for _, n in _files(folder))
     assert (published.cloned, published.copied) == (total - unaligned, unaligned)
@@ -273,7 +272,8 @@ def test_on_xfs_the_modelcar_shares_the_model_stores_blocks(xfs: Path, tmp_path:
     # and it is a modelcar skopeo copies and umoci unpacks to the same files
     work = tmp_path / "work"
     work.mkdir()
-    for cmd in (["skopeo", "copy", "--quiet", f"oci:{xfs / 'oci'}:models/m:1.0.0-modelcar", f"oci:{work / 'car'}:car"],
+    car = f"oci:{reflink_fs / 'oci'}:models/m:1.0.0-modelcar"
+    for cmd in (["skopeo", "copy", "--quiet", car, f"oci:{work / 'car'}:car"],
                 ["umoci", "unpack", "--rootless", "--image", f"{work / 'car'}:car", str(work / "bundle")]):
         done = subprocess.run(cmd, capture_output=True, check=False)
         assert done.returncode == 0, done.stderr.decode()
