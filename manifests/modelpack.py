@@ -8,7 +8,9 @@ Two forms of one model version (issue 14, item 1), both built from the model's f
   digest is the file's sha256 and a layout can hard-link the model store's file as the blob),
   annotated with :data:`FILEPATH` (the path inside the model folder).
 - A **modelcar image** (KServe modelcars, Kubernetes image volumes): an ordinary OCI image
-  whose single uncompressed tar layer holds the files under ``/models/``.
+  whose single uncompressed tar layer holds the files under ``/models/``, each file's data
+  starting on a 4 KiB boundary (:func:`modelcar_plan`: pax padding) so that the layer can
+  share the model store's data blocks on file systems with reflinks.
 
 The layer media type of a file follows :func:`layer_media_type` (documented in
 docs/models-oci.md). Nothing here reads a file: callers pass names, sizes, digests and the
@@ -241,7 +243,7 @@ def _check_paths(files: list[ModelFile]) -> None:
     seen: set[str] = set()
     for f in files:
         norm = posixpath.normpath(f.path)
-        if f.path.startswith("/") or norm != f.path or norm.startswith("..") or not f.path:
+        if f.path.startswith("/") or norm != f.path or norm == ".." or norm.startswith("../") or not f.path:
             raise FormatError(f"model file path {f.path!r} is not a clean relative path")
         if f.path in seen:
             raise FormatError(f"model file path {f.path!r} appears twice")
@@ -268,11 +270,22 @@ def modelcar_entries(files: list[ModelFile]) -> list[tuple[str, ModelFile | None
 #: mtime of every modelcar member (2026-01-01T00:00:00Z): the layer is reproducible.
 MODELCAR_MTIME = 1767225600
 
+#: Every file's data in a modelcar layer starts at a multiple of this many bytes (4 KiB, the
+#: block size of ext4, XFS and btrfs on x86-64 and arm64 with 4 KiB pages), so that a file
+#: system with reflinks (XFS, btrfs) can share the model store's data blocks with the layer
+#: (``FICLONERANGE`` needs block-aligned offsets). The padding is a POSIX pax ``comment`` record
+#: (POSIX.1-2008, pax "Extended Header Keywords": readers ignore it), so the layer stays a
+#: standard tar that GNU tar, Python's tarfile, umoci and containerd unpack.
+MODELCAR_ALIGN = 4096
+
+_BLOCK = 512  # tar's record size (POSIX ustar)
+
 
 def tar_header(name: str, size: int, *, folder: bool) -> bytes:
-    """A PAX tar header block for one modelcar member: owner 0:0, mode 0755 (folders) or
-    0644 (files), fixed mtime. The file's bytes follow, padded to 512 bytes
-    (:func:`tar_padding`); :data:`TAR_END` closes the archive."""
+    """A PAX tar header block for one modelcar *folder* member (or an unaligned file): owner
+    0:0, mode 0755 (folders) or 0644 (files), fixed mtime. A file's bytes follow, padded to 512
+    bytes (:func:`tar_padding`); :data:`TAR_END` closes the archive. Files of a modelcar use
+    :func:`aligned_file_header` instead."""
     info = tarfile.TarInfo(name)
     info.size = 0 if folder else size
     info.type = tarfile.DIRTYPE if folder else tarfile.REGTYPE
@@ -283,22 +296,133 @@ def tar_header(name: str, size: int, *, folder: bool) -> bytes:
     return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
 
 
+def pax_record(key: str, value: str) -> bytes:
+    """One pax extended header record, ``"<length> <key>=<value>\n"``, where ``<length>`` counts
+    the whole record in bytes, its own digits included (POSIX.1-2008, pax, "pax Extended Header")."""
+    body = f" {key}={value}\n".encode("utf-8")
+    length = 0
+    while (total := len(body) + len(str(length))) != length:
+        length = total
+    return str(length).encode() + body
+
+
+def _comment_of_length(length: int) -> bytes | None:
+    """A ``comment`` record of exactly ``length`` bytes, or None (no record has 100, 1000 ...
+    bytes: the length's own digits would grow)."""
+    if length < len(pax_record("comment", "")):
+        return None
+    value = "0" * max(length - len(" comment=\n") - len(str(length)), 0)
+    record = pax_record("comment", value)
+    return record if len(record) == length else None
+
+
+def aligned_file_header(name: str, size: int, at: int) -> bytes:
+    """The tar header blocks of a modelcar file member that starts at byte ``at`` of the layer
+    (a multiple of 512), such that the file's data, right after them, starts at a multiple of
+    :data:`MODELCAR_ALIGN`.
+
+    Two headers (POSIX.1-2008, pax): an extended header (typeflag ``x``) whose records give
+    ``path`` and ``size`` (so any name length and any size fit) and a ``comment`` record sized
+    to pad, then the ustar header of the file itself (owner 0:0, mode 0644, fixed mtime; its name
+    field holds the first 100 bytes of the name, the pax ``path`` wins).
+
+    Args:
+        name: the member's path in the tar (``models/<path>``).
+        size: the file's size in bytes.
+        at: the header's offset in the layer, in bytes, a multiple of 512.
+    Returns:
+        the header bytes (a multiple of 512 long, 1536 to 5120 bytes for names under ~3 KiB).
+    Raises:
+        FormatError: ``at`` is not a multiple of 512.
+    """
+    if at % _BLOCK:
+        raise FormatError(f"a tar member cannot start at byte {at} (not a multiple of {_BLOCK})")
+    records = pax_record("path", name) + pax_record("size", str(size))
+    padded = (-(at + 2 * _BLOCK)) % MODELCAR_ALIGN  # the extended header's data, a multiple of 512
+    while True:
+        comment = _comment_of_length(padded - len(records)) or _comment_of_length(padded - len(records) - 1)
+        if comment is not None and padded > 0:
+            break
+        padded += MODELCAR_ALIGN
+    data = records + comment
+    ext = tarfile.TarInfo("././@PaxHeader")
+    ext.type, ext.size, ext.mtime, ext.mode = tarfile.XHDTYPE, len(data), MODELCAR_MTIME, 0o644
+    ext.uname = ext.gname = ""
+    encoded = name.encode("utf-8")
+    field = encoded[:100].decode("utf-8", errors="ignore")
+    info = tarfile.TarInfo(field)
+    info.size = size if size < 8 ** 11 else 0  # the pax size record wins
+    info.type, info.mode, info.mtime = tarfile.REGTYPE, 0o644, MODELCAR_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    out = (ext.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict") + data
+           + tar_padding(len(data)) + info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict"))
+    assert (at + len(out)) % MODELCAR_ALIGN == 0, "pax padding miscounted"
+    return out
+
+
 def tar_padding(size: int) -> bytes:
     """Zero bytes that end a member of ``size`` bytes on a 512-byte boundary."""
-    return b"\0" * (-size % 512)
+    return b"\0" * (-size % _BLOCK)
 
 
 #: Two zero blocks end a tar archive (POSIX ustar).
 TAR_END = b"\0" * 1024
 
 
-def modelcar_layer_size(files: list[ModelFile]) -> int:
-    """The exact byte length of the modelcar layer :func:`modelcar_entries` describes."""
-    total = 0
+@dataclass(frozen=True)
+class ModelcarMember:
+    """One member of a modelcar layer as laid out by :func:`modelcar_plan`: its ``header``
+    bytes, starting at byte ``offset`` of the layer, and the ``file`` whose data follows (None
+    for a folder). The data starts at :attr:`data_offset` (a multiple of :data:`MODELCAR_ALIGN`
+    for files) and is followed by :attr:`padding` zero bytes; the next member starts at
+    :attr:`end`."""
+
+    header: bytes
+    offset: int
+    file: ModelFile | None
+
+    @property
+    def size(self) -> int:
+        return self.file.size if self.file else 0
+
+    @property
+    def data_offset(self) -> int:
+        return self.offset + len(self.header)
+
+    @property
+    def padding(self) -> int:
+        return -self.size % _BLOCK
+
+    @property
+    def end(self) -> int:
+        return self.data_offset + self.size + self.padding
+
+
+def modelcar_plan(files: list[ModelFile]) -> list[ModelcarMember]:
+    """The modelcar layer's members in order (:func:`modelcar_entries`) with their headers and
+    offsets: folders as plain PAX headers, files with :func:`aligned_file_header` so that each
+    file's data starts at a multiple of :data:`MODELCAR_ALIGN`. The layer is these members
+    (header, data, padding each) followed by :data:`TAR_END`; it depends on the files' paths
+    and sizes only, never their digests or bytes.
+
+    Raises:
+        FormatError: as :func:`modelcar_entries`.
+    """
+    out: list[ModelcarMember] = []
+    at = 0
     for name, f in modelcar_entries(files):
-        size = f.size if f else 0
-        total += len(tar_header(name, size, folder=f is None)) + size + len(tar_padding(size))
-    return total + len(TAR_END)
+        header = tar_header(name, 0, folder=True) if f is None else aligned_file_header(name, f.size, at)
+        member = ModelcarMember(header, at, f)
+        out.append(member)
+        at = member.end
+    return out
+
+
+def modelcar_layer_size(files: list[ModelFile]) -> int:
+    """The exact byte length of the modelcar layer :func:`modelcar_plan` lays out."""
+    plan = modelcar_plan(files)
+    return (plan[-1].end if plan else 0) + len(TAR_END)
 
 
 def modelcar_config(layer_digest: str, name: str, version: str, architecture: str = "amd64") -> bytes:

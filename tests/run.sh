@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests need and run them. `.ci/run` calls this; so can you:
 #   bash tests/run.sh [pytest args]
-# System packages (Debian): docker-registry (CNCF distribution), skopeo, umoci, chromium, zstd, containerd.
+# System packages (Debian): docker-registry (CNCF distribution), skopeo, umoci, chromium, zstd, containerd,
+# xfsprogs, btrfs-progs.
 # Python: the project with its test extra, always in this checkout's own ./.venv: a virtualenv that
 # happens to be active is left alone (its ferry is neither used nor replaced).
 set -euo pipefail
@@ -14,6 +15,8 @@ command -v umoci >/dev/null || need+=(umoci)
 command -v chromium >/dev/null || need+=(chromium)
 command -v zstd >/dev/null || need+=(zstd)
 command -v ctr >/dev/null || need+=(containerd)  # a real pull client for ferry serve
+command -v mkfs.xfs >/dev/null || [ -x /usr/sbin/mkfs.xfs ] || need+=(xfsprogs)  # reflinks: loop-mounted XFS and btrfs (root only)
+command -v mkfs.btrfs >/dev/null || [ -x /usr/sbin/mkfs.btrfs ] || [ -x /sbin/mkfs.btrfs ] || need+=(btrfs-progs)
 if ((${#need[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "installing ${need[*]} (apt-get)"

@@ -27,7 +27,7 @@ import shutil
 import sqlite3
 import stat
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from manifests.digest import blake3_hex
 from manifests.errors import FerryError, VerificationError
@@ -38,6 +38,9 @@ from manifests.version import parse_version
 from ..state import MODELS_DIR, EdgeState, create_file, open_dir, set_installed
 from ..store import ChunkStore
 from . import Applied, Context, Job, ReadEntry
+
+if TYPE_CHECKING:
+    from .modelpack import StagedDigests, StagingHasher
 
 CURRENT = "current"
 
@@ -92,17 +95,30 @@ CHECKPOINT_BYTES = 64 * 1024 * 1024
 
 
 def stage_model(state: EdgeState, store: ChunkStore, artifact: Artifact, manifest: Manifest,
-                read_entry: ReadEntry, advance: Callable[[int], None] = lambda n: None) -> int:
+                read_entry: ReadEntry, advance: Callable[[int], None] = lambda n: None,
+                digests: StagedDigests | None = None) -> int:
     """Write every file not yet staged; return the bytes written. A file becomes visible in
-    the staging folder (and recorded) only after its bytes verified end to end."""
+    the staging folder (and recorded) only after its bytes verified end to end.
+
+    With ``digests`` given, each file's sha256 and the modelcar layer's are computed from the
+    bytes written, on two worker threads (:class:`importer.apply.modelpack.StagingHasher`), and
+    recorded there for publishing (files staged by an earlier run are not: publishing reads them)."""
     sdir = staging_dir(artifact.name, artifact.version)
     written = 0
+    hasher = None
+    if digests is not None:
+        from .modelpack import StagingHasher
+
+        hasher = StagingHasher([(e.path or "", e.size) for e in artifact.entries])
     sfd = open_dir(state.root_fd, sdir, create=True)
     try:
         for entry in files_to_write(state, artifact):
-            written += _stage_file(state, store, sfd, sdir, entry, manifest, read_entry, advance)
+            written += _stage_file(state, store, sfd, sdir, entry, manifest, read_entry, advance, hasher)
     finally:
         os.close(sfd)
+        if hasher is not None and digests is not None:
+            got = hasher.close()
+            digests.files, digests.layer, digests.layer_files = got.files, got.layer, got.layer_files
     return written
 
 
@@ -120,7 +136,7 @@ def _is_zero_chunk(data: bytes | memoryview, cid: str) -> bool:
 
 
 def _stage_file(state: EdgeState, store: ChunkStore, sfd: int, sdir: str, entry: Entry, manifest: Manifest,
-                read_entry: ReadEntry, advance: Callable[[int], None]) -> int:
+                read_entry: ReadEntry, advance: Callable[[int], None], hasher: StagingHasher | None = None) -> int:
     """Write one file under a temporary name, then rename it into the staging folder.
 
     Every CHECKPOINT_BYTES the part file is fsynced and the chunks it holds so far are
@@ -152,8 +168,12 @@ def _stage_file(state: EdgeState, store: ChunkStore, sfd: int, sdir: str, entry:
         try:
             pending: list[tuple[str, int, int]] = []
             chunk_ids = iter(entry.chunks)
+            if hasher is not None:
+                hasher.start(path)
             for data in read_entry(entry):
                 cid = next(chunk_ids)
+                if hasher is not None:
+                    hasher.update(data)
                 if _is_zero_chunk(data, cid):
                     # A hole where the file system allows (sparse files stay sparse); reads as zeros.
                     os.lseek(fd, len(data), os.SEEK_CUR)
@@ -191,6 +211,8 @@ def _stage_file(state: EdgeState, store: ChunkStore, sfd: int, sdir: str, entry:
         db.execute("DELETE FROM locations WHERE dir=? AND file=?", (sdir, tmp_rel))
         store.index_file(sdir, path, entry, manifest, db=db)
         db.execute("INSERT OR REPLACE INTO staged VALUES (?,?,?)", (sdir, path, entry.blake3))
+    if hasher is not None:
+        hasher.end(path, offset)  # its bytes verified (read_entry ended without error) and are durable
     return written
 
 
@@ -389,9 +411,12 @@ class ModelTarget:
     def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
         state, store = self.ctx.state, self.ctx.store
         staged = not on_disk(state, artifact, job.content)
+        from .modelpack import StagedDigests
+
+        digests = StagedDigests()
         if staged:
             try:
-                stage_model(state, store, artifact, job.manifest, read_entry)
+                stage_model(state, store, artifact, job.manifest, read_entry, digests=digests)
             except VerificationError:  # a version that did not verify leaves nothing behind
                 discard_staging(state, store, artifact.name, artifact.version)
                 raise
@@ -400,16 +425,17 @@ class ModelTarget:
                    "variant": artifact.variant.name if artifact.variant else None}
         jid = state.add_journal(payload)
         finish_model(state, store, self.ctx.audit, jid, payload)
-        ref, note = self.publish(artifact, job)
+        ref, note = self.publish(artifact, job, digests)
         return Applied(ref=ref, note=note, recorded=True)
 
-    def publish(self, artifact: Artifact, job: Job) -> tuple[str | None, str]:
+    def publish(self, artifact: Artifact, job: Job, digests: StagedDigests | None = None) -> tuple[str | None, str]:
         """Publish the installed version where images go (``--registry``, else ``EDGE/oci``) as
         a ModelPack artifact and a modelcar image (:mod:`importer.apply.modelpack`, issue #14),
         and record the reference workloads are pinned to (the modelcar,
         :func:`importer.apply.modelpack.pinned_model_ref`) as the model's ``ref``. A failure is a note: the model
         itself is installed and its folder serves as before. The ledger's ``published`` table and
-        a ``published`` audit entry say where (repository, tags, digests)."""
+        a ``published`` audit entry say where (repository, tags, digests). ``digests``: the
+        sha256s staging computed (:func:`stage_model`), so that the files are not read again."""
         from ..state import record_published
         from .modelpack import pinned_model_ref, publish_installed, published_row, where_published
 
@@ -417,7 +443,7 @@ class ModelTarget:
             published, _ = publish_installed(self.ctx.state.root, artifact.name, artifact.version,
                                                registry=self.ctx.registry,
                                                insecure_registries=self.ctx.insecure_registries,
-                                               variant=artifact.variant)
+                                               variant=artifact.variant, digests=digests)
         except (FerryError, OSError) as exc:
             return None, f"; installed, but not published as an OCI artifact: {exc}"
         row = published_row(published, artifact.name, artifact.version, self.ctx.registry or "")
