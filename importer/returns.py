@@ -143,7 +143,7 @@ def load_return_spec(path: Path) -> ReturnSpec:
     for i, text in enumerate(raw):
         p = existing(text, f"spec.drift[{i}]")
         try:
-            parse_drift(read_bounded(p, MAX_DOC_BYTES, f"drift summary {p}", place="source"), f"drift summary {p}")
+            parse_drift(read_bounded(p, MAX_DOC_BYTES, "drift summary", place="source"), f"drift summary {p}")
         except FerryError as exc:
             raise fail(f"spec.drift[{i}]", str(exc)) from None
         drift.append(p)

@@ -66,7 +66,7 @@ def return_export(state: Path, spec_path: Path, out: Path, keys: list[str], max_
     opts = ExportOptions(spec=spec_file, out=out, keys=tuple(key_refs(keys)),
                          state=work / "writer",
                          max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
-                         ask=ask_terminal, payload_type=RETURN_PAYLOAD_TYPE)
+                         ask=ask_terminal, payload_type=RETURN_PAYLOAD_TYPE, state_label="edge state")
     result = export(opts, ui)
     mark_sent(state, audit_next)
     shutil.rmtree(staging, ignore_errors=True)
@@ -310,12 +310,29 @@ def sites_document(hub: Path, models: Path | None, threshold: float) -> dict[str
             "unattributedRefusals": [r for r in refusals if r.get("site") not in doc["sites"]]}
 
 
+def run_label(run: dict[str, Any]) -> str:
+    """One thing a site runs, as ``ferry sites`` prints it: ``sentiment 1.2.0``.
+
+    Args:
+        run: an entry of :func:`sites_document`'s ``runs`` (``kind``, ``name``, ``version``: the
+            edge's ``ferry status`` fields). An image's name is its ``repository:tag`` (the unit
+            the edge records, :attr:`manifests.model.Artifact.key`), so its version is added only
+            when the tag is not the version already: ``team/server:1.2.0``, ``team/server:stable (1.2.0)``.
+    Returns:
+        The label, for the text and HTML renderings alike.
+    """
+    name, version = str(run.get("name")), str(run.get("version"))
+    if run.get("kind") == "image":
+        return name if name.endswith(f":{version}") else f"{name} ({version})"
+    return f"{name} {version}"
+
+
 def sites_html(doc: dict[str, Any]) -> str:
     """A self-contained HTML page of :func:`sites_document` (every value escaped)."""
     e = html.escape
     rows = []
     for s in doc["sites"]:
-        runs = "<br>".join(e(f"{r['kind']} {r['name']} {r['version']}") for r in s["runs"]) or "—"
+        runs = "<br>".join(e(f"{r['kind']} {run_label(r)}") for r in s["runs"]) or "—"
         ups = "<br>".join(e(f"{u['model']} from {u['base']}: {u['examples']} examples") for u in s["pendingUpdates"]) or "—"
         alerts = "<br>".join(e(a) for a in s["driftAlerts"]) or "none"
         refs = "<br>".join(e(f"{r['time']} {r['reason']}") for r in s["refusals"] + s["edgeRefusals"]) or "none"
@@ -454,7 +471,7 @@ def register(app: typer.Typer) -> None:
         if not doc["sites"]:
             typer.echo("no sites registered (ferry sites add NAME --key SITE.pub --hub HUB)")
         for s in doc["sites"]:
-            runs = ", ".join(f"{r['name']} {r['version']}" for r in s["runs"]) or "nothing reported"
+            runs = ", ".join(run_label(r) for r in s["runs"]) or "nothing reported"
             typer.echo(f"{s['site']}: last contact {s['lastContact'] or 'never'} (return sequence {s['lastSequence']}); "
                        f"runs {runs}; {len(s['pendingUpdates'])} pending update(s); "
                        f"{len(s['refusals'])} refusal(s); drift: {'; '.join(s['driftAlerts']) or 'no alert'}")
@@ -469,7 +486,7 @@ def register(app: typer.Typer) -> None:
         from bundler.inventory import Inventory
         from manifests.bundle import read_bounded
 
-        pem = read_bounded(key, 64 * 1024, f"--key {key}", place="source")
+        pem = read_bounded(key, 64 * 1024, "key file", place="source")
         kid = Inventory(hub).add_site(name, pem)
         typer.echo(f"site {name}: key {kid}")
 
