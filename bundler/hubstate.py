@@ -31,6 +31,23 @@ def default_state_dir() -> Path:
     return Path(base) / "ferry"
 
 
+def existing_hub_state(path: Path, option: str = "--hub") -> Path:
+    """``path``, when it is a folder: the hub commands that only read or add to a hub state
+    (``sites``, ``return import``, ``aggregate``, ``profile list``) refuse a mistyped one
+    instead of answering as for a hub that holds nothing.
+
+    Args:
+        path: the hub state folder given; option: the option that named it, for the message.
+    Returns:
+        ``path``.
+    Raises:
+        PlaceError: (``state``) no such folder: ``--hub /x: no such hub state folder``.
+    """
+    if not Path(path).is_dir():
+        raise PlaceError("state", str(path), f"{option} {path}: no such hub state folder")
+    return Path(path)
+
+
 @dataclass(frozen=True)
 class FileKey:
     """What identifies an unchanged file without reading it."""

@@ -313,3 +313,68 @@ def test_hub_commands_take_the_hub_state_as_export_does_and_refuse_a_missing_one
     assert_clean_failure(run_ferry("aggregate", "sentiment", "--base", "1.2.0", "--version", "9.0.0", "--out",
                                    world.root / "agg", "--state", world.hub), code=2, contains="no pending updates")
     assert not missing.exists()
+
+
+def test_sites_shows_an_image_once_and_return_export_names_the_edge_state(tmp_path: Path) -> None:
+    # found in review: `ferry sites` printed "team/sentiment-server:1.2.0 1.2.0" (an image's name is
+    # its repository:tag), and `return export` said "hub state EDGE/return/writer" at the edge
+    w = make_world(tmp_path, ("site-x",))
+    edge = w.edges["site-x"]
+    done = run_ferry("return", "export", "--state", edge, "--spec", return_spec(tmp_path / "r.yaml", None),
+                     "--out", tmp_path / "ret", "--key", w.key("site-x"))
+    assert done.returncode == 0, done.stderr
+    said = done.stdout + done.stderr
+    assert f"(edge state {edge / 'return' / 'writer'})" in said and "hub state" not in said
+    ok("return", "import", tmp_path / "ret", "--hub", w.hub)
+    text = ok("sites", "--hub", w.hub, "--html", tmp_path / "sites.html")
+    assert "runs team/sentiment-server:1.2.0, sentiment-app 1.2.0, sentiment 1.2.0;" in text
+    assert "1.2.0 1.2.0" not in text
+    page = (tmp_path / "sites.html").read_text()
+    assert "image team/sentiment-server:1.2.0<br>" in page and "1.2.0 1.2.0" not in page
+
+    # a return export whose writer folder cannot be made names the edge state, not a hub state
+    (edge / "return" / "writer").rename(edge / "return" / "writer.old")
+    (edge / "return" / "writer").write_text("not a folder")
+    again = run_ferry("return", "export", "--state", edge, "--spec", tmp_path / "r.yaml", "--out", tmp_path / "ret2",
+                      "--key", w.key("site-x"))
+    assert_clean_failure(again, code=2, contains=f"edge state {edge / 'return' / 'writer'}: cannot create")
+    assert "hub state" not in again.stderr
+
+
+def test_hub_commands_refuse_a_missing_hub_state_alike(tmp_path: Path) -> None:
+    # return import and aggregate answered "no site keys registered" / "no pending updates" for a
+    # mistyped --hub; sites and profile list said "no such hub state folder"
+    missing = tmp_path / "no-such-hub"
+    for args in (("return", "import", tmp_path, "--hub", missing),
+                 ("aggregate", "sentiment", "--base", "1.2.0", "--version", "1.3.0", "--out", tmp_path / "o",
+                  "--hub", missing),
+                 ("sites", "--hub", missing)):
+        assert_clean_failure(run_ferry(*args), code=2, contains=f"--hub {missing}: no such hub state folder")
+    assert not missing.exists()
+
+
+def test_sites_renders_whatever_a_site_reported_without_failing_or_injecting_markup(tmp_path: Path) -> None:
+    # a site's status.json is its own word: odd shapes never fail `ferry sites`, and every string a
+    # site supplied is escaped in the HTML report
+    hub = tmp_path / "hub"
+    (hub / "sites").mkdir(parents=True)
+    evil = "<script>alert(1)</script>"
+    sites = {
+        "site-a": {"keyid": "k1", "lastSequence": 3, "lastContact": "2026-01-01T00:00:00Z",
+                   "status": {"installed": [{"kind": "image", "name": f"x/{evil}:1.0.0", "version": "1.0.0"},
+                                            {"kind": "model", "name": evil, "version": f"\"'{evil}"}, "junk", 7],
+                              "refusals": [{"time": evil, "reason": evil}, "junk", {"reason": "no time"}],
+                              "channels": [evil]},
+                   "updates": [], "drift": []},
+        "site-b": {"keyid": "k2", "status": {"installed": 5, "refusals": {"a": 1}, "channels": "x"}},
+        "site-c": {"keyid": "k3", "status": "not an object"},
+    }
+    (hub / "sites" / "inventory.json").write_text(json.dumps({"format": "ferry-hub-inventory", "formatVersion": "1.0",
+                                                              "sites": sites}))
+    text = ok("sites", "--hub", hub, "--html", tmp_path / "s.html")
+    assert f"runs x/{evil}:1.0.0, {evil} \"'{evil};" in text  # the terminal shows the site's words as they are
+    page = (tmp_path / "s.html").read_text()
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&quot;&#x27;" in page
+    doc = json.loads(ok("sites", "--hub", hub, "--json"))
+    b = next(s for s in doc["sites"] if s["site"] == "site-b")
+    assert b["runs"] == [] and b["edgeRefusals"] == [] and b["channels"] == {}

@@ -148,7 +148,9 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
     from manifests.trust import Trust, TrustedKey
     from manifests.variants import Resources
 
-    inv = Inventory(hub)
+    from bundler.hubstate import existing_hub_state
+
+    inv = Inventory(existing_hub_state(hub))
     keys = inv.site_keys()
     if not keys:
         raise UsageError(f"--hub {hub}: no site keys registered; add one per site with ferry sites add NAME --key SITE.pub")
@@ -289,15 +291,16 @@ def sites_document(hub: Path, models: Path | None, threshold: float) -> dict[str
             else:
                 entry["note"] = "no reference distribution (drift-reference.json in the model version folder)"
             drift.append(entry)
-        status = rec.get("status") or {}
+        status = rec.get("status")
+        status = status if isinstance(status, dict) else {}
         sites.append({
             "site": name, "keyid": rec.get("keyid"), "lastContact": rec.get("lastContact"),
             "lastSequence": rec.get("lastSequence", 0), "reported": rec.get("reported"),
             "runs": [{"kind": a.get("kind"), "name": a.get("name"), "version": a.get("version")}
-                     for a in status.get("installed", []) if isinstance(a, dict)],
-            "channels": status.get("channels", {}),
+                     for a in _items(status.get("installed")) if isinstance(a, dict)],
+            "channels": status.get("channels") if isinstance(status.get("channels"), dict) else {},
             "objectStatus": status.get("objectStatus"),
-            "edgeRefusals": status.get("refusals", []),
+            "edgeRefusals": [r for r in _items(status.get("refusals")) if isinstance(r, dict)],
             "refusals": [r for r in refusals if r.get("site") == name],
             "pendingUpdates": [u for u in rec.get("updates", []) if not u.get("aggregatedInto")],
             "aggregatedUpdates": [u for u in rec.get("updates", []) if u.get("aggregatedInto")],
@@ -308,6 +311,12 @@ def sites_document(hub: Path, models: Path | None, threshold: float) -> dict[str
         })
     return {"hub": str(hub), "threshold": threshold, "sites": sites,
             "unattributedRefusals": [r for r in refusals if r.get("site") not in doc["sites"]]}
+
+
+def _items(value: Any) -> list[Any]:
+    """A list the site's ``status.json`` carried, or [] for anything else: the site writes it
+    (signed, but a site's word), and ``ferry sites`` never fails on what one site sent."""
+    return value if isinstance(value, list) else []
 
 
 def run_label(run: dict[str, Any]) -> str:
@@ -335,7 +344,7 @@ def sites_html(doc: dict[str, Any]) -> str:
         runs = "<br>".join(e(f"{r['kind']} {run_label(r)}") for r in s["runs"]) or "—"
         ups = "<br>".join(e(f"{u['model']} from {u['base']}: {u['examples']} examples") for u in s["pendingUpdates"]) or "—"
         alerts = "<br>".join(e(a) for a in s["driftAlerts"]) or "none"
-        refs = "<br>".join(e(f"{r['time']} {r['reason']}") for r in s["refusals"] + s["edgeRefusals"]) or "none"
+        refs = "<br>".join(e(f"{r.get('time')} {r.get('reason')}") for r in s["refusals"] + s["edgeRefusals"]) or "none"
         rows.append(f"<tr><td>{e(s['site'])}</td><td>{e(str(s['lastContact'] or 'never'))}</td>"
                     f"<td>{e(str(s['lastSequence']))}</td><td>{runs}</td><td>{ups}</td>"
                     f"<td class={'alert' if s['driftAlerts'] else 'ok'}>{alerts}</td><td>{refs}</td></tr>")
@@ -364,7 +373,9 @@ def aggregate_cmd(model: str, base: str, version: str, out: Path, hub: Path, mod
         raise UsageError(f"model {model!r} is not a name")
     parse_version(base, where="--base")
     parse_version(version, where="--version")
-    updates = Inventory(hub).pending_updates(model, base)
+    from bundler.hubstate import existing_hub_state
+
+    updates = Inventory(existing_hub_state(hub)).pending_updates(model, base)
     if not updates:
         raise UsageError(f"--hub {hub}: no pending updates of model {model} from base {base}")
     if out.exists() and any(out.iterdir()):
@@ -454,12 +465,11 @@ def register(app: typer.Typer) -> None:
         from ferry.ui import UI, write_output
         from manifests.errors import UsageError
 
+        from bundler.hubstate import existing_hub_state
+
         if hub is None:
             raise UsageError("sites: give --hub HUB (see ferry sites --help)")
-        if not hub.is_dir():  # a mistyped folder is not a hub without sites
-            from manifests.errors import PlaceError
-
-            raise PlaceError("state", str(hub), f"--hub {hub}: no such hub state folder")
+        existing_hub_state(hub)  # a mistyped folder is not a hub without sites
         if not threshold > 0:
             raise UsageError("--threshold must be more than 0")
         doc = sites_document(hub, models, threshold)
