@@ -311,6 +311,23 @@ class RegistryApp:
                     return
         if scope["type"] != "http":
             return
+        started = False
+
+        async def tracked(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._http(scope, tracked)
+        except Exception as exc:  # noqa: BLE001 - one line in the log, never a traceback
+            _log(f"{scope.get('method')} {str(scope.get('path', ''))[:200]!r}: {type(exc).__name__}: {exc}")
+            if not started:
+                await _error(send, 500, "UNKNOWN", "internal error (see the ferry serve log)",
+                             scope.get("method") == "HEAD")
+            # once started, the body is cut short and the connection ends: never padded
+
+    async def _http(self, scope: Scope, send: Send) -> None:
         head = scope["method"] == "HEAD"
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if not self.auth.allows(headers.get("authorization")):
