@@ -211,8 +211,8 @@ class Watcher:
             digest, why = completeness(entry, self.trust())
             if digest is not None and digest in ws.handled:
                 continue
-            if why is not None:
-                self._log(key, f"{entry}: waiting: {why}", digest)
+            if why is not None:  # the reader's words may name the entry already: once is enough
+                self._log(key, f"{entry}: waiting: {why.removeprefix(f'{entry}: ')}", digest)
                 continue
             assert digest is not None
             opts = _with(self.options, paths=[entry], links=[])

@@ -57,7 +57,12 @@ def register(app: typer.Typer) -> None:
             check_registry_host(host)
         src: Any = parse_oci_ref(source, need_tag=False) if is_oci_ref(source) else Path(source)
         if not is_oci_ref(source) and not Path(source).is_dir():
-            raise UsageError(f"drop folder {source}: no such folder")
+            from manifests.bundle import not_found
+            from manifests.errors import PlaceError
+
+            if Path(source).exists():
+                raise PlaceError("source", source, f"drop folder {source}: not a folder")
+            raise PlaceError("source", source, not_found("drop folder", source))
         if is_oci_ref(source) and (src.tag or src.digest):
             raise UsageError(f"{source}: watch a channel repository (oci://HOST/REPO), not one tag")
         if state.exists() and not state.is_dir():
