@@ -241,6 +241,20 @@ def test_bad_return_bundles_are_refused_and_leave_the_inventory_unchanged(tmp_pa
        "--models", w.models)
     assert json.loads(w.inventory())["sites"]["site-a"]["audit"]["seq"] > held
 
+    # a tampered pack is refused naming the medium and the site, not only the chunk; a path that
+    # holds no bundle at all (a typo) is an error, not a refusal to log in refusals.jsonl
+    tampered = tmp_path / "tampered"
+    shutil.copytree(ok_bundle, tampered)
+    pack = next((tampered / "packs").iterdir())
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    refused(tampered, f"{tampered}: return bundle of site site-a: chunk ", 1)
+    logged = (w.hub / "sites" / "refusals.jsonl").read_bytes()
+    refused(tmp_path / "good.yaml", "not a folder", 2)
+    refused(tmp_path / "no-such", "no such bundle folder", 2)
+    assert (w.hub / "sites" / "refusals.jsonl").read_bytes() == logged
+
 
 def test_a_malformed_drift_file_is_refused_at_the_edge(tmp_path: Path) -> None:
     (tmp_path / "d.json").write_text('{"format":"ferry-drift","formatVersion":"1.0","model":"m","version":"1.0.0",'

@@ -139,7 +139,7 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
     from bundler.profiles import profile_from_return
     from importer.content import stream_entry
     from importer.medium import PackReader, find_bundles
-    from manifests.errors import FerryError, FormatError, IncompleteError, UsageError
+    from manifests.errors import ChunkError, FerryError, FormatError, IncompleteError, UsageError
     from manifests.keys import parse_public
     from manifests.model import utc_now
     from manifests.receipt import Receipt
@@ -157,11 +157,11 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
     trust = Trust(keys={kid: TrustedKey(name=site, public=parse_public(pem.encode(), f"key of site {site}"),
                                         channels=frozenset({site})) for kid, (site, pem) in keys.items()})
     site: str | None = None
+    found = find_bundles([path])  # no bundle there (a mistyped path) is no refusal: nothing is logged
+    if len(found) != 1:
+        raise UsageError(f"{path}: holds {len(found)} bundles; give one return bundle")
+    bundle = found[0]
     try:
-        found = find_bundles([path])
-        if len(found) != 1:
-            raise UsageError(f"{path}: holds {len(found)} bundles; give one return bundle")
-        bundle = found[0]
         signed = bundle.open(trust, RETURN_PAYLOAD_TYPE)
         m = signed.manifest
         site = m.bundle.channel
@@ -187,9 +187,12 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
                         else:
                             raise FormatError(f"{path}: update {a.name} holds {e.path}, not only model.safetensors")
                         dest.parent.mkdir(parents=True, exist_ok=True)
-                        with open(dest, "wb") as f:
-                            for data in stream_entry(e, m, reader):
-                                f.write(data)
+                        try:
+                            with open(dest, "wb") as f:
+                                for data in stream_entry(e, m, reader):
+                                    f.write(data)
+                        except ChunkError as exc:  # name the medium and the site, not only the chunk
+                            raise ChunkError(exc.chunk_id, exc.why, f"{path}: return bundle of site {site}: {exc}") from None
                 rep = incoming / "report"
 
                 def small(name: str) -> bytes:
