@@ -91,7 +91,7 @@ def load_return_spec(path: Path) -> ReturnSpec:
         p = Path(text).expanduser()
         p = p if p.is_absolute() else path.parent / p
         if not p.exists():
-            raise fail(where, f"{text!r}: no such file or folder ({p})")
+            raise fail(where, f"{text!r}: not found ({p})")
         return p
 
     top = fields(doc, "", {"apiVersion", "kind", "spec"}, {"apiVersion", "kind", "spec"})
@@ -182,9 +182,9 @@ def audit_from(state_dir: Path) -> int:
     try:
         value = json.loads(path.read_bytes())["auditNext"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PlaceError("state", str(path), f"{path}: unreadable ({exc}); fix or remove it") from None
+        raise PlaceError("state", str(path), f"edge state {path}: unreadable ({exc}); fix or remove it") from None
     if not isinstance(value, int) or value < 0:
-        raise PlaceError("state", str(path), f"{path}: auditNext is not a whole number")
+        raise PlaceError("state", str(path), f"edge state {path}: auditNext is not a whole number")
     return value
 
 
@@ -212,7 +212,8 @@ def stage(state_dir: Path, spec: ReturnSpec, staging: Path, *, site: str, receip
     trail = AuditTrail(state_dir)
     check = trail.verify()
     if not check.ok:
-        raise PlaceError("state", str(state_dir), f"audit trail: {check.summary}; the hub would refuse it")
+        raise PlaceError("state", str(state_dir), f"edge state {state_dir}: the audit trail is not whole "
+                                                  f"({check.summary}); the hub would refuse it (ferry audit verify --state)")
     lines: list[bytes] = []
     refusals: list[dict[str, Any]] = []
     for entry in trail.entries():

@@ -353,6 +353,22 @@ def test_sites_shows_an_image_once_and_return_export_names_the_edge_state(tmp_pa
                       "--key", w.key("site-x"))
     assert_clean_failure(again, code=2, contains=f"edge state {edge / 'return' / 'writer'}: cannot create")
     assert "hub state" not in again.stderr
+    # a broken trail, and a damaged record of what was sent, are named as the edge state's
+    (edge / "return" / "writer").unlink()
+    (edge / "return" / "writer.old").rename(edge / "return" / "writer")
+    (edge / "return" / "sent.json").write_text('{"auditNext": "x"}')
+    sent = run_ferry("return", "export", "--state", edge, "--spec", tmp_path / "r.yaml", "--out", tmp_path / "ret3",
+                     "--key", w.key("site-x"))
+    assert_clean_failure(sent, code=2, contains=f"edge state {edge / 'return' / 'sent.json'}: auditNext")
+    (edge / "return" / "sent.json").unlink()
+    trail = edge / "audit" / "trail.jsonl"
+    lines = trail.read_text().splitlines()
+    lines[0] = lines[0].replace('"decision":"', '"decision":"x')
+    trail.write_text("\n".join(lines) + "\n")
+    broken = run_ferry("return", "export", "--state", edge, "--spec", tmp_path / "r.yaml", "--out", tmp_path / "ret3",
+                       "--key", w.key("site-x"))
+    assert_clean_failure(broken, code=2, contains=f"edge state {edge}: the audit trail is not whole")
+    assert not (tmp_path / "ret3").exists()
 
 
 def test_hub_commands_refuse_a_missing_hub_state_alike(tmp_path: Path) -> None:
