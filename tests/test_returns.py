@@ -408,3 +408,26 @@ def test_sites_renders_whatever_a_site_reported_without_failing_or_injecting_mar
     doc = json.loads(ok("sites", "--hub", hub, "--json"))
     b = next(s for s in doc["sites"] if s["site"] == "site-b")
     assert b["runs"] == [] and b["edgeRefusals"] == [] and b["channels"] == {}
+
+
+def test_hub_commands_refuse_a_missing_model_library_a_folder_to_write_and_odd_thresholds(tmp_path: Path) -> None:
+    # hunting: `sites --models /typo` answered as for a library without references; `return import
+    # --models /typo` failed only at the end and logged the typo as a refused return bundle;
+    # `sites --html FOLDER` said ".FOLDER.tmp: Is a directory" and left that file behind;
+    # `--threshold inf` wrote JSON with Infinity
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    missing = tmp_path / "no-models"
+    for args in (("sites", "--hub", hub, "--models", missing),
+                 ("return", "import", tmp_path, "--hub", hub, "--models", missing),
+                 ("aggregate", "sentiment", "--base", "1.2.0", "--version", "1.3.0", "--out", tmp_path / "o",
+                  "--hub", hub, "--models", missing)):
+        assert_clean_failure(run_ferry(*args), code=2, contains=f"model library {missing}: not found")
+    assert not (hub / "sites" / "refusals.jsonl").exists()
+    (tmp_path / "report").mkdir()
+    assert_clean_failure(run_ferry("sites", "--hub", hub, "--html", tmp_path / "report"), code=2,
+                         contains=f"--html {tmp_path / 'report'}: is a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "report"]  # no .report.tmp left behind
+    for odd in ("inf", "nan", "0", "-1"):
+        assert_clean_failure(run_ferry("sites", "--hub", hub, "--threshold", odd, "--json"), code=2,
+                             contains="--threshold must be a number above 0")

@@ -110,13 +110,25 @@ def _audit_slice(data: bytes, ret: Any) -> Any:
                       hashes=tuple((e["seq"], e["hash"]) for e in entries))
 
 
+def model_library(models: Path | None) -> Path | None:
+    """``--models`` (the hub's model library MODELS/NAME/VERSION/), checked before any work:
+    a mistyped folder is refused, never read as a library holding nothing.
+
+    Raises:
+        PlaceError: (``source``) ``model library /x: not found``, or not a folder.
+    """
+    if models is None or models.is_dir():
+        return models
+    from manifests.bundle import not_found
+    from manifests.errors import PlaceError
+
+    raise PlaceError("source", str(models), f"model library {models}: not a folder" if models.exists()
+                     else not_found("model library", models))
+
+
 def _known_bases(models: Path | None) -> set[tuple[str, str]] | None:
     if models is None:
         return None
-    if not models.is_dir():
-        from manifests.errors import PlaceError
-
-        raise PlaceError("source", str(models), f"--models {models}: not a folder")
     return {(m.name, v.name) for m in models.iterdir() if m.is_dir() for v in m.iterdir() if v.is_dir()}
 
 
@@ -151,6 +163,7 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
     from bundler.hubstate import existing_hub_state
 
     inv = Inventory(existing_hub_state(hub))
+    model_library(models)
     keys = inv.site_keys()
     if not keys:
         raise UsageError(f"--hub {hub}: no site keys registered; add one per site with ferry sites add NAME --key SITE.pub")
@@ -379,6 +392,7 @@ def aggregate_cmd(model: str, base: str, version: str, out: Path, hub: Path, mod
     from bundler.hubstate import existing_hub_state
 
     updates = Inventory(existing_hub_state(hub)).pending_updates(model, base)
+    model_library(models)
     if not updates:
         raise UsageError(f"--hub {hub}: no pending updates of model {model} from base {base}")
     if out.exists() and any(out.iterdir()):
@@ -473,8 +487,9 @@ def register(app: typer.Typer) -> None:
         if hub is None:
             raise UsageError("sites: give --hub HUB (see ferry sites --help)")
         existing_hub_state(hub)  # a mistyped folder is not a hub without sites
-        if not threshold > 0:
-            raise UsageError("--threshold must be more than 0")
+        model_library(models)
+        if not (0 < threshold < float("inf")):  # NaN too: JSON has no Infinity or NaN
+            raise UsageError("--threshold must be a number above 0")
         doc = sites_document(hub, models, threshold)
         if html_out is not None:
             write_output(html_out, sites_html(doc).encode(), "--html")
