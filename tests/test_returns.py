@@ -388,7 +388,7 @@ def test_sites_renders_whatever_a_site_reported_without_failing_or_injecting_mar
     # site supplied is escaped in the HTML report
     hub = tmp_path / "hub"
     (hub / "sites").mkdir(parents=True)
-    evil = "<script>alert(1)</script>"
+    evil = "<script>alert(1)</script>\x1b[2J\u202e"
     sites = {
         "site-a": {"keyid": "k1", "lastSequence": 3, "lastContact": "2026-01-01T00:00:00Z",
                    "status": {"installed": [{"kind": "image", "name": f"x/{evil}:1.0.0", "version": "1.0.0"},
@@ -402,9 +402,11 @@ def test_sites_renders_whatever_a_site_reported_without_failing_or_injecting_mar
     (hub / "sites" / "inventory.json").write_text(json.dumps({"format": "ferry-hub-inventory", "formatVersion": "1.0",
                                                               "sites": sites}))
     text = ok("sites", "--hub", hub, "--html", tmp_path / "s.html")
-    assert f"runs x/{evil}:1.0.0, {evil} \"'{evil};" in text  # the terminal shows the site's words as they are
+    shown = "<script>alert(1)</script>\\u{001B}[2J\\u{202E}"  # the site's words, never an escape sequence
+    assert f"runs x/{shown}:1.0.0, {shown} \"'{shown};" in text and "\x1b" not in text and "\u202e" not in text
     page = (tmp_path / "s.html").read_text()
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&quot;&#x27;" in page
+    assert "\x1b" not in page and "\u202e" not in page and "\\u{202E}" in page
     doc = json.loads(ok("sites", "--hub", hub, "--json"))
     b = next(s for s in doc["sites"] if s["site"] == "site-b")
     assert b["runs"] == [] and b["edgeRefusals"] == [] and b["channels"] == {}

@@ -353,8 +353,14 @@ def run_label(run: dict[str, Any]) -> str:
 
 
 def sites_html(doc: dict[str, Any]) -> str:
-    """A self-contained HTML page of :func:`sites_document` (every value escaped)."""
-    e = html.escape
+    """A self-contained HTML page of :func:`sites_document`: every value escaped for HTML, and
+    its forbidden characters (a bidi override could reorder what a reader sees) shown as
+    ``\\u{XXXX}`` (:func:`manifests.text.printable`)."""
+    from manifests.text import printable
+
+    def e(value: object) -> str:
+        return html.escape(printable(value))
+
     rows = []
     for s in doc["sites"]:
         runs = "<br>".join(e(f"{r['kind']} {run_label(r)}") for r in s["runs"]) or "—"
@@ -496,13 +502,16 @@ def register(app: typer.Typer) -> None:
         if json_out:
             UI(json_mode=True).emit(doc)
             return
+        from manifests.text import printable
+
         if not doc["sites"]:
             typer.echo("no sites registered (ferry sites add NAME --key SITE.pub --hub HUB)")
-        for s in doc["sites"]:
+        for s in doc["sites"]:  # what a site reported is its word: never an escape sequence on the terminal
             runs = ", ".join(run_label(r) for r in s["runs"]) or "nothing reported"
-            typer.echo(f"{s['site']}: last contact {s['lastContact'] or 'never'} (return sequence {s['lastSequence']}); "
-                       f"runs {runs}; {len(s['pendingUpdates'])} pending update(s); "
-                       f"{len(s['refusals'])} refusal(s); drift: {'; '.join(s['driftAlerts']) or 'no alert'}")
+            typer.echo(printable(
+                f"{s['site']}: last contact {s['lastContact'] or 'never'} (return sequence {s['lastSequence']}); "
+                f"runs {runs}; {len(s['pendingUpdates'])} pending update(s); "
+                f"{len(s['refusals'])} refusal(s); drift: {'; '.join(s['driftAlerts']) or 'no alert'}"))
 
     @sites_app.command("add", epilog="Example: ferry sites add site-01 --key site-01.pub --hub /srv/ferry-hub")
     def add_cmd(
