@@ -70,6 +70,9 @@ def load_return_spec(path: Path) -> ReturnSpec:
         doc = yaml.safe_load(data)
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    from manifests.yamldoc import check_expanded
+
+    check_expanded(doc, str(path))
 
     def fail(where: str, problem: str) -> SpecError:
         return SpecError(f"{path}: {where} {problem}")

@@ -130,6 +130,9 @@ def parse_policy(data: bytes, where: str, base_dir: Path) -> Trust:
         raise FormatError(f"{where}: not valid YAML/JSON{at}") from None
     except RecursionError:
         raise FormatError(f"{where}: nested too deeply") from None
+    from .yamldoc import check_expanded
+
+    check_expanded(doc, where)
     if not isinstance(doc, dict) or doc.get("kind") != "TrustPolicy":
         raise FormatError(f"{where}: neither a PEM public key nor a trust policy (kind: TrustPolicy)")
     if doc.get("apiVersion") != "ferry/v1":

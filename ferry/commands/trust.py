@@ -69,6 +69,9 @@ def create(
         raise UsageError(f"{spec}: {exc.strerror or exc}") from None
     except yaml.YAMLError:
         raise FormatError(f"{spec}: not valid YAML") from None
+    from manifests.yamldoc import check_expanded
+
+    check_expanded(doc, str(spec))
     if not isinstance(doc, dict):
         raise FormatError(f"{spec}: must be a mapping (kind: TrustRoot)")
     root = build_root(doc, spec.parent, str(spec), _now(), parse_max_age)
