@@ -211,3 +211,17 @@ def test_junk_in_the_drop_folder_waits_in_one_line_each_and_the_bundle_beside_it
     status = json.loads(run_ferry("status", "--state", state, "--json").stdout)
     assert [a["name"] for a in status["installed"]] == ["m"] and status["watch"]["outcome"].endswith("imported (exit 0)")
     assert run_ferry("audit", "verify", "--state", state).returncode == 0
+
+
+def test_an_edge_state_kept_in_the_drop_folder_is_no_candidate(tmp_path: Path, hub_keys) -> None:  # noqa: ANN001
+    # hunting: with --state inside the drop folder, every run logged the state as "seen" and
+    # "files are still changing" (its own audit trail grew as it looked)
+    model = tmp_path / "model"
+    make_model(model, count=1, size=64 * 1024)
+    drop = tmp_path / "drop"
+    shutil.copytree(_export(tmp_path, "good", model, "1.0.0", hub_keys), drop / "good")
+    for _ in range(2):
+        r = run_ferry("watch", drop, "--trust", hub_keys.pub, "--state", drop / "edge", "--once", "--settle", "0")
+        assert r.returncode == 0, r.stderr
+    said = [e["reason"] for e in _trail(drop / "edge") if e["decision"] == "watch"]
+    assert said and not any(str(drop / "edge") in reason for reason in said), said
