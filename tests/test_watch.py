@@ -142,6 +142,11 @@ def test_watch_refuses_bad_sources_with_one_line(tmp_path: Path, hub_keys) -> No
                                    tmp_path / "e"), code=2, contains="not one tag")
     assert_clean_failure(run_ferry("watch", "oci://127.0.0.1:1/a/b", "--trust", hub_keys.pub, "--state",
                                    tmp_path / "e", "--once"), code=2, contains="unreachable")
+    tmp_path.joinpath("drop").mkdir()
+    for option, value in (("--settle", "inf"), ("--interval", "inf"), ("--interval", "nan"), ("--settle", "nan"),
+                          ("--interval", "0"), ("--settle", "-1")):  # inf overflowed the clock: exit 70
+        assert_clean_failure(run_ferry("watch", tmp_path / "drop", "--trust", hub_keys.pub, "--state", tmp_path / "e",
+                                       "--once", option, value, timeout=60), code=2, contains="--interval must be")
 
 
 def test_a_bad_trust_is_refused_before_the_drop_folder_is_looked_at(tmp_path: Path) -> None:
