@@ -41,7 +41,7 @@ from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PR
 from manifests.chunks import compress_chunk, compressor
 from manifests.digest import Hasher, blake3_hex, manifest_digest
 from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
-from manifests.errors import FerryError, Interrupted, PlaceError, PolicyError, SpecError, UsageError
+from manifests.errors import FerryError, Interrupted, Place, PlaceError, PolicyError, SpecError, UsageError
 from manifests.keys import KeyRef, load_signing_keys
 from manifests.locking import FolderLock, acquire
 from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack, apply_rank, utc_now
@@ -80,6 +80,7 @@ class ExportOptions:
     site: Resources | None = None  # the site's resources (--site/--profile): choose model variants
     site_name: str | None = None
     max_bytes: int | None = None  # byte budget for choosing variants (--max-bytes, else the profile's link)
+    state_label: str = "hub state"  # names ``state`` in messages ("edge state" for a site's return bundles)
 
 
 @dataclass
@@ -161,12 +162,22 @@ class LeftOut:
 # --------------------------------------------------------------------------- pure helpers
 
 
-def check_space(need: int, have: int, where: Path | str, note: str = "") -> None:
-    """Refuse up front, with the figures, when ``need`` bytes will not fit in ``have``."""
+def check_space(need: int, have: int, where: Path | str, note: str = "", place: Place = "medium",
+                label: str = "") -> None:
+    """Refuse up front, with the figures, when ``need`` bytes will not fit in ``have``.
+
+    Args:
+        need, have: bytes. where: the folder; place and label name it (the ``medium`` by
+            default; ``state`` and ``hub state`` for the writer's state folder).
+    Raises:
+        PlaceError: at ``place``, with both figures.
+    """
     if need > have:
         from manifests.progress import human_bytes
 
-        raise PlaceError("medium", str(where), f"not enough free space: need {human_bytes(need)}{note}, have {human_bytes(have)} on {where}")
+        on = f"{label} {where}" if label else str(where)
+        raise PlaceError(place, str(where), f"not enough free space: need {human_bytes(need)}{note}, "
+                                            f"have {human_bytes(have)} on {on}")
 
 
 def stored_estimate(size: int, allocated: int) -> int:
@@ -767,7 +778,7 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
     held: frozenset[str] = frozenset()
     base: Base | None = None
     if opts.since is not None:
-        receipt_bytes = read_bounded(opts.since, limits.MAX_RECEIPT_BYTES, f"receipt {opts.since}", place="source")
+        receipt_bytes = read_bounded(opts.since, limits.MAX_RECEIPT_BYTES, "receipt", place="source")
         receipt = Receipt.from_bytes(receipt_bytes)
         held = frozenset(receipt.chunks)
         base = Base(receipt=receipt_digest(receipt_bytes), site=receipt.site, created=receipt.created)
@@ -807,7 +818,7 @@ def _export(opts: ExportOptions, progress: Progress, staging: Path | None) -> Ex
 
     fp = fingerprint(spec_bytes, receipt_bytes, opts.max_volume_size, opts.self_install,
                      {c.model: c.variant.name for c in choices})
-    state = HubState(opts.state)
+    state = HubState(opts.state, opts.state_label)
     medium: FolderLock | None = None
     created = not out.exists()
     try:
@@ -883,7 +894,8 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
     need = max(0, frames - done) + reserve * volumes_guess
     check_space(need, free_bytes(out), out,
                 note=" (an estimate: sparse files count at the bytes they occupy on disk)" if sparse else "")
-    check_space(1024 * 1024 + 200 * len(files), free_bytes(opts.state), opts.state)
+    check_space(1024 * 1024 + 200 * len(files), free_bytes(opts.state), opts.state, place="state",
+                label=state.label)
 
     with writing_medium(out):
         kept = _prepare_medium(out, journal, volumes_mode, previous)
@@ -895,7 +907,7 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
                                bundle_id=f"{spec.name[:96]}-{sequence}-{secrets.token_hex(6)}")
     with writing_medium(out):
         journal.rewrite(header, kept)
-    progress.info(f"bundle {spec.name} channel {spec.channel} sequence {header.sequence} (hub state {state.root})"
+    progress.info(f"bundle {spec.name} channel {spec.channel} sequence {header.sequence} ({state.label} {state.root})"
                   + (f" (resuming: {len(kept)} finished pack(s) kept)" if previous else ""))
 
     placed: dict[str, tuple[str, Placed]] = {}

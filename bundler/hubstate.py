@@ -31,6 +31,23 @@ def default_state_dir() -> Path:
     return Path(base) / "ferry"
 
 
+def existing_hub_state(path: Path, option: str = "--hub") -> Path:
+    """``path``, when it is a folder: the hub commands that only read or add to a hub state
+    (``sites``, ``return import``, ``aggregate``, ``profile list``) refuse a mistyped one
+    instead of answering as for a hub that holds nothing.
+
+    Args:
+        path: the hub state folder given; option: the option that named it, for the message.
+    Returns:
+        ``path``.
+    Raises:
+        PlaceError: (``state``) no such folder: ``--hub /x: no such hub state folder``.
+    """
+    if not Path(path).is_dir():
+        raise PlaceError("state", str(path), f"{option} {path}: no such hub state folder")
+    return Path(path)
+
+
 @dataclass(frozen=True)
 class FileKey:
     """What identifies an unchanged file without reading it."""
@@ -53,13 +70,20 @@ class CachedFile:
 
 
 class HubState:
-    def __init__(self, root: Path) -> None:
+    """The writer's state folder ``root``.
+
+    ``label`` names it in every message: ``hub state`` for ``ferry export --state``, ``edge
+    state`` where a site writes its return bundles (``EDGE/return/writer``, docs/bundle-format.md §13).
+    """
+
+    def __init__(self, root: Path, label: str = "hub state") -> None:
         self.root = Path(root)
+        self.label = label
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise PlaceError("state", str(self.root),
-                             f"--state {self.root}: cannot create the hub state folder ({exc.strerror or exc})") from None
+                             f"{label} {self.root}: cannot create the folder ({exc.strerror or exc})") from None
         self._db: sqlite3.Connection | None = None
         self._lock: FolderLock | None = None
 
@@ -71,7 +95,7 @@ class HubState:
                 folder cannot be written (read-only file system, permissions).
         """
         if self._lock is None:
-            self._lock = acquire(self.root, LOCK_NAME, place="state", label=f"--state {self.root}", what="export")
+            self._lock = acquire(self.root, LOCK_NAME, place="state", label=f"{self.label} {self.root}", what="export")
 
     # ---- sequence numbers
 
@@ -82,9 +106,10 @@ class HubState:
         try:
             data = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError) as exc:
-            raise PlaceError("state", str(path), f"{path}: unreadable hub state ({exc}); fix or remove it") from None
+            raise PlaceError("state", str(path), f"{self.label} {path}: unreadable ({exc}); fix or remove it") from None
         if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
-            raise PlaceError("state", str(path), f"{path}: not a map of channel to sequence number; fix or remove it")
+            raise PlaceError("state", str(path), f"{self.label} {path}: not a map of channel to sequence number; "
+                                                "fix or remove it")
         return data
 
     def last_sequence(self, channel: str) -> int:
@@ -100,7 +125,7 @@ class HubState:
             write_atomic(self.root / "channels.json", json.dumps(channels, sort_keys=True, indent=1).encode())
         except OSError as exc:
             raise PlaceError("state", str(self.root),
-                             f"--state {self.root}: cannot record the sequence number ({exc.strerror or exc})") from None
+                             f"{self.label} {self.root}: cannot record the sequence number ({exc.strerror or exc})") from None
         return number
 
     # ---- chunking cache

@@ -35,6 +35,7 @@ from manifests.errors import PlaceError, SpecError, UsageError
 from manifests.model import NAME_RE
 from manifests.units import parse_link, parse_size
 from manifests.variants import Resources, parse_accelerator
+from manifests.yamldoc import check_expanded
 
 KIND = "SiteProfile"
 PROFILES_DIR = "profiles"
@@ -61,6 +62,7 @@ def parse_profile(text: str | bytes, file: Path) -> tuple[str, Resources]:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"{file}: not valid YAML or JSON: {str(exc).splitlines()[0]}") from None
+    check_expanded(doc, str(file))
     if not isinstance(doc, dict) or doc.get("apiVersion") != "ferry/v1" or doc.get("kind") != KIND:
         raise SpecError(f"{file}: not a site profile (apiVersion: ferry/v1, kind: {KIND})")
     unknown = set(doc) - {"apiVersion", "kind", "metadata", "spec"}

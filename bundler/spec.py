@@ -18,6 +18,7 @@ import yaml
 from manifests.bundle import read_bounded
 from manifests.errors import FerryError, SpecError, UsageError
 from manifests.model import NAME_RE
+from manifests.yamldoc import check_expanded
 from manifests.units import parse_size  # noqa: F401 - the unit rule's home; bundler.spec.parse_size kept
 from manifests.version import parse_version
 
@@ -198,6 +199,7 @@ def parse_spec(text: str | bytes, file: Path) -> Spec:
         raise SpecError(f"{file}: not valid YAML: {str(exc).splitlines()[0]}") from None
     except (ValueError, OverflowError) as exc:  # a scalar PyYAML cannot build: a timestamp of year 0
         raise SpecError(f"{file}: not valid YAML: {exc}") from None
+    check_expanded(doc, str(file))
     if doc is None:
         raise SpecError(f"{file}: the spec is empty")
     top = r.mapping(doc, "", ("apiVersion", "kind", "metadata", "spec"), ("apiVersion", "kind", "metadata", "spec"))

@@ -114,6 +114,10 @@ def main() -> None:
             raise SystemExit(1) from None
         if exc.errno == errno.ENOSPC:
             fail(f"error: no space left on device{f' writing {exc.filename}' if exc.filename else ''}", 2)
+        if exc.errno == errno.ENOENT and exc.filename:  # as every missing path reads (manifests.bundle.not_found)
+            from manifests.bundle import not_found
+
+            fail(f"error: {not_found('file', exc.filename)}", 2)
         where = f" {exc.filename}" if exc.filename else ""
         fail(f"error:{where}: {exc.strerror or exc}", 2)
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks

@@ -123,6 +123,8 @@ def write_output(path: Path, data: bytes, what: str) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise PlaceError("output", str(path), f"{what} {path}: folder {parent} does not exist")
+    if path.is_dir():
+        raise PlaceError("output", str(path), f"{what} {path}: is a folder; name a file to write")
     fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         write_atomic_at(fd, path.name, data, "output")

@@ -117,12 +117,12 @@ def _read_volume(vol: Path, by_digest: dict[str, BundleOnMedium]) -> None:
     for name in (MANIFEST_NAME, SIGNATURE_NAME):
         if (vol / name).is_symlink():  # the format: readers never follow links on the medium
             raise VerificationError(f"{vol}/{name} is a symbolic link; refused (a medium holds regular files only)")
-    mbytes = read_bounded(vol / MANIFEST_NAME, limits.MAX_MANIFEST_BYTES, f"{vol}/{MANIFEST_NAME}",
+    mbytes = read_bounded(vol / MANIFEST_NAME, limits.MAX_MANIFEST_BYTES, "manifest",
                           follow_links=False)
     sig_path = vol / SIGNATURE_NAME
     if not sig_path.exists():
         raise VerificationError(f"{vol}: no {SIGNATURE_NAME}; an unsigned bundle is never accepted")
-    sbytes = read_bounded(sig_path, limits.MAX_SIGNATURE_FILE_BYTES, f"{vol}/{SIGNATURE_NAME}",
+    sbytes = read_bounded(sig_path, limits.MAX_SIGNATURE_FILE_BYTES, "signature file",
                           follow_links=False)
     digest = manifest_digest(mbytes)
     entry = by_digest.setdefault(digest, BundleOnMedium(mbytes, sbytes, digest))

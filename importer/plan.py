@@ -53,6 +53,15 @@ class Status(str, Enum):
         return self.value
 
 
+#: Statuses that make ``ferry import`` (and its dry run) exit 1, and ``verify --state`` fail its
+#: ``plan`` check: the one rule (docs/operator-guide.md, "Exit codes"; docs/auditor-guide.md).
+REFUSING = frozenset({Status.REFUSED, Status.FAILED})
+
+#: Refusals a rerun of the same bundle may lift with an option (``unfit``: ``--allow-variant``):
+#: a bundle refused so does not advance its channel's sequence, or the rerun would be stale
+#: (importer.run; docs/edge-state.md).
+LIFTABLE = frozenset({"unfit"})
+
 #: Statuses that keep a manifest set (or, with ``--atomic``, everything) from being applied.
 NOT_IN_PLACE = frozenset({Status.REFUSED, Status.FAILED, Status.WAITING, Status.HELD})
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 REPORT_FORMAT = "ferry-verify-report"
-REPORT_VERSION = "1.1"  # 1.1 added host, trust.policy, entries' sha256 (issue #15)
+#: 1.1 added host, trust.policy, entries' sha256 (issue #15); 1.2 the check ``plan`` (with
+#: ``--state``: fails when the import would refuse an artifact, as ``import --dry-run`` exits 1)
+REPORT_VERSION = "1.2"
 
 Verdict = Literal["pass", "fail"]
 #: Status of one file or blob: rebuilt and matched its digests; rebuilt (or read) and did not;

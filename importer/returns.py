@@ -70,6 +70,9 @@ def load_return_spec(path: Path) -> ReturnSpec:
         doc = yaml.safe_load(data)
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    from manifests.yamldoc import check_expanded
+
+    check_expanded(doc, str(path))
 
     def fail(where: str, problem: str) -> SpecError:
         return SpecError(f"{path}: {where} {problem}")
@@ -91,7 +94,7 @@ def load_return_spec(path: Path) -> ReturnSpec:
         p = Path(text).expanduser()
         p = p if p.is_absolute() else path.parent / p
         if not p.exists():
-            raise fail(where, f"{text!r}: no such file or folder ({p})")
+            raise fail(where, f"{text!r}: not found ({p})")
         return p
 
     top = fields(doc, "", {"apiVersion", "kind", "spec"}, {"apiVersion", "kind", "spec"})
@@ -143,7 +146,7 @@ def load_return_spec(path: Path) -> ReturnSpec:
     for i, text in enumerate(raw):
         p = existing(text, f"spec.drift[{i}]")
         try:
-            parse_drift(read_bounded(p, MAX_DOC_BYTES, f"drift summary {p}", place="source"), f"drift summary {p}")
+            parse_drift(read_bounded(p, MAX_DOC_BYTES, "drift summary", place="source"), f"drift summary {p}")
         except FerryError as exc:
             raise fail(f"spec.drift[{i}]", str(exc)) from None
         drift.append(p)
@@ -182,9 +185,9 @@ def audit_from(state_dir: Path) -> int:
     try:
         value = json.loads(path.read_bytes())["auditNext"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PlaceError("state", str(path), f"{path}: unreadable ({exc}); fix or remove it") from None
+        raise PlaceError("state", str(path), f"edge state {path}: unreadable ({exc}); fix or remove it") from None
     if not isinstance(value, int) or value < 0:
-        raise PlaceError("state", str(path), f"{path}: auditNext is not a whole number")
+        raise PlaceError("state", str(path), f"edge state {path}: auditNext is not a whole number")
     return value
 
 
@@ -212,7 +215,8 @@ def stage(state_dir: Path, spec: ReturnSpec, staging: Path, *, site: str, receip
     trail = AuditTrail(state_dir)
     check = trail.verify()
     if not check.ok:
-        raise PlaceError("state", str(state_dir), f"audit trail: {check.summary}; the hub would refuse it")
+        raise PlaceError("state", str(state_dir), f"edge state {state_dir}: the audit trail is not whole "
+                                                  f"({check.summary}); the hub would refuse it (ferry audit verify --state)")
     lines: list[bytes] = []
     refusals: list[dict[str, Any]] = []
     for entry in trail.entries():

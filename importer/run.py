@@ -39,7 +39,7 @@ from .apply.kube import origin_of
 from .content import CarriedChunks, StoreThenPacks
 from .fsroot import FsRoot
 from .medium import BundleOnMedium, PackReader, find_bundles
-from .plan import (BundlePlan, BundleStatus, Needs, Present, Status, Step, decisions, holding,
+from .plan import (LIFTABLE, REFUSING, BundlePlan, BundleStatus, Needs, Present, Status, Step, decisions, holding,
                    make_plan, still_needed)
 from .policy import bundle_age_problem, bundle_freshness
 from .state import EdgeState, set_installed
@@ -162,8 +162,7 @@ class ImportReport:
         from manifests.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED
 
         artifacts = [a for b in self.bundles for a in b.artifacts]
-        if any(b.status is BundleStatus.REFUSED for b in self.bundles) or any(
-                a.status in (Status.REFUSED, Status.FAILED) for a in artifacts):
+        if any(b.status is BundleStatus.REFUSED for b in self.bundles) or any(a.status in REFUSING for a in artifacts):
             return EXIT_REFUSED
         if any(a.status in (Status.WAITING, Status.HELD) for a in artifacts):
             return EXIT_INCOMPLETE
@@ -578,8 +577,10 @@ class _BundleRun:
         else:
             result.status = BundleStatus.IMPORTED
         b = self.m.bundle
+        lifted = any(r.status is Status.REFUSED and r.action in LIFTABLE for r in result.artifacts)
         self.state.record_bundle(digest=self.signed.digest, bundle_id=b.id, name=b.name, channel=b.channel,
-                                 sequence=b.sequence, status=result.status.value, created=b.created)
+                                 sequence=b.sequence, status=result.status.value, created=b.created,
+                                 advance=not lifted)
 
     def _reader(self) -> Any:
         """Where this bundle's chunks are read: the medium's packs, or the registry (read ahead

@@ -43,13 +43,15 @@ from urllib.parse import parse_qs, quote
 
 from manifests.distribution import (Repository, RangeNotSatisfiable, Route, RouteError, build_catalog,
                                     error_body, parse_range, parse_route, referrers_index, tags_page)
-from manifests.errors import FerryError, FormatError, UsageError
+from manifests.errors import FerryError, FormatError, PlaceError, UsageError
 from manifests.oci import MAX_MANIFEST_BYTES, is_loopback_host
 
 #: Bytes read from a blob file per step of a response.
 CHUNK = 512 << 10
 #: Most connections served at once; more are answered 503 by uvicorn.
 MAX_CONNECTIONS = 512
+#: Most bytes of a --token-file or --basic-auth-file (a few lines of secrets).
+MAX_SECRET_FILE_BYTES = 1 << 20
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -70,21 +72,22 @@ class LayoutView:
         """Open ``root`` (the layout folder).
 
         Raises:
-            PlaceError-like FerryError naming the state when the layout is missing or not one.
+            PlaceError (``state``) when the layout is missing or not one.
         """
         from importer.state import open_dir
 
         self.root = root
         try:
             self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise FerryError(f"{root}: no OCI layout to serve ({exc.strerror}); import images or "
-                             "models without --registry first") from None
+        except OSError:
+            raise PlaceError("state", str(root), f"edge state {root.parent}: no OCI layout {root.name}/ to serve; "
+                             "import images or models without --registry first") from None
         try:
             self.blobs_fd = open_dir(self.root_fd, "blobs/sha256")
         except (OSError, FerryError):
             os.close(self.root_fd)
-            raise FerryError(f"{root}: not an OCI layout (no blobs/sha256 folder, or it is a link)") from None
+            raise PlaceError("state", str(root), f"edge state {root.parent}: {root} is not an OCI layout "
+                             "(no blobs/sha256 folder, or it is a link)") from None
         self._lock = threading.Lock()
         self._verified: dict[str, tuple[int, ...]] = {}
         self._catalog: tuple[tuple[int, ...], dict[str, Repository]] | None = None
@@ -256,7 +259,8 @@ def load_auth(token_file: Path | None, basic_file: Path | None) -> Auth:
         token_file: a file whose first line is the bearer token, or None.
         basic_file: a file of ``USER:PASSWORD`` lines, or None.
     Raises:
-        UsageError: a file is unreadable, empty, or has a line without ``:``.
+        UsageError: a file is not UTF-8, empty, or has a line without ``:``. PlaceError: a file is
+        missing or unreadable (``token file PATH: not found``, manifests.bundle.not_found).
     """
     token = None
     basic: dict[str, str] = {}
@@ -273,10 +277,14 @@ def load_auth(token_file: Path | None, basic_file: Path | None) -> Auth:
 
 
 def _read_secret(path: Path, option: str) -> list[str]:
+    from manifests.bundle import read_bounded
+
+    what = option.removeprefix("--").replace("-file", " file")  # --token-file: "token file"
+    data = read_bounded(path, MAX_SECRET_FILE_BYTES, what, place="source")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{option} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} {path}: not UTF-8 text") from None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         raise UsageError(f"{option} {path}: the file is empty")
@@ -303,6 +311,23 @@ class RegistryApp:
                     return
         if scope["type"] != "http":
             return
+        started = False
+
+        async def tracked(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._http(scope, tracked)
+        except Exception as exc:  # noqa: BLE001 - one line in the log, never a traceback
+            _log(f"{scope.get('method')} {str(scope.get('path', ''))[:200]!r}: {type(exc).__name__}: {exc}")
+            if not started:
+                await _error(send, 500, "UNKNOWN", "internal error (see the ferry serve log)",
+                             scope.get("method") == "HEAD")
+            # once started, the body is cut short and the connection ends: never padded
+
+    async def _http(self, scope: Scope, send: Send) -> None:
         head = scope["method"] == "HEAD"
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if not self.auth.allows(headers.get("authorization")):
@@ -471,10 +496,15 @@ def check_transport(listen: Listen, tls_cert: Path | None, tls_key: Path | None,
 
     Raises:
         UsageError: only one of cert and key; plain HTTP beyond loopback without the explicit
-            ``--plain-http``; ``--plain-http`` together with TLS.
+            ``--plain-http``; ``--plain-http`` together with TLS. PlaceError: a TLS file is missing.
     """
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together: give both, or neither for plain HTTP")
+    from manifests.bundle import not_found
+
+    for what, path in (("TLS certificate", tls_cert), ("TLS key", tls_key)):
+        if path is not None and not path.exists():
+            raise PlaceError("source", str(path), not_found(what, path))
     tls = tls_cert is not None
     if tls and plain_http:
         raise UsageError("--plain-http and --tls-cert exclude each other")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manifests.errors import UsageError
+from manifests.errors import PlaceError, UsageError
 from manifests.model import NAME_RE
 from manifests.placement import label_key_problem, label_value_problem
 from manifests.units import parse_link, parse_size
@@ -95,6 +95,10 @@ def _context_names(kubeconfig: Path) -> list[str]:
     from kubernetes import config
     from kubernetes.config.config_exception import ConfigException
 
+    if not kubeconfig.exists():
+        from manifests.bundle import not_found
+
+        raise PlaceError("source", str(kubeconfig), not_found("kubeconfig", kubeconfig))
     try:
         contexts, _ = config.list_kube_config_contexts(config_file=str(kubeconfig))
     except (ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError) as err:

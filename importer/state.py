@@ -424,14 +424,15 @@ class EdgeState:
     # ---- writes (each one transaction)
 
     def record_bundle(self, *, digest: str, bundle_id: str, name: str, channel: str, sequence: int,
-                      status: str, created: str) -> None:
+                      status: str, created: str, advance: bool = True) -> None:
         """Remember a manifest (with its signed creation time, for freeze monitoring) and, once
-        settled, advance its channel's sequence."""
+        settled, advance its channel's sequence; ``advance=False`` leaves the channel as it was
+        (a refusal the same bundle may pass on a rerun, importer.plan.LIFTABLE)."""
         with self.transaction() as db:
             db.execute("INSERT INTO bundles VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(digest) DO UPDATE SET "
                        "status=excluded.status, at=excluded.at",
                        (digest, bundle_id, name, channel, sequence, status, utc_now(), created))
-            if status != "partial":
+            if status != "partial" and advance:
                 db.execute("INSERT INTO channels VALUES (?, ?) ON CONFLICT(channel) DO UPDATE SET "
                            "sequence=max(sequence, excluded.sequence)", (channel, sequence))
 

@@ -93,7 +93,7 @@ def carried_roots(volume_dirs: Iterable[Path]) -> dict[int, tuple[bytes, bytes, 
         folder = Path(vol) / TRUST_DIR
         for v in versions_in(folder):
             if v not in out:
-                data, sig = read_pair(folder, v, f"{folder}:")
+                data, sig = read_pair(folder, v, "trust policy")
                 out[v] = (data, sig, f"{folder}/{v}.root.json")
     return out
 

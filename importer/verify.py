@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from importer.content import stream_entry
 from importer.medium import BundleOnMedium, PackReader, find_bundles
-from importer.plan import BundlePlan, Status, Step
+from importer.plan import REFUSING, BundlePlan, Status, Step
 from importer.policy import Installed
 from importer.report import (ArtifactReport, BundleReport, Check, ChunkCounts, EntryReport, Plan,
                              Report, SignerReport)
@@ -130,7 +130,7 @@ def _check_artifact(a: Artifact, manifest: Manifest, source: _CheckingSource, st
             would, reason = Status.FAILED, f"manifests {a.name!r}: {preview}"
         elif preview is not None:  # a manifest set at a KubeStellar WEC: per object (importer.wec)
             lines, detail = tuple(preview.plan), preview.plan_json
-        refused = would in (Status.REFUSED, Status.FAILED)
+        refused = would in REFUSING
         plan = Plan(step.decision.action, reason, step.installed, refused, would.value, lines, detail)
     return ArtifactReport(
         kind=a.kind, name=a.name, version=a.version, size=a.size, content_digest=digest, status=status,
@@ -225,6 +225,12 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *,
                                               f"{', '.join(damaged)} missing"))
     else:
         checks.append(Check("volumes", True, f"all {manifest.volumes} volume(s) given"))
+    refused = [a for a in artifacts if a.plan is not None and a.plan.refused]
+    if refused:  # the import (and its dry run) would exit 1: so does verify --state (one rule, importer.plan.REFUSING)
+        a = refused[0]
+        checks.append(Check("plan", False, f"an import into the edge state would refuse {len(refused)} artifact(s) "
+                                           f"(as ferry import --dry-run); first: {a.kind} {a.name} {a.version}: "
+                                           f"{a.plan.status} [{a.plan.action}] {a.plan.reason}"))  # type: ignore[union-attr]
     bad = [(cid, why) for a in artifacts for cid, why in a.bad_chunks]
     bad_ids = {cid for cid, _ in bad}
     carried = sum(1 for c in manifest.chunks if c.carried)

@@ -190,11 +190,14 @@ class Watcher:
             self._log(str(folder), f"drop folder {folder} is not there")
             return 0
         done = 0
+        state = Path(os.path.realpath(self.options.state))
         for entry in sorted(folder.iterdir()):
             if self.stop.is_set():
                 break
             if not entry.is_dir() or entry.is_symlink() or entry.name.startswith("."):
                 continue
+            if Path(os.path.realpath(entry)) in (state, *state.parents):  # the edge state itself, kept in the
+                continue  # drop folder: never a candidate (each look would log it as still changing)
             key = str(entry)
             snap = snapshot(entry)
             mark = "folder:" + hashlib.sha256(repr((key, snap)).encode()).hexdigest()
@@ -211,8 +214,8 @@ class Watcher:
             digest, why = completeness(entry, self.trust())
             if digest is not None and digest in ws.handled:
                 continue
-            if why is not None:
-                self._log(key, f"{entry}: waiting: {why}", digest)
+            if why is not None:  # the reader's words may name the entry already: once is enough
+                self._log(key, f"{entry}: waiting: {why.removeprefix(f'{entry}: ')}", digest)
                 continue
             assert digest is not None
             opts = _with(self.options, paths=[entry], links=[])

@@ -94,6 +94,18 @@ def open_manifest(manifest_bytes: bytes, signature_bytes: bytes, trust: Trust,
     return SignedManifest(manifest=manifest, digest=manifest_digest(manifest_bytes), verdict=verdict)
 
 
+def not_found(what: str, path: os.PathLike[str] | str) -> str:
+    """The one wording of a missing file or folder the user named: ``trust file /x: not found``.
+
+    Args:
+        what: what the file is, a noun without the path (``trust file``, ``spec file``, ``key file``).
+        path: the path as given.
+    Returns:
+        The message (the caller raises the error its place calls for: PlaceError, KeyFileError).
+    """
+    return f"{what} {os.fspath(path)}: not found"
+
+
 def read_bounded(path: os.PathLike[str] | str, limit: int, what: str, *, follow_links: bool = True,
                  place: Place = "medium") -> bytes:
     """Read a file of the medium, refusing it from its size before reading when over ``limit``.
@@ -104,7 +116,8 @@ def read_bounded(path: os.PathLike[str] | str, limit: int, what: str, *, follow_
     A file that grows while read is cut at ``limit + 1`` bytes and refused too.
 
     Args:
-        path: the file; limit: most bytes accepted; what: names the file in errors;
+        path: the file; limit: most bytes accepted; what: what the file is, a noun without the
+            path (``spec file``): every message reads ``{what} {path}: ...`` (:func:`not_found`);
         place: where the file is (the ``medium`` by default, the operator's ``source``, the ``state``).
     Returns:
         the whole content (at most ``limit`` bytes).
@@ -121,16 +134,16 @@ def read_bounded(path: os.PathLike[str] | str, limit: int, what: str, *, follow_
         with open(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
-                raise PlaceError(place, str(path), f"{what} is not a regular file: {path}")
+                raise PlaceError(place, str(path), f"{what} {path}: not a regular file")
             if st.st_size > limit:
-                raise LimitError(f"{what} is {st.st_size} bytes, over the limit of {limit}")
+                raise LimitError(f"{what} {path}: {st.st_size} bytes, over the limit of {limit}")
             data = f.read(limit + 1)
     except FileNotFoundError:
-        raise PlaceError(place, str(path), f"{what} not found: {path}") from None
+        raise PlaceError(place, str(path), not_found(what, path)) from None
     except IsADirectoryError:
-        raise PlaceError(place, str(path), f"{what} is a folder: {path}") from None
+        raise PlaceError(place, str(path), f"{what} {path}: is a folder, not a file") from None
     except OSError as exc:
-        raise PlaceError(place, str(path), f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise PlaceError(place, str(path), f"{what} {path}: cannot read ({exc.strerror or exc})") from None
     if len(data) > limit:
-        raise LimitError(f"{what} is over the limit of {limit} bytes")
+        raise LimitError(f"{what} {path}: over the limit of {limit} bytes")
     return data

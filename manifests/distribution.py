@@ -359,7 +359,7 @@ def tags_page(name: str, tags: Iterable[str], n: str | None, last: str | None) -
         ordered = [t for t in ordered if t > last]
     limit = MAX_PAGE
     if n is not None:
-        if not n.isdigit() or len(n) > 9:
+        if not (n.isascii() and n.isdigit()) or len(n) > 9:  # int() refuses superscripts isdigit() accepts
             raise UsageError(f"n={n[:20]!r} is not a count")
         limit = min(int(n), MAX_PAGE)
     page = ordered[:limit]

@@ -81,7 +81,7 @@ def write_atomic_at(dir_fd: int, name: str, data: bytes, place: Place = "state")
         data: the whole new content.
         place: where the folder is, for errors (the edge or hub ``state``, the ``medium``, an ``output``).
     Raises:
-        PlaceError: a folder is in the way of the temporary name.
+        PlaceError: a folder is in the way of the temporary name or of ``name`` (nothing is left behind).
         OSError: the file system refused (no space, read-only, permissions).
     """
     tmp = f".{name}.tmp"
@@ -93,13 +93,22 @@ def write_atomic_at(dir_fd: int, name: str, data: bytes, place: Place = "state")
         raise PlaceError(place, tmp, f"cannot write {tmp!r}: a folder is in the way") from None
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException as exc:  # no temporary file left behind (no space, a folder in the way, Ctrl-C)
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        if isinstance(exc, IsADirectoryError):
+            raise PlaceError(place, name, f"cannot write {name!r}: a folder is in the way") from None
+        raise
     os.fsync(dir_fd)
 
 

@@ -48,16 +48,15 @@ def _passphrase() -> bytes | None:
 
 
 def _read(path: Path) -> bytes:
+    """A key file's bytes (at most MAX_KEY_FILE_BYTES). Raises KeyFileError, worded as every
+    missing or unreadable file ferry is given (:func:`manifests.bundle.read_bounded`)."""
+    from .bundle import read_bounded
+    from .errors import FerryError
+
     try:
-        if path.stat().st_size > MAX_KEY_FILE_BYTES:
-            raise KeyFileError(f"{path}: too large to be a key file")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(f"{path}: no such key file") from None
-    except IsADirectoryError:
-        raise KeyFileError(f"{path}: is a folder, not a key file") from None
-    except PermissionError:
-        raise KeyFileError(f"{path}: permission denied") from None
+        return read_bounded(path, MAX_KEY_FILE_BYTES, "key file", place="source")
+    except FerryError as exc:
+        raise KeyFileError(str(exc)) from None
 
 
 def generate(name: str, out_dir: Path) -> tuple[Path, Path, str]:
@@ -177,6 +176,10 @@ def _read_source(ref: KeyRef) -> bytes:
         else:
             with open(ref.arg or "", "rb") as f:
                 data = f.read(MAX_PASSPHRASE_BYTES + 1)
+    except FileNotFoundError:
+        from .bundle import not_found
+
+        raise KeyFileError(not_found("passphrase file", ref.arg or "")) from None
     except OSError as exc:
         raise KeyFileError(f"{ref.source}: cannot read the passphrase ({exc.strerror or exc})") from None
     if len(data) > MAX_PASSPHRASE_BYTES:

@@ -43,8 +43,8 @@ def versions_in(folder: Path) -> list[int]:
 
 def read_pair(folder: Path, version: int, where: str) -> tuple[bytes, bytes]:
     doc, sig = root_file_names(version)
-    return (read_bounded(folder / doc, limits.MAX_TRUST_FILE_BYTES, f"{where} {doc}", follow_links=False),
-            read_bounded(folder / sig, limits.MAX_SIGNATURE_FILE_BYTES, f"{where} {sig}", follow_links=False))
+    return (read_bounded(folder / doc, limits.MAX_TRUST_FILE_BYTES, where, follow_links=False),
+            read_bounded(folder / sig, limits.MAX_SIGNATURE_FILE_BYTES, where, follow_links=False))
 
 
 class PolicyHistory:
@@ -61,7 +61,7 @@ class PolicyHistory:
         return versions_in(self.dir)
 
     def get(self, version: int) -> StoredRoot:
-        data, sig = read_pair(self.dir, version, f"--state {self.state_dir}:")
+        data, sig = read_pair(self.dir, version, "pinned trust policy")
         return StoredRoot(parse_root(data, f"{self.dir}/{version}.root.json"), sig)
 
     def current(self) -> StoredRoot | None:

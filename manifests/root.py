@@ -285,11 +285,11 @@ def load_root_file(path: Path) -> Root:
     against its own keys as a first policy would be (an auditor's view: no pinned history)."""
     from .bundle import read_bounded
 
-    data = read_bounded(path, limits.MAX_TRUST_FILE_BYTES, f"--trust {path}")
+    data = read_bounded(path, limits.MAX_TRUST_FILE_BYTES, "trust file", place="source")
     sig_path = path.with_name(path.name + ".sig")
     if not sig_path.is_file():
         raise KeyFileError(f"--trust {path}: a signed trust policy needs its signature file {sig_path.name} beside it")
-    sig = read_bounded(sig_path, limits.MAX_SIGNATURE_FILE_BYTES, f"--trust {sig_path}")
+    sig = read_bounded(sig_path, limits.MAX_SIGNATURE_FILE_BYTES, "trust file", place="source")
     return check_first(data, sig, datetime.now(timezone.utc), where=f"--trust {path}")
 
 

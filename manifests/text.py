@@ -63,6 +63,20 @@ def forbidden_char(text: str) -> str | None:
     return None if found is None else f"U+{ord(found.group()):04X}"
 
 
+def printable(text: object) -> str:
+    """``text`` safe to print on a terminal: each forbidden character (:data:`FORBIDDEN_RANGES`:
+    escape sequences, bidi overrides...) shown as ``\\u{XXXX}``; any other text unchanged.
+
+    Args:
+        text: a string from elsewhere (what a site reported in its return bundle); other values
+            are shown as ``str(text)``.
+    Returns:
+        The text, without a forbidden character.
+    Rule: docs/bundle-format.md section 2 (forbidden characters), for text no reader refused.
+    """
+    return FORBIDDEN_RE.sub(lambda m: f"\\u{{{ord(m.group()):04X}}}", str(text))
+
+
 def parse_utc(text: object, *, where: str = "time") -> datetime:
     """The instant a ferry UTC time names, or FormatError.
 

@@ -130,6 +130,9 @@ def parse_policy(data: bytes, where: str, base_dir: Path) -> Trust:
         raise FormatError(f"{where}: not valid YAML/JSON{at}") from None
     except RecursionError:
         raise FormatError(f"{where}: nested too deeply") from None
+    from .yamldoc import check_expanded
+
+    check_expanded(doc, where)
     if not isinstance(doc, dict) or doc.get("kind") != "TrustPolicy":
         raise FormatError(f"{where}: neither a PEM public key nor a trust policy (kind: TrustPolicy)")
     if doc.get("apiVersion") != "ferry/v1":
@@ -155,21 +158,19 @@ def load_trust(paths: list[Path]) -> Trust:
 
     A signed trust policy (``root.json`` with ``root.json.sig`` beside it, manifests.root) is
     checked against its own keys and stands alone: revoked and expired keys are kept as
-    refused, the policy's channel thresholds apply. Raises KeyFileError, FormatError,
+    refused, the policy's channel thresholds apply. Raises PlaceError (a file missing or
+    unreadable: ``trust file PATH: not found``, manifests.bundle.not_found), KeyFileError, FormatError,
     PolicyError (a signed policy that is expired or not signed by its own threshold).
     """
     if not paths:
         raise KeyFileError("no --trust given: name the hub's public key or a trust policy "
                            "(or pin a signed one with `ferry trust init --state`)")
+    from .bundle import read_bounded
+
     keys: dict[str, TrustedKey] = {}
     threshold = 1
     for path in paths:
-        try:
-            data = path.read_bytes() if path.stat().st_size <= limits.MAX_TRUST_FILE_BYTES else None
-        except OSError as exc:
-            raise KeyFileError(f"--trust {path}: {exc.strerror or exc}") from None
-        if data is None:
-            raise FormatError(f"--trust {path}: over {limits.MAX_TRUST_FILE_BYTES} bytes")
+        data = read_bounded(path, limits.MAX_TRUST_FILE_BYTES, "trust file", place="source")
         if data.lstrip().startswith(b"-----BEGIN"):
             public = parse_public(data, f"--trust {path}")
             part = Trust(keys={key_id(public): TrustedKey(name=path.stem, public=public)})

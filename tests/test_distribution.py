@@ -70,3 +70,17 @@ def test_ref_names_and_pages() -> None:
     doc, more = tags_page("r", ["b", "a", "c"], "2", None)
     assert (doc["tags"], more) == (["a", "b"], "b")
     assert tags_page("r", ["b", "a", "c"], None, "b") == ({"name": "r", "tags": ["c"]}, None)
+
+
+@given(n=st.one_of(st.text(max_size=12), st.sampled_from(["²", "⁴", "１", "١", "3", "0", "12"])),
+       tags=st.lists(st.text(alphabet="abc019.", min_size=1, max_size=5), max_size=20, unique=True))
+def test_any_page_size_is_a_page_or_a_usage_error(n: str, tags: list[str]) -> None:
+    # found hunting: n=² (isdigit() yet not int()) crashed the server with a traceback and a 500
+    from manifests.errors import UsageError
+
+    try:
+        doc, _ = tags_page("r", tags, n, None)
+    except UsageError:
+        assert not (n.isascii() and n.isdigit() and len(n) <= 9)
+        return
+    assert n.isascii() and n.isdigit() and doc["tags"] == sorted(tags)[:int(n)]

@@ -356,3 +356,16 @@ def test_a_pack_missing_from_a_present_volume_is_damage(tmp_path: Path, hub_keys
     assert_clean_failure(r, code=1)
     r = run_ferry("verify", tmp_path / "usb", "--trust", hub_keys.pub, "--json")
     assert pack.name in r.stdout and "damaged" in r.stdout
+
+
+@given(st.text(max_size=60))
+def test_printable_text_never_holds_a_forbidden_character_and_keeps_the_rest(text: str) -> None:
+    from manifests.text import FORBIDDEN_RE, printable
+
+    shown = printable(text)
+    assert forbidden_char(shown) is None
+    if forbidden_char(text) is None:
+        assert shown == text
+    else:  # each one escaped where it stood: the rest unchanged, in order
+        assert FORBIDDEN_RE.sub("", text) == "".join(
+            part for part in __import__("re").split(r"\\u\{[0-9A-F]{4,5}\}", shown))

@@ -261,7 +261,8 @@ def test_verify_state_shows_the_plan_import_dry_run_shows(tmp_path: Path, hub_ke
                  volumes=2, chunk_size=32 * 1024, sequence=2)
     dry = imp_json(hub_keys, state, tmp_path / "b" / "vol-001", extra=("--dry-run",))
     v = run_ferry("verify", tmp_path / "b" / "vol-001", "--trust", hub_keys.pub, "--state", state, "--json")
-    assert v.returncode == 3  # a volume is still to come (format §1): incomplete, the plan is still given
+    # k is refused: exit 1 as the dry run's (a refusal outranks a volume still to come); the plan is still given
+    assert v.returncode == dry["exitCode"] == 1
     report = json.loads(v.stdout)
     planned = {a["name"]: (a["status"], a["action"], a["reason"]) for a in dry["bundles"][0]["artifacts"]}
     verified = {a["name"]: (a["plan"]["status"], a["plan"]["action"], a["plan"]["reason"])

@@ -55,7 +55,7 @@ def test_public_key_where_private_needed_and_corrupt_files(tmp_path: Path) -> No
     with pytest.raises(KeyFileError, match="not a valid PEM private key"):
         load_private(corrupt)
     assert_clean_failure(run_ferry("keys", "id", corrupt), code=2)
-    assert_clean_failure(run_ferry("keys", "id", tmp_path / "missing.pub"), code=2, contains="no such key file")
+    assert_clean_failure(run_ferry("keys", "id", tmp_path / "missing.pub"), code=2, contains=f"key file {tmp_path / 'missing.pub'}: not found")
     with pytest.raises(KeyFileError, match="is a private key"):
         load_public(tmp_path / "k.key")
 

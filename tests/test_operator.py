@@ -69,7 +69,7 @@ def test_second_export_with_the_same_hub_state_is_refused_naming_the_holder(tmp_
     holder.lock()  # as a running export does
     try:
         r = _export(spec, tmp_path / "usb", hub_keys, tmp_path / "hub")
-        assert_clean_failure(r, code=2, contains=f"--state {tmp_path / 'hub'} is in use by another ferry export")
+        assert_clean_failure(r, code=2, contains=f"hub state {tmp_path / 'hub'} is in use by another ferry export")
         assert f"pid {os.getpid()} on {socket.gethostname()}" in r.stderr and "since " in r.stderr
         assert not (tmp_path / "usb").exists()  # the refused run left nothing on the medium
     finally:

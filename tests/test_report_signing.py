@@ -34,7 +34,7 @@ def test_signed_report_names_signers_policy_expiry_and_sha256(tmp_path: Path) ->
     body = report.read_bytes()
     doc = json.loads(body)
     jsonschema.validate(doc, SCHEMA)
-    assert doc["formatVersion"] == "1.1" and doc["host"] == socket.gethostname() and doc["verifiedAt"]
+    assert doc["formatVersion"] == "1.2" and doc["host"] == socket.gethostname() and doc["verifiedAt"]
     bundle = doc["bundles"][0]
     signers = bundle["signatures"]["signers"]
     assert [s["keyid"] for s in signers] == [hub_id] and signers[0]["name"] == "hub"

@@ -241,6 +241,20 @@ def test_bad_return_bundles_are_refused_and_leave_the_inventory_unchanged(tmp_pa
        "--models", w.models)
     assert json.loads(w.inventory())["sites"]["site-a"]["audit"]["seq"] > held
 
+    # a tampered pack is refused naming the medium and the site, not only the chunk; a path that
+    # holds no bundle at all (a typo) is an error, not a refusal to log in refusals.jsonl
+    tampered = tmp_path / "tampered"
+    shutil.copytree(ok_bundle, tampered)
+    pack = next((tampered / "packs").iterdir())
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    refused(tampered, f"{tampered}: return bundle of site site-a: chunk ", 1)
+    logged = (w.hub / "sites" / "refusals.jsonl").read_bytes()
+    refused(tmp_path / "good.yaml", "not a folder", 2)
+    refused(tmp_path / "no-such", "no such bundle folder", 2)
+    assert (w.hub / "sites" / "refusals.jsonl").read_bytes() == logged
+
 
 def test_a_malformed_drift_file_is_refused_at_the_edge(tmp_path: Path) -> None:
     (tmp_path / "d.json").write_text('{"format":"ferry-drift","formatVersion":"1.0","model":"m","version":"1.0.0",'
@@ -400,3 +414,107 @@ def test_expired_and_future_dated_return_bundles_are_refused_at_the_hub(tmp_path
     assert_clean_failure(run_ferry("return", "export", "--state", w.edges["site-a"], "--spec", spec, "--out",
                                    tmp_path / "x", "--key", w.key("site-a"), "--expires", "soon"),
                          code=2, contains="--expires 'soon' is not a duration")
+def test_sites_shows_an_image_once_and_return_export_names_the_edge_state(tmp_path: Path) -> None:
+    # found in review: `ferry sites` printed "team/sentiment-server:1.2.0 1.2.0" (an image's name is
+    # its repository:tag), and `return export` said "hub state EDGE/return/writer" at the edge
+    w = make_world(tmp_path, ("site-x",))
+    edge = w.edges["site-x"]
+    done = run_ferry("return", "export", "--state", edge, "--spec", return_spec(tmp_path / "r.yaml", None),
+                     "--out", tmp_path / "ret", "--key", w.key("site-x"))
+    assert done.returncode == 0, done.stderr
+    said = done.stdout + done.stderr
+    assert f"(edge state {edge / 'return' / 'writer'})" in said and "hub state" not in said
+    ok("return", "import", tmp_path / "ret", "--hub", w.hub)
+    text = ok("sites", "--hub", w.hub, "--html", tmp_path / "sites.html")
+    assert "runs team/sentiment-server:1.2.0, sentiment-app 1.2.0, sentiment 1.2.0;" in text
+    assert "1.2.0 1.2.0" not in text
+    page = (tmp_path / "sites.html").read_text()
+    assert "image team/sentiment-server:1.2.0<br>" in page and "1.2.0 1.2.0" not in page
+
+    # a return export whose writer folder cannot be made names the edge state, not a hub state
+    (edge / "return" / "writer").rename(edge / "return" / "writer.old")
+    (edge / "return" / "writer").write_text("not a folder")
+    again = run_ferry("return", "export", "--state", edge, "--spec", tmp_path / "r.yaml", "--out", tmp_path / "ret2",
+                      "--key", w.key("site-x"))
+    assert_clean_failure(again, code=2, contains=f"edge state {edge / 'return' / 'writer'}: cannot create")
+    assert "hub state" not in again.stderr
+    # a broken trail, and a damaged record of what was sent, are named as the edge state's
+    (edge / "return" / "writer").unlink()
+    (edge / "return" / "writer.old").rename(edge / "return" / "writer")
+    (edge / "return" / "sent.json").write_text('{"auditNext": "x"}')
+    sent = run_ferry("return", "export", "--state", edge, "--spec", tmp_path / "r.yaml", "--out", tmp_path / "ret3",
+                     "--key", w.key("site-x"))
+    assert_clean_failure(sent, code=2, contains=f"edge state {edge / 'return' / 'sent.json'}: auditNext")
+    (edge / "return" / "sent.json").unlink()
+    trail = edge / "audit" / "trail.jsonl"
+    lines = trail.read_text().splitlines()
+    lines[0] = lines[0].replace('"decision":"', '"decision":"x')
+    trail.write_text("\n".join(lines) + "\n")
+    broken = run_ferry("return", "export", "--state", edge, "--spec", tmp_path / "r.yaml", "--out", tmp_path / "ret3",
+                       "--key", w.key("site-x"))
+    assert_clean_failure(broken, code=2, contains=f"edge state {edge}: the audit trail is not whole")
+    assert not (tmp_path / "ret3").exists()
+
+
+def test_hub_commands_refuse_a_missing_hub_state_alike(tmp_path: Path) -> None:
+    # return import and aggregate answered "no site keys registered" / "no pending updates" for a
+    # mistyped --hub; sites and profile list said "no such hub state folder"
+    missing = tmp_path / "no-such-hub"
+    for args in (("return", "import", tmp_path, "--hub", missing),
+                 ("aggregate", "sentiment", "--base", "1.2.0", "--version", "1.3.0", "--out", tmp_path / "o",
+                  "--hub", missing),
+                 ("sites", "--hub", missing)):
+        assert_clean_failure(run_ferry(*args), code=2, contains=f"--hub {missing}: no such hub state folder")
+    assert not missing.exists()
+
+
+def test_sites_renders_whatever_a_site_reported_without_failing_or_injecting_markup(tmp_path: Path) -> None:
+    # a site's status.json is its own word: odd shapes never fail `ferry sites`, and every string a
+    # site supplied is escaped in the HTML report
+    hub = tmp_path / "hub"
+    (hub / "sites").mkdir(parents=True)
+    evil = "<script>alert(1)</script>\x1b[2J\u202e"
+    sites = {
+        "site-a": {"keyid": "k1", "lastSequence": 3, "lastContact": "2026-01-01T00:00:00Z",
+                   "status": {"installed": [{"kind": "image", "name": f"x/{evil}:1.0.0", "version": "1.0.0"},
+                                            {"kind": "model", "name": evil, "version": f"\"'{evil}"}, "junk", 7],
+                              "refusals": [{"time": evil, "reason": evil}, "junk", {"reason": "no time"}],
+                              "channels": [evil]},
+                   "updates": [], "drift": []},
+        "site-b": {"keyid": "k2", "status": {"installed": 5, "refusals": {"a": 1}, "channels": "x"}},
+        "site-c": {"keyid": "k3", "status": "not an object"},
+    }
+    (hub / "sites" / "inventory.json").write_text(json.dumps({"format": "ferry-hub-inventory", "formatVersion": "1.0",
+                                                              "sites": sites}))
+    text = ok("sites", "--hub", hub, "--html", tmp_path / "s.html")
+    shown = "<script>alert(1)</script>\\u{001B}[2J\\u{202E}"  # the site's words, never an escape sequence
+    assert f"runs x/{shown}:1.0.0, {shown} \"'{shown};" in text and "\x1b" not in text and "\u202e" not in text
+    page = (tmp_path / "s.html").read_text()
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&quot;&#x27;" in page
+    assert "\x1b" not in page and "\u202e" not in page and "\\u{202E}" in page
+    doc = json.loads(ok("sites", "--hub", hub, "--json"))
+    b = next(s for s in doc["sites"] if s["site"] == "site-b")
+    assert b["runs"] == [] and b["edgeRefusals"] == [] and b["channels"] == {}
+
+
+def test_hub_commands_refuse_a_missing_model_library_a_folder_to_write_and_odd_thresholds(tmp_path: Path) -> None:
+    # hunting: `sites --models /typo` answered as for a library without references; `return import
+    # --models /typo` failed only at the end and logged the typo as a refused return bundle;
+    # `sites --html FOLDER` said ".FOLDER.tmp: Is a directory" and left that file behind;
+    # `--threshold inf` wrote JSON with Infinity
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    missing = tmp_path / "no-models"
+    for args in (("sites", "--hub", hub, "--models", missing),
+                 ("return", "import", tmp_path, "--hub", hub, "--models", missing),
+                 ("aggregate", "sentiment", "--base", "1.2.0", "--version", "1.3.0", "--out", tmp_path / "o",
+                  "--hub", hub, "--models", missing)):
+        assert_clean_failure(run_ferry(*args), code=2, contains=f"model library {missing}: not found")
+    assert not (hub / "sites" / "refusals.jsonl").exists()
+    (tmp_path / "report").mkdir()
+    assert_clean_failure(run_ferry("sites", "--hub", hub, "--html", tmp_path / "report"), code=2,
+                         contains=f"--html {tmp_path / 'report'}: is a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "report"]  # no .report.tmp left behind
+    for odd in ("inf", "nan", "0", "-1"):
+        assert_clean_failure(run_ferry("sites", "--hub", hub, "--threshold", odd, "--json"), code=2,
+                             contains="--threshold must be a number above 0")

@@ -280,6 +280,9 @@ def test_tags_list_pages_in_lexical_order(server: Server) -> None:
     status, headers, body = get(f"{server.url}/v2/team/app/tags/list?n=1&last=0.9")
     assert json.loads(body)["tags"] == ["1.0"] and "link" not in headers
     assert get(f"{server.url}/v2/team/app/tags/list?n=-1")[0] == 400
+    for odd in ("%C2%B2", "%E2%81%B4", "%EF%BC%91"):  # ², ⁴, a full-width 1: digits to isdigit(), not to int()
+        status, _, body = get(f"{server.url}/v2/team/app/tags/list?n={odd}")
+        assert status == 400 and json.loads(body)["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
 
 
 def test_referrers_api_lists_and_filters(site: Site, server: Server) -> None:
@@ -469,7 +472,8 @@ def test_cli_refusals_are_one_line(site: Site, tmp_path: Path) -> None:
     assert_clean_failure(run_ferry("serve", "--state", tmp_path / "nothing", "--listen", "127.0.0.1:0"),
                          code=2, contains="no OCI layout")
     assert_clean_failure(run_ferry("serve", "--state", site.state, "--listen", "127.0.0.1:0",
-                                   "--token-file", tmp_path / "missing"), code=2, contains="--token-file")
+                                   "--token-file", tmp_path / "missing"), code=2,
+                         contains=f"token file {tmp_path / 'missing'}: not found")
     (tmp_path / "users").write_text("no-colon\n")
     assert_clean_failure(run_ferry("serve", "--state", site.state, "--listen", "127.0.0.1:0",
                                    "--basic-auth-file", tmp_path / "users"), code=2, contains="line 1")
@@ -484,3 +488,33 @@ def test_cli_refusals_are_one_line(site: Site, tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         assert_clean_failure(run_ferry("serve", "--state", site.state, "--listen", f"127.0.0.1:{port}"),
                              code=2, contains="cannot listen")
+
+
+def test_an_unexpected_failure_is_one_log_line_and_a_500_never_a_traceback(site: Site, capsys) -> None:
+    # the last line of defence (as the CLI's): a fault injected into a real layout's catalog
+    import asyncio
+
+    from importer.serve import Auth, LayoutView, RegistryApp
+
+    view = LayoutView(site.layout)
+
+    def broken() -> dict:
+        raise RuntimeError("disk on fire")
+
+    view.catalog = broken  # type: ignore[method-assign]
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "GET", "path": "/v2/team/app/tags/list", "headers": [], "query_string": b""}
+    try:
+        asyncio.run(RegistryApp(view, Auth())(scope, receive, send))
+    finally:
+        view.close()
+    assert sent[0]["status"] == 500 and json.loads(sent[1]["body"])["errors"][0]["code"] == "UNKNOWN"
+    err = capsys.readouterr().err
+    assert err == "ferry serve: GET '/v2/team/app/tags/list': RuntimeError: disk on fire\n"

@@ -163,7 +163,7 @@ def test_cli_symlink_leaving_model_folder(tmp_path: Path, hub_keys) -> None:  # 
 
 def test_cli_missing_spec_and_key(tmp_path: Path, hub_keys) -> None:  # noqa: ANN001
     result, _ = _export(tmp_path, tmp_path / "nope.yaml", hub_keys)
-    assert_clean_failure(result, code=2, contains="spec file not found")
+    assert_clean_failure(result, code=2, contains=f"spec file {tmp_path / 'nope.yaml'}: not found")
     os.mkfifo(tmp_path / "fifo.yaml")  # a named pipe must be refused, not hang the export
     result, _ = _export(tmp_path, tmp_path / "fifo.yaml", hub_keys)
     assert_clean_failure(result, code=2, contains="not a regular file")
@@ -171,7 +171,7 @@ def test_cli_missing_spec_and_key(tmp_path: Path, hub_keys) -> None:  # noqa: AN
     spec = write_spec(tmp_path / "bundle.yaml", [("a", "1.0.0", "m")])
     result = run_ferry("export", spec, "--out", tmp_path / "o", "--key", tmp_path / "none.key",
                        "--state", tmp_path / "st")
-    assert_clean_failure(result, code=2, contains="no such key file")
+    assert_clean_failure(result, code=2, contains=f"key file {tmp_path / 'none.key'}: not found")
     assert not (tmp_path / "o").exists()
 
 

@@ -297,6 +297,54 @@ def test_allow_variant_installs_what_the_site_cannot_run(variants, hub_keys, tmp
     assert "--allow-variant" in installed["reason"] and installed["artifact"]["variant"] == "fp16"
 
 
+def test_verify_state_decides_an_unfit_variant_as_the_dry_run_does(variants, hub_keys, tmp_path):
+    # found in review: verify --state said PASS for a variant the site cannot run; the dry run exited 1
+    edge = tmp_path / "edge"
+    _export(variants, hub_keys, tmp_path / "fp16", "--max-bytes", "400KiB")
+    assert run_ferry("site", "set", "--state", edge, "--memory", "1GiB").returncode == 0
+    dry = run_ferry("import", tmp_path / "fp16", "--trust", hub_keys.pub, "--state", edge, "--dry-run")
+    checked = run_ferry("verify", tmp_path / "fp16", "--trust", hub_keys.pub, "--state", edge, "--json")
+    assert dry.returncode == checked.returncode == 1, (dry.stderr, checked.stderr)
+    report = json.loads(checked.stdout)
+    plan = report["bundles"][0]["artifacts"][0]["plan"]
+    assert report["verdict"] == "fail" and plan["action"] == "unfit" and plan["refused"]
+    assert "plan: an import into the edge state would refuse 1 artifact(s)" in report["summary"]
+    assert "needs 4.0 GiB memory" in report["summary"] and "--allow-variant" in report["summary"]
+    # the bundle itself is authentic and whole: every other check passed
+    assert all(c["ok"] for c in report["bundles"][0]["checks"] if c["name"] != "plan")
+    assert run_ferry("verify", tmp_path / "fp16", "--trust", hub_keys.pub).returncode == 0  # without --state: pass
+    # where the variant fits, both pass
+    assert run_ferry("site", "set", "--state", edge, "--memory", "8GiB").returncode == 0
+    assert run_ferry("verify", tmp_path / "fp16", "--trust", hub_keys.pub, "--state", edge).returncode == 0
+    assert run_ferry("import", tmp_path / "fp16", "--trust", hub_keys.pub, "--state", edge,
+                     "--dry-run").returncode == 0
+
+
+def test_an_unfit_refusal_leaves_the_channel_for_the_allow_variant_rerun(variants, hub_keys, tmp_path):
+    # found in review: the refusal advanced the channel, so the --allow-variant rerun of the same
+    # bundle was stale, and a stale bundle never switches a variant: refused as a conflict
+    edge = tmp_path / "edge"
+    small = tmp_path / "small.yaml"
+    small.write_text("apiVersion: ferry/v1\nkind: SiteProfile\nmetadata: {name: s}\nspec: {memory: 2GiB, accelerator: none}\n")
+    _export(variants, hub_keys, tmp_path / "int8", "--profile", small)  # sequence 1
+    _export(variants, hub_keys, tmp_path / "fp16", "--max-bytes", "400KiB")  # sequence 2, same version
+    assert run_ferry("site", "set", "--state", edge, "--memory", "2GiB", "--accelerator", "none").returncode == 0
+    assert _import(tmp_path / "int8", hub_keys, edge)[0] == 0
+    code, a, _ = _import(tmp_path / "fp16", hub_keys, edge)
+    assert code == 1 and a["action"] == "unfit"
+    status = json.loads(run_ferry("status", "--state", edge, "--json").stdout)
+    assert status["channels"] == {"stable": 1}  # the refused bundle did not move the channel
+    code, a, err = _import(tmp_path / "fp16", hub_keys, edge, "--allow-variant")
+    assert code == 0 and a["action"] == "switch" and "installed anyway (--allow-variant)" in a["reason"], a
+    assert "stale" not in err
+    assert _status_model(edge)["variant"] == "fp16"
+    status = json.loads(run_ferry("status", "--state", edge, "--json").stdout)
+    assert status["channels"] == {"stable": 2}
+    # once it settled, the same bundle is a repeat like any other
+    again = run_ferry("import", tmp_path / "fp16", "--trust", hub_keys.pub, "--state", edge)
+    assert again.returncode == 0 and "already imported" in again.stdout
+
+
 def test_a_stale_bundle_never_switches_the_variant_back(variants, hub_keys, tmp_path):
     edge = tmp_path / "edge"
     small = tmp_path / "small.yaml"

@@ -31,11 +31,17 @@ def hub(tmp_path_factory: pytest.TempPathFactory, hub_keys: KeyPair) -> Path:
 
 
 def plan(hub_keys: KeyPair, bundle: Path, edge: Path) -> dict:
+    """The plan ``verify --state`` reports; its exit status and verdict are the dry run's."""
     result = run_ferry("verify", bundle, "--trust", hub_keys.pub, "--state", edge, "--json")
-    assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["verdict"] == "pass" and report["state"] == str(edge)
-    return report["bundles"][0]["artifacts"][0]["plan"]
+    dry = run_ferry("import", bundle, "--trust", hub_keys.pub, "--state", edge, "--dry-run")
+    assert result.returncode == dry.returncode, (result.stderr, dry.stderr)
+    assert report["state"] == str(edge)
+    the_plan = report["bundles"][0]["artifacts"][0]["plan"]
+    assert report["verdict"] == ("fail" if the_plan["refused"] else "pass")
+    plan_checks = [c for c in report["bundles"][0]["checks"] if c["name"] == "plan"]
+    assert [c["ok"] for c in plan_checks] == ([False] if the_plan["refused"] else [])
+    return the_plan
 
 
 def test_exported_bundle_verifies_and_state_plan_matches_the_import(hub: Path, hub_keys: KeyPair,
@@ -54,7 +60,8 @@ def test_exported_bundle_verifies_and_state_plan_matches_the_import(hub: Path, h
     assert plan(hub_keys, hub / "conflict", edge)["action"] == "conflict"
 
     table = run_ferry("verify", hub / "old", "--trust", hub_keys.pub, "--state", edge, env={"COLUMNS": "220"})
-    assert table.returncode == 0 and "import would" in table.stdout and "older" in table.stdout
+    assert table.returncode == 1 and "import would" in table.stdout and "older" in table.stdout
+    assert "plan: an import into the edge state would refuse 1 artifact(s)" in table.stderr
 
     # what verify predicted is what the import decided, and the trail records it
     refused = run_ferry("import", hub / "old", "--trust", hub_keys.pub, "--state", edge)

@@ -137,11 +137,16 @@ def test_watch_refuses_bad_sources_with_one_line(tmp_path: Path, hub_keys) -> No
     from tests.support.common import assert_clean_failure
 
     assert_clean_failure(run_ferry("watch", tmp_path / "nope", "--trust", hub_keys.pub, "--state", tmp_path / "e"),
-                         code=2, contains="no such folder")
+                         code=2, contains=f"drop folder {tmp_path / 'nope'}: not found")
     assert_clean_failure(run_ferry("watch", "oci://127.0.0.1:1/a/b:3", "--trust", hub_keys.pub, "--state",
                                    tmp_path / "e"), code=2, contains="not one tag")
     assert_clean_failure(run_ferry("watch", "oci://127.0.0.1:1/a/b", "--trust", hub_keys.pub, "--state",
                                    tmp_path / "e", "--once"), code=2, contains="unreachable")
+    tmp_path.joinpath("drop").mkdir()
+    for option, value in (("--settle", "inf"), ("--interval", "inf"), ("--interval", "nan"), ("--settle", "nan"),
+                          ("--interval", "0"), ("--settle", "-1")):  # inf overflowed the clock: exit 70
+        assert_clean_failure(run_ferry("watch", tmp_path / "drop", "--trust", hub_keys.pub, "--state", tmp_path / "e",
+                                       "--once", option, value, timeout=60), code=2, contains="--interval must be")
 
 
 def test_a_bad_trust_is_refused_before_the_drop_folder_is_looked_at(tmp_path: Path) -> None:
@@ -153,7 +158,7 @@ def test_a_bad_trust_is_refused_before_the_drop_folder_is_looked_at(tmp_path: Pa
     (drop / "junk").mkdir(parents=True)
     (drop / "junk" / "manifest.json").write_text("{}")
     assert_clean_failure(run_ferry("watch", drop, "--trust", tmp_path / "hub.pub", "--state", state, "--once"),
-                         code=2, contains=f"--trust {tmp_path / 'hub.pub'}")
+                         code=2, contains=f"trust file {tmp_path / 'hub.pub'}: not found")
     assert_clean_failure(run_ferry("watch", drop, "--state", state, "--once"), code=2, contains="no --trust given")
     assert not state.exists()
 
@@ -177,3 +182,51 @@ def test_the_sample_deployment_and_cronjob_are_valid_kubernetes_objects() -> Non
     cron = next(d for d in docs if d["kind"] == "CronJob")
     assert "--once" in cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_junk_in_the_drop_folder_waits_in_one_line_each_and_the_bundle_beside_it_imports(tmp_path: Path,
+                                                                                         hub_keys) -> None:  # noqa: ANN001
+    # hunting with junk: each entry is said once, named once, and never stops the bundle beside it
+    model = tmp_path / "model"
+    make_model(model, count=1, size=64 * 1024)
+    good = _export(tmp_path, "good", model, "1.0.0", hub_keys)
+    drop, state = tmp_path / "drop", tmp_path / "edge"
+    shutil.copytree(good, drop / "good")
+    (drop / "junk").mkdir()
+    (drop / "junk" / "x.bin").write_bytes(os.urandom(1000))
+    (drop / "garbage").mkdir()
+    (drop / "garbage" / "manifest.json").write_text('{"a":')
+    (drop / "fifo").mkdir()
+    os.mkfifo(drop / "fifo" / "manifest.json")  # must never hang the watcher
+    (drop / "loop").mkdir()
+    (drop / "loop" / "self").symlink_to("../loop")
+    (drop / "new\nline").mkdir()
+    shutil.copytree(good, drop / "cut")
+    pack = next((drop / "cut" / "packs").iterdir())
+    pack.write_bytes(pack.read_bytes()[:10])
+    (drop / "a-file").write_text("not a folder")
+    r = run_ferry("watch", drop, "--trust", hub_keys.pub, "--state", state, "--once", "--settle", "0", timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    waits = {e["reason"].split(": waiting: ")[0]: e["reason"].split(": waiting: ")[1]
+             for e in _trail(state) if e["decision"] == "watch" and ": waiting: " in e["reason"]}
+    assert set(waits) == {str(drop / n) for n in ("junk", "garbage", "fifo", "loop", "new\nline", "cut")}
+    assert all(not why.startswith(str(drop)) for why in waits.values()), waits  # the entry is named once
+    assert "not a regular file" in waits[str(drop / "fifo")]
+    assert "is 10 of" in waits[str(drop / "cut")]
+    status = json.loads(run_ferry("status", "--state", state, "--json").stdout)
+    assert [a["name"] for a in status["installed"]] == ["m"] and status["watch"]["outcome"].endswith("imported (exit 0)")
+    assert run_ferry("audit", "verify", "--state", state).returncode == 0
+
+
+def test_an_edge_state_kept_in_the_drop_folder_is_no_candidate(tmp_path: Path, hub_keys) -> None:  # noqa: ANN001
+    # hunting: with --state inside the drop folder, every run logged the state as "seen" and
+    # "files are still changing" (its own audit trail grew as it looked)
+    model = tmp_path / "model"
+    make_model(model, count=1, size=64 * 1024)
+    drop = tmp_path / "drop"
+    shutil.copytree(_export(tmp_path, "good", model, "1.0.0", hub_keys), drop / "good")
+    for _ in range(2):
+        r = run_ferry("watch", drop, "--trust", hub_keys.pub, "--state", drop / "edge", "--once", "--settle", "0")
+        assert r.returncode == 0, r.stderr
+    said = [e["reason"] for e in _trail(drop / "edge") if e["decision"] == "watch"]
+    assert said and not any(str(drop / "edge") in reason for reason in said), said

@@ -91,9 +91,9 @@ def push_bundle(folder: Path, client: RegistryClient, ref: OciRef) -> PushResult
     """
     vols = _volumes(Path(folder))
     first = vols[0]
-    mbytes = read_bounded(first / MANIFEST_NAME, limits.MAX_MANIFEST_BYTES, f"{first}/{MANIFEST_NAME}",
+    mbytes = read_bounded(first / MANIFEST_NAME, limits.MAX_MANIFEST_BYTES, "manifest",
                           follow_links=False)
-    sbytes = read_bounded(first / SIGNATURE_NAME, limits.MAX_SIGNATURE_FILE_BYTES, f"{first}/{SIGNATURE_NAME}",
+    sbytes = read_bounded(first / SIGNATURE_NAME, limits.MAX_SIGNATURE_FILE_BYTES, "signature file",
                           follow_links=False)
     m = Manifest.from_bytes(mbytes)
     by_number = {int(v.name[len(VOLUME_PREFIX):]): v for v in vols
@@ -105,7 +105,7 @@ def push_bundle(folder: Path, client: RegistryClient, ref: OciRef) -> PushResult
     if trust_dir.is_dir() and not trust_dir.is_symlink():
         for f in sorted(trust_dir.iterdir()):
             if f.is_file() and not f.is_symlink() and f.name.endswith((".root.json", ".root.json.sig")):
-                data = read_bounded(f, limits.MAX_MANIFEST_BYTES, str(f), follow_links=False)
+                data = read_bounded(f, limits.MAX_MANIFEST_BYTES, "trust policy file", follow_links=False)
                 files.append((Layer(f"trust/{f.name}", TRUST_MEDIA_TYPE,
                                     "sha256:" + hashlib.sha256(data).hexdigest(), len(data)), data))
     for pack in m.packs:

@@ -50,7 +50,7 @@ def _verify_file(file: Path, trust_files: list[Path]) -> tuple[AuditCheck, Verdi
     if not sig_path.exists():
         raise VerificationError(f"{sig_path} not found: the export is unsigned, its origin cannot be checked")
     sigfile = SignatureFile.from_bytes(read_bounded(sig_path, limits.MAX_SIGNATURE_FILE_BYTES,
-                                                    "audit export signature"))
+                                                    "audit export signature", place="source"))
     # Signatures first, over the exact bytes: nothing unsigned reaches the parser.
     verdict = verify(data, sigfile, trust, channel=None, payload_type=AUDIT_PAYLOAD_TYPE)
     if not verdict.ok:

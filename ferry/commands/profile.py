@@ -41,11 +41,9 @@ def register(app: typer.Typer) -> None:
         from ferry.ui import UI
 
         ui = UI(json_mode=json_out)
-        if state is not None and not state.is_dir():  # a mistyped folder is not a hub without profiles
-            from manifests.errors import PlaceError
+        from bundler.hubstate import existing_hub_state
 
-            raise PlaceError("state", str(state), f"--state {state}: no such hub state folder")
-        hub = state or default_state_dir()
+        hub = existing_hub_state(state, "--state") if state is not None else default_state_dir()
         kept = [(n, r, profile_source(hub, n) or SOURCE_HAND) for n, r in list_profiles(hub)]
         if json_out:
             ui.emit([{"site": n, **r.to_json(), "source": src} for n, r, src in kept])

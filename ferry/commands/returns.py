@@ -68,7 +68,7 @@ def return_export(state: Path, spec_path: Path, out: Path, keys: list[str], max_
     opts = ExportOptions(spec=spec_file, out=out, keys=tuple(key_refs(keys)),
                          state=work / "writer",
                          max_volume_size=parse_size(max_volume_size, what="--max-volume-size") if max_volume_size else None,
-                         ask=ask_terminal, payload_type=RETURN_PAYLOAD_TYPE,
+                         ask=ask_terminal, payload_type=RETURN_PAYLOAD_TYPE, state_label="edge state",
                          expires=parse_max_age(expires, option="--expires") if expires else None)
     result = export(opts, ui)
     mark_sent(state, audit_next)
@@ -113,13 +113,25 @@ def _audit_slice(data: bytes, ret: Any) -> Any:
                       hashes=tuple((e["seq"], e["hash"]) for e in entries))
 
 
+def model_library(models: Path | None) -> Path | None:
+    """``--models`` (the hub's model library MODELS/NAME/VERSION/), checked before any work:
+    a mistyped folder is refused, never read as a library holding nothing.
+
+    Raises:
+        PlaceError: (``source``) ``model library /x: not found``, or not a folder.
+    """
+    if models is None or models.is_dir():
+        return models
+    from manifests.bundle import not_found
+    from manifests.errors import PlaceError
+
+    raise PlaceError("source", str(models), f"model library {models}: not a folder" if models.exists()
+                     else not_found("model library", models))
+
+
 def _known_bases(models: Path | None) -> set[tuple[str, str]] | None:
     if models is None:
         return None
-    if not models.is_dir():
-        from manifests.errors import PlaceError
-
-        raise PlaceError("source", str(models), f"--models {models}: not a folder")
     return {(m.name, v.name) for m in models.iterdir() if m.is_dir() for v in m.iterdir() if v.is_dir()}
 
 
@@ -146,7 +158,7 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
     from bundler.profiles import profile_from_return
     from importer.content import stream_entry
     from importer.medium import PackReader, find_bundles
-    from manifests.errors import FerryError, FormatError, IncompleteError, PolicyError, UsageError
+    from manifests.errors import ChunkError, FerryError, FormatError, IncompleteError, PolicyError, UsageError
     from manifests.keys import parse_public
     from manifests.model import utc_now
     from manifests.receipt import Receipt
@@ -155,18 +167,21 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
     from manifests.trust import Trust, TrustedKey
     from manifests.variants import Resources
 
-    inv = Inventory(hub)
+    from bundler.hubstate import existing_hub_state
+
+    inv = Inventory(existing_hub_state(hub))
+    model_library(models)
     keys = inv.site_keys()
     if not keys:
         raise UsageError(f"--hub {hub}: no site keys registered; add one per site with ferry sites add NAME --key SITE.pub")
     trust = Trust(keys={kid: TrustedKey(name=site, public=parse_public(pem.encode(), f"key of site {site}"),
                                         channels=frozenset({site})) for kid, (site, pem) in keys.items()})
     site: str | None = None
+    found = find_bundles([path])  # no bundle there (a mistyped path) is no refusal: nothing is logged
+    if len(found) != 1:
+        raise UsageError(f"{path}: holds {len(found)} bundles; give one return bundle")
+    bundle = found[0]
     try:
-        found = find_bundles([path])
-        if len(found) != 1:
-            raise UsageError(f"{path}: holds {len(found)} bundles; give one return bundle")
-        bundle = found[0]
         signed = bundle.open(trust, RETURN_PAYLOAD_TYPE)
         m = signed.manifest
         site = m.bundle.channel
@@ -195,9 +210,12 @@ def return_import(path: Path, hub: Path, models: Path | None, json_out: bool) ->
                         else:
                             raise FormatError(f"{path}: update {a.name} holds {e.path}, not only model.safetensors")
                         dest.parent.mkdir(parents=True, exist_ok=True)
-                        with open(dest, "wb") as f:
-                            for data in stream_entry(e, m, reader):
-                                f.write(data)
+                        try:
+                            with open(dest, "wb") as f:
+                                for data in stream_entry(e, m, reader):
+                                    f.write(data)
+                        except ChunkError as exc:  # name the medium and the site, not only the chunk
+                            raise ChunkError(exc.chunk_id, exc.why, f"{path}: return bundle of site {site}: {exc}") from None
                 rep = incoming / "report"
 
                 def small(name: str) -> bytes:
@@ -299,15 +317,16 @@ def sites_document(hub: Path, models: Path | None, threshold: float) -> dict[str
             else:
                 entry["note"] = "no reference distribution (drift-reference.json in the model version folder)"
             drift.append(entry)
-        status = rec.get("status") or {}
+        status = rec.get("status")
+        status = status if isinstance(status, dict) else {}
         sites.append({
             "site": name, "keyid": rec.get("keyid"), "lastContact": rec.get("lastContact"),
             "lastSequence": rec.get("lastSequence", 0), "reported": rec.get("reported"),
             "runs": [{"kind": a.get("kind"), "name": a.get("name"), "version": a.get("version")}
-                     for a in status.get("installed", []) if isinstance(a, dict)],
-            "channels": status.get("channels", {}),
+                     for a in _items(status.get("installed")) if isinstance(a, dict)],
+            "channels": status.get("channels") if isinstance(status.get("channels"), dict) else {},
             "objectStatus": status.get("objectStatus"),
-            "edgeRefusals": status.get("refusals", []),
+            "edgeRefusals": [r for r in _items(status.get("refusals")) if isinstance(r, dict)],
             "refusals": [r for r in refusals if r.get("site") == name],
             "pendingUpdates": [u for u in rec.get("updates", []) if not u.get("aggregatedInto")],
             "aggregatedUpdates": [u for u in rec.get("updates", []) if u.get("aggregatedInto")],
@@ -320,15 +339,44 @@ def sites_document(hub: Path, models: Path | None, threshold: float) -> dict[str
             "unattributedRefusals": [r for r in refusals if r.get("site") not in doc["sites"]]}
 
 
+def _items(value: Any) -> list[Any]:
+    """A list the site's ``status.json`` carried, or [] for anything else: the site writes it
+    (signed, but a site's word), and ``ferry sites`` never fails on what one site sent."""
+    return value if isinstance(value, list) else []
+
+
+def run_label(run: dict[str, Any]) -> str:
+    """One thing a site runs, as ``ferry sites`` prints it: ``sentiment 1.2.0``.
+
+    Args:
+        run: an entry of :func:`sites_document`'s ``runs`` (``kind``, ``name``, ``version``: the
+            edge's ``ferry status`` fields). An image's name is its ``repository:tag`` (the unit
+            the edge records, :attr:`manifests.model.Artifact.key`), so its version is added only
+            when the tag is not the version already: ``team/server:1.2.0``, ``team/server:stable (1.2.0)``.
+    Returns:
+        The label, for the text and HTML renderings alike.
+    """
+    name, version = str(run.get("name")), str(run.get("version"))
+    if run.get("kind") == "image":
+        return name if name.endswith(f":{version}") else f"{name} ({version})"
+    return f"{name} {version}"
+
+
 def sites_html(doc: dict[str, Any]) -> str:
-    """A self-contained HTML page of :func:`sites_document` (every value escaped)."""
-    e = html.escape
+    """A self-contained HTML page of :func:`sites_document`: every value escaped for HTML, and
+    its forbidden characters (a bidi override could reorder what a reader sees) shown as
+    ``\\u{XXXX}`` (:func:`manifests.text.printable`)."""
+    from manifests.text import printable
+
+    def e(value: object) -> str:
+        return html.escape(printable(value))
+
     rows = []
     for s in doc["sites"]:
-        runs = "<br>".join(e(f"{r['kind']} {r['name']} {r['version']}") for r in s["runs"]) or "—"
+        runs = "<br>".join(e(f"{r['kind']} {run_label(r)}") for r in s["runs"]) or "—"
         ups = "<br>".join(e(f"{u['model']} from {u['base']}: {u['examples']} examples") for u in s["pendingUpdates"]) or "—"
         alerts = "<br>".join(e(a) for a in s["driftAlerts"]) or "none"
-        refs = "<br>".join(e(f"{r['time']} {r['reason']}") for r in s["refusals"] + s["edgeRefusals"]) or "none"
+        refs = "<br>".join(e(f"{r.get('time')} {r.get('reason')}") for r in s["refusals"] + s["edgeRefusals"]) or "none"
         rows.append(f"<tr><td>{e(s['site'])}</td><td>{e(str(s['lastContact'] or 'never'))}</td>"
                     f"<td>{e(str(s['lastSequence']))}</td><td>{runs}</td><td>{ups}</td>"
                     f"<td class={'alert' if s['driftAlerts'] else 'ok'}>{alerts}</td><td>{refs}</td></tr>")
@@ -362,7 +410,10 @@ def aggregate_cmd(model: str, base: str, version: str, out: Path, hub: Path, mod
         raise UsageError(f"model {model!r} is not a name")
     parse_version(base, where="--base")
     parse_version(version, where="--version")
-    updates = Inventory(hub).pending_updates(model, base)
+    from bundler.hubstate import existing_hub_state
+
+    updates = Inventory(existing_hub_state(hub)).pending_updates(model, base)
+    model_library(models)
     if not updates:
         raise UsageError(f"--hub {hub}: no pending updates of model {model} from base {base}")
     if out.exists() and any(out.iterdir()):
@@ -456,27 +507,30 @@ def register(app: typer.Typer) -> None:
         from ferry.ui import UI, write_output
         from manifests.errors import UsageError
 
+        from bundler.hubstate import existing_hub_state
+
         if hub is None:
             raise UsageError("sites: give --hub HUB (see ferry sites --help)")
-        if not hub.is_dir():  # a mistyped folder is not a hub without sites
-            from manifests.errors import PlaceError
-
-            raise PlaceError("state", str(hub), f"--hub {hub}: no such hub state folder")
-        if not threshold > 0:
-            raise UsageError("--threshold must be more than 0")
+        existing_hub_state(hub)  # a mistyped folder is not a hub without sites
+        model_library(models)
+        if not (0 < threshold < float("inf")):  # NaN too: JSON has no Infinity or NaN
+            raise UsageError("--threshold must be a number above 0")
         doc = sites_document(hub, models, threshold)
         if html_out is not None:
             write_output(html_out, sites_html(doc).encode(), "--html")
         if json_out:
             UI(json_mode=True).emit(doc)
             return
+        from manifests.text import printable
+
         if not doc["sites"]:
             typer.echo("no sites registered (ferry sites add NAME --key SITE.pub --hub HUB)")
-        for s in doc["sites"]:
-            runs = ", ".join(f"{r['name']} {r['version']}" for r in s["runs"]) or "nothing reported"
-            typer.echo(f"{s['site']}: last contact {s['lastContact'] or 'never'} (return sequence {s['lastSequence']}); "
-                       f"runs {runs}; {len(s['pendingUpdates'])} pending update(s); "
-                       f"{len(s['refusals'])} refusal(s); drift: {'; '.join(s['driftAlerts']) or 'no alert'}")
+        for s in doc["sites"]:  # what a site reported is its word: never an escape sequence on the terminal
+            runs = ", ".join(run_label(r) for r in s["runs"]) or "nothing reported"
+            typer.echo(printable(
+                f"{s['site']}: last contact {s['lastContact'] or 'never'} (return sequence {s['lastSequence']}); "
+                f"runs {runs}; {len(s['pendingUpdates'])} pending update(s); "
+                f"{len(s['refusals'])} refusal(s); drift: {'; '.join(s['driftAlerts']) or 'no alert'}"))
 
     @sites_app.command("add", epilog="Example: ferry sites add site-01 --key site-01.pub --hub /srv/ferry-hub")
     def add_cmd(
@@ -488,7 +542,7 @@ def register(app: typer.Typer) -> None:
         from bundler.inventory import Inventory
         from manifests.bundle import read_bounded
 
-        pem = read_bounded(key, 64 * 1024, f"--key {key}", place="source")
+        pem = read_bounded(key, 64 * 1024, "key file", place="source")
         kid = Inventory(hub).add_site(name, pem)
         typer.echo(f"site {name}: key {kid}")
 

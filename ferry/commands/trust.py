@@ -20,11 +20,11 @@ def _read_pair(path: Path) -> tuple[bytes, bytes]:
     from manifests.bundle import read_bounded
     from manifests.errors import KeyFileError
 
-    data = read_bounded(path, limits.MAX_TRUST_FILE_BYTES, f"policy {path}")
+    data = read_bounded(path, limits.MAX_TRUST_FILE_BYTES, "policy", place="source")
     sig = path.with_name(path.name + ".sig")
     if not sig.is_file():
         raise KeyFileError(f"policy {path}: no signature file {sig.name} beside it (sign it with `ferry trust sign`)")
-    return data, read_bounded(sig, limits.MAX_SIGNATURE_FILE_BYTES, f"policy {sig}")
+    return data, read_bounded(sig, limits.MAX_SIGNATURE_FILE_BYTES, "policy signature", place="source")
 
 
 def _now() -> Any:
@@ -69,6 +69,9 @@ def create(
         raise UsageError(f"{spec}: {exc.strerror or exc}") from None
     except yaml.YAMLError:
         raise FormatError(f"{spec}: not valid YAML") from None
+    from manifests.yamldoc import check_expanded
+
+    check_expanded(doc, str(spec))
     if not isinstance(doc, dict):
         raise FormatError(f"{spec}: must be a mapping (kind: TrustRoot)")
     root = build_root(doc, spec.parent, str(spec), _now(), parse_max_age)

@@ -51,13 +51,20 @@ def register(app: typer.Typer) -> None:
         from manifests.link import is_oci_ref, parse_oci_ref
         from manifests.oci import check_registry_host
 
-        if interval <= 0 or settle < 0:
-            raise UsageError("--interval must be above 0 and --settle at least 0 seconds")
+        week = 7 * 86400.0  # NaN and inf fail these too: a wait of inf overflowed the clock (exit 70)
+        if not (0 < interval <= week and 0 <= settle <= week):
+            raise UsageError("--interval must be above 0 and --settle at least 0 seconds, each at most a week "
+                             "(604800)")
         for host in ([registry] if registry else []) + insecure_registry:
             check_registry_host(host)
         src: Any = parse_oci_ref(source, need_tag=False) if is_oci_ref(source) else Path(source)
         if not is_oci_ref(source) and not Path(source).is_dir():
-            raise UsageError(f"drop folder {source}: no such folder")
+            from manifests.bundle import not_found
+            from manifests.errors import PlaceError
+
+            if Path(source).exists():
+                raise PlaceError("source", source, f"drop folder {source}: not a folder")
+            raise PlaceError("source", source, not_found("drop folder", source))
         if is_oci_ref(source) and (src.tag or src.digest):
             raise UsageError(f"{source}: watch a channel repository (oci://HOST/REPO), not one tag")
         if state.exists() and not state.is_dir():
