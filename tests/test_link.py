@@ -308,6 +308,21 @@ def test_a_truncated_answer_is_retried(proxied, hub_keys) -> None:  # noqa: ANN0
     assert "truncated" in err or "connection" in err.lower() or "short" in err
 
 
+def test_a_pack_range_truncated_while_fetched_ahead_is_fetched_again_from_the_first_chunk_not_verified(
+        proxied, hub_keys) -> None:  # noqa: ANN001
+    proxy, ref, tmp = proxied
+    proxy.set("truncate-pack", times=1)
+    code, doc, err = _import_json(ref, tmp / "edge", hub_keys)
+    assert code == 0, err
+    assert doc["bundles"][0]["fetched"]["retries"] == 1 and "retrying" in err
+    spans = [tuple(map(int, r.removeprefix("bytes=").split("-"))) for _, p, r in proxy.requests
+             if r and p.split("/blobs/")[-1] in proxy.pack_digests]
+    assert len(spans) == 2, spans  # the pack in one range, read across every chunk; then its retry
+    (start1, end1), (start2, end2) = spans
+    assert start1 < start2 <= (start1 + end1 + 1) // 2 and end2 == end1  # what was verified is not fetched again
+    assert _model_bytes(tmp / "edge") == (tmp / "src" / "model.safetensors").read_bytes()
+
+
 def test_a_registry_that_ignores_range_still_works(proxied, hub_keys) -> None:  # noqa: ANN001
     proxy, ref, tmp = proxied
     proxy.set("ignore-range")
