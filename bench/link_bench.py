@@ -54,6 +54,12 @@ def start_registry(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     sys.exit("docker-registry did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a running process has used (``/proc/PID/stat``, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=int(os.environ.get("FERRY_BENCH_MIB", "1024")))
@@ -77,13 +83,20 @@ def main() -> None:
                                 "--push", f"oci://{host}/bench/llm:1"), check=True, stdout=subprocess.DEVNULL)
         t_folder: list[float] = []
         t_link: list[float] = []
+        rss: dict[str, list[int]] = {"folder": [], "link": []}
+        reg_cpu: list[float] = []
+        eb.CPU.update(folder=[], link=[])
         for _ in range(a.rounds):
-            for where, times in ((work / "b1", t_folder), (f"oci://{host}/bench/llm:1", t_link)):
+            for where, times, kind in ((work / "b1", t_folder, "folder"), (f"oci://{host}/bench/llm:1", t_link, "link")):
                 shutil.rmtree(work / "edge", ignore_errors=True)
                 subprocess.run(["sync"], check=True)
-                t, _, rc = eb.run(eb.ferry("import", where, "--trust", pub, "--state", work / "edge"),
-                                  stdout=subprocess.DEVNULL)
+                served = cpu_seconds(reg.pid)
+                t, peak, rc = eb.run(eb.ferry("import", where, "--trust", pub, "--state", work / "edge"),
+                                     kind, stdout=subprocess.DEVNULL)
                 assert rc == 0, f"ferry import {where} failed"
+                if kind == "link":
+                    reg_cpu.append(cpu_seconds(reg.pid) - served)
+                rss[kind].append(peak)
                 t_sync, _, _ = eb.run(["sync"])
                 times.append(t + t_sync)
 
@@ -117,6 +130,12 @@ def main() -> None:
     print(f"ferry import FOLDER (fresh state) + sync        : {folder:7.2f} s   ({spread(t_folder)})")
     print(f"ferry import oci:// loopback (fresh state) + sync: {link:7.2f} s   ({spread(t_link)})")
     print(f"  ratio of the medians {link / folder:.2f}x, median of the rounds' ratios {paired:.2f}x (goal <= 1.25x)")
+    med = statistics.median
+    print(f"  CPU seconds (user+sys, median): folder import {med(eb.CPU['folder']):.2f}; registry import "
+          f"{med(eb.CPU['link']):.2f} + the registry serving it {med(reg_cpu):.2f} "
+          f"(less disturbed by other load than wall time)")
+    print(f"  peak RSS (max): folder import {max(rss['folder']) / MiB:.0f} MiB, registry import "
+          f"{max(rss['link']) / MiB:.0f} MiB")
     print(f"next version (10% of tensors changed): full bundle {full / MiB:.1f} MiB, delta bundle (export --since) "
           f"{delta / MiB:.1f} MiB")
     print(f"bytes fetched from the registry for it          : {fetched['bytesFetched'] / MiB:7.1f} MiB in "
