@@ -8,10 +8,11 @@ The bundle's OCI artifact (docs/bundle-format.md section 12):
    and the signatures verified against the site's trust **before any pack byte is fetched**
    (:func:`fetch_signed`); these small files go to a temporary folder, read like a medium's;
 2. ``ferry import``: :class:`RegistryPacks` hands the import each chunk it asks for that the
-   site lacks, fetched by HTTP Range requests into the pack blobs, neighbours coalesced into
-   one request read ahead of the writer, each chunk verified against its signed id (as on a
-   medium) as it arrives; the apply targets write it once, and what survives a kill -9 is
-   what the store recorded (the model staging's checkpoints);
+   site lacks, fetched on a thread of its own ahead of the writer (within a bounded number of
+   bytes) by HTTP Range requests into the pack blobs, neighbours coalesced into one request
+   whose answer is read chunk by chunk, each chunk verified against its signed id (as on a
+   medium) as soon as it has arrived; the apply targets write it once, and what survives a
+   kill -9 is what the store recorded (the model staging's checkpoints);
 3. ``ferry verify``: :func:`fetch_chunks` assembles every chunk into sparse pack files in a
    temporary folder, which is then verified as a medium.
 
@@ -50,6 +51,10 @@ MAX_RANGE = 64 * 1024 * 1024
 #: read); the caller may give less from the memory budget. Each chunk is handed over as soon as it
 #: has arrived, so this bounds memory and what a kill -9 loses, not how long the writer waits.
 IMPORT_RANGE = 8 * 1024 * 1024
+#: Seconds :meth:`RegistryPacks.close` waits for its fetcher thread to stop.
+CLOSE_WAIT = 10.0
+#: The most bytes read from an answer at a time under ``--limit-rate`` (without it, a chunk is read at once).
+PIECE = 1 << 20
 #: Attempts per range before giving up, and the first wait between them (doubled each time).
 ATTEMPTS = 4
 FIRST_BACKOFF = 0.5
@@ -372,14 +377,16 @@ def _verified_chunks(client: RegistryClient, repo: str, blob: Descriptor, pack_n
     """The chunks of ``group`` (one pack, sorted by offset: a :func:`coalesce` range), each
     yielded with its stored bytes as soon as they have arrived and verified against its signed
     id (:func:`manifests.chunks.decompress_chunk`), read from one Range request whose answer
-    stays open across yields (the caller may take its time with each chunk).
+    stays open across yields (:meth:`transport.registry.RegistryClient.open_range`; the caller
+    may take its time with each chunk).
 
-    Memory: the chunk being assembled and one piece of the answer (1 MiB); each byte is copied
-    once, from the answer's piece into the chunk's bytes. A failed answer (truncated, a lie
+    Memory: the chunk being received (read from the answer at once, or in :data:`PIECE` parts
+    under ``limit``); the gaps between chunks (at most :data:`COALESCE_GAP`) are read and
+    dropped. A failed answer (truncated, a lie
     about Range, unreachable, bytes not matching a chunk id) is retried from the first chunk not
     yet yielded, after ``backoff``, ``2 * backoff``, ... seconds, ``attempts`` times in all.
-    ``stopped()`` is asked before each piece: when true, the answer is closed and nothing more
-    is yielded. ``limit`` accounts each piece (``--limit-rate``).
+    ``stopped()`` is asked before each read: when true, the answer is closed and nothing more
+    is yielded. ``limit`` accounts each read (``--limit-rate``).
 
     Raises:
         RegistryError (exit 2): the range failed ``attempts`` times, naming the registry, the
@@ -394,45 +401,41 @@ def _verified_chunks(client: RegistryClient, repo: str, blob: Descriptor, pack_n
         assert last.offset is not None and last.stored is not None
         try:
             stats.requests += 1
-            pieces = client.read_range(repo, blob.digest, start, last.offset + last.stored - start)
+            answer = client.open_range(repo, blob.digest, start, last.offset + last.stored - start)
             try:
-                at = start  # the file offset of the next byte of the answer
-                parts: list[memoryview] = []  # the bytes of group[k] that have arrived
-                have = 0
-                for piece in pieces:
-                    if stopped():
-                        return
-                    stats.bytes_fetched += len(piece)
-                    if limit is not None:
-                        limit.take(len(piece))
-                    view = memoryview(piece)
-                    while view and k < len(group):
-                        c = group[k]
-                        assert c.offset is not None and c.stored is not None
-                        if at < c.offset:  # a gap (chunks not wanted): read and dropped
-                            n = min(c.offset - at, len(view))
-                            view, at = view[n:], at + n
-                            continue
-                        part = view[:c.stored - have]
-                        parts.append(part)
-                        have += len(part)
-                        view, at = view[len(part):], at + len(part)
-                        if have < c.stored:
-                            break
-                        stored = b"".join(parts)
-                        parts, have = [], 0
-                        decompress_chunk(stored, chunk_id=c.id, size=c.size)  # verified before it is handed over
-                        stats.chunks_fetched += 1
-                        k += 1
-                        yield c, stored
+
+                def pull(n: int) -> bytes | None:
+                    """The answer's next ``n`` bytes (in 1 MiB pieces under a rate limit), or None when stopped."""
+                    step = n if limit is None else PIECE
+                    parts = []
+                    got = 0
+                    while got < n:
                         if stopped():
-                            return
-                if k < len(group):
-                    raise RegistryError(f"registry {client.host}: pack {pack_name}: the answer ended early (truncated)")
+                            return None
+                        data = answer.read(min(step, n - got))
+                        if limit is not None:
+                            limit.take(len(data))
+                        parts.append(data)
+                        got += len(data)
+                    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+                at = start  # the blob offset of the answer's next byte
+                while k < len(group):
+                    c = group[k]
+                    assert c.offset is not None and c.stored is not None
+                    if at < c.offset and pull(c.offset - at) is None:  # a gap (chunks not wanted): dropped
+                        return
+                    stored = pull(c.stored)
+                    if stored is None:
+                        return
+                    at = c.offset + c.stored
+                    decompress_chunk(stored, chunk_id=c.id, size=c.size)  # verified before it is handed over
+                    stats.chunks_fetched += 1
+                    k += 1
+                    yield c, stored
             finally:
-                close = getattr(pieces, "close", None)
-                if close is not None:
-                    close()  # the answer's connection, when the generator stops early
+                stats.bytes_fetched += answer.received
+                answer.close()
             return
         except (RegistryError, ChunkError) as exc:
             if k == len(group):
@@ -669,7 +672,11 @@ class RegistryPacks:
                 return
 
     def close(self) -> None:
-        """Stop the fetcher (it closes its answer) and drop what it held."""
+        """Stop the fetcher (it closes its answer at its next piece) and drop what it held.
+
+        Waits for it at most :data:`CLOSE_WAIT` seconds: a registry that stopped sending in the
+        middle of an answer (until the read timeout) does not hold up an interrupted import; the
+        fetcher, a daemon thread, then ends with its read or with the process."""
         with self._cond:
             self._closed = True
             self._ready.clear()
@@ -677,7 +684,7 @@ class RegistryPacks:
             self._cond.notify_all()
             thread = self._thread
         if thread is not None:
-            thread.join()
+            thread.join(CLOSE_WAIT)
 
     def __enter__(self) -> RegistryPacks:
         return self

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from importer.link import FetchStats, _fetch_group, coalesce, fetch_bundle, pars
 from manifests.chunks import compress_chunk
 from manifests.digest import blake3_hex
 from manifests.oci import Descriptor
-from manifests.errors import UsageError, VerificationError
+from manifests.errors import RegistryError, UsageError, VerificationError
 from manifests.link import OciRef, parse_oci_ref, read_artifact
 from manifests.model import Chunk
 from manifests.progress import Silent
@@ -29,7 +29,7 @@ from manifests.trust import load_trust
 from tests.support.common import REPO, assert_clean_failure, run_ferry
 from tests.support.export import MiB, make_model, urandom_model, write_safetensors, write_spec
 from tests.support.linkproxy import Proxy
-from transport.registry import RegistryClient
+from transport.registry import RangeAnswer, RegistryClient
 
 # --------------------------------------------------------------------------- pure parts
 
@@ -89,20 +89,50 @@ def test_coalesced_ranges_cover_every_chunk_within_the_limits(spans: list[tuple[
 
 class _PiecesClient:
     """A registry's Range answers cut into pieces of the given sizes (as a socket may deliver
-    them): what :func:`importer.link._fetch_group` must reassemble chunk by chunk."""
+    them), read through the client's :class:`transport.registry.RangeAnswer`: what
+    :func:`importer.link._verified_chunks` must reassemble chunk by chunk."""
 
     host = "test"
 
     def __init__(self, blob: bytes, cuts: list[int]) -> None:
         self.blob, self.cuts = blob, cuts
 
-    def read_range(self, repo: str, digest: str, start: int, length: int) -> Iterator[bytes]:
-        data, i = self.blob[start:start + length], 0
-        for cut in self.cuts * (len(data) + 1):
-            if i >= len(data):
-                return
-            yield data[i:i + cut]
-            i += cut
+    def open_range(self, repo: str, digest: str, start: int, length: int) -> RangeAnswer:
+        return RangeAnswer(_cut(self.blob[start:start + length], self.cuts), start, length, "test")
+
+
+def _cut(data: bytes, cuts: list[int]) -> Callable[[int], bytes]:
+    """``read(n)`` over ``data`` that returns at most the next of ``cuts`` bytes (cycling), b"" at the end."""
+    at, i = 0, 0
+
+    def read(n: int) -> bytes:
+        nonlocal at, i
+        out = data[at:at + min(n, cuts[i % len(cuts)])]
+        at, i = at + len(out), i + 1
+        return out
+
+    return read
+
+
+@given(st.binary(max_size=3000), st.lists(st.integers(1, 700), min_size=1, max_size=8),
+       st.lists(st.integers(0, 900), max_size=12), st.integers(0, 3000))
+@settings(max_examples=200, deadline=None)
+def test_a_range_answer_gives_exactly_the_bytes_asked_however_they_arrive(
+        data: bytes, cuts: list[int], reads: list[int], sent: int) -> None:
+    sent = min(sent, len(data))
+    answer = RangeAnswer(_cut(data[:sent], cuts), 10, len(data), "registry test: blob b")
+    at = 0
+    for n in reads:
+        n = min(n, answer.left)
+        if at + n > sent:  # the answer ends first: one line saying how much is missing
+            with pytest.raises(RegistryError, match=rf"ended {len(data) - at} bytes short of the range "
+                                                    rf"10-{9 + len(data)} \(truncated\)"):
+                answer.read(n)
+            return
+        assert answer.read(n) == data[at:at + n]
+        at += n
+        assert answer.left == len(data) - at
+    assert answer.received == at
 
 
 @given(st.lists(st.tuples(st.integers(0, 300), st.binary(min_size=1, max_size=400)), min_size=1, max_size=12),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -25,12 +24,14 @@ from manifests.errors import ChunkError, RegistryError
 from manifests.model import Chunk, Pack
 from manifests.oci import Descriptor
 from manifests.progress import Silent
+from transport.registry import RangeAnswer
 
 
 class _Registry:
-    """Pack blobs answered by Range from memory, in pieces of ``piece`` bytes; each answer
-    takes the next of ``faults`` (None: a good answer): ``truncate`` ends it after half its
-    bytes, ``corrupt`` flips the byte at blob offset ``corrupt_at``."""
+    """Pack blobs answered by Range from memory (read through the client's own
+    :class:`transport.registry.RangeAnswer`), at most ``piece`` bytes per read as a socket may
+    deliver them; each answer takes the next of ``faults`` (None: a good answer): ``truncate``
+    ends it after half its bytes, ``corrupt`` flips the byte at blob offset ``corrupt_at``."""
 
     host = "test"
 
@@ -39,16 +40,22 @@ class _Registry:
         self.blobs, self.piece, self.faults, self.corrupt_at = blobs, piece, list(faults or []), corrupt_at
         self.requests: list[tuple[str, int, int]] = []  # digest, start, length
 
-    def read_range(self, repo: str, digest: str, start: int, length: int) -> Iterator[bytes]:
+    def open_range(self, repo: str, digest: str, start: int, length: int) -> RangeAnswer:
         self.requests.append((digest, start, length))
         fault = self.faults.pop(0) if self.faults else None
         data = bytearray(self.blobs[digest][start:start + length])
         if fault == "corrupt" and start <= self.corrupt_at < start + length:
             data[self.corrupt_at - start] ^= 0xFF
-        for i in range(0, len(data), self.piece):
-            if fault == "truncate" and i >= len(data) // 2:
-                raise RegistryError(f"registry test: the answer ended {len(data) - i} bytes short (truncated)")
-            yield bytes(data[i:i + self.piece])
+        sent = 0
+        end = len(data) // 2 if fault == "truncate" else len(data)
+
+        def read(n: int) -> bytes:  # as a socket delivers: at most a piece at a time
+            nonlocal sent
+            out = bytes(data[sent:min(sent + n, sent + self.piece, end)])
+            sent += len(out)
+            return out
+
+        return RangeAnswer(read, start, length, "registry test: blob")
 
 
 def _bundle(packs: list[list[tuple[int, bytes]]]) -> tuple[SimpleNamespace, SimpleNamespace, dict[str, bytes]]:
@@ -137,7 +144,7 @@ def test_a_range_truncated_while_the_fetcher_is_ahead_is_retried_from_the_first_
             assert packs_.read_stored(c) == _stored(c, blobs)
     assert stats.retries == 1 and waits == [0.5]
     (_, start1, length1), (_, start2, length2) = reg.requests
-    got = -(-(length1 // 2) // reg.piece) * reg.piece  # the answer's bytes before it broke off
+    got = length1 // 2  # the answer's bytes before it broke off
     first_half = [c for c in m.chunks if c.offset + c.stored <= start1 + got]
     assert first_half and start2 == m.chunks[len(first_half)].offset  # verified chunks are not fetched again
     assert start2 + length2 == start1 + length1
