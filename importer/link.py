@@ -438,7 +438,7 @@ def _verified_chunks(client: RegistryClient, repo: str, blob: Descriptor, pack_n
                 answer.close()
             return
         except (RegistryError, ChunkError) as exc:
-            if k == len(group):
+            if k == len(group) or stopped():
                 return
             if attempt == attempts:
                 what = (f"registry {client.host}: pack {pack_name} ({blob.digest}): gave up after {attempts} "
@@ -540,6 +540,7 @@ class RegistryPacks:
         self._cond = threading.Condition()
         self._wanted: set[str] = set()
         self._todo: set[str] = set()  # wanted, neither read nor held here
+        self._read: set[str] = set()  # handed over
         self._ready: dict[str, bytes] = {}  # fetched and verified, not yet read
         self._held = 0  # bytes in _ready
         self._cursor = 0  # index into _order where the fetcher looks for its next chunk
@@ -557,7 +558,7 @@ class RegistryPacks:
         """The chunks the import will read from here (needed, not held): the only ones fetched ahead."""
         with self._cond:
             self._wanted = {i for i in ids if i in self._pos}
-            self._todo = set(self._wanted) - self._ready.keys()
+            self._todo = self._wanted - self._ready.keys() - self._read
 
     def packs_at_hand(self) -> frozenset[int]:
         """Every pack: the registry holds them all (checked against the signed sizes)."""
@@ -591,6 +592,7 @@ class RegistryPacks:
                 data = self._ready.pop(chunk.id, None)
                 if data is not None:
                     self._held -= len(data)
+                    self._read.add(chunk.id)
                     self._cond.notify_all()
                     return data
                 if self._error is not None:
@@ -621,7 +623,8 @@ class RegistryPacks:
         first = order[i]
         assert first.offset is not None
         group = [first]
-        for c in order[i + 1:]:
+        for j in range(i + 1, len(order)):
+            c = order[j]
             assert c.offset is not None
             if c.pack != first.pack or c.offset - first.offset > self.span:
                 break
@@ -667,6 +670,8 @@ class RegistryPacks:
                     chunks.close()
             except Exception as exc:  # RegistryError, ChunkError after the retries; anything else as it is
                 with self._cond:
+                    if self._gen != gen and not self._closed:
+                        continue  # the range of a restarted fetch: the new one is fetched anew
                     self._error = exc
                     self._cond.notify_all()
                 return
