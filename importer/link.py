@@ -505,9 +505,10 @@ class RegistryPacks:
     answers stay open across reads, and hands each chunk over as soon as its bytes are in and
     verified against its signed id (:func:`_verified_chunks`), while the import decompresses,
     hashes and writes the chunks before it: fetching, checking and writing overlap. The thread
-    stops reading once the chunks handed over and not yet read reach ``ahead`` bytes, so this
-    object holds at most ``ahead`` bytes plus one stored chunk (:data:`manifests.limits.MAX_STORED_CHUNK_SIZE`)
-    plus one piece of an answer (1 MiB): :attr:`peak` records the most it held. A chunk asked for
+    stops reading once the chunks handed over and not yet read reach ``ahead`` bytes, so these
+    stay under ``ahead`` plus one stored chunk (:data:`manifests.limits.MAX_STORED_CHUNK_SIZE`;
+    :attr:`peak` records the most held), besides the one chunk being received (which
+    ``http.client`` reads into a buffer of its own first). A chunk asked for
     out of that order (behind the fetcher, or past what the buffer holds) restarts the fetcher
     from it; the chunks it held are dropped (fetched again when asked: memory stays bounded).
 
@@ -714,7 +715,7 @@ class Linked:
     limit: RateLimit
 
     def reader(self, progress: Progress, ahead: int) -> RegistryPacks:
-        """The bundle's chunks (:class:`RegistryPacks`), ``ahead`` bytes per request at most."""
+        """The bundle's chunks (:class:`RegistryPacks`), fetched at most ``ahead`` bytes ahead of the import."""
         return RegistryPacks(self.client, self.ref.repository, self.art, self.signed.manifest, self.stats, progress,
                              limit=self.limit, ahead=ahead)
 

@@ -125,7 +125,7 @@ def test_a_range_answer_gives_exactly_the_bytes_asked_however_they_arrive(
     for n in reads:
         n = min(n, answer.left)
         if at + n > sent:  # the answer ends first: one line saying how much is missing
-            with pytest.raises(RegistryError, match=rf"ended {len(data) - at} bytes short of the range "
+            with pytest.raises(RegistryError, match=rf"ended {len(data) - sent} bytes short of the range "
                                                     rf"10-{9 + len(data)} \(truncated\)"):
                 answer.read(n)
             return
