@@ -7,10 +7,13 @@ Prints the figures issue 18 sets as goals:
     pushed as a full bundle) / bytes of the delta bundle ``ferry export --since`` writes for it
                                                                               (<= 1.1)
 
-Usage: python bench/link_bench.py [--mib 1024] [--dir /tmp/ferry-link-bench] [--rounds 2] [--keep]
+Usage: python bench/link_bench.py [--mib 1024] [--dir /tmp/ferry-link-bench] [--rounds 3] [--keep]
 (FERRY_BENCH_MIB also sets the size). The registry is Debian's ``docker-registry`` on 127.0.0.1
 (plain HTTP, as ferry speaks to loopback). The model is the export bench's: fp16 safetensors of
-random bytes. Both imports run ``--rounds`` times, alternating; the best time of each counts.
+random bytes. Both imports run ``--rounds`` times, alternating (folder, registry, folder, ...): the
+median of each counts, its spread (fastest-slowest) and the median of the rounds' own ratios (each
+registry import against the folder import just before it: the two share the machine's load) are
+printed beside it, with the load average before and after (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -50,17 +54,24 @@ def start_registry(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     sys.exit("docker-registry did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a running process has used (``/proc/PID/stat``, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=int(os.environ.get("FERRY_BENCH_MIB", "1024")))
     ap.add_argument("--dir", type=Path, default=Path("/tmp/ferry-link-bench"))
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     import export_bench as eb  # the model generator and timing helpers (bench/ is sys.path[0])
     work = a.dir
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    load_before = os.getloadavg()
     reg, host = start_registry(work / "registry")
     key, pub = work / "keys" / "hub.key", work / "keys" / "hub.pub"
     try:
@@ -72,13 +83,20 @@ def main() -> None:
                                 "--push", f"oci://{host}/bench/llm:1"), check=True, stdout=subprocess.DEVNULL)
         t_folder: list[float] = []
         t_link: list[float] = []
+        rss: dict[str, list[int]] = {"folder": [], "link": []}
+        reg_cpu: list[float] = []
+        eb.CPU.update(folder=[], link=[])
         for _ in range(a.rounds):
-            for where, times in ((work / "b1", t_folder), (f"oci://{host}/bench/llm:1", t_link)):
+            for where, times, kind in ((work / "b1", t_folder, "folder"), (f"oci://{host}/bench/llm:1", t_link, "link")):
                 shutil.rmtree(work / "edge", ignore_errors=True)
                 subprocess.run(["sync"], check=True)
-                t, _, rc = eb.run(eb.ferry("import", where, "--trust", pub, "--state", work / "edge"),
-                                  stdout=subprocess.DEVNULL)
+                served = cpu_seconds(reg.pid)
+                t, peak, rc = eb.run(eb.ferry("import", where, "--trust", pub, "--state", work / "edge"),
+                                     kind, stdout=subprocess.DEVNULL)
                 assert rc == 0, f"ferry import {where} failed"
+                if kind == "link":
+                    reg_cpu.append(cpu_seconds(reg.pid) - served)
+                rss[kind].append(peak)
                 t_sync, _, _ = eb.run(["sync"])
                 times.append(t + t_sync)
 
@@ -102,17 +120,29 @@ def main() -> None:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    folder, link = min(t_folder), min(t_link)
-    print(f"model: {a.mib} MiB fp16 safetensors in {len(layout)} shard(s); {os.cpu_count()} cores; best of {a.rounds}")
-    print(f"ferry import FOLDER (fresh state) + sync        : {folder:7.2f} s   (all: {', '.join(f'{t:.2f}' for t in t_folder)})")
-    print(f"ferry import oci:// loopback (fresh state) + sync: {link:7.2f} s   ratio {link / folder:.2f}x   (goal <= 1.25x)"
-          f"   (all: {', '.join(f'{t:.2f}' for t in t_link)})")
+    folder, link = statistics.median(t_folder), statistics.median(t_link)
+    paired = statistics.median(b / a for a, b in zip(t_folder, t_link))
+
+    def spread(times: list[float]) -> str:
+        return f"spread {min(times):.2f}-{max(times):.2f}; all: {', '.join(f'{t:.2f}' for t in times)}"
+
+    print(f"model: {a.mib} MiB fp16 safetensors in {len(layout)} shard(s); {os.cpu_count()} cores; median of {a.rounds}")
+    print(f"ferry import FOLDER (fresh state) + sync        : {folder:7.2f} s   ({spread(t_folder)})")
+    print(f"ferry import oci:// loopback (fresh state) + sync: {link:7.2f} s   ({spread(t_link)})")
+    print(f"  ratio of the medians {link / folder:.2f}x, median of the rounds' ratios {paired:.2f}x (goal <= 1.25x)")
+    med = statistics.median
+    print(f"  CPU seconds (user+sys, median): folder import {med(eb.CPU['folder']):.2f}; registry import "
+          f"{med(eb.CPU['link']):.2f} + the registry serving it {med(reg_cpu):.2f} "
+          f"(less disturbed by other load than wall time)")
+    print(f"  peak RSS (max): folder import {max(rss['folder']) / MiB:.0f} MiB, registry import "
+          f"{max(rss['link']) / MiB:.0f} MiB")
     print(f"next version (10% of tensors changed): full bundle {full / MiB:.1f} MiB, delta bundle (export --since) "
           f"{delta / MiB:.1f} MiB")
     print(f"bytes fetched from the registry for it          : {fetched['bytesFetched'] / MiB:7.1f} MiB in "
           f"{fetched['requests']} request(s)   ratio {fetched['bytesFetched'] / delta:.2f}x of the delta bundle "
           f"(goal <= 1.1x)")
-    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine is shared)")
+    print(f"load average (1, 5, 15 min) before: {', '.join(f'{x:.1f}' for x in load_before)}; after: "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine may be shared)")
 
 
 if __name__ == "__main__":

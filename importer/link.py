@@ -8,10 +8,11 @@ The bundle's OCI artifact (docs/bundle-format.md section 12):
    and the signatures verified against the site's trust **before any pack byte is fetched**
    (:func:`fetch_signed`); these small files go to a temporary folder, read like a medium's;
 2. ``ferry import``: :class:`RegistryPacks` hands the import each chunk it asks for that the
-   site lacks, fetched by HTTP Range requests into the pack blobs, neighbours coalesced into
-   one request read ahead of the writer, each chunk verified against its signed id (as on a
-   medium) as it arrives; the apply targets write it once, and what survives a kill -9 is
-   what the store recorded (the model staging's checkpoints);
+   site lacks, fetched on a thread of its own ahead of the writer (within a bounded number of
+   bytes) by HTTP Range requests into the pack blobs, neighbours coalesced into one request
+   whose answer is read chunk by chunk, each chunk verified against its signed id (as on a
+   medium) as soon as it has arrived; the apply targets write it once, and what survives a
+   kill -9 is what the store recorded (the model staging's checkpoints);
 3. ``ferry verify``: :func:`fetch_chunks` assembles every chunk into sparse pack files in a
    temporary folder, which is then verified as a medium.
 
@@ -24,8 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 from pathlib import Path
@@ -45,10 +47,14 @@ from transport.registry import RegistryClient
 COALESCE_GAP = 256 * 1024
 #: The most bytes one Range request asks for.
 MAX_RANGE = 64 * 1024 * 1024
-#: The most bytes one request of an import reads ahead (:class:`RegistryPacks`): a range's chunks
-#: are handed over once the range has arrived, so this bounds how long the writer waits for the
-#: first of them and what a kill -9 loses beyond the store's last checkpoint.
+#: The most bytes an import fetches ahead and holds (:class:`RegistryPacks`: verified chunks not yet
+#: read); the caller may give less from the memory budget. Each chunk is handed over as soon as it
+#: has arrived, so this bounds memory and what a kill -9 loses, not how long the writer waits.
 IMPORT_RANGE = 8 * 1024 * 1024
+#: Seconds :meth:`RegistryPacks.close` waits for its fetcher thread to stop.
+CLOSE_WAIT = 10.0
+#: The most bytes read from an answer at a time under ``--limit-rate`` (without it, a chunk is read at once).
+PIECE = 1 << 20
 #: Attempts per range before giving up, and the first wait between them (doubled each time).
 ATTEMPTS = 4
 FIRST_BACKOFF = 0.5
@@ -364,54 +370,75 @@ def _pwrite(fd: int, stored: bytes, c: Chunk) -> None:
     os.pwrite(fd, stored, c.offset)
 
 
-def _fetch_group(client: RegistryClient, repo: str, blob: Descriptor, pack_name: str, group: list[Chunk],
-                 put: Callable[[Chunk, bytes], None], stats: FetchStats, advance: Callable[[int], None], limit: RateLimit | None, attempts: int,
-                 backoff: float, sleep: Callable[[float], None], progress: Progress) -> None:
-    left = list(group)
+def _verified_chunks(client: RegistryClient, repo: str, blob: Descriptor, pack_name: str, group: list[Chunk],
+                     stats: FetchStats, limit: RateLimit | None, attempts: int, backoff: float,
+                     sleep: Callable[[float], None], progress: Progress,
+                     stopped: Callable[[], bool] = lambda: False) -> Generator[tuple[Chunk, bytes], None, None]:
+    """The chunks of ``group`` (one pack, sorted by offset: a :func:`coalesce` range), each
+    yielded with its stored bytes as soon as they have arrived and verified against its signed
+    id (:func:`manifests.chunks.decompress_chunk`), read from one Range request whose answer
+    stays open across yields (:meth:`transport.registry.RegistryClient.open_range`; the caller
+    may take its time with each chunk).
+
+    Memory: the chunk being received (read from the answer at once, or in :data:`PIECE` parts
+    under ``limit``); the gaps between chunks (at most :data:`COALESCE_GAP`) are read and
+    dropped. A failed answer (truncated, a lie
+    about Range, unreachable, bytes not matching a chunk id) is retried from the first chunk not
+    yet yielded, after ``backoff``, ``2 * backoff``, ... seconds, ``attempts`` times in all.
+    ``stopped()`` is asked before each read: when true, the answer is closed and nothing more
+    is yielded. ``limit`` accounts each read (``--limit-rate``).
+
+    Raises:
+        RegistryError (exit 2): the range failed ``attempts`` times, naming the registry, the
+        pack and the last reason. ChunkError (exit 1): the last attempt served bytes that do not
+        match a signed chunk id (none of them was yielded).
+    """
+    k = 0  # group[k] is the first chunk not yet yielded
     wait = backoff
     for attempt in range(1, attempts + 1):
-        start = left[0].offset or 0
-        last = left[-1]
+        start = group[k].offset or 0
+        last = group[-1]
         assert last.offset is not None and last.stored is not None
-        length = last.offset + last.stored - start
         try:
             stats.requests += 1
-            # buf[head:] holds the bytes from file offset pos on; consumed bytes are dropped only
-            # when the next piece arrives (one compaction per piece, not one per chunk)
-            buf = bytearray()
-            head = 0
-            pos = start
-            for piece in client.read_range(repo, blob.digest, start, length):
-                stats.bytes_fetched += len(piece)
-                if limit is not None:
-                    limit.take(len(piece))
-                if head:
-                    del buf[:head]
-                    head = 0
-                buf += piece
-                while left:
-                    c = left[0]
+            answer = client.open_range(repo, blob.digest, start, last.offset + last.stored - start)
+            try:
+
+                def pull(n: int) -> bytes | None:
+                    """The answer's next ``n`` bytes (in 1 MiB pieces under a rate limit), or None when stopped."""
+                    step = n if limit is None else PIECE
+                    parts = []
+                    got = 0
+                    while got < n:
+                        if stopped():
+                            return None
+                        data = answer.read(min(step, n - got))
+                        if limit is not None:
+                            limit.take(len(data))
+                        parts.append(data)
+                        got += len(data)
+                    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+                at = start  # the blob offset of the answer's next byte
+                while k < len(group):
+                    c = group[k]
                     assert c.offset is not None and c.stored is not None
-                    end = c.offset + c.stored
-                    if end - pos > len(buf) - head:
-                        break
-                    at = head + c.offset - pos
-                    stored = bytes(buf[at:at + c.stored])
-                    decompress_chunk(stored, chunk_id=c.id, size=c.size)  # verified before kept
-                    put(c, stored)
+                    if at < c.offset and pull(c.offset - at) is None:  # a gap (chunks not wanted): dropped
+                        return
+                    stored = pull(c.stored)
+                    if stored is None:
+                        return
+                    at = c.offset + c.stored
+                    decompress_chunk(stored, chunk_id=c.id, size=c.size)  # verified before it is handed over
                     stats.chunks_fetched += 1
-                    advance(c.stored)
-                    left.pop(0)
-                    head = at + c.stored
-                    pos = end
-                if left:  # drop a gap before the next chunk
-                    nxt = left[0].offset or 0
-                    if nxt > pos and len(buf) - head >= nxt - pos:
-                        head += nxt - pos
-                        pos = nxt
+                    k += 1
+                    yield c, stored
+            finally:
+                stats.bytes_fetched += answer.received
+                answer.close()
             return
         except (RegistryError, ChunkError) as exc:
-            if not left:
+            if k == len(group) or stopped():
                 return
             if attempt == attempts:
                 what = (f"registry {client.host}: pack {pack_name} ({blob.digest}): gave up after {attempts} "
@@ -425,6 +452,17 @@ def _fetch_group(client: RegistryClient, repo: str, blob: Descriptor, pack_name:
                           f"(attempt {attempt + 1} of {attempts})")
             sleep(wait)
             wait *= 2
+
+
+def _fetch_group(client: RegistryClient, repo: str, blob: Descriptor, pack_name: str, group: list[Chunk],
+                 put: Callable[[Chunk, bytes], None], stats: FetchStats, advance: Callable[[int], None],
+                 limit: RateLimit | None, attempts: int, backoff: float, sleep: Callable[[float], None],
+                 progress: Progress) -> None:
+    """Every chunk of ``group`` verified, handed to ``put`` as it arrives (:func:`_verified_chunks`)."""
+    for c, stored in _verified_chunks(client, repo, blob, pack_name, group, stats, limit, attempts, backoff, sleep,
+                                      progress):
+        put(c, stored)
+        advance(len(stored))
 
 
 def fetch_bundle(ref: OciRef, base: Path, trust: Callable[[list[Path]], Trust], needed: Callable[[Manifest], set[str]],
@@ -462,46 +500,66 @@ class RegistryPacks:
     for them (an :class:`importer.content.CarriedChunks`, beside the medium's PackReader):
     nothing is written outside the apply targets, so the data is written once.
 
-    A chunk asked for and not yet here starts one coalesced Range request (:func:`coalesce`)
-    from it over the chunks after it in its pack that the import wants (:meth:`want`) and has
-    not read yet, at most ``ahead`` bytes: the read-ahead, whose bytes are all this object holds.
-    Each chunk is verified against its signed id as it arrives (a bad answer is retried as
-    :func:`fetch_chunks` says). What survives a kill -9 is what the store recorded (the model
-    staging's checkpoints, :data:`importer.apply.models.CHECKPOINT_BYTES`): the next run's plan
-    counts those chunks as held and they are not fetched again.
+    **Fetch-ahead.** One thread fetches the chunks the import wants (:meth:`want`) in pack
+    order, by coalesced Range requests (:func:`coalesce`, at most ``span`` bytes each) whose
+    answers stay open across reads, and hands each chunk over as soon as its bytes are in and
+    verified against its signed id (:func:`_verified_chunks`), while the import decompresses,
+    hashes and writes the chunks before it: fetching, checking and writing overlap. The thread
+    stops reading once the chunks handed over and not yet read reach ``ahead`` bytes, so these
+    stay under ``ahead`` plus one stored chunk (:data:`manifests.limits.MAX_STORED_CHUNK_SIZE`;
+    :attr:`peak` records the most held), besides the one chunk being received (which
+    ``http.client`` reads into a buffer of its own first). A chunk asked for
+    out of that order (behind the fetcher, or past what the buffer holds) restarts the fetcher
+    from it; the chunks it held are dropped (fetched again when asked: memory stays bounded).
+
+    A bad answer is retried as :func:`_verified_chunks` says; after the last attempt the error
+    is raised to the import at the first chunk it asks for that did not arrive (chunks verified
+    before it are still handed over) and kept in :attr:`failure`. What survives a kill -9 is
+    what the store recorded (the model staging's checkpoints,
+    :data:`importer.apply.models.CHECKPOINT_BYTES`): the next run's plan counts those chunks
+    as held and they are not fetched again; what the fetcher held is lost (``ahead`` bytes at most).
 
     Args:
         client, repo: the registry and repository; art: the artifact's blobs.
         m: the verified manifest; stats: updated with what was fetched; progress: hears of retries.
-        limit: the ``--limit-rate`` cap. ahead: bytes one request may cover (sized by the
-            caller from :func:`manifests.budget.import_sizes`). attempts, backoff, sleep: the
-            retry policy.
+        limit: the ``--limit-rate`` cap. ahead: bytes fetched ahead and held, in bytes (sized by
+            the caller from :func:`manifests.budget.import_sizes`). span: bytes one Range request
+            may cover. attempts, backoff, sleep: the retry policy.
     """
 
     def __init__(self, client: RegistryClient, repo: str, art: BundleArtifact, m: Manifest, stats: FetchStats,
-                 progress: Progress, *, limit: RateLimit | None = None, ahead: int = MAX_RANGE,
-                 attempts: int = ATTEMPTS, backoff: float = FIRST_BACKOFF,
+                 progress: Progress, *, limit: RateLimit | None = None, ahead: int = IMPORT_RANGE,
+                 span: int = MAX_RANGE, attempts: int = ATTEMPTS, backoff: float = FIRST_BACKOFF,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.client, self.repo, self.art, self.manifest = client, repo, art, m
-        self.stats, self.progress, self.limit, self.ahead = stats, progress, limit, ahead
+        self.stats, self.progress, self.limit, self.ahead, self.span = stats, progress, limit, ahead, span
         self.attempts, self.backoff, self.sleep = attempts, backoff, sleep
-        self._by_pack: dict[int, list[Chunk]] = {}
-        for c in m.chunks:
-            if c.carried and c.pack is not None:
-                self._by_pack.setdefault(c.pack, []).append(c)
-        self._index: dict[str, int] = {}
-        for chunks in self._by_pack.values():
-            chunks.sort(key=lambda c: c.offset or 0)
-            self._index.update((c.id, i) for i, c in enumerate(chunks))
+        #: every carried chunk in pack order (the fetcher's order) and its place in it
+        self._order = sorted((c for c in m.chunks if c.carried and c.pack is not None),
+                             key=lambda c: (c.pack or 0, c.offset or 0))
+        self._pos = {c.id: i for i, c in enumerate(self._order)}
+        self._cond = threading.Condition()
         self._wanted: set[str] = set()
-        self._read: set[str] = set()
-        self._got: dict[str, bytes] = {}
-        #: the error that ended fetching (after its retries); every later read raises it again
-        self.failure: RegistryError | ChunkError | None = None
+        self._todo: set[str] = set()  # wanted, neither read nor held here
+        self._read: set[str] = set()  # handed over
+        self._ready: dict[str, bytes] = {}  # fetched and verified, not yet read
+        self._held = 0  # bytes in _ready
+        self._cursor = 0  # index into _order where the fetcher looks for its next chunk
+        self._target: str | None = None  # a chunk asked for that the fetcher must bring first
+        self._gen = 0  # bumped on each restart: the fetcher drops what it was reading
+        self._closed = False
+        self._error: Exception | None = None  # what ended the fetcher
+        self._thread: threading.Thread | None = None
+        #: the most bytes held at once (fetched, verified, not yet read)
+        self.peak = 0
+        #: the error that ended fetching (after its retries) once the import met it; every later read raises it again
+        self.failure: Exception | None = None
 
     def want(self, ids: Iterable[str]) -> None:
-        """The chunks the import will read from here (needed, not held): the only ones read ahead."""
-        self._wanted = set(ids)
+        """The chunks the import will read from here (needed, not held): the only ones fetched ahead."""
+        with self._cond:
+            self._wanted = {i for i in ids if i in self._pos}
+            self._todo = self._wanted - self._ready.keys() - self._read
 
     def packs_at_hand(self) -> frozenset[int]:
         """Every pack: the registry holds them all (checked against the signed sizes)."""
@@ -516,42 +574,123 @@ class RegistryPacks:
     def read_stored(self, chunk: Chunk) -> bytes:
         """The stored bytes of carried ``chunk``, verified against its id as they arrived.
 
+        Waits for the fetcher when the chunk is on its way; restarts it from the chunk otherwise.
+
         Raises:
             RegistryError (exit 2): the registry failed the range ``attempts`` times.
             ChunkError (exit 1): it served bytes that do not match signed chunk ids, or the chunk is not carried.
         """
         if self.failure is not None:
             raise self.failure
-        data = self._got.pop(chunk.id, None)
-        if data is not None:
-            self._read.add(chunk.id)
-            return data
-        if chunk.pack is None or chunk.id not in self._index:
+        i = self._pos.get(chunk.id)
+        if i is None:
             raise ChunkError(chunk.id, "missing", f"chunk {chunk.id} is not carried in this bundle")
-        chunks = self._by_pack[chunk.pack]
-        assert chunk.offset is not None
-        group = [chunk]
-        for c in chunks[self._index[chunk.id] + 1:]:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._fetch, name="ferry-fetch", daemon=True)
+                self._thread.start()
+            while True:
+                data = self._ready.pop(chunk.id, None)
+                if data is not None:
+                    self._held -= len(data)
+                    self._read.add(chunk.id)
+                    self._cond.notify_all()
+                    return data
+                if self._error is not None:
+                    self.failure = self._error
+                    raise self.failure
+                coming = (chunk.id == self._target or chunk.id in self._todo) and i >= self._cursor
+                if not coming or (self._held >= self.ahead and chunk.id != self._target):
+                    self._restart(i)
+                self._cond.wait()
+
+    def _restart(self, i: int) -> None:
+        """The fetcher goes on from ``_order[i]`` (called with the lock held); what it held is dropped."""
+        self._todo |= self._ready.keys() & self._wanted
+        self._ready.clear()
+        self._held = 0
+        self._cursor, self._target = i, self._order[i].id
+        self._gen += 1
+        self._cond.notify_all()
+
+    def _next_group(self) -> list[Chunk] | None:
+        """The next range to fetch from the cursor on, or None (lock held)."""
+        order, i = self._order, self._cursor
+        while i < len(order) and order[i].id not in self._todo and order[i].id != self._target:
+            i += 1
+        self._cursor = i
+        if i == len(order):
+            return None
+        first = order[i]
+        assert first.offset is not None
+        group = [first]
+        for j in range(i + 1, len(order)):
+            c = order[j]
             assert c.offset is not None
-            if c.offset - chunk.offset > self.ahead:
+            if c.pack != first.pack or c.offset - first.offset > self.span:
                 break
-            if c.id in self._wanted and c.id not in self._read and c.id != chunk.id:
+            if c.id in self._todo:
                 group.append(c)
-        group = coalesce(group, limit=self.ahead)[0]
-        self._got = {}  # what an earlier request brought and nobody read is dropped: memory stays at one range
-        pack = self.manifest.packs[chunk.pack]
-        try:
-            _fetch_group(self.client, self.repo, self.art.packs[pack.name], pack.name, group,
-                         lambda c, b: self._got.__setitem__(c.id, b), self.stats, lambda n: None, self.limit,
-                         self.attempts, self.backoff, self.sleep, self.progress)
-        except (RegistryError, ChunkError) as exc:
-            self.failure = exc
-            raise
-        self._read.add(chunk.id)
-        return self._got.pop(chunk.id)
+        return coalesce(group, limit=self.span)[0]
+
+    def _fetch(self) -> None:
+        """The fetcher thread: ranges in pack order into ``_ready``, at most ``ahead`` bytes ahead."""
+        while True:
+            with self._cond:
+                group = None
+                while not self._closed and self._error is None and (group := self._next_group()) is None:
+                    self._cond.wait()
+                if group is None:
+                    return
+                gen = self._gen
+            pack = self.manifest.packs[group[0].pack or 0]
+
+            def stopped() -> bool:
+                return self._closed or self._gen != gen
+
+            try:
+                chunks = _verified_chunks(self.client, self.repo, self.art.packs[pack.name], pack.name, group,
+                                          self.stats, self.limit, self.attempts, self.backoff, self.sleep,
+                                          self.progress, stopped)
+                try:
+                    for c, stored in chunks:
+                        with self._cond:
+                            if stopped():
+                                break
+                            self._todo.discard(c.id)
+                            if c.id == self._target:
+                                self._target = None
+                            self._ready[c.id] = stored
+                            self._held += len(stored)
+                            self.peak = max(self.peak, self._held)
+                            self._cursor = self._pos[c.id] + 1
+                            self._cond.notify_all()
+                            while self._held >= self.ahead and not stopped():
+                                self._cond.wait()
+                finally:
+                    chunks.close()
+            except Exception as exc:  # RegistryError, ChunkError after the retries; anything else as it is
+                with self._cond:
+                    if self._gen != gen and not self._closed:
+                        continue  # the range of a restarted fetch: the new one is fetched anew
+                    self._error = exc
+                    self._cond.notify_all()
+                return
 
     def close(self) -> None:
-        self._got = {}
+        """Stop the fetcher (it closes its answer at its next piece) and drop what it held.
+
+        Waits for it at most :data:`CLOSE_WAIT` seconds: a registry that stopped sending in the
+        middle of an answer (until the read timeout) does not hold up an interrupted import; the
+        fetcher, a daemon thread, then ends with its read or with the process."""
+        with self._cond:
+            self._closed = True
+            self._ready.clear()
+            self._held = 0
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(CLOSE_WAIT)
 
     def __enter__(self) -> RegistryPacks:
         return self
@@ -576,7 +715,7 @@ class Linked:
     limit: RateLimit
 
     def reader(self, progress: Progress, ahead: int) -> RegistryPacks:
-        """The bundle's chunks (:class:`RegistryPacks`), ``ahead`` bytes per request at most."""
+        """The bundle's chunks (:class:`RegistryPacks`), fetched at most ``ahead`` bytes ahead of the import."""
         return RegistryPacks(self.client, self.ref.repository, self.art, self.signed.manifest, self.stats, progress,
                              limit=self.limit, ahead=ahead)
 

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from importer.link import FetchStats, _fetch_group, coalesce, fetch_bundle, pars
 from manifests.chunks import compress_chunk
 from manifests.digest import blake3_hex
 from manifests.oci import Descriptor
-from manifests.errors import UsageError, VerificationError
+from manifests.errors import RegistryError, UsageError, VerificationError
 from manifests.link import OciRef, parse_oci_ref, read_artifact
 from manifests.model import Chunk
 from manifests.progress import Silent
@@ -29,7 +29,7 @@ from manifests.trust import load_trust
 from tests.support.common import REPO, assert_clean_failure, run_ferry
 from tests.support.export import MiB, make_model, urandom_model, write_safetensors, write_spec
 from tests.support.linkproxy import Proxy
-from transport.registry import RegistryClient
+from transport.registry import RangeAnswer, RegistryClient
 
 # --------------------------------------------------------------------------- pure parts
 
@@ -89,20 +89,50 @@ def test_coalesced_ranges_cover_every_chunk_within_the_limits(spans: list[tuple[
 
 class _PiecesClient:
     """A registry's Range answers cut into pieces of the given sizes (as a socket may deliver
-    them): what :func:`importer.link._fetch_group` must reassemble chunk by chunk."""
+    them), read through the client's :class:`transport.registry.RangeAnswer`: what
+    :func:`importer.link._verified_chunks` must reassemble chunk by chunk."""
 
     host = "test"
 
     def __init__(self, blob: bytes, cuts: list[int]) -> None:
         self.blob, self.cuts = blob, cuts
 
-    def read_range(self, repo: str, digest: str, start: int, length: int) -> Iterator[bytes]:
-        data, i = self.blob[start:start + length], 0
-        for cut in self.cuts * (len(data) + 1):
-            if i >= len(data):
-                return
-            yield data[i:i + cut]
-            i += cut
+    def open_range(self, repo: str, digest: str, start: int, length: int) -> RangeAnswer:
+        return RangeAnswer(_cut(self.blob[start:start + length], self.cuts), start, length, "test")
+
+
+def _cut(data: bytes, cuts: list[int]) -> Callable[[int], bytes]:
+    """``read(n)`` over ``data`` that returns at most the next of ``cuts`` bytes (cycling), b"" at the end."""
+    at, i = 0, 0
+
+    def read(n: int) -> bytes:
+        nonlocal at, i
+        out = data[at:at + min(n, cuts[i % len(cuts)])]
+        at, i = at + len(out), i + 1
+        return out
+
+    return read
+
+
+@given(st.binary(max_size=3000), st.lists(st.integers(1, 700), min_size=1, max_size=8),
+       st.lists(st.integers(0, 900), max_size=12), st.integers(0, 3000))
+@settings(max_examples=200, deadline=None)
+def test_a_range_answer_gives_exactly_the_bytes_asked_however_they_arrive(
+        data: bytes, cuts: list[int], reads: list[int], sent: int) -> None:
+    sent = min(sent, len(data))
+    answer = RangeAnswer(_cut(data[:sent], cuts), 10, len(data), "registry test: blob b")
+    at = 0
+    for n in reads:
+        n = min(n, answer.left)
+        if at + n > sent:  # the answer ends first: one line saying how much is missing
+            with pytest.raises(RegistryError, match=rf"ended {len(data) - sent} bytes short of the range "
+                                                    rf"10-{9 + len(data)} \(truncated\)"):
+                answer.read(n)
+            return
+        assert answer.read(n) == data[at:at + n]
+        at += n
+        assert answer.left == len(data) - at
+    assert answer.received == at
 
 
 @given(st.lists(st.tuples(st.integers(0, 300), st.binary(min_size=1, max_size=400)), min_size=1, max_size=12),
@@ -306,6 +336,21 @@ def test_a_truncated_answer_is_retried(proxied, hub_keys) -> None:  # noqa: ANN0
     assert code == 0, err
     assert doc["bundles"][0]["fetched"]["retries"] == 1
     assert "truncated" in err or "connection" in err.lower() or "short" in err
+
+
+def test_a_pack_range_truncated_while_fetched_ahead_is_fetched_again_from_the_first_chunk_not_verified(
+        proxied, hub_keys) -> None:  # noqa: ANN001
+    proxy, ref, tmp = proxied
+    proxy.set("truncate-pack", times=1)
+    code, doc, err = _import_json(ref, tmp / "edge", hub_keys)
+    assert code == 0, err
+    assert doc["bundles"][0]["fetched"]["retries"] == 1 and "retrying" in err
+    spans = [tuple(map(int, r.removeprefix("bytes=").split("-"))) for _, p, r in proxy.requests
+             if r and p.split("/blobs/")[-1] in proxy.pack_digests]
+    assert len(spans) == 2, spans  # the pack in one range, read across every chunk; then its retry
+    (start1, end1), (start2, end2) = spans
+    assert start1 < start2 <= (start1 + end1 + 1) // 2 and end2 == end1  # what was verified is not fetched again
+    assert _model_bytes(tmp / "edge") == (tmp / "src" / "model.safetensors").read_bytes()
 
 
 def test_a_registry_that_ignores_range_still_works(proxied, hub_keys) -> None:  # noqa: ANN001

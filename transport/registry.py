@@ -22,7 +22,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -382,10 +382,10 @@ class RegistryClient:
 
         return DigestReader(read, digest, size, f"blob {digest} of {self.host}/{repo}", close=resp.close)
 
-    def read_range(self, repo: str, digest: str, start: int, length: int,
-                   piece: int = 1 << 20) -> Iterator[bytes]:
+    def open_range(self, repo: str, digest: str, start: int, length: int) -> RangeAnswer:
         """Bytes ``start`` .. ``start + length - 1`` of a blob, by an HTTP Range request
-        (RFC 9110 section 14), yielded in pieces of at most ``piece`` bytes.
+        (RFC 9110 section 14), as an open answer to read in parts of the caller's sizes
+        (:class:`RangeAnswer`); the caller closes it (a ``with`` block).
 
         The bytes are not checked here (a range has no digest): the caller verifies what it
         reads (ferry checks every chunk against its signed id). A registry that answers 200
@@ -393,11 +393,9 @@ class RegistryClient:
 
         Args:
             repo: repository path; digest: ``sha256:`` of the blob; start, length: bytes (length >= 1).
-        Yields:
-            exactly ``length`` bytes in all.
         Raises:
-            RegistryError: not found, a refusal, a 206 whose Content-Range is not the range asked
-            for (the registry lies about Range), or fewer bytes than asked (a truncated answer).
+            RegistryError: not found, a refusal, or a 206 whose Content-Range is not the range
+            asked for (the registry lies about Range).
         """
         end = start + length - 1
         resp = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, stream=True,
@@ -408,36 +406,23 @@ class RegistryClient:
             raise RegistryError(f"registry {self.host}: blob {digest} of {repo} not found")
         if resp.status_code not in (200, 206):
             raise self.fail(resp, f"blob {repo}@{digest}")
-        skip = 0
         if resp.status_code == 206:
             got = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", resp.headers.get("Content-Range", ""))
             if not got or int(got.group(1)) != start or int(got.group(2)) != end:
                 resp.close()
                 raise RegistryError(f"registry {self.host}: {what}: asked for bytes {start}-{end}, the answer says "
                                     f"{resp.headers.get('Content-Range', 'no Content-Range')!r}; not trusted")
-        else:
-            skip = start
-        try:
-            left = length
-            while skip or left:
-                try:
-                    data = resp.raw.read(min(piece, skip or left), decode_content=False)
-                except Exception as exc:  # urllib3 errors are not OSErrors: one line naming the blob
-                    raise RegistryError(f"registry {self.host}: reading {what} failed ({_reason(exc)})") from None
-                if not data:
-                    raise RegistryError(f"registry {self.host}: {what}: the answer ended {left} bytes short of "
-                                        f"the range {start}-{end} (truncated)")
-                if skip:
-                    skip -= len(data)
-                    if skip < 0:  # read past the start: keep the tail
-                        data, skip = data[len(data) + skip:], 0
-                    else:
-                        continue
-                data = data[:left]
-                left -= len(data)
-                yield data
-        finally:
-            resp.close()
+
+        def read(n: int) -> bytes:
+            try:
+                return resp.raw.read(n, decode_content=False)
+            except Exception as exc:  # urllib3 errors are not OSErrors: one line naming the blob
+                raise RegistryError(f"registry {self.host}: reading {what} failed ({_reason(exc)})") from None
+
+        answer = RangeAnswer(read, start, length, f"registry {self.host}: {what}", close=resp.close)
+        if resp.status_code == 200:
+            answer.skip_head(start)
+        return answer
 
     def tags(self, repo: str) -> list[str]:
         """The tags of ``repo`` (``GET /v2/REPO/tags/list``, following ``Link`` pages, at most 100 pages).
@@ -580,6 +565,77 @@ class RegistryClient:
             raise RegistryError(f"registry {self.host} does not allow deletes (405 for {repo}@{digest}; "
                                 "docker-registry needs storage.delete.enabled)")
         raise self.fail(resp, f"deleting manifest {repo}@{digest}")
+
+
+class RangeAnswer:
+    """An open answer to a Range request (:meth:`RegistryClient.open_range`): ``length`` bytes
+    from blob offset ``start``, read in parts of any size. Each part is one call to ``read``
+    when the answer delivers it whole (the usual case: no extra copy), else joined.
+
+    Args:
+        read: ``read(n)``: up to ``n`` bytes of the answer, b"" at its end. start, length:
+            the range asked for, in bytes. label: names the answer in errors. close: closes it.
+    """
+
+    def __init__(self, read: Callable[[int], bytes], start: int, length: int, label: str,
+                 close: Callable[[], None] | None = None) -> None:
+        self._read, self._close, self.label = read, close, label
+        self.start, self.length = start, length
+        #: bytes of the range not yet read
+        self.left = length
+        #: bytes of the range received, a read that failed half-way included
+        self.received = 0
+
+    def _exactly(self, n: int) -> bytes:
+        data = self._read(n)
+        self.received += len(data)
+        if len(data) == n:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < n:
+            if not data:
+                raise RegistryError(f"{self.label}: the answer ended {self.left - got} bytes short of the range "
+                                    f"{self.start}-{self.start + self.length - 1} (truncated)")
+            data = self._read(n - got)
+            self.received += len(data)
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+    def skip_head(self, n: int, piece: int = 1 << 20) -> None:
+        """Drop ``n`` bytes that come before the range (a registry that answered 200 sends the
+        whole blob); raise RegistryError if the answer ends first."""
+        while n:
+            k = min(n, piece)
+            data = self._read(k)
+            if not data:
+                raise RegistryError(f"{self.label}: the answer ended {n + self.left} bytes short of the range "
+                                    f"{self.start}-{self.start + self.length - 1} (truncated)")
+            n -= len(data)
+
+    def read(self, n: int) -> bytes:
+        """The next ``n`` bytes of the range (``n`` <= :attr:`left`).
+
+        Raises:
+            RegistryError: the answer ended first (truncated) or the connection failed.
+        """
+        if n > self.left:
+            raise ValueError(f"{n} bytes asked, {self.left} left in the range")
+        data = self._exactly(n) if n else b""
+        self.left -= n
+        return data
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+    def __enter__(self) -> RangeAnswer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _with_query(url: str, **params: str) -> str:

@@ -5,6 +5,7 @@ answer. ``times`` limits how many answers a fault spoils (then it heals: a retry
 None spoils every one. Faults (``Proxy.fault``):
 
 - ``truncate``: a blob answer stops after half of its bytes, the connection closed;
+  ``truncate-pack``: the same for pack blob answers only;
 - ``corrupt``: a byte of every pack blob answer is flipped (bytes that do not match their digest);
 - ``ignore-range``: the Range header is dropped (the registry answers 200 with the whole blob);
 - ``lie-range``: a Range answer says 206 and names the range asked in its Content-Range, but
@@ -115,7 +116,8 @@ class Proxy:
         h.end_headers()
         if method != "GET":
             return
-        if blob and fault == "truncate" and len(body) > 1 and self._spoil(True):
+        if blob and (fault == "truncate" or fault == "truncate-pack" and self._is_pack(path)) and len(body) > 1 \
+                and self._spoil(True):
             h.wfile.write(body[:len(body) // 2])
             h.wfile.flush()
             h.close_connection = True
