@@ -10,15 +10,17 @@ The bundle's OCI artifact (docs/bundle-format.md section 12):
 2. ``ferry import``: :class:`RegistryPacks` hands the import each chunk it asks for that the
    site lacks, fetched on a thread of its own ahead of the writer (within a bounded number of
    bytes) by HTTP Range requests into the pack blobs, neighbours coalesced into one request
-   whose answer is read chunk by chunk, each chunk verified against its signed id (as on a
-   medium) as soon as it has arrived; the apply targets write it once, and what survives a
-   kill -9 is what the store recorded (the model staging's checkpoints);
+   whose answer is read chunk by chunk, each chunk decompressed and verified against its signed
+   id (as on a medium) as soon as it has arrived and handed over as it is (checked once, not
+   again by the import); the apply targets write it once, and what survives a kill -9 is what
+   the store recorded (the model staging's checkpoints);
 3. ``ferry verify``: :func:`fetch_chunks` assembles every chunk into sparse pack files in a
    temporary folder, which is then verified as a medium.
 
 Failures are retried with exponential backoff (a truncated answer, a refused connection,
 bytes that do not match their chunk id); after the last attempt the error is one line
-naming the registry, the pack and why. The import verifies every chunk again as it applies.
+naming the registry, the pack and why. The import checks every entry's BLAKE3 (and sha256)
+over the bytes it writes, as from a medium.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from pathlib import Path
 
+from manifests.budget import FETCH_AHEAD
 from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, SignedManifest, open_manifest, volume_dir_name
 from manifests.chunks import decompress_chunk
 from manifests.digest import manifest_digest
@@ -43,14 +46,12 @@ from manifests.progress import Progress
 from manifests.trust import Trust
 from transport.registry import RegistryClient
 
+from .content import Verified
+
 #: Chunks closer than this in one pack are fetched in one request (the gap is read and dropped).
 COALESCE_GAP = 256 * 1024
 #: The most bytes one Range request asks for.
 MAX_RANGE = 64 * 1024 * 1024
-#: The most bytes an import fetches ahead and holds (:class:`RegistryPacks`: verified chunks not yet
-#: read); the caller may give less from the memory budget. Each chunk is handed over as soon as it
-#: has arrived, so this bounds memory and what a kill -9 loses, not how long the writer waits.
-IMPORT_RANGE = 8 * 1024 * 1024
 #: Seconds :meth:`RegistryPacks.close` waits for its fetcher thread to stop.
 CLOSE_WAIT = 10.0
 #: The most bytes read from an answer at a time under ``--limit-rate`` (without it, a chunk is read at once).
@@ -373,10 +374,12 @@ def _pwrite(fd: int, stored: bytes, c: Chunk) -> None:
 def _verified_chunks(client: RegistryClient, repo: str, blob: Descriptor, pack_name: str, group: list[Chunk],
                      stats: FetchStats, limit: RateLimit | None, attempts: int, backoff: float,
                      sleep: Callable[[float], None], progress: Progress,
-                     stopped: Callable[[], bool] = lambda: False) -> Generator[tuple[Chunk, bytes], None, None]:
+                     stopped: Callable[[], bool] = lambda: False
+                     ) -> Generator[tuple[Chunk, bytes, bytes], None, None]:
     """The chunks of ``group`` (one pack, sorted by offset: a :func:`coalesce` range), each
-    yielded with its stored bytes as soon as they have arrived and verified against its signed
-    id (:func:`manifests.chunks.decompress_chunk`), read from one Range request whose answer
+    yielded with its stored bytes and its raw bytes as soon as they have arrived and verified
+    against its signed id (:func:`manifests.chunks.decompress_chunk`, whose result the raw bytes
+    are: a caller that wants them need not decompress again), read from one Range request whose answer
     stays open across yields (:meth:`transport.registry.RegistryClient.open_range`; the caller
     may take its time with each chunk).
 
@@ -429,10 +432,10 @@ def _verified_chunks(client: RegistryClient, repo: str, blob: Descriptor, pack_n
                     if stored is None:
                         return
                     at = c.offset + c.stored
-                    decompress_chunk(stored, chunk_id=c.id, size=c.size)  # verified before it is handed over
+                    raw = decompress_chunk(stored, chunk_id=c.id, size=c.size)  # verified before it is handed over
                     stats.chunks_fetched += 1
                     k += 1
-                    yield c, stored
+                    yield c, stored, raw
             finally:
                 stats.bytes_fetched += answer.received
                 answer.close()
@@ -458,9 +461,9 @@ def _fetch_group(client: RegistryClient, repo: str, blob: Descriptor, pack_name:
                  put: Callable[[Chunk, bytes], None], stats: FetchStats, advance: Callable[[int], None],
                  limit: RateLimit | None, attempts: int, backoff: float, sleep: Callable[[float], None],
                  progress: Progress) -> None:
-    """Every chunk of ``group`` verified, handed to ``put`` as it arrives (:func:`_verified_chunks`)."""
-    for c, stored in _verified_chunks(client, repo, blob, pack_name, group, stats, limit, attempts, backoff, sleep,
-                                      progress):
+    """Every chunk of ``group`` verified, its stored bytes handed to ``put`` as it arrives (:func:`_verified_chunks`)."""
+    for c, stored, _ in _verified_chunks(client, repo, blob, pack_name, group, stats, limit, attempts, backoff, sleep,
+                                         progress):
         put(c, stored)
         advance(len(stored))
 
@@ -502,13 +505,16 @@ class RegistryPacks:
 
     **Fetch-ahead.** One thread fetches the chunks the import wants (:meth:`want`) in pack
     order, by coalesced Range requests (:func:`coalesce`, at most ``span`` bytes each) whose
-    answers stay open across reads, and hands each chunk over as soon as its bytes are in and
-    verified against its signed id (:func:`_verified_chunks`), while the import decompresses,
-    hashes and writes the chunks before it: fetching, checking and writing overlap. The thread
-    stops reading once the chunks handed over and not yet read reach ``ahead`` bytes, so these
-    stay under ``ahead`` plus one stored chunk (:data:`manifests.limits.MAX_STORED_CHUNK_SIZE`;
-    :attr:`peak` records the most held), besides the one chunk being received (which
-    ``http.client`` reads into a buffer of its own first). A chunk asked for
+    answers stay open across reads, and hands each chunk over as soon as its bytes are in,
+    decompressed and verified against its signed id (:func:`_verified_chunks`), as a
+    :class:`importer.content.Verified` (its raw bytes; the stored bytes are dropped), while the
+    import hashes and writes the chunks before it: fetching, checking and writing overlap, and
+    each chunk is decompressed and checked once (the import's pool does not do it again; why
+    that skips no check: :class:`importer.content.Verified`). The thread stops reading once the
+    chunks fetched and not yet read reach ``ahead`` raw bytes, so these stay under ``ahead``
+    plus one raw chunk (:data:`manifests.limits.MAX_CHUNK_SIZE`; :attr:`peak` records the most
+    held), besides the one chunk being received and checked (its stored bytes, which
+    ``http.client`` reads into a buffer of its own first, and its raw bytes). A chunk asked for
     out of that order (behind the fetcher, or past what the buffer holds) restarts the fetcher
     from it; the chunks it held are dropped (fetched again when asked: memory stays bounded).
 
@@ -522,13 +528,13 @@ class RegistryPacks:
     Args:
         client, repo: the registry and repository; art: the artifact's blobs.
         m: the verified manifest; stats: updated with what was fetched; progress: hears of retries.
-        limit: the ``--limit-rate`` cap. ahead: bytes fetched ahead and held, in bytes (sized by
-            the caller from :func:`manifests.budget.import_sizes`). span: bytes one Range request
+        limit: the ``--limit-rate`` cap. ahead: raw bytes fetched ahead and held (sized by the
+            caller from :func:`manifests.budget.import_sizes`, ``fetch_ahead``). span: bytes one Range request
             may cover. attempts, backoff, sleep: the retry policy.
     """
 
     def __init__(self, client: RegistryClient, repo: str, art: BundleArtifact, m: Manifest, stats: FetchStats,
-                 progress: Progress, *, limit: RateLimit | None = None, ahead: int = IMPORT_RANGE,
+                 progress: Progress, *, limit: RateLimit | None = None, ahead: int = FETCH_AHEAD,
                  span: int = MAX_RANGE, attempts: int = ATTEMPTS, backoff: float = FIRST_BACKOFF,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.client, self.repo, self.art, self.manifest = client, repo, art, m
@@ -542,15 +548,15 @@ class RegistryPacks:
         self._wanted: set[str] = set()
         self._todo: set[str] = set()  # wanted, neither read nor held here
         self._read: set[str] = set()  # handed over
-        self._ready: dict[str, bytes] = {}  # fetched and verified, not yet read
-        self._held = 0  # bytes in _ready
+        self._ready: dict[str, Verified] = {}  # fetched and verified, not yet read
+        self._held = 0  # raw bytes in _ready
         self._cursor = 0  # index into _order where the fetcher looks for its next chunk
         self._target: str | None = None  # a chunk asked for that the fetcher must bring first
         self._gen = 0  # bumped on each restart: the fetcher drops what it was reading
         self._closed = False
         self._error: Exception | None = None  # what ended the fetcher
         self._thread: threading.Thread | None = None
-        #: the most bytes held at once (fetched, verified, not yet read)
+        #: the most raw bytes held at once (fetched, verified, not yet read)
         self.peak = 0
         #: the error that ended fetching (after its retries) once the import met it; every later read raises it again
         self.failure: Exception | None = None
@@ -571,8 +577,8 @@ class RegistryPacks:
     def missing_volumes(self) -> list[int]:
         return []
 
-    def read_stored(self, chunk: Chunk) -> bytes:
-        """The stored bytes of carried ``chunk``, verified against its id as they arrived.
+    def read_stored(self, chunk: Chunk) -> Verified:
+        """Carried ``chunk``'s raw bytes, decompressed and verified against its id as they arrived.
 
         Waits for the fetcher when the chunk is on its way; restarts it from the chunk otherwise.
 
@@ -592,7 +598,7 @@ class RegistryPacks:
             while True:
                 data = self._ready.pop(chunk.id, None)
                 if data is not None:
-                    self._held -= len(data)
+                    self._held -= len(data.raw)
                     self._read.add(chunk.id)
                     self._cond.notify_all()
                     return data
@@ -653,15 +659,15 @@ class RegistryPacks:
                                           self.stats, self.limit, self.attempts, self.backoff, self.sleep,
                                           self.progress, stopped)
                 try:
-                    for c, stored in chunks:
+                    for c, _, raw in chunks:
                         with self._cond:
                             if stopped():
                                 break
                             self._todo.discard(c.id)
                             if c.id == self._target:
                                 self._target = None
-                            self._ready[c.id] = stored
-                            self._held += len(stored)
+                            self._ready[c.id] = Verified(c.id, raw)
+                            self._held += len(raw)
                             self.peak = max(self.peak, self._held)
                             self._cursor = self._pos[c.id] + 1
                             self._cond.notify_all()

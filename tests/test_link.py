@@ -391,3 +391,91 @@ def test_a_tag_that_moves_between_requests_is_read_once(proxied, registry, hub_k
     manifests = [p for m, p, _ in proxy.requests if "/manifests/" in p]
     assert len(manifests) == 1  # the tag is resolved once; everything after is by digest
     assert _model_bytes(tmp / "edge") == (tmp / "src" / "model.safetensors").read_bytes()
+
+
+# --------------------------------------------------------------------------- each chunk checked once
+
+
+def _count_checks(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Count every chunk check (:func:`manifests.chunks.decompress_chunk`) wherever the edge calls
+    it: chunk id -> the modules that checked it."""
+    import importer.content
+    import importer.link
+    import importer.medium
+    import importer.store
+    from manifests.chunks import decompress_chunk
+
+    seen: dict[str, list[str]] = {}
+    for module in (importer.content, importer.link, importer.medium, importer.store):
+        def counting(stored: bytes, *, chunk_id: str, size: int, _where: str = module.__name__,
+                     **kw: object) -> bytes:
+            seen.setdefault(chunk_id, []).append(_where)
+            return decompress_chunk(stored, chunk_id=chunk_id, size=size, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(module, "decompress_chunk", counting)
+    return seen
+
+
+def test_a_registry_import_checks_each_fetched_chunk_exactly_once(tmp_path: Path, registry, hub_keys,  # noqa: ANN001
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from importer.run import ImportOptions, run_import
+
+    b = _export(tmp_path, "b", urandom_model(tmp_path / "src", 6), "1.0.0", hub_keys)
+    ref = f"oci://{registry.host}/link/once:1"
+    assert run_ferry("push", b, ref).returncode == 0
+    carried = {c["id"] for c in json.loads((b / "manifest.json").read_text())["chunks"] if c.get("pack") is not None}
+    assert len(carried) > 3
+
+    seen = _count_checks(monkeypatch)
+    report = run_import(ImportOptions(paths=[], trust=[hub_keys.pub], state=tmp_path / "edge",
+                                      links=[parse_oci_ref(ref)]), Silent())
+    assert report.exit_code == 0
+    assert report.bundles[0].fetched["chunksFetched"] == len(carried)
+    assert _model_bytes(tmp_path / "edge") == (tmp_path / "src" / "model.safetensors").read_bytes()
+    # checked by the fetcher as it arrived (so that a bad answer could be retried), never again
+    assert seen == {cid: ["importer.link"] for cid in carried}
+
+    # from a medium, each chunk is still checked where it is read: by the import's pool
+    seen.clear()
+    report = run_import(ImportOptions(paths=[b], trust=[hub_keys.pub], state=tmp_path / "edge2"), Silent())
+    assert report.exit_code == 0
+    assert seen == {cid: ["importer.content"] for cid in carried}
+
+
+@pytest.mark.parametrize("tamper", ["flip a byte", "another chunk's bytes", "one byte short"])
+def test_a_chunk_changed_after_the_fetchers_check_never_reaches_a_file(tmp_path: Path, registry, hub_keys,  # noqa: ANN001
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       tamper: str) -> None:
+    """The hand-off is in-process memory (a frozen Verified holding immutable bytes); should it
+    ever be wrong (a bug between the check and the write), the chunk's id and size are compared
+    when it is taken and the entry's BLAKE3 over what was written: the model is refused."""
+    from importer.content import Verified
+    from importer.link import RegistryPacks
+    from importer.run import ImportOptions, run_import
+
+    b = _export(tmp_path, "b", urandom_model(tmp_path / "src", 4), "1.0.0", hub_keys)
+    ref = f"oci://{registry.host}/link/tamper:1"
+    assert run_ferry("push", b, ref).returncode == 0
+    real = RegistryPacks.read_stored
+    handed: list[Verified] = []
+
+    def tampered(self: RegistryPacks, chunk: Chunk) -> Verified:
+        got = real(self, chunk)
+        handed.append(got)
+        if len(handed) != 2:
+            return got
+        if tamper == "flip a byte":
+            return Verified(got.chunk_id, bytes([got.raw[0] ^ 1]) + got.raw[1:])
+        if tamper == "one byte short":
+            return Verified(got.chunk_id, got.raw[:-1])
+        return handed[0]  # the first chunk again, in place of the second
+
+    monkeypatch.setattr(RegistryPacks, "read_stored", tampered)
+    report = run_import(ImportOptions(paths=[], trust=[hub_keys.pub], state=tmp_path / "edge",
+                                      links=[parse_oci_ref(ref)]), Silent())
+    assert len(handed) >= 2
+    assert report.exit_code == 1
+    (art,) = report.bundles[0].artifacts
+    assert art.status.value == "failed", art
+    assert "does not match" in art.reason or "handed over as chunk" in art.reason, art.reason
+    _nothing_applied(tmp_path / "edge")
