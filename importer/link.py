@@ -14,8 +14,9 @@ The bundle's OCI artifact (docs/bundle-format.md section 12):
    id (as on a medium) as soon as it has arrived and handed over as it is (checked once, not
    again by the import); the apply targets write it once, and what survives a kill -9 is what
    the store recorded (the model staging's checkpoints);
-3. ``ferry verify``: :func:`fetch_chunks` assembles every chunk into sparse pack files in a
-   temporary folder, which is then verified as a medium.
+3. ``ferry verify``: as the import, through :class:`RegistryPacks` (:func:`open_link`), every
+   carried chunk read once in pack order and checked as it arrives; nothing is written but the
+   signed files (no copy of the packs).
 
 Failures are retried with exponential backoff (a truncated answer, a refused connection,
 bytes that do not match their chunk id); after the last attempt the error is one line
@@ -113,15 +114,6 @@ class FetchStats:
                 "artifactDigest": self.artifact_digest, "chunksNeeded": self.chunks_needed,
                 "chunksAlready": self.chunks_already, "chunksFetched": self.chunks_fetched,
                 "bytesFetched": self.bytes_fetched, "requests": self.requests, "retries": self.retries}
-
-
-@dataclass
-class Fetched:
-    """A bundle assembled from a registry: the folder to read like a medium, and the cost."""
-
-    folder: Path
-    signed: SignedManifest
-    stats: FetchStats
 
 
 _T = TypeVar("_T")
@@ -278,21 +270,6 @@ def _rmtree_quiet(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _verified_here(fd: int, c: Chunk) -> bool:
-    """Whether the folder already holds chunk ``c`` whole and valid (an earlier run's)."""
-    assert c.offset is not None and c.stored is not None
-    if not any(os.pread(fd, 4, c.offset)):  # a hole (never fetched): no need to read the rest
-        return False
-    data = os.pread(fd, c.stored, c.offset)
-    if len(data) != c.stored:
-        return False
-    try:
-        decompress_chunk(data, chunk_id=c.id, size=c.size)
-    except ChunkError:
-        return False
-    return True
-
-
 def coalesce(chunks: list[Chunk], gap: int = COALESCE_GAP, limit: int = MAX_RANGE) -> list[list[Chunk]]:
     """Chunks of one pack grouped into ranges to fetch: sorted by offset; the next chunk joins
     the current range when it starts at most ``gap`` bytes after its end and the range stays
@@ -310,65 +287,6 @@ def coalesce(chunks: list[Chunk], gap: int = COALESCE_GAP, limit: int = MAX_RANG
                 continue
         out.append([c])
     return out
-
-
-def fetch_chunks(client: RegistryClient, repo: str, art: BundleArtifact, m: Manifest, folder: Path,
-                 needed: Iterable[str], stats: FetchStats, progress: Progress, *, limit: RateLimit | None = None,
-                 attempts: int = ATTEMPTS, backoff: float = FIRST_BACKOFF,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-    """Step 3 (verify): bring the carried chunks ``needed`` into sparse pack files in the folder.
-
-    Args:
-        client, repo: the registry and repository; art: the artifact's blobs (pack name -> blob).
-        m: the verified manifest; folder: the folder :func:`fetch_signed` laid out.
-        needed: chunk ids the import needs and the site does not hold (not carried ones are skipped).
-        stats: updated with what was fetched. progress: reports the bytes.
-        limit: the ``--limit-rate`` cap. attempts, backoff, sleep: the retry policy (exponential).
-    Raises:
-        RegistryError (exit 2): the registry failed the same range ``attempts`` times (truncated
-        answers, lies about Range, unreachable), or a pack blob is not there at all.
-        ChunkError (exit 1): the registry served bytes that do not match the signed chunk ids
-        ``attempts`` times. Chunks verified before the failure stay in the folder.
-    """
-    ids = set(needed)
-    by_pack: dict[int, list[Chunk]] = {}
-    for c in m.chunks:
-        if c.id in ids and c.carried:
-            assert c.pack is not None
-            by_pack.setdefault(c.pack, []).append(c)
-    stats.chunks_needed = sum(len(v) for v in by_pack.values())
-    vols = volume_folders(folder, m)
-    for pack in m.packs:
-        with open(vols[pack.volume] / PACKS_DIR / pack.name, "ab") as f:  # sparse: holes fail their chunk check
-            if f.tell() != pack.size:
-                f.truncate(pack.size)
-    total = sum(c.stored or 0 for v in by_pack.values() for c in v)
-    with progress.task(f"fetch {stats.reference}", total or None) as task:
-        for index, chunks in sorted(by_pack.items()):
-            pack = m.packs[index]
-            blob = art.packs[pack.name]
-            path = vols[pack.volume] / PACKS_DIR / pack.name
-            fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
-            try:
-                todo = []
-                for c in chunks:
-                    if _verified_here(fd, c):
-                        stats.chunks_already += 1
-                        task.advance(c.stored or 0)
-                    else:
-                        todo.append(c)
-                for group in coalesce(todo):
-                    _fetch_group(client, repo, blob, pack.name, group, lambda c, b: _pwrite(fd, b, c),
-                                 stats, task.advance, limit, attempts, backoff, sleep, progress)
-                # no fsync: the folder is a cache that is read back at once and removed once
-                # imported; after a crash every chunk is verified again before it counts
-            finally:
-                os.close(fd)
-
-
-def _pwrite(fd: int, stored: bytes, c: Chunk) -> None:
-    assert c.offset is not None
-    os.pwrite(fd, stored, c.offset)
 
 
 def _verified_chunks(client: RegistryClient, repo: str, blob: Descriptor, pack_name: str, group: list[Chunk],
@@ -457,47 +375,6 @@ def _verified_chunks(client: RegistryClient, repo: str, blob: Descriptor, pack_n
             wait *= 2
 
 
-def _fetch_group(client: RegistryClient, repo: str, blob: Descriptor, pack_name: str, group: list[Chunk],
-                 put: Callable[[Chunk, bytes], None], stats: FetchStats, advance: Callable[[int], None],
-                 limit: RateLimit | None, attempts: int, backoff: float, sleep: Callable[[float], None],
-                 progress: Progress) -> None:
-    """Every chunk of ``group`` verified, its stored bytes handed to ``put`` as it arrives (:func:`_verified_chunks`)."""
-    for c, stored, _ in _verified_chunks(client, repo, blob, pack_name, group, stats, limit, attempts, backoff, sleep,
-                                         progress):
-        put(c, stored)
-        advance(len(stored))
-
-
-def fetch_bundle(ref: OciRef, base: Path, trust: Callable[[list[Path]], Trust], needed: Callable[[Manifest], set[str]],
-                 progress: Progress, *, insecure: frozenset[str] = frozenset(), rate: int | None = None,
-                 client: RegistryClient | None = None, attempts: int = ATTEMPTS,
-                 backoff: float = FIRST_BACKOFF) -> Fetched:
-    """Assemble the bundle ``ref`` under ``base``: signatures verified first, then the chunks
-    ``needed(manifest)`` names (steps 1 and 2 of the module docstring).
-
-    Args:
-        ref: ``oci://HOST/REPO:TAG``. base: see :func:`fetch_signed`. trust: the Trust hook.
-        needed: given the verified manifest, the chunk ids to fetch (the site's missing ones).
-        progress: reports. insecure: ``--insecure-registry`` hosts. rate: ``--limit-rate`` bytes/s.
-        client: a registry client to use (tests count its requests); else one for ``ref.host``.
-    Returns:
-        the folder to read as a medium, the verified manifest, and what it cost.
-    Raises:
-        as :func:`fetch_signed` and :func:`fetch_chunks`.
-    """
-    own = client is None
-    client = client or RegistryClient(ref.host, insecure_registries=insecure)
-    stats = FetchStats(reference=str(ref))
-    try:
-        signed, art, folder = fetch_signed(client, ref, base, trust, stats, progress)
-        fetch_chunks(client, ref.repository, art, signed.manifest, folder, needed(signed.manifest), stats, progress,
-                     limit=RateLimit(rate), attempts=attempts, backoff=backoff)
-    finally:
-        if own:
-            client.close()
-    return Fetched(folder, signed, stats)
-
-
 class RegistryPacks:
     """The chunks a bundle carries, read from its pack blobs in a registry as the import asks
     for them (an :class:`importer.content.CarriedChunks`, beside the medium's PackReader):
@@ -576,6 +453,24 @@ class RegistryPacks:
 
     def missing_volumes(self) -> list[int]:
         return []
+
+    def damaged_files(self) -> list[str]:
+        """None: the registry holds every pack at its signed size (:func:`fetch_signed` checked)."""
+        return []
+
+    def pack_file(self, index: int) -> str:
+        """Where pack ``manifest.packs[index]`` is read from: its blob in the registry, for messages."""
+        name = self.manifest.packs[index].name
+        return f"{name} (blob {self.art.packs[name].digest} of {self.client.host}/{self.repo})"
+
+    def has(self, chunk: Chunk) -> bool:
+        """Whether ``chunk`` is carried (then a pack in the registry holds it)."""
+        return chunk.id in self._pos
+
+    def read_chunk(self, chunk: Chunk) -> bytes:
+        """Carried ``chunk``'s raw bytes, checked against its id (a ChunkSource, for ``ferry verify``);
+        raises as :meth:`read_stored`."""
+        return self.read_stored(chunk).raw
 
     def read_stored(self, chunk: Chunk) -> Verified:
         """Carried ``chunk``'s raw bytes, decompressed and verified against its id as they arrived.
@@ -724,6 +619,19 @@ class Linked:
         """The bundle's chunks (:class:`RegistryPacks`), fetched at most ``ahead`` bytes ahead of the import."""
         return RegistryPacks(self.client, self.ref.repository, self.art, self.signed.manifest, self.stats, progress,
                              limit=self.limit, ahead=ahead)
+
+    def verify_reader(self, progress: Progress) -> Callable[[Manifest], RegistryPacks]:
+        """For ``ferry verify`` (:func:`importer.verify.verify_paths`): given the manifest, a
+        reader that fetches every carried chunk in pack order, ahead as an import does
+        (:func:`manifests.budget.import_sizes` at the default budget)."""
+        from manifests.budget import import_sizes, usable_cpus
+
+        def open_reader(m: Manifest) -> RegistryPacks:
+            packs = self.reader(progress, import_sizes(cpus=usable_cpus()).fetch_ahead)
+            packs.want(c.id for c in m.chunks if c.carried)
+            return packs
+
+        return open_reader
 
     def close(self) -> None:
         """Close the connection and remove the folder of signed files."""
