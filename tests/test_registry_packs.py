@@ -239,3 +239,23 @@ def test_closing_stops_a_fetcher_that_waits_for_room() -> None:
     packs_.close()  # the fetcher holds one chunk and waits: it is stopped, its answer closed
     assert packs_._thread is not None and not packs_._thread.is_alive()
     assert stats.chunks_fetched < len(m.chunks)
+
+
+@given(raw=st.binary(max_size=5000), other=st.binary(min_size=1, max_size=50))
+@settings(max_examples=50, deadline=None)
+def test_a_verified_chunk_kept_for_later_is_a_frame_of_the_same_bytes_and_a_mixup_is_refused(raw: bytes,
+                                                                                              other: bytes) -> None:
+    """The spill keeps frames: a Verified chunk from the registry is compressed again (the
+    frame the store checks when it keeps it); one handed over for another chunk is refused."""
+    from importer.content import stored_frame
+    from manifests.errors import VerificationError
+
+    c = Chunk(id=blake3_hex(raw), size=len(raw), stored=0, pack=0, offset=0)
+    frame = stored_frame(c, Verified(c.id, raw))
+    assert decompress_chunk(frame, chunk_id=c.id, size=c.size) == raw
+    assert stored_frame(c, frame) is frame  # a medium's frame passes as it is (the store checks it)
+    wrong = raw + other
+    with pytest.raises(VerificationError, match="handed over as chunk"):
+        stored_frame(c, Verified(blake3_hex(wrong), wrong))
+    with pytest.raises(VerificationError, match="handed over as chunk"):
+        stored_frame(c, Verified(c.id, wrong))
