@@ -145,6 +145,23 @@ def ferry(*args: object) -> list[str]:
     return [sys.executable, "-m", "ferry", *map(str, args)]
 
 
+def compiled(work: Path) -> None:
+    """Run ferry's commands from here on as installed: from bytecode compiled once, into
+    ``work/pycache`` (``pip install`` compiles a package's modules; a checkout run where
+    PYTHONDONTWRITEBYTECODE is set would compile every ferry module on every command, about
+    50 ms of CPU that no installed ferry spends). Sets this process's environment, which every
+    command it starts inherits."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(root / p) for p in PACKAGES)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+#: ferry's packages (pyproject.toml, ``packages.find``).
+PACKAGES = ("ferry", "bundler", "importer", "manifests", "transport")
+
+
 def spec(path: Path, model: Path, version: str) -> Path:
     path.write_text(f"apiVersion: ferry/v1\nkind: Bundle\nmetadata:\n  name: bench\nspec:\n  models:\n"
                     f"    - name: llm\n      version: {version}\n      path: {model}\n")
@@ -159,14 +176,15 @@ def stage_rates(folder: Path) -> dict[str, float]:
     """Single-threaded rates of the export's stages over a model folder's safetensors files, in
     MB of source per CPU second of the thread doing it (RUSAGE_THREAD), page cache warm: the
     cutting thread (read + FastCDC + the whole-file BLAKE3 on it, or with the hash on a thread of
-    its own as where cores allow) and one pool worker (chunk BLAKE3 + zstd -3). With W workers
+    its own as where cores allow) and one pool worker (chunk BLAKE3 + zstd at the level the
+    exporter picks, :func:`manifests.chunks.chunk_level`: 1 for tensor data). With W workers
     the export cannot go faster than min(cutting thread, W x worker) nor than the disk."""
     import resource
 
     import blake3
 
     from bundler import chunker
-    from manifests.chunks import compress_chunk, compressor
+    from manifests.chunks import chunk_level, compress_chunk, compressor
     from manifests.digest import Hasher
 
     files = sorted(folder.glob("*.safetensors"))
@@ -177,14 +195,14 @@ def stage_rates(folder: Path) -> dict[str, float]:
         return r.ru_utime + r.ru_stime
 
     def cut(thread: bool, work: bool = False) -> float:
-        cutter, cctx, start = chunker.Cutter(), compressor(), cpu()
+        cutter, cctx, start = chunker.Cutter(), {lv: compressor(lv) for lv in (chunk_level(False), chunk_level(True))}, cpu()
         for path in files:
+            pieces = chunker.segments(path, path.stat().st_size)
             with open(path, "rb") as f:
-                for _, data in cutter.file(f, chunker.segments(path, path.stat().st_size), Hasher(threaded=False),
-                                           thread):
+                for offset, data in cutter.file(f, pieces, Hasher(threaded=False), thread):
                     if work:
                         blake3.blake3(data, max_threads=1).digest()
-                        compress_chunk(data, cctx)
+                        compress_chunk(data, cctx[chunk_level(chunker.in_tensor_data(pieces, offset))])
         return cpu() - start
 
     cut(False)  # warm the page cache
@@ -209,6 +227,7 @@ def main() -> None:
         layout = llm_layout(a.mib * MiB)
         make_model(work / "v1", layout, "normal")
         make_v2(work / "v1", work / "v2", layout, 0.10, "normal")
+        compiled(work)
         subprocess.run(ferry("keys", "generate", "hub", "--out", work / "keys"), check=True, capture_output=True)
         key = work / "keys" / "hub.key"
         s1, s2 = spec(work / "v1.yaml", work / "v1", "1.0.0"), spec(work / "v2.yaml", work / "v2", "1.1.0")
