@@ -9,7 +9,7 @@ Prints the figures issue 19 sets as goals:
   * delta bundle for v2 (10% of tensors changed, --since v1's receipt) / full
   * export resumed after a kill -9 at 60% / full export time                     (goal 4: <= 0.5x)
 
-Usage: python bench/export_bench.py [--mib 1024] [--repeat 3] [--dir /tmp/ferry-bench] [--keep]
+Usage: python bench/export_bench.py [--mib 1024] [--repeat 4] [--dir /tmp/ferry-bench] [--keep]
 (FERRY_BENCH_MIB and FERRY_BENCH_REPEAT also set them). The model is LLM-shaped fp16 safetensors
 (``delta_bench.py``'s medium shape: per layer q/k/v/o of 2 MiB and 512 KiB, gate/up/down of
 8 MiB and two norms, values from N(0, 0.02), seeded, about 8% compressible as real weights
@@ -145,14 +145,13 @@ def ferry(*args: object) -> list[str]:
     return [sys.executable, "-m", "ferry", *map(str, args)]
 
 
-def compiled(work: Path) -> None:
-    """Run ferry's commands from here on as installed: from bytecode compiled once, into
-    ``work/pycache`` (``pip install`` compiles a package's modules; a checkout run where
-    PYTHONDONTWRITEBYTECODE is set would compile every ferry module on every command, about
-    50 ms of CPU that no installed ferry spends). Sets this process's environment, which every
-    command it starts inherits."""
+def compiled() -> None:
+    """Run ferry's commands from here on as installed: from bytecode, compiled once into the
+    checkout's ``__pycache__`` folders (git ignores them). ``pip install`` compiles a package's
+    modules; a checkout run where PYTHONDONTWRITEBYTECODE is set would compile every ferry
+    module on every command, about 50 ms of CPU that an installed ferry never spends. Sets this
+    process's environment, which every command it starts inherits."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     root = Path(__file__).resolve().parent.parent
     subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(root / p) for p in PACKAGES)], check=True,
                    stdout=subprocess.DEVNULL)
@@ -216,8 +215,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=int(os.environ.get("FERRY_BENCH_MIB", "1024")))
     ap.add_argument("--dir", type=Path, default=Path("/tmp/ferry-bench"))
-    ap.add_argument("--repeat", type=int, default=int(os.environ.get("FERRY_BENCH_REPEAT", "3")),
-                    help="rounds of tar|zstd and ferry export, alternated; medians and spreads are compared")
+    ap.add_argument("--repeat", type=int, default=int(os.environ.get("FERRY_BENCH_REPEAT", "4")),
+                    help="rounds of tar|zstd and ferry export, alternated (tar first in even rounds, "
+                         "ferry first in odd ones); medians and spreads are compared")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     work = a.dir
@@ -227,7 +227,7 @@ def main() -> None:
         layout = llm_layout(a.mib * MiB)
         make_model(work / "v1", layout, "normal")
         make_v2(work / "v1", work / "v2", layout, 0.10, "normal")
-        compiled(work)
+        compiled()
         subprocess.run(ferry("keys", "generate", "hub", "--out", work / "keys"), check=True, capture_output=True)
         key = work / "keys" / "hub.key"
         s1, s2 = spec(work / "v1.yaml", work / "v1", "1.0.0"), spec(work / "v2.yaml", work / "v2", "1.1.0")
@@ -235,24 +235,37 @@ def main() -> None:
         subprocess.run(["sync"], check=True)
 
         # Alternate the two, a fresh output and hub state each time: the machine is shared, so
-        # each round's pair sees about the same load; medians and spreads are printed.
+        # each round's pair sees about the same load; medians and spreads are printed. Each run
+        # starts right after its own previous output is deleted, and the order flips every round:
+        # on this VM, page-cache pages freed a moment ago are fast to fill again while pages
+        # freed seconds earlier have gone back to the host and fault in slowly, so whichever
+        # ran second after one shared deletion wrote its output 0.4-1 s slower (measured: ferry
+        # 1.2 s first, 2.1-2.4 s second; tar | zstd likewise).
         tars, fulls, loads, rss = [], [], [], 0
-        for i in range(a.repeat):
+
+        def tar_zstd() -> None:
             (work / "v1.tar.zst").unlink(missing_ok=True)
-            shutil.rmtree(work / "full", ignore_errors=True)
-            shutil.rmtree(work / "st1", ignore_errors=True)
             subprocess.run(["sync"], check=True)
-            loads.append(os.getloadavg()[0])
             t, _, rc = run(["sh", "-c", f"tar -cf - -C {work} v1 | zstd -3 -T0 -q > {work}/v1.tar.zst && sync"],
                            cpu="tar")
             assert rc == 0
             tars.append(t)
+
+        def export_full() -> None:
+            nonlocal rss
+            shutil.rmtree(work / "full", ignore_errors=True)
+            shutil.rmtree(work / "st1", ignore_errors=True)
             subprocess.run(["sync"], check=True)
             t, peak, rc = run(ferry("export", s1, "--out", work / "full", "--key", key, "--state", work / "st1"),
                               cpu="ferry", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             assert rc == 0
             fulls.append(t)
             rss = max(rss, peak)
+
+        for i in range(a.repeat):
+            loads.append(os.getloadavg()[0])
+            for step in (tar_zstd, export_full) if i % 2 == 0 else (export_full, tar_zstd):
+                step()
         loads.append(os.getloadavg()[0])
         t_tar, t_full = statistics.median(tars), statistics.median(fulls)
         full_bytes = du(work / "full")
