@@ -2,7 +2,8 @@
 
 Prints the figures issue 19 sets as goals:
   * time of ``ferry export`` / time of ``tar -cf - DIR | zstd -3 -T0 > out && sync``  (goal 3: <= 1.0x)
-    over ``--repeat`` alternating rounds: median and spread of each, the ratio of the medians and
+    over ``--repeat`` rounds (each side right after deleting its own previous output, the order
+    flipped every round: see main): median and spread of each, the ratio of the medians and
     the spread of the per-round ratios, CPU seconds (user + system) of each, the load average,
     and the single-thread rate of each export stage (:func:`stage_rates`: what bounds it on many cores)
   * peak RSS of the export process                                              (goal 2: < 256 MiB)

@@ -14,15 +14,15 @@ from .digest import blake3_hex
 from .errors import ChunkError, FormatError
 
 #: zstd level the exporter uses for every chunk but tensor data (as ``zstd -3``): text, code,
-#: binaries and image layers, where level 3 finds matches level 1 misses (measured on 4 MiB
-#: chunks: a tar of Python's standard library 0.274 of raw at level 3, 0.307 at level 1; of
-#: /usr/bin 0.341 and 0.388).
+#: binaries and image layers, where level 3 finds matches level 1 misses (``bench/level_bench.py``,
+#: 4 MiB chunks: a tar of Python's standard library 0.242 of raw at level 3, 0.269 at level 1;
+#: of /usr/bin 0.351 and 0.400).
 DEFAULT_LEVEL = 3
 #: zstd level for chunks of tensor data (a model file's weights, past its header). Weights have
 #: no repeats to find: all zstd gains on them is the entropy coding of their exponent bytes,
-#: which every level >= 1 does alike (measured on 4 MiB chunks, fp16, bf16 and fp32 values from
-#: N(0, 0.02): the same size within 0.1%, level 1 the smaller, at 1.3-1.4 GB/s a core against
-#: 0.84-1.1 GB/s at level 3). bench/README.md, Goal 3, has the figures.
+#: which every level >= 1 does alike (``bench/level_bench.py``, 4 MiB chunks of fp16, bf16 and
+#: fp32 values from N(0, 0.02): the same size within 0.15%, level 1 the smaller, at 1.37-1.39 GB/s
+#: a core against 0.77-1.23 GB/s at level 3). bench/README.md, Goal 3, has the figures.
 TENSOR_LEVEL = 1
 
 
