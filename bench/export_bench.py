@@ -2,14 +2,15 @@
 
 Prints the figures issue 19 sets as goals:
   * time of ``ferry export`` / time of ``tar -cf - DIR | zstd -3 -T0 > out && sync``  (goal 3: <= 1.0x)
-    over ``--repeat`` alternating rounds: median and spread of each, the ratio of the medians and
+    over ``--repeat`` rounds (each side right after deleting its own previous output, the order
+    flipped every round: see main): median and spread of each, the ratio of the medians and
     the spread of the per-round ratios, CPU seconds (user + system) of each, the load average,
     and the single-thread rate of each export stage (:func:`stage_rates`: what bounds it on many cores)
   * peak RSS of the export process                                              (goal 2: < 256 MiB)
   * delta bundle for v2 (10% of tensors changed, --since v1's receipt) / full
   * export resumed after a kill -9 at 60% / full export time                     (goal 4: <= 0.5x)
 
-Usage: python bench/export_bench.py [--mib 1024] [--repeat 3] [--dir /tmp/ferry-bench] [--keep]
+Usage: python bench/export_bench.py [--mib 1024] [--repeat 4] [--dir /tmp/ferry-bench] [--keep]
 (FERRY_BENCH_MIB and FERRY_BENCH_REPEAT also set them). The model is LLM-shaped fp16 safetensors
 (``delta_bench.py``'s medium shape: per layer q/k/v/o of 2 MiB and 512 KiB, gate/up/down of
 8 MiB and two norms, values from N(0, 0.02), seeded, about 8% compressible as real weights
@@ -145,6 +146,22 @@ def ferry(*args: object) -> list[str]:
     return [sys.executable, "-m", "ferry", *map(str, args)]
 
 
+def compiled() -> None:
+    """Run ferry's commands from here on as installed: from bytecode, compiled once into the
+    checkout's ``__pycache__`` folders (git ignores them). ``pip install`` compiles a package's
+    modules; a checkout run where PYTHONDONTWRITEBYTECODE is set would compile every ferry
+    module on every command, about 50 ms of CPU that an installed ferry never spends. Sets this
+    process's environment, which every command it starts inherits."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(root / p) for p in PACKAGES)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+#: ferry's packages (pyproject.toml, ``packages.find``).
+PACKAGES = ("ferry", "bundler", "importer", "manifests", "transport")
+
+
 def spec(path: Path, model: Path, version: str) -> Path:
     path.write_text(f"apiVersion: ferry/v1\nkind: Bundle\nmetadata:\n  name: bench\nspec:\n  models:\n"
                     f"    - name: llm\n      version: {version}\n      path: {model}\n")
@@ -159,14 +176,15 @@ def stage_rates(folder: Path) -> dict[str, float]:
     """Single-threaded rates of the export's stages over a model folder's safetensors files, in
     MB of source per CPU second of the thread doing it (RUSAGE_THREAD), page cache warm: the
     cutting thread (read + FastCDC + the whole-file BLAKE3 on it, or with the hash on a thread of
-    its own as where cores allow) and one pool worker (chunk BLAKE3 + zstd -3). With W workers
+    its own as where cores allow) and one pool worker (chunk BLAKE3 + zstd at the level the
+    exporter picks, :func:`manifests.chunks.chunk_level`: 1 for tensor data). With W workers
     the export cannot go faster than min(cutting thread, W x worker) nor than the disk."""
     import resource
 
     import blake3
 
     from bundler import chunker
-    from manifests.chunks import compress_chunk, compressor
+    from manifests.chunks import chunk_level, compress_chunk, compressor
     from manifests.digest import Hasher
 
     files = sorted(folder.glob("*.safetensors"))
@@ -177,14 +195,14 @@ def stage_rates(folder: Path) -> dict[str, float]:
         return r.ru_utime + r.ru_stime
 
     def cut(thread: bool, work: bool = False) -> float:
-        cutter, cctx, start = chunker.Cutter(), compressor(), cpu()
+        cutter, cctx, start = chunker.Cutter(), {lv: compressor(lv) for lv in (chunk_level(False), chunk_level(True))}, cpu()
         for path in files:
+            pieces = chunker.segments(path, path.stat().st_size)
             with open(path, "rb") as f:
-                for _, data in cutter.file(f, chunker.segments(path, path.stat().st_size), Hasher(threaded=False),
-                                           thread):
+                for offset, data in cutter.file(f, pieces, Hasher(threaded=False), thread):
                     if work:
                         blake3.blake3(data, max_threads=1).digest()
-                        compress_chunk(data, cctx)
+                        compress_chunk(data, cctx[chunk_level(chunker.in_tensor_data(pieces, offset))])
         return cpu() - start
 
     cut(False)  # warm the page cache
@@ -198,8 +216,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=int(os.environ.get("FERRY_BENCH_MIB", "1024")))
     ap.add_argument("--dir", type=Path, default=Path("/tmp/ferry-bench"))
-    ap.add_argument("--repeat", type=int, default=int(os.environ.get("FERRY_BENCH_REPEAT", "3")),
-                    help="rounds of tar|zstd and ferry export, alternated; medians and spreads are compared")
+    ap.add_argument("--repeat", type=int, default=int(os.environ.get("FERRY_BENCH_REPEAT", "4")),
+                    help="rounds of tar|zstd and ferry export, alternated (tar first in even rounds, "
+                         "ferry first in odd ones); medians and spreads are compared")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     work = a.dir
@@ -209,6 +228,7 @@ def main() -> None:
         layout = llm_layout(a.mib * MiB)
         make_model(work / "v1", layout, "normal")
         make_v2(work / "v1", work / "v2", layout, 0.10, "normal")
+        compiled()
         subprocess.run(ferry("keys", "generate", "hub", "--out", work / "keys"), check=True, capture_output=True)
         key = work / "keys" / "hub.key"
         s1, s2 = spec(work / "v1.yaml", work / "v1", "1.0.0"), spec(work / "v2.yaml", work / "v2", "1.1.0")
@@ -216,24 +236,37 @@ def main() -> None:
         subprocess.run(["sync"], check=True)
 
         # Alternate the two, a fresh output and hub state each time: the machine is shared, so
-        # each round's pair sees about the same load; medians and spreads are printed.
+        # each round's pair sees about the same load; medians and spreads are printed. Each run
+        # starts right after its own previous output is deleted, and the order flips every round:
+        # on this VM, page-cache pages freed a moment ago are fast to fill again while pages
+        # freed seconds earlier have gone back to the host and fault in slowly, so whichever
+        # ran second after one shared deletion wrote its output 0.4-1 s slower (measured: ferry
+        # 1.2 s first, 2.1-2.4 s second; tar | zstd likewise).
         tars, fulls, loads, rss = [], [], [], 0
-        for i in range(a.repeat):
+
+        def tar_zstd() -> None:
             (work / "v1.tar.zst").unlink(missing_ok=True)
-            shutil.rmtree(work / "full", ignore_errors=True)
-            shutil.rmtree(work / "st1", ignore_errors=True)
             subprocess.run(["sync"], check=True)
-            loads.append(os.getloadavg()[0])
             t, _, rc = run(["sh", "-c", f"tar -cf - -C {work} v1 | zstd -3 -T0 -q > {work}/v1.tar.zst && sync"],
                            cpu="tar")
             assert rc == 0
             tars.append(t)
+
+        def export_full() -> None:
+            nonlocal rss
+            shutil.rmtree(work / "full", ignore_errors=True)
+            shutil.rmtree(work / "st1", ignore_errors=True)
             subprocess.run(["sync"], check=True)
             t, peak, rc = run(ferry("export", s1, "--out", work / "full", "--key", key, "--state", work / "st1"),
                               cpu="ferry", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             assert rc == 0
             fulls.append(t)
             rss = max(rss, peak)
+
+        for i in range(a.repeat):
+            loads.append(os.getloadavg()[0])
+            for step in (tar_zstd, export_full) if i % 2 == 0 else (export_full, tar_zstd):
+                step()
         loads.append(os.getloadavg()[0])
         t_tar, t_full = statistics.median(tars), statistics.median(fulls)
         full_bytes = du(work / "full")

@@ -252,6 +252,26 @@ def segments(path: Path, size: int, max_header: int | None = None) -> list[tuple
     return coalesce(cuts, size)
 
 
+def in_tensor_data(pieces: list[tuple[int, int]], offset: int) -> bool:
+    """Whether the chunk at ``offset`` of a file cut into ``pieces`` (:func:`segments`) is
+    tensor data.
+
+    Pieces come from a model file's header (safetensors or GGUF) or not at all: the first piece
+    holds the header (and the tensors grouped with it, if they are small), every later one is
+    tensor data only, and a chunk never spans two pieces. A file of one piece (not a model
+    file, an unusable header, or a model too small to split) has none, as far as the exporter
+    knows.
+
+    Args:
+        pieces: consecutive (start, end) byte ranges of one file, as :func:`segments` gives.
+        offset: where a chunk of it begins, in bytes.
+    Returns:
+        True from the second piece on: the exporter compresses such a chunk at
+        ``manifests.chunks.TENSOR_LEVEL`` (:func:`manifests.chunks.chunk_level`).
+    """
+    return len(pieces) > 1 and offset >= pieces[1][0]
+
+
 def _safetensors_file_cuts(f: BinaryIO, head: bytes, size: int, max_header: int) -> list[int]:
     if len(head) < 8:
         return []

@@ -38,7 +38,7 @@ import blake3 as _blake3
 
 from manifests import VARIANTS_FORMAT_VERSION, __version__, budget as memory, canonical, limits
 from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PREFIX, read_bounded, volume_dir_name
-from manifests.chunks import compress_chunk, compressor
+from manifests.chunks import DEFAULT_LEVEL, chunk_level, compress_chunk, compressor
 from manifests.digest import Hasher, blake3_hex, manifest_digest
 from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
 from manifests.errors import FerryError, Interrupted, Place, PlaceError, PolicyError, SpecError, UsageError
@@ -423,11 +423,14 @@ class _StaleCache(Exception):
 _local = threading.local()
 
 
-def _cctx() -> Any:
+def _cctx(level: int) -> Any:
+    """This pool thread's compressor for ``level``: one context per thread, replaced when the
+    level changes (a model file's header, then its tensors: twice a file), so a thread holds
+    one context's memory (``manifests.budget.ZSTD_CONTEXT``), never one per level."""
     c = getattr(_local, "cctx", None)
-    if c is None:
-        c = _local.cctx = compressor()
-    return c
+    if c is None or c[0] != level:
+        c = _local.cctx = (level, compressor(level))
+    return c[1]
 
 
 def _held_whole(cid: str) -> bool:
@@ -437,8 +440,8 @@ def _held_whole(cid: str) -> bool:
 
 
 def _chunk_work(data: bytes | memoryview | None, read: Callable[[], bytes] | None, expect: str | None,
-                skip: Callable[[str], bool]) -> tuple[str, int, bytes | None]:
-    """In a pool thread: (read,) hash, and compress unless the chunk need not be stored."""
+                skip: Callable[[str], bool], level: int = DEFAULT_LEVEL) -> tuple[str, int, bytes | None]:
+    """In a pool thread: (read,) hash, and compress at zstd ``level`` unless the chunk need not be stored."""
     if data is None:
         assert read is not None
         data = read()
@@ -447,7 +450,7 @@ def _chunk_work(data: bytes | memoryview | None, read: Callable[[], bytes] | Non
         raise _StaleCache(expect)
     if skip(cid):
         return cid, len(data), None
-    return cid, len(data), compress_chunk(data, _cctx())
+    return cid, len(data), compress_chunk(data, _cctx(level))
 
 
 @dataclass
@@ -501,11 +504,12 @@ class _Run:
         return cid in self.held or cid in self.placed
 
     def submit(self, build: _EntryBuild, size: int, data: bytes | memoryview | None = None,
-               read: Callable[[], bytes] | None = None, expect: str | None = None) -> None:
+               read: Callable[[], bytes] | None = None, expect: str | None = None,
+               level: int = DEFAULT_LEVEL) -> None:
         index = len(build.ids)
         build.ids.append(None)
         build.sizes.append(size)
-        fut = self.pool.submit(_chunk_work, data, read, expect, _held_whole if build.held else self.skip)
+        fut = self.pool.submit(_chunk_work, data, read, expect, _held_whole if build.held else self.skip, level)
         build.pending += 1
         self.inflight.append((fut, build, index, data.obj if isinstance(data, memoryview) else None))
         self.inflight_bytes += size
@@ -584,6 +588,7 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
         cached = run.state.cached(build.key)
         if cached is not None and sf.digest is None:
             build.blake3, build.in_cache = cached.blake3, True
+            segments = chunker.segments(sf.local_path, sf.size, run.sizes.max_header)  # for the level, as cut
             offset = 0
             for cid, size in cached.chunks:
                 if run.skip(cid) or held:
@@ -591,7 +596,8 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
                         run.held_whole.add(cid)
                     run.known(build, cid, size)
                 else:
-                    run.submit(build, size, read=_read_exact(sf.local_path, offset, size), expect=cid)
+                    run.submit(build, size, read=_read_exact(sf.local_path, offset, size), expect=cid,
+                               level=chunk_level(chunker.in_tensor_data(segments, offset)))
                 offset += size
                 task.advance(size)
                 overall.advance(size)
@@ -602,16 +608,17 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
         with sf.open() as f:
             if sf.local_path is not None:
                 # The whole-file hash (hasher) is fed by the cutter: on its hashing thread where cores allow.
-                chunks = run.cutter.file(f, chunker.segments(sf.local_path, sf.size, run.sizes.max_header), hasher,
-                                         run.hash_thread)
-                pieces: Generator[memoryview, None, None] = (data for _, data in chunks)
+                segments = chunker.segments(sf.local_path, sf.size, run.sizes.max_header)
+                chunks = run.cutter.file(f, segments, hasher, run.hash_thread)
+                pieces: Generator[tuple[int, memoryview], None, None] = (
+                    (chunk_level(chunker.in_tensor_data(segments, offset)), data) for offset, data in chunks)
             else:
-                pieces = (_hashed(hasher, data) for data in run.cutter.stream(f))
+                pieces = ((DEFAULT_LEVEL, _hashed(hasher, data)) for data in run.cutter.stream(f))
             with closing(pieces):
-                for data in pieces:
+                for level, data in pieces:
                     if hasher.size > sf.size:  # a stream longer than its blob's size (checked below)
                         break
-                    run.submit(build, len(data), data=data)  # a view: see _Run.reuse
+                    run.submit(build, len(data), data=data, level=level)  # a view: see _Run.reuse
                     task.advance(len(data))
                     overall.advance(len(data))
     except OSError as exc:

@@ -13,13 +13,43 @@ from . import limits
 from .digest import blake3_hex
 from .errors import ChunkError, FormatError
 
-#: zstd level the exporter uses (as ``zstd -3``).
+#: zstd level the exporter uses for every chunk but tensor data (as ``zstd -3``): text, code,
+#: binaries and image layers, where level 3 finds matches level 1 misses (``bench/level_bench.py``,
+#: 4 MiB chunks: a tar of Python's standard library 0.242 of raw at level 3, 0.269 at level 1;
+#: of /usr/bin 0.351 and 0.400).
 DEFAULT_LEVEL = 3
+#: zstd level for chunks of tensor data (a model file's weights, past its header). Weights have
+#: no repeats to find: all zstd gains on them is the entropy coding of their exponent bytes,
+#: which every level >= 1 does alike (``bench/level_bench.py``, 4 MiB chunks of fp16, bf16 and
+#: fp32 values from N(0, 0.02): the same size within 0.15%, level 1 the smaller, at 1.37-1.39 GB/s
+#: a core against 0.77-1.23 GB/s at level 3). bench/README.md, Goal 3, has the figures.
+TENSOR_LEVEL = 1
+
+
+def chunk_level(tensor_data: bool) -> int:
+    """The zstd level ferry's exporter compresses a chunk with: :data:`TENSOR_LEVEL` for a
+    chunk of tensor data (past a safetensors or GGUF file's header:
+    ``bundler.chunker.in_tensor_data``), :data:`DEFAULT_LEVEL` for any other.
+
+    The level is the writer's choice, not part of the format: any zstd frame that declares its
+    size decodes the same (docs/bundle-format.md, section 4), so readers never see it. For a
+    given source the choice is fixed, so a bundle's bytes are too.
+
+    Args:
+        tensor_data: whether every byte of the chunk is tensor data.
+    Returns:
+        a zstd compression level for :func:`compressor`.
+    """
+    return TENSOR_LEVEL if tensor_data else DEFAULT_LEVEL
 
 
 def compressor(level: int = DEFAULT_LEVEL) -> zstandard.ZstdCompressor:
     """A compressor whose frames carry their content size and a checksum-free body
-    (integrity is the BLAKE3 id's job). One per thread: they are not thread-safe."""
+    (integrity is the BLAKE3 id's job). One per thread: they are not thread-safe.
+
+    Args:
+        level: zstd level (:func:`chunk_level`).
+    """
     return zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
 
 

@@ -394,3 +394,30 @@ def test_cut_hints_never_exceed_the_cap(count: int, cap: int) -> None:
     assert len(cuts) <= cap
     assert (cuts != []) == (count <= cap)
     assert gcuts is not None and len(gcuts) <= cap
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=200 * 1024), min_size=1, max_size=12),
+       st.integers(min_value=0, max_value=300))
+def test_tensor_data_is_what_follows_the_header(tmp_path_factory, sizes: list[int], pad: int) -> None:  # noqa: ANN001
+    """Chunks compressed at the tensor level (manifests.chunks.chunk_level) are tensor bytes
+    only: no byte of the header is ever tensor data, every byte of a tensor of MIN_PIECE or
+    more is, and a file that is not a model has none."""
+    sizes = [2 * (s // 2 + 1) for s in sizes]
+    path = tmp_path_factory.mktemp("t") / "m.safetensors"
+    write_safetensors(path, [(f"t{i}" + "x" * pad, b"\x01" * s) for i, s in enumerate(sizes)])
+    size = path.stat().st_size
+    data_start = size - sum(sizes)
+    pieces = chunker.segments(path, size)
+    starts = [a for a, _ in pieces]
+    for a, b in pieces:
+        assert chunker.in_tensor_data(pieces, a) == chunker.in_tensor_data(pieces, b - 1)  # one level per piece
+    assert not any(chunker.in_tensor_data(pieces, a) for a in starts if a < data_start)
+    offset = data_start
+    for s in sizes:
+        if s >= chunker.MIN_PIECE:
+            assert offset in starts and chunker.in_tensor_data(pieces, offset)
+        offset += s
+    other = path.with_name("notes.txt")
+    other.write_bytes(b"{" + b"x" * size)
+    assert not any(chunker.in_tensor_data(chunker.segments(other, size + 1), a) for a in range(0, size, 4096))

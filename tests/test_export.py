@@ -274,3 +274,52 @@ def test_the_bundle_does_not_depend_on_the_core_count(tmp_path: Path, hub_keys, 
     assert packs_one == packs_many
     _, files = read_back(tmp_path / "out16", hub_keys.pub)
     assert files["model/m/model.safetensors"] == (tmp_path / "m" / "model.safetensors").read_bytes()
+
+
+def test_tensor_data_is_compressed_at_the_tensor_level(tmp_path: Path, hub_keys) -> None:  # noqa: ANN001
+    """Each stored frame is zstd at manifests.chunks.TENSOR_LEVEL (1) for chunks of tensor data
+    and DEFAULT_LEVEL (3) for the header and other files, the same frames when the chunks come
+    back through the chunk cache (a second export), and level 1 stores fp16 weights no larger."""
+    import numpy as np
+    import zstandard
+
+    from manifests.chunks import DEFAULT_LEVEL, TENSOR_LEVEL
+
+    rng = np.random.default_rng(5)
+    weights = [(f"layer.{i}.weight", rng.normal(0, 0.02, n).astype(np.float16).tobytes())
+               for i, n in enumerate((3 * MiB, 256 * 1024, 2 * MiB))]
+    path = tmp_path / "m" / "model.safetensors"
+    write_safetensors(path, weights)
+    data_start = path.stat().st_size - sum(len(w) for _, w in weights)
+    words = [f"tok{i}" for i in range(4000)]
+    text = json.dumps({"vocab": {w: i for i, w in enumerate(words)},
+                       "merges": [f"{random.Random(i).choice(words)} {w}" for i, w in enumerate(words * 20)]})
+    (tmp_path / "m" / "tokenizer.json").write_text(text)
+    spec = write_spec(tmp_path / "bundle.yaml", [("m", "1.0.0", "m")])
+    frames: dict[str, bytes] = {}
+    packs = []
+    for out in (tmp_path / "o1", tmp_path / "o2"):  # the second reads its chunks back through the chunk cache
+        export(tmp_path, spec, hub_keys, out)
+        manifest, files = read_back(out, hub_keys.pub)
+        assert files["model/m/model.safetensors"] == path.read_bytes()
+        packs.append({p.name: p.read_bytes() for p in (out / "packs").iterdir()})
+        for c in manifest.chunks:
+            assert c.pack is not None and c.offset is not None and c.stored is not None
+            frames[c.id] = packs[-1][manifest.packs[c.pack].name][c.offset:c.offset + c.stored]
+    assert packs[0] == packs[1]
+    source = {"model.safetensors": path.read_bytes(), "tokenizer.json": text.encode()}
+    levels: dict[int, list[tuple[int, int]]] = {TENSOR_LEVEL: [], DEFAULT_LEVEL: []}
+    for e in manifest.artifacts[0].entries:
+        offset = 0
+        for cid in e.chunks:
+            raw = source[e.path or ""][offset:offset + manifest.chunk(cid).size]
+            level = TENSOR_LEVEL if e.path == "model.safetensors" and offset >= data_start else DEFAULT_LEVEL
+            cctx = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
+            assert frames[cid] == cctx.compress(raw), (e.path, offset, level)
+            other = zstandard.ZstdCompressor(level=TENSOR_LEVEL + DEFAULT_LEVEL - level, write_content_size=True,
+                                             write_checksum=False).compress(raw)
+            levels[level].append((len(frames[cid]), len(other)))
+            offset += len(raw)
+    assert len(levels[TENSOR_LEVEL]) >= 3 and levels[DEFAULT_LEVEL]  # three tensors; the header and the text
+    assert sum(s for s, _ in levels[TENSOR_LEVEL]) <= sum(o for _, o in levels[TENSOR_LEVEL])  # weights: no larger
+    assert sum(s for s, _ in levels[DEFAULT_LEVEL]) < sum(o for _, o in levels[DEFAULT_LEVEL])  # text: level 3 smaller
