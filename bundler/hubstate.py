@@ -139,7 +139,26 @@ class HubState:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
                              "mtime_ns INTEGER, inode INTEGER, blake3 TEXT, chunks TEXT)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS digests (key TEXT PRIMARY KEY, sha256 TEXT)")
         return self._db
+
+    def known_digest(self, key: str) -> str | None:
+        """A sha256 remembered for content: ``key`` is ``blake3:<hex>`` (a file's content) or
+        ``modelcar:<artifact content digest>`` (a model's modelcar layer,
+        :mod:`bundler.modeldigests`). Content-addressed, so never stale; None when unknown."""
+        try:
+            row = self._conn().execute("SELECT sha256 FROM digests WHERE key=?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return str(row[0]) if row is not None else None
+
+    def remember_digest(self, key: str, sha256: str) -> None:
+        """Remember ``sha256`` for ``key`` (see :meth:`known_digest`)."""
+        try:
+            with self._conn() as db:
+                db.execute("INSERT OR REPLACE INTO digests VALUES (?,?)", (key, sha256))
+        except sqlite3.Error:
+            pass  # the cache is an optimisation
 
     def cached(self, key: FileKey) -> CachedFile | None:
         try:

@@ -376,6 +376,29 @@ def v_minor() -> Bundle:
     return b
 
 
+def _with_sha256(b: Bundle, modelcar: str | None = None) -> Bundle:
+    """Format 1.3 (3.2.3): every file of the model gains its ``sha256``; ``modelcar`` given."""
+    b.manifest["formatVersion"] = "1.3"
+    model = b.manifest["artifacts"][0]
+    for entry in model["files"]:
+        data = b"".join(b.raw[cid] for cid in entry["chunks"])
+        entry["sha256"] = "sha256:" + hashlib.sha256(data).hexdigest()
+    if modelcar is not None:
+        model["modelcar"] = modelcar
+    return b
+
+
+#: A well-formed modelcar digest. Readers check its shape (3.2.3); its value is the hub's
+#: attestation, which a verifier need not recompute (the suite writes no modelcar layer).
+MODELCAR = "sha256:" + "ab" * 32
+
+
+def _edit_sha(fn: Callable[[dict[str, Any]], object]) -> Bundle:
+    b = _with_sha256(standard(), MODELCAR)
+    fn(b.manifest["artifacts"][0])
+    return b
+
+
 def v_signatures() -> Bundle:
     b = standard()
     b.signers = ["hub-a", "hub-b", "hub-c", "stranger"]
@@ -635,6 +658,21 @@ CASES: list[Case] = [
     Case("valid-limits", "7", "every limit at its maximum (16 MiB chunk, 4096-byte path, 255-character "
          "version, producer, repository and media type, 128-character names and tag, sequence 2^53-1)",
          "accept", v_limits),
+    Case("valid-sha256", "3.2.3", "format 1.3: model files with their sha256, no modelcar", "accept",
+         lambda: _with_sha256(standard())),
+    Case("valid-sha256-modelcar", "3.2.3", "format 1.3: model files with their sha256 and a modelcar digest",
+         "accept", lambda: _with_sha256(standard(), MODELCAR)),
+    Case("3.2.3-sha256-uppercase", "3.2.3", "a file's sha256 in uppercase hex", "reject",
+         lambda: _edit_sha(lambda m: m["files"][0].__setitem__("sha256", m["files"][0]["sha256"].upper()
+                                                               .replace("SHA256:", "sha256:")))),
+    Case("3.2.3-sha256-short", "3.2.3", "a file's sha256 of 63 hex digits", "reject",
+         lambda: _edit_sha(lambda m: m["files"][0].__setitem__("sha256", m["files"][0]["sha256"][:-1]))),
+    Case("3.2.3-sha256-wrong", "3.2.3", "a file's sha256 that is not its content's", "reject",
+         lambda: _edit_sha(lambda m: m["files"][1].__setitem__("sha256", "sha256:" + "0" * 64))),
+    Case("3.2.3-modelcar-malformed", "3.2.3", "a modelcar digest without the sha256: prefix", "reject",
+         lambda: _edit_sha(lambda m: m.__setitem__("modelcar", "ab" * 32))),
+    Case("3.2.3-modelcar-without-sha256", "3.2.3", "a modelcar digest while a file lacks its sha256", "reject",
+         lambda: _edit_sha(lambda m: m["files"][0].pop("sha256"))),
     Case("valid-minor-version", "8", "format 1.9 with fields a 1.0 reader does not know", "accept", v_minor),
     Case("valid-signatures", "5.1", "four signatures (one by an untrusted key), threshold 2 of 3", "accept",
          v_signatures, trust=[("hub-a", None), ("hub-b", None), ("hub-c", None)], threshold=2),

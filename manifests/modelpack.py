@@ -19,6 +19,7 @@ first bytes of safetensors files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import posixpath
@@ -417,6 +418,67 @@ def modelcar_plan(files: list[ModelFile]) -> list[ModelcarMember]:
         out.append(member)
         at = member.end
     return out
+
+
+class ModelcarHasher:
+    """The sha256 of the modelcar layer :func:`modelcar_plan` lays out, fed the files' bytes
+    in layer order (sorted by path): headers, padding and :data:`TAR_END` come from the plan,
+    so the caller streams only the file contents it already reads. The one home of this rule
+    for the hub (``ferry export`` records the digest, docs/bundle-format.md 3.2.3) and the
+    edge (staging, :class:`importer.apply.modelpack.StagingHasher`).
+
+    Use: for each file in layer order ``start(path)``, ``update(data)`` with its bytes,
+    ``end(size)``; then :meth:`digest`.
+
+    Args:
+        files: (path inside the model, size in bytes) of every file of the model version.
+    Raises:
+        FormatError: paths no modelcar can hold (:func:`modelcar_entries`); a file started
+        out of layer order, one whose size differs from the plan's, or :meth:`digest` before
+        every file ended.
+    """
+
+    def __init__(self, files: list[tuple[str, int]]) -> None:
+        self.plan = modelcar_plan([ModelFile(p, n, "") for p, n in files])
+        self._sha = hashlib.sha256()
+        self._next = 0
+
+    @property
+    def layer_files(self) -> tuple[tuple[str, int], ...]:
+        """(path, size) of every file in layer order."""
+        return tuple((m.file.path, m.file.size) for m in self.plan if m.file)
+
+    def start(self, path: str) -> None:
+        plan = self.plan
+        while self._next < len(plan) and plan[self._next].file is None:  # folders before this file
+            self._sha.update(plan[self._next].header)
+            self._next += 1
+        member = plan[self._next] if self._next < len(plan) else None
+        if member is None or member.file is None or member.file.path != path:
+            raise FormatError(f"model file {path!r} is out of modelcar layer order")
+        self._sha.update(member.header)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._sha.update(data)
+
+    def end(self, size: int) -> None:
+        member = self.plan[self._next]
+        if member.size != size:
+            raise FormatError(f"model file {member.file.path if member.file else ''!r} has {size} bytes, "
+                              f"the layer plan {member.size}")
+        self._sha.update(bytes(member.padding))
+        self._next += 1
+
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the whole layer."""
+        while self._next < len(self.plan) and self.plan[self._next].file is None:  # a model of no files
+            self._sha.update(self.plan[self._next].header)
+            self._next += 1
+        if self._next != len(self.plan):
+            raise FormatError("the modelcar layer's digest needs every file, in layer order")
+        self._sha.update(TAR_END)
+        self._next += 1  # a second call fails: the hash is final
+        return "sha256:" + self._sha.hexdigest()
 
 
 def modelcar_layer_size(files: list[ModelFile]) -> int:

@@ -1,0 +1,163 @@
+"""The publishing digests of a model version, computed at export from the bytes the cutter reads.
+
+Format 1.3 (docs/bundle-format.md 3.2.3) lets the hub sign, for each model file, its
+``sha256`` (the digest of its raw ModelPack layer) and, for the model, the ``modelcar``
+layer's sha256 (the tar layer :func:`manifests.modelpack.modelcar_plan` lays out), so that the
+edge publishes without hashing (issue #14).
+
+Where the hashing runs: on one thread of its own (:class:`ModelDigests`), fed the same window
+views the cutting thread hands to BLAKE3 (hashlib releases the GIL on large buffers), so the
+cutting thread only queues them; before the cutter writes a window again the exporter waits
+for this thread (:meth:`ModelDigests.settle`, called from ``bundler.export._Run.reuse``), so no
+copy is made. The two sha256 passes (file and layer) take turns on that thread.
+
+Files the hub does not read (a chunk-cache hit) take their sha256 from the hub state's
+content-addressed cache (BLAKE3 -> sha256, :meth:`bundler.hubstate.HubState.known_digest`), and
+the modelcar digest from the same cache keyed by the artifact's content digest; what is in no
+cache is read once more (:func:`modelcar_by_reading`, or the file is cut afresh).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO
+
+from manifests.errors import FerryError, PlaceError
+from manifests.modelpack import ModelcarHasher
+
+_READ = 1 << 20
+
+
+class ModelDigests:
+    """Each file's sha256 and the modelcar layer's for one model artifact, hashed on a thread
+    of its own in the order the bytes are given.
+
+    Use per file: :meth:`start`, :meth:`update` with its bytes (views that stay valid until
+    :meth:`settle` returns), :meth:`end`; or :meth:`known` for a file not read. Then
+    :meth:`close`.
+
+    Args:
+        files: (path inside the model, size in bytes) of every file of the model version.
+    """
+
+    def __init__(self, files: list[tuple[str, int]]) -> None:
+        self._layer: ModelcarHasher | None
+        try:
+            self._layer = ModelcarHasher(files)
+        except FerryError:
+            self._layer = None  # paths no modelcar can hold: no modelcar digest
+        self.files: dict[str, str] = {}
+        self._file: hashlib._Hash | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-sha256")
+        self._last: Future[None] | None = None
+
+    def _put(self, step: Callable[..., None], *args: object) -> None:
+        self._last = self._thread.submit(step, *args)
+
+    # ---- the cutting thread
+
+    def start(self, path: str) -> None:
+        self._put(self._start, path)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._put(self._update, data)
+
+    def end(self, path: str, size: int) -> None:
+        self._put(self._end, path, size)
+
+    def known(self, path: str, sha256: str | None) -> None:
+        """A file not read (its chunks were cached): its sha256 from the digest cache, or None;
+        the layer can then not be hashed in this pass."""
+        self._put(self._known, path, sha256)
+
+    def settle(self) -> None:
+        """Wait until every byte given so far is hashed (before its window is written again)."""
+        if self._last is not None:
+            self._last.result()
+
+    def close(self) -> tuple[dict[str, str], str | None]:
+        """(path -> ``sha256:<hex>`` of each file hashed or known, the modelcar layer's
+        ``sha256:<hex>`` or None when a file was not read or was given out of layer order)."""
+        try:
+            self.settle()
+            layer = None
+            if self._layer is not None:
+                self._thread.submit(self._digest).result()
+                layer = self._layer_digest
+            return self.files, layer
+        finally:
+            self._thread.shutdown(wait=True)
+
+    def abort(self) -> None:
+        """Stop the thread without a result (the export failed)."""
+        self._thread.shutdown(wait=True, cancel_futures=True)
+
+    # ---- on the hashing thread
+
+    def _start(self, path: str) -> None:
+        self._file = hashlib.sha256()
+        if self._layer is not None:
+            try:
+                self._layer.start(path)
+            except FerryError:
+                self._layer = None
+
+    def _update(self, data: bytes | memoryview) -> None:
+        assert self._file is not None
+        self._file.update(data)
+        if self._layer is not None:
+            self._layer.update(data)
+
+    def _end(self, path: str, size: int) -> None:
+        assert self._file is not None
+        self.files[path] = "sha256:" + self._file.hexdigest()
+        self._file = None
+        if self._layer is not None:
+            try:
+                self._layer.end(size)
+            except FerryError:
+                self._layer = None
+
+    def _known(self, path: str, sha256: str | None) -> None:
+        if sha256 is not None:
+            self.files[path] = sha256
+        self._layer = None
+
+    _layer_digest: str | None = None
+
+    def _digest(self) -> None:
+        try:
+            self._layer_digest = self._layer.digest() if self._layer is not None else None
+        except FerryError:
+            self._layer_digest = None
+
+
+def modelcar_by_reading(files: list[tuple[str, int, Callable[[], BinaryIO]]]) -> str:
+    """The modelcar layer's sha256 by reading the files once more (files the export took
+    from its chunk cache), in layer order.
+
+    Args:
+        files: (path inside the model, size in bytes, a function opening its bytes) per file.
+    Returns:
+        ``sha256:<hex>`` of the layer :func:`manifests.modelpack.modelcar_plan` lays out.
+    Raises:
+        PlaceError: a file cannot be read or changed size (place ``source``).
+        FormatError: paths no modelcar can hold.
+    """
+    layer = ModelcarHasher([(p, n) for p, n, _ in files])
+    for path, size, opener in sorted(files, key=lambda f: f[0]):
+        layer.start(path)
+        got = 0
+        try:
+            with opener() as f:
+                while data := f.read(_READ):
+                    layer.update(data)
+                    got += len(data)
+        except OSError as exc:
+            raise PlaceError("source", path, f"cannot read {path}: {exc.strerror or exc}") from None
+        if got != size:
+            raise PlaceError("source", path, f"{path}: read {got} bytes, expected {size} (changed while exporting?)")
+        layer.end(size)
+    return layer.digest()
