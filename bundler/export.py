@@ -671,10 +671,12 @@ def _model_digests(run: _Run, a: SourceArtifact, entries: list[_EntryBuild]) -> 
     assert run.sha is not None
     sha, run.sha = run.sha, None
     files, layer = sha.close()
+    blake3_of = {b.source.path: b.blake3 for b in entries}
+    for path, sha256 in sha.finished():  # those the loop has not remembered yet
+        if blake3_of.get(path):
+            run.state.remember_digest("blake3:" + blake3_of[path], sha256)
     for b in entries:
         b.sha256 = files.get(b.source.path or "")
-        if b.sha256 is not None and b.blake3:
-            run.state.remember_digest("blake3:" + b.blake3, b.sha256)
     if any(b.sha256 is None for b in entries):
         return None  # no modelcar digest without every file's
     from manifests.digest import artifact_content_digest
@@ -1004,10 +1006,16 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
                     run.sha = ModelDigests([(f.path or "", f.size) for f in a.files])
                 with progress.task(f"{a.kind} {a.name} {a.version}", sum(f.size for f in a.files)) as task:
                     by_file: dict[int, _EntryBuild] = {}
+                    blake3_of: dict[str, str] = {}  # path -> BLAKE3 of the files cut so far
                     for sf in order:
                         why = "installed" if installed else (
                             "site-blobs" if receipt is not None and receipt.held_blob(sf.digest) else None)
-                        by_file[id(sf)] = _chunk_file(run, sf, task, overall, why)
+                        build = by_file[id(sf)] = _chunk_file(run, sf, task, overall, why)
+                        blake3_of[sf.path or ""] = build.blake3
+                        if run.sha is not None:  # remembered as they come: a resumed export need not read them
+                            for path, sha256 in run.sha.finished():
+                                if blake3_of.get(path):
+                                    state.remember_digest("blake3:" + blake3_of[path], sha256)
                     entries = [by_file[id(sf)] for sf in a.files]
                 if run.sha is not None:
                     layer = _model_digests(run, a, entries)

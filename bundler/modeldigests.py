@@ -20,6 +20,7 @@ cache is read once more (:func:`modelcar_by_reading`, or the file is cut afresh)
 from __future__ import annotations
 
 import hashlib
+import queue
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
@@ -49,6 +50,7 @@ class ModelDigests:
         except FerryError:
             self._layer = None  # paths no modelcar can hold: no modelcar digest
         self.files: dict[str, str] = {}
+        self._finished: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._file: hashlib._Hash | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-sha256")
         self._last: Future[None] | None = None
@@ -71,6 +73,17 @@ class ModelDigests:
         """A file not read (its chunks were cached): its sha256 from the digest cache, or None;
         the layer can then not be hashed in this pass."""
         self._put(self._known, path, sha256)
+
+    def finished(self) -> list[tuple[str, str]]:
+        """(path, ``sha256:<hex>``) of the files hashed since the last call, without waiting:
+        the exporter remembers them at once, so that a killed export resumes without reading
+        those files again."""
+        out = []
+        while True:
+            try:
+                out.append(self._finished.get_nowait())
+            except queue.Empty:
+                return out
 
     def settle(self) -> None:
         """Wait until every byte given so far is hashed (before its window is written again)."""
@@ -113,6 +126,7 @@ class ModelDigests:
     def _end(self, path: str, size: int) -> None:
         assert self._file is not None
         self.files[path] = "sha256:" + self._file.hexdigest()
+        self._finished.put((path, self.files[path]))
         self._file = None
         if self._layer is not None:
             try:

@@ -10,7 +10,10 @@ Two forms of one model version (issue 14, item 1), both built from the model's f
 - A **modelcar image** (KServe modelcars, Kubernetes image volumes): an ordinary OCI image
   whose single uncompressed tar layer holds the files under ``/models/``, each file's data
   starting on a 4 KiB boundary (:func:`modelcar_plan`: pax padding) so that the layer can
-  share the model store's data blocks on file systems with reflinks.
+  share the model store's data blocks on file systems with reflinks. This layout is part of
+  the bundle format from 1.3 on (docs/bundle-format.md 3.2.3): the hub signs the layer's
+  sha256 (:class:`ModelcarHasher`, the one home of its hashing for hub and edge) and each
+  file's, and the edge publishes with them without hashing.
 
 The layer media type of a file follows :func:`layer_media_type` (documented in
 docs/models-oci.md). Nothing here reads a file: callers pass names, sizes, digests and the

@@ -20,9 +20,12 @@ it too stores no model byte twice, only its headers and each file's last partial
 Elsewhere (ext4) the data is copied in the kernel (:func:`copy_range`, ``copy_file_range``),
 and only where that is refused through a buffer: a second copy of the bytes.
 
-Publishing at import reads no model file: each file's sha256 and the modelcar layer's are
-computed while staging writes the files (:class:`StagingHasher`, two worker threads fed the
-verified bytes), and handed over as :class:`StagedDigests`. Measured with
+Publishing at import reads no model file and hashes none when the bundle carries the hub's
+signed digests (format 1.3: each file's ``sha256`` and the ``modelcar`` layer's,
+docs/bundle-format.md 3.2.3; :func:`signed_digests` says why the edge may trust them). For
+an older bundle each file's sha256 and the modelcar layer's are computed while staging
+writes the files (:class:`StagingHasher`, two worker threads fed the verified bytes). Either
+way they reach publishing as :class:`StagedDigests`. Measured with
 ``bench/publish_bench.py`` (1 GiB; bench/README.md, "Publishing"): see docs/models-oci.md,
 "Publishing cost".
 """
