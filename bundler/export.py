@@ -499,6 +499,8 @@ class _Run:
         self.written = 0
         self.held_whole: set[str] = set()  # chunks of files and blobs the edge holds whole (not stored)
         self.sha: ModelDigests | None = None  # the publishing digests of the model being cut
+        self.sha_read = True  # read the model's cached files for them (not all in the caches)
+        self.blake3_of: dict[str, str] = {}  # path -> BLAKE3 of the model's files cut so far
 
     def skip(self, cid: str) -> bool:
         return cid in self.held or cid in self.placed
@@ -515,6 +517,15 @@ class _Run:
         while self.inflight_bytes > self.sizes.in_flight:
             self.handle_one()
 
+    def remember_digests(self) -> None:
+        """Put the sha256 of each model file hashed since the last call into the hub state's
+        digest cache at once, so that an export killed mid-model resumes without cutting
+        those files again."""
+        if self.sha is not None:
+            for path, sha256 in self.sha.finished():
+                if self.blake3_of.get(path):
+                    self.state.remember_digest("blake3:" + self.blake3_of[path], sha256)
+
     def known(self, build: _EntryBuild, cid: str, size: int) -> None:
         """A chunk whose id is known and that need not be read (cache hit, already stored)."""
         build.ids.append(cid)
@@ -525,6 +536,7 @@ class _Run:
         and every sha256 of the model being cut (fed views of the windows too)."""
         if self.sha is not None:
             self.sha.settle()
+            self.remember_digests()
         while any(w is window for _, _, _, w in self.inflight):
             self.handle_one()
 
@@ -594,9 +606,10 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
         # a model file whose sha256 is in no cache is read again (format 1.3 records it)
         if cached is not None and sf.digest is None and (run.sha is None or known_sha is not None):
             build.blake3, build.in_cache = cached.blake3, True
-            if run.sha is not None:
+            if run.sha is not None and run.sha_read:  # the modelcar layer's hash needs its bytes
+                run.sha.read_file(sf.path or "", sf.size, sf.open)
+            elif run.sha is not None:
                 run.sha.known(sf.path or "", known_sha)
-                build.sha256 = known_sha
             offset = 0
             for cid, size in cached.chunks:
                 if run.skip(cid) or held:
@@ -638,6 +651,7 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
         raise PlaceError("source", str(label), f"{label}: content does not match its digest {sf.digest}")
     build.blake3 = hasher.blake3
     if run.sha is not None:
+        run.blake3_of[sf.path or ""] = build.blake3  # before its sha256 can be finished
         run.sha.end(sf.path or "", sf.size)
     run.finished_cutting(build)
     return build
@@ -664,17 +678,31 @@ def _hashed(hasher: Hasher | _Tee, data: memoryview) -> memoryview:
     return data
 
 
+def _digests_cached(state: HubState, a: SourceArtifact) -> bool:
+    """Whether every file of model ``a`` is in the chunk cache with its sha256 in the digest
+    cache, and the model's modelcar digest too: then the export reads none of them."""
+    from manifests.digest import artifact_content_digest
+
+    pairs = []
+    for f in a.files:
+        try:
+            cached = state.cached(FileKey.of(f.local_path)) if f.local_path is not None else None
+        except OSError:
+            return False  # _chunk_file says what is wrong with it
+        if cached is None or state.known_digest("blake3:" + cached.blake3) is None:
+            return False
+        pairs.append((f.path or "", cached.blake3))
+    return state.known_digest("modelcar:" + artifact_content_digest(pairs)) is not None
+
+
 def _model_digests(run: _Run, a: SourceArtifact, entries: list[_EntryBuild]) -> str | None:
     """Close the model's :class:`ModelDigests`: give each entry its sha256 and return the
     modelcar layer's digest, from the hashing thread, the hub state's digest cache, or by
     reading the files once more (:func:`bundler.modeldigests.modelcar_by_reading`)."""
     assert run.sha is not None
-    sha, run.sha = run.sha, None
-    files, layer = sha.close()
-    blake3_of = {b.source.path: b.blake3 for b in entries}
-    for path, sha256 in sha.finished():  # those the loop has not remembered yet
-        if blake3_of.get(path):
-            run.state.remember_digest("blake3:" + blake3_of[path], sha256)
+    files, layer = run.sha.close()
+    run.remember_digests()  # those not remembered yet
+    run.sha = None
     for b in entries:
         b.sha256 = files.get(b.source.path or "")
     if any(b.sha256 is None for b in entries):
@@ -1003,19 +1031,16 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
                 # modelcar layer's sha256 is hashed as they are read
                 order = sorted(a.files, key=lambda f: f.path or "") if a.kind == "model" else a.files
                 if a.kind == "model":
-                    run.sha = ModelDigests([(f.path or "", f.size) for f in a.files])
+                    run.sha, run.blake3_of = ModelDigests([(f.path or "", f.size) for f in a.files]), {}
+                    run.sha_read = not _digests_cached(state, a)
                 with progress.task(f"{a.kind} {a.name} {a.version}", sum(f.size for f in a.files)) as task:
                     by_file: dict[int, _EntryBuild] = {}
-                    blake3_of: dict[str, str] = {}  # path -> BLAKE3 of the files cut so far
                     for sf in order:
                         why = "installed" if installed else (
                             "site-blobs" if receipt is not None and receipt.held_blob(sf.digest) else None)
                         build = by_file[id(sf)] = _chunk_file(run, sf, task, overall, why)
-                        blake3_of[sf.path or ""] = build.blake3
-                        if run.sha is not None:  # remembered as they come: a resumed export need not read them
-                            for path, sha256 in run.sha.finished():
-                                if blake3_of.get(path):
-                                    state.remember_digest("blake3:" + blake3_of[path], sha256)
+                        run.blake3_of[sf.path or ""] = build.blake3
+                        run.remember_digests()
                     entries = [by_file[id(sf)] for sf in a.files]
                 if run.sha is not None:
                     layer = _model_digests(run, a, entries)

@@ -11,10 +11,12 @@ cutting thread only queues them; before the cutter writes a window again the exp
 for this thread (:meth:`ModelDigests.settle`, called from ``bundler.export._Run.reuse``), so no
 copy is made. The two sha256 passes (file and layer) take turns on that thread.
 
-Files the hub does not read (a chunk-cache hit) take their sha256 from the hub state's
+Files the hub does not cut (a chunk-cache hit) take their sha256 from the hub state's
 content-addressed cache (BLAKE3 -> sha256, :meth:`bundler.hubstate.HubState.known_digest`), and
-the modelcar digest from the same cache keyed by the artifact's content digest; what is in no
-cache is read once more (:func:`modelcar_by_reading`, or the file is cut afresh).
+the modelcar digest from the same cache keyed by the artifact's content digest. When a model
+is not wholly in those caches (a new version beside unchanged files, a resumed export), the
+cached files are read, not cut, for the layer's hash (:meth:`ModelDigests.read_file`); a
+file whose sha256 is in no cache is cut afresh.
 """
 
 from __future__ import annotations
@@ -73,6 +75,28 @@ class ModelDigests:
         """A file not read (its chunks were cached): its sha256 from the digest cache, or None;
         the layer can then not be hashed in this pass."""
         self._put(self._known, path, sha256)
+
+    def read_file(self, path: str, size: int, opener: Callable[[], BinaryIO]) -> None:
+        """Hash a file the export does not cut (its chunks were cached) by reading it, on the
+        calling thread once the hashing thread is idle, so that the modelcar layer's hash
+        goes on in layer order (cheaper than reading every file again afterwards).
+
+        Raises:
+            PlaceError: the file cannot be read or changed size (place ``source``).
+        """
+        self.settle()
+        self._start(path)
+        got = 0
+        try:
+            with opener() as f:
+                while data := f.read(_READ):
+                    self._update(data)
+                    got += len(data)
+        except OSError as exc:
+            raise PlaceError("source", path, f"cannot read {path}: {exc.strerror or exc}") from None
+        if got != size:
+            raise PlaceError("source", path, f"{path}: read {got} bytes, expected {size} (changed while exporting?)")
+        self._end(path, size)
 
     def finished(self) -> list[tuple[str, str]]:
         """(path, ``sha256:<hex>``) of the files hashed since the last call, without waiting:

@@ -302,3 +302,25 @@ def test_verify_refuses_a_file_whose_signed_sha256_is_wrong(tmp_path: Path, hub_
     assert done.returncode == 1, done.stdout + done.stderr
     assert "config.json" in done.stdout + done.stderr and "sha256" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+_long_segment = st.text(alphabet=st.sampled_from("abé漢09._-"), min_size=1, max_size=120).filter(
+    lambda s: s not in (".", ".."))
+
+
+@settings(max_examples=60, deadline=None)
+@given(paths=st.lists(st.lists(_long_segment, min_size=1, max_size=3).map("/".join), min_size=0, max_size=4,
+                      unique=True),
+       sizes=st.lists(st.integers(0, 9000), min_size=4, max_size=4))
+def test_the_conformance_writer_lays_out_the_same_modelcar_layer(paths: list[str], sizes: list[int]) -> None:
+    """The conformance suite's second writer (conformance/generate.py, from the format
+    document alone) and ferry's modelcar_plan give the same layer bytes: the layout that
+    format 1.3 makes part of the format has two independent implementations that agree."""
+    from conformance.generate import modelcar_layer
+
+    paths = [p for p in paths if not any(q.startswith(p + "/") for q in paths)]
+    files = {p: _fill(p, sizes[i]) for i, p in enumerate(paths)}
+    layer = bytearray()
+    for m in modelcar_plan([ModelFile(p, len(d), "") for p, d in files.items()]):
+        layer += m.header + (files[m.file.path] if m.file else b"") + bytes(m.padding)
+    assert modelcar_layer(files) == bytes(layer + TAR_END)
