@@ -607,7 +607,7 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
         if cached is not None and sf.digest is None and (run.sha is None or known_sha is not None):
             build.blake3, build.in_cache = cached.blake3, True
             if run.sha is not None and run.sha_read:  # the modelcar layer's hash needs its bytes
-                run.sha.read_file(sf.path or "", sf.size, sf.open)
+                run.sha.read_file(sf.path or "", sf.size, sf.open, known_sha)
             elif run.sha is not None:
                 run.sha.known(sf.path or "", known_sha)
             offset = 0

@@ -76,27 +76,36 @@ class ModelDigests:
         the layer can then not be hashed in this pass."""
         self._put(self._known, path, sha256)
 
-    def read_file(self, path: str, size: int, opener: Callable[[], BinaryIO]) -> None:
+    def read_file(self, path: str, size: int, opener: Callable[[], BinaryIO], sha256: str | None = None) -> None:
         """Hash a file the export does not cut (its chunks were cached) by reading it, on the
         calling thread once the hashing thread is idle, so that the modelcar layer's hash
         goes on in layer order (cheaper than reading every file again afterwards).
 
+        Args:
+            path: the file's path inside the model; size: its size in bytes;
+            opener: opens its bytes; sha256: its ``sha256:<hex>`` when the digest cache knows
+                it (then only the layer is hashed: one pass, not two).
         Raises:
             PlaceError: the file cannot be read or changed size (place ``source``).
         """
         self.settle()
         self._start(path)
+        if sha256 is not None:
+            self._file = None
         got = 0
         try:
             with opener() as f:
                 while data := f.read(_READ):
-                    self._update(data)
+                    if self._file is not None:
+                        self._file.update(data)
+                    if self._layer is not None:
+                        self._layer.update(data)
                     got += len(data)
         except OSError as exc:
             raise PlaceError("source", path, f"cannot read {path}: {exc.strerror or exc}") from None
         if got != size:
             raise PlaceError("source", path, f"{path}: read {got} bytes, expected {size} (changed while exporting?)")
-        self._end(path, size)
+        self._end(path, size, sha256)
 
     def finished(self) -> list[tuple[str, str]]:
         """(path, ``sha256:<hex>``) of the files hashed since the last call, without waiting:
@@ -147,10 +156,12 @@ class ModelDigests:
         if self._layer is not None:
             self._layer.update(data)
 
-    def _end(self, path: str, size: int) -> None:
-        assert self._file is not None
-        self.files[path] = "sha256:" + self._file.hexdigest()
-        self._finished.put((path, self.files[path]))
+    def _end(self, path: str, size: int, known: str | None = None) -> None:
+        if known is None:
+            assert self._file is not None
+            known = "sha256:" + self._file.hexdigest()
+        self.files[path] = known
+        self._finished.put((path, known))
         self._file = None
         if self._layer is not None:
             try:
