@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 #: The format version this suite tests; the suite is versioned with it (section 8).
 SUITE_FORMAT_VERSION = "1.0"
-SUITE_VERSION = "1.0.0"
+SUITE_VERSION = "1.1.0"  # 1.1.0: the format 1.3 cases (section 3.2.3)
 
 MANIFEST_TYPE = "application/vnd.ferry.manifest.v1+json"
 RECEIPT_TYPE = "application/vnd.ferry.receipt.v1+json"
