@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from manifests.budget import MEMORY_BUDGET, ImportSizes, import_sizes, usable_cpus
@@ -28,11 +29,34 @@ class ChunkSource(Protocol):
     def read_chunk(self, chunk: Chunk) -> bytes: ...
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Verified:
+    """The raw bytes of chunk ``chunk_id``, already decompressed and checked against that id
+    (:func:`manifests.chunks.decompress_chunk`) by this process: what a reader that must check
+    each chunk anyway (the registry fetcher, :class:`importer.link.RegistryPacks`, which checks
+    so that a bad answer can be retried) hands over, so that the chunk is checked once.
+
+    Why no check is skipped: the hand-off is in-process memory (a frozen object holding an
+    immutable ``bytes``), never a file, a pipe or a socket; nothing outside this process can
+    change it between the check and the write, and code inside it could change the import
+    itself. :meth:`StoreThenPacks.start` still compares ``chunk_id`` and the length with the
+    chunk asked for (a mix-up is a VerificationError), and every entry's BLAKE3 (and sha256)
+    is checked over the bytes written (:func:`stream_entry`) before it is committed.
+
+    Attributes:
+        chunk_id: the chunk's id (BLAKE3 hex of ``raw``, docs/bundle-format.md section 4).
+        raw: the chunk's bytes, ``size`` of them.
+    """
+
+    chunk_id: str
+    raw: bytes
+
+
 class CarriedChunks(Protocol):
     """Where an import finds the chunks a bundle carries: all that planning (:func:`importer.run.plan_bundle`)
     and applying (:class:`StoreThenPacks`, the spill) ask of it. Implemented by the medium's
-    :class:`importer.medium.PackReader`; a registry reader that fetches by Range into memory is
-    the planned second one (issue #18: import from a registry without writing the data twice)."""
+    :class:`importer.medium.PackReader` (stored frames, checked by the caller) and the registry's
+    :class:`importer.link.RegistryPacks` (:class:`Verified` chunks, checked as they arrived)."""
 
     def packs_at_hand(self) -> frozenset[int]:
         """Indexes (into ``manifest.packs``) of the packs whose chunks can be read."""
@@ -46,11 +70,32 @@ class CarriedChunks(Protocol):
         """Volumes neither given nor found, for 'insert volume N' messages."""
         ...
 
-    def read_stored(self, chunk: Chunk) -> bytes:
-        """The stored (zstd frame) bytes of a carried chunk, ``chunk.stored`` of them, not yet
-        checked against its id (the caller decompresses and verifies). Raises ChunkError when
-        the chunk cannot be read (its pack or volume missing, truncated)."""
+    def read_stored(self, chunk: Chunk) -> bytes | Verified:
+        """A carried chunk: its stored (zstd frame) bytes, ``chunk.stored`` of them, not yet
+        checked against its id (the caller decompresses and verifies), or its :class:`Verified`
+        raw bytes (checked by the reader in this process). Raises ChunkError when the chunk
+        cannot be read (its pack or volume missing, truncated) or, for a reader that checks,
+        does not match its id; RegistryError when a registry failed."""
         ...
+
+
+def stored_frame(chunk: Chunk, got: bytes | Verified) -> bytes:
+    """A stored frame for ``chunk`` from what :meth:`CarriedChunks.read_stored` gave: the frame
+    itself, or the :class:`Verified` raw bytes compressed again (for the spill, which keeps
+    frames; a rare path: a registry holds every pack)."""
+    if isinstance(got, bytes):
+        return got
+    from manifests.chunks import compress_chunk
+
+    return compress_chunk(_checked(chunk, got))
+
+
+def _checked(chunk: Chunk, got: Verified) -> bytes:
+    """``got.raw`` when ``got`` is the chunk asked for (id and size); else VerificationError."""
+    if got.chunk_id != chunk.id or len(got.raw) != chunk.size:
+        raise VerificationError(f"chunk {chunk.id}: handed over as chunk {got.chunk_id} of {len(got.raw)} bytes "
+                                f"({chunk.size} expected)")
+    return got.raw
 
 
 def entry_label(entry: Entry) -> str:
@@ -78,7 +123,8 @@ def stream_entry(entry: Entry, manifest: Manifest, source: ChunkSource) -> Itera
 
 
 class StoreThenPacks:
-    """Chunks from the site's store first, else from the packs at hand (both verified).
+    """Chunks from the site's store first, else from the packs at hand (both verified): a
+    stored frame is decompressed and checked here, a :class:`Verified` chunk is used as it is.
 
     :meth:`entry_source` reads ahead: while the caller hashes and writes one chunk, the next
     few are decompressed and checked against their ids in worker threads (zstd and BLAKE3
@@ -104,7 +150,11 @@ class StoreThenPacks:
                 return done
             if not chunk.carried:
                 raise VerificationError(f"chunk {chunk.id} is not in this (delta) bundle and this site does not hold it")
-            stored = self.reader.read_stored(chunk)
+            got = self.reader.read_stored(chunk)
+            if isinstance(got, Verified):  # checked by the reader as it arrived: not checked twice
+                done.set_result(_checked(chunk, got))
+                return done
+            stored = got
         except FerryError as exc:
             done.set_exception(exc)
             return done

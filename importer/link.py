@@ -10,15 +10,18 @@ The bundle's OCI artifact (docs/bundle-format.md section 12):
 2. ``ferry import``: :class:`RegistryPacks` hands the import each chunk it asks for that the
    site lacks, fetched on a thread of its own ahead of the writer (within a bounded number of
    bytes) by HTTP Range requests into the pack blobs, neighbours coalesced into one request
-   whose answer is read chunk by chunk, each chunk verified against its signed id (as on a
-   medium) as soon as it has arrived; the apply targets write it once, and what survives a
-   kill -9 is what the store recorded (the model staging's checkpoints);
-3. ``ferry verify``: :func:`fetch_chunks` assembles every chunk into sparse pack files in a
-   temporary folder, which is then verified as a medium.
+   whose answer is read chunk by chunk, each chunk decompressed and verified against its signed
+   id (as on a medium) as soon as it has arrived and handed over as it is (checked once, not
+   again by the import); the apply targets write it once, and what survives a kill -9 is what
+   the store recorded (the model staging's checkpoints);
+3. ``ferry verify``: as the import, through :class:`RegistryPacks` (:func:`open_link`), every
+   carried chunk read once in pack order and checked as it arrives; nothing is written but the
+   signed files (no copy of the packs).
 
 Failures are retried with exponential backoff (a truncated answer, a refused connection,
 bytes that do not match their chunk id); after the last attempt the error is one line
-naming the registry, the pack and why. The import verifies every chunk again as it applies.
+naming the registry, the pack and why. The import checks every entry's BLAKE3 (and sha256)
+over the bytes it writes, as from a medium.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from pathlib import Path
 
+from manifests.budget import FETCH_AHEAD
 from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, SignedManifest, open_manifest, volume_dir_name
 from manifests.chunks import decompress_chunk
 from manifests.digest import manifest_digest
@@ -43,14 +47,12 @@ from manifests.progress import Progress
 from manifests.trust import Trust
 from transport.registry import RegistryClient
 
+from .content import Verified
+
 #: Chunks closer than this in one pack are fetched in one request (the gap is read and dropped).
 COALESCE_GAP = 256 * 1024
 #: The most bytes one Range request asks for.
 MAX_RANGE = 64 * 1024 * 1024
-#: The most bytes an import fetches ahead and holds (:class:`RegistryPacks`: verified chunks not yet
-#: read); the caller may give less from the memory budget. Each chunk is handed over as soon as it
-#: has arrived, so this bounds memory and what a kill -9 loses, not how long the writer waits.
-IMPORT_RANGE = 8 * 1024 * 1024
 #: Seconds :meth:`RegistryPacks.close` waits for its fetcher thread to stop.
 CLOSE_WAIT = 10.0
 #: The most bytes read from an answer at a time under ``--limit-rate`` (without it, a chunk is read at once).
@@ -112,15 +114,6 @@ class FetchStats:
                 "artifactDigest": self.artifact_digest, "chunksNeeded": self.chunks_needed,
                 "chunksAlready": self.chunks_already, "chunksFetched": self.chunks_fetched,
                 "bytesFetched": self.bytes_fetched, "requests": self.requests, "retries": self.retries}
-
-
-@dataclass
-class Fetched:
-    """A bundle assembled from a registry: the folder to read like a medium, and the cost."""
-
-    folder: Path
-    signed: SignedManifest
-    stats: FetchStats
 
 
 _T = TypeVar("_T")
@@ -277,21 +270,6 @@ def _rmtree_quiet(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _verified_here(fd: int, c: Chunk) -> bool:
-    """Whether the folder already holds chunk ``c`` whole and valid (an earlier run's)."""
-    assert c.offset is not None and c.stored is not None
-    if not any(os.pread(fd, 4, c.offset)):  # a hole (never fetched): no need to read the rest
-        return False
-    data = os.pread(fd, c.stored, c.offset)
-    if len(data) != c.stored:
-        return False
-    try:
-        decompress_chunk(data, chunk_id=c.id, size=c.size)
-    except ChunkError:
-        return False
-    return True
-
-
 def coalesce(chunks: list[Chunk], gap: int = COALESCE_GAP, limit: int = MAX_RANGE) -> list[list[Chunk]]:
     """Chunks of one pack grouped into ranges to fetch: sorted by offset; the next chunk joins
     the current range when it starts at most ``gap`` bytes after its end and the range stays
@@ -311,72 +289,15 @@ def coalesce(chunks: list[Chunk], gap: int = COALESCE_GAP, limit: int = MAX_RANG
     return out
 
 
-def fetch_chunks(client: RegistryClient, repo: str, art: BundleArtifact, m: Manifest, folder: Path,
-                 needed: Iterable[str], stats: FetchStats, progress: Progress, *, limit: RateLimit | None = None,
-                 attempts: int = ATTEMPTS, backoff: float = FIRST_BACKOFF,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-    """Step 3 (verify): bring the carried chunks ``needed`` into sparse pack files in the folder.
-
-    Args:
-        client, repo: the registry and repository; art: the artifact's blobs (pack name -> blob).
-        m: the verified manifest; folder: the folder :func:`fetch_signed` laid out.
-        needed: chunk ids the import needs and the site does not hold (not carried ones are skipped).
-        stats: updated with what was fetched. progress: reports the bytes.
-        limit: the ``--limit-rate`` cap. attempts, backoff, sleep: the retry policy (exponential).
-    Raises:
-        RegistryError (exit 2): the registry failed the same range ``attempts`` times (truncated
-        answers, lies about Range, unreachable), or a pack blob is not there at all.
-        ChunkError (exit 1): the registry served bytes that do not match the signed chunk ids
-        ``attempts`` times. Chunks verified before the failure stay in the folder.
-    """
-    ids = set(needed)
-    by_pack: dict[int, list[Chunk]] = {}
-    for c in m.chunks:
-        if c.id in ids and c.carried:
-            assert c.pack is not None
-            by_pack.setdefault(c.pack, []).append(c)
-    stats.chunks_needed = sum(len(v) for v in by_pack.values())
-    vols = volume_folders(folder, m)
-    for pack in m.packs:
-        with open(vols[pack.volume] / PACKS_DIR / pack.name, "ab") as f:  # sparse: holes fail their chunk check
-            if f.tell() != pack.size:
-                f.truncate(pack.size)
-    total = sum(c.stored or 0 for v in by_pack.values() for c in v)
-    with progress.task(f"fetch {stats.reference}", total or None) as task:
-        for index, chunks in sorted(by_pack.items()):
-            pack = m.packs[index]
-            blob = art.packs[pack.name]
-            path = vols[pack.volume] / PACKS_DIR / pack.name
-            fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
-            try:
-                todo = []
-                for c in chunks:
-                    if _verified_here(fd, c):
-                        stats.chunks_already += 1
-                        task.advance(c.stored or 0)
-                    else:
-                        todo.append(c)
-                for group in coalesce(todo):
-                    _fetch_group(client, repo, blob, pack.name, group, lambda c, b: _pwrite(fd, b, c),
-                                 stats, task.advance, limit, attempts, backoff, sleep, progress)
-                # no fsync: the folder is a cache that is read back at once and removed once
-                # imported; after a crash every chunk is verified again before it counts
-            finally:
-                os.close(fd)
-
-
-def _pwrite(fd: int, stored: bytes, c: Chunk) -> None:
-    assert c.offset is not None
-    os.pwrite(fd, stored, c.offset)
-
-
 def _verified_chunks(client: RegistryClient, repo: str, blob: Descriptor, pack_name: str, group: list[Chunk],
                      stats: FetchStats, limit: RateLimit | None, attempts: int, backoff: float,
                      sleep: Callable[[float], None], progress: Progress,
-                     stopped: Callable[[], bool] = lambda: False) -> Generator[tuple[Chunk, bytes], None, None]:
+                     stopped: Callable[[], bool] = lambda: False
+                     ) -> Generator[tuple[Chunk, bytes, bytes], None, None]:
     """The chunks of ``group`` (one pack, sorted by offset: a :func:`coalesce` range), each
-    yielded with its stored bytes as soon as they have arrived and verified against its signed
-    id (:func:`manifests.chunks.decompress_chunk`), read from one Range request whose answer
+    yielded with its stored bytes and its raw bytes as soon as they have arrived and verified
+    against its signed id (:func:`manifests.chunks.decompress_chunk`, whose result the raw bytes
+    are: a caller that wants them need not decompress again), read from one Range request whose answer
     stays open across yields (:meth:`transport.registry.RegistryClient.open_range`; the caller
     may take its time with each chunk).
 
@@ -429,10 +350,10 @@ def _verified_chunks(client: RegistryClient, repo: str, blob: Descriptor, pack_n
                     if stored is None:
                         return
                     at = c.offset + c.stored
-                    decompress_chunk(stored, chunk_id=c.id, size=c.size)  # verified before it is handed over
+                    raw = decompress_chunk(stored, chunk_id=c.id, size=c.size)  # verified before it is handed over
                     stats.chunks_fetched += 1
                     k += 1
-                    yield c, stored
+                    yield c, stored, raw
             finally:
                 stats.bytes_fetched += answer.received
                 answer.close()
@@ -454,47 +375,6 @@ def _verified_chunks(client: RegistryClient, repo: str, blob: Descriptor, pack_n
             wait *= 2
 
 
-def _fetch_group(client: RegistryClient, repo: str, blob: Descriptor, pack_name: str, group: list[Chunk],
-                 put: Callable[[Chunk, bytes], None], stats: FetchStats, advance: Callable[[int], None],
-                 limit: RateLimit | None, attempts: int, backoff: float, sleep: Callable[[float], None],
-                 progress: Progress) -> None:
-    """Every chunk of ``group`` verified, handed to ``put`` as it arrives (:func:`_verified_chunks`)."""
-    for c, stored in _verified_chunks(client, repo, blob, pack_name, group, stats, limit, attempts, backoff, sleep,
-                                      progress):
-        put(c, stored)
-        advance(len(stored))
-
-
-def fetch_bundle(ref: OciRef, base: Path, trust: Callable[[list[Path]], Trust], needed: Callable[[Manifest], set[str]],
-                 progress: Progress, *, insecure: frozenset[str] = frozenset(), rate: int | None = None,
-                 client: RegistryClient | None = None, attempts: int = ATTEMPTS,
-                 backoff: float = FIRST_BACKOFF) -> Fetched:
-    """Assemble the bundle ``ref`` under ``base``: signatures verified first, then the chunks
-    ``needed(manifest)`` names (steps 1 and 2 of the module docstring).
-
-    Args:
-        ref: ``oci://HOST/REPO:TAG``. base: see :func:`fetch_signed`. trust: the Trust hook.
-        needed: given the verified manifest, the chunk ids to fetch (the site's missing ones).
-        progress: reports. insecure: ``--insecure-registry`` hosts. rate: ``--limit-rate`` bytes/s.
-        client: a registry client to use (tests count its requests); else one for ``ref.host``.
-    Returns:
-        the folder to read as a medium, the verified manifest, and what it cost.
-    Raises:
-        as :func:`fetch_signed` and :func:`fetch_chunks`.
-    """
-    own = client is None
-    client = client or RegistryClient(ref.host, insecure_registries=insecure)
-    stats = FetchStats(reference=str(ref))
-    try:
-        signed, art, folder = fetch_signed(client, ref, base, trust, stats, progress)
-        fetch_chunks(client, ref.repository, art, signed.manifest, folder, needed(signed.manifest), stats, progress,
-                     limit=RateLimit(rate), attempts=attempts, backoff=backoff)
-    finally:
-        if own:
-            client.close()
-    return Fetched(folder, signed, stats)
-
-
 class RegistryPacks:
     """The chunks a bundle carries, read from its pack blobs in a registry as the import asks
     for them (an :class:`importer.content.CarriedChunks`, beside the medium's PackReader):
@@ -502,13 +382,16 @@ class RegistryPacks:
 
     **Fetch-ahead.** One thread fetches the chunks the import wants (:meth:`want`) in pack
     order, by coalesced Range requests (:func:`coalesce`, at most ``span`` bytes each) whose
-    answers stay open across reads, and hands each chunk over as soon as its bytes are in and
-    verified against its signed id (:func:`_verified_chunks`), while the import decompresses,
-    hashes and writes the chunks before it: fetching, checking and writing overlap. The thread
-    stops reading once the chunks handed over and not yet read reach ``ahead`` bytes, so these
-    stay under ``ahead`` plus one stored chunk (:data:`manifests.limits.MAX_STORED_CHUNK_SIZE`;
-    :attr:`peak` records the most held), besides the one chunk being received (which
-    ``http.client`` reads into a buffer of its own first). A chunk asked for
+    answers stay open across reads, and hands each chunk over as soon as its bytes are in,
+    decompressed and verified against its signed id (:func:`_verified_chunks`), as a
+    :class:`importer.content.Verified` (its raw bytes; the stored bytes are dropped), while the
+    import hashes and writes the chunks before it: fetching, checking and writing overlap, and
+    each chunk is decompressed and checked once (the import's pool does not do it again; why
+    that skips no check: :class:`importer.content.Verified`). The thread stops reading once the
+    chunks fetched and not yet read reach ``ahead`` raw bytes, so these stay under ``ahead``
+    plus one raw chunk (:data:`manifests.limits.MAX_CHUNK_SIZE`; :attr:`peak` records the most
+    held), besides the one chunk being received and checked (its stored bytes, which
+    ``http.client`` reads into a buffer of its own first, and its raw bytes). A chunk asked for
     out of that order (behind the fetcher, or past what the buffer holds) restarts the fetcher
     from it; the chunks it held are dropped (fetched again when asked: memory stays bounded).
 
@@ -522,13 +405,13 @@ class RegistryPacks:
     Args:
         client, repo: the registry and repository; art: the artifact's blobs.
         m: the verified manifest; stats: updated with what was fetched; progress: hears of retries.
-        limit: the ``--limit-rate`` cap. ahead: bytes fetched ahead and held, in bytes (sized by
-            the caller from :func:`manifests.budget.import_sizes`). span: bytes one Range request
+        limit: the ``--limit-rate`` cap. ahead: raw bytes fetched ahead and held (sized by the
+            caller from :func:`manifests.budget.import_sizes`, ``fetch_ahead``). span: bytes one Range request
             may cover. attempts, backoff, sleep: the retry policy.
     """
 
     def __init__(self, client: RegistryClient, repo: str, art: BundleArtifact, m: Manifest, stats: FetchStats,
-                 progress: Progress, *, limit: RateLimit | None = None, ahead: int = IMPORT_RANGE,
+                 progress: Progress, *, limit: RateLimit | None = None, ahead: int = FETCH_AHEAD,
                  span: int = MAX_RANGE, attempts: int = ATTEMPTS, backoff: float = FIRST_BACKOFF,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.client, self.repo, self.art, self.manifest = client, repo, art, m
@@ -542,15 +425,15 @@ class RegistryPacks:
         self._wanted: set[str] = set()
         self._todo: set[str] = set()  # wanted, neither read nor held here
         self._read: set[str] = set()  # handed over
-        self._ready: dict[str, bytes] = {}  # fetched and verified, not yet read
-        self._held = 0  # bytes in _ready
+        self._ready: dict[str, Verified] = {}  # fetched and verified, not yet read
+        self._held = 0  # raw bytes in _ready
         self._cursor = 0  # index into _order where the fetcher looks for its next chunk
         self._target: str | None = None  # a chunk asked for that the fetcher must bring first
         self._gen = 0  # bumped on each restart: the fetcher drops what it was reading
         self._closed = False
         self._error: Exception | None = None  # what ended the fetcher
         self._thread: threading.Thread | None = None
-        #: the most bytes held at once (fetched, verified, not yet read)
+        #: the most raw bytes held at once (fetched, verified, not yet read)
         self.peak = 0
         #: the error that ended fetching (after its retries) once the import met it; every later read raises it again
         self.failure: Exception | None = None
@@ -571,8 +454,26 @@ class RegistryPacks:
     def missing_volumes(self) -> list[int]:
         return []
 
-    def read_stored(self, chunk: Chunk) -> bytes:
-        """The stored bytes of carried ``chunk``, verified against its id as they arrived.
+    def damaged_files(self) -> list[str]:
+        """None: the registry holds every pack at its signed size (:func:`fetch_signed` checked)."""
+        return []
+
+    def pack_file(self, index: int) -> str:
+        """Where pack ``manifest.packs[index]`` is read from: its blob in the registry, for messages."""
+        name = self.manifest.packs[index].name
+        return f"{name} (blob {self.art.packs[name].digest} of {self.client.host}/{self.repo})"
+
+    def has(self, chunk: Chunk) -> bool:
+        """Whether ``chunk`` is carried (then a pack in the registry holds it)."""
+        return chunk.id in self._pos
+
+    def read_chunk(self, chunk: Chunk) -> bytes:
+        """Carried ``chunk``'s raw bytes, checked against its id (a ChunkSource, for ``ferry verify``);
+        raises as :meth:`read_stored`."""
+        return self.read_stored(chunk).raw
+
+    def read_stored(self, chunk: Chunk) -> Verified:
+        """Carried ``chunk``'s raw bytes, decompressed and verified against its id as they arrived.
 
         Waits for the fetcher when the chunk is on its way; restarts it from the chunk otherwise.
 
@@ -592,7 +493,7 @@ class RegistryPacks:
             while True:
                 data = self._ready.pop(chunk.id, None)
                 if data is not None:
-                    self._held -= len(data)
+                    self._held -= len(data.raw)
                     self._read.add(chunk.id)
                     self._cond.notify_all()
                     return data
@@ -653,15 +554,15 @@ class RegistryPacks:
                                           self.stats, self.limit, self.attempts, self.backoff, self.sleep,
                                           self.progress, stopped)
                 try:
-                    for c, stored in chunks:
+                    for c, _, raw in chunks:
                         with self._cond:
                             if stopped():
                                 break
                             self._todo.discard(c.id)
                             if c.id == self._target:
                                 self._target = None
-                            self._ready[c.id] = stored
-                            self._held += len(stored)
+                            self._ready[c.id] = Verified(c.id, raw)
+                            self._held += len(raw)
                             self.peak = max(self.peak, self._held)
                             self._cursor = self._pos[c.id] + 1
                             self._cond.notify_all()
@@ -718,6 +619,19 @@ class Linked:
         """The bundle's chunks (:class:`RegistryPacks`), fetched at most ``ahead`` bytes ahead of the import."""
         return RegistryPacks(self.client, self.ref.repository, self.art, self.signed.manifest, self.stats, progress,
                              limit=self.limit, ahead=ahead)
+
+    def verify_reader(self, progress: Progress) -> Callable[[Manifest], RegistryPacks]:
+        """For ``ferry verify`` (:func:`importer.verify.verify_paths`): given the manifest, a
+        reader that fetches every carried chunk in pack order, ahead as an import does
+        (:func:`manifests.budget.import_sizes` at the default budget)."""
+        from manifests.budget import import_sizes, usable_cpus
+
+        def open_reader(m: Manifest) -> RegistryPacks:
+            packs = self.reader(progress, import_sizes(cpus=usable_cpus()).fetch_ahead)
+            packs.want(c.id for c in m.chunks if c.carried)
+            return packs
+
+        return open_reader
 
     def close(self) -> None:
         """Close the connection and remove the folder of signed files."""

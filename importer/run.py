@@ -36,7 +36,7 @@ from .apply import Applied, ApplyTarget, Context, Job, targets_for
 from .trust_store import trust_for_import
 from .apply import models as model_store
 from .apply.kube import origin_of
-from .content import CarriedChunks, StoreThenPacks
+from .content import CarriedChunks, StoreThenPacks, stored_frame
 from .fsroot import FsRoot
 from .medium import BundleOnMedium, PackReader, find_bundles
 from .plan import (LIFTABLE, REFUSING, BundlePlan, BundleStatus, Needs, Present, Status, Step, decisions, holding,
@@ -587,12 +587,7 @@ class _BundleRun:
         by coalesced Range requests sized from the memory budget, :mod:`importer.link`)."""
         if self.link is None:
             return PackReader(self.m, self.medium.volume_dirs)
-        from manifests.budget import ONE_CHUNK
-
-        from .link import IMPORT_RANGE
-
-        sizes = import_sizes(self.opts.memory_budget, usable_cpus())
-        return self.link.reader(self.progress, min(IMPORT_RANGE, max(ONE_CHUNK, sizes.read_ahead * ONE_CHUNK) // 2))
+        return self.link.reader(self.progress, import_sizes(self.opts.memory_budget, usable_cpus()).fetch_ahead)
 
     def _want(self, plan: BundlePlan, reader: Any) -> None:
         """Tell the registry reader which chunks this run reads (ready steps and the spill) and
@@ -723,7 +718,7 @@ class _BundleRun:
         for cid in plan.spill:
             c = self.m.chunk(cid)
             try:
-                self.ctx.store.spill(c, reader.read_stored(c))
+                self.ctx.store.spill(c, stored_frame(c, reader.read_stored(c)))
             except VerificationError as exc:
                 bad[c.id] = str(exc)
         if not bad:

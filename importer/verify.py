@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from importer.content import stream_entry
+from importer.content import CarriedChunks, stream_entry
 from importer.medium import BundleOnMedium, PackReader, find_bundles
 from importer.plan import REFUSING, BundlePlan, Status, Step
 from importer.policy import Installed
@@ -41,10 +42,47 @@ def _chunk_error(chunk_id: str, status: str, message: str) -> ChunkError:
     return ChunkError(chunk_id, "corrupt" if status == BAD else "missing", message)
 
 
+class CheckedChunks(CarriedChunks, Protocol):
+    """Where ``ferry verify`` reads a bundle's chunks: the medium's :class:`importer.medium.PackReader`
+    or a registry's :class:`importer.link.RegistryPacks` (``verify oci://``, no copy of the packs)."""
+
+    manifest: Manifest
+
+    def has(self, chunk: Chunk) -> bool:
+        """Whether the pack holding carried ``chunk`` is at hand."""
+        ...
+
+    def pack_file(self, index: int) -> str:
+        """The pack file ``manifest.packs[index]`` is read from, for messages."""
+        ...
+
+    def damaged_files(self) -> list[str]:
+        """Pack files missing from volumes that were given."""
+        ...
+
+    def read_chunk(self, chunk: Chunk) -> bytes:
+        """The raw bytes of carried ``chunk``, checked against its id; FerryError when bad."""
+        ...
+
+
+#: Given the verified manifest, the reader of its chunks for one bundle (opened by ``with``).
+ChunkReaders = Callable[[Manifest], AbstractContextManager[CheckedChunks]]
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A bundle whose signed files lie in a folder but whose chunks are read elsewhere (a
+    registry, ``verify oci://``): the name the report gives it (the reference, as inputs and
+    locations) and how its chunks are read."""
+
+    name: str
+    chunks: ChunkReaders
+
+
 class _CheckingSource:
     """A ChunkSource over the packs that records every chunk's fate instead of stopping."""
 
-    def __init__(self, reader: PackReader, progress: Task | None = None) -> None:
+    def __init__(self, reader: CheckedChunks, progress: Task | None = None) -> None:
         self.reader = reader
         self.status: dict[str, str] = {}
         self.problem: dict[str, str] = {}
@@ -186,17 +224,30 @@ _NOT_PARSED = ("not parsed: a manifest is read only after its signatures verify 
                "(ferry inspect shows its unverified claims)")
 
 
-Planner = Callable[[Manifest, PackReader], tuple[BundlePlan, Mapping[tuple[str, str], Any]]]
+Planner = Callable[[Manifest, CarriedChunks], tuple[BundlePlan, Mapping[tuple[str, str], Any]]]
 
 
 def verify_bundle(found: BundleOnMedium, trust: Trust, *,
                   planner: Planner | None = None,
-                  progress: Progress | None = None) -> BundleReport:
+                  progress: Progress | None = None, streamed: Streamed | None = None) -> BundleReport:
     """Every check on one bundle; never raises for what the medium holds. With ``planner``
     (``verify --state``), each artifact also carries what an import would do: the import's
-    own plan for the volumes given."""
+    own plan for the volumes given.
+
+    Args:
+        found: the bundle's signed files (and, on a medium, its packs). trust: what to verify against.
+        planner: ``verify --state``'s. progress: where the work is reported (None: nowhere).
+        streamed: where the chunks are read (:class:`importer.link.RegistryPacks` for ``oci://``)
+            and the bundle's name in the report; None: the packs beside the signed files
+            (:class:`importer.medium.PackReader`).
+    Returns:
+        the bundle's report.
+    Raises:
+        RegistryError (exit 2) / ChunkError (exit 1): a registry failed a range, or kept serving
+        bytes that do not match a chunk id, after its retries (as an import: no report).
+    """
     checks, manifest, verdict = _open(found, trust)
-    locations = tuple(str(v) for v in found.volume_dirs)
+    locations = (streamed.name,) if streamed is not None else tuple(str(v) for v in found.volume_dirs)
     signers = _signers(verdict) if verdict else ()
     threshold = verdict.threshold if verdict else trust.threshold
     if manifest is None:
@@ -204,7 +255,8 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *,
                             signers=signers, threshold=threshold)
     total = sum(a.size for a in manifest.artifacts)
     task_cm = progress.task(f"verifying {manifest.bundle.name}", total) if progress else nullcontext()
-    with PackReader(manifest, found.volume_dirs) as reader, task_cm as task:
+    opened = streamed.chunks(manifest) if streamed is not None else PackReader(manifest, found.volume_dirs)
+    with opened as reader, task_cm as task:
         missing = reader.missing_volumes()
         damaged = reader.damaged_files()
         source = _CheckingSource(reader, task)
@@ -215,6 +267,9 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *,
             steps = {s.key: s for s in bundle_plan.steps}
         artifacts = [_check_artifact(a, manifest, source, steps.get(a.key), previews.get(a.key))
                      for a in manifest.artifacts]
+        failure = getattr(reader, "failure", None)  # a registry that gave up: not a finding about the bundle
+        if failure is not None:
+            raise failure
     held = sum(1 for c in manifest.chunks if not c.carried)
     if damaged:  # a pack missing from a volume that is present: damage, not a volume to come
         checks.append(Check("packs", False, "; ".join(f"pack file {f} is missing from a volume that was given "
@@ -270,7 +325,7 @@ def read_installed_for(state_dir: Path) -> dict[tuple[str, str], Installed]:
 
 
 def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None = None,
-                 progress: Progress | None = None) -> Report:
+                 progress: Progress | None = None, streamed: Mapping[Path, Streamed] | None = None) -> Report:
     """Verify every bundle found under ``paths``; a path or volume folder that holds no readable
     bundle (junk beside a bundle, docs/bundle-format.md section 1) becomes a failed ``medium``
     check in the report rather than an exception, and every bundle beside it is still verified.
@@ -282,18 +337,23 @@ def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None 
             ``ferry import`` into that edge state would do: the import's own plan
             (:func:`importer.run.plan_bundle`), read-only.
         progress: where long work is reported (None: nowhere).
+        streamed: for a bundle whose signed files lie in one of these folders (a registry's,
+            :func:`importer.link.open_link`), how its chunks are read and what the report
+            calls it, in inputs and locations (:func:`verify_bundle`).
     Returns:
         the report (schema ``manifests/schema/verify-report.schema.json``): findings, never
         exceptions, for what the media hold.
     Raises:
-        PlaceError: ``state_dir`` is not an edge state folder.
+        PlaceError: ``state_dir`` is not an edge state folder. RegistryError / ChunkError: as
+        :func:`verify_bundle`, for a bundle read from a registry.
     """
     paths = [Path(p) for p in paths]
+    others = dict(streamed or {})
     if state_dir is not None:
         read_installed_for(state_dir)  # refuses a state folder that is not there
         with _Planner(Path(state_dir)) as planner:
-            return _verify_paths(paths, trust, planner, state_dir, progress)
-    return _verify_paths(paths, trust, None, None, progress)
+            return _verify_paths(paths, trust, planner, state_dir, progress, others)
+    return _verify_paths(paths, trust, None, None, progress, others)
 
 
 class _Planner:
@@ -311,7 +371,7 @@ class _Planner:
         self.ctx = Context(state=self.state, store=self.store, edge=self.edge)
         self.targets = targets_for(self.ctx)
 
-    def __call__(self, manifest: Manifest, reader: PackReader) -> tuple[BundlePlan, Mapping[tuple[str, str], Any]]:
+    def __call__(self, manifest: Manifest, reader: CarriedChunks) -> tuple[BundlePlan, Mapping[tuple[str, str], Any]]:
         """The import's plan, and for each ready manifest set at a KubeStellar WEC its per-object
         plan (:func:`importer.run.preview_sets`, the call ``import --dry-run`` makes)."""
         from importer.run import plan_bundle, preview_sets
@@ -329,8 +389,16 @@ class _Planner:
         self.state.close()
 
 
+def _streamed(found: BundleOnMedium, streamed: dict[Path, Streamed]) -> Streamed | None:
+    """The entry of ``streamed`` whose folder holds ``found`` (itself or its ``vol-NNN`` folders)."""
+    for folder, entry in streamed.items():
+        if any(d == folder or folder in d.parents for d in found.volume_dirs):
+            return entry
+    return None
+
+
 def _verify_paths(paths: list[Path], trust: Trust, planner: _Planner | None, state_dir: Path | None,
-                  progress: Progress | None) -> Report:
+                  progress: Progress | None, streamed: dict[Path, Streamed]) -> Report:
     from manifests.model import utc_now
 
     skipped: list[str] = []
@@ -339,14 +407,17 @@ def _verify_paths(paths: list[Path], trust: Trust, planner: _Planner | None, sta
     except FerryError:  # nothing readable at all: every problem is in ``skipped``
         found = []
     checks = [Check("medium", False, why) for why in skipped]
-    reports = tuple(verify_bundle(b, trust, planner=planner, progress=progress) for b in found)
+    reports = tuple(verify_bundle(b, trust, planner=planner, progress=progress,
+                                  streamed=_streamed(b, streamed))
+                    for b in found)
     trust_doc = {"threshold": trust.threshold, "channelThresholds": dict(trust.channel_thresholds),
                  "policy": trust.policy, "revoked": sorted(trust.revoked),
                  "keys": [{"keyid": kid, "name": k.name,
                            "channels": sorted(k.channels) if k.channels is not None else None,
                            "refused": k.refused}
                           for kid, k in sorted(trust.keys.items())]}
-    return Report(ferry_version=__version__, verified_at=utc_now(), inputs=tuple(str(p) for p in paths),
+    return Report(ferry_version=__version__, verified_at=utc_now(),
+                  inputs=tuple(streamed[p].name if p in streamed else str(p) for p in paths),
                   trust=trust_doc, bundles=reports, checks=tuple(checks),
                   state=str(state_dir) if state_dir is not None else None, host=socket.gethostname())
 

@@ -35,6 +35,9 @@ ONE_CHUNK = MAX_CHUNK_SIZE + MAX_STORED_CHUNK_SIZE
 ZSTD_CONTEXT = 4 * MiB
 #: Parsing a safetensors header costs about this many times its size in Python objects.
 HEADER_PARSE_FACTOR = 10
+#: The most raw (decompressed, checked) bytes an import from a registry fetches ahead and holds
+#: (:class:`importer.link.RegistryPacks`); :func:`import_sizes` gives less when the budget is small.
+FETCH_AHEAD = 8 * MiB
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class ImportSizes:
     read_ahead: int  # chunks decompressed and checked ahead of the one being written
     workers: int  # decompressing threads
     max_header: int  # largest safetensors header parsed for the published model's facts
+    fetch_ahead: int  # raw bytes a registry import fetches, checks and holds ahead (FETCH_AHEAD at most)
 
 
 def check(budget: int) -> int:
@@ -121,8 +125,14 @@ def import_sizes(budget: int = MEMORY_BUDGET, cpus: int = 1) -> ImportSizes:
     Each chunk read ahead holds its frame and its raw bytes (:data:`ONE_CHUNK` at most); half
     of what is left after :data:`RUNTIME` and the chunk being written goes to read-ahead, at
     most 4 chunks (more does not help: one thread writes), the other half to parsing a
-    safetensors header when the model is published (ModelPack facts). At 256 MiB: 2 workers,
-    2 chunks ahead, an 8 MiB header.
+    safetensors header when the model is published (ModelPack facts). A sixteenth of what is
+    left, at most :data:`FETCH_AHEAD`, is taken from the read-ahead half for a registry import's
+    fetch-ahead (``fetch_ahead``, raw bytes: the fetcher hands chunks over decompressed and
+    checked, so they are counted at their raw size, the larger one); the fetcher may hold one
+    raw chunk beyond it and receives one chunk (:data:`ONE_CHUNK`) meanwhile, while the
+    read-ahead window then holds raw bytes only (no frames: half of each chunk's share), which
+    covers that. At 256 MiB: 2 workers, 2 chunks ahead, an 8 MiB header, 8 MiB fetched ahead;
+    at 192 MiB: 1 worker, 1 chunk ahead, 6.9 MiB fetched ahead.
 
     Args:
         budget: bytes, at least :data:`MIN_MEMORY_BUDGET`.
@@ -131,6 +141,8 @@ def import_sizes(budget: int = MEMORY_BUDGET, cpus: int = 1) -> ImportSizes:
         The sizes, at least one chunk ahead and one worker.
     """
     free = max(0, budget - RUNTIME - ONE_CHUNK)
-    ahead = max(1, min(4, free // 2 // ONE_CHUNK))
+    fetch = max(MiB, min(FETCH_AHEAD, free // 16))
+    ahead = max(1, min(4, (free // 2 - fetch) // ONE_CHUNK))
     return ImportSizes(read_ahead=ahead, workers=max(1, min(2, cpus, ahead)),
-                       max_header=max(MiB, min(8 * MiB, free // 2 // HEADER_PARSE_FACTOR)))
+                       max_header=max(MiB, min(8 * MiB, free // 2 // HEADER_PARSE_FACTOR)),
+                       fetch_ahead=fetch)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importer.link import FetchStats, _fetch_group, coalesce, fetch_bundle, parse_rate
+from importer.link import FetchStats, _verified_chunks, coalesce, fetch_signed, parse_rate
 from manifests.chunks import compress_chunk
 from manifests.digest import blake3_hex
 from manifests.oci import Descriptor
@@ -146,17 +146,16 @@ def test_a_coalesced_range_cut_anywhere_gives_every_chunk_verified_once(
         stored = compress_chunk(raw)
         chunks.append(Chunk(id=blake3_hex(raw), size=len(raw), stored=len(stored), pack=0, offset=len(pack)))
         pack += stored
-    got: list[tuple[int | None, bytes]] = []
     stats = FetchStats("oci://test/r:1")
     blob = Descriptor("application/octet-stream", "sha256:" + "0" * 64, len(pack))
-    _fetch_group(_PiecesClient(bytes(pack), cuts), "r", blob, "p", list(chunks),  # type: ignore[arg-type]
-                 lambda c, b: got.append((c.offset, b)), stats, lambda n: None, None, 1, 0.0, lambda s: None,
-                 Silent())
+    got = list(_verified_chunks(_PiecesClient(bytes(pack), cuts), "r", blob, "p", list(chunks),  # type: ignore[arg-type]
+                                stats, None, 1, 0.0, lambda s: None, Silent()))
     assert stats.chunks_fetched == len(chunks)
-    assert [o for o, _ in got] == [c.offset for c in chunks]
-    for c, (_, data) in zip(chunks, got):
+    assert [c.offset for c, _, _ in got] == [c.offset for c in chunks]
+    for c, (_, stored, raw) in zip(chunks, got):
         assert c.offset is not None and c.stored is not None
-        assert data == pack[c.offset:c.offset + c.stored]
+        assert stored == pack[c.offset:c.offset + c.stored]
+        assert blake3_hex(raw) == c.id and len(raw) == c.size  # the checked raw bytes come with it
 
 
 @pytest.mark.parametrize("text, rate", [("500K", 500 << 10), ("10M", 10 << 20), ("1G", 1 << 30), ("4096", 4096),
@@ -261,8 +260,8 @@ def test_signatures_are_verified_before_any_pack_is_fetched(tmp_path: Path, regi
     assert run_ferry("push", b, str(ref)).returncode == 0
     client = RegistryClient(registry.host)
     with pytest.raises(VerificationError, match="not trusted"):
-        fetch_bundle(ref, tmp_path / "link", lambda _d: load_trust([other_keys.pub]),
-                     lambda m: {c.id for c in m.chunks}, Silent(), client=client)
+        fetch_signed(client, ref, tmp_path / "link", lambda _d: load_trust([other_keys.pub]),
+                     FetchStats(str(ref)), Silent())
     assert client.calls == {"GET": 3}  # the OCI manifest, manifest.json and its signature file; no pack
     r = run_ferry("import", str(ref), "--trust", other_keys.pub, "--state", tmp_path / "edge")
     assert_clean_failure(r, code=1, contains="not trusted")
@@ -367,11 +366,16 @@ def test_a_registry_that_ignores_range_still_works(proxied, hub_keys) -> None:  
     ("truncate", 2, "connection lost"),
     ("no-packs", 2, "not found"),
 ])
+@pytest.mark.parametrize("command", ["import", "verify"])
 def test_faults_that_persist_are_refused_with_one_line_and_nothing_applied(proxied, hub_keys, fault: str, code: int,  # noqa: ANN001
-                                                                           words: str) -> None:
+                                                                           words: str, command: str) -> None:
     proxy, ref, tmp = proxied
     proxy.set(fault)
-    r = run_ferry("import", ref, "--trust", hub_keys.pub, "--state", tmp / "edge")
+    if command == "import":
+        r = run_ferry("import", ref, "--trust", hub_keys.pub, "--state", tmp / "edge")
+    else:  # verify streams through the same reader: the same line, no report of a "bad" bundle
+        r = run_ferry("verify", ref, "--trust", hub_keys.pub, "--report", tmp / "report.json")
+        assert not (tmp / "report.json").exists()
     assert r.returncode == code, r.stderr
     assert "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("ferry: error")]
@@ -391,3 +395,125 @@ def test_a_tag_that_moves_between_requests_is_read_once(proxied, registry, hub_k
     manifests = [p for m, p, _ in proxy.requests if "/manifests/" in p]
     assert len(manifests) == 1  # the tag is resolved once; everything after is by digest
     assert _model_bytes(tmp / "edge") == (tmp / "src" / "model.safetensors").read_bytes()
+
+
+# --------------------------------------------------------------------------- each chunk checked once
+
+
+def _count_checks(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Count every chunk check (:func:`manifests.chunks.decompress_chunk`) wherever the edge calls
+    it: chunk id -> the modules that checked it."""
+    import importer.content
+    import importer.link
+    import importer.medium
+    import importer.store
+    from manifests.chunks import decompress_chunk
+
+    seen: dict[str, list[str]] = {}
+    for module in (importer.content, importer.link, importer.medium, importer.store):
+        def counting(stored: bytes, *, chunk_id: str, size: int, _where: str = module.__name__,
+                     **kw: object) -> bytes:
+            seen.setdefault(chunk_id, []).append(_where)
+            return decompress_chunk(stored, chunk_id=chunk_id, size=size, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(module, "decompress_chunk", counting)
+    return seen
+
+
+def test_a_registry_import_checks_each_fetched_chunk_exactly_once(tmp_path: Path, registry, hub_keys,  # noqa: ANN001
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from importer.run import ImportOptions, run_import
+
+    b = _export(tmp_path, "b", urandom_model(tmp_path / "src", 6), "1.0.0", hub_keys)
+    ref = f"oci://{registry.host}/link/once:1"
+    assert run_ferry("push", b, ref).returncode == 0
+    carried = {c["id"] for c in json.loads((b / "manifest.json").read_text())["chunks"] if c.get("pack") is not None}
+    assert len(carried) > 3
+
+    seen = _count_checks(monkeypatch)
+    report = run_import(ImportOptions(paths=[], trust=[hub_keys.pub], state=tmp_path / "edge",
+                                      links=[parse_oci_ref(ref)]), Silent())
+    assert report.exit_code == 0
+    assert report.bundles[0].fetched["chunksFetched"] == len(carried)
+    assert _model_bytes(tmp_path / "edge") == (tmp_path / "src" / "model.safetensors").read_bytes()
+    # checked by the fetcher as it arrived (so that a bad answer could be retried), never again
+    assert seen == {cid: ["importer.link"] for cid in carried}
+
+    # from a medium, each chunk is still checked where it is read: by the import's pool
+    seen.clear()
+    report = run_import(ImportOptions(paths=[b], trust=[hub_keys.pub], state=tmp_path / "edge2"), Silent())
+    assert report.exit_code == 0
+    assert seen == {cid: ["importer.content"] for cid in carried}
+
+
+@pytest.mark.parametrize("tamper", ["flip a byte", "another chunk's bytes", "one byte short"])
+def test_a_chunk_changed_after_the_fetchers_check_never_reaches_a_file(tmp_path: Path, registry, hub_keys,  # noqa: ANN001
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       tamper: str) -> None:
+    """The hand-off is in-process memory (a frozen Verified holding immutable bytes); should it
+    ever be wrong (a bug between the check and the write), the chunk's id and size are compared
+    when it is taken and the entry's BLAKE3 over what was written: the model is refused."""
+    from importer.content import Verified
+    from importer.link import RegistryPacks
+    from importer.run import ImportOptions, run_import
+
+    b = _export(tmp_path, "b", urandom_model(tmp_path / "src", 4), "1.0.0", hub_keys)
+    ref = f"oci://{registry.host}/link/tamper:1"
+    assert run_ferry("push", b, ref).returncode == 0
+    real = RegistryPacks.read_stored
+    handed: list[Verified] = []
+
+    def tampered(self: RegistryPacks, chunk: Chunk) -> Verified:
+        got = real(self, chunk)
+        handed.append(got)
+        if len(handed) != 2:
+            return got
+        if tamper == "flip a byte":
+            return Verified(got.chunk_id, bytes([got.raw[0] ^ 1]) + got.raw[1:])
+        if tamper == "one byte short":
+            return Verified(got.chunk_id, got.raw[:-1])
+        return handed[0]  # the first chunk again, in place of the second
+
+    monkeypatch.setattr(RegistryPacks, "read_stored", tampered)
+    report = run_import(ImportOptions(paths=[], trust=[hub_keys.pub], state=tmp_path / "edge",
+                                      links=[parse_oci_ref(ref)]), Silent())
+    assert len(handed) >= 2
+    assert report.exit_code == 1
+    (art,) = report.bundles[0].artifacts
+    assert art.status.value == "failed", art
+    assert "does not match" in art.reason or "handed over as chunk" in art.reason, art.reason
+    _nothing_applied(tmp_path / "edge")
+
+
+@pytest.mark.parametrize("volumes", [1, 3])
+def test_verify_oci_streams_each_chunk_once_and_reports_as_for_the_folder(tmp_path: Path, registry,  # noqa: ANN001
+                                                                          hub_keys,  # noqa: ANN001
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          volumes: int) -> None:
+    from ferry.cli import app
+
+    split = ("--max-volume-size", "18MiB") if volumes > 1 else ()
+    b = _export(tmp_path, "b", urandom_model(tmp_path / "src", 6 if volumes == 1 else 40), "1.0.0", hub_keys, *split)
+    assert json.loads((b / "manifest.json" if volumes == 1 else b / "vol-001" / "manifest.json")
+                      .read_text())["volumes"] == volumes
+    ref = f"oci://{registry.host}/link/verify:1"
+    assert run_ferry("push", b, ref).returncode == 0
+    mfile = b / "manifest.json" if volumes == 1 else b / "vol-001" / "manifest.json"
+    carried = {c["id"] for c in json.loads(mfile.read_text())["chunks"] if c.get("pack") is not None}
+    seen = _count_checks(monkeypatch)
+    app(["verify", ref, "--trust", str(hub_keys.pub), "--report", str(tmp_path / "oci.json")], standalone_mode=False)
+    # checked as it arrived, once: no copy of the packs is read back (importer.medium would check it again)
+    assert seen == {cid: ["importer.link"] for cid in carried}
+
+    r = run_ferry("verify", b, "--trust", hub_keys.pub, "--report", tmp_path / "folder.json")
+    assert r.returncode == 0, r.stderr
+
+    def comparable(doc: dict) -> dict:
+        doc = {k: v for k, v in doc.items() if k not in ("inputs", "verifiedAt")}
+        doc["bundles"] = [{k: v for k, v in x.items() if k != "locations"} for x in doc["bundles"]]
+        return doc
+
+    oci = json.loads((tmp_path / "oci.json").read_text())
+    folder = json.loads((tmp_path / "folder.json").read_text())
+    assert oci["verdict"] == "pass" and oci["inputs"] == [ref]
+    assert comparable(oci) == comparable(folder)

@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from importer.content import Verified
 from importer.link import FetchStats, RateLimit, RegistryPacks
-from manifests.chunks import compress_chunk
+from manifests.chunks import compress_chunk, decompress_chunk
 from manifests.digest import blake3_hex
 from manifests.errors import ChunkError, RegistryError
 from manifests.model import Chunk, Pack
@@ -80,6 +81,17 @@ def _stored(c: Chunk, blobs: dict[str, bytes]) -> bytes:
     return blobs[f"sha256:{c.pack:064x}"][c.offset:c.offset + c.stored]
 
 
+def _verified(c: Chunk, blobs: dict[str, bytes]) -> tuple[str, bytes]:
+    """What the reader must hand over for ``c``: its id and the raw bytes of the frame the registry stores."""
+    return c.id, decompress_chunk(_stored(c, blobs), chunk_id=c.id, size=c.size)
+
+
+def _handed(got: object) -> tuple[str, bytes]:
+    """What the reader handed over: always a Verified (checked once, by the fetcher)."""
+    assert isinstance(got, Verified)
+    return got.chunk_id, got.raw
+
+
 def _reader(reg: _Registry, m: SimpleNamespace, art: SimpleNamespace, **kw: object) -> tuple[RegistryPacks, FetchStats]:
     stats = FetchStats("oci://test/r:1")
     kw.setdefault("sleep", lambda s: None)
@@ -106,8 +118,8 @@ def test_chunks_read_in_any_order_are_their_verified_bytes_within_the_memory_bou
     with packs_:
         packs_.want(c.id for c in wanted)
         for c in reads:
-            assert packs_.read_stored(c) == _stored(c, blobs)
-    assert packs_.peak <= ahead + max(c.stored or 0 for c in chunks)
+            assert _handed(packs_.read_stored(c)) == _verified(c, blobs)
+    assert packs_.peak <= ahead + max(c.size for c in chunks)
     assert packs_.failure is None and stats.retries == 0
 
 
@@ -121,9 +133,9 @@ def test_chunks_read_in_pack_order_are_each_fetched_once(packs: list[list[tuple[
     with packs_:
         packs_.want(c.id for c in m.chunks)
         for c in m.chunks:
-            assert packs_.read_stored(c) == _stored(c, blobs)
+            assert _handed(packs_.read_stored(c)) == _verified(c, blobs)
     assert stats.chunks_fetched == len(m.chunks)
-    assert packs_.peak <= ahead + max(c.stored or 0 for c in m.chunks)
+    assert packs_.peak <= ahead + max(c.size for c in m.chunks)
     assert len(reg.requests) == len(packs)  # one Range request per pack, its answer read across every chunk
     assert stats.bytes_fetched == sum(length for _, _, length in reg.requests)
 
@@ -141,7 +153,7 @@ def test_a_range_truncated_while_the_fetcher_is_ahead_is_retried_from_the_first_
     with packs_:
         packs_.want(c.id for c in m.chunks)
         for c in m.chunks:
-            assert packs_.read_stored(c) == _stored(c, blobs)
+            assert _handed(packs_.read_stored(c)) == _verified(c, blobs)
     assert stats.retries == 1 and waits == [0.5]
     (_, start1, length1), (_, start2, length2) = reg.requests
     got = length1 // 2  # the answer's bytes before it broke off
@@ -161,7 +173,7 @@ def test_bytes_that_never_match_are_refused_after_the_retries_and_never_handed_o
     with packs_:
         packs_.want(c.id for c in m.chunks)
         for c in m.chunks[:5]:  # verified before the bad one: handed over
-            assert packs_.read_stored(c) == _stored(c, blobs)
+            assert _handed(packs_.read_stored(c)) == _verified(c, blobs)
         with pytest.raises(ChunkError, match="gave up after 3 attempts.*do not match a signed chunk id") as e:
             packs_.read_stored(bad)
         assert e.value.chunk_id == bad.id
@@ -179,7 +191,7 @@ def test_a_registry_that_fails_while_nothing_is_asked_is_not_an_error_until_aske
     with packs_:
         packs_.want(c.id for c in m.chunks)
         for c in m.chunks[:3]:
-            assert packs_.read_stored(c) == _stored(c, blobs)
+            assert _handed(packs_.read_stored(c)) == _verified(c, blobs)
     # the import stopped before the chunk the registry spoils (another artifact failed, say)
     assert packs_.failure is None
 
@@ -211,9 +223,9 @@ def test_a_slow_import_holds_at_most_ahead_and_one_chunk(ahead: int) -> None:
     with packs_:
         packs_.want(c.id for c in m.chunks)
         for c in m.chunks:
-            assert packs_.read_stored(c) == _stored(c, blobs)
+            assert _handed(packs_.read_stored(c)) == _verified(c, blobs)
             time.sleep(0.02)  # the import writes: the fetcher runs ahead meanwhile, as far as it may
-    largest = max(c.stored or 0 for c in m.chunks)
+    largest = max(c.size for c in m.chunks)
     assert packs_.peak <= ahead + largest
     assert stats.chunks_fetched == len(m.chunks) and len(reg.requests) == 1
 
@@ -223,7 +235,27 @@ def test_closing_stops_a_fetcher_that_waits_for_room() -> None:
     reg = _Registry(blobs, 16 * 1024)
     packs_, stats = _reader(reg, m, art, ahead=1)
     packs_.want(c.id for c in m.chunks)
-    assert packs_.read_stored(m.chunks[0]) == _stored(m.chunks[0], blobs)
+    assert _handed(packs_.read_stored(m.chunks[0])) == _verified(m.chunks[0], blobs)
     packs_.close()  # the fetcher holds one chunk and waits: it is stopped, its answer closed
     assert packs_._thread is not None and not packs_._thread.is_alive()
     assert stats.chunks_fetched < len(m.chunks)
+
+
+@given(raw=st.binary(max_size=5000), other=st.binary(min_size=1, max_size=50))
+@settings(max_examples=50, deadline=None)
+def test_a_verified_chunk_kept_for_later_is_a_frame_of_the_same_bytes_and_a_mixup_is_refused(raw: bytes,
+                                                                                              other: bytes) -> None:
+    """The spill keeps frames: a Verified chunk from the registry is compressed again (the
+    frame the store checks when it keeps it); one handed over for another chunk is refused."""
+    from importer.content import stored_frame
+    from manifests.errors import VerificationError
+
+    c = Chunk(id=blake3_hex(raw), size=len(raw), stored=0, pack=0, offset=0)
+    frame = stored_frame(c, Verified(c.id, raw))
+    assert decompress_chunk(frame, chunk_id=c.id, size=c.size) == raw
+    assert stored_frame(c, frame) is frame  # a medium's frame passes as it is (the store checks it)
+    wrong = raw + other
+    with pytest.raises(VerificationError, match="handed over as chunk"):
+        stored_frame(c, Verified(blake3_hex(wrong), wrong))
+    with pytest.raises(VerificationError, match="handed over as chunk"):
+        stored_frame(c, Verified(c.id, wrong))

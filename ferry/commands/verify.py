@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
                                   "--report report.json --html report.html")
     def verify_cmd(
         paths: list[str] = typer.Argument(..., help="Bundle folders, volume folders or folders of volumes; or "
-                                          "oci://HOST/REPO:TAG (the whole bundle is read from the registry)."),
+                                          "oci://HOST/REPO:TAG (every chunk is read from the registry and checked as it arrives; nothing is copied)."),
         trust: list[Path] = typer.Option([], "--trust", metavar="FILE", help="Hub public key, trust policy, or signed policy (root.json with its .sig); repeatable."),
         report_file: Path | None = typer.Option(None, "--report", metavar="FILE.json", help="Write the JSON report here."),
         html_file: Path | None = typer.Option(None, "--html", metavar="FILE.html", help="Write a printable HTML report here."),
@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
         """
         from ferry.ui import UI
         from importer.report import render_html
-        from importer.verify import verify_paths
+        from importer.verify import Streamed, verify_paths
         from manifests import canonical
 
         from manifests.errors import UsageError
@@ -119,25 +119,23 @@ def register(app: typer.Typer) -> None:
 
             signers = load_signing_keys(key_refs(sign_report), ask=ask_terminal)
         ui = UI(json_mode=json_out)
-        import shutil
-        import tempfile
-
-        from importer.link import fetch_bundle
+        from importer.link import Linked, open_link
         from manifests.link import is_oci_ref, parse_oci_ref
 
         refs = [parse_oci_ref(p) for p in paths if is_oci_ref(p)]
         trusted = _trust(trust, state)
-        work = Path(tempfile.mkdtemp(prefix="ferry-verify-")) if refs else None
+        linked: list[Linked] = []
         try:
             folders = [Path(p) for p in paths if not is_oci_ref(p)]
-            for ref in refs:  # signatures verified before any pack byte is read; then every chunk
-                folders.append(fetch_bundle(ref, work or Path("."), lambda _dirs: trusted,
-                                            lambda m: {c.id for c in m.chunks if c.carried}, ui,
-                                            insecure=frozenset(insecure_registry)).folder)
-            report = verify_paths(folders, trusted, state_dir=state, progress=ui if ui.interactive else None)
+            for ref in refs:  # signatures verified before any pack byte is read; then every chunk, streamed
+                linked.append(open_link(ref, lambda _dirs: trusted, ui, insecure=frozenset(insecure_registry)))
+            folders += [link.folder for link in linked]
+            report = verify_paths(folders, trusted, state_dir=state, progress=ui if ui.interactive else None,
+                                  streamed={link.folder: Streamed(str(link.ref), link.verify_reader(ui))
+                                            for link in linked})
         finally:
-            if work is not None:
-                shutil.rmtree(work, ignore_errors=True)
+            for link in linked:
+                link.close()
         doc = report.to_dict()
         if report_file is not None:
             body = canonical.encode(doc) + b"\n"
