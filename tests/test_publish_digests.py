@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -211,6 +212,26 @@ def test_export_records_each_files_sha256_and_the_modelcar_digest(tmp_path: Path
     db.close()
     assert _model(_export(tmp_path, model_folder, hub_keys, "b4")) == _model(first)  # the files cut afresh
     assert Manifest.from_bytes((tmp_path / "b4" / "manifest.json").read_bytes()).artifacts[0].publish_digests
+
+
+def test_a_file_rewritten_in_place_with_its_mtime_set_back_is_hashed_again(tmp_path: Path, hub_keys: KeyPair,
+                                                                          model_folder: Path) -> None:
+    """The hub signs the sha256 it remembers for a file version: a file rewritten with the
+    same size, in place (same inode), its mtime set back (``touch -d``, ``rsync -t``) is
+    another version (its ctime moved), so the next export signs the new content's digests."""
+    first = _model(_export(tmp_path, model_folder, hub_keys, "b1"))
+    path = model_folder / "A-upper.bin"
+    before = path.stat()
+    with open(path, "r+b") as f:
+        f.write(b"\x02" * before.st_size)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    second = _model(_export(tmp_path, model_folder, hub_keys, "b2"))
+    files = {f["path"]: f["sha256"] for f in second["files"]}
+    assert files["A-upper.bin"] == "sha256:" + hashlib.sha256(b"\x02" * before.st_size).hexdigest()
+    assert files["A-upper.bin"] != {f["path"]: f["sha256"] for f in first["files"]}["A-upper.bin"]
+    assert second["modelcar"] == _layer_of(model_folder) != first["modelcar"]
 
 
 # --------------------------------------------------------------------------- at the edge
