@@ -52,7 +52,7 @@ from manifests.variants import Choice, Resources, Variant, choose
 
 from . import chunker
 from .hubstate import FileKey, HubState
-from .modeldigests import ModelDigests, modelcar_by_reading
+from .modeldigests import STATE_PREFIX, ModelDigests, modelcar_by_reading, resume_point, sha_threads, state_key, state_root
 from .selfinstall import ARTIFACT_NAME, SUMS_NAME, Target, copy_to_medium, sha256_file
 from .packs import (JOURNAL_DIR, MEDIUM_LOCK, PACK_SIZE, FinishedPack, Journal, JournalHeader, PackWriter, Placed,
                     pack_intact, pack_number)
@@ -499,8 +499,30 @@ class _Run:
         self.written = 0
         self.held_whole: set[str] = set()  # chunks of files and blobs the edge holds whole (not stored)
         self.sha: ModelDigests | None = None  # the publishing digests of the model being cut
+        self.sha_threads = sha_threads(memory.usable_cpus(), sizes.workers)
         self.sha_read = True  # read the model's cached files for them (not all in the caches)
+        self.sha_covered: set[str] = set()  # files the layer's hash was resumed after (not read)
         self.blake3_of: dict[str, str] = {}  # path -> BLAKE3 of the model's files cut so far
+        self.link: dict[str, str] = {}  # path -> the layer state's key after it (modeldigests.state_key)
+        self.last_link = ""
+
+    def start_model(self, a: SourceArtifact) -> None:
+        """Set up the publishing digests of model ``a`` (format 1.3): read nothing for them
+        when the caches hold them all, else go on from the furthest saved layer state
+        (:func:`bundler.modeldigests.resume_point`)."""
+        files = [(f.path or "", f.size) for f in a.files]
+        self.sha_read = not _digests_cached(self.state, a)
+        point = _layer_resume_point(self.state, a) if self.sha_read else None
+        self.sha = ModelDigests(files, self.sha_threads, point[:2] if point else None)
+        self.sha_covered = set(point[2]) if point and self.sha.resumed else set()
+        self.blake3_of, self.link, self.last_link = {}, {}, state_root(files)
+
+    def file_hashed(self, path: str, blake3: str) -> None:
+        """A model file's BLAKE3 is known (files come in layer order): extend the chain of
+        layer state keys."""
+        if path not in self.blake3_of:
+            self.blake3_of[path] = blake3
+            self.last_link = self.link[path] = state_key(self.last_link, path, blake3)
 
     def skip(self, cid: str) -> bool:
         return cid in self.held or cid in self.placed
@@ -525,6 +547,9 @@ class _Run:
             for path, sha256 in self.sha.finished():
                 if self.blake3_of.get(path):
                     self.state.remember_digest("blake3:" + self.blake3_of[path], sha256)
+            for path, saved in self.sha.saved_states():
+                if path in self.link:
+                    self.state.remember_digest(STATE_PREFIX + self.link[path], saved)
 
     def known(self, build: _EntryBuild, cid: str, size: int) -> None:
         """A chunk whose id is known and that need not be read (cache hit, already stored)."""
@@ -606,7 +631,11 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
         # a model file whose sha256 is in no cache is read again (format 1.3 records it)
         if cached is not None and sf.digest is None and (run.sha is None or known_sha is not None):
             build.blake3, build.in_cache = cached.blake3, True
-            if run.sha is not None and run.sha_read:  # the modelcar layer's hash needs its bytes
+            if run.sha is not None:
+                run.file_hashed(sf.path or "", cached.blake3)
+            if run.sha is not None and (sf.path or "") in run.sha_covered:  # the layer's hash went on after it
+                run.sha.known(sf.path or "", known_sha, in_layer=True)
+            elif run.sha is not None and run.sha_read:  # the modelcar layer's hash needs its bytes
                 run.sha.read_file(sf.path or "", sf.size, sf.open, known_sha)
             elif run.sha is not None:
                 run.sha.known(sf.path or "", known_sha)
@@ -651,7 +680,7 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
         raise PlaceError("source", str(label), f"{label}: content does not match its digest {sf.digest}")
     build.blake3 = hasher.blake3
     if run.sha is not None:
-        run.blake3_of[sf.path or ""] = build.blake3  # before its sha256 can be finished
+        run.file_hashed(sf.path or "", build.blake3)  # before its sha256 can be finished
         run.sha.end(sf.path or "", sf.size)
     run.finished_cutting(build)
     return build
@@ -693,6 +722,26 @@ def _digests_cached(state: HubState, a: SourceArtifact) -> bool:
             return False
         pairs.append((f.path or "", cached.blake3))
     return state.known_digest("modelcar:" + artifact_content_digest(pairs)) is not None
+
+
+def _layer_resume_point(state: HubState, a: SourceArtifact) -> tuple[str, str, list[str]] | None:
+    """Where model ``a``'s modelcar layer hash can go on from a state saved in the hub state
+    (:func:`bundler.modeldigests.resume_point`): the files before it are unchanged versions
+    (chunk cache) whose sha256 is known."""
+    by_path = {f.path or "": f for f in a.files}
+
+    def known(path: str) -> tuple[str, str] | None:
+        f = by_path[path]
+        if f.local_path is None or f.digest is not None:
+            return None
+        try:
+            cached = state.cached(FileKey.of(f.local_path))
+        except OSError:
+            return None  # _chunk_file says what is wrong with it
+        sha = state.known_digest("blake3:" + cached.blake3) if cached is not None else None
+        return (cached.blake3, sha) if cached is not None and sha is not None else None
+
+    return resume_point([(f.path or "", f.size) for f in a.files], known, state.known_digest)
 
 
 def _model_digests(run: _Run, a: SourceArtifact, entries: list[_EntryBuild]) -> str | None:
@@ -1031,15 +1080,13 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
                 # modelcar layer's sha256 is hashed as they are read
                 order = sorted(a.files, key=lambda f: f.path or "") if a.kind == "model" else a.files
                 if a.kind == "model":
-                    run.sha, run.blake3_of = ModelDigests([(f.path or "", f.size) for f in a.files]), {}
-                    run.sha_read = not _digests_cached(state, a)
+                    run.start_model(a)
                 with progress.task(f"{a.kind} {a.name} {a.version}", sum(f.size for f in a.files)) as task:
                     by_file: dict[int, _EntryBuild] = {}
                     for sf in order:
                         why = "installed" if installed else (
                             "site-blobs" if receipt is not None and receipt.held_blob(sf.digest) else None)
                         build = by_file[id(sf)] = _chunk_file(run, sf, task, overall, why)
-                        run.blake3_of[sf.path or ""] = build.blake3
                         run.remember_digests()
                     entries = [by_file[id(sf)] for sf in a.files]
                 if run.sha is not None:

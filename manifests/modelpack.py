@@ -431,20 +431,50 @@ class ModelcarHasher:
     edge (staging, :class:`importer.apply.modelpack.StagingHasher`).
 
     Use: for each file in layer order ``start(path)``, ``update(data)`` with its bytes,
-    ``end(size)``; then :meth:`digest`.
+    ``end(size)``; then :meth:`digest`. A hub that saved ``sha``'s state after a file
+    (:attr:`hashed`) may go on from there: :meth:`resume_after`.
 
     Args:
         files: (path inside the model, size in bytes) of every file of the model version.
+        sha: the SHA-256 object to feed (``update``, ``hexdigest``); a fresh
+            ``hashlib.sha256()`` when not given.
     Raises:
         FormatError: paths no modelcar can hold (:func:`modelcar_entries`); a file started
         out of layer order, one whose size differs from the plan's, or :meth:`digest` before
         every file ended.
     """
 
-    def __init__(self, files: list[tuple[str, int]]) -> None:
+    def __init__(self, files: list[tuple[str, int]], sha: Any = None) -> None:
         self.plan = modelcar_plan([ModelFile(p, n, "") for p, n in files])
-        self._sha = hashlib.sha256()
+        self._sha = sha if sha is not None else hashlib.sha256()
         self._next = 0
+
+    @property
+    def sha(self) -> Any:
+        """The SHA-256 object being fed."""
+        return self._sha
+
+    @property
+    def hashed(self) -> int:
+        """Bytes of the layer hashed after the last :meth:`end` (the end of that member)."""
+        return self.plan[self._next - 1].end if self._next else 0
+
+    def resume_after(self, path: str) -> int:
+        """Go on after file ``path``, whose member and all before it the caller's ``sha``
+        (restored from a saved state) has hashed; only before the first :meth:`start`.
+
+        Returns:
+            the layer offset ``sha`` must have hashed exactly (the member's :attr:`~ModelcarMember.end`).
+        Raises:
+            FormatError: ``path`` is not a file of the plan, or hashing has begun.
+        """
+        if self._next:
+            raise FormatError("the modelcar layer's hash can only resume before it begins")
+        for i, member in enumerate(self.plan):
+            if member.file is not None and member.file.path == path:
+                self._next = i + 1
+                return member.end
+        raise FormatError(f"model file {path!r} is not in the modelcar layer")
 
     @property
     def layer_files(self) -> tuple[tuple[str, int], ...]:
