@@ -161,8 +161,10 @@ class HubState:
         return self._db
 
     def known_digest(self, key: str) -> str | None:
-        """A sha256 remembered for content: ``key`` is ``blake3:<hex>`` (a file's content) or
-        ``modelcar:<artifact content digest>`` (a model's modelcar layer,
+        """A sha256 remembered for content: ``key`` is ``blake3:<hex>`` (a file's content),
+        ``modelcar:<artifact content digest>`` (a model's modelcar layer) or
+        ``modelcar-state:<hex>`` (the layer hash's saved state after a file, by the chain of
+        the files' BLAKE3 up to it: the value is that state, not a sha256;
         :mod:`bundler.modeldigests`). Content-addressed, so never stale; None when unknown."""
         try:
             row = self._conn().execute("SELECT sha256 FROM digests WHERE key=?", (key,)).fetchone()

@@ -214,6 +214,54 @@ def test_export_records_each_files_sha256_and_the_modelcar_digest(tmp_path: Path
     assert Manifest.from_bytes((tmp_path / "b4" / "manifest.json").read_bytes()).artifacts[0].publish_digests
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=0, max_value=9000), min_size=1, max_size=4),
+       step=st.integers(min_value=1, max_value=5000), resume_at=st.integers(min_value=-1, max_value=3))
+def test_the_hubs_hashing_threads_give_hashlibs_digests(threads: int, sizes: list[int], step: int,
+                                                       resume_at: int) -> None:
+    """ModelDigests fed window views (one window, written again after each settle) on one
+    thread or two, from the start or resumed from a layer state saved after a file."""
+    import mmap
+
+    from bundler import modeldigests
+
+    files = [(f"m/f{i}.bin", n) for i, n in enumerate(sizes)]
+    bodies = {p: bytes((i * 7 + j) % 251 for j in range(n)) for i, (p, n) in enumerate(files)}
+    layer = ModelcarHasher(files)
+    for p, n in files:
+        layer.start(p)
+        layer.update(bodies[p])
+        layer.end(n)
+    resume = None
+    resume_at = min(resume_at, len(files) - 1)
+    if resume_at >= 0:
+        saver = ModelcarHasher(files, modeldigests.sha256state.resumable())
+        if not isinstance(saver.sha, modeldigests.sha256state.Sha256):
+            return  # no libcrypto here: nothing to resume from
+        for p, n in files[:resume_at + 1]:
+            saver.start(p)
+            saver.update(bodies[p])
+            saver.end(n)
+        resume = (files[resume_at][0], saver.sha.save())
+    digests = modeldigests.ModelDigests(files, threads, resume)
+    window = mmap.mmap(-1, 5000)
+    for i, (p, n) in enumerate(files):
+        if i <= resume_at:
+            digests.known(p, "sha256:" + hashlib.sha256(bodies[p]).hexdigest(), in_layer=True)
+            continue
+        digests.start(p)
+        for at in range(0, n, step):
+            digests.settle()  # before the window is written again
+            part = bodies[p][at:at + step]
+            window[:len(part)] = part
+            digests.update(memoryview(window)[:len(part)])
+        digests.end(p, n)
+    got, modelcar = digests.close()
+    assert got == {p: "sha256:" + hashlib.sha256(b).hexdigest() for p, b in bodies.items()}
+    assert modelcar == layer.digest()
+
+
 def test_a_file_rewritten_in_place_with_its_mtime_set_back_is_hashed_again(tmp_path: Path, hub_keys: KeyPair,
                                                                           model_folder: Path) -> None:
     """The hub signs the sha256 it remembers for a file version: a file rewritten with the
