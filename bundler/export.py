@@ -36,12 +36,12 @@ from typing import Any
 
 import blake3 as _blake3
 
-from manifests import VARIANTS_FORMAT_VERSION, __version__, budget as memory, canonical, limits
+from manifests import PUBLISH_FORMAT_VERSION, VARIANTS_FORMAT_VERSION, __version__, budget as memory, canonical, limits
 from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PREFIX, read_bounded, volume_dir_name
 from manifests.chunks import DEFAULT_LEVEL, chunk_level, compress_chunk, compressor
 from manifests.digest import Hasher, blake3_hex, manifest_digest
 from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
-from manifests.errors import FerryError, Interrupted, Place, PlaceError, PolicyError, SpecError, UsageError
+from manifests.errors import FerryError, FormatError, Interrupted, Place, PlaceError, PolicyError, SpecError, UsageError
 from manifests.keys import KeyRef, load_signing_keys
 from manifests.locking import FolderLock, acquire
 from manifests.model import Artifact, Base, BundleInfo, Chunk, Entry, Manifest, Pack, apply_rank, utc_now
@@ -52,6 +52,7 @@ from manifests.variants import Choice, Resources, Variant, choose
 
 from . import chunker
 from .hubstate import FileKey, HubState
+from .modeldigests import STATE_PREFIX, ModelDigests, modelcar_by_reading, resume_point, sha_threads, state_key, state_root
 from .selfinstall import ARTIFACT_NAME, SUMS_NAME, Target, copy_to_medium, sha256_file
 from .packs import (JOURNAL_DIR, MEDIUM_LOCK, PACK_SIZE, FinishedPack, Journal, JournalHeader, PackWriter, Placed,
                     pack_intact, pack_number)
@@ -466,12 +467,13 @@ class _EntryBuild:
     pending: int = 0  # chunks handed to the pool and not yet back
     held: str | None = None  # why the edge holds this whole file or blob (LeftOut.reason), or None
     cut_done: bool = False
+    sha256: str | None = None  # a model file's sha256 (format 1.3), from bundler.modeldigests
 
     def entry(self) -> Entry:
         assert all(self.ids)
         s = self.source
         return Entry(size=s.size, blake3=self.blake3, chunks=tuple(self.ids),  # type: ignore[arg-type]
-                     path=s.path, digest=s.digest, media_type=s.media_type)
+                     path=s.path, digest=s.digest, media_type=s.media_type, sha256=self.sha256)
 
 
 class _Run:
@@ -499,6 +501,31 @@ class _Run:
         self.inflight_bytes = 0
         self.written = 0
         self.held_whole: set[str] = set()  # chunks of files and blobs the edge holds whole (not stored)
+        self.sha: ModelDigests | None = None  # the publishing digests of the model being cut
+        self.sha_threads = sha_threads(memory.usable_cpus(), sizes.workers)
+        self.sha_read = True  # read the model's cached files for them (not all in the caches)
+        self.sha_covered: set[str] = set()  # files the layer's hash was resumed after (not read)
+        self.blake3_of: dict[str, str] = {}  # path -> BLAKE3 of the model's files cut so far
+        self.link: dict[str, str] = {}  # path -> the layer state's key after it (modeldigests.state_key)
+        self.last_link = ""
+
+    def start_model(self, a: SourceArtifact) -> None:
+        """Set up the publishing digests of model ``a`` (format 1.3): read nothing for them
+        when the caches hold them all, else go on from the furthest saved layer state
+        (:func:`bundler.modeldigests.resume_point`)."""
+        files = [(f.path or "", f.size) for f in a.files]
+        self.sha_read = not _digests_cached(self.state, a)
+        point = _layer_resume_point(self.state, a) if self.sha_read else None
+        self.sha = ModelDigests(files, self.sha_threads, point[:2] if point else None)
+        self.sha_covered = set(point[2]) if point and self.sha.resumed else set()
+        self.blake3_of, self.link, self.last_link = {}, {}, state_root(files)
+
+    def file_hashed(self, path: str, blake3: str) -> None:
+        """A model file's BLAKE3 is known (files come in layer order): extend the chain of
+        layer state keys."""
+        if path not in self.blake3_of:
+            self.blake3_of[path] = blake3
+            self.last_link = self.link[path] = state_key(self.last_link, path, blake3)
 
     def skip(self, cid: str) -> bool:
         return cid in self.held or cid in self.placed
@@ -516,13 +543,29 @@ class _Run:
         while self.inflight_bytes > self.sizes.in_flight:
             self.handle_one()
 
+    def remember_digests(self) -> None:
+        """Put the sha256 of each model file hashed since the last call into the hub state's
+        digest cache at once, so that an export killed mid-model resumes without cutting
+        those files again."""
+        if self.sha is not None:
+            for path, sha256 in self.sha.finished():
+                if self.blake3_of.get(path):
+                    self.state.remember_digest("blake3:" + self.blake3_of[path], sha256)
+            for path, saved in self.sha.saved_states():
+                if path in self.link:
+                    self.state.remember_digest(STATE_PREFIX + self.link[path], saved)
+
     def known(self, build: _EntryBuild, cid: str, size: int) -> None:
         """A chunk whose id is known and that need not be read (cache hit, already stored)."""
         build.ids.append(cid)
         build.sizes.append(size)
 
     def reuse(self, window: object) -> None:
-        """Before the cutter writes ``window`` again: finish every chunk that is a view of it."""
+        """Before the cutter writes ``window`` again: finish every chunk that is a view of it,
+        and every sha256 of the model being cut (fed views of the windows too)."""
+        if self.sha is not None:
+            self.sha.settle()
+            self.remember_digests()
         while any(w is window for _, _, _, w in self.inflight):
             self.handle_one()
 
@@ -561,6 +604,8 @@ class _Run:
             build.in_cache = True
 
     def close(self) -> None:
+        if self.sha is not None:
+            self.sha.abort()
         for fut, _, _, _ in self.inflight:
             fut.cancel()
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -586,9 +631,19 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
         if build.key.size != sf.size:
             raise PlaceError("source", str(sf.local_path), f"{sf.local_path} changed size while exporting; run the export again")
         cached = run.state.cached(build.key)
-        if cached is not None and sf.digest is None:
+        known_sha = run.state.known_digest("blake3:" + cached.blake3) if cached is not None and run.sha else None
+        # a model file whose sha256 is in no cache is read again (format 1.3 records it)
+        if cached is not None and sf.digest is None and (run.sha is None or known_sha is not None):
             build.blake3, build.in_cache = cached.blake3, True
             segments = chunker.segments(sf.local_path, sf.size, run.sizes.max_header)  # for the level, as cut
+            if run.sha is not None:
+                run.file_hashed(sf.path or "", cached.blake3)
+            if run.sha is not None and (sf.path or "") in run.sha_covered:  # the layer's hash went on after it
+                run.sha.known(sf.path or "", known_sha, in_layer=True)
+            elif run.sha is not None and run.sha_read:  # the modelcar layer's hash needs its bytes
+                run.sha.read_file(sf.path or "", sf.size, sf.open, known_sha)
+            elif run.sha is not None:
+                run.sha.known(sf.path or "", known_sha)
             offset = 0
             for cid, size in cached.chunks:
                 if run.skip(cid) or held:
@@ -604,16 +659,19 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
             return build
     hasher = Hasher(sha256=sf.digest is not None, threaded=False)
     label = sf.path or sf.digest or "blob"
+    sink: Hasher | _Tee = hasher if run.sha is None else _Tee(hasher, run.sha)
+    if run.sha is not None:
+        run.sha.start(sf.path or "")
     try:
         with sf.open() as f:
             if sf.local_path is not None:
                 # The whole-file hash (hasher) is fed by the cutter: on its hashing thread where cores allow.
                 segments = chunker.segments(sf.local_path, sf.size, run.sizes.max_header)
-                chunks = run.cutter.file(f, segments, hasher, run.hash_thread)
+                chunks = run.cutter.file(f, segments, sink, run.hash_thread)
                 pieces: Generator[tuple[int, memoryview], None, None] = (
                     (chunk_level(chunker.in_tensor_data(segments, offset)), data) for offset, data in chunks)
             else:
-                pieces = ((DEFAULT_LEVEL, _hashed(hasher, data)) for data in run.cutter.stream(f))
+                pieces = ((DEFAULT_LEVEL, _hashed(sink, data)) for data in run.cutter.stream(f))
             with closing(pieces):
                 for level, data in pieces:
                     if hasher.size > sf.size:  # a stream longer than its blob's size (checked below)
@@ -628,13 +686,95 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
     if sf.digest is not None and hasher.sha256 != sf.digest:
         raise PlaceError("source", str(label), f"{label}: content does not match its digest {sf.digest}")
     build.blake3 = hasher.blake3
+    if run.sha is not None:
+        run.file_hashed(sf.path or "", build.blake3)  # before its sha256 can be finished
+        run.sha.end(sf.path or "", sf.size)
     run.finished_cutting(build)
     return build
 
 
-def _hashed(hasher: Hasher, data: memoryview) -> memoryview:
+class _Tee:
+    """The cutter's sink for a model file: the whole-file BLAKE3 (and sha256 of a blob) here,
+    the publishing digests queued to their own thread (:class:`bundler.modeldigests.ModelDigests`)."""
+
+    def __init__(self, hasher: Hasher, sha: ModelDigests) -> None:
+        self.hasher, self.sha = hasher, sha
+
+    @property
+    def size(self) -> int:
+        return self.hasher.size
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.hasher.update(data)
+        self.sha.update(data)
+
+
+def _hashed(hasher: Hasher | _Tee, data: memoryview) -> memoryview:
     hasher.update(data)
     return data
+
+
+def _digests_cached(state: HubState, a: SourceArtifact) -> bool:
+    """Whether every file of model ``a`` is in the chunk cache with its sha256 in the digest
+    cache, and the model's modelcar digest too: then the export reads none of them."""
+    from manifests.digest import artifact_content_digest
+
+    pairs = []
+    for f in a.files:
+        try:
+            cached = state.cached(FileKey.of(f.local_path)) if f.local_path is not None else None
+        except OSError:
+            return False  # _chunk_file says what is wrong with it
+        if cached is None or state.known_digest("blake3:" + cached.blake3) is None:
+            return False
+        pairs.append((f.path or "", cached.blake3))
+    return state.known_digest("modelcar:" + artifact_content_digest(pairs)) is not None
+
+
+def _layer_resume_point(state: HubState, a: SourceArtifact) -> tuple[str, str, list[str]] | None:
+    """Where model ``a``'s modelcar layer hash can go on from a state saved in the hub state
+    (:func:`bundler.modeldigests.resume_point`): the files before it are unchanged versions
+    (chunk cache) whose sha256 is known."""
+    by_path = {f.path or "": f for f in a.files}
+
+    def known(path: str) -> tuple[str, str] | None:
+        f = by_path[path]
+        if f.local_path is None or f.digest is not None:
+            return None
+        try:
+            cached = state.cached(FileKey.of(f.local_path))
+        except OSError:
+            return None  # _chunk_file says what is wrong with it
+        sha = state.known_digest("blake3:" + cached.blake3) if cached is not None else None
+        return (cached.blake3, sha) if cached is not None and sha is not None else None
+
+    return resume_point([(f.path or "", f.size) for f in a.files], known, state.known_digest)
+
+
+def _model_digests(run: _Run, a: SourceArtifact, entries: list[_EntryBuild]) -> str | None:
+    """Close the model's :class:`ModelDigests`: give each entry its sha256 and return the
+    modelcar layer's digest, from the hashing thread, the hub state's digest cache, or by
+    reading the files once more (:func:`bundler.modeldigests.modelcar_by_reading`)."""
+    assert run.sha is not None
+    files, layer = run.sha.close()
+    run.remember_digests()  # those not remembered yet
+    run.sha = None
+    for b in entries:
+        b.sha256 = files.get(b.source.path or "")
+    if any(b.sha256 is None for b in entries):
+        return None  # no modelcar digest without every file's
+    from manifests.digest import artifact_content_digest
+
+    key = "modelcar:" + artifact_content_digest([(b.source.path or "", b.blake3) for b in entries])
+    if layer is None:
+        layer = run.state.known_digest(key)
+    if layer is None:
+        try:
+            layer = modelcar_by_reading([(f.path or "", f.size, f.open) for f in a.files])
+        except FormatError:
+            return None  # paths no modelcar can hold: publishing at the edge refuses them too
+    run.state.remember_digest(key, layer)
+    return layer
 
 
 # --------------------------------------------------------------------------- the medium
@@ -937,16 +1077,29 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
     writer.on_finish = on_finish
     run = _Run(writer, state, held, placed, sizes)
     builds: list[tuple[SourceArtifact, list[_EntryBuild]]] = []
+    modelcars: dict[str, str] = {}  # model name -> its modelcar layer's digest (format 1.3)
     try:
         with progress.task("export", raw_total) as overall:
             for a in artifacts:
                 entries: list[_EntryBuild] = []
                 installed = receipt is not None and _installed_at_site(a, receipt)
+                # model files in layer order (by path, manifests.modelpack.modelcar_plan): the
+                # modelcar layer's sha256 is hashed as they are read
+                order = sorted(a.files, key=lambda f: f.path or "") if a.kind == "model" else a.files
+                if a.kind == "model":
+                    run.start_model(a)
                 with progress.task(f"{a.kind} {a.name} {a.version}", sum(f.size for f in a.files)) as task:
-                    for sf in a.files:
+                    by_file: dict[int, _EntryBuild] = {}
+                    for sf in order:
                         why = "installed" if installed else (
                             "site-blobs" if receipt is not None and receipt.held_blob(sf.digest) else None)
-                        entries.append(_chunk_file(run, sf, task, overall, why))
+                        build = by_file[id(sf)] = _chunk_file(run, sf, task, overall, why)
+                        run.remember_digests()
+                    entries = [by_file[id(sf)] for sf in a.files]
+                if run.sha is not None:
+                    layer = _model_digests(run, a, entries)
+                    if layer is not None:
+                        modelcars[a.name] = layer
                 builds.append((a, entries))
             run.drain()
         with writing_medium(out):
@@ -957,7 +1110,8 @@ def _export_locked(spec: Spec, opts: ExportOptions, out: Path, journal: Journal,
     finally:
         run.close()
 
-    manifest = _manifest(spec, header, builds, finished, placed, held | run.held_whole, base, opts.expires)
+    manifest = _manifest(spec, header, builds, finished, placed, held | run.held_whole, base, opts.expires,
+                         modelcars)
     self_install = None
     if staging is not None and opts.self_install is not None:  # before the manifest: a finished bundle is whole
         plain = copy_to_medium(staging, out)
@@ -1022,7 +1176,8 @@ def left_out(manifest: Manifest, builds: list[tuple[SourceArtifact, list[_EntryB
 
 def _manifest(spec: Spec, header: JournalHeader, builds: list[tuple[SourceArtifact, list[_EntryBuild]]],
               finished: list[FinishedPack], placed: dict[str, tuple[str, Placed]], held: frozenset[str],
-              base: Base | None, expires: timedelta | None = None) -> Manifest:
+              base: Base | None, expires: timedelta | None = None,
+              modelcars: dict[str, str] | None = None) -> Manifest:
     pack_index = {p.name: i for i, p in enumerate(finished)}
     sizes: dict[str, int] = {}
     artifacts = []
@@ -1032,7 +1187,8 @@ def _manifest(spec: Spec, header: JournalHeader, builds: list[tuple[SourceArtifa
             for cid, size in zip(b.ids, b.sizes):
                 sizes[cid] = size  # type: ignore[index]
         artifacts.append(Artifact(kind=a.kind, name=a.name, version=a.version, entries=built,
-                                  image=a.image, images=tuple(a.images), variant=a.variant))
+                                  image=a.image, images=tuple(a.images), variant=a.variant,
+                                  modelcar=(modelcars or {}).get(a.name) if a.kind == "model" else None))
     chunks = []
     for cid in sorted(sizes):
         where = placed.get(cid)
@@ -1050,7 +1206,19 @@ def _manifest(spec: Spec, header: JournalHeader, builds: list[tuple[SourceArtifa
                           expires=_expiry(header.created, expires)),
         artifacts=tuple(artifacts), chunks=tuple(chunks), packs=packs,
         volumes=max([p.volume for p in finished] or [1]), base=base,
-        **({"format_version": VARIANTS_FORMAT_VERSION} if any(a.variant for a in artifacts) else {}))
+        **({"format_version": _format_version(artifacts)}))
+
+
+def _format_version(artifacts: list[Artifact]) -> str:
+    """The lowest format version that holds what the manifest carries (docs/bundle-format.md
+    section 8): 1.3 with publishing digests (3.2.3), 1.2 with a model variant (3.2.2), else 1.1."""
+    if any(a.modelcar or any(e.sha256 for e in a.entries) for a in artifacts):
+        return PUBLISH_FORMAT_VERSION
+    if any(a.variant for a in artifacts):
+        return VARIANTS_FORMAT_VERSION
+    from manifests import FORMAT_VERSION
+
+    return FORMAT_VERSION
 
 
 def _expiry(created: str, valid: timedelta | None) -> str | None:

@@ -4,9 +4,12 @@
   channel gets the next number (the edge refuses to go back). Updated atomically under the
   state's lock (``lock``, :func:`manifests.locking.acquire`), which an export holds from start
   to end: a second export with the same hub state is refused, told who holds it.
-* ``chunk-cache.sqlite``: for each local file, keyed on (path, size, mtime, inode), its
-  BLAKE3 and chunk list, so an unchanged file is not cut again. Cached chunk ids are
-  checked against the bytes whenever a chunk is read for storing; a mismatch drops the entry.
+* ``chunk-cache.sqlite``: for each local file version (:class:`FileKey`: path, size, mtime,
+  ctime, inode, device), its BLAKE3 and chunk list, so an unchanged file is not cut again.
+  Cached chunk ids are checked against the bytes whenever a chunk is read for storing; a
+  mismatch drops the entry. Beside it, content-addressed digests (BLAKE3 -> sha256, a model's
+  content -> its modelcar layer's sha256, :meth:`HubState.known_digest`), so that a file
+  version is hashed for publishing once (format 1.3, :mod:`bundler.modeldigests`).
 """
 
 from __future__ import annotations
@@ -50,17 +53,28 @@ def existing_hub_state(path: Path, option: str = "--hub") -> Path:
 
 @dataclass(frozen=True)
 class FileKey:
-    """What identifies an unchanged file without reading it."""
+    """What identifies a file version without reading it: the hub trusts a cached BLAKE3,
+    chunk list and sha256 (which it signs, format 1.3) for a file whose key is unchanged.
+
+    Path, size, inode and device name the file; ``mtime_ns`` changes with every write that
+    does not set it back (``touch -d``, ``rsync -t``, ``cp -p`` do); ``ctime_ns`` changes with
+    every write and every ``utime``, and cannot be set by a user, so a file rewritten in place
+    with the same size and an mtime set back still gets a new key (git's index uses the same
+    fields). A rename or hard link changes ``ctime_ns`` too: that file is hashed again once.
+    """
 
     path: str
     size: int
     mtime_ns: int
     inode: int
+    dev: int = 0
+    ctime_ns: int = 0
 
     @classmethod
     def of(cls, path: Path) -> FileKey:
+        """The key of ``path`` now (``os.stat``, following links). Raises OSError."""
         st = os.stat(path)
-        return cls(os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls(os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
 
 
 @dataclass(frozen=True)
@@ -137,15 +151,41 @@ class HubState:
             # only costs re-chunking; no fsync per entry.
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
-                             "mtime_ns INTEGER, inode INTEGER, blake3 TEXT, chunks TEXT)")
+            # file_versions replaced files (keyed without device and ctime): dropped, so each
+            # file is cut once more after an upgrade
+            self._db.execute("DROP TABLE IF EXISTS files")
+            self._db.execute("CREATE TABLE IF NOT EXISTS file_versions (path TEXT PRIMARY KEY, size INTEGER, "
+                             "mtime_ns INTEGER, inode INTEGER, dev INTEGER, ctime_ns INTEGER, blake3 TEXT, "
+                             "chunks TEXT)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS digests (key TEXT PRIMARY KEY, sha256 TEXT)")
         return self._db
+
+    def known_digest(self, key: str) -> str | None:
+        """A sha256 remembered for content: ``key`` is ``blake3:<hex>`` (a file's content),
+        ``modelcar:<artifact content digest>`` (a model's modelcar layer) or
+        ``modelcar-state:<hex>`` (the layer hash's saved state after a file, by the chain of
+        the files' BLAKE3 up to it: the value is that state, not a sha256;
+        :mod:`bundler.modeldigests`). Content-addressed, so never stale; None when unknown."""
+        try:
+            row = self._conn().execute("SELECT sha256 FROM digests WHERE key=?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return str(row[0]) if row is not None else None
+
+    def remember_digest(self, key: str, sha256: str) -> None:
+        """Remember ``sha256`` for ``key`` (see :meth:`known_digest`)."""
+        try:
+            with self._conn() as db:
+                db.execute("INSERT OR REPLACE INTO digests VALUES (?,?)", (key, sha256))
+        except sqlite3.Error:
+            pass  # the cache is an optimisation
 
     def cached(self, key: FileKey) -> CachedFile | None:
         try:
             row = self._conn().execute(
-                "SELECT blake3, chunks FROM files WHERE path=? AND size=? AND mtime_ns=? AND inode=?",
-                (key.path, key.size, key.mtime_ns, key.inode)).fetchone()
+                "SELECT blake3, chunks FROM file_versions WHERE path=? AND size=? AND mtime_ns=? AND inode=? "
+                "AND dev=? AND ctime_ns=?", (key.path, key.size, key.mtime_ns, key.inode, key.dev,
+                                             key.ctime_ns)).fetchone()
         except sqlite3.Error:
             return None  # a damaged cache only costs re-chunking
         if row is None:
@@ -161,15 +201,16 @@ class HubState:
     def remember(self, key: FileKey, blake3: str, chunks: list[tuple[str, int]]) -> None:
         try:
             with self._conn() as db:
-                db.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)",
-                           (key.path, key.size, key.mtime_ns, key.inode, blake3, json.dumps(chunks)))
+                db.execute("INSERT OR REPLACE INTO file_versions VALUES (?,?,?,?,?,?,?,?)",
+                           (key.path, key.size, key.mtime_ns, key.inode, key.dev, key.ctime_ns, blake3,
+                            json.dumps(chunks)))
         except sqlite3.Error:
             pass  # the cache is an optimisation; the export goes on without it
 
     def forget(self, path: str) -> None:
         try:
             with self._conn() as db:
-                db.execute("DELETE FROM files WHERE path=?", (path,))
+                db.execute("DELETE FROM file_versions WHERE path=?", (path,))
         except sqlite3.Error:
             pass
 

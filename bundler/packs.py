@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import blake3
+
 from manifests import limits
 from manifests.bundle import PACKS_DIR, volume_dir_name
 from manifests.durable import WRITE_FLAGS, fsync_dir, make_dirs, tmp_path, write_atomic
@@ -54,6 +56,9 @@ class FinishedPack:
     volume: int
     size: int
     chunks: list[Placed] = field(default_factory=list)
+    #: BLAKE3 of the pack file's bytes, hashed as they are written (None in a journal from
+    #: before it was recorded): a resumed export checks a kept pack against it (:func:`pack_intact`)
+    blake3: str | None = None
 
 
 class PackWriter:
@@ -83,6 +88,7 @@ class PackWriter:
         self.volume = volume
         self.volume_used = volume_used
         self._fd: int | None = None
+        self._hash: Any = None  # the open pack's BLAKE3, updated on the I/O thread
         self._tmp: Path | None = None
         self._current: FinishedPack | None = None
         self._cap = 0
@@ -115,6 +121,7 @@ class PackWriter:
         name = pack_name(self.number)
         self._tmp = tmp_path(folder / name)
         self._fd = os.open(self._tmp, WRITE_FLAGS, 0o644)
+        self._hash = blake3.blake3(max_threads=1)
         self._current = FinishedPack(name=name, volume=self.volume, size=0)
 
     def _submit(self, nbytes: int, fn: Callable[..., None], *args: Any) -> None:
@@ -128,7 +135,11 @@ class PackWriter:
             self._synced.pop(0).result()  # and the sync thread's
 
     @staticmethod
-    def _write(fd: int, frame: bytes) -> None:
+    def _write(fd: int, frame: bytes, digest: Any) -> None:
+        """On the I/O thread: write one frame and add it to its pack's BLAKE3 (about 0.13 s
+        of CPU per GiB stored, beside the write; it spares a resumed export decompressing
+        every kept pack: :func:`pack_intact`)."""
+        digest.update(frame)
         view = memoryview(frame)
         while view:
             view = view[os.write(fd, view):]
@@ -143,7 +154,7 @@ class PackWriter:
         placed = Placed(id=chunk_id, size=size, stored=len(frame), offset=self._current.size)
         self._current.size += len(frame)
         self._current.chunks.append(placed)
-        self._submit(len(frame), self._write, self._fd, frame)
+        self._submit(len(frame), self._write, self._fd, frame, self._hash)
         return self._current.name, placed
 
     def finish(self) -> None:
@@ -152,16 +163,17 @@ class PackWriter:
         if self._current is None:
             return
         assert self._fd is not None and self._tmp is not None
-        job = (self._fd, self._tmp, self._current)
-        self._fd, self._tmp, self._current = None, None, None
+        job = (self._fd, self._tmp, self._current, self._hash)
+        self._fd, self._tmp, self._current, self._hash = None, None, None, None
         self.volume_used += job[2].size
         self.number += 1
         self._submit(0, self._hand_over, *job)
 
-    def _hand_over(self, *job: Any) -> None:
+    def _hand_over(self, fd: int, tmp: Path, pack: FinishedPack, digest: Any) -> None:
         """On the I/O thread, after the pack's last write: fsync it on the sync thread while
         the I/O thread goes on writing the next pack."""
-        self._synced.append(self._sync.submit(self._make_durable, *job))
+        pack.blake3 = digest.hexdigest()
+        self._synced.append(self._sync.submit(self._make_durable, fd, tmp, pack))
 
     def _make_durable(self, fd: int, tmp: Path, pack: FinishedPack) -> None:
         try:
@@ -247,9 +259,11 @@ class Journal:
         for line in lines[1:]:
             try:
                 d = json.loads(line)
+                digest = d.get("blake3")
                 packs.append(FinishedPack(
                     name=str(d["name"]), volume=int(d["volume"]), size=int(d["size"]),
-                    chunks=[Placed(str(c), int(s), int(st), int(o)) for c, s, st, o in d["chunks"]]))
+                    chunks=[Placed(str(c), int(s), int(st), int(o)) for c, s, st, o in d["chunks"]],
+                    blake3=str(digest) if digest is not None else None))
             except (ValueError, KeyError, TypeError):
                 break  # a torn last line ends the journal
         return header, packs
@@ -267,9 +281,11 @@ class Journal:
         written, so a line lost to a power cut only means that pack is written again."""
         import json
 
-        line = json.dumps({"name": pack.name, "volume": pack.volume, "size": pack.size,
-                           "chunks": [[c.id, c.size, c.stored, c.offset] for c in pack.chunks]},
-                          separators=(",", ":")) + "\n"
+        doc: dict[str, Any] = {"name": pack.name, "volume": pack.volume, "size": pack.size}
+        if pack.blake3 is not None:
+            doc["blake3"] = pack.blake3
+        doc["chunks"] = [[c.id, c.size, c.stored, c.offset] for c in pack.chunks]
+        line = json.dumps(doc, separators=(",", ":")) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
         try:
             os.write(fd, line.encode())
@@ -298,8 +314,16 @@ class Journal:
 
 
 def pack_intact(path: Path, pack: FinishedPack) -> bool:
-    """A finished pack is kept on resume only if it has its recorded size and every chunk
-    frame it recorded still decompresses to its id (the same check the edge makes)."""
+    """Whether a finished pack may be kept on resume: it has its recorded size and, when the
+    journal recorded its BLAKE3, its bytes hash to it (read once, hashed on every core: about
+    a tenth of a second per GiB here); else (a journal without it) every chunk frame it
+    recorded still decompresses to its id (the edge's check, five times as costly).
+
+    Args:
+        path: the pack file; pack: what the journal recorded of it.
+    Returns:
+        True to keep it; False to delete and write it again (also when it cannot be read).
+    """
     from manifests.chunks import decompress_chunk
     from manifests.errors import VerificationError
 
@@ -310,10 +334,20 @@ def pack_intact(path: Path, pack: FinishedPack) -> bool:
     try:
         if os.fstat(fd).st_size != pack.size:
             return False
+        if pack.blake3 is not None:
+            return pack.size > 0 and _file_blake3(fd, pack.size) == pack.blake3
         for c in pack.chunks:
             decompress_chunk(os.pread(fd, c.stored, c.offset), chunk_id=c.id, size=c.size)
         return True
-    except VerificationError:
+    except (VerificationError, OSError, ValueError):
         return False
     finally:
         os.close(fd)
+
+
+def _file_blake3(fd: int, size: int) -> str:
+    """BLAKE3 of an open file's ``size`` bytes, mapped and hashed on every core."""
+    import mmap
+
+    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as m:
+        return blake3.blake3(m, max_threads=blake3.blake3.AUTO).hexdigest()

@@ -30,6 +30,7 @@ import os
 import random
 import struct
 import sys
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 #: The format version this suite tests; the suite is versioned with it (section 8).
 SUITE_FORMAT_VERSION = "1.0"
-SUITE_VERSION = "1.0.0"
+SUITE_VERSION = "1.1.0"  # 1.1.0: the format 1.3 cases (section 3.2.3)
 
 MANIFEST_TYPE = "application/vnd.ferry.manifest.v1+json"
 RECEIPT_TYPE = "application/vnd.ferry.receipt.v1+json"
@@ -376,6 +377,93 @@ def v_minor() -> Bundle:
     return b
 
 
+def _with_sha256(b: Bundle, modelcar: bool = False) -> Bundle:
+    """Format 1.3 (3.2.3): every file of the model gains its ``sha256``; with ``modelcar``,
+    the model its modelcar layer's digest (:func:`modelcar_layer`)."""
+    b.manifest["formatVersion"] = "1.3"
+    model = b.manifest["artifacts"][0]
+    for entry in model["files"]:
+        data = b"".join(b.raw[cid] for cid in entry["chunks"])
+        entry["sha256"] = "sha256:" + hashlib.sha256(data).hexdigest()
+    if modelcar:
+        model["modelcar"] = _modelcar_of(b)
+    return b
+
+
+MODELCAR_MTIME = 1767225600  # 2026-01-01T00:00:00Z (docs/models-oci.md, Modelcar details)
+
+
+def _pax_record(key: str, value: str) -> bytes:
+    """``"<length> <key>=<value>\n"``, the length counting the whole record, its digits too (POSIX pax)."""
+    body = f" {key}={value}\n".encode()
+    length = 0
+    while len(body) + len(str(length)) != length:
+        length = len(body) + len(str(length))
+    return str(length).encode() + body
+
+
+def _comment(length: int) -> bytes | None:
+    """A pax ``comment`` record of ASCII zeros exactly ``length`` bytes long, or None."""
+    value = "0" * max(length - len(" comment=\n") - len(str(length)), 0)
+    record = _pax_record("comment", value)
+    return record if len(record) == length else None
+
+
+def _info(name: str, kind: bytes, size: int, mode: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.mode, info.mtime = kind, size, mode, MODELCAR_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def modelcar_layer(files: dict[str, bytes]) -> bytes:
+    """The modelcar layer of docs/models-oci.md, *Modelcar details* (part of the format from
+    1.3, docs/bundle-format.md 3.2.3), written from that description: the folders ``models/``
+    and ``models/<sub>/`` (sorted, PAX headers, mode 0755), then each file ``models/<path>``
+    sorted by path: a pax extended header (``path``, ``size``, and a ``comment`` of zeros that
+    puts the file's data on a 4 KiB boundary), the ustar header (mode 0644), the data, zeros to
+    512 bytes; two zero blocks at the end. Owner 0:0, mtime 2026-01-01T00:00:00Z everywhere."""
+    folders = {"models"}
+    for path in files:
+        parts = path.split("/")[:-1]
+        folders.update("/".join(["models", *parts[:i]]) for i in range(1, len(parts) + 1))
+    out = bytearray()
+    for d in sorted(folders):
+        out += _info(d + "/", tarfile.DIRTYPE, 0, 0o755).tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
+    for path in sorted(files):
+        name, data = "models/" + path, files[path]
+        records = _pax_record("path", name) + _pax_record("size", str(len(data)))
+        padded = -(len(out) + 1024) % 4096  # the extended data's length: headers end on 4 KiB
+        while True:
+            comment = None
+            if padded - len(records) >= len(_pax_record("comment", "")):
+                comment = _comment(padded - len(records)) or _comment(padded - len(records) - 1)
+            if comment is not None and padded > 0:
+                break
+            padded += 4096
+        ext = records + comment
+        out += _info("././@PaxHeader", tarfile.XHDTYPE, len(ext), 0o644).tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+        out += ext + bytes(-len(ext) % 512)
+        short = name.encode()[:100].decode("utf-8", errors="ignore")
+        out += _info(short, tarfile.REGTYPE, len(data) if len(data) < 8 ** 11 else 0,
+                     0o644).tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+        assert len(out) % 4096 == 0
+        out += data + bytes(-len(data) % 512)
+    return bytes(out + bytes(1024))
+
+
+def _modelcar_of(b: Bundle) -> str:
+    files = {e["path"]: b"".join(b.raw[cid] for cid in e["chunks"]) for e in b.manifest["artifacts"][0]["files"]}
+    return "sha256:" + hashlib.sha256(modelcar_layer(files)).hexdigest()
+
+
+def _edit_sha(fn: Callable[[dict[str, Any]], object]) -> Bundle:
+    b = _with_sha256(standard(), modelcar=True)
+    fn(b.manifest["artifacts"][0])
+    return b
+
+
 def v_signatures() -> Bundle:
     b = standard()
     b.signers = ["hub-a", "hub-b", "hub-c", "stranger"]
@@ -635,6 +723,21 @@ CASES: list[Case] = [
     Case("valid-limits", "7", "every limit at its maximum (16 MiB chunk, 4096-byte path, 255-character "
          "version, producer, repository and media type, 128-character names and tag, sequence 2^53-1)",
          "accept", v_limits),
+    Case("valid-sha256", "3.2.3", "format 1.3: model files with their sha256, no modelcar", "accept",
+         lambda: _with_sha256(standard())),
+    Case("valid-sha256-modelcar", "3.2.3", "format 1.3: model files with their sha256 and a modelcar digest",
+         "accept", lambda: _with_sha256(standard(), modelcar=True)),
+    Case("3.2.3-sha256-uppercase", "3.2.3", "a file's sha256 in uppercase hex", "reject",
+         lambda: _edit_sha(lambda m: m["files"][0].__setitem__("sha256", m["files"][0]["sha256"].upper()
+                                                               .replace("SHA256:", "sha256:")))),
+    Case("3.2.3-sha256-short", "3.2.3", "a file's sha256 of 63 hex digits", "reject",
+         lambda: _edit_sha(lambda m: m["files"][0].__setitem__("sha256", m["files"][0]["sha256"][:-1]))),
+    Case("3.2.3-sha256-wrong", "3.2.3", "a file's sha256 that is not its content's", "reject",
+         lambda: _edit_sha(lambda m: m["files"][1].__setitem__("sha256", "sha256:" + "0" * 64))),
+    Case("3.2.3-modelcar-malformed", "3.2.3", "a modelcar digest without the sha256: prefix", "reject",
+         lambda: _edit_sha(lambda m: m.__setitem__("modelcar", "ab" * 32))),
+    Case("3.2.3-modelcar-without-sha256", "3.2.3", "a modelcar digest while a file lacks its sha256", "reject",
+         lambda: _edit_sha(lambda m: m["files"][0].pop("sha256"))),
     Case("valid-minor-version", "8", "format 1.9 with fields a 1.0 reader does not know", "accept", v_minor),
     Case("valid-signatures", "5.1", "four signatures (one by an untrusted key), threshold 2 of 3", "accept",
          v_signatures, trust=[("hub-a", None), ("hub-b", None), ("hub-c", None)], threshold=2),

@@ -136,7 +136,11 @@ def _check_entry(entry: Entry, manifest: Manifest, source: _CheckingSource) -> E
     try:
         for piece in stream_entry(entry, manifest, source):
             sha.update(piece)
-        return report(OK, "rebuilt; BLAKE3" + (" and sha256 match" if entry.digest else " matches"))
+        # a model file's signed sha256 (format 1.3, docs/bundle-format.md 3.2.3), which the edge
+        # publishes without hashing, is checked here in full
+        if entry.sha256 is not None and f"sha256:{sha.hexdigest()}" != entry.sha256:
+            raise VerificationError(f"{entry.path}: rebuilt file does not match its signed sha256 {entry.sha256}")
+        return report(OK, "rebuilt; BLAKE3" + (" and sha256 match" if entry.digest or entry.sha256 else " matches"))
     except VerificationError as exc:
         failure = str(exc)
     statuses = [source.classify(manifest, cid) for cid in entry.chunks]  # every chunk, never stop

@@ -7,7 +7,7 @@ the format's limits (:mod:`manifests.limits`), keys, signatures and trust.
 The byte-level specification is ``docs/bundle-format.md``.
 """
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "VARIANTS_FORMAT_VERSION", "__version__"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "PUBLISH_FORMAT_VERSION", "VARIANTS_FORMAT_VERSION", "__version__"]
 
 __version__ = "0.1.0"
 
@@ -18,3 +18,6 @@ FORMAT_VERSION = "1.1"  # 1.1 added bundle.expires (docs/bundle-format.md §8)
 #: The version a manifest says when a model artifact names its variant (1.2 added
 #: ``artifacts[].variant``); without variants the bundle stays 1.1, readable by older ferry.
 VARIANTS_FORMAT_VERSION = "1.2"
+#: The version a manifest says when a model artifact carries the publishing digests (1.3 added
+#: ``files[].sha256`` and ``artifacts[].modelcar``, docs/bundle-format.md 3.2.3); it includes 1.2.
+PUBLISH_FORMAT_VERSION = "1.3"

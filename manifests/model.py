@@ -127,6 +127,9 @@ class Entry:
     ``blake3`` is the identity of the whole content; ``chunks`` are the chunk ids whose raw
     bytes, concatenated in order, are exactly that content. Files have a ``path``; blobs
     have an OCI ``digest`` (sha256, reproduced exactly at the edge) and ``media_type``.
+    ``sha256`` (format 1.3, model files only, docs/bundle-format.md 3.2.3): ``sha256:<64
+    lowercase hex>`` of the whole content as the hub read it, the digest of the file's raw
+    ModelPack layer, signed with the manifest so that the edge publishes without hashing.
     """
 
     size: int
@@ -135,6 +138,7 @@ class Entry:
     path: str | None = None
     digest: str | None = None
     media_type: str | None = None
+    sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none({
@@ -143,6 +147,7 @@ class Entry:
             "mediaType": self.media_type,
             "size": self.size,
             "blake3": self.blake3,
+            "sha256": self.sha256,
             "chunks": list(self.chunks),
         })
 
@@ -159,6 +164,11 @@ class Entry:
         digest = _opt_str(d, "digest", where)
         if digest is not None and not is_oci_digest(digest):
             raise FormatError(f"{where}.digest {digest!r} is not a sha256 digest")
+        sha256 = _opt_str(d, "sha256", where)
+        if sha256 is not None and not is_oci_digest(sha256):
+            raise FormatError(f"{where}.sha256 {sha256!r} is not sha256:<64 lowercase hex>")
+        if sha256 is not None and d.get("path") is None:
+            raise FormatError(f"{where} has a sha256 but is a blob (blobs give it as digest)")
         path = d.get("path")
         if path is not None:
             check_path(path, where=f"{where}.path")
@@ -169,6 +179,7 @@ class Entry:
             path=path,
             digest=digest,
             media_type=_opt_str(d, "mediaType", where, MEDIA_TYPE_RE),
+            sha256=sha256,
         )
 
 
@@ -222,6 +233,9 @@ class Artifact:
     ``images`` lists the image references a manifest set's workloads name.
     ``variant`` (models only, format 1.2) names the variant of the model version carried
     (:mod:`manifests.variants`); variants of one version share the version and the key.
+    ``modelcar`` (models only, format 1.3, docs/bundle-format.md 3.2.3): ``sha256:<hex>`` of
+    the modelcar layer :func:`manifests.modelpack.modelcar_plan` lays out for the files; given
+    only when every file carries its ``sha256``.
     """
 
     kind: ArtifactKind
@@ -231,6 +245,13 @@ class Artifact:
     image: ImageInfo | None = None
     images: tuple[str, ...] = ()
     variant: Variant | None = None
+    modelcar: str | None = None
+
+    @property
+    def publish_digests(self) -> bool:
+        """Whether the hub recorded the publishing digests: every file's ``sha256`` and the
+        ``modelcar`` layer's (format 1.3)."""
+        return self.modelcar is not None and all(e.sha256 is not None for e in self.entries)
 
     @property
     def size(self) -> int:
@@ -264,6 +285,8 @@ class Artifact:
             d["images"] = list(self.images)
         if self.variant is not None:
             d["variant"] = self.variant.to_dict()
+        if self.modelcar is not None:
+            d["modelcar"] = self.modelcar
         return d
 
     @classmethod
@@ -288,8 +311,18 @@ class Artifact:
         variant = Variant.from_dict(d["variant"], f"{where}.variant") if d.get("variant") is not None else None
         if variant is not None and kind != "model":
             raise FormatError(f"{where} has a variant but is a {kind} (only models have variants)")
+        if kind != "model" and any(e.sha256 is not None for e in entries):
+            raise FormatError(f"{where} has files with sha256 but is a {kind} (only model files carry it)")
+        modelcar = _opt_str(d, "modelcar", where)
+        if modelcar is not None:
+            if kind != "model":
+                raise FormatError(f"{where} has a modelcar digest but is a {kind} (only models have one)")
+            if not is_oci_digest(modelcar):
+                raise FormatError(f"{where}.modelcar {modelcar!r} is not sha256:<64 lowercase hex>")
+            if any(e.sha256 is None for e in entries):
+                raise FormatError(f"{where} has a modelcar digest but not every file has its sha256")
         return cls(kind=kind, name=name, version=version, entries=entries, image=image, images=images,
-                   variant=variant)
+                   variant=variant, modelcar=modelcar)
 
 
 @dataclass(frozen=True)

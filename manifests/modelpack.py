@@ -10,7 +10,10 @@ Two forms of one model version (issue 14, item 1), both built from the model's f
 - A **modelcar image** (KServe modelcars, Kubernetes image volumes): an ordinary OCI image
   whose single uncompressed tar layer holds the files under ``/models/``, each file's data
   starting on a 4 KiB boundary (:func:`modelcar_plan`: pax padding) so that the layer can
-  share the model store's data blocks on file systems with reflinks.
+  share the model store's data blocks on file systems with reflinks. This layout is part of
+  the bundle format from 1.3 on (docs/bundle-format.md 3.2.3): the hub signs the layer's
+  sha256 (:class:`ModelcarHasher`, the one home of its hashing for hub and edge) and each
+  file's, and the edge publishes with them without hashing.
 
 The layer media type of a file follows :func:`layer_media_type` (documented in
 docs/models-oci.md). Nothing here reads a file: callers pass names, sizes, digests and the
@@ -19,6 +22,7 @@ first bytes of safetensors files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import posixpath
@@ -417,6 +421,97 @@ def modelcar_plan(files: list[ModelFile]) -> list[ModelcarMember]:
         out.append(member)
         at = member.end
     return out
+
+
+class ModelcarHasher:
+    """The sha256 of the modelcar layer :func:`modelcar_plan` lays out, fed the files' bytes
+    in layer order (sorted by path): headers, padding and :data:`TAR_END` come from the plan,
+    so the caller streams only the file contents it already reads. The one home of this rule
+    for the hub (``ferry export`` records the digest, docs/bundle-format.md 3.2.3) and the
+    edge (staging, :class:`importer.apply.modelpack.StagingHasher`).
+
+    Use: for each file in layer order ``start(path)``, ``update(data)`` with its bytes,
+    ``end(size)``; then :meth:`digest`. A hub that saved ``sha``'s state after a file
+    (:attr:`hashed`) may go on from there: :meth:`resume_after`.
+
+    Args:
+        files: (path inside the model, size in bytes) of every file of the model version.
+        sha: the SHA-256 object to feed (``update``, ``hexdigest``); a fresh
+            ``hashlib.sha256()`` when not given.
+    Raises:
+        FormatError: paths no modelcar can hold (:func:`modelcar_entries`); a file started
+        out of layer order, one whose size differs from the plan's, or :meth:`digest` before
+        every file ended.
+    """
+
+    def __init__(self, files: list[tuple[str, int]], sha: Any = None) -> None:
+        self.plan = modelcar_plan([ModelFile(p, n, "") for p, n in files])
+        self._sha = sha if sha is not None else hashlib.sha256()
+        self._next = 0
+
+    @property
+    def sha(self) -> Any:
+        """The SHA-256 object being fed."""
+        return self._sha
+
+    @property
+    def hashed(self) -> int:
+        """Bytes of the layer hashed after the last :meth:`end` (the end of that member)."""
+        return self.plan[self._next - 1].end if self._next else 0
+
+    def resume_after(self, path: str) -> int:
+        """Go on after file ``path``, whose member and all before it the caller's ``sha``
+        (restored from a saved state) has hashed; only before the first :meth:`start`.
+
+        Returns:
+            the layer offset ``sha`` must have hashed exactly (the member's :attr:`~ModelcarMember.end`).
+        Raises:
+            FormatError: ``path`` is not a file of the plan, or hashing has begun.
+        """
+        if self._next:
+            raise FormatError("the modelcar layer's hash can only resume before it begins")
+        for i, member in enumerate(self.plan):
+            if member.file is not None and member.file.path == path:
+                self._next = i + 1
+                return member.end
+        raise FormatError(f"model file {path!r} is not in the modelcar layer")
+
+    @property
+    def layer_files(self) -> tuple[tuple[str, int], ...]:
+        """(path, size) of every file in layer order."""
+        return tuple((m.file.path, m.file.size) for m in self.plan if m.file)
+
+    def start(self, path: str) -> None:
+        plan = self.plan
+        while self._next < len(plan) and plan[self._next].file is None:  # folders before this file
+            self._sha.update(plan[self._next].header)
+            self._next += 1
+        member = plan[self._next] if self._next < len(plan) else None
+        if member is None or member.file is None or member.file.path != path:
+            raise FormatError(f"model file {path!r} is out of modelcar layer order")
+        self._sha.update(member.header)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._sha.update(data)
+
+    def end(self, size: int) -> None:
+        member = self.plan[self._next]
+        if member.size != size:
+            raise FormatError(f"model file {member.file.path if member.file else ''!r} has {size} bytes, "
+                              f"the layer plan {member.size}")
+        self._sha.update(bytes(member.padding))
+        self._next += 1
+
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the whole layer."""
+        while self._next < len(self.plan) and self.plan[self._next].file is None:  # a model of no files
+            self._sha.update(self.plan[self._next].header)
+            self._next += 1
+        if self._next != len(self.plan):
+            raise FormatError("the modelcar layer's digest needs every file, in layer order")
+        self._sha.update(TAR_END)
+        self._next += 1  # a second call fails: the hash is final
+        return "sha256:" + self._sha.hexdigest()
 
 
 def modelcar_layer_size(files: list[ModelFile]) -> int:

@@ -202,8 +202,11 @@ def test_sample_spec_with_image_model_and_manifests(tmp_path: Path, hub_keys) ->
 
 
 def test_cached_chunks_are_checked_against_the_bytes(tmp_path: Path, hub_keys) -> None:  # noqa: ANN001
-    """Same path, size, mtime and inode but other bytes: the cache is caught, never trusted."""
+    """A cache entry whose key matches the file but not its bytes (same path, size, mtime and
+    inode, the ctime too: a file system that keeps none, a clock set back): the cache is
+    caught, never trusted."""
     import os
+    import sqlite3
 
     make_model(tmp_path / "m", count=3, size=2 * MiB, seed=1)
     spec = write_spec(tmp_path / "bundle.yaml", [("a", "1.0.0", "m")])
@@ -214,6 +217,11 @@ def test_cached_chunks_are_checked_against_the_bytes(tmp_path: Path, hub_keys) -
         f.seek(st.st_size - 100)
         f.write(b"\xff" * 100)
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    db = sqlite3.connect(tmp_path / "state" / "chunk-cache.sqlite")  # the ctime moved: give the entry the new one
+    with db:
+        assert db.execute("UPDATE file_versions SET ctime_ns=? WHERE path=?",
+                          (target.stat().st_ctime_ns, str(target))).rowcount == 1
+    db.close()
     args = ("export", spec, "--out", tmp_path / "o2", "--key", hub_keys.key, "--state", tmp_path / "state")
     assert_failure_after_progress(run_ferry(*args), "changed since ferry last chunked it")
     assert not (tmp_path / "o2" / MANIFEST_NAME).exists()

@@ -87,3 +87,56 @@ def test_resume_with_other_options_is_refused(tmp_path: Path, hub_keys) -> None:
                     "created": "2026-01-01T00:00:00Z"}) + "\n")
     r = run_ferry("export", spec, "--out", out, "--key", hub_keys.key, "--state", tmp_path / "s")
     assert_clean_failure(r, code=2, contains="unfinished export of another spec")
+
+
+@pytest.mark.parametrize("journal", ["with-pack-digests", "from-before-pack-digests"])
+def test_a_kept_pack_changed_between_runs_is_written_again(tmp_path: Path, hub_keys, journal: str) -> None:  # noqa: ANN001
+    """A resumed export keeps a finished pack only if its bytes are those written: checked
+    against the BLAKE3 the journal recorded for it, or (a journal without one) frame by frame."""
+    make_model(tmp_path / "m", count=16, size=4 * MiB, seed=6)
+    spec = write_spec(tmp_path / "bundle.yaml", [("big", "2.0.0", "m")])
+    out = tmp_path / "out"
+    args = ["export", spec, "--out", out, "--key", hub_keys.key, "--state", tmp_path / "state",
+            "--max-volume-size", "20MiB", "--json"]
+    env = {k: v for k, v in os.environ.items() if k != "FERRY_KEY_PASSPHRASE"}
+    proc = subprocess.Popen([sys.executable, "-m", "ferry", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _journal_packs(out) >= 2:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.001)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the export finished before two packs: make the model larger"
+    path = out / ".ferry-export" / "journal.jsonl"
+    lines = path.read_bytes().splitlines()
+    packs = []
+    for line in lines[1:]:
+        try:
+            packs.append(json.loads(line))
+        except ValueError:  # a line torn by the kill: that pack is unknown, as to ferry
+            break
+    assert all(len(p.get("blake3", "")) == 64 for p in packs)  # recorded as each pack was finished
+    if journal == "from-before-pack-digests":
+        for p in packs:
+            del p["blake3"]
+    path.write_bytes(b"\n".join([lines[0], *(json.dumps(p).encode() for p in packs)]) + b"\n")
+    first = packs[0]
+    (victim,) = out.rglob(first["name"])
+    _, _, stored, offset = first["chunks"][-1]
+    with open(victim, "r+b") as f:  # one byte inside the last frame of the first pack
+        f.seek(offset + stored // 2)
+        byte = f.read(1)
+        f.seek(offset + stored // 2)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+    result = run_ferry(*args)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["reusedPacks"] == len(packs) - 1
+    _, files = read_back(out, hub_keys.pub)
+    assert files["model/big/model.safetensors"] == (tmp_path / "m" / "model.safetensors").read_bytes()

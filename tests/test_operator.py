@@ -116,7 +116,7 @@ def test_medium_write_error_names_the_medium_not_the_source(tmp_path: Path, hub_
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from bundler import packs
 
-    def full(fd: int, frame: bytes) -> None:
+    def full(fd: int, frame: bytes, *_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(packs.PackWriter, "_write", staticmethod(full))

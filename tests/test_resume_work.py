@@ -1,7 +1,8 @@
 """Work redone after a real kill -9 (issue 19, goal 4), counted in bytes, never timed.
 
 * An export killed at 60% and rerun compresses again only what no finished pack holds, and
-  reads again only that plus the one file it was cutting when killed.
+  reads again only that plus the one file it was cutting when killed (and, for the modelcar
+  layer's hash, at most the files after the last state it saved).
 * An import killed at 50% and rerun reads from the medium none of the chunks it had already
   verified and made durable (checkpointed into the part file).
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler import export as export_mod
+from bundler import export as export_mod, modeldigests
 from bundler.packs import Journal
 from manifests.progress import Silent
 from tests.support.bundles import model, write_bundle
@@ -79,7 +80,8 @@ def test_export_killed_at_60_percent_redoes_only_the_unfinished_part(tmp_path: P
     kept_raw = sum(c.size for p in previous[1] for c in p.chunks)
     assert 0.6 * total <= kept_raw < total
 
-    compressed, read, checked = _Counter(), _Counter(), _Counter()
+    compressed, read, checked, layer = _Counter(), _Counter(), _Counter(), _Counter()
+    real_read_file = modeldigests.ModelDigests.read_file
     real_compress, real_pread = export_mod.compress_chunk, os.pread
     source = str(tmp_path / "m") + "/"
 
@@ -93,6 +95,11 @@ def test_export_killed_at_60_percent_redoes_only_the_unfinished_part(tmp_path: P
         (read if where.startswith(source) else checked).bytes += len(data)
         return data
 
+    def counting_read_file(self: modeldigests.ModelDigests, path: str, size: int, *args: object) -> None:
+        layer.bytes += size
+        real_read_file(self, path, size, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(modeldigests.ModelDigests, "read_file", counting_read_file)
     monkeypatch.setattr(export_mod, "compress_chunk", counting_compress)
     monkeypatch.setattr(os, "pread", counting_pread)
     result = export_mod.export(export_mod.ExportOptions(spec=spec, out=out, keys=(hub_keys.key,), state=state,
@@ -101,7 +108,7 @@ def test_export_killed_at_60_percent_redoes_only_the_unfinished_part(tmp_path: P
     assert result.reused_packs == len(previous[1])
     unfinished = total - kept_raw
     print(f"total {total}, kept {kept_raw}, compressed again {compressed.bytes}, source read again {read.bytes}, "
-          f"medium read back {checked.bytes}")
+          f"medium read back {checked.bytes}, read again for the modelcar layer's hash {layer.bytes}")
     # Compressed again: the unfinished part, plus at most the pack that was being written
     # (bounded by the volume) when the kill came.
     assert compressed.bytes <= unfinished + volume
@@ -109,8 +116,12 @@ def test_export_killed_at_60_percent_redoes_only_the_unfinished_part(tmp_path: P
     # not cached yet, so it is cut again; its chunks in finished packs are hashed, not compressed).
     assert read.bytes <= unfinished + largest + volume
     assert read.bytes < total  # less than a fresh export reads
-    # The finished packs are read back once, to check they survived (a pulled stick): each frame
-    # decompressed against its id, which costs far less than compressing it.
+    # The modelcar layer's hash (format 1.3) goes on from the state the killed run saved after
+    # a file (at least every SAVE_EVERY bytes): files cut before it are not read again for it.
+    assert layer.bytes <= modeldigests.SAVE_EVERY + largest
+    assert layer.bytes < kept_raw - largest
+    # The finished packs are read back once at most, to check they survived (a pulled stick):
+    # hashed against the BLAKE3 the journal recorded (mapped: no pread), never recompressed.
     assert checked.bytes <= sum(p.size for p in previous[1]) + unfinished + volume
     _, got = read_back(out, hub_keys.pub)
     for i in range(files):

@@ -20,9 +20,12 @@ it too stores no model byte twice, only its headers and each file's last partial
 Elsewhere (ext4) the data is copied in the kernel (:func:`copy_range`, ``copy_file_range``),
 and only where that is refused through a buffer: a second copy of the bytes.
 
-Publishing at import reads no model file: each file's sha256 and the modelcar layer's are
-computed while staging writes the files (:class:`StagingHasher`, two worker threads fed the
-verified bytes), and handed over as :class:`StagedDigests`. Measured with
+Publishing at import reads no model file and hashes none when the bundle carries the hub's
+signed digests (format 1.3: each file's ``sha256`` and the ``modelcar`` layer's,
+docs/bundle-format.md 3.2.3; :func:`signed_digests` says why the edge may trust them). For
+an older bundle each file's sha256 and the modelcar layer's are computed while staging
+writes the files (:class:`StagingHasher`, two worker threads fed the verified bytes). Either
+way they reach publishing as :class:`StagedDigests`. Measured with
 ``bench/publish_bench.py`` (1 GiB; bench/README.md, "Publishing"): see docs/models-oci.md,
 "Publishing cost".
 """
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING
 from manifests.errors import FerryError, FormatError, PlaceError, VerificationError
 from manifests.model import REPOSITORY_RE, TAG_RE, Artifact, utc_now
 from manifests.budget import MIN_MEMORY_BUDGET, import_sizes
-from manifests.modelpack import (MODELCAR_ALIGN, MODELCAR_TAG_SUFFIX, TAR_END, ModelcarMember, ModelFacts,
+from manifests.modelpack import (MODELCAR_ALIGN, MODELCAR_TAG_SUFFIX, TAR_END, ModelcarHasher, ModelFacts,
                                  ModelFile, model_format, modelcar_config, modelcar_layer_size, modelcar_manifest,
                                  modelcar_plan, modelpack_config, modelpack_manifest, safetensors_facts,
                                  safetensors_header_length)
@@ -93,6 +96,34 @@ class StagedDigests:
     files: dict[str, tuple[int, str]] = field(default_factory=dict)
     layer: str | None = None
     layer_files: tuple[tuple[str, int], ...] = ()
+
+
+def signed_digests(artifact: Artifact) -> StagedDigests | None:
+    """The publishing digests the hub signed into the manifest (format 1.3,
+    docs/bundle-format.md 3.2.3): each file's ``sha256`` and the modelcar layer's, or None when
+    the artifact does not carry them all (an older bundle: staging hashes, :class:`StagingHasher`).
+
+    Why the edge publishes with them without hashing again: each file's bytes are bound to
+    the hub's signature by BLAKE3, checked chunk by chunk and over the whole file before the
+    file is staged (:func:`importer.apply.models.stage_model`), and the sha256 values sit in
+    the same signed manifest. The edge thus trusts the hub's signed attestation about content
+    it has verified; a wrong value would be the hub's bug (or a trusted key's misuse), not a
+    change in transit, and every puller checks the layer digests it fetches, so such a bug
+    shows as a refused pull, never as other bytes served under a digest. ``ferry verify``
+    recomputes the file digests in full when it rebuilds the files (importer/verify.py).
+
+    Args:
+        artifact: a model artifact of a verified manifest.
+    Returns:
+        :class:`StagedDigests` (``files``: path -> (size in bytes, ``sha256:<hex>``);
+        ``layer`` and ``layer_files`` as :func:`manifests.modelpack.modelcar_plan` orders
+        them), or None.
+    """
+    if not artifact.publish_digests:
+        return None
+    files = {e.path or "": (e.size, e.sha256 or "") for e in artifact.entries}
+    layer_files = tuple((path, files[path][0]) for path in sorted(files))  # modelcar_plan: sorted by path
+    return StagedDigests(files=files, layer=artifact.modelcar, layer_files=layer_files)
 
 
 def repository_for(name: str) -> str:
@@ -281,14 +312,13 @@ class StagingHasher:
 
     def __init__(self, files: list[tuple[str, int]]) -> None:
         self.digests = StagedDigests()
+        self._layer: ModelcarHasher | None
         try:
-            self._plan: list[ModelcarMember] | None = modelcar_plan([ModelFile(p, n, "") for p, n in files])
-            self.digests.layer_files = tuple((m.file.path, m.file.size) for m in self._plan if m.file)
+            self._layer = ModelcarHasher(files)
+            self.digests.layer_files = self._layer.layer_files
         except FerryError:
-            self._plan = None  # paths no modelcar can hold: publishing refuses them anyway
-        self._next = 0
+            self._layer = None  # paths no modelcar can hold: publishing refuses them anyway
         self._file: hashlib._Hash | None = None
-        self._layer: hashlib._Hash | None = hashlib.sha256() if self._plan is not None else None
         self._files, self._tar = _Worker("ferry-sha256-file"), _Worker("ferry-sha256-layer")
 
     # ---- called by staging (main thread)
@@ -328,34 +358,20 @@ class StagingHasher:
         self._file = None
 
     def _layer_start(self, path: str) -> None:
-        plan, layer = self._plan, self._layer
-        assert plan is not None and layer is not None  # else the worker already stopped
-        while plan[self._next].file is None:  # folders before this file
-            layer.update(plan[self._next].header)
-            self._next += 1
-        member = plan[self._next]
-        if member.file is None or member.file.path != path:
-            raise ValueError("out of layer order")
-        layer.update(member.header)
+        assert self._layer is not None  # else the worker already stopped
+        self._layer.start(path)  # FormatError out of layer order: the worker stops, the layer stays unknown
 
     def _layer_update(self, data: bytes | memoryview) -> None:
         assert self._layer is not None
         self._layer.update(data)
 
     def _layer_end(self, size: int) -> None:
-        assert self._plan is not None and self._layer is not None
-        member = self._plan[self._next]
-        if member.size != size:
-            raise ValueError("size changed")
-        self._layer.update(bytes(member.padding))
-        self._next += 1
+        assert self._layer is not None
+        self._layer.end(size)
 
     def _layer_close(self) -> None:
-        assert self._plan is not None and self._layer is not None
-        if self._next != len(self._plan):
-            raise ValueError("not every file was staged")
-        self._layer.update(TAR_END)
-        self.digests.layer = "sha256:" + self._layer.hexdigest()
+        assert self._layer is not None
+        self.digests.layer = self._layer.digest()
 
 
 # --------------------------------------------------------------------------- publishing

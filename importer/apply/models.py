@@ -411,12 +411,15 @@ class ModelTarget:
     def apply(self, artifact: Artifact, read_entry: ReadEntry, job: Job) -> Applied:
         state, store = self.ctx.state, self.ctx.store
         staged = not on_disk(state, artifact, job.content)
-        from .modelpack import StagedDigests
+        from .modelpack import StagedDigests, signed_digests
 
-        digests = StagedDigests()
+        # The hub's signed sha256 values when the manifest carries them (format 1.3): nothing
+        # to hash; else staging hashes the bytes it writes (StagingHasher).
+        digests = signed_digests(artifact) or StagedDigests()
         if staged:
             try:
-                stage_model(state, store, artifact, job.manifest, read_entry, digests=digests)
+                stage_model(state, store, artifact, job.manifest, read_entry,
+                            digests=None if artifact.publish_digests else digests)
             except VerificationError:  # a version that did not verify leaves nothing behind
                 discard_staging(state, store, artifact.name, artifact.version)
                 raise
