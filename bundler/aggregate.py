@@ -68,6 +68,8 @@ import numpy as np
 from manifests.durable import fsync_dir, make_dirs, write_atomic
 from manifests.errors import FormatError, PlaceError, PolicyError, UsageError
 
+from .halfcast import halfcast
+
 #: safetensors dtypes ferry averages, and their numpy types (BF16 has no numpy type: refused).
 DTYPES: dict[str, Any] = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
 MAX_HEADER = 100 * 1024 * 1024
@@ -75,7 +77,7 @@ WEIGHTS_NAME = "model.safetensors"
 #: Elements one numpy pass works on: 64 Ki elements is 256 KiB of float32 accumulator, so the
 #: accumulator, one term and the widening's bits stay in the core's L2 cache between passes
 #: (256 Ki elements measured 25 % slower per element: the passes went to L3).
-BLOCK = 64 * 1024
+BLOCK = 256 * 1024
 #: Blocks of one tensor a thread averages from one set of mappings (a task: 16 blocks is 2 MiB
 #: of an fp16 tensor mapped per update).
 WINDOW_BLOCKS = 16
@@ -448,6 +450,7 @@ def _average(parts: list[np.ndarray], labels: list[str], weights: np.ndarray, tr
     threads, so the result never depends on the machine. Trimmed mean: the float64 mean of the
     middle values of each coordinate."""
     s = _scratch.ready()
+    cast = halfcast()
     dtype = parts[0].dtype
     count = len(parts[0])
     out = np.empty(count, dtype=dtype)
@@ -462,6 +465,19 @@ def _average(parts: list[np.ndarray], labels: list[str], weights: np.ndarray, tr
             np.copyto(out[a:b], stack[trim:len(parts) - trim].mean(axis=0), casting="unsafe")
             continue
         acc, term = s.acc[wide][:k], s.term[wide][:k]
+        if dtype == np.float16 and cast is not None:
+            # SIMD casts (onnxruntime): widen exactly, weigh, add in update order; NaN and
+            # infinity survive the widening, so one check of the sum finds them (w_i > 0)
+            for i, p in enumerate(parts):
+                cast.widen(p[a:b], term)
+                np.multiply(term, w[i], out=acc if i == 0 else term)
+                if i:
+                    np.add(acc, term, out=acc)
+            if not np.isfinite(acc).all():
+                for i, p in enumerate(parts):
+                    _finite(p[a:b], labels[i], name)
+            cast.narrow(acc, out[a:b])
+            continue
         for i, p in enumerate(parts):
             x = p[a:b]
             into = acc if i == 0 else term
