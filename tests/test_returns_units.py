@@ -224,12 +224,18 @@ def big_sites(tmp: Path, n: int, size: int, seed: int = 3) -> list[dict[str, np.
     return out
 
 
+@pytest.mark.parametrize("casts", ["onnxruntime", "numpy"])
 @pytest.mark.parametrize("workers,budget", [(1, 64 << 20), (3, 64 << 20), (4, 1)])
 def test_windows_and_threads_never_change_a_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                workers: int, budget: int) -> None:
+                                                workers: int, budget: int, casts: str) -> None:
     """However a tensor is cut into windows and blocks and whatever the number of threads, the
     file is the numpy definition (float32 sums in update order), byte for byte; budget 1 forces
-    one block per window, so tensors span many mappings at offsets no page boundary aligns."""
+    one block per window, so tensors span many mappings at offsets no page boundary aligns.
+    Both fp16 paths: onnxruntime's casts, and numpy's where onnxruntime is missing or inexact."""
+    if casts == "numpy":
+        monkeypatch.setattr(ag, "halfcast", lambda: None)
+    else:
+        assert ag.halfcast() is not None  # a dependency, checked exact on this machine
     ts = big_sites(tmp_path, 5, 10_001)
     ups = [(f"s{i}", tmp_path / f"s{i}.safetensors", 7 * i + 1) for i in range(5)]
     monkeypatch.setattr(ag, "BLOCK", 997)
@@ -248,7 +254,11 @@ def test_windows_and_threads_never_change_a_bit(tmp_path: Path, monkeypatch: pyt
                                       err_msg=name)
 
 
-def test_a_nan_in_a_late_window_of_an_fp16_tensor_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("casts", ["onnxruntime", "numpy"])
+def test_a_nan_in_a_late_window_of_an_fp16_tensor_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      casts: str) -> None:
+    if casts == "numpy":
+        monkeypatch.setattr(ag, "halfcast", lambda: None)
     ts = big_sites(tmp_path, 3, 5000)
     monkeypatch.setattr(ag, "BLOCK", 100)
     monkeypatch.setattr(ag, "WINDOW_BLOCKS", 2)
