@@ -52,6 +52,8 @@ of a file is a SIGBUS, not an error ferry can report.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import math
 import mmap
@@ -88,6 +90,8 @@ WINDOW_BLOCKS = 16
 #: touched counts in its RSS): windows shrink with more threads or updates to stay within it.
 MAP_BUDGET = 64 * 1024 * 1024
 PROVENANCE_NAME = "provenance.json"
+#: Bytes of the mean staged before one direct write to its file (:class:`_Output`).
+STAGE = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,7 @@ def aggregate(updates: list[tuple[str, Path, int]], out_file: Path, *, base_file
     labels = [label for label, _, _ in updates]
     try:
         files += (_open(path) for _, path, _ in updates)  # in the try: a failed open closes the others
-        with open(tmp, "wb") as out:
+        with _Output(tmp) as out:
             out.write(struct.pack("<Q", len(head)) + head)
 
             def work(task: tuple[str, int, int]) -> np.ndarray:
@@ -266,8 +270,6 @@ def aggregate(updates: list[tuple[str, Path, int]], out_file: Path, *, base_file
                      for first in range(0, size, window)]
             for chunk in _ordered(work, tasks):
                 out.write(chunk.data)
-            out.flush()
-            os.fsync(out.fileno())
         os.replace(tmp, out_file)
         fsync_dir(out_file.parent)
     except OSError as exc:
@@ -342,6 +344,79 @@ def _refuse_outliers(norms: dict[str, float], ratio: float, of: str) -> None:
             raise PolicyError(f"update of {label}: the L2 norm of its {of} is {norm:.6g}, {times} times the median "
                               f"of the others' ({others:.6g}), over --max-norm-ratio {ratio:g}; refused, nothing "
                               "written and no update marked aggregated")
+
+
+class _Output:
+    """The mean's file, written with ``O_DIRECT`` where the file system allows it: straight from
+    a page-aligned staging buffer to the disk, no page-cache pages to allocate and copy into
+    (measured: 0.2-1.0 s of kernel CPU per GiB written buffered on the build machine, 0.05-0.09
+    s direct), the disk's writing overlapping the averaging. Every write but the last is whole
+    :data:`STAGE` bytes at a multiple of it (``O_DIRECT`` needs offsets, lengths and addresses
+    aligned to the device's block: open(2), "O_DIRECT"); the last is padded to a page and the
+    file cut back to its length. Where ``O_DIRECT`` is refused (EINVAL: tmpfs, some network
+    file systems) the same bytes are written through the page cache. :meth:`close` fsyncs.
+
+    Raises:
+        OSError: from open, write, ftruncate or fsync (callers name the place).
+    """
+
+    def __init__(self, path: Path) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            self.fd = os.open(path, flags | getattr(os, "O_DIRECT", 0), 0o644)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self.fd = os.open(path, flags, 0o644)
+        self.stage = mmap.mmap(-1, STAGE)  # anonymous: page-aligned
+        self.view = memoryview(self.stage)
+        self.filled = 0
+        self.size = 0
+
+    def __enter__(self) -> "_Output":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.close()
+        finally:
+            self.view.release()
+            self.stage.close()
+            os.close(self.fd)
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append ``data`` (any length)."""
+        data = memoryview(data).cast("B")
+        while len(data):
+            k = min(len(data), STAGE - self.filled)
+            self.view[self.filled:self.filled + k] = data[:k]
+            self.filled += k
+            data = data[k:]
+            if self.filled == STAGE:
+                self._flush(STAGE)
+
+    def _flush(self, length: int) -> None:
+        done = 0
+        while done < length:
+            try:
+                done += os.write(self.fd, self.view[done:length])
+            except OSError as exc:  # O_DIRECT accepted at open, refused at write: go buffered
+                if exc.errno != errno.EINVAL or not fcntl.fcntl(self.fd, fcntl.F_GETFL) & getattr(os, "O_DIRECT", 0):
+                    raise
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        self.size += self.filled
+        self.filled = 0
+
+    def close(self) -> None:
+        """Write what is staged, cut the file to the bytes written, fsync."""
+        size = self.size + self.filled
+        if self.filled:
+            tail = -(-self.filled // mmap.PAGESIZE) * mmap.PAGESIZE
+            self.view[self.filled:tail] = bytes(tail - self.filled)
+            self._flush(tail)
+        os.ftruncate(self.fd, size)
+        os.fsync(self.fd)
 
 
 def _open(path: Path) -> IO[bytes]:

@@ -321,3 +321,36 @@ def test_max_norm_ratio_needs_two_updates_and_a_ratio_of_at_least_one(tmp_path: 
     with pytest.raises(PolicyError, match="update of z1: .* infinitely many times the median of the others' \\(0\\)"):
         aggregate([("z0", tmp_path / "z0.safetensors", 1), ("z1", tmp_path / "z1.safetensors", 1)],
                   tmp_path / "out.safetensors", max_norm_ratio=100)
+
+
+# --------------------------------------------------------------------------- the mean's file (O_DIRECT)
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(0, 20_000), max_size=8), direct=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_the_output_file_holds_exactly_the_bytes_written(sizes: list[int], direct: bool, seed: int,
+                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Whatever the lengths written (staged 8 KiB at a time here, so writes span and fill the
+    stage; the last one padded for O_DIRECT then cut back), the file is their concatenation;
+    and the same where the file system refuses O_DIRECT (open answers EINVAL)."""
+    import errno
+    import os
+
+    path = tmp_path_factory.mktemp("out") / "f"
+    rng = np.random.default_rng(seed)
+    parts = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in sizes]
+    real_open = os.open
+
+    def refusing(p: object, flags: int, *a: object) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(p, flags, *a)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ag, "STAGE", 8192)
+        if not direct:
+            mp.setattr(os, "open", refusing)
+        with ag._Output(path) as out:
+            for p in parts:
+                out.write(p)
+    assert path.read_bytes() == b"".join(parts)
