@@ -69,7 +69,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from manifests.durable import fsync_dir, make_dirs, write_atomic
+from manifests.durable import WRITE_FLAGS, fsync_dir, make_dirs, write_atomic
 from manifests.errors import FormatError, PlaceError, PolicyError, UsageError
 
 from .halfcast import halfcast
@@ -361,13 +361,12 @@ class _Output:
     """
 
     def __init__(self, path: Path) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         try:
-            self.fd = os.open(path, flags | getattr(os, "O_DIRECT", 0), 0o644)
+            self.fd = os.open(path, WRITE_FLAGS | getattr(os, "O_DIRECT", 0), 0o666)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
-            self.fd = os.open(path, flags, 0o644)
+            self.fd = os.open(path, WRITE_FLAGS, 0o666)
         self.stage = mmap.mmap(-1, STAGE)  # anonymous: page-aligned
         self.view = memoryview(self.stage)
         self.filled = 0
