@@ -224,12 +224,18 @@ def big_sites(tmp: Path, n: int, size: int, seed: int = 3) -> list[dict[str, np.
     return out
 
 
+@pytest.mark.parametrize("casts", ["onnxruntime", "numpy"])
 @pytest.mark.parametrize("workers,budget", [(1, 64 << 20), (3, 64 << 20), (4, 1)])
 def test_windows_and_threads_never_change_a_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                workers: int, budget: int) -> None:
+                                                workers: int, budget: int, casts: str) -> None:
     """However a tensor is cut into windows and blocks and whatever the number of threads, the
     file is the numpy definition (float32 sums in update order), byte for byte; budget 1 forces
-    one block per window, so tensors span many mappings at offsets no page boundary aligns."""
+    one block per window, so tensors span many mappings at offsets no page boundary aligns.
+    Both fp16 paths: onnxruntime's casts, and numpy's where onnxruntime is missing or inexact."""
+    if casts == "numpy":
+        monkeypatch.setattr(ag, "halfcast", lambda: None)
+    else:
+        assert ag.halfcast() is not None  # a dependency, checked exact on this machine
     ts = big_sites(tmp_path, 5, 10_001)
     ups = [(f"s{i}", tmp_path / f"s{i}.safetensors", 7 * i + 1) for i in range(5)]
     monkeypatch.setattr(ag, "BLOCK", 997)
@@ -248,7 +254,11 @@ def test_windows_and_threads_never_change_a_bit(tmp_path: Path, monkeypatch: pyt
                                       err_msg=name)
 
 
-def test_a_nan_in_a_late_window_of_an_fp16_tensor_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("casts", ["onnxruntime", "numpy"])
+def test_a_nan_in_a_late_window_of_an_fp16_tensor_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      casts: str) -> None:
+    if casts == "numpy":
+        monkeypatch.setattr(ag, "halfcast", lambda: None)
     ts = big_sites(tmp_path, 3, 5000)
     monkeypatch.setattr(ag, "BLOCK", 100)
     monkeypatch.setattr(ag, "WINDOW_BLOCKS", 2)
@@ -311,3 +321,36 @@ def test_max_norm_ratio_needs_two_updates_and_a_ratio_of_at_least_one(tmp_path: 
     with pytest.raises(PolicyError, match="update of z1: .* infinitely many times the median of the others' \\(0\\)"):
         aggregate([("z0", tmp_path / "z0.safetensors", 1), ("z1", tmp_path / "z1.safetensors", 1)],
                   tmp_path / "out.safetensors", max_norm_ratio=100)
+
+
+# --------------------------------------------------------------------------- the mean's file (O_DIRECT)
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(0, 20_000), max_size=8), direct=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_the_output_file_holds_exactly_the_bytes_written(sizes: list[int], direct: bool, seed: int,
+                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Whatever the lengths written (staged 8 KiB at a time here, so writes span and fill the
+    stage; the last one padded for O_DIRECT then cut back), the file is their concatenation;
+    and the same where the file system refuses O_DIRECT (open answers EINVAL)."""
+    import errno
+    import os
+
+    path = tmp_path_factory.mktemp("out") / "f"
+    rng = np.random.default_rng(seed)
+    parts = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in sizes]
+    real_open = os.open
+
+    def refusing(p: object, flags: int, *a: object) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(p, flags, *a)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ag, "STAGE", 8192)
+        if not direct:
+            mp.setattr(os, "open", refusing)
+        with ag._Output(path) as out:
+            for p in parts:
+                out.write(p)
+    assert path.read_bytes() == b"".join(parts)
