@@ -63,6 +63,9 @@ def _print(report: Report, ui: UI) -> None:
                     out.print(f"{a.kind} {a.name} {a.version}: placement at this WEC", markup=False)
                     for line in a.plan.placement:
                         out.print("  " + line, markup=False)
+        for c in b.checks:  # a bundle the import would skip (already imported) says so
+            if c.ok and c.name == "plan":
+                out.print(f"{e(c.name)}: {e(c.reason)}")
         for c in b.failures:
             out.print(f"[red]✗[/] {e(c.name)}: {e(c.reason)}")
     if report.verdict == "pass":
