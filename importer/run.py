@@ -190,7 +190,9 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
     Raises:
         VerificationError (exit 1): signatures, trust or content. PolicyError (exit 1): the
         site's policy refused. IncompleteError (exit 3): volumes are missing. UsageError,
-        PlaceError, RegistryError, ClusterError (exit 2): options, I/O, targets.
+        PlaceError, RegistryError, ClusterError (exit 2): options, I/O, targets (a missing or
+        unreadable ``--kubeconfig``, an unknown ``--context``, a ``--manifests-dir`` that is not a
+        folder: before anything is read, dry run included).
     """
     check_budget(opts.memory_budget)
     if opts.allow_downgrade and not (opts.reason and opts.reason.strip()):
@@ -201,6 +203,9 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
         raise UsageError("--keep must be at least 1 (the current version is never removed)")
     if opts.context and not opts.kubeconfig:
         raise UsageError("--context needs --kubeconfig")
+    from .apply.kube import check_target
+
+    check_target(opts.kubeconfig, opts.context, opts.manifests_dir)  # a dry run too; no cluster is contacted
     report = ImportReport(state=str(opts.state), dry_run=opts.dry_run)
     linked: list[Any] = []
     try:

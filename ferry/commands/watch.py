@@ -69,6 +69,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"{source}: watch a channel repository (oci://HOST/REPO), not one tag")
         if state.exists() and not state.is_dir():
             raise UsageError(f"--state {state}: not a folder")
+        from importer.apply.kube import check_target
+
+        check_target(kubeconfig, None, manifests_dir)  # a missing kubeconfig: refused now, not at the first bundle
         trust_for_import(list(trust), state, [], dry_run=True)  # a bad --trust: refused before anything is written
         state.mkdir(parents=True, exist_ok=True)  # the audit trail records waiting before the first import
         ui = UI(json_mode=False, quiet=not sys.stderr.isatty())
