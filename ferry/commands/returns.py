@@ -416,10 +416,10 @@ def aggregate_cmd(model: str, base: str, version: str, out: Path, hub: Path, mod
 
     excluding = parse_exclusions(exclude or [])
     inventory = Inventory(existing_hub_state(hub))
+    model_library(models)
     selection = select_updates(inventory.pending_updates(model, base), sorted(inventory.read()["sites"]), excluding,
                                f"model {model} from base {base}", f"--hub {hub}")
     updates = selection.kept
-    model_library(models)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} is not empty: give a new folder for version {version}")
     base_dir = None if models is None else models / model / base
