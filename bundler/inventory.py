@@ -298,6 +298,73 @@ class Inventory:
                         mine["aggregatedInto"] = version
 
 
+def parse_exclusions(values: list[str]) -> dict[str, str | None]:
+    """``ferry aggregate --exclude SITE[=REASON]`` (repeatable) -> site name -> the operator's
+    reason (None when not given). A site name never holds ``=`` (:data:`manifests.model.NAME_RE`),
+    so the first one splits the name from the reason.
+
+    Args:
+        values: the ``--exclude`` values, as given.
+    Returns:
+        site -> reason (stripped; None when empty or not given), in the order given.
+    Raises:
+        UsageError: a value whose site part is not a site name, or a site given twice.
+    """
+    out: dict[str, str | None] = {}
+    for value in values:
+        site, _, why = value.partition("=")
+        if not NAME_RE.match(site):
+            raise UsageError(f"--exclude {value!r}: write SITE or SITE=REASON (a site name is letters, digits, "
+                             "'.', '_' or '-')")
+        if site in out:
+            raise UsageError(f"--exclude {site}: given twice")
+        out[site] = why.strip() or None
+    return out
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The updates one aggregation averages, and those the operator left out of it.
+
+    ``kept``: pending updates (as :meth:`Inventory.pending_updates` gives them), in its order.
+    ``excluded``: one provenance record per excluded site: ``site``, ``reason`` (or None) and
+    ``updates`` (``sequence`` and ``bundle`` of each pending update left out, which stays pending)."""
+
+    kept: list[dict[str, Any]]
+    excluded: list[dict[str, Any]]
+
+
+def select_updates(pending: list[dict[str, Any]], sites: list[str], exclude: dict[str, str | None],
+                   what: str, where: str) -> Selection:
+    """Leave the sites in ``exclude`` out of an aggregation (``ferry aggregate --exclude``).
+
+    Args:
+        pending: the pending updates of the model from the base (:meth:`Inventory.pending_updates`).
+        sites: every site the hub inventory knows. exclude: :func:`parse_exclusions`'s.
+        what, where: the model and base, and the hub, for messages (``model sentiment from base
+            1.2.0``, ``--hub /srv/ferry-hub``).
+    Returns:
+        the updates to average and the provenance records of the sites left out.
+    Raises:
+        UsageError: an excluded site the inventory does not know; no pending update at all; or
+        every site with a pending update excluded (nothing would be averaged).
+    """
+    unknown = [s for s in exclude if s not in sites]
+    if unknown:
+        raise UsageError(f"--exclude {unknown[0]}: no such site in the hub inventory of {where} "
+                         f"(sites: {', '.join(sorted(sites)) or 'none'})")
+    if not pending:
+        raise UsageError(f"{where}: no pending updates of {what}")
+    kept = [u for u in pending if u["site"] not in exclude]
+    if not kept:
+        raise UsageError(f"--exclude leaves out every site with a pending update of {what} "
+                         f"({', '.join(sorted({u['site'] for u in pending}))}): nothing to aggregate")
+    excluded = [{"site": site, "reason": why,
+                 "updates": [{"sequence": u["sequence"], "bundle": u["bundle"]} for u in pending if u["site"] == site]}
+                for site, why in exclude.items()]
+    return Selection(kept, excluded)
+
+
 def _new_site() -> dict[str, Any]:
     return {"keyid": None, "lastSequence": 0, "lastContact": None, "audit": None, "receipt": None,
             "status": None, "refusals": [], "updates": [], "drift": [], "metrics": []}

@@ -50,6 +50,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from manifests import canonical
-from manifests.errors import FormatError, PlaceError, UsageError
+from manifests.errors import FerryError, FormatError, PlaceError, UsageError
 from manifests.model import utc_now
 
 AUDIT_DIR = "audit"
@@ -434,7 +435,33 @@ class AuditTrail:
                 if problem is not None:
                     count = sum(1 for _ in iter_lines(f)) if f is not None else 0
                     return AuditCheck(False, count, None, "head", f"the chain head is unreadable: {problem}")
-                return check_chain(iter_lines(f) if f is not None else [], head)
+                check = check_chain(iter_lines(f) if f is not None else [], head)
+        if check.ok and check.entries == 0:
+            return self._none_left(check)
+        return check
+
+    def _none_left(self, check: AuditCheck) -> AuditCheck:
+        """An empty (or missing) trail is whole only where the ledger records no import: every
+        imported bundle was audited before the ledger called it imported (importer.run), so
+        ledger rows without a single entry mean the trail and its head were removed together."""
+        from .state import EdgeState
+
+        try:
+            state = EdgeState.open_readonly(self.state_dir)
+        except FerryError:
+            return check
+        if state is None:
+            return check
+        try:
+            imported = sum(1 for b in state.bundles() if b["status"] in ("imported", "settled"))
+        except sqlite3.Error:
+            return check
+        finally:
+            state.close()
+        if not imported:
+            return check
+        return AuditCheck(False, 0, 0, "removed", f"the trail is empty or missing, but the ledger records {imported} "
+                                                  "bundle(s) imported: its entries were removed")
 
     def entries(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         """Entries in order (those at or after ``since`` when given), streamed. Does not verify
@@ -504,6 +531,9 @@ class AuditTrail:
                     n, prev = 0, GENESIS
                     if head is not None and (head.seq, head.hash) != (-1, GENESIS):
                         raise PlaceError("state", str(self.state_dir), f"the trail is empty but its head names entry {head.seq}. {refuse}")
+                    gone = self._none_left(AuditCheck(True, 0))
+                    if not gone.ok:  # a new first entry would make a removed trail look whole
+                        raise PlaceError("state", str(self.state_dir), f"{gone.detail}. {refuse}")
                 else:
                     s = _scan(last_line, -1)
                     if s.seq is None or not s.self_ok:

@@ -10,7 +10,7 @@ all ask it, so the plan shown is the decision taken.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from datetime import datetime, timedelta
 
@@ -155,6 +155,68 @@ def bundle_freshness(last_sequence: int | None, already_imported: bool, sequence
     if last_sequence is not None and sequence <= last_sequence:
         return "stale"
     return "new"
+
+
+class Ledger(Protocol):
+    """What :func:`gate` reads of the edge's ledger (:class:`importer.state.EdgeState`)."""
+
+    def digests_for_bundle_id(self, bundle_id: str) -> list[str]: ...
+
+    def bundle_status(self, digest: str) -> str | None: ...
+
+    def last_sequence(self, channel: str) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The bundle-level verdict, before any artifact is planned.
+
+    ``freshness``: :data:`Freshness`, or None when the bundle is refused. ``refusal``: why the
+    bundle as a whole is refused ("" when it is not). ``stale``: for a stale bundle, the
+    phrase appended to its artifacts' reasons ("" otherwise); ``last``: the channel's last
+    sequence, for the warning."""
+
+    freshness: Freshness | None
+    refusal: str = ""
+    stale: str = ""
+    last: int | None = None
+
+
+#: What the import says of a bundle it imported completely before (and ``verify --state``).
+REPEAT_REASON = "already imported; nothing to do"
+
+
+def gate(ledger: Ledger, digest: str, bundle_id: str, channel: str, sequence: int, created: str, *,
+         now: datetime, max_age: timedelta | None = None, allow_downgrade: bool = False) -> Gate:
+    """May a verified bundle be imported at all? The one gate ``ferry import``, its dry run and
+    ``ferry verify --state`` run (docs/edge-state.md, "Bundles and channels"; threat model: replay,
+    freeze, bundle id reuse).
+
+    Args:
+        ledger: the edge's ledger (read only). digest: the bundle's manifest digest
+            (``sha256:<hex>``). bundle_id, channel, sequence, created: its signed ``bundle``
+            fields (``created`` ``YYYY-MM-DDTHH:MM:SSZ``).
+        now: the edge's clock (UTC). max_age: ``import --max-age`` (None: no limit).
+        allow_downgrade: ``import --allow-downgrade`` (an imported bundle is weighed again).
+    Returns:
+        refused (another bundle with this id was imported; older than ``max_age``), ``repeat``
+        (imported completely before), ``stale`` (sequence at or below the channel's last:
+        artifacts apply only where newer) or ``new``.
+    """
+    others = [d for d in ledger.digests_for_bundle_id(bundle_id) if d != digest]
+    if others:
+        return Gate(None, f"bundle id {bundle_id!r} was imported before with different content "
+                          f"(manifest {others[0]}); two bundles may not share an id")
+    imported = ledger.bundle_status(digest) == "imported"  # importer.plan.BundleStatus.IMPORTED
+    too_old = bundle_age_problem(created, now, max_age)
+    if too_old and not imported:
+        return Gate(None, too_old)
+    last = ledger.last_sequence(channel)
+    fresh = bundle_freshness(last, imported, sequence, allow_downgrade=allow_downgrade)
+    if fresh == "stale":
+        return Gate(fresh, stale=f" (stale bundle: sequence {sequence} is not after {last}, the last imported on "
+                                 f"channel {channel!r})", last=last)
+    return Gate(fresh, last=last)
 
 
 _DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 REPORT_FORMAT = "ferry-verify-report"
 #: 1.1 added host, trust.policy, entries' sha256 (issue #15); 1.2 the check ``plan`` (with
-#: ``--state``: fails when the import would refuse an artifact, as ``import --dry-run`` exits 1)
+#: ``--state``: fails when the import would refuse an artifact or the whole bundle, as ``import
+#: --dry-run`` exits 1; passes as "already imported" for a bundle the import would skip)
 REPORT_VERSION = "1.2"
 
 Verdict = Literal["pass", "fail"]

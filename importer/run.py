@@ -7,7 +7,8 @@ manifest digest, however many volumes carry it):
 1. signatures against the trust (before the manifest is parsed), then the manifest's limits;
    a bundle id seen before with other content is refused;
 2. the ledger first: a bundle imported completely before is a no-op (no pack is opened);
-   :func:`importer.policy.bundle_freshness` (the channel sequence rule) and the age limit;
+   :func:`importer.policy.gate`: a reused bundle id, the age limit, the channel sequence rule
+   (the gate ``verify --state`` runs too);
 3. each target says what it lacks; with the chunks the site holds and the packs and volumes
    at hand, :func:`importer.plan.make_plan` makes the plan (printed as is by ``--dry-run``);
 4. free space against the plan's bytes to write; then each ready step in apply order,
@@ -41,7 +42,7 @@ from .fsroot import FsRoot
 from .medium import BundleOnMedium, PackReader, find_bundles
 from .plan import (LIFTABLE, REFUSING, BundlePlan, BundleStatus, Needs, Present, Status, Step, decisions, holding,
                    make_plan, still_needed)
-from .policy import bundle_age_problem, bundle_freshness
+from .policy import REPEAT_REASON, gate
 from .state import EdgeState, set_installed
 from .store import ChunkStore
 
@@ -189,7 +190,9 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
     Raises:
         VerificationError (exit 1): signatures, trust or content. PolicyError (exit 1): the
         site's policy refused. IncompleteError (exit 3): volumes are missing. UsageError,
-        PlaceError, RegistryError, ClusterError (exit 2): options, I/O, targets.
+        PlaceError, RegistryError, ClusterError (exit 2): options, I/O, targets (a missing or
+        unreadable ``--kubeconfig``, an unknown ``--context``, a ``--manifests-dir`` that is not a
+        folder: before anything is read, dry run included).
     """
     check_budget(opts.memory_budget)
     if opts.allow_downgrade and not (opts.reason and opts.reason.strip()):
@@ -200,6 +203,9 @@ def run_import(opts: ImportOptions, progress: Progress) -> ImportReport:
         raise UsageError("--keep must be at least 1 (the current version is never removed)")
     if opts.context and not opts.kubeconfig:
         raise UsageError("--context needs --kubeconfig")
+    from .apply.kube import check_target
+
+    check_target(opts.kubeconfig, opts.context, opts.manifests_dir)  # a dry run too; no cluster is contacted
     report = ImportReport(state=str(opts.state), dry_run=opts.dry_run)
     linked: list[Any] = []
     try:
@@ -490,36 +496,26 @@ class _BundleRun:
     # ---- gating: may this bundle be imported at all?
 
     def _gate(self) -> str | None:
-        """The freshness of the bundle on its channel, or None when it stops here (the result says why)."""
-        m, state, result = self.m, self.state, self.result
-        b = m.bundle
-        others = [d for d in state.digests_for_bundle_id(b.id) if d != self.signed.digest]
-        if others:
-            result.reason = (f"bundle id {b.id!r} was imported before with different content "
-                             f"(manifest {others[0]}); two bundles may not share an id")
-            self._record("refused", result.reason, None)
+        """The stale phrase of the bundle on its channel ("" when new), or None when it stops
+        here (the result says why): :func:`importer.policy.gate`, the one ``verify --state`` runs."""
+        b = self.m.bundle
+        verdict = gate(self.state, self.signed.digest, b.id, b.channel, b.sequence, b.created,
+                       now=datetime.now(timezone.utc), max_age=self.opts.max_age,
+                       allow_downgrade=self.opts.allow_downgrade)
+        self.result.freshness = verdict.freshness
+        if verdict.freshness is None:
+            self.result.reason = verdict.refusal
+            self._record("refused", verdict.refusal, None)
             return None
-        status = state.bundle_status(self.signed.digest)
-        too_old = bundle_age_problem(b.created, datetime.now(timezone.utc), self.opts.max_age)
-        if too_old and status != BundleStatus.IMPORTED.value:
-            result.reason = too_old
-            self._record("refused", result.reason, None)
-            return None
-        last = state.last_sequence(b.channel)
-        fresh = bundle_freshness(last, status == BundleStatus.IMPORTED.value, b.sequence,
-                                 allow_downgrade=self.opts.allow_downgrade)
-        result.freshness = fresh
-        if fresh == "repeat":
-            result.status, result.reason = BundleStatus.REPEAT, "already imported; nothing to do"
+        if verdict.freshness == "repeat":
+            self.result.status, self.result.reason = BundleStatus.REPEAT, REPEAT_REASON
             if not self.opts.dry_run:
                 self._record("skipped", "bundle already imported", None)
             return None
-        if fresh == "stale":
-            self.progress.warn(f"bundle {b.name} {b.id} is stale: sequence {b.sequence} is not after {last}, "
+        if verdict.stale:
+            self.progress.warn(f"bundle {b.name} {b.id} is stale: sequence {b.sequence} is not after {verdict.last}, "
                                f"the last imported on channel {b.channel!r}; its artifacts apply only where newer")
-            return (f" (stale bundle: sequence {b.sequence} is not after {last}, the last imported on "
-                    f"channel {b.channel!r})")
-        return ""
+        return verdict.stale
 
     # ---- the run
 

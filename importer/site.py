@@ -91,21 +91,6 @@ def read_site(state: EdgeState) -> Site:
                 kubeconfig=meta.get("site.kubeconfig"), context=meta.get("site.context"), resources=resources)
 
 
-def _context_names(kubeconfig: Path) -> list[str]:
-    from kubernetes import config
-    from kubernetes.config.config_exception import ConfigException
-
-    if not kubeconfig.exists():
-        from manifests.bundle import not_found
-
-        raise PlaceError("source", str(kubeconfig), not_found("kubeconfig", kubeconfig))
-    try:
-        contexts, _ = config.list_kube_config_contexts(config_file=str(kubeconfig))
-    except (ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError) as err:
-        raise UsageError(f"--kubeconfig {kubeconfig}: cannot be used ({str(err).splitlines()[0][:200]})") from None
-    return [str(c.get("name")) for c in contexts or [] if isinstance(c, dict)]
-
-
 def set_site(state_dir: Path, *, name: str | None, labels: Sequence[str] | None, kubeconfig: Path | None,
              context: str | None, note: str | None = None, memory: str | None = None,
              accelerator: str | None = None, link: str | None = None) -> tuple[Site, Site]:
@@ -142,12 +127,12 @@ def set_site(state_dir: Path, *, name: str | None, labels: Sequence[str] | None,
         raise UsageError("--context needs --kubeconfig")
     if kubeconfig is not None:
         kubeconfig = Path(kubeconfig).absolute()
-        names = _context_names(kubeconfig)
+        from .apply.kube import check_target, kubeconfig_contexts
+
+        names = kubeconfig_contexts(kubeconfig)
         if context is None:
             raise UsageError(f"--kubeconfig {kubeconfig}: also name the WEC's --context (one of: {', '.join(names)})")
-        if context not in names:
-            raise UsageError(f"--context {context}: the kubeconfig {kubeconfig} has no such context "
-                             f"(it has: {', '.join(names) or 'none'})")
+        check_target(kubeconfig, context, None)  # the context must be one of them
     name = name if name is not None else context
     if name is not None and not NAME_RE.match(name):
         raise UsageError(f"--name {name!r}: a site name is letters, digits, '.', '_', '-' (at most 128)")

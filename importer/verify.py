@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 from importer.content import CarriedChunks, stream_entry
 from importer.medium import BundleOnMedium, PackReader, find_bundles
 from importer.plan import REFUSING, BundlePlan, Status, Step
-from importer.policy import Installed
+from importer.policy import REPEAT_REASON, Gate, Installed
 from importer.report import (ArtifactReport, BundleReport, Check, ChunkCounts, EntryReport, Plan,
                              Report, SignerReport)
 from manifests import __version__
@@ -224,15 +224,21 @@ _NOT_PARSED = ("not parsed: a manifest is read only after its signatures verify 
                "(ferry inspect shows its unverified claims)")
 
 
-Planner = Callable[[Manifest, CarriedChunks], tuple[BundlePlan, Mapping[tuple[str, str], Any]]]
+#: ``verify --state``'s: given the bundle's manifest digest, its verified manifest and the reader of
+#: its chunks, the import's gate (:func:`importer.policy.gate`), and, when the gate lets the bundle
+#: through to be planned, the import's plan with its per-object placement (else None, {}).
+Planner = Callable[[str, Manifest, CarriedChunks],
+                   tuple[Gate, BundlePlan | None, Mapping[tuple[str, str], Any]]]
 
 
 def verify_bundle(found: BundleOnMedium, trust: Trust, *,
                   planner: Planner | None = None,
                   progress: Progress | None = None, streamed: Streamed | None = None) -> BundleReport:
     """Every check on one bundle; never raises for what the medium holds. With ``planner``
-    (``verify --state``), each artifact also carries what an import would do: the import's
-    own plan for the volumes given.
+    (``verify --state``), the bundle first goes through the import's gate (a reused bundle id,
+    a replay of an imported bundle, a stale sequence: :func:`importer.policy.gate`), whose
+    refusal is the failed check ``plan`` in the import's words; a bundle let through has each
+    artifact carry what an import would do: the import's own plan for the volumes given.
 
     Args:
         found: the bundle's signed files (and, on a medium, its packs). trust: what to verify against.
@@ -262,9 +268,10 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *,
         source = _CheckingSource(reader, task)
         steps: dict[tuple[str, str], Step] = {}
         previews: Mapping[tuple[str, str], Any] = {}
+        gated: Gate | None = None
         if planner is not None:
-            bundle_plan, previews = planner(manifest, reader)
-            steps = {s.key: s for s in bundle_plan.steps}
+            gated, bundle_plan, previews = planner(found.digest, manifest, reader)
+            steps = {s.key: s for s in bundle_plan.steps} if bundle_plan is not None else {}
         artifacts = [_check_artifact(a, manifest, source, steps.get(a.key), previews.get(a.key))
                      for a in manifest.artifacts]
         failure = getattr(reader, "failure", None)  # a registry that gave up: not a finding about the bundle
@@ -285,7 +292,11 @@ def verify_bundle(found: BundleOnMedium, trust: Trust, *,
     else:
         checks.append(Check("volumes", True, f"all {manifest.volumes} volume(s) given"))
     refused = [a for a in artifacts if a.plan is not None and a.plan.refused]
-    if refused:  # the import (and its dry run) would exit 1: so does verify --state (one rule, importer.plan.REFUSING)
+    if gated is not None and gated.freshness is None:  # the import refuses the bundle, as these words
+        checks.append(Check("plan", False, f"an import into the edge state would refuse the bundle: {gated.refusal}"))
+    elif gated is not None and gated.freshness == "repeat":  # the import would skip it (exit 0)
+        checks.append(Check("plan", True, f"{REPEAT_REASON} (ferry import would skip this bundle)"))
+    elif refused:  # the import (and its dry run) would exit 1: so does verify --state (one rule, importer.plan.REFUSING)
         a = refused[0]
         checks.append(Check("plan", False, f"an import into the edge state would refuse {len(refused)} artifact(s) "
                                            f"(as ferry import --dry-run); first: {a.kind} {a.name} {a.version}: "
@@ -357,7 +368,7 @@ def verify_paths(paths: Iterable[Path], trust: Trust, *, state_dir: Path | None 
 
 
 class _Planner:
-    """``verify --state``: plans as ``import --dry-run`` with default options would (read-only)."""
+    """``verify --state``: gates and plans as ``import --dry-run`` with default options would (read-only)."""
 
     def __init__(self, state_dir: Path) -> None:
         from importer.apply import Context, targets_for
@@ -371,13 +382,23 @@ class _Planner:
         self.ctx = Context(state=self.state, store=self.store, edge=self.edge)
         self.targets = targets_for(self.ctx)
 
-    def __call__(self, manifest: Manifest, reader: CarriedChunks) -> tuple[BundlePlan, Mapping[tuple[str, str], Any]]:
-        """The import's plan, and for each ready manifest set at a KubeStellar WEC its per-object
-        plan (:func:`importer.run.preview_sets`, the call ``import --dry-run`` makes)."""
+    def __call__(self, digest: str, manifest: Manifest,
+                 reader: CarriedChunks) -> tuple[Gate, BundlePlan | None, Mapping[tuple[str, str], Any]]:
+        """The import's gate (:func:`importer.policy.gate`, with the import's default options);
+        for a bundle it lets through, the import's plan, and for each ready manifest set at a
+        KubeStellar WEC its per-object plan (:func:`importer.run.preview_sets`, the call
+        ``import --dry-run`` makes); else (gate, None, {})."""
+        from datetime import datetime, timezone
+
+        from importer.policy import gate
         from importer.run import plan_bundle, preview_sets
 
-        plan = plan_bundle(self.ctx, self.targets, manifest, reader)
-        return plan, preview_sets(self.ctx, self.targets, manifest, reader, plan)
+        b = manifest.bundle
+        verdict = gate(self.state, digest, b.id, b.channel, b.sequence, b.created, now=datetime.now(timezone.utc))
+        if verdict.freshness in (None, "repeat"):  # the import stops here: nothing is planned
+            return verdict, None, {}
+        plan = plan_bundle(self.ctx, self.targets, manifest, reader, stale=verdict.stale)
+        return verdict, plan, preview_sets(self.ctx, self.targets, manifest, reader, plan)
 
     def __enter__(self) -> _Planner:
         return self

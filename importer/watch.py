@@ -145,12 +145,15 @@ class Watcher:
     _seen: dict[str, tuple[tuple[str, int, int], ...]] = field(default_factory=dict)
     _said: dict[str, str] = field(default_factory=dict)
 
-    def _log(self, key: str, reason: str, digest: str | None = None, *, always: bool = False) -> None:
-        """One ``watch`` audit entry, unless the same thing was said about ``key`` last time."""
+    def _log(self, key: str, reason: str, digest: str | None = None, *, always: bool = False,
+             quiet: bool = False) -> None:
+        """One ``watch`` audit entry, unless the same thing was said about ``key`` last time; also
+        printed (through the progress), unless ``quiet`` (an error line will say it)."""
         if not always and self._said.get(key) == reason:
             return
         self._said[key] = reason
-        self.progress.info(f"watch: {reason}")
+        if not quiet:
+            self.progress.info(f"watch: {reason}")
         from .audit import AuditTrail
 
         AuditTrail(Path(self.options.state)).append("watch", reason, bundle=None, manifest_digest=digest,
@@ -269,11 +272,12 @@ class Watcher:
             except (RegistryError, VerificationError) as exc:
                 failures += 1
                 wait = min(self.interval * (2 ** failures), MAX_BACKOFF)
-                self._log(str(self.source), f"{self.source}: {exc}; polling again in {wait:g}s")
                 ws = WatchState.load(self.options.state)
                 self._record(ws, str(self.source), f"error: {exc}")
-                if once:
+                if once:  # the error line says it; nothing polls again
+                    self._log(str(self.source), f"{self.source}: {exc}", quiet=True)
                     raise
+                self._log(str(self.source), f"{self.source}: {exc}; polling again in {wait:g}s")
                 self.stop.wait(wait)
                 continue
             if once:

@@ -104,7 +104,7 @@ def _decode_private(path: Path, data: bytes, secret: bytes | None, source: str) 
     except ValueError as exc:
         if secret is not None and b"ENCRYPTED" in data:
             raise KeyFileError(f"{path}: wrong passphrase in {source}") from None
-        raise KeyFileError(f"{path}: not a valid PEM private key ({str(exc).splitlines()[0]})") from None
+        raise KeyFileError(f"{path}: not a valid PEM private key ({_pem_problem(data, exc)})") from None
     except UnsupportedAlgorithm:
         raise KeyFileError(f"{path}: unsupported key algorithm; ferry uses Ed25519") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -236,7 +236,7 @@ def parse_public(data: bytes, where: str) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise KeyFileError(f"{where}: not a valid PEM public key ({str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+        raise KeyFileError(f"{where}: not a valid PEM public key ({_pem_problem(data, exc)})") from None
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(f"{where}: is not an Ed25519 public key")
     return key
@@ -257,3 +257,12 @@ def load_any_public(path: Path) -> Ed25519PublicKey:
     if b"PRIVATE KEY-----" in data:
         return load_private(path).public_key()
     return parse_public(data, str(path))
+
+
+def _pem_problem(data: bytes, exc: Exception) -> str:
+    """Why ``data`` did not load as a PEM key, in the user's terms: no PEM block at all (another
+    file given), or the library's first sentence without its FAQ link."""
+    if b"-----BEGIN " not in data:
+        return "no '-----BEGIN' line: give a .key or .pub file that `ferry keys generate` wrote"
+    first = str(exc).splitlines()[0] if str(exc) else "unreadable"
+    return first.split(" See https://", 1)[0].strip() or "unreadable"

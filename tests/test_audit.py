@@ -142,6 +142,28 @@ def test_emptied_trail_or_missing_head_is_caught(edge: Path) -> None:
     assert AuditTrail(other).verify().reason == "head"
 
 
+def test_a_removed_trail_and_head_is_caught_by_the_ledger(tmp_path: Path, hub_keys: KeyPair) -> None:
+    """Found walking the guide: with audit/ deleted whole (trail and head together), `audit
+    verify` said "whole: 0 entries" and the next import or `site set` started a fresh trail. The
+    ledger records every imported bundle, each audited before it was called imported."""
+    from tests.support.bundles import model, write_bundle
+
+    write_bundle(tmp_path / "b", [hub_keys.key], [model("m", "1.0.0", {"w": b"1"})])
+    edge = tmp_path / "edge"
+    assert run_ferry("import", tmp_path / "b", "--trust", hub_keys.pub, "--state", edge).returncode == 0
+    assert run_ferry("audit", "verify", "--state", edge).returncode == 0
+    shutil.rmtree(edge / "audit")
+    says = "the trail is empty or missing, but the ledger records 1 bundle(s) imported: its entries were removed"
+    assert_clean_failure(run_ferry("audit", "verify", "--state", edge), code=1, contains=says)
+    assert_clean_failure(run_ferry("import", tmp_path / "b", "--trust", hub_keys.pub, "--state", edge), code=1,
+                         contains=says)
+    assert_clean_failure(run_ferry("site", "set", "--state", edge, "--name", "x"), contains=says)
+    assert not (edge / "audit" / "trail.jsonl").exists()  # nothing papered over it
+    # a folder that is no edge state at all (a typo) is not an edge with a whole, empty trail
+    assert_clean_failure(run_ferry("audit", "verify", "--state", tmp_path), code=2,
+                         contains=f"--state {tmp_path}: no ferry edge state here")
+
+
 def test_crash_before_the_head_moved_is_whole_and_healed_by_the_next_append(edge: Path) -> None:
     head_before = (edge / "audit" / "head.json").read_bytes()
     add(AuditTrail(edge), 5)

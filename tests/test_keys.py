@@ -55,6 +55,14 @@ def test_public_key_where_private_needed_and_corrupt_files(tmp_path: Path) -> No
     with pytest.raises(KeyFileError, match="not a valid PEM private key"):
         load_private(corrupt)
     assert_clean_failure(run_ferry("keys", "id", corrupt), code=2)
+    # another file given as a key: one line in the user's terms, no library FAQ link (found walking the guide)
+    report = tmp_path / "report.json"
+    report.write_text('{"format": "ferry-verify-report"}')
+    r = run_ferry("keys", "id", report)
+    assert_clean_failure(r, code=2, contains=f"{report}: not a valid PEM public key (no '-----BEGIN' line")
+    assert "https://" not in r.stderr
+    with pytest.raises(KeyFileError, match="not a valid PEM private key \\(no '-----BEGIN' line"):
+        load_private(report)
     assert_clean_failure(run_ferry("keys", "id", tmp_path / "missing.pub"), code=2, contains=f"key file {tmp_path / 'missing.pub'}: not found")
     with pytest.raises(KeyFileError, match="is a private key"):
         load_public(tmp_path / "k.key")

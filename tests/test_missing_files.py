@@ -43,6 +43,13 @@ def usb(tmp_path_factory: pytest.TempPathFactory, hub_keys: KeyPair) -> Path:
     ("TLS certificate", lambda t, k: ["serve", "--state", t / "edge", "--tls-cert", t / "MISSING",
                                       "--tls-key", t / "MISSING"]),
     ("kubeconfig", lambda t, k: ["site", "set", "--state", t / "edge", "--name", "a", "--kubeconfig", t / "MISSING"]),
+    # an import checks its inputs before anything is read, its dry run too (no cluster is contacted)
+    ("kubeconfig", lambda t, k: ["import", t.parent / "usb", "--trust", k.pub, "--state", t / "edge",
+                                 "--kubeconfig", t / "MISSING", "--dry-run"]),
+    ("kubeconfig", lambda t, k: ["import", t.parent / "usb", "--trust", k.pub, "--state", t / "edge",
+                                 "--kubeconfig", t / "MISSING"]),
+    ("kubeconfig", lambda t, k: ["watch", t.parent / "usb", "--trust", k.pub, "--state", t / "edge", "--once",
+                                 "--kubeconfig", t / "MISSING"]),
 ])
 def test_a_missing_file_argument_reads_like_every_other(usb: Path, hub_keys: KeyPair, tmp_path: Path, what: str,
                                                         args) -> None:
@@ -53,3 +60,28 @@ def test_a_missing_file_argument_reads_like_every_other(usb: Path, hub_keys: Key
     result = run_ferry(*args(tmp_path, hub_keys), timeout=60)
     assert_clean_failure(result, code=2, contains=f"ferry: error: {what} {tmp_path / 'MISSING'}: not found")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_an_import_checks_its_apply_targets_before_reading_anything(usb: Path, hub_keys: KeyPair, tmp_path: Path,
+                                                                   dry: bool) -> None:
+    """A kubeconfig that is not one, a context it lacks, a --manifests-dir that is a file: one
+    line naming the file, exit 2, and the edge state is not even made (found: the dry run
+    exited 0, the import applied the images and model, then failed the manifest set with exit 1)."""
+    garbage = tmp_path / "kubeconfig.yaml"
+    garbage.write_text("clusters: [\n")
+    real = tmp_path / "wec.yaml"
+    real.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://192.0.2.1:6443'}}]\n"
+                    "users: [{name: u, user: {token: t}}]\ncontexts: [{name: wec-1, context: {cluster: c, user: u}}]\n"
+                    "current-context: wec-1\n")
+    a_file = tmp_path / "gitops"
+    a_file.write_text("not a folder")
+    edge = tmp_path / "edge"
+    for extra, says in ((["--kubeconfig", garbage], f"--kubeconfig {garbage}: cannot be used"),
+                        (["--kubeconfig", real, "--context", "nope"],
+                         f"--context nope: the kubeconfig {real} has no such context (it has: wec-1)"),
+                        (["--manifests-dir", a_file], f"--manifests-dir {a_file}: not a folder")):
+        result = run_ferry("import", usb, "--trust", hub_keys.pub, "--state", edge, *extra,
+                           *(["--dry-run"] if dry else []), timeout=60)
+        assert_clean_failure(result, code=2, contains=f"ferry: error: {says}")
+        assert not edge.exists()

@@ -518,3 +518,56 @@ def test_hub_commands_refuse_a_missing_model_library_a_folder_to_write_and_odd_t
     for odd in ("inf", "nan", "0", "-1"):
         assert_clean_failure(run_ferry("sites", "--hub", hub, "--threshold", odd, "--json"), code=2,
                              contains="--threshold must be a number above 0")
+
+
+def test_exclude_leaves_a_site_out_records_why_and_keeps_its_update_pending(tmp_path: Path) -> None:
+    """Three sites return updates; the operator leaves site-3 out (with a reason): the new
+    version is the mean of site-1 and site-2 only, provenance.json names site-3, its return
+    bundle and the reason, and site-3's update stays pending: a later aggregation takes it."""
+    w = make_world(tmp_path, ("site-1", "site-2", "site-3"))
+    trained, digests = {}, {}
+    for i, site in enumerate(("site-1", "site-2", "site-3"), start=1):
+        trained[site] = train(tmp_path / f"{site}.safetensors", i)
+        ok("return", "export", "--state", w.edges[site], "--spec",
+           return_spec(tmp_path / f"{site}.yaml", tmp_path / f"{site}.safetensors", 100 * i), "--out",
+           tmp_path / site, "--key", w.key(site))
+        digests[site] = json.loads(ok("return", "import", tmp_path / site, "--hub", w.hub, "--models", w.models,
+                                      "--json"))["digest"]
+    agg = ("aggregate", "sentiment", "--base", "1.2.0", "--hub", w.hub, "--models", w.models)
+    out = w.models / "sentiment" / "1.3.0"
+    before = w.inventory()
+    for extra, says in (
+            (["--exclude", "site-9"], f"--exclude site-9: no such site in the hub inventory of --hub {w.hub} "
+                                      "(sites: site-1, site-2, site-3)"),
+            (["--exclude", "site-1", "--exclude", "site-2", "--exclude", "site-3=all broken"],
+             "--exclude leaves out every site with a pending update of model sentiment from base 1.2.0 "
+             "(site-1, site-2, site-3): nothing to aggregate"),
+            (["--exclude", "site-1", "--exclude", "site-1=again"], "--exclude site-1: given twice"),
+            (["--exclude", "=no site"], "--exclude '=no site': write SITE or SITE=REASON")):
+        assert_clean_failure(run_ferry(*agg, "--version", "1.3.0", "--out", out, *extra), code=2, contains=says)
+        assert w.inventory() == before and not out.exists()
+
+    done = json.loads(ok(*agg, "--version", "1.3.0", "--out", out, "--exclude",
+                         "site-3=loss diverged after its disk filled (ticket 42)", "--json"))
+    assert done["sites"] == ["site-1", "site-2"] and done["examples"] == 300
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["formatVersion"] == "1.1" and [s["site"] for s in prov["sites"]] == ["site-1", "site-2"]
+    assert prov["sites"][1]["weight"] == "200/300"
+    assert prov["excluded"] == [{"site": "site-3", "reason": "loss diverged after its disk filled (ticket 42)",
+                                 "updates": [{"sequence": 1, "bundle": digests["site-3"]}]}]
+    got = read_tensors(out / "model.safetensors")
+    for name, value in got.items():  # the mean of the two sites kept, weighted 100:200
+        a, b = trained["site-1"][name], trained["site-2"][name]
+        wide = np.float64 if a.dtype == np.float64 else np.float32
+        np.testing.assert_array_equal(value, (a.astype(wide) * wide(100 / 300) + b.astype(wide) * wide(200 / 300))
+                                      .astype(a.dtype), err_msg=name)
+
+    pending = {s["site"]: s["pendingUpdates"] for s in json.loads(ok("sites", "--hub", w.hub, "--json"))["sites"]}
+    assert pending["site-1"] == pending["site-2"] == [] and [u["bundle"] for u in pending["site-3"]] == [digests["site-3"]]
+    # later: the update left out is still there to aggregate (here on its own); without a reason, null
+    later = w.models / "sentiment" / "1.3.1"
+    again = json.loads(ok(*agg, "--version", "1.3.1", "--out", later, "--exclude", "site-1", "--json"))
+    assert again["sites"] == ["site-3"]
+    assert json.loads((later / "provenance.json").read_text())["excluded"] == [
+        {"site": "site-1", "reason": None, "updates": []}]
+    assert all(not s["pendingUpdates"] for s in json.loads(ok("sites", "--hub", w.hub, "--json"))["sites"])

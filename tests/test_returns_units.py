@@ -354,3 +354,52 @@ def test_the_output_file_holds_exactly_the_bytes_written(sizes: list[int], direc
             for p in parts:
                 out.write(p)
     assert path.read_bytes() == b"".join(parts)
+
+
+# --------------------------------------------------------------------------- aggregate --exclude (update selection)
+
+SITE_NAMES = st.from_regex(r"[a-z][a-z0-9._-]{0,11}", fullmatch=True)
+
+
+@given(sites=st.lists(SITE_NAMES, min_size=1, max_size=6, unique=True),
+       reasons=st.lists(st.none() | st.text(min_size=1, max_size=30), min_size=6, max_size=6))
+def test_exclusions_parse_back_to_their_sites_and_reasons(sites: list[str], reasons: list[str | None]) -> None:
+    from bundler.inventory import parse_exclusions
+
+    values = [s if r is None else f"{s}={r}" for s, r in zip(sites, reasons)]
+    got = parse_exclusions(values)
+    assert list(got) == sites  # the order given
+    for s, r in zip(sites, reasons):
+        assert got[s] == ((r.strip() or None) if r is not None else None)  # "=" inside a reason is the reason's
+    with pytest.raises(UsageError, match="given twice"):
+        parse_exclusions(values + [sites[0]])
+
+
+@given(bad=st.text(max_size=20).filter(lambda t: not __import__("re").fullmatch(r"[A-Za-z0-9._-]{1,128}",
+                                                                               t.partition("=")[0])))
+def test_an_exclusion_without_a_site_name_is_refused(bad: str) -> None:
+    from bundler.inventory import parse_exclusions
+
+    with pytest.raises(UsageError, match="write SITE or SITE=REASON"):
+        parse_exclusions([bad])
+
+
+@given(sites=st.lists(SITE_NAMES, min_size=1, max_size=5, unique=True), data=st.data())
+def test_selection_keeps_every_update_but_the_excluded_sites(sites: list[str], data: st.DataObject) -> None:
+    from bundler.inventory import select_updates
+
+    pending = [{"site": s, "sequence": n, "bundle": f"{s}/{n}", "examples": 1}
+               for s in sites for n in range(data.draw(st.integers(0, 2)))]
+    excluded = data.draw(st.lists(st.sampled_from(sites), unique=True))
+    having = {u["site"] for u in pending}
+    try:
+        sel = select_updates(pending, sites, {s: None for s in excluded}, "model m from base 1.0.0", "--hub H")
+    except UsageError as exc:
+        assert not pending and "no pending updates" in str(exc) or having <= set(excluded) and "every site" in str(exc)
+        return
+    assert sel.kept == [u for u in pending if u["site"] not in excluded]
+    assert [x["site"] for x in sel.excluded] == excluded
+    assert [x["updates"] for x in sel.excluded] == [
+        [{"sequence": u["sequence"], "bundle": u["bundle"]} for u in pending if u["site"] == site] for site in excluded]
+    with pytest.raises(UsageError, match="no such site"):
+        select_updates(pending, sites, {"not-a-known-site!": None}, "model m from base 1.0.0", "--hub H")

@@ -52,8 +52,11 @@ def test_exported_bundle_verifies_and_state_plan_matches_the_import(hub: Path, h
     imported = run_ferry("import", hub / "v1", "--trust", hub_keys.pub, "--state", edge)
     assert imported.returncode == 0, imported.stderr
 
-    assert plan(hub_keys, hub / "v1", edge) == {"action": "same", "reason": "1.0.0 already installed",
-                                                "installedVersion": "1.0.0", "refused": False, "status": "same"}
+    # the bundle imported: the import would skip it (its gate, importer.policy.gate), and so says verify
+    again = json.loads(run_ferry("verify", hub / "v1", "--trust", hub_keys.pub, "--state", edge, "--json").stdout)
+    assert again["verdict"] == "pass" and again["bundles"][0]["artifacts"][0]["plan"] is None
+    assert {"name": "plan", "ok": True, "reason": "already imported; nothing to do (ferry import would skip this bundle)"} \
+        in again["bundles"][0]["checks"]
     assert plan(hub_keys, hub / "v2", edge)["action"] == "newer"
     older = plan(hub_keys, hub / "old", edge)
     assert older["action"] == "older" and older["refused"] and "older than installed 1.0.0" in older["reason"]

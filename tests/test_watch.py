@@ -113,6 +113,10 @@ def test_a_file_that_keeps_changing_is_waited_for(tmp_path: Path, hub_keys) -> N
     assert not (state / "models").exists()
     r = run_ferry("watch", drop, "--trust", hub_keys.pub, "--state", state, "--once", "--settle", "0.3")
     assert r.returncode == 0, r.stderr
+    # its decisions are its log, on stderr though it is no terminal (cron, a pod's log): found
+    # walking the guide, `watch --once` from a script printed only "watch: done"
+    said = [line for line in r.stderr.splitlines() if line.startswith("watch: ")]
+    assert any(line.endswith(": imported (exit 0)") for line in said), r.stderr
     assert any((state / "models" / "m").rglob("model.safetensors"))  # once it settled
 
 

@@ -22,8 +22,15 @@ STATE_HELP = "The edge state folder (as given to ferry import --state)."
 
 
 def _state(state: Path) -> Path:
+    """``state`` when it is an edge state folder (a ledger or an audit trail in it); a mistyped
+    folder is not an edge with a whole, empty trail."""
+    from importer.audit import AUDIT_DIR
+    from importer.state import DB_NAME
+
     if not state.is_dir():
         raise PlaceError("state", str(state), f"--state {state}: no such state folder")
+    if not (state / DB_NAME).exists() and not (state / AUDIT_DIR).exists():
+        raise PlaceError("state", str(state), f"--state {state}: no ferry edge state here (no ledger, no audit trail)")
     return state
 
 

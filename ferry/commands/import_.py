@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Server-side apply manifest sets into this cluster."),
         context: Optional[str] = typer.Option(None, "--context", help="Context in --kubeconfig."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing (at a KubeStellar WEC: per object, "
-                                     "selected or not, by which policy and clause, and what would be pruned)."),
+                                     "selected or not, by which policy and clause, and what would be pruned); "
+                                     "the options are checked as for an import (a missing --kubeconfig is exit 2)."),
         no_prune: bool = typer.Option(False, "--no-prune", help="On a KubeStellar WEC (ferry site set), keep objects "
                                       "that a newer manifest set no longer selects instead of deleting them."),
         allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Install older versions (needs --reason)."),

@@ -393,15 +393,17 @@ def sites_html(doc: dict[str, Any]) -> str:
 
 
 def aggregate_cmd(model: str, base: str, version: str, out: Path, hub: Path, models: Path | None,
-                  trim: int, max_norm_ratio: float | None = None) -> dict[str, Any]:
+                  trim: int, max_norm_ratio: float | None = None, exclude: list[str] | None = None) -> dict[str, Any]:
     """``ferry aggregate``: FedAvg (or trimmed mean) of the pending updates of MODEL from BASE.
 
     Each update is named in refusals by its site and return bundle (sequence and manifest
     digest); ``max_norm_ratio`` refuses an update far from the others (bundler.aggregate).
+    ``exclude``: ``--exclude SITE[=REASON]`` values: those sites' updates are left out, stay
+    pending, and are recorded in the provenance (:func:`bundler.inventory.select_updates`).
     Raises: UsageError, FormatError, PolicyError (the norm screen), PlaceError; the inventory
     is marked only when the new version is written."""
     from bundler.aggregate import PROVENANCE_NAME, WEIGHTS_NAME, aggregate, write_provenance
-    from bundler.inventory import Inventory
+    from bundler.inventory import Inventory, parse_exclusions, select_updates
     from manifests.errors import UsageError
     from manifests.model import NAME_RE, utc_now
     from manifests.version import parse_version
@@ -412,10 +414,12 @@ def aggregate_cmd(model: str, base: str, version: str, out: Path, hub: Path, mod
     parse_version(version, where="--version")
     from bundler.hubstate import existing_hub_state
 
-    updates = Inventory(existing_hub_state(hub)).pending_updates(model, base)
+    excluding = parse_exclusions(exclude or [])
+    inventory = Inventory(existing_hub_state(hub))
     model_library(models)
-    if not updates:
-        raise UsageError(f"--hub {hub}: no pending updates of model {model} from base {base}")
+    selection = select_updates(inventory.pending_updates(model, base), sorted(inventory.read()["sites"]), excluding,
+                               f"model {model} from base {base}", f"--hub {hub}")
+    updates = selection.kept
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} is not empty: give a new folder for version {version}")
     base_dir = None if models is None else models / model / base
@@ -433,15 +437,17 @@ def aggregate_cmd(model: str, base: str, version: str, out: Path, hub: Path, mod
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(p, out / rel)
     total = sum(int(u["examples"]) for u in updates)
-    provenance = {"format": "ferry-provenance", "formatVersion": "1.0", "model": model, "version": version,
+    provenance = {"format": "ferry-provenance", "formatVersion": "1.1", "model": model, "version": version,
                   "base": base, "method": result["method"], "created": utc_now(),
                   "sites": [{"site": u["site"], "sequence": u["sequence"], "bundle": u["bundle"],
                              "keyid": u["keyid"], "examples": u["examples"],
                              "weight": f"{u['examples']}/{total}", "metrics": u.get("metrics", {})}
-                            for u in updates]}
+                            for u in updates],
+                  "excluded": selection.excluded}
     write_provenance(out, provenance)
     Inventory(hub).mark_aggregated(updates, version)
-    return {"out": str(out), **result, "sites": [u["site"] for u in updates], "examples": total}
+    return {"out": str(out), **result, "sites": [u["site"] for u in updates], "examples": total,
+            "excluded": selection.excluded}
 
 
 # --------------------------------------------------------------------------- registration
@@ -564,14 +570,19 @@ def register(app: typer.Typer) -> None:
                                                        "(write nothing) if an update's L2 norm, of update - base with "
                                                        "--models, else of the update, is more than R times the median "
                                                        "of the others' (R >= 1; needs 2 sites or more)."),
+        exclude: list[str] = typer.Option([], "--exclude", metavar="SITE[=REASON]", help="Leave this site's "
+                                          "pending updates out (repeatable); they stay pending for a later "
+                                          "aggregation, and provenance.json records the site and the reason."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Average the model updates sites returned (FedAvg by example counts) into a new version folder with provenance."""
         from ferry.ui import UI
 
-        result = aggregate_cmd(model, base, version, out, hub, models, trim, max_norm_ratio)
+        result = aggregate_cmd(model, base, version, out, hub, models, trim, max_norm_ratio, exclude)
         if json_out:
             UI(json_mode=True).emit(result)
         else:
             typer.echo(f"{model} {version}: {result['method']} of {len(result['sites'])} site(s) "
-                       f"({', '.join(result['sites'])}; {result['examples']} examples), {result['tensors']} tensors -> {out}")
+                       f"({', '.join(result['sites'])}; {result['examples']} examples), {result['tensors']} tensors -> {out}"
+                       + "".join(f"; excluded {x['site']} ({len(x['updates'])} update(s) left pending"
+                                 + (f": {x['reason']}" if x['reason'] else "") + ")" for x in result["excluded"]))

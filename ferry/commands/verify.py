@@ -63,6 +63,9 @@ def _print(report: Report, ui: UI) -> None:
                     out.print(f"{a.kind} {a.name} {a.version}: placement at this WEC", markup=False)
                     for line in a.plan.placement:
                         out.print("  " + line, markup=False)
+        for c in b.checks:  # a bundle the import would skip (already imported) says so
+            if c.ok and c.name == "plan":
+                out.print(f"{e(c.name)}: {e(c.reason)}")
         for c in b.failures:
             out.print(f"[red]✗[/] {e(c.name)}: {e(c.reason)}")
     if report.verdict == "pass":
@@ -92,7 +95,7 @@ def register(app: typer.Typer) -> None:
         state: Path | None = typer.Option(None, "--state", metavar="EDGE", help="Also say what an import into this edge would do "
                                           "(at a KubeStellar WEC, per object of each manifest set) "
                                           "(and, without --trust, verify against the signed policy it pins); "
-                                          "exit 1 when it would refuse an artifact, as import --dry-run."),
+                                          "exit 1 when it would refuse an artifact or the whole bundle (a reused bundle id), as import --dry-run."),
         insecure_registry: list[str] = typer.Option([], "--insecure-registry", help="Registry host to reach with "
                                                     "HTTPS without certificate checks, else plain HTTP (repeatable)."),
         sign_report: list[str] = typer.Option([], "--sign-report", metavar="KEY[:env=VAR|:fd=N|:file=PATH]",
@@ -101,7 +104,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check bundles completely, without importing them, and write a report.
 
-        Exit 0 when everything passed, 1 when anything failed (with --state: also when the import would refuse an artifact), 3 when everything given passed but volumes of a multi-volume bundle were not given (each volume verifies on its own).
+        Exit 0 when everything passed, 1 when anything failed (with --state: also when the import would refuse an artifact or the bundle), 3 when everything given passed but volumes of a multi-volume bundle were not given (each volume verifies on its own).
         """
         from ferry.ui import UI
         from importer.report import render_html

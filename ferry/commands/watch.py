@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -69,9 +68,12 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"{source}: watch a channel repository (oci://HOST/REPO), not one tag")
         if state.exists() and not state.is_dir():
             raise UsageError(f"--state {state}: not a folder")
+        from importer.apply.kube import check_target
+
+        check_target(kubeconfig, None, manifests_dir)  # a missing kubeconfig: refused now, not at the first bundle
         trust_for_import(list(trust), state, [], dry_run=True)  # a bad --trust: refused before anything is written
         state.mkdir(parents=True, exist_ok=True)  # the audit trail records waiting before the first import
-        ui = UI(json_mode=False, quiet=not sys.stderr.isatty())
+        ui = UI(json_mode=False)  # its decisions are its log: printed on a terminal, to cron and to a pod log alike
         opts = ImportOptions(paths=[], trust=trust, state=state, registry=registry,
                              insecure_registries=frozenset(insecure_registry), manifests_dir=manifests_dir,
                              kubeconfig=kubeconfig, note=note, limit_rate=parse_rate(limit_rate) if limit_rate else None)

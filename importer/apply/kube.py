@@ -332,6 +332,55 @@ def _connection_problem(err: BaseException) -> str:
     return re.sub(r"^[\w.<> ]*Connection(?:Pool)?\([^)]*\)>?: ", "", reason)[:300]
 
 
+def kubeconfig_contexts(kubeconfig: Path) -> list[str]:
+    """The context names of the kubeconfig file ``kubeconfig``, read without contacting any cluster.
+
+    Args:
+        kubeconfig: the file ``--kubeconfig`` names (``import``, ``site set``).
+    Returns:
+        its contexts' names, in file order.
+    Raises:
+        PlaceError (exit 2, place ``source``): the file is not there. UsageError (exit 2): it
+        cannot be read or is not a kubeconfig (the client library's first line says why).
+    """
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    from manifests.bundle import not_found
+    from manifests.errors import UsageError
+
+    if not kubeconfig.exists():
+        raise PlaceError("source", str(kubeconfig), not_found("kubeconfig", kubeconfig))
+    try:
+        contexts, _ = config.list_kube_config_contexts(config_file=str(kubeconfig))
+    except (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise UsageError(f"--kubeconfig {kubeconfig}: cannot be used ({str(err).splitlines()[0][:200]})") from None
+    return [str(c.get("name")) for c in contexts or [] if isinstance(c, dict)]
+
+
+def check_target(kubeconfig: Path | None, context: str | None, manifests_dir: Path | None) -> None:
+    """Check the manifest target the options name before anything is read, planned or applied,
+    for an import and its dry run alike; contacts no cluster (whether the API server answers is
+    for the import to find).
+
+    Args:
+        kubeconfig, context: ``import --kubeconfig`` / ``--context`` (None: not given).
+        manifests_dir: ``import --manifests-dir`` (None: not given); made when missing.
+    Raises:
+        PlaceError (exit 2): the kubeconfig is not there, or ``manifests_dir`` is there but is
+        not a folder. UsageError (exit 2): the kubeconfig cannot be used, or has no ``context``.
+    """
+    from manifests.errors import UsageError
+
+    if kubeconfig is not None:
+        names = kubeconfig_contexts(kubeconfig)
+        if context is not None and context not in names:
+            raise UsageError(f"--context {context}: the kubeconfig {kubeconfig} has no such context "
+                             f"(it has: {', '.join(names) or 'none'})")
+    if manifests_dir is not None and manifests_dir.exists() and not manifests_dir.is_dir():
+        raise PlaceError("source", str(manifests_dir), f"--manifests-dir {manifests_dir}: not a folder")
+
+
 class _Cluster:
     """The dynamic client, with every failure turned into one FerryError line."""
 
