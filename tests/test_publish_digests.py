@@ -432,3 +432,20 @@ def test_a_cached_file_rewritten_while_its_layer_bytes_are_read_is_refused(tmp_p
     assert refused.value.place == "source"
     monkeypatch.undo()
     assert _model(_export(tmp_path, model_folder, hub_keys, "b3"))["modelcar"] == _layer_of(model_folder)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "sha256:" + "AB" * 32, "sha256:" + "ab" * 32 + "\n", "", "NULL", "x'00'"])
+def test_a_damaged_digest_cache_row_is_hashed_again_not_signed(tmp_path: Path, hub_keys: KeyPair, model_folder: Path,
+                                                               damage: str) -> None:
+    """The hub signs the sha256 values its digest cache holds: a damaged row (not
+    ``sha256:<64 lowercase hex>``) was signed as it was, and every edge refused the bundle
+    ("files[0].sha256 'garbage' is not sha256:<64 lowercase hex>"). It is hashed again."""
+    first = _model(_export(tmp_path, model_folder, hub_keys, "b1"))
+    db = sqlite3.connect(tmp_path / "hub" / "chunk-cache.sqlite")
+    value = damage if damage in ("NULL", "x'00'") else "'" + damage + "'"
+    with db:
+        db.execute(f"UPDATE digests SET sha256={value} WHERE key LIKE 'blake3:%' OR key LIKE 'modelcar:%'")
+    db.close()
+    assert _model(_export(tmp_path, model_folder, hub_keys, "b2")) == first
+    done = _ferry("verify", tmp_path / "b2", "--trust", hub_keys.pub)
+    assert done.returncode == 0, done.stdout + done.stderr
