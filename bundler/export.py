@@ -642,6 +642,9 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
                 run.sha.known(sf.path or "", known_sha, in_layer=True)
             elif run.sha is not None and run.sha_read:  # the modelcar layer's hash needs its bytes
                 run.sha.read_file(sf.path or "", sf.size, sf.open, known_sha)
+                # the bytes just hashed must be the cached version's, whose chunks are shipped
+                # and whose BLAKE3 keys the layer states saved from them
+                _same_version(run.state, sf.local_path, build.key)
             elif run.sha is not None:
                 run.sha.known(sf.path or "", known_sha)
             offset = 0
@@ -691,6 +694,24 @@ def _chunk_file(run: _Run, sf: SourceFile, task: Any, overall: Any, held: str | 
         run.sha.end(sf.path or "", sf.size)
     run.finished_cutting(build)
     return build
+
+
+def _same_version(state: HubState, path: Path, key: FileKey) -> None:
+    """Refuse a file changed since ``key`` was taken (a write moves its ctime): bytes read
+    for the modelcar layer's hash after a chunk-cache hit are not checked against the cached
+    BLAKE3, so without this a file rewritten while the export reads it would get a modelcar
+    digest signed (and cached, and saved layer states) that is not that of the bytes shipped.
+
+    Raises:
+        PlaceError: place ``source``: the file changed or cannot be read (its cache entry is dropped).
+    """
+    try:
+        now = FileKey.of(path)
+    except OSError as exc:
+        raise PlaceError("source", str(path), f"{path}: {exc.strerror or exc}") from None
+    if now != key:
+        state.forget(key.path)
+        raise PlaceError("source", str(path), f"{path} changed while exporting; run the export again")
 
 
 class _Tee:

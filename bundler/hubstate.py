@@ -20,6 +20,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from manifests.digest import OCI_DIGEST
 from manifests.durable import write_atomic
 from manifests.errors import FerryError, PlaceError
 from manifests.locking import FolderLock, acquire
@@ -165,12 +166,19 @@ class HubState:
         ``modelcar:<artifact content digest>`` (a model's modelcar layer) or
         ``modelcar-state:<hex>`` (the layer hash's saved state after a file, by the chain of
         the files' BLAKE3 up to it: the value is that state, not a sha256;
-        :mod:`bundler.modeldigests`). Content-addressed, so never stale; None when unknown."""
+        :mod:`bundler.modeldigests`). Content-addressed, so never stale; None when unknown,
+        and for a ``blake3:`` or ``modelcar:`` key whose value is not ``sha256:<64 lowercase
+        hex>`` (a damaged row: the hub signs these values, and an edge refuses a malformed one,
+        so it is hashed again instead)."""
         try:
             row = self._conn().execute("SELECT sha256 FROM digests WHERE key=?", (key,)).fetchone()
         except sqlite3.Error:
             return None
-        return str(row[0]) if row is not None else None
+        if row is None or not isinstance(row[0], str):
+            return None
+        if key.startswith(("blake3:", "modelcar:")) and not OCI_DIGEST.fullmatch(row[0]):
+            return None
+        return row[0]
 
     def remember_digest(self, key: str, sha256: str) -> None:
         """Remember ``sha256`` for ``key`` (see :meth:`known_digest`)."""

@@ -29,7 +29,7 @@ from manifests.errors import FormatError, PlaceError, PolicyError, UsageError, V
 from manifests.keys import key_id, parse_public
 from manifests.locking import acquire
 from manifests.model import NAME_RE
-from manifests.text import parse_utc_or_none
+from manifests.text import forbidden_char, parse_utc_or_none
 from manifests.returns import GENESIS, ReturnDoc
 
 INVENTORY_FORMAT = "ferry-hub-inventory"
@@ -308,16 +308,22 @@ def parse_exclusions(values: list[str]) -> dict[str, str | None]:
     Returns:
         site -> reason (stripped; None when empty or not given), in the order given.
     Raises:
-        UsageError: a value whose site part is not a site name, or a site given twice.
+        UsageError: a value whose site part is not a site name, a site given twice, or a
+        reason with a character docs/bundle-format.md section 2 forbids in text ferry prints
+        (:func:`manifests.text.forbidden_char`: newline, ESC, U+202E, ...).
     """
     out: dict[str, str | None] = {}
     for value in values:
         site, _, why = value.partition("=")
-        if not NAME_RE.match(site):
+        if not NAME_RE.fullmatch(site):  # fullmatch: NAME_RE's "$" would let "site\n" through
             raise UsageError(f"--exclude {value!r}: write SITE or SITE=REASON (a site name is letters, digits, "
                              "'.', '_' or '-')")
         if site in out:
             raise UsageError(f"--exclude {site}: given twice")
+        bad = forbidden_char(why)  # the reason is printed and kept in provenance.json
+        if bad is not None:
+            raise UsageError(f"--exclude {site}: the reason contains a control character or invisible format "
+                             f"character ({bad}); write it as plain text")
         out[site] = why.strip() or None
     return out
 

@@ -10,7 +10,8 @@ eight 32-bit words of chaining value, the bit count in two 32-bit words, a 64-by
 two counters: 112 bytes), the same assembly ``hashlib`` runs. ctypes calls it without the GIL.
 
 A saved state is only ever restored on the hub that saved it (the hub state folder), and is
-checked on restore: its bit count must be the layer offset it claims to be at. Where
+checked on restore: its bit count must be the layer offset it claims to be at, and its
+digest length SHA-256's (32 bytes; :meth:`Sha256.restore`). Where
 libcrypto cannot be loaded, :func:`resumable` returns None and the caller hashes with
 ``hashlib`` (nothing is saved; a resumed export reads the files again).
 """
@@ -23,8 +24,12 @@ import struct
 import sys
 from typing import Any
 
+from manifests.errors import FormatError
+
 #: sizeof(SHA256_CTX) in openssl/sha.h (SHA_LONG h[8], Nl, Nh, data[16]; unsigned num, md_len)
 CTX_SIZE = 112
+#: SHA256_CTX.md_len of a SHA-256 (not SHA-224) context: the bytes SHA256_Final writes.
+DIGEST_SIZE = 32
 #: A saved state names its layout and byte order, so another one is never restored into it.
 STATE_TAG = f"openssl-sha256-ctx-v1-{sys.byteorder}"
 
@@ -109,8 +114,10 @@ class Sha256:
         return f"{STATE_TAG}:{self._ctx.raw.hex()}"
 
     def restore(self, saved: str, hashed: int) -> bool:
-        """Take back a state :meth:`save` gave, if it is of this layout and has hashed exactly
-        ``hashed`` bytes; False (the state unchanged) otherwise."""
+        """Take back a state :meth:`save` gave, if it is of this layout, has hashed exactly
+        ``hashed`` bytes (the bit count and the block's fill agree) and is a SHA-256 context
+        (``md_len`` 32: another value makes SHA256_Final write a short or no digest); False
+        (the state unchanged) otherwise."""
         tag, _, hexed = saved.rpartition(":")
         try:
             raw = bytes.fromhex(hexed)
@@ -118,16 +125,23 @@ class Sha256:
             return False
         if tag != STATE_TAG or len(raw) != CTX_SIZE or _bits(raw) != 8 * hashed:
             return False
-        num = struct.unpack_from("=I", raw, 104)[0]
+        num, md_len = struct.unpack_from("=II", raw, 104)
         if num != hashed % 64:  # the bytes waiting in the block: the count agrees
+            return False
+        if md_len != DIGEST_SIZE:  # SHA256_Final writes md_len bytes: 28 (SHA-224) or 0 give a wrong digest
             return False
         ctypes.memmove(self._ctx, raw, CTX_SIZE)
         return True
 
     def digest(self) -> bytes:
-        """The digest; the object is final afterwards."""
-        out = ctypes.create_string_buffer(32)
-        self._lib.SHA256_Final(out, self._ctx)
+        """The digest; the object is final afterwards.
+
+        Raises:
+            FormatError: OpenSSL's SHA256_Final refused the context (a damaged state).
+        """
+        out = ctypes.create_string_buffer(DIGEST_SIZE)
+        if self._lib.SHA256_Final(out, self._ctx) != 1:
+            raise FormatError("SHA-256: OpenSSL refused the hash's state (SHA256_Final failed)")
         return out.raw
 
     def hexdigest(self) -> str:

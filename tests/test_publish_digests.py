@@ -393,3 +393,59 @@ def test_the_conformance_writer_lays_out_the_same_modelcar_layer(paths: list[str
     for m in modelcar_plan([ModelFile(p, len(d), "") for p, d in files.items()]):
         layer += m.header + (files[m.file.path] if m.file else b"") + bytes(m.padding)
     assert modelcar_layer(files) == bytes(layer + TAR_END)
+
+
+def test_a_cached_file_rewritten_while_its_layer_bytes_are_read_is_refused(tmp_path: Path, hub_keys: KeyPair,
+                                                                           model_folder: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached (unchanged) file is read again only for the modelcar layer's hash, and those
+    bytes are not checked against its cached BLAKE3. A writer that changes the file while the
+    hub reads it, and puts it back before its chunks are read, must not get a modelcar digest
+    signed (and cached) that is not the layer of the bytes shipped: the export is refused,
+    and the next one signs the right digest."""
+    from bundler import modeldigests
+    from bundler.export import ExportOptions, export
+    from manifests.errors import PlaceError
+
+    _export(tmp_path, model_folder, hub_keys, "b1")
+    db = sqlite3.connect(tmp_path / "hub" / "chunk-cache.sqlite")
+    with db:  # the files' digests cached, not the layer's: the export reads the files for it
+        db.execute("DELETE FROM digests WHERE key LIKE 'modelcar:%'")
+    db.close()
+    path = model_folder / "A-upper.bin"
+    original = path.read_bytes()
+    real_read = modeldigests.ModelDigests.read_file
+
+    def racing_read(self: modeldigests.ModelDigests, name: str, *args: Any, **kwargs: Any) -> None:
+        if name != "A-upper.bin":
+            return real_read(self, name, *args, **kwargs)
+        path.write_bytes(b"\x02" * len(original))  # same size, in place
+        try:
+            return real_read(self, name, *args, **kwargs)
+        finally:
+            path.write_bytes(original)
+
+    monkeypatch.setattr(modeldigests.ModelDigests, "read_file", racing_read)
+    spec = tmp_path / "spec.yaml"
+    with pytest.raises(PlaceError, match="A-upper.bin changed while exporting") as refused:
+        export(ExportOptions(spec=spec, out=tmp_path / "b2", keys=(hub_keys.key,), state=tmp_path / "hub"), Silent())
+    assert refused.value.place == "source"
+    monkeypatch.undo()
+    assert _model(_export(tmp_path, model_folder, hub_keys, "b3"))["modelcar"] == _layer_of(model_folder)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "sha256:" + "AB" * 32, "sha256:" + "ab" * 32 + "\n", "", "NULL", "x'00'"])
+def test_a_damaged_digest_cache_row_is_hashed_again_not_signed(tmp_path: Path, hub_keys: KeyPair, model_folder: Path,
+                                                               damage: str) -> None:
+    """The hub signs the sha256 values its digest cache holds: a damaged row (not
+    ``sha256:<64 lowercase hex>``) was signed as it was, and every edge refused the bundle
+    ("files[0].sha256 'garbage' is not sha256:<64 lowercase hex>"). It is hashed again."""
+    first = _model(_export(tmp_path, model_folder, hub_keys, "b1"))
+    db = sqlite3.connect(tmp_path / "hub" / "chunk-cache.sqlite")
+    value = damage if damage in ("NULL", "x'00'") else "'" + damage + "'"
+    with db:
+        db.execute(f"UPDATE digests SET sha256={value} WHERE key LIKE 'blake3:%' OR key LIKE 'modelcar:%'")
+    db.close()
+    assert _model(_export(tmp_path, model_folder, hub_keys, "b2")) == first
+    done = _ferry("verify", tmp_path / "b2", "--trust", hub_keys.pub)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 import bundler.aggregate as ag
 from bundler.aggregate import aggregate, read_header, update_norms
 from manifests.errors import FormatError, LimitError, PolicyError, UsageError
+from manifests.text import forbidden_char
 from manifests.returns import (Histogram, ModelUpdate, ReturnDoc, drift_report, parse_drift, psi)
 from tests.test_returns import read_tensors, write_tensors
 
@@ -361,8 +363,11 @@ def test_the_output_file_holds_exactly_the_bytes_written(sizes: list[int], direc
 SITE_NAMES = st.from_regex(r"[a-z][a-z0-9._-]{0,11}", fullmatch=True)
 
 
+PLAIN_TEXT = st.text(min_size=1, max_size=30).filter(lambda t: forbidden_char(t) is None)
+
+
 @given(sites=st.lists(SITE_NAMES, min_size=1, max_size=6, unique=True),
-       reasons=st.lists(st.none() | st.text(min_size=1, max_size=30), min_size=6, max_size=6))
+       reasons=st.lists(st.none() | PLAIN_TEXT, min_size=6, max_size=6))
 def test_exclusions_parse_back_to_their_sites_and_reasons(sites: list[str], reasons: list[str | None]) -> None:
     from bundler.inventory import parse_exclusions
 
@@ -382,6 +387,26 @@ def test_an_exclusion_without_a_site_name_is_refused(bad: str) -> None:
 
     with pytest.raises(UsageError, match="write SITE or SITE=REASON"):
         parse_exclusions([bad])
+
+
+@pytest.mark.parametrize("bad", ["edge-a\n", "edge-a\n=flaky"])
+def test_an_exclusion_whose_site_ends_in_a_newline_is_refused_as_no_site_name(bad: str) -> None:
+    """NAME_RE ends in "$", which also matches before a final newline: "edge-a\n" is no site."""
+    from bundler.inventory import parse_exclusions
+
+    with pytest.raises(UsageError, match="write SITE or SITE=REASON"):
+        parse_exclusions([bad])
+
+
+@given(site=SITE_NAMES, before=PLAIN_TEXT, after=st.text(max_size=5),
+       bad=st.sampled_from(["\n", "\x1b", "\x9b", "\u202e", "\u200b", "\x00"]))
+def test_an_exclusion_reason_with_a_control_character_is_refused(site: str, before: str, after: str, bad: str) -> None:
+    """The reason is printed on the hub's terminal and kept in provenance.json: an escape
+    sequence or a bidi override could forge what the operator or an auditor reads."""
+    from bundler.inventory import parse_exclusions
+
+    with pytest.raises(UsageError, match=f"--exclude {re.escape(site)}: the reason contains"):
+        parse_exclusions([f"{site}={before}{bad}{after}"])
 
 
 @given(sites=st.lists(SITE_NAMES, min_size=1, max_size=5, unique=True), data=st.data())

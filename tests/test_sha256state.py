@@ -94,3 +94,20 @@ def test_the_modelcar_layer_hash_resumed_after_a_file_is_the_whole_layers(sizes:
         resumed.update(bytes([i]) * n)
         resumed.end(n)
     assert resumed.digest() == whole.digest()
+
+
+@pytest.mark.parametrize("md_len", [0, 28, 64])
+def test_a_saved_state_of_another_digest_length_is_not_restored(md_len: int) -> None:
+    """A damaged hub state whose SHA256_CTX.md_len is not 32 would make SHA256_Final write a
+    short (SHA-224's 28 bytes) or no digest: a wrong sha256 the hub would sign. Refused."""
+    import struct
+
+    first = _new()
+    first.update(b"x" * 100)
+    tag, _, hexed = first.save().rpartition(":")
+    raw = bytearray(bytes.fromhex(hexed))
+    struct.pack_into("=I", raw, 108, md_len)
+    second = _new()
+    assert not second.restore(f"{tag}:{raw.hex()}", 100)
+    second.update(b"y")
+    assert second.hexdigest() == hashlib.sha256(b"y").hexdigest()  # unchanged: a fresh hash
