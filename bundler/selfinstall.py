@@ -38,8 +38,8 @@ MEDIUM_DIR = "self-install"
 SUMS_NAME = "SHA256SUMS"
 INSTALL_NAME = "install.sh"
 
-_PYTHON = re.compile(r"^3\.[0-9]{1,2}$")
-_PLATFORM = re.compile(r"^[a-z0-9_.]{1,64}$")
+_PYTHON = re.compile(r"^3\.[0-9]{1,2}\Z")
+_PLATFORM = re.compile(r"^[a-z0-9_.]{1,64}\Z")
 
 INSTALL_SH = """#!/bin/sh
 # Install ferry inside the air gap from the wheels beside this script (made by ferry export

@@ -14,8 +14,8 @@ from typing import BinaryIO
 
 import blake3
 
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
-OCI_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+OCI_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 #: Hash a buffer this large or larger with BLAKE3's multi-threaded mode.
 _THREADED_FROM = 1 << 20

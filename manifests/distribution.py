@@ -25,7 +25,7 @@ from .model import REPOSITORY_RE, TAG_RE
 from .oci import INDEXES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, REF_NAME_ANNOTATION
 
 #: A sha256 digest as ferry serves it: nothing else can name a file (spec: "Pulling blobs").
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 #: Longest repository name accepted (distribution spec: clients SHOULD keep it under 255).
 MAX_NAME = 255
 #: Most tags one tags-list page returns when the client asks for none or more.
@@ -56,8 +56,8 @@ class RouteError(Exception):
         self.status, self.code = status, code
 
 
-_ROUTE_RE = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)$")
-_TAGS_RE = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
+_ROUTE_RE = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)\Z")
+_TAGS_RE = re.compile(r"^/v2/(?P<name>.+)/tags/list\Z")
 
 
 def parse_route(path: str) -> Route:
@@ -113,7 +113,7 @@ class RangeNotSatisfiable(Exception):
     """The Range cannot be served (RFC 9110 §15.5.17): answer 416 with ``bytes */SIZE``."""
 
 
-_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*\Z", re.IGNORECASE)
 _MAX_DIGITS = 20  # 2**64 has 20 digits: longer numbers are past any file's end
 
 

@@ -121,7 +121,7 @@ def load_private(path: Path) -> Ed25519PrivateKey:
 
 
 #: ``PATH:env=VAR``, ``PATH:fd=N``, ``PATH:file=PATH`` (the last colon-suffix of this shape).
-_SOURCE_RE = re.compile(r"^(?P<path>.+):(?P<kind>env|fd|file)=(?P<arg>.+)$", re.DOTALL)
+_SOURCE_RE = re.compile(r"^(?P<path>.+):(?P<kind>env|fd|file)=(?P<arg>.+)\Z", re.DOTALL)
 MAX_PASSPHRASE_BYTES = 4096
 
 

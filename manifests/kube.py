@@ -32,11 +32,11 @@ from manifests.oci import parse_reference
 YAML_SUFFIXES = (".yaml", ".yml")
 
 _DNS_SUBDOMAIN = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
-API_VERSION_RE = re.compile(rf"^(?:{_DNS_SUBDOMAIN}/)?[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$")
-KIND_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,62}$")
+API_VERSION_RE = re.compile(rf"^(?:{_DNS_SUBDOMAIN}/)?[a-z0-9](?:[-a-z0-9]*[a-z0-9])?\Z")
+KIND_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,62}\Z")
 #: Object names: DNS subdomains, plus the ``:`` that RBAC names such as ``system:viewer`` use.
-NAME_RE = re.compile(r"^[A-Za-z0-9](?:[-A-Za-z0-9_.:]{0,251}[A-Za-z0-9])?$")
-NAMESPACE_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+NAME_RE = re.compile(r"^[A-Za-z0-9](?:[-A-Za-z0-9_.:]{0,251}[A-Za-z0-9])?\Z")
+NAMESPACE_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 #: Workload kinds whose pod template names images: (API group, kind) -> path to the pod spec.
 POD_SPEC_PATHS: dict[tuple[str, str], tuple[str, ...]] = {

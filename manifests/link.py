@@ -40,8 +40,8 @@ VOLUME_ANNOTATION = "dev.ferry.volume"
 CHANNEL_ANNOTATION = "dev.ferry.channel"
 SEQUENCE_ANNOTATION = "dev.ferry.sequence"
 
-_TRUST_NAME = re.compile(r"^trust/[1-9][0-9]{0,8}\.root\.json(\.sig)?$")
-_PACK_NAME = re.compile(r"^packs/[a-z0-9][a-z0-9._-]{0,63}$")
+_TRUST_NAME = re.compile(r"^trust/[1-9][0-9]{0,8}\.root\.json(\.sig)?\Z")
+_PACK_NAME = re.compile(r"^packs/[a-z0-9][a-z0-9._-]{0,63}\Z")
 _MAX_LAYERS = 65536 + 1 + 64
 
 

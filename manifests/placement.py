@@ -113,9 +113,9 @@ BUILTIN_KINDS: dict[tuple[str, str], tuple[str, bool]] = {
 }
 
 _NAME_PART = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(rf"^{_NAME_PART}$")
-_LABEL_VALUE = re.compile(rf"^{_NAME_PART}?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*\Z")
+_LABEL_NAME = re.compile(rf"^{_NAME_PART}\Z")
+_LABEL_VALUE = re.compile(rf"^{_NAME_PART}?\Z")
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 

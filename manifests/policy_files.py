@@ -16,7 +16,7 @@ from manifests.bundle import read_bounded
 from manifests.root import Root, parse_root
 
 TRUST_DIR = "trust"
-_NAME_RE = re.compile(r"^([1-9][0-9]{0,15})\.root\.json$")
+_NAME_RE = re.compile(r"^([1-9][0-9]{0,15})\.root\.json\Z")
 
 
 def root_file_names(version: int) -> tuple[str, str]:

@@ -26,9 +26,9 @@ from .text import parse_utc
 
 RECEIPT_FORMAT = "ferry-receipt"
 RECEIPT_VERSION = "1.1"
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 #: An ``Artifact.content_digest`` (manifests.digest.artifact_content_digest).
-CONTENT_RE = re.compile(r"^blake3:[0-9a-f]{64}$")
+CONTENT_RE = re.compile(r"^blake3:[0-9a-f]{64}\Z")
 
 
 @dataclass(frozen=True)

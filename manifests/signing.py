@@ -87,7 +87,7 @@ class SignatureFile:
 
 
 #: An Ed25519 signature (64 bytes) in standard base64 with padding: 85 symbols, one of A Q g w, and "==".
-SIG_B64_RE = re.compile(r"^[A-Za-z0-9+/]{85}[AQgw]==$")
+SIG_B64_RE = re.compile(r"^[A-Za-z0-9+/]{85}[AQgw]==\Z")
 
 
 def decode_sig(text: str, *, where: str = "sig") -> bytes:

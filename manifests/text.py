@@ -46,7 +46,7 @@ FORBIDDEN_RE = re.compile("[" + "".join(
     for lo, hi in FORBIDDEN_RANGES) + "]")
 
 #: The one shape of a UTC time in ferry documents (then checked for meaning by :func:`parse_utc`).
-UTC_TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
+UTC_TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\Z")
 UTC_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 

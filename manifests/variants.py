@@ -26,13 +26,13 @@ from .units import parse_link
 
 #: ``none`` (runs on CPUs) or an accelerator kind: ``gpu``, ``nvidia-a100``, ``npu`` ... A variant
 #: that needs an accelerator fits a site whose accelerator is that same word.
-ACCELERATOR_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+ACCELERATOR_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 NO_ACCELERATOR = "none"
 #: A precision (``fp32``, ``fp16``, ``bf16``, ``int8`` ...) or quantization scheme (``q4_k_m``, ``awq``).
-SCHEME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-VARIANT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SCHEME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+VARIANT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 #: A quality figure as decimal text (canonical JSON has no floats): ``0.913``, ``63.2``, ``-1``.
-FIGURE_RE = re.compile(r"^-?[0-9]{1,12}(?:\.[0-9]{1,12})?$")
+FIGURE_RE = re.compile(r"^-?[0-9]{1,12}(?:\.[0-9]{1,12})?\Z")
 MAX_FIGURES = 32
 
 

@@ -50,7 +50,7 @@ CRD_ESTABLISH_TIMEOUT = 60.0
 #: (connect, read) seconds for each request to the API server.
 REQUEST_TIMEOUT = (15, 120)
 
-_ORIGIN_KEY_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9.]{0,61}[a-z0-9])?$")
+_ORIGIN_KEY_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9.]{0,61}[a-z0-9])?\Z")
 _CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
 
 

@@ -1,0 +1,39 @@
+"""Names, tags and digests end where the text ends: a trailing newline is not a valid ending.
+
+Python's ``$`` also matches just before a final ``\\n``, so ``re.match(r"^name$", "name\\n")``
+succeeds; every anchored pattern of the format therefore ends in ``\\Z`` (re module docs,
+"Regular Expression Syntax"). A name, tag or digest with a newline would otherwise pass a check
+and then end up in a path, a URL or a terminal line."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from manifests.errors import FormatError
+from manifests.model import NAME_RE, TAG_RE
+from manifests.oci import parse_reference
+from manifests.receipt import CONTENT_RE
+
+NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}", fullmatch=True)
+
+
+@given(name=NAMES, tail=st.sampled_from(["\n", "\r\n", "\n\n"]))
+def test_a_name_or_tag_with_a_trailing_newline_is_no_name(name: str, tail: str) -> None:
+    assert NAME_RE.match(name) and TAG_RE.match(name)
+    assert not NAME_RE.match(name + tail)
+    assert not TAG_RE.match(name + tail)
+
+
+@given(name=NAMES)
+def test_a_reference_ending_in_a_newline_is_refused(name: str) -> None:
+    parse_reference(f"registry.example:5000/models/llm:{name}")
+    with pytest.raises(FormatError):
+        parse_reference(f"registry.example:5000/models/llm:{name}\n")
+
+
+def test_a_content_digest_with_a_trailing_newline_is_no_digest() -> None:
+    digest = "blake3:" + "ab" * 32
+    assert CONTENT_RE.match(digest)
+    assert not CONTENT_RE.match(digest + "\n")
