@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import pytest
 
 from manifests.bundle import SIGNATURE_NAME
 from tests.support.common import run_ferry
-from tests.support.export import MiB, make_model, read_back, write_spec
+from tests.support.export import MiB, kill_when, make_model, read_back, write_spec
 
 
 def _journal_packs(out: Path) -> int:
@@ -40,24 +37,11 @@ def test_rerun_after_kill_finishes_a_verified_bundle(tmp_path: Path, hub_keys, p
     out = tmp_path / "out"
     args = ["export", spec, "--out", out, "--key", hub_keys.key, "--state", tmp_path / "state",
             "--max-volume-size", "20MiB", "--json"]
-    env = {k: v for k, v in os.environ.items() if k != "FERRY_KEY_PASSPHRASE"}
-    proc = subprocess.Popen([sys.executable, "-m", "ferry", *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     reached = POINTS[point]
-    deadline = time.monotonic() + 120
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if out.exists() and reached(out):
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.001)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    killed = proc.returncode == -signal.SIGKILL
+    status = kill_when([sys.executable, "-m", "ferry", *map(str, args)], lambda: out.exists() and reached(out))
+    killed = status == -signal.SIGKILL
     if not killed:  # the last point is a narrow window; a finished export is fine too
-        assert point == "writing-manifests" and proc.returncode == 0
+        assert point == "writing-manifests" and status == 0
         read_back(out, hub_keys.pub)
         return
     # nothing looks finished: a manifest without the journal would claim a complete bundle
@@ -98,21 +82,8 @@ def test_a_kept_pack_changed_between_runs_is_written_again(tmp_path: Path, hub_k
     out = tmp_path / "out"
     args = ["export", spec, "--out", out, "--key", hub_keys.key, "--state", tmp_path / "state",
             "--max-volume-size", "20MiB", "--json"]
-    env = {k: v for k, v in os.environ.items() if k != "FERRY_KEY_PASSPHRASE"}
-    proc = subprocess.Popen([sys.executable, "-m", "ferry", *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if _journal_packs(out) >= 2:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.001)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the export finished before two packs: make the model larger"
+    status = kill_when([sys.executable, "-m", "ferry", *map(str, args)], lambda: _journal_packs(out) >= 2)
+    assert status == -signal.SIGKILL, "the export finished before two packs: make the model larger"
     path = out / ".ferry-export" / "journal.jsonl"
     lines = path.read_bytes().splitlines()
     packs = []

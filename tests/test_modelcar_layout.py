@@ -26,6 +26,7 @@ from manifests.modelpack import (MODELCAR_ALIGN, TAR_END, ModelFile, aligned_fil
                                  modelcar_plan, pax_record)
 from tests.support.bundles import model as bundle_model, write_bundle
 from tests.support.common import SAMPLES, KeyPair
+from tests.support.registry import unpack_image
 
 SAMPLE = SAMPLES / "models" / "sentiment"
 
@@ -270,14 +271,7 @@ def test_with_reflinks_the_modelcar_shares_the_model_stores_blocks(reflink_fs: P
     # reflinked; what is added is headers, each file's last block, the small blobs and metadata
     assert added < total // 20, f"publishing a {total}-byte model added {added} bytes"
     # and it is a modelcar skopeo copies and umoci unpacks to the same files
-    work = tmp_path / "work"
-    work.mkdir()
-    car = f"oci:{reflink_fs / 'oci'}:models/m:1.0.0-modelcar"
-    for cmd in (["skopeo", "copy", "--quiet", car, f"oci:{work / 'car'}:car"],
-                ["umoci", "unpack", "--rootless", "--image", f"{work / 'car'}:car", str(work / "bundle")]):
-        done = subprocess.run(cmd, capture_output=True, check=False)
-        assert done.returncode == 0, done.stderr.decode()
-    root = work / "bundle" / "rootfs" / "models"
+    root = unpack_image(f"oci:{reflink_fs / 'oci'}:models/m:1.0.0-modelcar", tmp_path / "work") / "models"
     assert {p: (root / p).read_bytes() for p, _ in _files(folder)} == \
         {p: (folder / p).read_bytes() for p, _ in _files(folder)}
 
@@ -315,11 +309,5 @@ def test_an_import_publishes_from_what_staging_hashed(tmp_path: Path, hub_keys: 
     for blob in blobs.iterdir():
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
     assert (blobs / digests.layer.split(":")[1]).is_file()
-    work = tmp_path / "work"
-    work.mkdir()
-    for cmd in (["skopeo", "copy", "--quiet", f"oci:{state / 'oci'}:models/m:1.0.0-modelcar", f"oci:{work / 'car'}:c"],
-                ["umoci", "unpack", "--rootless", "--image", f"{work / 'car'}:c", str(work / "bundle")]):
-        done = subprocess.run(cmd, capture_output=True, check=False)
-        assert done.returncode == 0, done.stderr.decode()
-    root = work / "bundle" / "rootfs" / "models"
+    root = unpack_image(f"oci:{state / 'oci'}:models/m:1.0.0-modelcar", tmp_path / "work") / "models"
     assert {p: (root / p).read_bytes() for p in files} == files

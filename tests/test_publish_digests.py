@@ -28,6 +28,7 @@ from manifests.modelpack import TAR_END, ModelcarHasher, ModelFile, modelcar_pla
 from manifests.progress import Silent
 from tests.support.bundles import model as bundle_model, write_bundle
 from tests.support.common import KeyPair
+from tests.support.registry import unpack_image
 
 SHA_RE = re.compile(r"sha256:[0-9a-f]{64}")
 B3 = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"  # BLAKE3 of b""
@@ -323,13 +324,7 @@ def test_import_publishes_with_the_signed_digests_without_hashing(tmp_path: Path
     blobs = state / "oci" / "blobs" / "sha256"
     for blob in blobs.iterdir():
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
-    work = tmp_path / "work"
-    work.mkdir()
-    for cmd in (["skopeo", "copy", "--quiet", f"oci:{state / 'oci'}:models/m:1.0.0-modelcar", f"oci:{work / 'car'}:c"],
-                ["umoci", "unpack", "--rootless", "--image", f"{work / 'car'}:c", str(work / "bundle")]):
-        done = subprocess.run(cmd, capture_output=True, check=False)
-        assert done.returncode == 0, done.stderr.decode()
-    root = work / "bundle" / "rootfs" / "models"
+    root = unpack_image(f"oci:{state / 'oci'}:models/m:1.0.0-modelcar", tmp_path / "work") / "models"
     assert {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()} == \
         {p.relative_to(model_folder).as_posix(): p.read_bytes() for p in model_folder.rglob("*") if p.is_file()}
 

@@ -12,10 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,25 +22,7 @@ from bundler.packs import Journal
 from manifests.progress import Silent
 from tests.support.bundles import model, write_bundle
 from tests.support.common import KeyPair
-from tests.support.export import MiB, make_model, read_back, write_spec
-
-
-def _kill_when(cmd: list[str], reached: Callable[[], bool], timeout: float = 120) -> bool:
-    """Start ``cmd``, kill -9 it once ``reached()``; True if it was killed (not finished)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("FERRY_KEY_PASSPHRASE", "FERRY_DEBUG")}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if reached():
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.002)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    return proc.returncode == -signal.SIGKILL
+from tests.support.export import MiB, kill_when, make_model, read_back, write_spec
 
 
 class _Counter:
@@ -73,7 +52,7 @@ def test_export_killed_at_60_percent_redoes_only_the_unfinished_part(tmp_path: P
             return 0
         return sum(p.size for p in previous[1]) if previous else 0
 
-    killed = _kill_when([sys.executable, "-m", "ferry", *map(str, args)], lambda: stored_so_far() >= 0.6 * total)
+    killed = -signal.SIGKILL == kill_when([sys.executable, "-m", "ferry", *map(str, args)], lambda: stored_so_far() >= 0.6 * total)
     assert killed, "the export finished before 60%: make the model larger"
     previous = Journal(out).read()
     assert previous is not None
@@ -156,7 +135,7 @@ def test_import_killed_at_50_percent_rereads_nothing_it_verified_and_kept(tmp_pa
     def half_written() -> bool:
         return any(p.stat().st_size >= len(data) // 2 for p in state.rglob(".part*") if p.is_file())
 
-    killed = _kill_when([sys.executable, "-c", child, "import", str(tmp_path / "b"), "--trust", str(hub_keys.pub),
+    killed = -signal.SIGKILL == kill_when([sys.executable, "-c", child, "import", str(tmp_path / "b"), "--trust", str(hub_keys.pub),
                          "--state", str(state)], half_written)
     assert killed, "the import finished before 50%"
     durable = _durable_chunks(state)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import struct
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from importer.content import stream_entry
@@ -93,3 +97,23 @@ def assert_failure_after_progress(result, contains: str) -> None:  # noqa: ANN00
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("ferry: error:") and contains in lines[-1], result.stderr
     assert sum(line.startswith("ferry: error") for line in lines) == 1, result.stderr
+
+
+def kill_when(cmd: list[str], reached: Callable[[], bool], timeout: float = 120) -> int:
+    """Start ``cmd`` (output discarded, no key passphrase in its environment), kill -9 it once
+    ``reached()`` is true; returns its exit status: ``-signal.SIGKILL`` if it was killed, its
+    own status if it finished first."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FERRY_KEY_PASSPHRASE", "FERRY_DEBUG")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if reached():
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.001)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    return proc.returncode

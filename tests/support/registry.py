@@ -348,3 +348,15 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[R
     yield reg, tokens
     _stop(reg)
     tokens.stop()
+
+
+def unpack_image(source: str, work: Path) -> Path:
+    """Copy image ``source`` (a skopeo reference, e.g. ``oci:LAYOUT:TAG``) with skopeo into
+    an OCI layout under ``work`` and unpack it with umoci, two real clients; returns the
+    unpacked root file system. Fails the test with the client's message if either refuses."""
+    work.mkdir(parents=True, exist_ok=True)
+    for cmd in (["skopeo", "copy", "--quiet", source, f"oci:{work / 'car'}:car"],
+                ["umoci", "unpack", "--rootless", "--image", f"{work / 'car'}:car", str(work / "bundle")]):
+        done = subprocess.run(cmd, capture_output=True, check=False)
+        assert done.returncode == 0, done.stderr.decode()
+    return work / "bundle" / "rootfs"
