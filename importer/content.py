@@ -105,46 +105,12 @@ def entry_label(entry: Entry) -> str:
 def stream_entry(entry: Entry, manifest: Manifest, source: ChunkSource) -> Iterator[bytes]:
     """Yield the entry's bytes chunk by chunk; raise VerificationError at the end if the
     whole does not match. Consumers must not commit what they wrote until the generator
-    is exhausted without error.
-
-    The whole-entry hash (BLAKE3, and sha256 for an OCI blob) of a chunk runs on a helper
-    thread while the consumer writes that same chunk (both release the GIL): on the import's
-    serial stage, the writing thread, hashing and writing overlap instead of adding up
-    (bench/README.md, Goal 3 "Import"). The helper finishes a chunk before the next one is
-    read, so no chunk is held beyond the one being written and the hash sees the chunks in order.
-
-    Args:
-        entry: a file or blob of the signed manifest (docs/bundle-format.md section 3).
-        manifest: the manifest that lists ``entry``'s chunks.
-        source: gives each chunk's raw bytes, already checked against its id.
-
-    Yields:
-        The entry's bytes, one chunk (``bytes``, at most the largest chunk's size) at a time.
-
-    Raises:
-        VerificationError: the bytes do not add up to ``entry.size``, its BLAKE3 or its digest
-            (docs/bundle-format.md section 6, step 6); anything ``source`` raises for a chunk.
-    """
+    is exhausted without error."""
     hasher = Hasher(sha256=entry.digest is not None)
-    helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-entry-hash") if len(entry.chunks) > 1 else None
-    pending: Future[None] | None = None
-    try:
-        for chunk_id in entry.chunks:
-            if pending is not None:
-                pending.result()  # the chunk just written is hashed before the next is read
-                pending = None
-            data = source.read_chunk(manifest.chunk(chunk_id))
-            if helper is None:
-                hasher.update(data)
-            else:
-                pending = helper.submit(hasher.update, data)
-            yield data  # written by the consumer while the helper hashes it
-        if pending is not None:
-            pending.result()
-            pending = None
-    finally:
-        if helper is not None:
-            helper.shutdown(wait=True)
+    for chunk_id in entry.chunks:
+        data = source.read_chunk(manifest.chunk(chunk_id))
+        hasher.update(data)
+        yield data
     if hasher.size != entry.size:
         raise VerificationError(f"{entry_label(entry)}: rebuilt {hasher.size} bytes, expected {entry.size}")
     if hasher.blake3 != entry.blake3:
