@@ -186,3 +186,19 @@ def test_a_kubeconfig_alias_bomb_is_refused(bundles: dict[str, Path], hub_keys: 
     result = run_ferry("import", bundles["1.2.0"], "--trust", hub_keys.pub, "--state", tmp_path / "edge",
                        "--kubeconfig", bomb, "--context", "x")
     assert_clean_failure(result, code=2, contains="aliases are expanded")
+
+
+def test_watch_takes_context_for_a_kubeconfig_without_current_context(bundles: dict[str, Path], hub_keys: KeyPair,
+                                                                      fakekube: FakeKube, tmp_path: Path) -> None:
+    kubeconfig = _without_current_context(_wds(fakekube, tmp_path))
+    drop = tmp_path / "drop"
+    shutil.copytree(bundles["1.2.0"], drop / "edge-ai")
+    fakekube.requests.clear()
+    args = ("watch", drop, "--trust", hub_keys.pub, "--state", tmp_path / "edge", "--once", "--settle", "0",
+            "--kubeconfig", kubeconfig)
+    refused = run_ferry(*args)
+    assert_clean_failure(refused, code=2, contains="pass --context")
+    assert not (tmp_path / "edge").exists()  # refused before anything is written
+    result = run_ferry(*args, "--context", "wds1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.body["kind"] for p in fakekube.applies()) == ["BindingPolicy", "Deployment", "Namespace", "Service"]
