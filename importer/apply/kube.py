@@ -428,12 +428,6 @@ def read_kubeconfig(kubeconfig: Path) -> Kubeconfig:
     return Kubeconfig(kubeconfig, contexts, current or None)
 
 
-def kubeconfig_contexts(kubeconfig: Path) -> list[str]:
-    """The context names of the kubeconfig file ``kubeconfig``, in file order
-    (:func:`read_kubeconfig`, which says what it raises)."""
-    return list(read_kubeconfig(kubeconfig).contexts)
-
-
 def check_target(kubeconfig: Path | None, context: str | None, manifests_dir: Path | None) -> None:
     """Check the manifest target the options name before anything is read, planned or applied,
     for an import and its dry run alike; contacts no cluster (whether the API server answers is
