@@ -315,7 +315,7 @@ def parse_exclusions(values: list[str]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for value in values:
         site, _, why = value.partition("=")
-        if not NAME_RE.fullmatch(site):  # fullmatch: NAME_RE's "$" would let "site\n" through
+        if not NAME_RE.match(site):
             raise UsageError(f"--exclude {value!r}: write SITE or SITE=REASON (a site name is letters, digits, "
                              "'.', '_' or '-')")
         if site in out:

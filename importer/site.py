@@ -127,12 +127,13 @@ def set_site(state_dir: Path, *, name: str | None, labels: Sequence[str] | None,
         raise UsageError("--context needs --kubeconfig")
     if kubeconfig is not None:
         kubeconfig = Path(kubeconfig).absolute()
-        from .apply.kube import check_target, kubeconfig_contexts
+        from .apply.kube import read_kubeconfig
 
-        names = kubeconfig_contexts(kubeconfig)
+        config = read_kubeconfig(kubeconfig)
         if context is None:
-            raise UsageError(f"--kubeconfig {kubeconfig}: also name the WEC's --context (one of: {', '.join(names)})")
-        check_target(kubeconfig, context, None)  # the context must be one of them
+            raise UsageError(f"--kubeconfig {kubeconfig}: also name the WEC's --context "
+                             f"(one of: {', '.join(config.contexts)})")
+        config.choose(context)  # the context must be one of them
     name = name if name is not None else context
     if name is not None and not NAME_RE.match(name):
         raise UsageError(f"--name {name!r}: a site name is letters, digits, '.', '_', '-' (at most 128)")

@@ -53,3 +53,5 @@ MAX_KUBE_SET_BYTES = 64 * MiB
 MAX_KUBE_NODES = 200_000
 #: ... and deepest nesting of one document.
 MAX_KUBE_DEPTH = 64
+#: Largest kubeconfig file ``--kubeconfig`` names (embedded certificates take a few KiB each).
+MAX_KUBECONFIG_BYTES = 4 * MiB

@@ -529,7 +529,7 @@ def check_format(name: Any, version: Any, expected: str, what: str) -> None:
     """
     if name != expected:
         raise FormatError(f"{what} is not a {expected} document (format = {name!r})")
-    if not isinstance(version, str) or not re.match(r"^[0-9]{1,4}\.[0-9]{1,4}$", version):
+    if not isinstance(version, str) or not re.match(r"^[0-9]{1,4}\.[0-9]{1,4}\Z", version):
         raise FormatError(f"{what} formatVersion {version!r} is not MAJOR.MINOR")
     major = int(version.split(".")[0])
     if major != SUPPORTED_MAJOR:

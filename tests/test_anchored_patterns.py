@@ -7,6 +7,9 @@ and then end up in a path, a URL or a terminal line."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -37,3 +40,40 @@ def test_a_content_digest_with_a_trailing_newline_is_no_digest() -> None:
     digest = "blake3:" + "ab" * 32
     assert CONTENT_RE.match(digest)
     assert not CONTENT_RE.match(digest + "\n")
+
+
+HOSTS = st.sampled_from(["registry.example", "localhost", "ferry.site", "10.0.0.7", "[::1]"])
+PORTS = st.sampled_from(["", ":5000", ":443"])
+
+
+@given(host=HOSTS, port=PORTS, tail=st.sampled_from(["\n", "\r\n"]))
+def test_a_registry_host_with_a_trailing_newline_is_refused(host: str, port: str, tail: str) -> None:
+    from manifests.errors import UsageError
+    from manifests.link import parse_oci_ref
+    from manifests.oci import check_registry_host
+
+    assert check_registry_host(host + port) == host + port
+    with pytest.raises(UsageError):  # --registry, --insecure-registry
+        check_registry_host(host + port + tail)
+    parse_oci_ref(f"oci://{host}{port}/team/bundles:v1")
+    with pytest.raises(UsageError, match="HOST"):  # push, import and watch oci://HOST/...
+        parse_oci_ref(f"oci://{host}{port}{tail}/team/bundles:v1")
+
+
+@given(minor=st.integers(0, 9999), tail=st.sampled_from(["\n", "\r\n"]))
+def test_a_format_version_with_a_trailing_newline_is_no_version(minor: int, tail: str) -> None:
+    from manifests.model import FORMAT_NAME, SUPPORTED_MAJOR, check_format
+
+    check_format(FORMAT_NAME, f"{SUPPORTED_MAJOR}.{minor}", FORMAT_NAME, "manifest")
+    with pytest.raises(FormatError, match="is not MAJOR.MINOR"):
+        check_format(FORMAT_NAME, f"{SUPPORTED_MAJOR}.{minor}{tail}", FORMAT_NAME, "manifest")
+
+
+def test_a_credential_helper_name_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    from manifests.errors import RegistryError
+    from transport.registry import load_credentials
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"credHelpers": {"registry.example": "pass\n"}}))
+    with pytest.raises(RegistryError, match="invalid credential helper"):
+        load_credentials("registry.example", config)

@@ -356,9 +356,11 @@ def test_cluster_unreachable_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content, context, expected", [
-    (None, None, "cannot be used"),
+    (None, None, "kubeconfig .*: not found"),
     ("not: [a kubeconfig", None, "cannot be used"),
-    ("apiVersion: v1\nkind: Config\n", None, "cannot be used"),
+    ("- a list\n", None, "cannot be used \\(not a kubeconfig"),
+    ("apiVersion: v1\nkind: Config\n", None, "has no current-context; pass --context"),
+    ("apiVersion: v1\nkind: Config\ncontexts: [{name: a}]\n", None, "has no current-context; pass --context NAME \\(one of: a\\)"),
 ])
 def test_bad_kubeconfig_is_one_line(tmp_path: Path, content: str | None, context: str | None, expected: str) -> None:
     path = tmp_path / "kubeconfig"
@@ -371,7 +373,7 @@ def test_bad_kubeconfig_is_one_line(tmp_path: Path, content: str | None, context
 
 def test_unknown_context_is_one_line(fakekube: FakeKube, tmp_path: Path) -> None:
     kubeconfig = fakekube.kubeconfig(tmp_path / "kubeconfig")
-    with pytest.raises(FerryError, match="has no context 'wds9'"):
+    with pytest.raises(FerryError, match="--context wds9: .* has no such context \\(it has: wds1\\)"):
         apply_set({"app.yaml": APP}, ManifestTarget(None, kubeconfig, "wds9"))
 
 
@@ -496,3 +498,54 @@ def test_gitops_refuses_to_replace_a_link_or_file(tmp_path: Path) -> None:
     with pytest.raises(FerryError, match="exists and is not a folder"):
         apply_set({"policy.yaml": POLICY}, ManifestTarget(root, None, None))
     assert os.listdir(elsewhere) == [] and (root / "sentiment-app").is_symlink()
+
+
+# --------------------------------------------------------------------------- reading a kubeconfig
+
+import tempfile  # noqa: E402
+
+import yaml  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from importer.apply.kube import read_kubeconfig  # noqa: E402
+from manifests.errors import UsageError  # noqa: E402
+
+_CONTEXT_NAMES = st.from_regex(r"[a-z][a-z0-9@_.-]{0,20}", fullmatch=True)
+_NAMESPACES = st.one_of(st.none(), st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True))
+
+
+@settings(max_examples=60, deadline=None)
+@given(contexts=st.dictionaries(_CONTEXT_NAMES, _NAMESPACES, max_size=5), current=st.data())
+def test_kubeconfig_contexts_are_read_as_written(contexts: dict[str, str | None], current: st.DataObject) -> None:
+    chosen = current.draw(st.one_of(st.none(), st.sampled_from(sorted(contexts))) if contexts else st.none())
+    doc: dict[str, object] = {"apiVersion": "v1", "kind": "Config", "contexts": [
+        {"name": name, "context": {"cluster": "c", **({"namespace": ns} if ns else {})}} for name, ns in contexts.items()]}
+    if chosen is not None:
+        doc["current-context"] = chosen
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kubeconfig"
+        path.write_text(yaml.safe_dump(doc))
+        config = read_kubeconfig(path)
+    assert list(config.contexts) == list(contexts) and config.current == chosen
+    for name, namespace in contexts.items():  # an explicit context: with or without a current one
+        assert config.choose(name) == (name, namespace or "default")
+    if chosen is None:
+        with pytest.raises(UsageError, match="has no current-context; pass --context"):
+            config.choose(None)
+    else:
+        assert config.choose(None) == (chosen, contexts[chosen] or "default")
+    with pytest.raises(UsageError, match="has no such context"):
+        config.choose("not-" + "x" * 30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=200))
+def test_any_kubeconfig_text_is_read_or_refused_with_a_ferry_error(text: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kubeconfig"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        try:
+            read_kubeconfig(path).choose(None)
+        except FerryError as err:
+            assert "\n" not in str(err)

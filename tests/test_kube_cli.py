@@ -128,3 +128,77 @@ def test_export_warns_about_an_image_it_does_not_carry(hub_keys: KeyPair, tmp_pa
     result = run_ferry("export", spec, "--out", tmp_path / "out", "--key", hub_keys.key, "--state", tmp_path / "hub")
     assert result.returncode == 0, result.stderr
     assert IMAGE_REF in result.stderr and "does not carry" in result.stderr
+
+
+def _without_current_context(kubeconfig: Path) -> Path:
+    """The same kubeconfig with ``current-context`` removed, as some generators write it."""
+    doc = yaml.safe_load(kubeconfig.read_text())
+    del doc["current-context"]
+    kubeconfig.write_text(yaml.safe_dump(doc))
+    return kubeconfig
+
+
+def test_a_kubeconfig_without_current_context_works_with_context(bundles: dict[str, Path], hub_keys: KeyPair,
+                                                                 edge_registry: Registry, fakekube: FakeKube,
+                                                                 tmp_path: Path) -> None:
+    kubeconfig = _without_current_context(_wds(fakekube, tmp_path))
+    fakekube.requests.clear()
+    result = run_ferry("import", bundles["1.2.0"], "--trust", hub_keys.pub, "--state", tmp_path / "edge",
+                       "--registry", edge_registry.host, "--kubeconfig", kubeconfig, "--context", "wds1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.body["kind"] for p in fakekube.applies()) == ["BindingPolicy", "Deployment", "Namespace", "Service"]
+    assert fakekube.get_object("apps/v1", "Deployment", "sentiment", "sentiment") is not None
+
+
+def test_a_kubeconfig_without_current_context_needs_context(bundles: dict[str, Path], hub_keys: KeyPair,
+                                                            fakekube: FakeKube, tmp_path: Path) -> None:
+    kubeconfig = _without_current_context(_wds(fakekube, tmp_path))
+    fakekube.requests.clear()
+    for dry in ([], ["--dry-run"]):
+        result = run_ferry("import", bundles["1.2.0"], "--trust", hub_keys.pub, "--state", tmp_path / "edge",
+                           "--kubeconfig", kubeconfig, *dry)
+        assert_clean_failure(result, code=2, contains="pass --context")
+        assert str(kubeconfig) in result.stderr and "current-context" in result.stderr
+        assert result.stderr.startswith("ferry: error:")
+    assert fakekube.applies() == []
+
+
+def test_an_unknown_context_is_refused_naming_those_there_are(bundles: dict[str, Path], hub_keys: KeyPair,
+                                                             fakekube: FakeKube, tmp_path: Path) -> None:
+    kubeconfig = _wds(fakekube, tmp_path)
+    doc = yaml.safe_load(kubeconfig.read_text())
+    doc["contexts"].append({"name": "wds2", "context": {"cluster": "fake", "user": "tester"}})
+    kubeconfig.write_text(yaml.safe_dump(doc))
+    for path in (kubeconfig, _without_current_context(kubeconfig)):
+        result = run_ferry("import", bundles["1.2.0"], "--trust", hub_keys.pub, "--state", tmp_path / "edge",
+                           "--kubeconfig", path, "--context", "wds9")
+        assert_clean_failure(result, code=2, contains="--context wds9")
+        assert "it has: wds1, wds2" in result.stderr
+    assert fakekube.applies() == []
+
+
+def test_a_kubeconfig_alias_bomb_is_refused(bundles: dict[str, Path], hub_keys: KeyPair, tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.kubeconfig"
+    rows = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    rows += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]"
+             for i in range(1, 10)]
+    bomb.write_text("\n".join(rows) + "\ncontexts: []\n")
+    result = run_ferry("import", bundles["1.2.0"], "--trust", hub_keys.pub, "--state", tmp_path / "edge",
+                       "--kubeconfig", bomb, "--context", "x")
+    assert_clean_failure(result, code=2, contains="aliases are expanded")
+
+
+def test_watch_takes_context_for_a_kubeconfig_without_current_context(bundles: dict[str, Path], hub_keys: KeyPair,
+                                                                      fakekube: FakeKube, tmp_path: Path) -> None:
+    kubeconfig = _without_current_context(_wds(fakekube, tmp_path))
+    drop = tmp_path / "drop"
+    shutil.copytree(bundles["1.2.0"], drop / "edge-ai")
+    fakekube.requests.clear()
+    args = ("watch", drop, "--trust", hub_keys.pub, "--state", tmp_path / "edge", "--once", "--settle", "0",
+            "--kubeconfig", kubeconfig)
+    refused = run_ferry(*args)
+    assert_clean_failure(refused, code=2, contains="pass --context")
+    assert not (tmp_path / "edge").exists()  # refused before anything is written
+    result = run_ferry(*args, "--context", "wds1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.body["kind"] for p in fakekube.applies()) == ["BindingPolicy", "Deployment", "Namespace", "Service"]

@@ -469,6 +469,57 @@ def test_every_command_help_has_one_line_and_a_working_example() -> None:
         assert problems == [] and checked == 1, (path, problems)
 
 
+def help_examples() -> list[tuple[str, object, list[str]]]:
+    """Every example every --help shows (a command's or a group's epilog, ``Example: ferry ...``,
+    several separated by ``|``), as (command path, the command, its arguments)."""
+    import shlex
+
+    import typer.main
+
+    from ferry.cli import app
+
+    found: list[tuple[str, object, list[str]]] = []
+
+    def walk(command: object, path: str) -> None:
+        epilog = getattr(command, "epilog", None) or ""
+        for part in epilog.removeprefix("Example: ").split("|"):
+            if "ferry " in part:
+                words = shlex.split(part[part.index("ferry "):])
+                assert words[1:1 + len(path.split())] == path.split(), (path, part)
+                found.append((path, command, words[1 + len(path.split()):]))
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk(sub, f"{path} {name}".strip())
+
+    walk(typer.main.get_command(app), "")
+    return found
+
+
+def parse_problem(command: object, path: str, args: list[str]) -> str | None:
+    """What the command line parser says against ``ferry PATH ARGS`` (an unknown option, a
+    missing or extra argument, arguments in the wrong place), or None: parsing only, nothing runs."""
+    try:
+        command.make_context(path, list(args))  # type: ignore[attr-defined]
+    except Exception as err:  # click's UsageError family, vendored by typer
+        return f"{type(err).__name__}: {getattr(err, 'format_message', lambda: str(err))()}"
+    return None
+
+
+def test_every_help_example_parses_as_written() -> None:
+    """Each example of every --help, the second and later ones too, goes through the real
+    command line parser: the options exist, the arguments are the right number and order."""
+    examples = help_examples()
+    paths = {path for path, _, _ in examples}
+    assert {"import", "watch", "audit verify", "sites", "sites add", "trust init", "push"} <= paths
+    assert sum(path == "import" for path, _, _ in examples) == 2  # the folder and the oci:// one
+    problems = [(path, args, parse_problem(command, path, args)) for path, command, args in examples]
+    assert [p for p in problems if p[2] is not None] == []
+    # the check can fail: an extra argument, an unknown option, a missing argument
+    by_path = {path: command for path, command, _ in examples}
+    assert parse_problem(by_path["trust init"], "trust init", ["--state", "/e", "root.json", "more.json"])
+    assert parse_problem(by_path["push"], "push", ["oci://registry.hub:5000/x:1"])
+    assert parse_problem(by_path["export"], "export", ["b.yaml", "--out", "o", "--key", "k", "--compress"])
+
+
 def test_readme_quickstart_runs_on_the_samples(tmp_path: Path) -> None:
     """The README's first shell block, as a new user runs it (minus `pip install .`, which the
     test environment has already done): it must exit 0 and leave the model installed."""

@@ -99,7 +99,7 @@ def load_credentials(host: str, config_path: Path | None = None) -> Credentials 
 
 def _from_helper(helper: str, host: str) -> Credentials | None:
     """Ask ``docker-credential-<helper>`` (the Docker credential-helper protocol)."""
-    if not re.match(r"^[A-Za-z0-9_.-]+$", helper):
+    if not re.match(r"^[A-Za-z0-9_.-]+\Z", helper):
         raise RegistryError(f"Docker config names an invalid credential helper {helper!r}")
     try:
         done = subprocess.run([f"docker-credential-{helper}", "get"], input=host, capture_output=True,

@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
         insecure_registry: list[str] = typer.Option([], "--insecure-registry", help="Registry host to reach with HTTPS without certificate checks, else plain HTTP (repeatable)."),
         manifests_dir: Optional[Path] = typer.Option(None, "--manifests-dir", help="Write manifest sets to DIR/<set>/ for a GitOps agent (default EDGE/manifests; not with --kubeconfig)."),
         kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Server-side apply manifest sets into this cluster."),
-        context: Optional[str] = typer.Option(None, "--context", help="Context in --kubeconfig."),
+        context: Optional[str] = typer.Option(None, "--context", help="Context in --kubeconfig (default: its "
+                                               "current-context; needed when it has none)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing (at a KubeStellar WEC: per object, "
                                      "selected or not, by which policy and clause, and what would be pruned); "
                                      "the options are checked as for an import (a missing --kubeconfig is exit 2)."),

@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
                                                     "HTTPS without certificate checks, else plain HTTP (repeatable)."),
         manifests_dir: Optional[Path] = typer.Option(None, "--manifests-dir", help="Write manifest sets to DIR/<set>/."),
         kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Server-side apply manifest sets into this cluster."),
+        context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context (default: its "
+                                              "current-context; needed when it has none)."),
         limit_rate: Optional[str] = typer.Option(None, "--limit-rate", metavar="RATE", help="Cap the bandwidth used "
                                                  "to read oci:// bundles, bytes per second (500K, 10M, 1G)."),
         note: Optional[str] = typer.Option(None, "--note", help="Recorded with every audit entry."),
@@ -70,13 +72,15 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--state {state}: not a folder")
         from importer.apply.kube import check_target
 
-        check_target(kubeconfig, None, manifests_dir)  # a missing kubeconfig: refused now, not at the first bundle
+        if context and not kubeconfig:
+            raise UsageError("--context needs --kubeconfig")
+        check_target(kubeconfig, context, manifests_dir)  # a bad kubeconfig: refused now, not at the first bundle
         trust_for_import(list(trust), state, [], dry_run=True)  # a bad --trust: refused before anything is written
         state.mkdir(parents=True, exist_ok=True)  # the audit trail records waiting before the first import
         ui = UI(json_mode=False)  # its decisions are its log: printed on a terminal, to cron and to a pod log alike
         opts = ImportOptions(paths=[], trust=trust, state=state, registry=registry,
                              insecure_registries=frozenset(insecure_registry), manifests_dir=manifests_dir,
-                             kubeconfig=kubeconfig, note=note, limit_rate=parse_rate(limit_rate) if limit_rate else None)
+                             kubeconfig=kubeconfig, context=context, note=note, limit_rate=parse_rate(limit_rate) if limit_rate else None)
         watcher = Watcher(src, opts, ui, lambda: trust_for_import(list(trust), state, [], dry_run=True),
                           interval=interval, settle=settle)
 

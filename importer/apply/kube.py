@@ -332,30 +332,100 @@ def _connection_problem(err: BaseException) -> str:
     return re.sub(r"^[\w.<> ]*Connection(?:Pool)?\([^)]*\)>?: ", "", reason)[:300]
 
 
-def kubeconfig_contexts(kubeconfig: Path) -> list[str]:
-    """The context names of the kubeconfig file ``kubeconfig``, read without contacting any cluster.
+@dataclass(frozen=True)
+class Kubeconfig:
+    """What ferry reads of a kubeconfig file itself: its contexts and the current one.
+
+    ``contexts`` maps each context's name to its ``namespace`` (None when it names none), in
+    file order; ``current`` is ``current-context`` (None when absent or empty: kubectl and the
+    kubernetes client then need an explicit context)."""
+
+    path: Path
+    contexts: dict[str, str | None]
+    current: str | None
+
+    def choose(self, context: str | None) -> tuple[str, str]:
+        """The context to use and its default namespace.
+
+        Args:
+            context: ``--context`` (None: not given; the file's ``current-context`` is used).
+        Returns:
+            (context name, namespace; ``default`` when the context names none).
+        Raises:
+            UsageError (exit 2): ``context`` is not one of the file's contexts (the line names
+            those there are), or no ``context`` is given and the file has no
+            ``current-context`` (the line says to pass ``--context``).
+        """
+        from manifests.errors import UsageError
+
+        names = ", ".join(self.contexts) or "none"
+        if context is None:
+            if self.current is None:
+                raise UsageError(f"--kubeconfig {self.path}: has no current-context; pass --context NAME "
+                                 f"(one of: {names})")
+            context = self.current
+            if context not in self.contexts:
+                raise UsageError(f"--kubeconfig {self.path}: its current-context {context!r} is not one of its "
+                                 f"contexts (it has: {names}); pass --context NAME")
+        elif context not in self.contexts:
+            raise UsageError(f"--context {context}: the kubeconfig {self.path} has no such context "
+                             f"(it has: {names})")
+        return context, self.contexts[context] or "default"
+
+
+def read_kubeconfig(kubeconfig: Path) -> Kubeconfig:
+    """Read the contexts of the kubeconfig file ``kubeconfig`` without contacting any cluster:
+    the one place ferry parses a kubeconfig itself (the kubernetes client's own reader refuses a
+    file without ``current-context`` even when a context is named; kubectl does not).
 
     Args:
-        kubeconfig: the file ``--kubeconfig`` names (``import``, ``site set``).
+        kubeconfig: the file ``--kubeconfig`` names (``import``, ``watch``, ``site set``); at most
+            :data:`manifests.limits.MAX_KUBECONFIG_BYTES` bytes of YAML.
     Returns:
-        its contexts' names, in file order.
+        a :class:`Kubeconfig`.
     Raises:
-        PlaceError (exit 2, place ``source``): the file is not there. UsageError (exit 2): it
-        cannot be read or is not a kubeconfig (the client library's first line says why).
+        PlaceError (exit 2, place ``source``): the file is not there, not a regular file, or
+        unreadable. LimitError (exit 2): over the size limit, or a YAML alias bomb
+        (:func:`manifests.yamldoc.check_expanded`). UsageError (exit 2): not YAML, or not a
+        kubeconfig (``contexts`` not a list of ``{name, context}`` mappings; the Kubernetes
+        client's ``clientcmd/api/v1`` Config schema).
     """
-    from kubernetes import config
-    from kubernetes.config.config_exception import ConfigException
-
-    from manifests.bundle import not_found
+    from manifests.bundle import not_found, read_bounded
     from manifests.errors import UsageError
+    from manifests.limits import MAX_KUBECONFIG_BYTES
+    from manifests.yamldoc import check_expanded
 
     if not kubeconfig.exists():
         raise PlaceError("source", str(kubeconfig), not_found("kubeconfig", kubeconfig))
+    data = read_bounded(kubeconfig, MAX_KUBECONFIG_BYTES, "kubeconfig", place="source")
     try:
-        contexts, _ = config.list_kube_config_contexts(config_file=str(kubeconfig))
-    except (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError) as err:
-        raise UsageError(f"--kubeconfig {kubeconfig}: cannot be used ({str(err).splitlines()[0][:200]})") from None
-    return [str(c.get("name")) for c in contexts or [] if isinstance(c, dict)]
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError as err:
+        raise UsageError(f"--kubeconfig {kubeconfig}: cannot be used (not valid YAML: "
+                         f"{str(err).splitlines()[0][:200]})") from None
+    check_expanded(doc, f"kubeconfig {kubeconfig}")
+
+    def bad(why: str) -> UsageError:
+        return UsageError(f"--kubeconfig {kubeconfig}: cannot be used (not a kubeconfig: {why})")
+
+    if not isinstance(doc, dict):
+        raise bad("not a mapping")
+    entries = doc.get("contexts") or []
+    if not isinstance(entries, list):
+        raise bad("contexts is not a list")
+    contexts: dict[str, str | None] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+            raise bad("a context without a name")
+        body = entry.get("context") or {}
+        if not isinstance(body, dict):
+            raise bad(f"context {entry['name']!r} is not a mapping")
+        namespace = body.get("namespace")
+        contexts[entry["name"]] = namespace if isinstance(namespace, str) and namespace else None
+    current = doc.get("current-context")
+    if current is not None and not isinstance(current, str):
+        raise bad("current-context is not a string")
+    return Kubeconfig(kubeconfig, contexts, current or None)
 
 
 def check_target(kubeconfig: Path | None, context: str | None, manifests_dir: Path | None) -> None:
@@ -368,15 +438,11 @@ def check_target(kubeconfig: Path | None, context: str | None, manifests_dir: Pa
         manifests_dir: ``import --manifests-dir`` (None: not given); made when missing.
     Raises:
         PlaceError (exit 2): the kubeconfig is not there, or ``manifests_dir`` is there but is
-        not a folder. UsageError (exit 2): the kubeconfig cannot be used, or has no ``context``.
+        not a folder. UsageError (exit 2): the kubeconfig cannot be used, has no ``context``,
+        or has no current-context and no ``context`` is given (:meth:`Kubeconfig.choose`).
     """
-    from manifests.errors import UsageError
-
     if kubeconfig is not None:
-        names = kubeconfig_contexts(kubeconfig)
-        if context is not None and context not in names:
-            raise UsageError(f"--context {context}: the kubeconfig {kubeconfig} has no such context "
-                             f"(it has: {', '.join(names) or 'none'})")
+        read_kubeconfig(kubeconfig).choose(context)
     if manifests_dir is not None and manifests_dir.exists() and not manifests_dir.is_dir():
         raise PlaceError("source", str(manifests_dir), f"--manifests-dir {manifests_dir}: not a folder")
 
@@ -390,16 +456,12 @@ class _Cluster:
 
         assert target.kubeconfig is not None
         self.where = f"cluster ({target.kubeconfig}" + (f", context {target.context})" if target.context else ")")
+        # ferry reads the contexts itself and always names one: the client's own reader would
+        # refuse a file without current-context even when --context is given.
+        context, self.default_namespace = read_kubeconfig(target.kubeconfig).choose(target.context)
         try:
-            contexts, current = config.list_kube_config_contexts(config_file=str(target.kubeconfig))
-            chosen = next((c for c in contexts if c.get("name") == target.context), None) if target.context else current
-            if target.context and chosen is None:
-                raise FerryError(f"{self.where}: the kubeconfig has no context {target.context!r}")
-            self.default_namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
-            api = config.new_client_from_config(config_file=str(target.kubeconfig), context=target.context,
+            api = config.new_client_from_config(config_file=str(target.kubeconfig), context=context,
                                                 persist_config=False)
-        except FerryError:
-            raise
         except (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError) as err:
             raise FerryError(f"kubeconfig {target.kubeconfig}: cannot be used ({str(err).splitlines()[0][:200]})") from None
         self.host = api.configuration.host
