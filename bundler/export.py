@@ -39,7 +39,7 @@ import blake3 as _blake3
 from manifests import PUBLISH_FORMAT_VERSION, VARIANTS_FORMAT_VERSION, __version__, budget as memory, canonical, limits
 from manifests.bundle import MANIFEST_NAME, PACKS_DIR, SIGNATURE_NAME, VOLUME_PREFIX, read_bounded, volume_dir_name
 from manifests.chunks import DEFAULT_LEVEL, chunk_level, compress_chunk, compressor
-from manifests.digest import Hasher, blake3_hex, manifest_digest
+from manifests.digest import Hasher, artifact_content_digest, blake3_hex, manifest_digest
 from manifests.durable import fsync_dir, make_dirs, tmp_path, write_atomic
 from manifests.errors import FerryError, FormatError, Interrupted, Place, PlaceError, PolicyError, SpecError, UsageError
 from manifests.keys import KeyRef, load_signing_keys
@@ -735,20 +735,29 @@ def _hashed(hasher: Hasher | _Tee, data: memoryview) -> memoryview:
     return data
 
 
+def _cached_digests(state: HubState, f: SourceFile) -> tuple[str, str] | None:
+    """(BLAKE3, ``sha256:<hex>``) of model file ``f``'s version when the chunk cache holds it
+    (unchanged since, :class:`bundler.hubstate.FileKey`) and the digest cache its sha256; else None
+    (also where it cannot be looked at: :func:`_chunk_file` says what is wrong with it)."""
+    if f.local_path is None:
+        return None
+    try:
+        cached = state.cached(FileKey.of(f.local_path))
+    except OSError:
+        return None
+    sha = state.known_digest("blake3:" + cached.blake3) if cached is not None else None
+    return (cached.blake3, sha) if cached is not None and sha is not None else None
+
+
 def _digests_cached(state: HubState, a: SourceArtifact) -> bool:
     """Whether every file of model ``a`` is in the chunk cache with its sha256 in the digest
     cache, and the model's modelcar digest too: then the export reads none of them."""
-    from manifests.digest import artifact_content_digest
-
     pairs = []
     for f in a.files:
-        try:
-            cached = state.cached(FileKey.of(f.local_path)) if f.local_path is not None else None
-        except OSError:
-            return False  # _chunk_file says what is wrong with it
-        if cached is None or state.known_digest("blake3:" + cached.blake3) is None:
+        known = _cached_digests(state, f)
+        if known is None:
             return False
-        pairs.append((f.path or "", cached.blake3))
+        pairs.append((f.path or "", known[0]))
     return state.known_digest("modelcar:" + artifact_content_digest(pairs)) is not None
 
 
@@ -760,14 +769,7 @@ def _layer_resume_point(state: HubState, a: SourceArtifact) -> tuple[str, str, l
 
     def known(path: str) -> tuple[str, str] | None:
         f = by_path[path]
-        if f.local_path is None or f.digest is not None:
-            return None
-        try:
-            cached = state.cached(FileKey.of(f.local_path))
-        except OSError:
-            return None  # _chunk_file says what is wrong with it
-        sha = state.known_digest("blake3:" + cached.blake3) if cached is not None else None
-        return (cached.blake3, sha) if cached is not None and sha is not None else None
+        return _cached_digests(state, f) if f.digest is None else None
 
     return resume_point([(f.path or "", f.size) for f in a.files], known, state.known_digest)
 
@@ -784,8 +786,6 @@ def _model_digests(run: _Run, a: SourceArtifact, entries: list[_EntryBuild]) -> 
         b.sha256 = files.get(b.source.path or "")
     if any(b.sha256 is None for b in entries):
         return None  # no modelcar digest without every file's
-    from manifests.digest import artifact_content_digest
-
     key = "modelcar:" + artifact_content_digest([(b.source.path or "", b.blake3) for b in entries])
     if layer is None:
         layer = run.state.known_digest(key)
@@ -1157,7 +1157,6 @@ def _installed_at_site(a: SourceArtifact, receipt: Receipt) -> bool:
     and images are left out chunk by chunk and blob by blob."""
     if a.kind != "manifests":
         return False
-    from manifests.digest import artifact_content_digest
 
     pairs = []
     for f in a.files:

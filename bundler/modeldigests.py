@@ -185,19 +185,15 @@ class ModelDigests:
         self._layer_start(path)
         if sha256 is not None:
             self._file = None
-        got = 0
-        try:
-            with opener() as f:
-                while data := f.read(_READ):
-                    if self._file is not None:
-                        self._file.update(data)
-                    if self._layer is not None:
-                        self._layer.update(data)
-                    got += len(data)
-        except OSError as exc:
-            raise PlaceError("source", path, f"cannot read {path}: {exc.strerror or exc}") from None
-        if got != size:
-            raise PlaceError("source", path, f"{path}: read {got} bytes, expected {size} (changed while exporting?)")
+        file, layer = self._file, self._layer
+
+        def update(data: bytes) -> None:
+            if file is not None:
+                file.update(data)
+            if layer is not None:
+                layer.update(data)
+
+        _read_whole(path, size, opener, update)
         self._end(path, size, sha256)
         self._layer_end(path, size)
 
@@ -308,15 +304,24 @@ def modelcar_by_reading(files: list[tuple[str, int, Callable[[], BinaryIO]]]) ->
     layer = ModelcarHasher([(p, n) for p, n, _ in files])
     for path, size, opener in sorted(files, key=lambda f: f[0]):
         layer.start(path)
-        got = 0
-        try:
-            with opener() as f:
-                while data := f.read(_READ):
-                    layer.update(data)
-                    got += len(data)
-        except OSError as exc:
-            raise PlaceError("source", path, f"cannot read {path}: {exc.strerror or exc}") from None
-        if got != size:
-            raise PlaceError("source", path, f"{path}: read {got} bytes, expected {size} (changed while exporting?)")
+        _read_whole(path, size, opener, layer.update)
         layer.end(size)
     return layer.digest()
+
+
+def _read_whole(path: str, size: int, opener: Callable[[], BinaryIO], update: Callable[[bytes], None]) -> None:
+    """Feed ``update`` the bytes of file ``path`` (``size`` bytes), read in 1 MiB blocks.
+
+    Raises:
+        PlaceError: the file cannot be read or is not ``size`` bytes long (place ``source``).
+    """
+    got = 0
+    try:
+        with opener() as f:
+            while data := f.read(_READ):
+                update(data)
+                got += len(data)
+    except OSError as exc:
+        raise PlaceError("source", path, f"cannot read {path}: {exc.strerror or exc}") from None
+    if got != size:
+        raise PlaceError("source", path, f"{path}: read {got} bytes, expected {size} (changed while exporting?)")
